@@ -1,0 +1,24 @@
+"""Errors of the m5flow core, one line each on when they are raised."""
+
+from __future__ import annotations
+
+
+class M5flowError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+
+class InputRejectedError(M5flowError):
+    """Raised when an upload is malformed; carries one readable reason per problem."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("; ".join(self.reasons))
+
+
+class RunFailedError(M5flowError):
+    """Raised when a run cannot continue (a failed job, an inconsistent manifest)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        self.stage = stage
+        self.reason = reason
+        super().__init__(f"{stage}: {reason}")

@@ -1,0 +1,73 @@
+"""Turning Batch Transform output into an M5 submission (`id,F1..F28`)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from m5flow.exceptions import RunFailedError
+
+
+def read_predictions(bodies: Iterable[bytes]) -> pd.DataFrame:
+    """Parse Batch Transform outputs (headerless `id,day,prediction` rows) into one frame."""
+    tables = [
+        pacsv.read_csv(
+            io.BytesIO(body),
+            read_options=pacsv.ReadOptions(column_names=["id", "day", "prediction"]),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"id": pa.string(), "day": pa.int32(), "prediction": pa.float64()}
+            ),
+        )
+        for body in bodies
+        if body.strip()
+    ]
+    if not tables:
+        return pd.DataFrame({"id": [], "day": [], "prediction": []})
+    return pa.concat_tables(tables).to_pandas()
+
+
+def submission(
+    predictions: pd.DataFrame, ids: np.ndarray, first_day: int, horizon: int
+) -> pd.DataFrame:
+    """Pivot predictions into `id,F1..F<horizon>`, one row per id, in the order of `ids`.
+
+    Raises
+    ------
+    RunFailedError
+        When a series or a day is missing or a prediction is not a finite number.
+    """
+    days = predictions["day"] - first_day + 1
+    outside = (days < 1) | (days > horizon)
+    if outside.any():
+        raise RunFailedError(
+            "assemble_forecast",
+            f"prediction for day d_{int(predictions['day'][outside].iloc[0])} is outside "
+            f"d_{first_day}..d_{first_day + horizon - 1}",
+        )
+    wide = (
+        predictions.assign(column="F" + days.astype(str))
+        .pivot_table(index="id", columns="column", values="prediction", aggfunc="mean")
+        .reindex(index=ids, columns=[f"F{h}" for h in range(1, horizon + 1)])
+    )
+    missing = wide.isna().any(axis=1)
+    if missing.any():
+        raise RunFailedError(
+            "assemble_forecast",
+            f"{int(missing.sum())} series have no prediction for some days, e.g. "
+            f"{wide.index[missing][0]}",
+        )
+    values = wide.to_numpy()
+    if not np.isfinite(values).all():
+        raise RunFailedError("assemble_forecast", "some predictions are not finite numbers")
+    # Unit sales cannot be negative; objectives other than tweedie/poisson can dip below 0.
+    wide[:] = np.clip(values, 0.0, None)
+    return wide.rename_axis("id").reset_index().rename_axis(None, axis=1)
+
+
+def to_csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, float_format="%.5g").encode()

@@ -1,0 +1,194 @@
+"""SageMaker request bodies for the built-in XGBoost: training, model and Batch Transform.
+
+Pure functions from a manifest and settings to the keyword arguments of boto3's
+`create_training_job`, `create_model` and `create_transform_job`, so the requests can be
+checked without AWS and the handlers stay thin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from m5flow import naming
+from m5flow.exceptions import RunFailedError
+from m5flow.images import xgboost_image_uri
+from m5flow.shards import CSV, Manifest, ModelShards, channel_prefix
+
+DEFAULT_HYPERPARAMETERS: dict[str, str] = {
+    "objective": "reg:tweedie",
+    "tweedie_variance_power": "1.5",
+    "num_round": "400",
+    "eta": "0.1",
+    "max_depth": "6",
+    "min_child_weight": "7",
+    "subsample": "0.8",
+    "colsample_bytree": "0.8",
+    "early_stopping_rounds": "20",
+    "eval_metric": "rmse",
+}
+# Inference rows are `id,day,features...`: the model sees the features, and the output keeps
+# id, day and the prediction. SageMaker's slices are end-inclusive.
+TRANSFORM_DATA_PROCESSING = {"InputFilter": "$[2:]", "JoinSource": "Input", "OutputFilter": "$[0,1,-1]"}
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Training and transform settings, from the stack parameters (Lambda environment)."""
+
+    bucket: str
+    role_arn: str
+    image: str
+    hyperparameters: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
+    training_instance_type: str = "ml.m5.xlarge"
+    training_instance_count: int = 1
+    transform_instance_type: str = "ml.m5.xlarge"
+    max_training_seconds: int = 7200
+    volume_gb: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> JobSettings:
+        """Read the settings the template passes to the functions as environment variables."""
+        hyperparameters = dict(DEFAULT_HYPERPARAMETERS)
+        if env.get("OBJECTIVE"):
+            hyperparameters["objective"] = env["OBJECTIVE"]
+            if env["OBJECTIVE"] != "reg:tweedie":
+                hyperparameters.pop("tweedie_variance_power")
+        if env.get("NUM_ROUND"):
+            hyperparameters["num_round"] = str(int(env["NUM_ROUND"]))
+        return cls(
+            bucket=env["DATA_BUCKET"],
+            role_arn=env.get("SAGEMAKER_ROLE_ARN", ""),
+            image=env.get("TRAINING_IMAGE") or xgboost_image_uri(env.get("AWS_REGION", "us-east-1")),
+            hyperparameters=hyperparameters,
+            training_instance_type=env.get("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
+            training_instance_count=int(env.get("TRAINING_INSTANCE_COUNT", "1")),
+            transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
+            max_training_seconds=int(env.get("MAX_TRAINING_SECONDS", "7200")),
+        )
+
+
+def _s3_prefix(bucket: str, prefix: str) -> str:
+    return f"s3://{bucket}/{prefix}"
+
+
+def _tags(manifest: Manifest, model: ModelShards) -> list[dict[str, str]]:
+    return [
+        {"Key": "m5flow:run", "Value": manifest.run_id},
+        {"Key": "m5flow:dataset", "Value": manifest.dataset},
+        {"Key": "m5flow:model", "Value": model.name},
+    ]
+
+
+def check_distribution(model: ModelShards, instance_count: int) -> None:
+    """Refuse settings that would leave training hosts idle.
+
+    With ShardedByS3Key each host reads whole objects, so fewer training objects than hosts
+    leaves some hosts with nothing to train on.
+    """
+    if instance_count > 1 and len(model.train) < instance_count:
+        raise RunFailedError(
+            "start_training",
+            f"model {model.name} has {len(model.train)} training shard(s) but "
+            f"TrainingInstanceCount is {instance_count}: ShardedByS3Key gives each host whole "
+            "objects, so some hosts would get no data; lower TrainingInstanceCount or shard "
+            "into more groups",
+        )
+
+
+def training_request(manifest: Manifest, model: ModelShards, settings: JobSettings) -> dict[str, Any]:
+    """Keyword arguments of `create_training_job` for one model of a run."""
+    check_distribution(model, settings.training_instance_count)
+    distribution = "ShardedByS3Key" if settings.training_instance_count > 1 else "FullyReplicated"
+
+    def channel(name: str, dist: str) -> dict[str, Any]:
+        return {
+            "ChannelName": name,
+            "ContentType": manifest.content_type,
+            "CompressionType": "None",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": _s3_prefix(settings.bucket, channel_prefix(manifest.run_id, name, model.name)),
+                    "S3DataDistributionType": dist,
+                }
+            },
+        }
+
+    channels = [channel("train", distribution)]
+    if model.validation:
+        # Every host scores the whole validation set, so early stopping sees the same metric.
+        channels.append(channel("validation", "FullyReplicated"))
+    hyperparameters = dict(settings.hyperparameters)
+    if not model.validation:
+        hyperparameters.pop("early_stopping_rounds", None)
+    return {
+        "TrainingJobName": naming.job_name(manifest.run_id, model.name),
+        "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File"},
+        "RoleArn": settings.role_arn,
+        "InputDataConfig": channels,
+        "OutputDataConfig": {
+            "S3OutputPath": _s3_prefix(settings.bucket, f"{naming.run_prefix(manifest.run_id)}model/{model.name}/")
+        },
+        "ResourceConfig": {
+            "InstanceType": settings.training_instance_type,
+            "InstanceCount": settings.training_instance_count,
+            "VolumeSizeInGB": settings.volume_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_training_seconds},
+        "HyperParameters": hyperparameters,
+        "Tags": _tags(manifest, model),
+    }
+
+
+def model_request(
+    manifest: Manifest, model: ModelShards, artifact_uri: str, settings: JobSettings
+) -> dict[str, Any]:
+    """Keyword arguments of `create_model` for a trained model."""
+    return {
+        "ModelName": naming.job_name(manifest.run_id, model.name),
+        "ExecutionRoleArn": settings.role_arn,
+        "PrimaryContainer": {"Image": settings.image, "ModelDataUrl": artifact_uri},
+        "Tags": _tags(manifest, model),
+    }
+
+
+def transform_request(manifest: Manifest, model: ModelShards, settings: JobSettings) -> dict[str, Any]:
+    """Keyword arguments of `create_transform_job` scoring a model's inference shards."""
+    name = naming.job_name(manifest.run_id, model.name)
+    return {
+        "TransformJobName": name,
+        "ModelName": name,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 6,
+        "TransformInput": {
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": _s3_prefix(settings.bucket, channel_prefix(manifest.run_id, "inference", model.name)),
+                }
+            },
+            "ContentType": CSV,
+            "SplitType": "Line",
+            "CompressionType": "None",
+        },
+        "TransformOutput": {
+            "S3OutputPath": _s3_prefix(settings.bucket, channel_prefix(manifest.run_id, "predictions", model.name)),
+            "Accept": CSV,
+            "AssembleWith": "Line",
+        },
+        "TransformResources": {"InstanceType": settings.transform_instance_type, "InstanceCount": 1},
+        "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
+        "Tags": _tags(manifest, model),
+    }
+
+
+def run_and_model_of(s3_uri: str) -> tuple[str, str, str]:
+    """Return (bucket, run, model) of an m5flow job path `s3://<bucket>/runs/<run>/<kind>/<model>/`."""
+    without_scheme = s3_uri.removeprefix("s3://")
+    bucket, _, key = without_scheme.partition("/")
+    parts = key.strip("/").split("/")
+    if len(parts) < 4 or parts[0] != "runs":
+        raise ValueError(f"{s3_uri} is not an m5flow run path s3://<bucket>/runs/<run>/<kind>/<model>/")
+    return bucket, parts[1], parts[3]

@@ -1,0 +1,66 @@
+"""Deterministic names, so a re-delivered event can never start a second run or job.
+
+A run is identified by its dataset and the ETags of its three inputs: the same upload maps to
+the same run, training job, model and transform job, and a changed input to a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+RAW_PREFIX = "raw/"
+RUNS_PREFIX = "runs/"
+JOB_PREFIX = "m5flow-"
+# SageMaker's rule for job and model names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
+_MAX_NAME = 63
+_RUN_HASH_CHARS = 12
+
+
+def sanitize(text: str) -> str:
+    """Map `text` onto SageMaker's name alphabet: letters, digits, single inner dashes."""
+    cleaned = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-")
+    return cleaned or "x"
+
+
+def dataset_of(key: str) -> str | None:
+    """Return the dataset of a raw object key `raw/<dataset>/<file>`, else None."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != RAW_PREFIX.rstrip("/") or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+def run_id(dataset: str, etags: Mapping[str, str]) -> str:
+    """Return the run id for `dataset` with these input ETags (file name -> ETag).
+
+    The id stays a valid SageMaker name once prefixed with `m5flow-` and suffixed with a
+    model tag such as `-h1`.
+    """
+    digest = hashlib.sha256(
+        "\n".join(f"{name}={etags[name].strip(chr(34))}" for name in sorted(etags)).encode()
+    ).hexdigest()[:_RUN_HASH_CHARS]
+    room = _MAX_NAME - len(JOB_PREFIX) - len(digest) - 1 - 8  # 8: room for a model suffix
+    return f"{sanitize(dataset)[:room].rstrip('-')}-{digest}"
+
+
+def run_of(key: str) -> str | None:
+    """Return the run of an object key `runs/<run>/...`, else None."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != RUNS_PREFIX.rstrip("/") or not parts[1]:
+        return None
+    return parts[1]
+
+
+def job_name(run: str, model: str) -> str:
+    """Return the SageMaker training job, model and transform job name of one model."""
+    return f"{JOB_PREFIX}{run}-{sanitize(model)}"[:_MAX_NAME].rstrip("-")
+
+
+def run_prefix(run: str) -> str:
+    return f"{RUNS_PREFIX}{run}/"
+
+
+def manifest_key(run: str) -> str:
+    return f"{run_prefix(run)}manifest.json"

@@ -1,0 +1,5 @@
+"""One function per pipeline step; each Lambda handler parses its event and calls one of them.
+
+Every step is idempotent: names are derived from the inputs, "already exists" means "done",
+and an event is only announced by the delivery that did the work.
+"""

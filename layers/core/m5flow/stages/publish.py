@@ -1,0 +1,77 @@
+"""Publish-model step: a training job finished; create its model and Batch Transform job."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from m5flow import jobs, naming
+from m5flow.notifications import EventPublisher
+from m5flow.shards import Manifest
+from m5flow.storage import Storage
+
+logger = Logger(child=True)
+
+
+def publish_model(
+    storage: Storage,
+    sagemaker: Any,
+    publisher: EventPublisher,
+    training: Mapping[str, Any],
+    settings: jobs.JobSettings,
+) -> str | None:
+    """React to a training job's final state (`training`: the event's detail).
+
+    Completed: create the model and its transform job; return the transform job's name, or
+    None when an earlier delivery already created it. Failed or Stopped: announce
+    `Run Failed` with SageMaker's reason and create nothing.
+    """
+    name = training["TrainingJobName"]
+    _, run, model_name = jobs.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
+    manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
+    status = training["TrainingJobStatus"]
+    if status != "Completed":
+        reason = training.get("FailureReason") or f"the training job was {status.lower()}"
+        logger.error("training did not complete", extra={"job": name, "status": status, "reason": reason})
+        publisher.publish(
+            "Run Failed",
+            {
+                "run_id": run,
+                "dataset": manifest.dataset,
+                "stage": "training",
+                "job": name,
+                "status": status,
+                "reason": f"training job {name} {status}: {reason}",
+            },
+        )
+        return None
+
+    artifact = (training.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    if not artifact:  # Some deliveries omit it; the job itself always knows.
+        artifact = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"]["S3ModelArtifacts"]
+    model = manifest.model(model_name)
+    try:
+        sagemaker.create_model(**jobs.model_request(manifest, model, artifact, settings))
+    except sagemaker.exceptions.ClientError as exc:
+        if "already existing model" not in exc.response.get("Error", {}).get("Message", ""):
+            raise
+        logger.info("model already exists", extra={"model": name})
+    request = jobs.transform_request(manifest, model, settings)
+    try:
+        sagemaker.create_transform_job(**request)
+    except sagemaker.exceptions.ResourceInUse:
+        logger.info("transform job already exists", extra={"job": request["TransformJobName"]})
+        return None
+    publisher.publish(
+        "Transform Started",
+        {
+            "run_id": run,
+            "dataset": manifest.dataset,
+            "model": model.name,
+            "model_artifact": artifact,
+            "transform_job": request["TransformJobName"],
+        },
+    )
+    return request["TransformJobName"]

@@ -1,0 +1,94 @@
+"""Shard step: a raw input arrived; once all three are there, validate and write shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from m5flow import naming, schema
+from m5flow.exceptions import InputRejectedError
+from m5flow.notifications import EventPublisher
+from m5flow.shards import ShardConfig, write_shards
+from m5flow.storage import AlreadyExistsError, Storage
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What the step did: `status` is one of started, waiting, duplicate, rejected, ignored."""
+
+    status: str
+    dataset: str | None = None
+    run_id: str | None = None
+
+
+def shard_dataset(
+    storage: Storage,
+    publisher: EventPublisher,
+    key: str,
+    config: ShardConfig | None = None,
+) -> ShardOutcome:
+    """Handle the arrival of raw object `key`: shard its dataset if all inputs are present.
+
+    The last of the three inputs to arrive does the work; earlier arrivals find an input
+    missing and wait. A re-delivered or concurrent event finds the run's manifest already
+    written (or loses the conditional write of it) and announces nothing.
+    """
+    dataset = naming.dataset_of(key)
+    if dataset is None or key.rsplit("/", 1)[-1] not in schema.INPUT_FILES:
+        logger.info("not an m5flow input, ignored", extra={"key": key})
+        return ShardOutcome("ignored")
+    prefix = f"{naming.RAW_PREFIX}{dataset}/"
+    etags = {name: storage.etag(prefix + name) for name in schema.INPUT_FILES}
+    absent = [name for name, etag in etags.items() if etag is None]
+    if absent:
+        logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
+        return ShardOutcome("waiting", dataset)
+    present = {name: str(etag) for name, etag in etags.items()}
+    run = naming.run_id(dataset, present)
+    if storage.etag(naming.manifest_key(run)) is not None:
+        logger.info("run already sharded", extra={"run_id": run})
+        return ShardOutcome("duplicate", dataset, run)
+
+    inputs = {name: {"key": prefix + name, "etag": present[name]} for name in schema.INPUT_FILES}
+    try:
+        data = schema.parse_inputs({name: storage.read(prefix + name) for name in schema.INPUT_FILES})
+    except InputRejectedError as exc:
+        logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
+        publisher.publish(
+            "Input Rejected",
+            {
+                "run_id": run,
+                "dataset": dataset,
+                "stage": "shard",
+                "reason": "; ".join(exc.reasons),
+                "reasons": exc.reasons,
+                "inputs": inputs,
+            },
+        )
+        return ShardOutcome("rejected", dataset, run)
+
+    manifest = write_shards(data, storage, run, dataset, inputs, shard_config=config)
+    try:
+        storage.write(naming.manifest_key(run), manifest.to_json(), if_absent=True)
+    except AlreadyExistsError:
+        logger.info("a concurrent delivery wrote the manifest first", extra={"run_id": run})
+        return ShardOutcome("duplicate", dataset, run)
+    shard_count = sum(len(m.train) + len(m.validation) + len(m.inference) for m in manifest.models)
+    logger.info("run started", extra={"run_id": run, "shards": shard_count})
+    publisher.publish(
+        "Run Started",
+        {
+            "run_id": run,
+            "dataset": dataset,
+            "series": manifest.series,
+            "last_day": manifest.last_day,
+            "models": [m.name for m in manifest.models],
+            "shards": shard_count,
+            "missing_price_weeks": manifest.missing_price_weeks,
+            "manifest": storage.uri(naming.manifest_key(run)),
+        },
+    )
+    return ShardOutcome("started", dataset, run)

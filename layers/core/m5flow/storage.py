@@ -1,0 +1,127 @@
+"""Where the pipeline reads and writes objects: an S3 bucket, or a folder on disk.
+
+The shard step and the forecast assembly are written once against `Storage`; the Lambda
+handlers use `S3Storage`, and `m5flow shard DATA_DIR OUT_DIR` uses `DiskStorage`.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any
+
+from m5flow.exceptions import M5flowError
+
+
+class AlreadyExistsError(M5flowError):
+    """Raised by a conditional write when the object is already there."""
+
+
+class ObjectMissingError(M5flowError):
+    """Raised when an object that should be there is not."""
+
+
+class Storage(abc.ABC):
+    """Keys are '/'-separated paths, as in S3."""
+
+    @abc.abstractmethod
+    def read(self, key: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+        """Write `body` under `key`; return its ETag. `if_absent`: refuse to overwrite."""
+
+    @abc.abstractmethod
+    def etag(self, key: str) -> str | None:
+        """Return the object's ETag, or None when there is no such object."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys under `prefix`, sorted."""
+
+
+class S3Storage(Storage):
+    """One S3 bucket through a boto3 client (the endpoint comes from the environment)."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissingError(f"{self.uri(key)} does not exist") from None
+
+    def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        except self.client.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise AlreadyExistsError(f"{self.uri(key)} already exists") from None
+            raise
+        return str(response["ETag"]).strip('"')
+
+    def etag(self, key: str) -> str | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return str(head["ETag"]).strip('"')
+
+    def list(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return sorted(
+            item["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        )
+
+
+class DiskStorage(Storage):
+    """A folder standing in for a bucket; ETags are content hashes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def uri(self, key: str) -> str:
+        return str(self.root / key)
+
+    def read(self, key: str) -> bytes:
+        path = self.root / key
+        if not path.is_file():
+            raise ObjectMissingError(f"{path} does not exist")
+        return path.read_bytes()
+
+    def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with path.open("xb" if if_absent else "wb") as handle:
+                handle.write(body)
+        except FileExistsError:
+            raise AlreadyExistsError(f"{path} already exists") from None
+        return _md5(body)
+
+    def etag(self, key: str) -> str | None:
+        path = self.root / key
+        return _md5(path.read_bytes()) if path.is_file() else None
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(
+            str(p.relative_to(self.root)) for p in self.root.glob("**/*")
+            if p.is_file() and str(p.relative_to(self.root)).startswith(prefix)
+        )  # fmt: skip
+
+
+def _md5(body: bytes) -> str:
+    import hashlib
+
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()

@@ -1,0 +1,150 @@
+"""`m5flow`: generate data, shard it on disk, or run the whole flow on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from m5flow import naming, schema
+from m5flow.shards import ShardConfig, write_shards
+from m5flow.storage import DiskStorage
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from m5flow.synth import write_synthetic_m5
+
+    started = time.perf_counter()
+    written = write_synthetic_m5(Path(args.out), args.series, seed=args.seed)
+    for path in dict(written).values() if isinstance(written, dict) else vars(written).values():
+        print(f"wrote {path} ({Path(path).stat().st_size:,} bytes)")
+    print(f"{args.series} series in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _shard(args: argparse.Namespace) -> int:
+    data_dir, out = Path(args.data_dir), Path(args.out_dir)
+    source = DiskStorage(data_dir)
+    etags = {name: source.etag(name) for name in schema.INPUT_FILES}
+    absent = [name for name, etag in etags.items() if etag is None]
+    if absent:
+        print(f"missing input(s) in {data_dir}: {', '.join(absent)}", file=sys.stderr)
+        return 2
+    dataset = naming.sanitize(data_dir.resolve().name)
+    run = naming.run_id(dataset, {k: str(v) for k, v in etags.items()})
+    started = time.perf_counter()
+    try:
+        data = schema.parse_inputs({name: source.read(name) for name in schema.INPUT_FILES})
+    except schema.InputRejectedError as exc:
+        print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
+        return 1
+    inputs = {name: {"key": name, "etag": str(etags[name])} for name in schema.INPUT_FILES}
+    target = DiskStorage(out)
+    manifest = write_shards(
+        data, target, run, dataset, inputs, shard_config=ShardConfig(train_format=args.format)
+    )
+    target.write(naming.manifest_key(run), manifest.to_json())
+    for model in manifest.models:
+        for channel in ("train", "validation", "inference"):
+            shards = getattr(model, channel)
+            print(
+                f"{model.name} {channel:10s} {len(shards):4d} shards "
+                f"{sum(s.rows for s in shards):>12,} rows {sum(s.bytes for s in shards):>14,} bytes"
+            )
+    print(f"manifest {out / naming.manifest_key(run)} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _local_run(args: argparse.Namespace) -> int:
+    from m5flow_local.cloud import LocalCloud, LocalRunFailedError
+
+    data_dir, out = Path(args.data), Path(args.out)
+    files = [name for name in (*schema.INPUT_FILES, schema.TRUTH_FILE) if (data_dir / name).is_file()]
+    missing = [name for name in schema.INPUT_FILES if name not in files]
+    if missing:
+        print(f"missing input(s) in {data_dir}: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    dataset = naming.sanitize(args.dataset or data_dir.resolve().name)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
+    started = time.perf_counter()
+    with LocalCloud(workdir) as cloud:
+        # The truth file goes first: it must be in place before the last input starts the run.
+        ordered = sorted(files, key=lambda name: name != schema.TRUTH_FILE)
+        cloud.upload_dataset(data_dir, dataset, tuple(ordered))
+        try:
+            outcome = cloud.wait_for_outcome(dataset, timeout=args.timeout)
+        except LocalRunFailedError as exc:
+            print(f"FAILED: {exc}", file=sys.stderr)
+            return 1
+        detail = outcome.get("detail", {})
+        if outcome.get("detail-type") != "Forecast Ready":
+            print(f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}", file=sys.stderr)
+            return 1
+        for uri_field in ("submission", "metrics", "report"):
+            uri = detail.get(uri_field)
+            if uri:
+                key = uri.removeprefix(f"s3://{cloud.bucket}/")
+                cloud.download(key, out / key.rsplit("/", 1)[-1])
+        print(f"forecast ready in {time.perf_counter() - started:.0f} s: "
+              f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    from m5flow_local.cloud import LocalCloud
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
+    with LocalCloud(workdir) as cloud:
+        print("export these to point boto3 and the AWS CLI at the local cloud:")
+        for key, value in cloud.environment.items():
+            print(f"export {key}={value}")
+        print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="m5flow", description=__doc__)
+    commands = main.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="generate M5-format files")
+    synth.add_argument("--series", type=int, required=True)
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=_synth)
+
+    shard = commands.add_parser("shard", help="run the shard step on local files, no AWS")
+    shard.add_argument("data_dir")
+    shard.add_argument("out_dir")
+    shard.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    shard.set_defaults(run=_shard)
+
+    local = commands.add_parser("local", help="the local cloud").add_subparsers(dest="local", required=True)
+    run = local.add_parser("run", help="run the whole flow locally on a folder of M5 files")
+    run.add_argument("--data", required=True, help="folder with the three M5 files")
+    run.add_argument("--out", required=True, help="where submission.csv and the report go")
+    run.add_argument("--dataset", help="dataset name (default: the data folder's name)")
+    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the forecast")
+    run.add_argument("--workdir", help="keep the local cloud's files here")
+    run.set_defaults(run=_local_run)
+    up = local.add_parser("up", help="start the local endpoints and keep them up")
+    up.add_argument("--workdir")
+    up.set_defaults(run=_local_up)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The local cloud: moto's server, the local SageMaker, the stack's resources and the router.
+
+`LocalCloud` brings up on 127.0.0.1 everything the deployed stack has on AWS, reached by
+unmodified boto3 clients through `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SAGEMAKER`, and
+runs the real handlers in-process when the template's rules say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from m5flow.notifications import SOURCE, TERMINAL
+from m5flow_local.router.bus import EventRouter, Invocation
+from m5flow_local.router.runtime import LocalFunction
+from m5flow_local.router.template import load_stack
+from m5flow_local.sagemaker.server import LocalSageMaker
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+BUCKET = "m5flow-local-data"
+_BUS_QUEUE = "m5flow-local-bus"
+_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+class LocalRunFailedError(Exception):
+    """Raised when a local run ends without a forecast (rejected input, failed job, crash)."""
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One line a person can read for any event on the bus."""
+    detail = event.get("detail", {})
+    kind = f"{event.get('source')} | {event.get('detail-type')}"
+    if event.get("source") == "aws.s3":
+        return f"{kind}: s3://{detail['bucket']['name']}/{detail['object']['key']}"
+    if event.get("source") == "aws.sagemaker":
+        name = detail.get("TrainingJobName") or detail.get("TransformJobName")
+        status = detail.get("TrainingJobStatus") or detail.get("TransformJobStatus")
+        secondary = f" ({detail['SecondaryStatus']})" if detail.get("SecondaryStatus") else ""
+        reason = f": {detail['FailureReason']}" if detail.get("FailureReason") else ""
+        return f"{kind}: {name} {status}{secondary}{reason}"
+    shown = {k: v for k, v in detail.items() if k not in ("inputs", "reasons")}
+    return f"{kind}: {json.dumps(shown, default=str)}"
+
+
+@dataclass
+class _Outcomes:
+    """Terminal m5flow events and failed invocations, for callers waiting on a run."""
+
+    condition: threading.Condition = field(default_factory=threading.Condition)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, event: dict[str, Any]) -> None:
+        with self.condition:
+            self.events.append(event)
+            self.condition.notify_all()
+
+
+class LocalCloud:
+    """Start with `with LocalCloud(workdir) as cloud:`; everything stops on exit."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        parameters: dict[str, str] | None = None,
+        echo: Callable[[str], None] | None = print,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.parameters = parameters or {}
+        self.echo = echo or (lambda _line: None)
+        self.bucket = BUCKET
+        self.outcomes = _Outcomes()
+        self._saved_env: dict[str, str | None] = {}
+        self._moto: ThreadedMotoServer | None = None
+        self._sagemaker: LocalSageMaker | None = None
+        self.router: EventRouter | None = None
+        self.environment: dict[str, str] = {}
+
+    def __enter__(self) -> LocalCloud:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _set_environment(self, variables: dict[str, str]) -> None:
+        for key, value in variables.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        self.environment.update(variables)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self._set_environment({**_CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"})
+        events = boto3.client("events")
+        self._sagemaker = LocalSageMaker(
+            lambda event: self._put_aws_event(events, event),
+            self.workdir / "sagemaker",
+            region=REGION,
+            account_id=ACCOUNT,
+        )
+        self._set_environment({"AWS_ENDPOINT_URL_SAGEMAKER": self._sagemaker.start()})
+        queue_url = self._provision(events)
+        role_arn = f"arn:aws:iam::{ACCOUNT}:role/m5flow-local-sagemaker"
+        stack = load_stack(
+            {
+                "DataBucket": self.bucket,
+                "DataBucket.Arn": f"arn:aws:s3:::{self.bucket}",
+                "SageMakerExecutionRole": "m5flow-local-sagemaker",
+                "SageMakerExecutionRole.Arn": role_arn,
+            },
+            parameters=self.parameters,
+            region=REGION,
+            account=ACCOUNT,
+        )
+        functions = {
+            name: LocalFunction(spec, REGION, ACCOUNT) for name, spec in stack.functions.items()
+        }
+        self.router = EventRouter(
+            boto3.client("sqs"),
+            queue_url,
+            stack,
+            functions,
+            ACCOUNT,
+            on_event=self._on_event,
+            on_invocation=self._on_invocation,
+        )
+        self.router.start()
+        self.echo(f"local cloud up: S3/EventBridge/SQS {os.environ['AWS_ENDPOINT_URL']}, "
+                  f"SageMaker {os.environ['AWS_ENDPOINT_URL_SAGEMAKER']}, bucket {self.bucket}")
+
+    def _provision(self, events: Any) -> str:
+        """Create what the stack's template creates on AWS, and the bus queue."""
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=self.bucket)
+        s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_notification_configuration(
+            Bucket=self.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+        sqs = boto3.client("sqs")
+        queue_url = sqs.create_queue(QueueName=_BUS_QUEUE, Attributes={"VisibilityTimeout": "3600"})["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="m5flow-local-everything", EventPattern=json.dumps({"account": [ACCOUNT]}))
+        events.put_targets(Rule="m5flow-local-everything", Targets=[{"Id": "bus", "Arn": queue_arn}])
+        return queue_url
+
+    @staticmethod
+    def _put_aws_event(events: Any, event: dict[str, Any]) -> None:
+        """Put a service event (the local SageMaker's state changes) on the default bus."""
+        entry = {
+            "Source": event["source"],
+            "DetailType": event["detail-type"],
+            "Detail": json.dumps(event["detail"]),
+            "Resources": event.get("resources", []),
+        }
+        if event.get("time"):
+            entry["Time"] = datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        events.put_events(Entries=[entry])
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.echo(f"{datetime.now(UTC):%H:%M:%S} event  {describe(event)}")
+        if event.get("source") == SOURCE and event.get("detail-type") in TERMINAL:
+            self.outcomes.add(event)
+
+    def _on_invocation(self, invocation: Invocation) -> None:
+        if invocation.error is None:
+            result = json.dumps(invocation.result, default=str)
+            self.echo(f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} -> {result}")
+            return
+        self.echo(f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} FAILED after "
+                  f"{invocation.attempts} attempts:\n{invocation.error}")
+        self.outcomes.add(
+            {
+                "source": "lambda",
+                "detail-type": "Lambda Function Invocation Result - Failure",
+                "detail": {"function": invocation.function, "reason": invocation.error.strip().splitlines()[-1]},
+            }
+        )
+
+    def upload_dataset(self, data_dir: Path, dataset: str, files: tuple[str, ...]) -> None:
+        """Upload the given files of `data_dir` to raw/<dataset>/, as a user would."""
+        s3 = boto3.client("s3")
+        for name in files:
+            s3.upload_file(str(Path(data_dir) / name), self.bucket, f"raw/{dataset}/{name}")
+            self.echo(f"{datetime.now(UTC):%H:%M:%S} upload s3://{self.bucket}/raw/{dataset}/{name}")
+
+    def wait_for_outcome(self, dataset: str, timeout: float) -> dict[str, Any]:
+        """Block until the dataset's run ends (a terminal m5flow event or a crashed handler)."""
+
+        def found() -> dict[str, Any] | None:
+            for event in self.outcomes.events:
+                detail = event.get("detail", {})
+                if event.get("source") == "lambda" or detail.get("dataset") == dataset:
+                    return event
+            return None
+
+        with self.outcomes.condition:
+            if not self.outcomes.condition.wait_for(lambda: found() is not None, timeout=timeout):
+                raise LocalRunFailedError(f"no forecast for {dataset} within {timeout:.0f} s")
+            event = found()
+        assert event is not None
+        return event
+
+    def download(self, key: str, path: Path) -> None:
+        boto3.client("s3").download_file(self.bucket, key, str(path))
+
+    def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop()
+        if self._sagemaker is not None:
+            self._sagemaker.stop()
+        if self._moto is not None:
+            self._moto.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()

@@ -1,0 +1,106 @@
+"""The local event bus: deliver every event on moto's EventBridge to the template's targets.
+
+moto's EventBridge has one catch-all rule whose target is an SQS queue; this router is that
+queue's consumer, as Lambda's own pollers are for an SQS event source. Each event is
+normalised to AWS's shape, shown, matched against the rules of template.yaml and handed to
+the in-process functions, with Lambda's asynchronous retry policy (two retries).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from m5flow_local.router.normalize import normalize
+from m5flow_local.router.patterns import matches
+from m5flow_local.router.runtime import LocalFunction
+from m5flow_local.router.template import StackSpec
+
+LAMBDA_ASYNC_ATTEMPTS = 3  # the first try and Lambda's two retries for async invocations
+_LONG_POLL_SECONDS = 1  # bounds how long stop() waits; messages arrive as soon as sent
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The outcome of delivering one event to one function."""
+
+    function: str
+    event: dict[str, Any]
+    result: Any = None
+    error: str | None = None  # the last traceback when every attempt failed
+    attempts: int = 1
+
+
+class EventRouter:
+    """Consumes the bus queue on a daemon thread until `stop()`."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        stack: StackSpec,
+        functions: dict[str, LocalFunction],
+        account: str,
+        *,
+        on_event: Callable[[dict[str, Any]], None],
+        on_invocation: Callable[[Invocation], None],
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.stack = stack
+        self.functions = functions
+        self.account = account
+        self.on_event = on_event
+        self.on_invocation = on_invocation
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="m5flow-event-router", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=30)
+
+    def targets_of(self, event: dict[str, Any]) -> list[str]:
+        """The functions the template's rules route `event` to."""
+        return [
+            target
+            for rule in self.stack.rules
+            if matches(rule.pattern, event)
+            for target in rule.targets
+        ]
+
+    def deliver(self, event: dict[str, Any]) -> list[Invocation]:
+        """Route one (already normalised) event and invoke its targets."""
+        self.on_event(event)
+        invocations = [self._invoke(name, event) for name in self.targets_of(event)]
+        for invocation in invocations:
+            self.on_invocation(invocation)
+        return invocations
+
+    def _invoke(self, name: str, event: dict[str, Any]) -> Invocation:
+        error = ""
+        for attempt in range(1, LAMBDA_ASYNC_ATTEMPTS + 1):
+            try:
+                return Invocation(name, event, self.functions[name].invoke(event), attempts=attempt)
+            except Exception:  # a Lambda invocation error: retried, then reported
+                error = traceback.format_exc()
+        return Invocation(name, event, error=error, attempts=LAMBDA_ASYNC_ATTEMPTS)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=_LONG_POLL_SECONDS,
+            )
+            for message in response.get("Messages", []):
+                event = normalize(json.loads(message["Body"]), self.account)
+                if event is not None:
+                    self.deliver(event)
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])

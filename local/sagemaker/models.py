@@ -1,0 +1,519 @@
+"""State of the local SageMaker: training jobs, models, transform jobs, and their events.
+
+Requests validate and record state here; each job then runs in its own thread
+(``training.py``, ``transform.py``), reporting progress back through the small
+``mark_*``/``finish_*`` methods.  Every primary status change is turned into an
+EventBridge event while the state lock is held and queued, and one emitter
+thread hands the events to ``emit`` in order: a job's events can never overtake
+each other, and ``emit`` (which may call straight back into this API) never runs
+under the lock nor blocks a job.
+
+Errors, codes and messages are AWS's, checked against public reports:
+duplicate training job -> ``ResourceInUse`` "Training job names must be unique
+within an AWS account and region, and a training job with this name already
+exists (<arn>)"; DescribeTrainingJob of an unknown job -> ``ValidationException``
+"Requested resource not found." (AWS does not return the ``ResourceNotFound`` its
+API model lists, see aws/aws-sdk#165); invalid names -> ``ValidationException``
+in AWS's "1 validation error detected: ..." form.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from m5flow_local.sagemaker import events
+from m5flow_local.sagemaker.exceptions import (
+    ResourceInUseError,
+    ValidationError,
+)
+
+LOG = logging.getLogger(__name__)
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?"
+DEFAULT_MAX_RUNTIME = 86400
+FAILURE_REASON_MAX = 1024
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def check_name(value: Any, field_name: str, pattern: str, max_len: int = 63) -> str:
+    """Validate a resource name with AWS's exact message.
+
+    Raises
+    ------
+    ValidationError
+        ``1 validation error detected: Value 'x_y' at 'trainingJobName' failed to satisfy
+        constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``
+    """
+    if not isinstance(value, str) or not re.fullmatch(pattern.lstrip("^"), value):
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {pattern}"
+        )
+    if len(value) > max_len:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {max_len}"
+        )
+    return value
+
+
+def clip_reason(reason: str) -> str:
+    """Fit a FailureReason into AWS's 1024 characters, keeping its head and its end.
+
+    The end holds the error message (after a traceback), the head says who failed.
+    """
+    if len(reason) <= FAILURE_REASON_MAX:
+        return reason
+    head = reason.split("\n", 1)[0][:200] + "\n...\n"
+    return head + reason[-(FAILURE_REASON_MAX - len(head)):]
+
+
+def tags_map(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    """Tags as EventBridge shows them: a key -> value map."""
+    return {t["Key"]: t["Value"] for t in tags or []}
+
+
+@dataclass
+class TrainingJob:
+    """A training job's request and its mutable state."""
+
+    name: str
+    arn: str
+    request: dict[str, Any]
+    creation_time: float
+    status: str = "InProgress"
+    secondary_status: str = "Starting"
+    failure_reason: str | None = None
+    last_modified: float = 0.0
+    start_time: float | None = None
+    end_time: float | None = None
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    model_artifacts: str | None = None
+    final_metrics: list[dict[str, Any]] = field(default_factory=list)
+    # Stop requests and host process exits reach the job thread here, in order.
+    control: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+    stop_reason: str | None = None
+    thread: threading.Thread | None = None
+
+    def transition(self, secondary: str, message: str, now: float) -> None:
+        """Record a secondary status change, closing the previous one."""
+        if self.transitions and "EndTime" not in self.transitions[-1]:
+            self.transitions[-1]["EndTime"] = now
+        entry: dict[str, Any] = {"Status": secondary, "StartTime": now, "StatusMessage": message}
+        if secondary in ("Completed", "Failed", "Stopped", "MaxRuntimeExceeded"):
+            entry["EndTime"] = now
+        self.transitions.append(entry)
+        self.secondary_status = secondary
+        self.last_modified = now
+
+    def describe(self) -> dict[str, Any]:
+        """The DescribeTrainingJob response (timestamps in epoch seconds)."""
+        req = self.request
+        out: dict[str, Any] = {"TrainingJobName": self.name, "TrainingJobArn": self.arn}
+        if self.model_artifacts is not None:
+            out["ModelArtifacts"] = {"S3ModelArtifacts": self.model_artifacts}
+        out["TrainingJobStatus"] = self.status
+        out["SecondaryStatus"] = self.secondary_status
+        if self.status == "Failed" and self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        for key in ("HyperParameters", "AlgorithmSpecification", "RoleArn", "InputDataConfig",
+                    "OutputDataConfig", "ResourceConfig", "VpcConfig"):
+            if key in req:
+                out[key] = req[key]
+        out["StoppingCondition"] = req.get("StoppingCondition") or {
+            "MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME}
+        out["CreationTime"] = self.creation_time
+        if self.start_time is not None:
+            out["TrainingStartTime"] = self.start_time
+        if self.end_time is not None:
+            out["TrainingEndTime"] = self.end_time
+        out["LastModifiedTime"] = self.last_modified
+        out["SecondaryStatusTransitions"] = [dict(t) for t in self.transitions]
+        if self.final_metrics:
+            out["FinalMetricDataList"] = [dict(m) for m in self.final_metrics]
+        for key in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
+                    "EnableManagedSpotTraining"):
+            out[key] = bool(req.get(key, False))
+        if self.start_time is not None and self.end_time is not None:
+            seconds = max(1, round(self.end_time - self.start_time))
+            out["TrainingTimeInSeconds"] = seconds
+            out["BillableTimeInSeconds"] = seconds
+        for key in ("CheckpointConfig", "Environment", "ExperimentConfig", "RetryStrategy"):
+            if key in req:
+                out[key] = req[key]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The ListTrainingJobs entry."""
+        out: dict[str, Any] = {"TrainingJobName": self.name, "TrainingJobArn": self.arn,
+                               "CreationTime": self.creation_time}
+        if self.end_time is not None:
+            out["TrainingEndTime"] = self.end_time
+        out["LastModifiedTime"] = self.last_modified
+        out["TrainingJobStatus"] = self.status
+        out["SecondaryStatus"] = self.secondary_status
+        return out
+
+
+@dataclass
+class Model:
+    """A model: where its artifact is and which container serves it."""
+
+    name: str
+    arn: str
+    request: dict[str, Any]
+    creation_time: float
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ModelName": self.name}
+        for key in ("PrimaryContainer", "Containers", "InferenceExecutionConfig",
+                    "ExecutionRoleArn", "VpcConfig"):
+            if key in self.request:
+                out[key] = self.request[key]
+        out["CreationTime"] = self.creation_time
+        out["ModelArn"] = self.arn
+        out["EnableNetworkIsolation"] = bool(self.request.get("EnableNetworkIsolation", False))
+        return out
+
+    def container(self) -> dict[str, Any]:
+        """The container serving the model: the primary one, or the first of ``Containers``."""
+        if "PrimaryContainer" in self.request:
+            return self.request["PrimaryContainer"]
+        return (self.request.get("Containers") or [{}])[0]
+
+
+@dataclass
+class TransformJob:
+    """A batch transform job's request and its mutable state."""
+
+    name: str
+    arn: str
+    request: dict[str, Any]
+    creation_time: float
+    status: str = "InProgress"
+    failure_reason: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The DescribeTransformJob response (timestamps in epoch seconds)."""
+        req = self.request
+        out: dict[str, Any] = {"TransformJobName": self.name, "TransformJobArn": self.arn,
+                               "TransformJobStatus": self.status}
+        if self.status == "Failed" and self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        out["ModelName"] = req["ModelName"]
+        for key in ("MaxConcurrentTransforms", "ModelClientConfig", "MaxPayloadInMB",
+                    "BatchStrategy", "Environment"):
+            if key in req:
+                out[key] = req[key]
+        out["TransformInput"] = {"CompressionType": "None", "SplitType": "None",
+                                 **req["TransformInput"]}
+        out["TransformOutput"] = dict(req["TransformOutput"])
+        out["TransformResources"] = req["TransformResources"]
+        out["CreationTime"] = self.creation_time
+        if self.start_time is not None:
+            out["TransformStartTime"] = self.start_time
+        if self.end_time is not None:
+            out["TransformEndTime"] = self.end_time
+        if "DataProcessing" in req:
+            out["DataProcessing"] = {"InputFilter": "$", "OutputFilter": "$", "JoinSource": "None",
+                                     **req["DataProcessing"]}
+        if "ExperimentConfig" in req:
+            out["ExperimentConfig"] = req["ExperimentConfig"]
+        return out
+
+
+class SageMakerBackend:
+    """All resources of one local SageMaker, and the emitter of their events.
+
+    Parameters
+    ----------
+    emit
+        Called with each state-change event (EventBridge envelope), from one thread.
+    workdir
+        Where jobs keep their files (``training/<job>/...``, ``transform/<job>/...``).
+    region, account_id
+        Used in ARNs and events.
+    """
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], workdir: Path, *,
+                 region: str, account_id: str) -> None:
+        self.emit = emit
+        self.workdir = Path(workdir)
+        self.region = region
+        self.account_id = account_id
+        self.lock = threading.RLock()
+        self.training_jobs: dict[str, TrainingJob] = {}
+        self.models: dict[str, Model] = {}
+        self.transform_jobs: dict[str, TransformJob] = {}
+        self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._emitter = threading.Thread(target=self._emit_loop, name="sagemaker-events",
+                                         daemon=True)
+        self._emitter.start()
+
+    # ----------------------------------------------------------------- events
+    def _emit_loop(self) -> None:
+        while True:
+            event = self._outbox.get()
+            if event is None:
+                return
+            try:
+                self.emit(event)
+            except Exception:  # a subscriber's failure must not stop later events
+                LOG.exception("emit failed for %s", event["resources"])
+
+    def arn(self, kind: str, name: str) -> str:
+        """AWS's ARN form; SageMaker lower-cases the name in it."""
+        return f"arn:aws:sagemaker:{self.region}:{self.account_id}:{kind}/{name.lower()}"
+
+    def queue_training_event(self, job: TrainingJob) -> None:
+        """Queue the event for the job's current status (call with the lock held)."""
+        self._outbox.put(events.envelope(
+            events.TRAINING_DETAIL_TYPE, job.describe(), job.arn,
+            tags_map(job.request.get("Tags")), region=self.region, account_id=self.account_id,
+            now=time.time()))
+
+    def queue_transform_event(self, job: TransformJob) -> None:
+        """Queue the event for the transform job's current status (call with the lock held)."""
+        self._outbox.put(events.envelope(
+            events.TRANSFORM_DETAIL_TYPE, job.describe(), job.arn,
+            tags_map(job.request.get("Tags")), region=self.region, account_id=self.account_id,
+            now=time.time()))
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop running jobs, wait for their threads, flush and stop the event thread."""
+        with self.lock:
+            running = [j for j in self.training_jobs.values() if j.status not in TERMINAL]
+            transforms = [j for j in self.transform_jobs.values() if j.status not in TERMINAL]
+        for job in running:
+            self.request_training_stop(job, "Stopped")
+        for tjob in transforms:
+            tjob.stop_requested.set()
+        for thread in [j.thread for j in running] + [t.thread for t in transforms]:
+            if thread is not None:
+                thread.join(timeout)
+        self._outbox.put(None)
+        self._emitter.join(timeout)
+
+    # ---------------------------------------------------------- training jobs
+    def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from m5flow_local.sagemaker import training
+
+        name = check_name(params.get("TrainingJobName"), "trainingJobName", JOB_NAME_PATTERN)
+        training.validate_request(params)
+        now = time.time()
+        with self.lock:
+            if name in self.training_jobs:
+                raise ResourceInUseError(
+                    "Training job names must be unique within an AWS account and region, and a "
+                    f"training job with this name already exists ({self.arn('training-job', name)})"
+                )
+            job = TrainingJob(name=name, arn=self.arn("training-job", name), request=params,
+                              creation_time=now, last_modified=now)
+            job.transition("Starting", "Launching requested ML instances", now)
+            self.training_jobs[name] = job
+            self.queue_training_event(job)
+            job.thread = threading.Thread(target=training.run_training_job, args=(self, job),
+                                          name=f"training-{name}", daemon=True)
+            job.thread.start()
+        return {"TrainingJobArn": job.arn}
+
+    def get_training_job(self, name: Any) -> TrainingJob:
+        with self.lock:
+            job = self.training_jobs.get(name) if isinstance(name, str) else None
+        if job is None:
+            raise ValidationError("Requested resource not found.")
+        return job
+
+    def describe_training_job(self, name: Any) -> dict[str, Any]:
+        job = self.get_training_job(name)
+        with self.lock:
+            return job.describe()
+
+    def stop_training_job(self, name: Any) -> None:
+        job = self.get_training_job(name)
+        with self.lock:
+            if job.status not in ("InProgress", "Stopping"):
+                raise ValidationError(
+                    f"The request was rejected because the training job is in status {job.status}."
+                )
+        self.request_training_stop(job, "Stopped")
+
+    def request_training_stop(self, job: TrainingJob, reason: str) -> None:
+        """Enter ``Stopping`` at once (with its event), then tell the job thread to stop."""
+        if self.mark_training_stopping(job, reason):
+            job.control.put(("stop",))
+
+    def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            jobs = list(self.training_jobs.values())
+        contains = params.get("NameContains")
+        status = params.get("StatusEquals")
+        bounds = {
+            "CreationTimeAfter": lambda j, t: j.creation_time > t,
+            "CreationTimeBefore": lambda j, t: j.creation_time < t,
+            "LastModifiedTimeAfter": lambda j, t: j.last_modified > t,
+            "LastModifiedTimeBefore": lambda j, t: j.last_modified < t,
+        }
+        selected = [
+            j for j in jobs
+            if (contains is None or contains in j.name) and (status is None or j.status == status)
+            and all(test(j, float(params[key])) for key, test in bounds.items() if key in params)
+        ]
+        sort_by = params.get("SortBy", "CreationTime")
+        key_fn: Callable[[TrainingJob], Any] = {
+            "Name": lambda j: j.name, "Status": lambda j: j.status,
+        }.get(sort_by, lambda j: j.creation_time)
+        selected.sort(key=key_fn, reverse=params.get("SortOrder", "Ascending") == "Descending")
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults") or 10)
+        with self.lock:
+            page = [j.summary() for j in selected[start:start + size]]
+        out: dict[str, Any] = {"TrainingJobSummaries": page}
+        if start + size < len(selected):
+            out["NextToken"] = str(start + size)
+        return out
+
+    def mark_training(self, job: TrainingJob, secondary: str, message: str, *,
+                      started: bool = False) -> None:
+        """Move an in-progress job to another secondary status (no event: primary unchanged)."""
+        with self.lock:
+            now = time.time()
+            if started:
+                job.start_time = now
+            job.transition(secondary, message, now)
+
+    def mark_training_stopping(self, job: TrainingJob, reason: str) -> bool:
+        """Enter ``Stopping`` (one event); False if the job already ended or is stopping."""
+        with self.lock:
+            if job.status != "InProgress":
+                return False
+            job.stop_reason = reason
+            job.status = "Stopping"
+            job.transition("Stopping", "Stopping the training job", time.time())
+            self.queue_training_event(job)
+            return True
+
+    def finish_training(self, job: TrainingJob, status: str, *, reason: str | None = None,
+                        artifacts: str | None = None,
+                        metrics: list[dict[str, Any]] | None = None) -> None:
+        """Set the final status (Completed, Failed or Stopped) and queue its event."""
+        with self.lock:
+            now = time.time()
+            job.status = status
+            job.end_time = now
+            if job.start_time is None:
+                job.start_time = now
+            if reason is not None:
+                job.failure_reason = clip_reason(reason)
+            job.model_artifacts = artifacts
+            job.final_metrics = [dict(m, Timestamp=now) for m in metrics or []]
+            if status == "Completed":
+                job.transition("Completed", "Training job completed", now)
+            elif status == "Failed":
+                job.transition("Failed", "Training job failed", now)
+            elif job.stop_reason == "MaxRuntimeExceeded":
+                job.transition("MaxRuntimeExceeded",
+                               "Training job runtime exceeded MaxRuntimeInSeconds provided", now)
+            else:
+                job.transition("Stopped", "Training job stopped", now)
+            self.queue_training_event(job)
+
+    # ----------------------------------------------------------------- models
+    def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = check_name(params.get("ModelName"), "modelName", MODEL_NAME_PATTERN)
+        if "PrimaryContainer" not in params and not params.get("Containers"):
+            raise ValidationError("Either PrimaryContainer or Containers must be specified.")
+        with self.lock:
+            arn = self.arn("model", name)
+            if name in self.models:
+                raise ValidationError(f'Cannot create already existing model "{arn}".')
+            self.models[name] = Model(name=name, arn=arn, request=params,
+                                      creation_time=time.time())
+        return {"ModelArn": arn}
+
+    def get_model(self, name: Any) -> Model:
+        with self.lock:
+            model = self.models.get(name) if isinstance(name, str) else None
+        if model is None:
+            raise ValidationError(f'Could not find model "{self.arn("model", str(name))}".')
+        return model
+
+    def describe_model(self, name: Any) -> dict[str, Any]:
+        return self.get_model(name).describe()
+
+    def delete_model(self, name: Any) -> None:
+        model = self.get_model(name)
+        with self.lock:
+            self.models.pop(model.name, None)
+
+    # --------------------------------------------------------- transform jobs
+    def create_transform_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from m5flow_local.sagemaker import transform
+
+        name = check_name(params.get("TransformJobName"), "transformJobName", JOB_NAME_PATTERN)
+        model = self.get_model(params.get("ModelName"))
+        transform.validate_request(params, model, self.region)
+        now = time.time()
+        with self.lock:
+            if name in self.transform_jobs:
+                raise ResourceInUseError(
+                    "Job name must be unique within an AWS account and region, and a job with "
+                    f"this name already exists ({self.arn('transform-job', name)})"
+                )
+            job = TransformJob(name=name, arn=self.arn("transform-job", name), request=params,
+                               creation_time=now)
+            self.transform_jobs[name] = job
+            self.queue_transform_event(job)
+            job.thread = threading.Thread(target=transform.run_transform_job,
+                                          args=(self, job, model), name=f"transform-{name}",
+                                          daemon=True)
+            job.thread.start()
+        return {"TransformJobArn": job.arn}
+
+    def get_transform_job(self, name: Any) -> TransformJob:
+        with self.lock:
+            job = self.transform_jobs.get(name) if isinstance(name, str) else None
+        if job is None:
+            raise ValidationError(f"Could not find requested job with name {name}")
+        return job
+
+    def describe_transform_job(self, name: Any) -> dict[str, Any]:
+        job = self.get_transform_job(name)
+        with self.lock:
+            return job.describe()
+
+    def stop_transform_job(self, name: Any) -> None:
+        job = self.get_transform_job(name)
+        with self.lock:
+            if job.status != "InProgress":
+                return
+            job.status = "Stopping"
+            self.queue_transform_event(job)
+        job.stop_requested.set()
+
+    def mark_transform_started(self, job: TransformJob) -> None:
+        with self.lock:
+            job.start_time = time.time()
+
+    def finish_transform(self, job: TransformJob, status: str, reason: str | None = None) -> None:
+        """Set the transform's final status and queue its event."""
+        with self.lock:
+            job.status = status
+            job.end_time = time.time()
+            if job.start_time is None:
+                job.start_time = job.end_time
+            if reason is not None:
+                job.failure_reason = clip_reason(reason)
+            self.queue_transform_event(job)

@@ -1,0 +1,141 @@
+"""The sample events in events/ are shaped as AWS delivers them to a Lambda target of an
+EventBridge rule, and each is routed by exactly the rule meant for it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus, unquote_plus
+
+import pytest
+from m5flow_local.router.patterns import matches
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+BUCKET = "m5flow-data-123456789012"
+PATTERNS: dict[str, dict[str, Any]] = {
+    "raw inputs": {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [BUCKET]},
+            "object": {
+                "key": [
+                    {"wildcard": "raw/*/sales_train_evaluation.csv"},
+                    {"wildcard": "raw/*/calendar.csv"},
+                    {"wildcard": "raw/*/sell_prices.csv"},
+                ]
+            },
+        },
+    },
+    "manifests": {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [BUCKET]},
+            "object": {"key": [{"wildcard": "runs/*/manifest.json"}]},
+        },
+    },
+    "training done": {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {
+            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+            "TrainingJobName": [{"prefix": "m5flow-"}],
+        },
+    },
+    "transform done": {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Transform Job State Change"],
+        "detail": {
+            "TransformJobStatus": ["Completed", "Failed", "Stopped"],
+            "TransformJobName": [{"prefix": "m5flow-"}],
+        },
+    },
+}
+SAMPLES = {
+    "s3_object_created_raw.json": "raw inputs",
+    "s3_object_created_manifest.json": "manifests",
+    "sagemaker_training_completed.json": "training done",
+    "sagemaker_training_failed.json": "training done",
+    "sagemaker_transform_completed.json": "transform done",
+    "sagemaker_transform_failed.json": "transform done",
+}
+ENVELOPE = {"version", "id", "detail-type", "source", "account", "time", "region", "resources",
+            "detail"}  # fmt: skip
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def test_every_sample_is_covered() -> None:
+    assert sorted(p.name for p in EVENTS.glob("*.json")) == sorted(SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_envelope(name: str) -> None:
+    event = load(name)
+    assert set(event) == ENVELOPE
+    assert event["version"] == "0"
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", event["id"])
+    assert re.fullmatch(r"\d{12}", event["account"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"])
+    assert event["region"] == "us-east-1"
+    assert isinstance(event["resources"], list)
+    assert all(arn.startswith("arn:aws:") for arn in event["resources"])
+    assert isinstance(event["detail"], dict)
+
+
+@pytest.mark.parametrize(("name", "intended"), sorted(SAMPLES.items()))
+def test_routed_by_exactly_its_rule(name: str, intended: str) -> None:
+    event = load(name)
+    assert [rule for rule, pattern in PATTERNS.items() if matches(pattern, event)] == [intended]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(SAMPLES) if n.startswith("s3_")])
+def test_s3_detail(name: str) -> None:
+    event = load(name)
+    detail = event["detail"]
+    assert event["resources"] == [f"arn:aws:s3:::{detail['bucket']['name']}"]
+    obj = detail["object"]
+    assert {"key", "size", "etag", "version-id", "sequencer"} <= set(obj)  # a versioned bucket
+    # S3 URL-encodes the key (spaces as "+", "/" kept); these keys read the same either way.
+    assert quote_plus(unquote_plus(obj["key"]), safe="/") == obj["key"]
+    assert re.fullmatch(r"[0-9a-f]{32}", obj["etag"])  # single-part upload: an MD5, no quotes
+    assert re.fullmatch(r"[0-9A-F]{18}", obj["sequencer"])
+    assert detail["reason"] == "PutObject"
+    assert {"version", "request-id", "requester", "source-ip-address"} <= set(detail)
+
+
+def _times(node: Any) -> list[tuple[str, Any]]:
+    """Every ``...Time`` field in ``node``, nested ones included."""
+    if isinstance(node, list):
+        return [pair for item in node for pair in _times(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [(key, value) for key, value in node.items() if key.endswith("Time")]
+    return own + [pair for value in node.values() for pair in _times(value)]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(SAMPLES) if n.startswith("sagemaker_")])
+def test_sagemaker_detail(name: str) -> None:
+    event = load(name)
+    detail = event["detail"]
+    kind = "Training" if "training" in name else "Transform"
+    job = detail[f"{kind}JobName"]
+    assert event["resources"] == [detail[f"{kind}JobArn"]]
+    assert detail[f"{kind}JobArn"].endswith(f":{kind.lower()}-job/{job}")
+    failed = name.endswith("_failed.json")
+    assert detail[f"{kind}JobStatus"] == ("Failed" if failed else "Completed")
+    assert ("FailureReason" in detail) is failed
+    assert len(detail.get("FailureReason", "")) <= 1024  # the API's limit
+    if kind == "Training":
+        assert ("ModelArtifacts" in detail) is not failed
+        assert detail["SecondaryStatus"] == detail["TrainingJobStatus"]
+    times = _times(detail)
+    assert len(times) >= 3
+    for key, value in times:
+        assert isinstance(value, int) and not isinstance(value, bool), (key, value)
+        assert 1_500_000_000_000 < value < 2_500_000_000_000, (key, value)  # epoch milliseconds

@@ -1,0 +1,230 @@
+"""Each handler, loaded from template.yaml with its environment, against moto's real server.
+
+The SageMaker calls go to moto here (it records them); the local SageMaker, which refuses
+duplicates and really trains, is exercised in tests/local and tests/e2e.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+
+from m5flow.schema import INPUT_FILES, SALES_FILE
+from m5flow.shards import Manifest
+from tests.conftest import sample_event
+
+RUN_IN_SAMPLES = "demo-3f2a9c1b7e4d"
+
+
+def _upload(bucket: str, dataset: str, data_dir: Path, files: tuple[str, ...] = INPUT_FILES) -> None:
+    s3 = boto3.client("s3")
+    for name in files:
+        s3.upload_file(str(data_dir / name), bucket, f"raw/{dataset}/{name}")
+
+
+def _created(bucket: str, key: str) -> dict:
+    return sample_event(
+        "s3_object_created_raw",
+        **{"m5flow-data-123456789012": bucket, "raw/demo/sales_train_evaluation.csv": key},
+    )
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def _shard(bucket: str, load_function, dataset: str) -> str:
+    result = load_function("ShardFunction").invoke(_created(bucket, f"raw/{dataset}/{SALES_FILE}"))
+    assert result["status"] == "started", result
+    return result["run_id"]
+
+
+def test_shard_waits_for_all_three_inputs(bucket, load_function, small_m5, bus):
+    bus.watch("waiting")
+    _upload(bucket, "waiting", small_m5, (SALES_FILE,))
+    result = load_function("ShardFunction").invoke(_created(bucket, f"raw/waiting/{SALES_FILE}"))
+    assert result["status"] == "waiting"
+    assert _keys(bucket, "runs/") == []
+    assert bus.drain() == []
+
+
+def test_shard_writes_shards_then_manifest_once(bucket, load_function, small_m5, bus):
+    bus.watch("demo")
+    _upload(bucket, "demo", small_m5)
+    run = _shard(bucket, load_function, "demo")
+
+    manifest = Manifest.from_json(
+        boto3.client("s3").get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
+    )
+    assert manifest.series == 30 and manifest.last_day == 1941
+    written = set(_keys(bucket, f"runs/{run}/"))
+    for model in manifest.models:
+        for shard in model.train + model.validation + model.inference:
+            assert shard.key in written
+    events = bus.drain()
+    assert [e["detail-type"] for e in events] == ["Run Started"]
+    assert events[0]["detail"]["run_id"] == run
+
+    # The same event delivered again starts nothing and announces nothing.
+    again = load_function("ShardFunction").invoke(_created(bucket, f"raw/demo/{SALES_FILE}"))
+    assert again["status"] == "duplicate"
+    assert bus.drain() == []
+
+
+def test_shard_rejects_malformed_sales_and_writes_nothing(bucket, load_function, small_m5, bus, tmp_path):
+    bus.watch("broken")
+    sales = pd.read_csv(small_m5 / SALES_FILE)
+    sales.loc[3, "d_100"] = -2
+    for name in INPUT_FILES:
+        (tmp_path / name).write_bytes((small_m5 / name).read_bytes())
+    sales.to_csv(tmp_path / SALES_FILE, index=False)
+    _upload(bucket, "broken", tmp_path)
+    before = boto3.client("s3").get_object(Bucket=bucket, Key=f"raw/broken/{SALES_FILE}")["Body"].read()
+
+    result = load_function("ShardFunction").invoke(_created(bucket, f"raw/broken/{SALES_FILE}"))
+
+    assert result["status"] == "rejected"
+    assert _keys(bucket, "runs/") == []
+    after = boto3.client("s3").get_object(Bucket=bucket, Key=f"raw/broken/{SALES_FILE}")["Body"].read()
+    assert after == before
+    (event,) = bus.drain()
+    assert event["detail-type"] == "Input Rejected"
+    assert event["detail"]["stage"] == "shard"
+    assert "row 5, column d_100" in event["detail"]["reason"]
+    assert "non-negative integer" in event["detail"]["reason"]
+
+
+def test_start_training_creates_one_job_per_model(bucket, load_function, small_m5, bus):
+    bus.watch("train")
+    _upload(bucket, "train", small_m5)
+    run = _shard(bucket, load_function, "train")
+    bus.drain()
+    event = sample_event(
+        "s3_object_created_manifest",
+        **{"m5flow-data-123456789012": bucket, f"runs/{RUN_IN_SAMPLES}/": f"runs/{run}/"},
+    )
+
+    result = load_function("StartTrainingFunction").invoke(event)
+
+    (job,) = result["training_jobs"]
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=job)
+    assert described["HyperParameters"]["objective"] == "reg:tweedie"
+    assert described["AlgorithmSpecification"]["TrainingImage"].endswith("/sagemaker-xgboost:1.7-1")
+    assert described["ResourceConfig"] == {
+        "InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30,
+    }  # fmt: skip
+    channels = {c["ChannelName"]: c for c in described["InputDataConfig"]}
+    assert set(channels) == {"train", "validation"}
+    assert channels["train"]["ContentType"] == "application/x-parquet"
+    assert channels["train"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{bucket}/runs/{run}/train/h28/"
+    events = bus.drain()
+    assert [e["detail-type"] for e in events] == ["Training Started"]
+    assert events[0]["detail"]["training_jobs"] == [job]
+
+
+def _training_event(bucket: str, run: str, name: str) -> dict:
+    return sample_event(
+        name,
+        **{
+            "m5flow-data-123456789012": bucket,
+            RUN_IN_SAMPLES: run,
+        },
+    )
+
+
+def test_publish_model_creates_model_and_transform(bucket, load_function, small_m5, bus):
+    bus.watch("publish")
+    _upload(bucket, "publish", small_m5)
+    run = _shard(bucket, load_function, "publish")
+    bus.drain()
+
+    result = load_function("PublishModelFunction").invoke(
+        _training_event(bucket, run, "sagemaker_training_completed")
+    )
+
+    sagemaker = boto3.client("sagemaker")
+    job = result["transform_job"]
+    transform = sagemaker.describe_transform_job(TransformJobName=job)
+    assert transform["DataProcessing"] == {
+        "InputFilter": "$[2:]", "JoinSource": "Input", "OutputFilter": "$[0,1,-1]",
+    }  # fmt: skip
+    assert transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == (
+        f"s3://{bucket}/runs/{run}/inference/h28/"
+    )
+    model = sagemaker.describe_model(ModelName=transform["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/output/model.tar.gz")
+    assert [e["detail-type"] for e in bus.drain()] == ["Transform Started"]
+
+
+def test_publish_model_reports_failed_training(bucket, load_function, small_m5, bus):
+    bus.watch("failing")
+    _upload(bucket, "failing", small_m5)
+    run = _shard(bucket, load_function, "failing")
+    bus.drain()
+    event = _training_event(bucket, run, "sagemaker_training_failed")
+
+    result = load_function("PublishModelFunction").invoke(event)
+
+    assert result["transform_job"] is None
+    (failed,) = bus.drain()
+    assert failed["detail-type"] == "Run Failed"
+    assert failed["detail"]["stage"] == "training"
+    assert event["detail"]["FailureReason"] in failed["detail"]["reason"]
+
+
+def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):
+    bus.watch("assemble")
+    _upload(bucket, "assemble", small_m5)
+    run = _shard(bucket, load_function, "assemble")
+    bus.drain()
+    s3 = boto3.client("s3")
+    manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read())
+    # What Batch Transform would write: `id,day,prediction` per inference row.
+    for shard in manifest.models[0].inference:
+        rows = pd.read_csv(
+            io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
+        )
+        out = rows[[0, 1]].assign(prediction=rows[1] - 1941 - 0.5)
+        key = shard.key.replace("/inference/", "/predictions/") + ".out"
+        s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
+    event = _training_event(bucket, run, "sagemaker_transform_completed")
+
+    result = load_function("AssembleForecastFunction").invoke(event)
+
+    submission = pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=result["submission"])["Body"].read()))
+    expected_ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
+    assert list(submission["id"]) == list(expected_ids)
+    assert list(submission.columns) == ["id", *(f"F{h}" for h in range(1, 29))]
+    assert (submission["F1"] == 0.5).all() and (submission["F28"] == 27.5).all()
+    (ready,) = bus.drain()
+    assert ready["detail-type"] == "Forecast Ready"
+    assert ready["detail"]["submission"] == f"s3://{bucket}/{result['submission']}"
+    metrics = json.loads(s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read())
+    assert metrics["series"] == 30
+
+    # A second delivery of the same completion announces nothing new.
+    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+    assert bus.drain() == []
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_assemble_forecast_reports_failed_transform(bucket, load_function, small_m5, bus, status):
+    dataset = f"tf-{status.lower()}"
+    bus.watch(dataset)
+    _upload(bucket, dataset, small_m5)
+    run = _shard(bucket, load_function, dataset)
+    bus.drain()
+    event = _training_event(bucket, run, "sagemaker_transform_failed")
+    event["detail"]["TransformJobStatus"] = status
+
+    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+
+    (failed,) = bus.drain()
+    assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "transform"
+    assert _keys(bucket, f"runs/{run}/forecast/") == []
