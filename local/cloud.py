@@ -8,6 +8,7 @@ runs the real handlers in-process when the template's rules say so.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -107,6 +108,8 @@ class LocalCloud:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Both endpoints are werkzeug servers that log every request; the events are the story.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()

@@ -27,7 +27,7 @@ def _to_millis(value: Any) -> Any:
     """Replace epoch-second timestamps (anywhere in the detail) by integer milliseconds."""
     if isinstance(value, dict):
         return {
-            k: int(round(v * 1000)) if k in TIMESTAMP_FIELDS and isinstance(v, int | float)
+            k: round(v * 1000) if k in TIMESTAMP_FIELDS and isinstance(v, int | float)
             else _to_millis(v)
             for k, v in value.items()
         }

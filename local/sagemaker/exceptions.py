@@ -63,7 +63,7 @@ class ToolkitError(Exception):
 
 
 class UserError(ToolkitError):
-    """Raised when the user's configuration or data is wrong (the job's fault, fixable by the user)."""
+    """Raised when the user's configuration or data is wrong (fixable by the user)."""
 
 
 class AlgorithmError(ToolkitError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from m5flow_local.sagemaker.exceptions import AlgorithmError, UserError
@@ -111,7 +111,6 @@ class _Spec:
     depends_on: tuple[str, ...] = ()
     check_deps: Callable[[Any, dict[str, Any]], None] | None = None
     default: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def parse(self, raw: Any) -> Any:
         if self.kind == "int":
@@ -130,12 +129,7 @@ class _Spec:
         return raw
 
     def check_range(self, value: Any) -> None:
-        if self.kind == "csv":
-            if any(v not in self.range for v in value):
-                raise UserError(
-                    f"Hyperparameter {self.name}: value {value} not in range {self.range}"
-                )
-        elif self.kind == "tuple":
+        if self.kind == "csv" or self.kind == "tuple":
             if any(v not in self.range for v in value):
                 raise UserError(
                     f"Hyperparameter {self.name}: value {value} not in range {self.range}"

@@ -50,7 +50,7 @@ def check_name(value: Any, field_name: str, pattern: str, max_len: int = 63) -> 
     ------
     ValidationError
         ``1 validation error detected: Value 'x_y' at 'trainingJobName' failed to satisfy
-        constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``
+        constraint: Member must satisfy regular expression pattern: <pattern>``
     """
     if not isinstance(value, str) or not re.fullmatch(pattern.lstrip("^"), value):
         raise ValidationError(

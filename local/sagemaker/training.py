@@ -75,7 +75,7 @@ def validate_request(params: dict[str, Any]) -> None:
     for channel in params.get("InputDataConfig") or []:
         if "S3DataSource" not in channel.get("DataSource", {}):
             raise ValidationError(
-                f"Channel {channel.get('ChannelName')}: the local SageMaker reads S3DataSource only."
+                f"Channel {channel.get('ChannelName')}: the local SageMaker reads S3 only."
             )
     count = (params.get("ResourceConfig") or {}).get("InstanceCount", 1)
     if count < 1:

@@ -152,7 +152,7 @@ def invoke(booster: Any, payload: bytes, content_type: str | None, accept: str |
         preds = booster.predict(dtest, validate_features=False)
     except Exception as exc:
         raise InvocationError(400, f"Unable to evaluate payload provided: {exc}") from exc
-    if accept and accept.split(";")[0].strip().lower() not in SUPPORTED_ACCEPTS + ("*/*",):
+    if accept and accept.split(";")[0].strip().lower() not in (*SUPPORTED_ACCEPTS, "*/*"):
         raise InvocationError(
             406, f"Accept type {accept} is not supported. Please use supported accept types: "
                  f"{list(SUPPORTED_ACCEPTS)}.")

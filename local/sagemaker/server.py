@@ -1,0 +1,102 @@
+"""The local SageMaker endpoint: a threaded HTTP server on loopback.
+
+Point any boto3 ``sagemaker`` client at :meth:`LocalSageMaker.start`'s URL.  Jobs
+read and write S3 through ordinary boto3 clients whose endpoint comes from the
+environment (``AWS_ENDPOINT_URL``, moto's server in local mode), and every job
+state change is handed to ``emit`` as the EventBridge event AWS would publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from m5flow_local.sagemaker.models import SageMakerBackend
+from m5flow_local.sagemaker.responses import SageMakerResponses
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+LOG = logging.getLogger(__name__)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Request handler that keeps one access-log line per API call out of the console."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        LOG.debug("%s %s", self.requestline, code)
+
+
+class LocalSageMaker:
+    """A SageMaker API that really trains and predicts with XGBoost 1.7.6.
+
+    Parameters
+    ----------
+    emit
+        Receives each ``SageMaker Training Job State Change`` / ``SageMaker Transform
+        Job State Change`` event (full EventBridge envelope), in order, from one thread.
+    workdir
+        Where jobs keep downloaded channels, models and logs.
+    region, account_id
+        Used in ARNs and events.
+
+    Example
+    -------
+    >>> sm = LocalSageMaker(print, Path("/tmp/sm"))          # doctest: +SKIP
+    >>> url = sm.start()                                     # doctest: +SKIP
+    >>> boto3.client("sagemaker", endpoint_url=url)          # doctest: +SKIP
+    >>> sm.stop()                                            # doctest: +SKIP
+    """
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], workdir: Path, *,
+                 region: str = "us-east-1", account_id: str = "123456789012") -> None:
+        self.emit = emit
+        self.workdir = Path(workdir)
+        self.region = region
+        self.account_id = account_id
+        self.backend: SageMakerBackend | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a daemon thread; return the endpoint URL (``http://host:port``).
+
+        Raises
+        ------
+        RuntimeError
+            If already started.
+        """
+        if self._server is not None:
+            raise RuntimeError("LocalSageMaker is already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.backend = SageMakerBackend(self.emit, self.workdir, region=self.region,
+                                        account_id=self.account_id)
+        self._server = make_server(host, port, SageMakerResponses(self.backend), threaded=True,
+                                   request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="local-sagemaker", daemon=True)
+        self._thread.start()
+        bound_host, bound_port = self._server.server_address[:2]
+        url = f"http://{bound_host}:{bound_port}"
+        LOG.info("local SageMaker listening on %s", url)
+        return url
+
+    @property
+    def url(self) -> str | None:
+        """The endpoint URL while serving, else None."""
+        if self._server is None:
+            return None
+        bound_host, bound_port = self._server.server_address[:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    def stop(self) -> None:
+        """Stop serving, stop running jobs (their processes too) and flush pending events."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        if self.backend is not None:
+            self.backend.shutdown()
+        self._server = self._thread = self.backend = None

@@ -1,0 +1,55 @@
+"""The whole flow, as a user runs it: `m5flow local run` on a small generated dataset."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from m5flow.schema import INPUT_FILES, SALES_FILE
+
+
+def _local_run(data: Path, out: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(data), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
+    result = _local_run(small_m5, tmp_path / "out")
+
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    submission = pd.read_csv(tmp_path / "out" / "submission.csv")
+    ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
+    assert list(submission["id"]) == list(ids)
+    assert list(submission.columns) == ["id", *(f"F{h}" for h in range(1, 29))]
+    values = submission.drop(columns="id").to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all()
+    # A trained model, not a constant: forecasts differ between series.
+    assert submission.drop(columns="id").sum(axis=1).nunique() > 10
+    # Progress was visible: every stage's event was printed as it happened.
+    for stage in ("Object Created", "Run Started", "Training Started", "Training Job State Change",
+                  "Transform Started", "Transform Job State Change", "Forecast Ready"):
+        assert stage in result.stdout, stage
+
+
+def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in INPUT_FILES:
+        (data / name).write_bytes((small_m5 / name).read_bytes())
+    calendar = pd.read_csv(data / "calendar.csv")
+    calendar.iloc[:1950].to_csv(data / "calendar.csv", index=False)
+
+    result = _local_run(data, tmp_path / "out")
+
+    assert result.returncode != 0
+    assert "Input Rejected" in result.stderr
+    assert "calendar.csv" in result.stderr and "d_1951" in result.stderr
+    assert not (tmp_path / "out" / "submission.csv").exists()

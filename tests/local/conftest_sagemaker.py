@@ -1,0 +1,181 @@
+"""Helpers for the local SageMaker tests: a real moto server, the local SageMaker, events.
+
+The tests talk to both only through ordinary boto3 clients.  The moto server and
+the environment that points boto3 at it (``AWS_ENDPOINT_URL``, test credentials)
+live for one test module; events are collected as they are emitted and tests
+block on the one they need (a condition variable, never a sleep loop).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+from m5flow_local.sagemaker import LocalSageMaker
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+BUCKET = "m5flow-test"
+TERMINAL = ("Completed", "Failed", "Stopped")
+WAIT_SECONDS = 60
+
+
+class EventLog:
+    """Events emitted by the local SageMaker, with a blocking wait for a matching one."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def for_job(self, name: str) -> list[dict[str, Any]]:
+        key = ("TrainingJobName", "TransformJobName")
+        with self._cond:
+            return [e for e in self.events if name in (e["detail"].get(k) for k in key)]
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool],
+             timeout: float = WAIT_SECONDS) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.events if predicate(e)), None)
+
+        with self._cond:
+            event = self._cond.wait_for(found, timeout)
+        if event is None:
+            raise TimeoutError(f"no matching event within {timeout}s; got {self.events}")
+        return event
+
+    def wait_final(self, name: str, timeout: float = WAIT_SECONDS) -> dict[str, Any]:
+        """The job's terminal event (Completed, Failed or Stopped)."""
+        def is_final(e: dict[str, Any]) -> bool:
+            d = e["detail"]
+            status = d.get("TrainingJobStatus") or d.get("TransformJobStatus")
+            return name in (d.get("TrainingJobName"), d.get("TransformJobName")) and (
+                status in TERMINAL)
+
+        return self.wait(is_final, timeout)
+
+
+@dataclass
+class LocalCloud:
+    """Clients and collaborators a test needs."""
+
+    sm: Any
+    s3: Any
+    events: EventLog
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    """moto's server for S3 plus a local SageMaker, for one test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.delenv("AWS_PROFILE", raising=False)
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        host, port = moto.get_host_and_port()
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        events = EventLog()
+        workdir = tmp_path_factory.mktemp("sagemaker")
+        local = LocalSageMaker(events.emit, workdir, region=REGION, account_id=ACCOUNT)
+        url = local.start()
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=url)
+        try:
+            yield LocalCloud(sm=sm, s3=s3, events=events, workdir=workdir)
+        finally:
+            local.stop()
+            moto.stop()
+
+
+def tweedie_data(rng: np.random.Generator, rows: int, features: int = 3) -> np.ndarray:
+    """Label first, then small-integer features; counts that grow with feature 0."""
+    x = rng.integers(0, 12, size=(rows, features)).astype(float)
+    y = rng.poisson(0.3 + x[:, 0] / 4.0).astype(float)
+    return np.column_stack([y, x])
+
+
+def csv_bytes(table: np.ndarray) -> bytes:
+    """Rows as headerless CSV, numbers written compactly (``3`` not ``3.0``)."""
+    return "".join(",".join(f"{v:g}" for v in row) + "\n" for row in table).encode()
+
+
+def parquet_bytes(table: np.ndarray) -> bytes:
+    """The same table as Parquet, label in the first column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {f"c{i}": table[:, i] for i in range(table.shape[1])}
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+def put(cloud: LocalCloud, key: str, body: bytes) -> str:
+    cloud.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return f"s3://{BUCKET}/{key}"
+
+
+def training_request(name: str, prefix: str, hyperparameters: dict[str, str], *,
+                     content_type: str = "text/csv", instances: int = 1,
+                     channels: tuple[str, ...] = ("train", "validation"),
+                     distribution: dict[str, str] | None = None,
+                     max_runtime: int = 600) -> dict[str, Any]:
+    """A CreateTrainingJob request shaped like the pipeline's."""
+    distribution = distribution or {}
+    return {
+        "TrainingJobName": name,
+        "RoleArn": ROLE,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "HyperParameters": hyperparameters,
+        "InputDataConfig": [
+            {
+                "ChannelName": channel,
+                "ContentType": content_type,
+                "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{BUCKET}/{prefix}/{channel}/",
+                    "S3DataDistributionType": distribution.get(channel, "FullyReplicated"),
+                }},
+            }
+            for channel in channels
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/{prefix}/model/"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": instances,
+                           "VolumeSizeInGB": 5},
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
+    }
+
+
+def load_model(cloud: LocalCloud, s3_uri: str) -> Any:
+    """Download a model.tar.gz and load its ``xgboost-model`` with XGBoost."""
+    import xgboost as xgb
+
+    bucket, key = s3_uri[len("s3://"):].split("/", 1)
+    body = cloud.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.getnames() == ["xgboost-model"]
+        raw = tar.extractfile("xgboost-model")
+        assert raw is not None
+        booster = xgb.Booster()
+        booster.load_model(bytearray(raw.read()))
+    return booster

@@ -1,0 +1,298 @@
+"""Local SageMaker training, driven only through boto3 (SageMaker API + moto's S3).
+
+Pins what the pipeline relies on: container-like training and validation,
+model.tar.gz layout, the EventBridge events, AWS's errors, stop and max runtime,
+and distributed training matching single-instance training.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from conftest_sagemaker import (  # noqa: F401  (cloud is a fixture)
+    ACCOUNT,
+    BUCKET,
+    REGION,
+    LocalCloud,
+    cloud,
+    csv_bytes,
+    load_model,
+    parquet_bytes,
+    put,
+    training_request,
+    tweedie_data,
+)
+
+TWEEDIE = {"objective": "reg:tweedie", "tweedie_variance_power": "1.5", "eta": "0.3",
+           "max_depth": "4"}
+
+
+def _arn(name: str) -> str:
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name.lower()}"
+
+
+def _is_millis(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 10**12
+
+
+@pytest.fixture(scope="module")
+def csv_prefix(cloud: LocalCloud) -> str:
+    """CSV train/validation channels like the pipeline's shards."""
+    rng = np.random.default_rng(7)
+    put(cloud, "runs/csv/train/part-0.csv", csv_bytes(tweedie_data(rng, 400)))
+    put(cloud, "runs/csv/train/part-1.csv", csv_bytes(tweedie_data(rng, 400)))
+    put(cloud, "runs/csv/validation/part-0.csv", csv_bytes(tweedie_data(rng, 200)))
+    return "runs/csv"
+
+
+@pytest.fixture(scope="module")
+def failing_jobs(cloud: LocalCloud, csv_prefix: str) -> dict[str, dict[str, Any]]:
+    """Jobs the container refuses, started together so they fail in parallel."""
+    rng = np.random.default_rng(3)
+    put(cloud, "runs/hidden/train/part-0.csv", csv_bytes(tweedie_data(rng, 50)))
+    put(cloud, "runs/hidden/train/.part-0.csv.crc", b"crc")
+    put(cloud, "runs/extra/train/part-0.csv", csv_bytes(tweedie_data(rng, 50)))
+    put(cloud, "runs/extra/test/part-0.csv", csv_bytes(tweedie_data(rng, 50)))
+    ok = {**TWEEDIE, "num_round": "5"}
+    cases = {
+        "bad-power": training_request("bad-power", csv_prefix,
+                                      {**ok, "tweedie_variance_power": "2.5"}),
+        "no-num-round": training_request("no-num-round", csv_prefix, TWEEDIE),
+        "unknown-hp": training_request("unknown-hp", csv_prefix, {**ok, "n_estimators": "5"}),
+        "metric-at": training_request("metric-at", csv_prefix,
+                                      {**ok, "eval_metric": "tweedie-nloglik@1.5"}),
+        "hidden-file": training_request("hidden-file", "runs/hidden", ok, channels=("train",)),
+        "extra-channel": training_request("extra-channel", "runs/extra", ok,
+                                          channels=("train", "test")),
+        "empty-prefix": training_request("empty-prefix", "runs/nothing", ok),
+    }
+    for request in cases.values():
+        cloud.sm.create_training_job(**request)
+    return {name: cloud.events.wait_final(name) for name in cases}
+
+
+def test_csv_training_job_trains_uploads_and_emits(cloud: LocalCloud, csv_prefix: str) -> None:
+    """The pipeline's training request: a tweedie model in model.tar.gz, AWS-shaped events."""
+    hps = {**TWEEDIE, "num_round": "200", "early_stopping_rounds": "3",
+           "eval_metric": "rmsle"}
+    cloud.sm.create_training_job(**training_request("csv-job", csv_prefix, hps))
+    final = cloud.events.wait_final("csv-job")
+
+    desc = cloud.sm.describe_training_job(TrainingJobName="csv-job")
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["SecondaryStatus"] == "Completed"
+    artifacts = desc["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifacts == f"s3://{BUCKET}/runs/csv/model/csv-job/output/model.tar.gz"
+    assert [t["Status"] for t in desc["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert all("EndTime" in t for t in desc["SecondaryStatusTransitions"])
+    assert desc["TrainingStartTime"] <= desc["TrainingEndTime"]
+    assert [m["MetricName"] for m in desc["FinalMetricDataList"]] == ["validation:rmsle"]
+
+    booster = load_model(cloud, artifacts)
+    assert booster.num_features() == 3
+    # Early stopping on the validation channel kept fewer rounds than asked for.
+    assert booster.num_boosted_rounds() < 200
+    import xgboost as xgb
+
+    preds = booster.predict(xgb.DMatrix(np.array([[0.0, 1, 1], [11, 1, 1]])))
+    assert np.all(preds > 0) and preds[1] > preds[0]
+
+    # Events: InProgress then Completed, each the full EventBridge envelope.
+    sent = cloud.events.for_job("csv-job")
+    assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Completed"]
+    assert sent[-1] is final
+    for event in sent:
+        assert set(event) == {"version", "id", "detail-type", "source", "account", "time",
+                              "region", "resources", "detail"}
+        assert event["version"] == "0" and event["source"] == "aws.sagemaker"
+        assert event["detail-type"] == "SageMaker Training Job State Change"
+        assert (event["account"], event["region"]) == (ACCOUNT, REGION)
+        assert event["resources"] == [_arn("csv-job")]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"])
+        detail = event["detail"]
+        assert detail["TrainingJobArn"] == _arn("csv-job")
+        assert detail["HyperParameters"] == hps
+        assert detail["Tags"] == {}
+        assert "FailureReason" not in detail
+        assert _is_millis(detail["CreationTime"]) and _is_millis(detail["LastModifiedTime"])
+    assert len({e["id"] for e in sent}) == 2
+    assert "ModelArtifacts" not in sent[0]["detail"]
+    done = sent[-1]["detail"]
+    assert done["ModelArtifacts"] == {"S3ModelArtifacts": artifacts}
+    assert _is_millis(done["TrainingStartTime"]) and _is_millis(done["TrainingEndTime"])
+    assert all(_is_millis(t["StartTime"]) for t in done["SecondaryStatusTransitions"])
+
+
+def test_parquet_channels_and_container_rmse_on_margins(cloud: LocalCloud) -> None:
+    """Parquet (label first) trains; ``rmse`` is the container's, computed on raw margins.
+
+    The 1.7-1 container computes ``rmse`` itself and XGBoost hands it margins, so
+    for ``reg:tweedie`` it is the RMSE between labels and log(prediction).
+    """
+    rng = np.random.default_rng(11)
+    train, valid = tweedie_data(rng, 500), tweedie_data(rng, 200)
+    put(cloud, "runs/pq/train/part-0.parquet", parquet_bytes(train))
+    put(cloud, "runs/pq/validation/part-0.parquet", parquet_bytes(valid))
+    hps = {**TWEEDIE, "num_round": "15", "eval_metric": "rmse"}
+    cloud.sm.create_training_job(**training_request(
+        "parquet-job", "runs/pq", hps, content_type="application/x-parquet"))
+    final = cloud.events.wait_final("parquet-job")["detail"]
+    assert final["TrainingJobStatus"] == "Completed", final.get("FailureReason")
+
+    import xgboost as xgb
+
+    booster = load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"])
+    assert booster.num_boosted_rounds() == 15
+    margins = booster.predict(xgb.DMatrix(valid[:, 1:]), output_margin=True)
+    expected = float(np.sqrt(np.mean((valid[:, 0] - margins) ** 2)))
+    (metric,) = final["FinalMetricDataList"]
+    assert metric["MetricName"] == "validation:rmse"
+    assert metric["Value"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    ("bad-power", "Hyperparameter tweedie_variance_power: 2.5 is not in (1, 2)"),
+    ("no-num-round", "Missing required hyperparameter: num_round"),
+    ("unknown-hp", "Extraneous hyperparameter found: n_estimators"),
+    ("metric-at", "Metric 'tweedie-nloglik@1.5' is not supported. Parameter 'eval_metric' with "
+                  "customized threshold should be one of these options: 'error', 'ndcg', 'map'."),
+    ("hidden-file", "Hidden file found in the data path! Remove that before training."),
+    ("extra-channel", "Extraneous channel found: test"),
+])
+def test_container_refusals_fail_the_job(failing_jobs: dict[str, dict[str, Any]], job: str,
+                                         message: str) -> None:
+    """Refused settings fail the job with the container's words at the end of the reason."""
+    detail = failing_jobs[job]["detail"]
+    assert detail["TrainingJobStatus"] == "Failed"
+    assert detail["SecondaryStatus"] == "Failed"
+    reason = detail["FailureReason"]
+    assert reason.startswith("AlgorithmError: framework error: \n")
+    assert reason.endswith(message)
+    assert len(reason) <= 1024
+    assert "ModelArtifacts" not in detail
+
+
+def test_empty_channel_prefix_fails_like_aws(failing_jobs: dict[str, dict[str, Any]]) -> None:
+    detail = failing_jobs["empty-prefix"]["detail"]
+    assert detail["TrainingJobStatus"] == "Failed"
+    assert detail["FailureReason"].startswith(
+        f'ClientError: No S3 objects found under S3 URL "s3://{BUCKET}/runs/nothing/train/"')
+
+
+def test_failed_job_events_carry_reason_only_when_failed(
+        cloud: LocalCloud, failing_jobs: dict[str, dict[str, Any]]) -> None:
+    sent = cloud.events.for_job("bad-power")
+    assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Failed"]
+    assert "FailureReason" not in sent[0]["detail"]
+    assert sent[1]["detail"]["FailureReason"]
+    desc = cloud.sm.describe_training_job(TrainingJobName="bad-power")
+    assert desc["FailureReason"] == sent[1]["detail"]["FailureReason"]
+
+
+def test_api_errors_use_aws_codes_and_messages(cloud: LocalCloud, csv_prefix: str,
+                                               failing_jobs: dict[str, Any]) -> None:
+    with pytest.raises(ClientError) as dup:
+        cloud.sm.create_training_job(**training_request("bad-power", csv_prefix, TWEEDIE))
+    assert dup.value.response["Error"]["Code"] == "ResourceInUse"
+    assert dup.value.response["Error"]["Message"] == (
+        "Training job names must be unique within an AWS account and region, and a training "
+        f"job with this name already exists ({_arn('bad-power')})")
+
+    with pytest.raises(ClientError) as missing:
+        cloud.sm.describe_training_job(TrainingJobName="no-such-job")
+    assert missing.value.response["Error"]["Code"] == "ValidationException"
+    assert missing.value.response["Error"]["Message"] == "Requested resource not found."
+
+    with pytest.raises(ClientError) as invalid:
+        cloud.sm.create_training_job(**training_request("bad_name", csv_prefix, TWEEDIE))
+    assert invalid.value.response["Error"]["Code"] == "ValidationException"
+    assert invalid.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'bad_name' at 'trainingJobName' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+    listed = cloud.sm.list_training_jobs(NameContains="bad-", MaxResults=100)
+    assert [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]] == ["bad-power"]
+
+
+def test_stop_training_job(cloud: LocalCloud, csv_prefix: str) -> None:
+    """Stopping goes InProgress -> Stopping -> Stopped, one event each."""
+    hps = {**TWEEDIE, "num_round": "1000000"}
+    cloud.sm.create_training_job(**training_request("stop-me", csv_prefix, hps))
+    cloud.sm.stop_training_job(TrainingJobName="stop-me")
+    final = cloud.events.wait_final("stop-me")["detail"]
+    assert (final["TrainingJobStatus"], final["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert "FailureReason" not in final
+    sent = cloud.events.for_job("stop-me")
+    assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Stopping",
+                                                                "Stopped"]
+    with pytest.raises(ClientError) as again:
+        cloud.sm.stop_training_job(TrainingJobName="stop-me")
+    assert again.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_max_runtime_stops_training_and_keeps_saved_model(cloud: LocalCloud,
+                                                          csv_prefix: str) -> None:
+    """MaxRuntimeInSeconds ends a running job as Stopped / MaxRuntimeExceeded.
+
+    With ``save_model_on_termination`` the model saved so far is uploaded.
+    """
+    hps = {**TWEEDIE, "num_round": "100000000", "save_model_on_termination": "true"}
+    cloud.sm.create_training_job(**training_request("too-long", csv_prefix, hps, max_runtime=4))
+    final = cloud.events.wait_final("too-long")["detail"]
+    assert final["TrainingJobStatus"] == "Stopped"
+    assert final["SecondaryStatus"] == "MaxRuntimeExceeded"
+    assert final["SecondaryStatusTransitions"][-1]["StatusMessage"] == (
+        "Training job runtime exceeded MaxRuntimeInSeconds provided")
+    booster = load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"])
+    assert booster.num_boosted_rounds() > 0
+
+
+@pytest.fixture(scope="module")
+def sharded_prefix(cloud: LocalCloud) -> str:
+    """Four training objects (sharded over hosts) and one validation object (replicated)."""
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        put(cloud, f"runs/dist/train/part-{i}.csv", csv_bytes(tweedie_data(rng, 300)))
+    put(cloud, "runs/dist/validation/part-0.csv", csv_bytes(tweedie_data(rng, 300)))
+    return "runs/dist"
+
+
+def test_two_sharded_instances_match_one(cloud: LocalCloud, sharded_prefix: str) -> None:
+    """Two hosts joined by XGBoost's collective score like one host on the same data."""
+    hps = {**TWEEDIE, "num_round": "25", "tree_method": "hist", "eval_metric": "rmsle"}
+    sharded = {"train": "ShardedByS3Key"}
+    cloud.sm.create_training_job(**training_request(
+        "dist-1", sharded_prefix, hps, instances=1, distribution=sharded))
+    cloud.sm.create_training_job(**training_request(
+        "dist-2", sharded_prefix, hps, instances=2, distribution=sharded))
+    one = cloud.events.wait_final("dist-1")["detail"]
+    two = cloud.events.wait_final("dist-2")["detail"]
+    assert one["TrainingJobStatus"] == "Completed", one.get("FailureReason")
+    assert two["TrainingJobStatus"] == "Completed", two.get("FailureReason")
+    score_1 = one["FinalMetricDataList"][0]["Value"]
+    score_2 = two["FinalMetricDataList"][0]["Value"]
+    assert score_2 == pytest.approx(score_1, rel=1e-3)
+    # Each host got half of the training objects (object i -> host i mod 2).
+    for host, parts in (("algo-1", ["part-0.csv", "part-2.csv"]),
+                        ("algo-2", ["part-1.csv", "part-3.csv"])):
+        folder = cloud.workdir / "training" / "dist-2" / host / "input" / "data" / "train"
+        assert sorted(p.name for p in folder.iterdir()) == parts
+
+
+def test_hosts_without_data_drop_out(cloud: LocalCloud, csv_prefix: str) -> None:
+    """Three hosts, two training objects: the third host leaves, the job still completes."""
+    hps = {**TWEEDIE, "num_round": "5", "tree_method": "hist"}
+    cloud.sm.create_training_job(**training_request(
+        "dropout", csv_prefix, hps, instances=3,
+        distribution={"train": "ShardedByS3Key"}))
+    final = cloud.events.wait_final("dropout")["detail"]
+    assert final["TrainingJobStatus"] == "Completed", final.get("FailureReason")
+    assert load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"]).num_features() == 3
+    log = (cloud.workdir / "training" / "dropout" / "algo-3" / "algo.log").read_text()
+    assert "Host algo-3 not being used for distributed training." in log

@@ -1,0 +1,84 @@
+"""template.yaml: it lints, and its rules route every event to exactly the right function."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from m5flow_local.router.patterns import matches
+from m5flow_local.router.template import TEMPLATE_PATH, load_stack
+from tests.conftest import sample_event
+
+SAMPLE_BUCKET = "m5flow-data-123456789012"
+
+
+def _tool(name: str) -> str:
+    """A CLI from the tools venv that `make test` installs (SAM CLI, checkov)."""
+    tools_bin = os.environ.get("M5FLOW_TOOLS_BIN")
+    path = Path(tools_bin) / name if tools_bin else None
+    if path is not None and path.exists():
+        return str(path)
+    found = shutil.which(name)
+    assert found, f"{name} not found: run the suite with `make test`, which installs it"
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return load_stack({"DataBucket": SAMPLE_BUCKET, "DataBucket.Arn": f"arn:aws:s3:::{SAMPLE_BUCKET}",
+                       "SageMakerExecutionRole.Arn": "arn:aws:iam::123456789012:role/r"})
+
+
+def _targets(stack, event) -> list[str]:
+    return [t for rule in stack.rules if matches(rule.pattern, event) for t in rule.targets]
+
+
+@pytest.mark.parametrize(
+    ("sample", "replacements", "expected"),
+    [
+        ("s3_object_created_raw", {}, ["ShardFunction"]),
+        ("s3_object_created_raw", {"sales_train_evaluation.csv": "calendar.csv"}, ["ShardFunction"]),
+        ("s3_object_created_raw", {"sales_train_evaluation.csv": "sell_prices.csv"}, ["ShardFunction"]),
+        # The optional truth and settings files do not start a run by themselves.
+        ("s3_object_created_raw", {"sales_train_evaluation.csv": "sales_test_evaluation.csv"}, []),
+        ("s3_object_created_raw", {"sales_train_evaluation.csv": "m5flow.json"}, []),
+        ("s3_object_created_raw", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
+        ("s3_object_created_manifest", {}, ["StartTrainingFunction"]),
+        # Shards land under runs/ too, but only the manifest starts training.
+        ("s3_object_created_manifest", {"manifest.json": "train/h28/CA_1_FOODS_1.parquet"}, []),
+        ("sagemaker_training_completed", {}, ["PublishModelFunction"]),
+        ("sagemaker_training_failed", {}, ["PublishModelFunction"]),
+        ("sagemaker_training_completed", {'"Completed"': '"InProgress"'}, []),
+        ("sagemaker_training_completed", {"m5flow-demo": "other-demo"}, []),
+        ("sagemaker_transform_completed", {}, ["AssembleForecastFunction"]),
+        ("sagemaker_transform_failed", {}, ["AssembleForecastFunction"]),
+    ],
+)
+def test_rules_route_each_event_to_one_function(stack, sample, replacements, expected):
+    assert _targets(stack, sample_event(sample, **replacements)) == expected
+
+
+def test_every_function_has_a_rule_and_its_code(stack):
+    routed = {t for rule in stack.rules for t in rule.targets}
+    assert routed == set(stack.functions)
+    for spec in stack.functions.values():
+        assert (spec.code_dir / "app.py").is_file()
+
+
+def test_cfn_lint_passes():
+    result = subprocess.run(["cfn-lint", str(TEMPLATE_PATH)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_validate_lint_passes():
+    result = subprocess.run(
+        [_tool("sam"), "validate", "--lint", "--template", str(TEMPLATE_PATH), "--region", "us-east-1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SAM_CLI_TELEMETRY": "0"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
