@@ -64,7 +64,9 @@ def _local_run(args: argparse.Namespace) -> int:
     from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
     data_dir, out = Path(args.data), Path(args.out)
-    files = [name for name in (*schema.INPUT_FILES, schema.TRUTH_FILE) if (data_dir / name).is_file()]
+    files = [
+        name for name in (*schema.INPUT_FILES, schema.TRUTH_FILE) if (data_dir / name).is_file()
+    ]
     missing = [name for name in schema.INPUT_FILES if name not in files]
     if missing:
         print(f"missing input(s) in {data_dir}: {', '.join(missing)}", file=sys.stderr)
@@ -91,8 +93,10 @@ def _local_run(args: argparse.Namespace) -> int:
             if uri:
                 key = uri.removeprefix(f"s3://{cloud.bucket}/")
                 cloud.download(key, out / key.rsplit("/", 1)[-1])
-        print(f"forecast ready in {time.perf_counter() - started:.0f} s: "
-              f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}")
+        print(
+            f"forecast ready in {time.perf_counter() - started:.0f} s: "
+            f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
+        )
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -127,7 +131,9 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     shard.set_defaults(run=_shard)
 
-    local = commands.add_parser("local", help="the local cloud").add_subparsers(dest="local", required=True)
+    local = commands.add_parser("local", help="the local cloud").add_subparsers(
+        dest="local", required=True
+    )
     run = local.add_parser("run", help="run the whole flow locally on a folder of M5 files")
     run.add_argument("--data", required=True, help="folder with the three M5 files")
     run.add_argument("--out", required=True, help="where submission.csv and the report go")

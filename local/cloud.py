@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
-
 from m5flow.notifications import SOURCE, TERMINAL
 from m5flow_local.router.bus import EventRouter, Invocation
 from m5flow_local.router.runtime import LocalFunction
 from m5flow_local.router.template import load_stack
 from m5flow_local.sagemaker.server import LocalSageMaker
+from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -148,8 +147,10 @@ class LocalCloud:
             on_invocation=self._on_invocation,
         )
         self.router.start()
-        self.echo(f"local cloud up: S3/EventBridge/SQS {os.environ['AWS_ENDPOINT_URL']}, "
-                  f"SageMaker {os.environ['AWS_ENDPOINT_URL_SAGEMAKER']}, bucket {self.bucket}")
+        self.echo(
+            f"local cloud up: S3/EventBridge/SQS {os.environ['AWS_ENDPOINT_URL']}, "
+            f"SageMaker {os.environ['AWS_ENDPOINT_URL_SAGEMAKER']}, bucket {self.bucket}"
+        )
 
     def _provision(self, events: Any) -> str:
         """Create what the stack's template creates on AWS, and the bus queue."""
@@ -160,10 +161,18 @@ class LocalCloud:
             Bucket=self.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
         )
         sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName=_BUS_QUEUE, Attributes={"VisibilityTimeout": "3600"})["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="m5flow-local-everything", EventPattern=json.dumps({"account": [ACCOUNT]}))
-        events.put_targets(Rule="m5flow-local-everything", Targets=[{"Id": "bus", "Arn": queue_arn}])
+        queue_url = sqs.create_queue(
+            QueueName=_BUS_QUEUE, Attributes={"VisibilityTimeout": "3600"}
+        )["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events.put_rule(
+            Name="m5flow-local-everything", EventPattern=json.dumps({"account": [ACCOUNT]})
+        )
+        events.put_targets(
+            Rule="m5flow-local-everything", Targets=[{"Id": "bus", "Arn": queue_arn}]
+        )
         return queue_url
 
     @staticmethod
@@ -176,11 +185,15 @@ class LocalCloud:
             "Resources": event.get("resources", []),
         }
         if event.get("time"):
-            entry["Time"] = datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            entry["Time"] = datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=UTC
+            )
         events.put_events(Entries=[entry])
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        self.echo(f"{datetime.now(UTC):%H:%M:%S} event  {describe(event)}")
+    def _on_event(self, event: dict[str, Any], targets: list[str]) -> None:
+        # Every shard written is an S3 event too; only the ones that start something are news.
+        if event.get("source") != "aws.s3" or targets:
+            self.echo(f"{datetime.now(UTC):%H:%M:%S} event  {describe(event)}")
         if event.get("source") == SOURCE and event.get("detail-type") in TERMINAL:
             self.outcomes.add(event)
 
@@ -189,13 +202,18 @@ class LocalCloud:
             result = json.dumps(invocation.result, default=str)
             self.echo(f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} -> {result}")
             return
-        self.echo(f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} FAILED after "
-                  f"{invocation.attempts} attempts:\n{invocation.error}")
+        self.echo(
+            f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} FAILED after "
+            f"{invocation.attempts} attempts:\n{invocation.error}"
+        )
         self.outcomes.add(
             {
                 "source": "lambda",
                 "detail-type": "Lambda Function Invocation Result - Failure",
-                "detail": {"function": invocation.function, "reason": invocation.error.strip().splitlines()[-1]},
+                "detail": {
+                    "function": invocation.function,
+                    "reason": invocation.error.strip().splitlines()[-1],
+                },
             }
         )
 
@@ -204,7 +222,9 @@ class LocalCloud:
         s3 = boto3.client("s3")
         for name in files:
             s3.upload_file(str(Path(data_dir) / name), self.bucket, f"raw/{dataset}/{name}")
-            self.echo(f"{datetime.now(UTC):%H:%M:%S} upload s3://{self.bucket}/raw/{dataset}/{name}")
+            self.echo(
+                f"{datetime.now(UTC):%H:%M:%S} upload s3://{self.bucket}/raw/{dataset}/{name}"
+            )
 
     def wait_for_outcome(self, dataset: str, timeout: float) -> dict[str, Any]:
         """Block until the dataset's run ends (a terminal m5flow event or a crashed handler)."""

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
 from m5flow.synth import write_synthetic_m5
+from moto.server import ThreadedMotoServer
 
 # moto's server logs every request at INFO; the tests' own output is what matters.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -29,8 +28,15 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        )
+    }
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="testing",
@@ -65,7 +71,7 @@ def small_m5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def load_function(bucket: str):  # noqa: ANN201 - returns a factory
+def load_function(bucket: str):
     """Load a function of template.yaml, with the environment the template gives it."""
     from m5flow_local.router.runtime import LocalFunction
     from m5flow_local.router.template import load_stack
@@ -78,14 +84,14 @@ def load_function(bucket: str):  # noqa: ANN201 - returns a factory
         }
     )
 
-    def load(logical_id: str):  # noqa: ANN202
+    def load(logical_id: str):
         return LocalFunction(stack.functions[logical_id], "us-east-1", "123456789012")
 
     return load
 
 
 @pytest.fixture
-def bus(moto_endpoint: str, request: pytest.FixtureRequest):  # noqa: ANN201
+def bus(moto_endpoint: str, request: pytest.FixtureRequest):
     """Capture the m5flow events of one dataset from moto's EventBridge (through SQS)."""
     import json
 
@@ -115,7 +121,9 @@ def bus(moto_endpoint: str, request: pytest.FixtureRequest):  # noqa: ANN201
                     return received
                 for message in messages:
                     received.append(json.loads(message["Body"]))
-                    self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+                    self.sqs.delete_message(
+                        QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"]
+                    )
 
     return Bus()
 

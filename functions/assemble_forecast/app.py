@@ -1,4 +1,4 @@
-"""AssembleForecast: a transform job reached a final state ("SageMaker Transform Job State Change")."""
+"""AssembleForecast: a transform job finished ("SageMaker Transform Job State Change")."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from m5flow.notifications import EventPublisher
 from m5flow.stages.assemble import assemble_forecast
 from m5flow.storage import S3Storage

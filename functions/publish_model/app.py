@@ -9,7 +9,6 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from m5flow.jobs import JobSettings
 from m5flow.notifications import EventPublisher
 from m5flow.stages.publish import publish_model

@@ -7,9 +7,11 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent, event_source
+from aws_lambda_powertools.utilities.data_classes import (
+    S3EventBridgeNotificationEvent,
+    event_source,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from m5flow.jobs import JobSettings
 from m5flow.notifications import EventPublisher
 from m5flow.stages.training import start_training

@@ -46,7 +46,7 @@ class EventRouter:
         functions: dict[str, LocalFunction],
         account: str,
         *,
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: Callable[[dict[str, Any], list[str]], None],
         on_invocation: Callable[[Invocation], None],
     ) -> None:
         self.sqs = sqs
@@ -77,8 +77,9 @@ class EventRouter:
 
     def deliver(self, event: dict[str, Any]) -> list[Invocation]:
         """Route one (already normalised) event and invoke its targets."""
-        self.on_event(event)
-        invocations = [self._invoke(name, event) for name in self.targets_of(event)]
+        targets = self.targets_of(event)
+        self.on_event(event, targets)
+        invocations = [self._invoke(name, event) for name in targets]
         for invocation in invocations:
             self.on_invocation(invocation)
         return invocations
@@ -103,4 +104,6 @@ class EventRouter:
                 event = normalize(json.loads(message["Body"]), self.account)
                 if event is not None:
                     self.deliver(event)
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )

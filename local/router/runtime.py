@@ -74,7 +74,9 @@ class LocalFunction:
     def _load(self) -> Callable[[dict[str, Any], Any], Any]:
         module_name, _, attribute = self.spec.handler.rpartition(".")
         path = self.spec.code_dir / f"{module_name.replace('.', '/')}.py"
-        spec = importlib.util.spec_from_file_location(f"m5flow_function_{self.spec.logical_id}", path)
+        spec = importlib.util.spec_from_file_location(
+            f"m5flow_function_{self.spec.logical_id}", path
+        )
         if spec is None or spec.loader is None:
             raise FileNotFoundError(f"{self.spec.logical_id}: no handler module at {path}")
         module: ModuleType = importlib.util.module_from_spec(spec)

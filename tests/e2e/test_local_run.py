@@ -8,13 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from m5flow.schema import INPUT_FILES, SALES_FILE
 
 
 def _local_run(data: Path, out: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(data), "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "m5flow_local.cli",
+            "local",
+            "run",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -34,8 +43,15 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     # A trained model, not a constant: forecasts differ between series.
     assert submission.drop(columns="id").sum(axis=1).nunique() > 10
     # Progress was visible: every stage's event was printed as it happened.
-    for stage in ("Object Created", "Run Started", "Training Started", "Training Job State Change",
-                  "Transform Started", "Transform Job State Change", "Forecast Ready"):
+    for stage in (
+        "Object Created",
+        "Run Started",
+        "Training Started",
+        "Training Job State Change",
+        "Transform Started",
+        "Transform Job State Change",
+        "Forecast Ready",
+    ):
         assert stage in result.stdout, stage
 
 

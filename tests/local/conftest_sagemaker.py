@@ -1,9 +1,10 @@
-"""Helpers for the local SageMaker tests: a real moto server, the local SageMaker, events.
+"""Helpers for the local SageMaker tests: the local SageMaker on moto's server, and its events.
 
-The tests talk to both only through ordinary boto3 clients.  The moto server and
-the environment that points boto3 at it (``AWS_ENDPOINT_URL``, test credentials)
-live for one test module; events are collected as they are emitted and tests
-block on the one they need (a condition variable, never a sleep loop).
+The tests talk to both only through ordinary boto3 clients.  moto's server and
+the environment pointing boto3 at it come from the session fixture
+``moto_endpoint`` (tests/conftest.py); each test module gets its own bucket and
+local SageMaker.  Events are collected as they are emitted and tests block on
+the one they need (a condition variable, never a sleep loop).
 """
 
 from __future__ import annotations
@@ -19,15 +20,12 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
-
 from m5flow_local.sagemaker import LocalSageMaker
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
-BUCKET = "m5flow-test"
 TERMINAL = ("Completed", "Failed", "Stopped")
 WAIT_SECONDS = 60
 
@@ -79,32 +77,25 @@ class LocalCloud:
     s3: Any
     events: EventLog
     workdir: Path
+    bucket: str
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    """moto's server for S3 plus a local SageMaker, for one test module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", REGION)
-        mp.delenv("AWS_PROFILE", raising=False)
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        host, port = moto.get_host_and_port()
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        events = EventLog()
-        workdir = tmp_path_factory.mktemp("sagemaker")
-        local = LocalSageMaker(events.emit, workdir, region=REGION, account_id=ACCOUNT)
-        url = local.start()
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=url)
-        try:
-            yield LocalCloud(sm=sm, s3=s3, events=events, workdir=workdir)
-        finally:
-            local.stop()
-            moto.stop()
+def cloud(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+    """A local SageMaker and a fresh bucket on moto's server, for one test module."""
+    events = EventLog()
+    workdir = tmp_path_factory.mktemp("sagemaker")
+    local = LocalSageMaker(events.emit, workdir, region=REGION, account_id=ACCOUNT)
+    url = local.start()
+    bucket = "m5flow-" + request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=bucket)
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=url)
+    try:
+        yield LocalCloud(sm=sm, s3=s3, events=events, workdir=workdir, bucket=bucket)
+    finally:
+        local.stop()
 
 
 def tweedie_data(rng: np.random.Generator, rows: int, features: int = 3) -> np.ndarray:
@@ -131,11 +122,12 @@ def parquet_bytes(table: np.ndarray) -> bytes:
 
 
 def put(cloud: LocalCloud, key: str, body: bytes) -> str:
-    cloud.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-    return f"s3://{BUCKET}/{key}"
+    cloud.s3.put_object(Bucket=cloud.bucket, Key=key, Body=body)
+    return f"s3://{cloud.bucket}/{key}"
 
 
-def training_request(name: str, prefix: str, hyperparameters: dict[str, str], *,
+def training_request(cloud: LocalCloud, name: str, prefix: str, hyperparameters: dict[str, str],
+                     *,
                      content_type: str = "text/csv", instances: int = 1,
                      channels: tuple[str, ...] = ("train", "validation"),
                      distribution: dict[str, str] | None = None,
@@ -153,13 +145,13 @@ def training_request(name: str, prefix: str, hyperparameters: dict[str, str], *,
                 "ContentType": content_type,
                 "DataSource": {"S3DataSource": {
                     "S3DataType": "S3Prefix",
-                    "S3Uri": f"s3://{BUCKET}/{prefix}/{channel}/",
+                    "S3Uri": f"s3://{cloud.bucket}/{prefix}/{channel}/",
                     "S3DataDistributionType": distribution.get(channel, "FullyReplicated"),
                 }},
             }
             for channel in channels
         ],
-        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/{prefix}/model/"},
+        "OutputDataConfig": {"S3OutputPath": f"s3://{cloud.bucket}/{prefix}/model/"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": instances,
                            "VolumeSizeInGB": 5},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
-from conftest_sagemaker import (  # noqa: F401  (cloud is a fixture)
+
+from tests.local.conftest_sagemaker import (
     ACCOUNT,
-    BUCKET,
     REGION,
     LocalCloud,
-    cloud,
     csv_bytes,
     load_model,
     parquet_bytes,
@@ -27,6 +26,7 @@ from conftest_sagemaker import (  # noqa: F401  (cloud is a fixture)
     tweedie_data,
 )
 
+pytest_plugins = ["tests.local.conftest_sagemaker"]
 TWEEDIE = {"objective": "reg:tweedie", "tweedie_variance_power": "1.5", "eta": "0.3",
            "max_depth": "4"}
 
@@ -59,16 +59,18 @@ def failing_jobs(cloud: LocalCloud, csv_prefix: str) -> dict[str, dict[str, Any]
     put(cloud, "runs/extra/test/part-0.csv", csv_bytes(tweedie_data(rng, 50)))
     ok = {**TWEEDIE, "num_round": "5"}
     cases = {
-        "bad-power": training_request("bad-power", csv_prefix,
+        "bad-power": training_request(cloud, "bad-power", csv_prefix,
                                       {**ok, "tweedie_variance_power": "2.5"}),
-        "no-num-round": training_request("no-num-round", csv_prefix, TWEEDIE),
-        "unknown-hp": training_request("unknown-hp", csv_prefix, {**ok, "n_estimators": "5"}),
-        "metric-at": training_request("metric-at", csv_prefix,
+        "no-num-round": training_request(cloud, "no-num-round", csv_prefix, TWEEDIE),
+        "unknown-hp": training_request(cloud, "unknown-hp", csv_prefix,
+                                       {**ok, "n_estimators": "5"}),
+        "metric-at": training_request(cloud, "metric-at", csv_prefix,
                                       {**ok, "eval_metric": "tweedie-nloglik@1.5"}),
-        "hidden-file": training_request("hidden-file", "runs/hidden", ok, channels=("train",)),
-        "extra-channel": training_request("extra-channel", "runs/extra", ok,
+        "hidden-file": training_request(cloud, "hidden-file", "runs/hidden", ok,
+                                        channels=("train",)),
+        "extra-channel": training_request(cloud, "extra-channel", "runs/extra", ok,
                                           channels=("train", "test")),
-        "empty-prefix": training_request("empty-prefix", "runs/nothing", ok),
+        "empty-prefix": training_request(cloud, "empty-prefix", "runs/nothing", ok),
     }
     for request in cases.values():
         cloud.sm.create_training_job(**request)
@@ -79,14 +81,14 @@ def test_csv_training_job_trains_uploads_and_emits(cloud: LocalCloud, csv_prefix
     """The pipeline's training request: a tweedie model in model.tar.gz, AWS-shaped events."""
     hps = {**TWEEDIE, "num_round": "200", "early_stopping_rounds": "3",
            "eval_metric": "rmsle"}
-    cloud.sm.create_training_job(**training_request("csv-job", csv_prefix, hps))
+    cloud.sm.create_training_job(**training_request(cloud, "csv-job", csv_prefix, hps))
     final = cloud.events.wait_final("csv-job")
 
     desc = cloud.sm.describe_training_job(TrainingJobName="csv-job")
     assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
     assert desc["SecondaryStatus"] == "Completed"
     artifacts = desc["ModelArtifacts"]["S3ModelArtifacts"]
-    assert artifacts == f"s3://{BUCKET}/runs/csv/model/csv-job/output/model.tar.gz"
+    assert artifacts == f"s3://{cloud.bucket}/runs/csv/model/csv-job/output/model.tar.gz"
     assert [t["Status"] for t in desc["SecondaryStatusTransitions"]] == [
         "Starting", "Downloading", "Training", "Uploading", "Completed"]
     assert all("EndTime" in t for t in desc["SecondaryStatusTransitions"])
@@ -139,7 +141,7 @@ def test_parquet_channels_and_container_rmse_on_margins(cloud: LocalCloud) -> No
     put(cloud, "runs/pq/train/part-0.parquet", parquet_bytes(train))
     put(cloud, "runs/pq/validation/part-0.parquet", parquet_bytes(valid))
     hps = {**TWEEDIE, "num_round": "15", "eval_metric": "rmse"}
-    cloud.sm.create_training_job(**training_request(
+    cloud.sm.create_training_job(**training_request(cloud,
         "parquet-job", "runs/pq", hps, content_type="application/x-parquet"))
     final = cloud.events.wait_final("parquet-job")["detail"]
     assert final["TrainingJobStatus"] == "Completed", final.get("FailureReason")
@@ -177,11 +179,12 @@ def test_container_refusals_fail_the_job(failing_jobs: dict[str, dict[str, Any]]
     assert "ModelArtifacts" not in detail
 
 
-def test_empty_channel_prefix_fails_like_aws(failing_jobs: dict[str, dict[str, Any]]) -> None:
+def test_empty_channel_prefix_fails_like_aws(cloud: LocalCloud,
+                                            failing_jobs: dict[str, dict[str, Any]]) -> None:
     detail = failing_jobs["empty-prefix"]["detail"]
     assert detail["TrainingJobStatus"] == "Failed"
     assert detail["FailureReason"].startswith(
-        f'ClientError: No S3 objects found under S3 URL "s3://{BUCKET}/runs/nothing/train/"')
+        f'ClientError: No S3 objects found under S3 URL "s3://{cloud.bucket}/runs/nothing/train/"')
 
 
 def test_failed_job_events_carry_reason_only_when_failed(
@@ -197,7 +200,7 @@ def test_failed_job_events_carry_reason_only_when_failed(
 def test_api_errors_use_aws_codes_and_messages(cloud: LocalCloud, csv_prefix: str,
                                                failing_jobs: dict[str, Any]) -> None:
     with pytest.raises(ClientError) as dup:
-        cloud.sm.create_training_job(**training_request("bad-power", csv_prefix, TWEEDIE))
+        cloud.sm.create_training_job(**training_request(cloud, "bad-power", csv_prefix, TWEEDIE))
     assert dup.value.response["Error"]["Code"] == "ResourceInUse"
     assert dup.value.response["Error"]["Message"] == (
         "Training job names must be unique within an AWS account and region, and a training "
@@ -209,7 +212,7 @@ def test_api_errors_use_aws_codes_and_messages(cloud: LocalCloud, csv_prefix: st
     assert missing.value.response["Error"]["Message"] == "Requested resource not found."
 
     with pytest.raises(ClientError) as invalid:
-        cloud.sm.create_training_job(**training_request("bad_name", csv_prefix, TWEEDIE))
+        cloud.sm.create_training_job(**training_request(cloud, "bad_name", csv_prefix, TWEEDIE))
     assert invalid.value.response["Error"]["Code"] == "ValidationException"
     assert invalid.value.response["Error"]["Message"] == (
         "1 validation error detected: Value 'bad_name' at 'trainingJobName' failed to satisfy "
@@ -223,7 +226,7 @@ def test_api_errors_use_aws_codes_and_messages(cloud: LocalCloud, csv_prefix: st
 def test_stop_training_job(cloud: LocalCloud, csv_prefix: str) -> None:
     """Stopping goes InProgress -> Stopping -> Stopped, one event each."""
     hps = {**TWEEDIE, "num_round": "1000000"}
-    cloud.sm.create_training_job(**training_request("stop-me", csv_prefix, hps))
+    cloud.sm.create_training_job(**training_request(cloud, "stop-me", csv_prefix, hps))
     cloud.sm.stop_training_job(TrainingJobName="stop-me")
     final = cloud.events.wait_final("stop-me")["detail"]
     assert (final["TrainingJobStatus"], final["SecondaryStatus"]) == ("Stopped", "Stopped")
@@ -243,7 +246,8 @@ def test_max_runtime_stops_training_and_keeps_saved_model(cloud: LocalCloud,
     With ``save_model_on_termination`` the model saved so far is uploaded.
     """
     hps = {**TWEEDIE, "num_round": "100000000", "save_model_on_termination": "true"}
-    cloud.sm.create_training_job(**training_request("too-long", csv_prefix, hps, max_runtime=4))
+    cloud.sm.create_training_job(**training_request(cloud, "too-long", csv_prefix, hps,
+                                                    max_runtime=4))
     final = cloud.events.wait_final("too-long")["detail"]
     assert final["TrainingJobStatus"] == "Stopped"
     assert final["SecondaryStatus"] == "MaxRuntimeExceeded"
@@ -267,9 +271,9 @@ def test_two_sharded_instances_match_one(cloud: LocalCloud, sharded_prefix: str)
     """Two hosts joined by XGBoost's collective score like one host on the same data."""
     hps = {**TWEEDIE, "num_round": "25", "tree_method": "hist", "eval_metric": "rmsle"}
     sharded = {"train": "ShardedByS3Key"}
-    cloud.sm.create_training_job(**training_request(
+    cloud.sm.create_training_job(**training_request(cloud,
         "dist-1", sharded_prefix, hps, instances=1, distribution=sharded))
-    cloud.sm.create_training_job(**training_request(
+    cloud.sm.create_training_job(**training_request(cloud,
         "dist-2", sharded_prefix, hps, instances=2, distribution=sharded))
     one = cloud.events.wait_final("dist-1")["detail"]
     two = cloud.events.wait_final("dist-2")["detail"]
@@ -288,7 +292,7 @@ def test_two_sharded_instances_match_one(cloud: LocalCloud, sharded_prefix: str)
 def test_hosts_without_data_drop_out(cloud: LocalCloud, csv_prefix: str) -> None:
     """Three hosts, two training objects: the third host leaves, the job still completes."""
     hps = {**TWEEDIE, "num_round": "5", "tree_method": "hist"}
-    cloud.sm.create_training_job(**training_request(
+    cloud.sm.create_training_job(**training_request(cloud,
         "dropout", csv_prefix, hps, instances=3,
         distribution={"train": "ShardedByS3Key"}))
     final = cloud.events.wait_final("dropout")["detail"]

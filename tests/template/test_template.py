@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from m5flow_local.router.patterns import matches
 from m5flow_local.router.template import TEMPLATE_PATH, load_stack
+
 from tests.conftest import sample_event
 
 SAMPLE_BUCKET = "m5flow-data-123456789012"
@@ -29,8 +29,13 @@ def _tool(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack():
-    return load_stack({"DataBucket": SAMPLE_BUCKET, "DataBucket.Arn": f"arn:aws:s3:::{SAMPLE_BUCKET}",
-                       "SageMakerExecutionRole.Arn": "arn:aws:iam::123456789012:role/r"})
+    return load_stack(
+        {
+            "DataBucket": SAMPLE_BUCKET,
+            "DataBucket.Arn": f"arn:aws:s3:::{SAMPLE_BUCKET}",
+            "SageMakerExecutionRole.Arn": "arn:aws:iam::123456789012:role/r",
+        }
+    )
 
 
 def _targets(stack, event) -> list[str]:
@@ -41,8 +46,16 @@ def _targets(stack, event) -> list[str]:
     ("sample", "replacements", "expected"),
     [
         ("s3_object_created_raw", {}, ["ShardFunction"]),
-        ("s3_object_created_raw", {"sales_train_evaluation.csv": "calendar.csv"}, ["ShardFunction"]),
-        ("s3_object_created_raw", {"sales_train_evaluation.csv": "sell_prices.csv"}, ["ShardFunction"]),
+        (
+            "s3_object_created_raw",
+            {"sales_train_evaluation.csv": "calendar.csv"},
+            ["ShardFunction"],
+        ),
+        (
+            "s3_object_created_raw",
+            {"sales_train_evaluation.csv": "sell_prices.csv"},
+            ["ShardFunction"],
+        ),
         # The optional truth and settings files do not start a run by themselves.
         ("s3_object_created_raw", {"sales_train_evaluation.csv": "sales_test_evaluation.csv"}, []),
         ("s3_object_created_raw", {"sales_train_evaluation.csv": "m5flow.json"}, []),
@@ -76,7 +89,15 @@ def test_cfn_lint_passes():
 
 def test_sam_validate_lint_passes():
     result = subprocess.run(
-        [_tool("sam"), "validate", "--lint", "--template", str(TEMPLATE_PATH), "--region", "us-east-1"],
+        [
+            _tool("sam"),
+            "validate",
+            "--lint",
+            "--template",
+            str(TEMPLATE_PATH),
+            "--region",
+            "us-east-1",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "SAM_CLI_TELEMETRY": "0"},

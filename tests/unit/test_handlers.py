@@ -13,15 +13,17 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
-
 from m5flow.schema import INPUT_FILES, SALES_FILE
 from m5flow.shards import Manifest
+
 from tests.conftest import sample_event
 
 RUN_IN_SAMPLES = "demo-3f2a9c1b7e4d"
 
 
-def _upload(bucket: str, dataset: str, data_dir: Path, files: tuple[str, ...] = INPUT_FILES) -> None:
+def _upload(
+    bucket: str, dataset: str, data_dir: Path, files: tuple[str, ...] = INPUT_FILES
+) -> None:
     s3 = boto3.client("s3")
     for name in files:
         s3.upload_file(str(data_dir / name), bucket, f"raw/{dataset}/{name}")
@@ -77,7 +79,9 @@ def test_shard_writes_shards_then_manifest_once(bucket, load_function, small_m5,
     assert bus.drain() == []
 
 
-def test_shard_rejects_malformed_sales_and_writes_nothing(bucket, load_function, small_m5, bus, tmp_path):
+def test_shard_rejects_malformed_sales_and_writes_nothing(
+    bucket, load_function, small_m5, bus, tmp_path
+):
     bus.watch("broken")
     sales = pd.read_csv(small_m5 / SALES_FILE)
     sales.loc[3, "d_100"] = -2
@@ -85,13 +89,17 @@ def test_shard_rejects_malformed_sales_and_writes_nothing(bucket, load_function,
         (tmp_path / name).write_bytes((small_m5 / name).read_bytes())
     sales.to_csv(tmp_path / SALES_FILE, index=False)
     _upload(bucket, "broken", tmp_path)
-    before = boto3.client("s3").get_object(Bucket=bucket, Key=f"raw/broken/{SALES_FILE}")["Body"].read()
+    before = (
+        boto3.client("s3").get_object(Bucket=bucket, Key=f"raw/broken/{SALES_FILE}")["Body"].read()
+    )
 
     result = load_function("ShardFunction").invoke(_created(bucket, f"raw/broken/{SALES_FILE}"))
 
     assert result["status"] == "rejected"
     assert _keys(bucket, "runs/") == []
-    after = boto3.client("s3").get_object(Bucket=bucket, Key=f"raw/broken/{SALES_FILE}")["Body"].read()
+    after = (
+        boto3.client("s3").get_object(Bucket=bucket, Key=f"raw/broken/{SALES_FILE}")["Body"].read()
+    )
     assert after == before
     (event,) = bus.drain()
     assert event["detail-type"] == "Input Rejected"
@@ -122,7 +130,10 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     channels = {c["ChannelName"]: c for c in described["InputDataConfig"]}
     assert set(channels) == {"train", "validation"}
     assert channels["train"]["ContentType"] == "application/x-parquet"
-    assert channels["train"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{bucket}/runs/{run}/train/h28/"
+    assert (
+        channels["train"]["DataSource"]["S3DataSource"]["S3Uri"]
+        == f"s3://{bucket}/runs/{run}/train/h28/"
+    )
     events = bus.drain()
     assert [e["detail-type"] for e in events] == ["Training Started"]
     assert events[0]["detail"]["training_jobs"] == [job]
@@ -184,7 +195,9 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     run = _shard(bucket, load_function, "assemble")
     bus.drain()
     s3 = boto3.client("s3")
-    manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read())
+    manifest = Manifest.from_json(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
+    )
     # What Batch Transform would write: `id,day,prediction` per inference row.
     for shard in manifest.models[0].inference:
         rows = pd.read_csv(
@@ -197,7 +210,9 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
 
     result = load_function("AssembleForecastFunction").invoke(event)
 
-    submission = pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=result["submission"])["Body"].read()))
+    submission = pd.read_csv(
+        io.BytesIO(s3.get_object(Bucket=bucket, Key=result["submission"])["Body"].read())
+    )
     expected_ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
     assert list(submission["id"]) == list(expected_ids)
     assert list(submission.columns) == ["id", *(f"F{h}" for h in range(1, 29))]
@@ -205,7 +220,9 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     (ready,) = bus.drain()
     assert ready["detail-type"] == "Forecast Ready"
     assert ready["detail"]["submission"] == f"s3://{bucket}/{result['submission']}"
-    metrics = json.loads(s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read())
+    metrics = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
+    )
     assert metrics["series"] == 30
 
     # A second delivery of the same completion announces nothing new.

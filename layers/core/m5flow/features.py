@@ -44,7 +44,14 @@ def feature_names(config: FeatureConfig) -> list[str]:
             f"rolling_mean_lag{config.min_lag}_window_size{window}",
             f"rolling_std_lag{config.min_lag}_window_size{window}",
         ]
-    names += ["wday", "month", "year", "mday", "event", *(f"event_{t.lower()}" for t in _EVENT_TYPES)]
+    names += [
+        "wday",
+        "month",
+        "year",
+        "mday",
+        "event",
+        *(f"event_{t.lower()}" for t in _EVENT_TYPES),
+    ]
     names += ["snap", "sell_price", "price_relative", "price_change_week"]
     names += [f"{c}_code" for c in config.categorical]
     names += ["age"]

@@ -30,7 +30,11 @@ DEFAULT_HYPERPARAMETERS: dict[str, str] = {
 }
 # Inference rows are `id,day,features...`: the model sees the features, and the output keeps
 # id, day and the prediction. SageMaker's slices are end-inclusive.
-TRANSFORM_DATA_PROCESSING = {"InputFilter": "$[2:]", "JoinSource": "Input", "OutputFilter": "$[0,1,-1]"}
+TRANSFORM_DATA_PROCESSING = {
+    "InputFilter": "$[2:]",
+    "JoinSource": "Input",
+    "OutputFilter": "$[0,1,-1]",
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class JobSettings:
         return cls(
             bucket=env["DATA_BUCKET"],
             role_arn=env.get("SAGEMAKER_ROLE_ARN", ""),
-            image=env.get("TRAINING_IMAGE") or xgboost_image_uri(env.get("AWS_REGION", "us-east-1")),
+            image=env.get("TRAINING_IMAGE")
+            or xgboost_image_uri(env.get("AWS_REGION", "us-east-1")),
             hyperparameters=hyperparameters,
             training_instance_type=env.get("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
             training_instance_count=int(env.get("TRAINING_INSTANCE_COUNT", "1")),
@@ -97,7 +102,9 @@ def check_distribution(model: ModelShards, instance_count: int) -> None:
         )
 
 
-def training_request(manifest: Manifest, model: ModelShards, settings: JobSettings) -> dict[str, Any]:
+def training_request(
+    manifest: Manifest, model: ModelShards, settings: JobSettings
+) -> dict[str, Any]:
     """Keyword arguments of `create_training_job` for one model of a run."""
     check_distribution(model, settings.training_instance_count)
     distribution = "ShardedByS3Key" if settings.training_instance_count > 1 else "FullyReplicated"
@@ -110,7 +117,9 @@ def training_request(manifest: Manifest, model: ModelShards, settings: JobSettin
             "DataSource": {
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
-                    "S3Uri": _s3_prefix(settings.bucket, channel_prefix(manifest.run_id, name, model.name)),
+                    "S3Uri": _s3_prefix(
+                        settings.bucket, channel_prefix(manifest.run_id, name, model.name)
+                    ),
                     "S3DataDistributionType": dist,
                 }
             },
@@ -129,7 +138,9 @@ def training_request(manifest: Manifest, model: ModelShards, settings: JobSettin
         "RoleArn": settings.role_arn,
         "InputDataConfig": channels,
         "OutputDataConfig": {
-            "S3OutputPath": _s3_prefix(settings.bucket, f"{naming.run_prefix(manifest.run_id)}model/{model.name}/")
+            "S3OutputPath": _s3_prefix(
+                settings.bucket, f"{naming.run_prefix(manifest.run_id)}model/{model.name}/"
+            )
         },
         "ResourceConfig": {
             "InstanceType": settings.training_instance_type,
@@ -154,7 +165,9 @@ def model_request(
     }
 
 
-def transform_request(manifest: Manifest, model: ModelShards, settings: JobSettings) -> dict[str, Any]:
+def transform_request(
+    manifest: Manifest, model: ModelShards, settings: JobSettings
+) -> dict[str, Any]:
     """Keyword arguments of `create_transform_job` scoring a model's inference shards."""
     name = naming.job_name(manifest.run_id, model.name)
     return {
@@ -166,7 +179,9 @@ def transform_request(manifest: Manifest, model: ModelShards, settings: JobSetti
             "DataSource": {
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
-                    "S3Uri": _s3_prefix(settings.bucket, channel_prefix(manifest.run_id, "inference", model.name)),
+                    "S3Uri": _s3_prefix(
+                        settings.bucket, channel_prefix(manifest.run_id, "inference", model.name)
+                    ),
                 }
             },
             "ContentType": CSV,
@@ -174,11 +189,16 @@ def transform_request(manifest: Manifest, model: ModelShards, settings: JobSetti
             "CompressionType": "None",
         },
         "TransformOutput": {
-            "S3OutputPath": _s3_prefix(settings.bucket, channel_prefix(manifest.run_id, "predictions", model.name)),
+            "S3OutputPath": _s3_prefix(
+                settings.bucket, channel_prefix(manifest.run_id, "predictions", model.name)
+            ),
             "Accept": CSV,
             "AssembleWith": "Line",
         },
-        "TransformResources": {"InstanceType": settings.transform_instance_type, "InstanceCount": 1},
+        "TransformResources": {
+            "InstanceType": settings.transform_instance_type,
+            "InstanceCount": 1,
+        },
         "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
         "Tags": _tags(manifest, model),
     }
@@ -190,5 +210,7 @@ def run_and_model_of(s3_uri: str) -> tuple[str, str, str]:
     bucket, _, key = without_scheme.partition("/")
     parts = key.strip("/").split("/")
     if len(parts) < 4 or parts[0] != "runs":
-        raise ValueError(f"{s3_uri} is not an m5flow run path s3://<bucket>/runs/<run>/<kind>/<model>/")
+        raise ValueError(
+            f"{s3_uri} is not an m5flow run path s3://<bucket>/runs/<run>/<kind>/<model>/"
+        )
     return bucket, parts[1], parts[3]

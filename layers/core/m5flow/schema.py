@@ -218,7 +218,8 @@ def _prices(
         return np.empty((n_series, n_days), np.float32), 0, reasons
     weeks = np.sort(calendar["wm_yr_wk"].unique())
     series_of = pd.Series(
-        np.arange(n_series), index=pd.MultiIndex.from_arrays([data_ids["store_id"], data_ids["item_id"]])
+        np.arange(n_series),
+        index=pd.MultiIndex.from_arrays([data_ids["store_id"], data_ids["item_id"]]),
     )
     rows = series_of.reindex(pd.MultiIndex.from_arrays([frame["store_id"], frame["item_id"]]))
     cols = np.searchsorted(weeks, frame["wm_yr_wk"].to_numpy())

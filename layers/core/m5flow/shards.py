@@ -9,8 +9,8 @@ never start a job.
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -113,7 +113,12 @@ def channel_prefix(run: str, channel: str, model: str) -> str:
 
 def _groups(data: M5Data, config: ShardConfig) -> Iterator[tuple[str, np.ndarray]]:
     keys = np.array(
-        ["_".join(parts) for parts in zip(*(getattr(data, GROUP_COLUMNS[g]) for g in config.group_by), strict=True)]
+        [
+            "_".join(parts)
+            for parts in zip(
+                *(getattr(data, GROUP_COLUMNS[g]) for g in config.group_by), strict=True
+            )
+        ]
     )
     for key in np.unique(keys):
         yield re.sub(r"[^A-Za-z0-9_-]+", "-", key), np.flatnonzero(keys == key)
@@ -146,8 +151,9 @@ def write_shards(
 ) -> Manifest:
     """Write every shard of `run` to `storage` and return the manifest describing them.
 
-    The caller writes the manifest, last and only once (see `stages.shard`). Rows before a series' first sale are left out of training and validation; the inference
-    shards hold every series for the HORIZON days after the last sales day.
+    The caller writes the manifest, last and only once (see `stages.shard`). Rows before a
+    series' first sale are left out of training and validation; the inference shards hold
+    every series for the HORIZON days after the last sales day.
     """
     features_cfg = feature_config or FeatureConfig()
     shard_cfg = shard_config or ShardConfig()
@@ -178,7 +184,8 @@ def write_shards(
             data, facts, rows, last + 1, last + HORIZON, features_cfg, drop_before_first_sale=False
         )
         table = pa.Table.from_arrays(
-            [pa.array(data.ids[series]), pa.array(day)] + [pa.array(x[:, j]) for j in range(x.shape[1])],
+            [pa.array(data.ids[series]), pa.array(day)]
+            + [pa.array(x[:, j]) for j in range(x.shape[1])],
             names=["id", "day", *names],
         )
         body = _encode(table, "csv")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow.csv as pacsv
-import io
-
 from aws_lambda_powertools import Logger
 
 from m5flow import forecast, jobs, naming, schema
@@ -69,7 +68,10 @@ def assemble_forecast(
 
     sales_key = manifest.inputs[schema.SALES_FILE]["key"]
     ids = (
-        pacsv.read_csv(io.BytesIO(storage.read(sales_key)), convert_options=pacsv.ConvertOptions(include_columns=["id"]))
+        pacsv.read_csv(
+            io.BytesIO(storage.read(sales_key)),
+            convert_options=pacsv.ConvertOptions(include_columns=["id"]),
+        )
         .column("id")
         .to_numpy(zero_copy_only=False)
         .astype(str)
@@ -94,7 +96,7 @@ def assemble_forecast(
     metrics = {
         "run_id": run,
         "dataset": manifest.dataset,
-        "series": int(len(frame)),
+        "series": len(frame),
         "first_day": manifest.last_day + 1,
         "horizon": manifest.horizon,
         "forecast_total": float(values.sum()),

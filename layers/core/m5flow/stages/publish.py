@@ -34,7 +34,9 @@ def publish_model(
     status = training["TrainingJobStatus"]
     if status != "Completed":
         reason = training.get("FailureReason") or f"the training job was {status.lower()}"
-        logger.error("training did not complete", extra={"job": name, "status": status, "reason": reason})
+        logger.error(
+            "training did not complete", extra={"job": name, "status": status, "reason": reason}
+        )
         publisher.publish(
             "Run Failed",
             {
@@ -50,7 +52,9 @@ def publish_model(
 
     artifact = (training.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if not artifact:  # Some deliveries omit it; the job itself always knows.
-        artifact = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"]["S3ModelArtifacts"]
+        artifact = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"][
+            "S3ModelArtifacts"
+        ]
     model = manifest.model(model_name)
     try:
         sagemaker.create_model(**jobs.model_request(manifest, model, artifact, settings))

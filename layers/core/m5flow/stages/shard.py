@@ -54,7 +54,9 @@ def shard_dataset(
 
     inputs = {name: {"key": prefix + name, "etag": present[name]} for name in schema.INPUT_FILES}
     try:
-        data = schema.parse_inputs({name: storage.read(prefix + name) for name in schema.INPUT_FILES})
+        data = schema.parse_inputs(
+            {name: storage.read(prefix + name) for name in schema.INPUT_FILES}
+        )
     except InputRejectedError as exc:
         logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
         publisher.publish(

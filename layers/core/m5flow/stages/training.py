@@ -34,7 +34,12 @@ def start_training(
         logger.error("refusing to train", extra={"run_id": manifest.run_id, "reason": exc.reason})
         publisher.publish(
             "Run Failed",
-            {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": exc.stage, "reason": exc.reason},
+            {
+                "run_id": manifest.run_id,
+                "dataset": manifest.dataset,
+                "stage": exc.stage,
+                "reason": exc.reason,
+            },
         )
         return []
     created = []
