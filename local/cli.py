@@ -46,7 +46,12 @@ def _shard(args: argparse.Namespace) -> int:
     inputs = {name: {"key": name, "etag": str(etags[name])} for name in schema.INPUT_FILES}
     target = DiskStorage(out)
     manifest = write_shards(
-        data, target, run, dataset, inputs, shard_config=ShardConfig(train_format=args.format)
+        data,
+        target,
+        run,
+        dataset,
+        inputs,
+        shard_config=ShardConfig(train_format=args.format, min_lags=args.min_lags),
     )
     target.write(naming.manifest_key(run), manifest.to_json())
     for model in manifest.models:
@@ -129,6 +134,12 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument("data_dir")
     shard.add_argument("out_dir")
     shard.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    shard.add_argument(
+        "--min-lags",
+        type=lambda text: tuple(int(lag) for lag in text.split(",")),
+        default=(28,),
+        help="one model per minimum lag, e.g. 7,14,21,28 (default: 28)",
+    )
     shard.set_defaults(run=_shard)
 
     local = commands.add_parser("local", help="the local cloud").add_subparsers(

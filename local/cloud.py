@@ -139,6 +139,7 @@ class LocalCloud:
         }
         self.router = EventRouter(
             boto3.client("sqs"),
+            events,
             queue_url,
             stack,
             functions,

@@ -20,7 +20,10 @@ from m5flow.storage import S3Storage
 logger = Logger()
 storage = S3Storage(boto3.client("s3"), os.environ["DATA_BUCKET"])
 publisher = EventPublisher(boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"))
-config = ShardConfig(train_format=os.environ.get("SHARD_FORMAT", "parquet"))
+config = ShardConfig(
+    train_format=os.environ.get("SHARD_FORMAT", "parquet"),
+    min_lags=tuple(int(lag) for lag in os.environ.get("MODEL_MIN_LAGS", "28").split(",")),
+)
 
 
 @logger.inject_lambda_context

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import threading
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from m5flow_local.router.normalize import normalize
@@ -20,7 +22,6 @@ from m5flow_local.router.patterns import matches
 from m5flow_local.router.runtime import LocalFunction
 from m5flow_local.router.template import StackSpec
 
-LAMBDA_ASYNC_ATTEMPTS = 3  # the first try and Lambda's two retries for async invocations
 _LONG_POLL_SECONDS = 1  # bounds how long stop() waits; messages arrive as soon as sent
 
 
@@ -41,6 +42,7 @@ class EventRouter:
     def __init__(
         self,
         sqs: Any,
+        events: Any,
         queue_url: str,
         stack: StackSpec,
         functions: dict[str, LocalFunction],
@@ -50,6 +52,7 @@ class EventRouter:
         on_invocation: Callable[[Invocation], None],
     ) -> None:
         self.sqs = sqs
+        self.events = events
         self.queue_url = queue_url
         self.stack = stack
         self.functions = functions
@@ -85,13 +88,63 @@ class EventRouter:
         return invocations
 
     def _invoke(self, name: str, event: dict[str, Any]) -> Invocation:
-        error = ""
-        for attempt in range(1, LAMBDA_ASYNC_ATTEMPTS + 1):
+        function = self.functions[name]
+        attempts = 1 + function.spec.max_retry_attempts
+        failure: BaseException | None = None
+        for attempt in range(1, attempts + 1):
             try:
-                return Invocation(name, event, self.functions[name].invoke(event), attempts=attempt)
-            except Exception:  # a Lambda invocation error: retried, then reported
-                error = traceback.format_exc()
-        return Invocation(name, event, error=error, attempts=LAMBDA_ASYNC_ATTEMPTS)
+                return Invocation(name, event, function.invoke(event), attempts=attempt)
+            except Exception as exc:  # a Lambda invocation error: retried, then reported
+                failure = exc
+        assert failure is not None
+        destination = function.spec.on_failure_destination
+        if destination and ":event-bus/" in destination:
+            self._send_failure(function, event, failure, attempts, destination)
+        error = "".join(traceback.format_exception(failure))
+        return Invocation(name, event, error=error, attempts=attempts)
+
+    def _send_failure(
+        self,
+        function: LocalFunction,
+        event: dict[str, Any],
+        failure: BaseException,
+        attempts: int,
+        destination: str,
+    ) -> None:
+        """Do what Lambda does with an OnFailure destination of type EventBridge."""
+        detail = {
+            "version": "1.0",
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"{function.arn}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": event,
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "responsePayload": {
+                "errorMessage": str(failure),
+                "errorType": type(failure).__name__,
+                "requestId": "",
+                "stackTrace": traceback.format_tb(failure.__traceback__),
+            },
+        }
+        self.events.put_events(
+            Entries=[
+                {
+                    "Source": "lambda",
+                    "DetailType": "Lambda Function Invocation Result - Failure",
+                    "Detail": json.dumps(detail, default=str),
+                    "Resources": [function.arn],
+                    "EventBusName": destination,
+                }
+            ]
+        )
 
     def _run(self) -> None:
         while not self._stopped.is_set():

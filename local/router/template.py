@@ -8,6 +8,7 @@ second copy of them kept by hand.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -37,6 +38,9 @@ class FunctionSpec:
     environment: dict[str, str]
     timeout: int
     memory_mb: int
+    # Lambda's asynchronous invocation settings (AWS::Lambda::EventInvokeConfig).
+    max_retry_attempts: int = 2
+    on_failure_destination: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,18 @@ def load_stack(
             environment={k: str(v) for k, v in resolve(variables).items()},
             timeout=int(props.get("Timeout", 3)),
             memory_mb=int(props.get("MemorySize", 128)),
+        )
+
+    for resource in resources.values():
+        if resource["Type"] != "AWS::Lambda::EventInvokeConfig":
+            continue
+        props = resource["Properties"]
+        target = props["FunctionName"]["Ref"]
+        destination = props.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        functions[target] = dataclasses.replace(
+            functions[target],
+            max_retry_attempts=int(props.get("MaximumRetryAttempts", 2)),
+            on_failure_destination=None if destination is None else str(resolve(destination)),
         )
 
     rules = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ LOG = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 120
 XGBOOST_IMAGE = "sagemaker-xgboost"
 LOCAL_HOST_IP = "127.0.0.1"
+_NATIVE_FRAME = re.compile(r"^\s*(\[bt\] \(\d+\) |Stack trace:\s*$)")
 
 
 class _JobFailedError(Exception):
@@ -243,7 +245,11 @@ def _failure_reason(job_dir: Path, hosts: list[str], exits: dict[str, int]) -> s
     for host in failed + hosts:
         path = job_dir / host / "output" / "failure"
         if path.exists():
-            return "AlgorithmError: " + path.read_text()
+            # XGBoost's native stack traces ("Stack trace:", "[bt] (n) ...") would push the
+            # message out of the 1024 characters a FailureReason keeps.
+            lines = [line for line in path.read_text().split("\n")
+                     if not _NATIVE_FRAME.match(line)]
+            return "AlgorithmError: " + "\n".join(lines)
     code = exits[failed[0]]
     return f"AlgorithmError: , exit code: {128 - code if code < 0 else code}"
 

@@ -122,7 +122,8 @@ def csv_to_dmatrix(text: str) -> Any:
     sniffed = csv.Sniffer().sniff(text.split("\n")[0][:512]).delimiter
     delimiter = "," if sniffed.isalnum() else sniffed
     rows = [["nan" if x == "" else x for x in line.split(delimiter)] for line in text.split("\n")]
-    return xgb.DMatrix(np.array(rows).astype(float))
+    # float() per field words errors as the container's numpy 1.x does ("... float: 'n/a'").
+    return xgb.DMatrix(np.array([[float(x) for x in row] for row in rows]))
 
 
 def invoke(booster: Any, payload: bytes, content_type: str | None, accept: str | None) -> bytes:
@@ -151,7 +152,9 @@ def invoke(booster: Any, payload: bytes, content_type: str | None, accept: str |
     try:
         preds = booster.predict(dtest, validate_features=False)
     except Exception as exc:
-        raise InvocationError(400, f"Unable to evaluate payload provided: {exc}") from exc
+        # XGBoost appends its native stack trace; the reason keeps the message only.
+        message = str(exc).split("\nStack trace:", 1)[0]
+        raise InvocationError(400, f"Unable to evaluate payload provided: {message}") from exc
     if accept and accept.split(";")[0].strip().lower() not in (*SUPPORTED_ACCEPTS, "*/*"):
         raise InvocationError(
             406, f"Accept type {accept} is not supported. Please use supported accept types: "

@@ -3,8 +3,10 @@
 The tests talk to both only through ordinary boto3 clients.  moto's server and
 the environment pointing boto3 at it come from the session fixture
 ``moto_endpoint`` (tests/conftest.py); each test module gets its own bucket and
-local SageMaker.  Events are collected as they are emitted and tests block on
-the one they need (a condition variable, never a sleep loop).
+local SageMaker (``local_cloud``).  This is a plain helper module, not a pytest
+plugin, so test modules import from it freely.  Events are collected as they
+are emitted and tests block on the one they need (a condition variable, never a
+sleep loop).
 """
 
 from __future__ import annotations
@@ -80,10 +82,13 @@ class LocalCloud:
     bucket: str
 
 
-@pytest.fixture(scope="module")
-def cloud(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
-          request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
-    """A local SageMaker and a fresh bucket on moto's server, for one test module."""
+def local_cloud(tmp_path_factory: pytest.TempPathFactory,
+                request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+    """A local SageMaker and a fresh bucket on moto's server, for one test module.
+
+    Test modules wrap this in a module-scoped ``cloud`` fixture that also requests
+    ``moto_endpoint`` (tests/conftest.py), which points boto3 at moto's server.
+    """
     events = EventLog()
     workdir = tmp_path_factory.mktemp("sagemaker")
     local = LocalSageMaker(events.emit, workdir, region=REGION, account_id=ACCOUNT)

@@ -8,6 +8,7 @@ and distributed training matching single-instance training.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,15 +21,22 @@ from tests.local.conftest_sagemaker import (
     LocalCloud,
     csv_bytes,
     load_model,
+    local_cloud,
     parquet_bytes,
     put,
     training_request,
     tweedie_data,
 )
 
-pytest_plugins = ["tests.local.conftest_sagemaker"]
 TWEEDIE = {"objective": "reg:tweedie", "tweedie_variance_power": "1.5", "eta": "0.3",
            "max_depth": "4"}
+
+
+@pytest.fixture(scope="module")
+def cloud(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+    """This module's local SageMaker and bucket, on the session's moto server."""
+    yield from local_cloud(tmp_path_factory, request)
 
 
 def _arn(name: str) -> str:
@@ -66,11 +74,15 @@ def failing_jobs(cloud: LocalCloud, csv_prefix: str) -> dict[str, dict[str, Any]
                                        {**ok, "n_estimators": "5"}),
         "metric-at": training_request(cloud, "metric-at", csv_prefix,
                                       {**ok, "eval_metric": "tweedie-nloglik@1.5"}),
+        "metric-bare": training_request(cloud, "metric-bare", csv_prefix,
+                                        {**ok, "eval_metric": "tweedie-nloglik"}),
         "hidden-file": training_request(cloud, "hidden-file", "runs/hidden", ok,
                                         channels=("train",)),
         "extra-channel": training_request(cloud, "extra-channel", "runs/extra", ok,
                                           channels=("train", "test")),
         "empty-prefix": training_request(cloud, "empty-prefix", "runs/nothing", ok),
+        "label-size": training_request(cloud, "label-size", csv_prefix, ok, channels=("train",),
+                                       content_type="text/csv;label_size=1"),
     }
     for request in cases.values():
         cloud.sm.create_training_job(**request)
@@ -165,6 +177,10 @@ def test_parquet_channels_and_container_rmse_on_margins(cloud: LocalCloud) -> No
                   "customized threshold should be one of these options: 'error', 'ndcg', 'map'."),
     ("hidden-file", "Hidden file found in the data path! Remove that before training."),
     ("extra-channel", "Extraneous channel found: test"),
+    # The container matches content types exactly, so the label_size parameter is refused.
+    ("label-size", "Channel configuration for 'train' channel is not supported: "
+                   "{'ContentType': 'text/csv;label_size=1', 'TrainingInputMode': 'File', "
+                   "'S3DistributionType': 'FullyReplicated', 'RecordWrapperType': 'None'}"),
 ])
 def test_container_refusals_fail_the_job(failing_jobs: dict[str, dict[str, Any]], job: str,
                                          message: str) -> None:
@@ -177,6 +193,18 @@ def test_container_refusals_fail_the_job(failing_jobs: dict[str, dict[str, Any]]
     assert reason.endswith(message)
     assert len(reason) <= 1024
     assert "ModelArtifacts" not in detail
+
+
+def test_bare_tweedie_nloglik_fails_inside_xgboost(
+        failing_jobs: dict[str, dict[str, Any]]) -> None:
+    """The container accepts ``tweedie-nloglik`` but XGBoost 1.7 needs ``@rho``: no usable form.
+
+    With ``@1.5`` the container refuses it (above); without, XGBoost fails the job.
+    """
+    detail = failing_jobs["metric-bare"]["detail"]
+    assert detail["TrainingJobStatus"] == "Failed"
+    assert "XGB train call failed with exception" in detail["FailureReason"]
+    assert "tweedie-nloglik must be in format tweedie-nloglik@rho" in detail["FailureReason"]
 
 
 def test_empty_channel_prefix_fails_like_aws(cloud: LocalCloud,

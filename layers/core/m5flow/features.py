@@ -35,6 +35,15 @@ class FeatureConfig:
         if any(lag < self.min_lag for lag in self.lags):
             raise ValueError(f"every lag must be >= min_lag={self.min_lag}: {self.lags}")
 
+    @classmethod
+    def for_min_lag(cls, min_lag: int) -> FeatureConfig:
+        """The default feature set of a model that may use sales up to `min_lag` days old.
+
+        Five weekly lags from `min_lag` on keep the weekday pattern; lag 364 adds last year.
+        """
+        lags = tuple(sorted({min_lag + 7 * k for k in range(5)} | {364}))
+        return cls(min_lag=min_lag, lags=lags)
+
 
 def feature_names(config: FeatureConfig) -> list[str]:
     """Return the feature column names, in shard column order."""

@@ -36,6 +36,10 @@ class ShardConfig:
     """How the shard step splits and formats its output."""
 
     group_by: tuple[str, ...] = ("store", "dept")
+    # One model per entry: the model `h<L>` uses sales at least L days old and forecasts
+    # horizon days (previous L, L]. (28,) is one model for the whole horizon; (7, 14, 21, 28)
+    # lets the first weeks use more recent sales.
+    min_lags: tuple[int, ...] = (28,)
     train_format: str = "parquet"  # "parquet" or "csv" (headerless, label first)
     validation_days: int = HORIZON
     # Training starts this many days before the validation window (None: from d_1).
@@ -45,6 +49,10 @@ class ShardConfig:
         unknown = [g for g in self.group_by if g not in GROUP_COLUMNS]
         if unknown or not self.group_by:
             raise ValueError(f"group_by must use {sorted(GROUP_COLUMNS)}, got {self.group_by}")
+        if not self.min_lags or list(self.min_lags) != sorted(set(self.min_lags)):
+            raise ValueError(f"min_lags must be increasing: {self.min_lags}")
+        if self.min_lags[-1] != HORIZON or self.min_lags[0] < 1:
+            raise ValueError(f"min_lags must end at the horizon, {HORIZON}: {self.min_lags}")
         if self.train_format not in CONTENT_TYPES:
             raise ValueError(f"train_format must be one of {sorted(CONTENT_TYPES)}")
 
@@ -63,6 +71,7 @@ class ModelShards:
     name: str
     min_lag: int
     horizon_days: tuple[int, int]  # first and last horizon day this model forecasts
+    feature_names: list[str] = field(default_factory=list)
     train: list[ShardInfo] = field(default_factory=list)
     validation: list[ShardInfo] = field(default_factory=list)
     inference: list[ShardInfo] = field(default_factory=list)
@@ -77,7 +86,6 @@ class Manifest:
     horizon: int
     series: int
     content_type: str
-    feature_names: list[str]
     models: list[ModelShards]
     missing_price_weeks: int = 0
     version: int = MANIFEST_VERSION
@@ -93,6 +101,7 @@ class Manifest:
                 name=m["name"],
                 min_lag=m["min_lag"],
                 horizon_days=tuple(m["horizon_days"]),
+                feature_names=m["feature_names"],
                 **{c: [ShardInfo(**s) for s in m[c]] for c in ("train", "validation", "inference")},
             )
             for m in raw.pop("models")
@@ -139,6 +148,55 @@ def _encode(table: pa.Table, fmt: str) -> bytes:
     return sink.getvalue()
 
 
+def _write_model(
+    data: M5Data,
+    storage: Storage,
+    run: str,
+    model: ModelShards,
+    config: ShardConfig,
+    feature_config: FeatureConfig,
+) -> None:
+    """Write one model's train, validation and inference shards, one group at a time."""
+    facts = series_facts(data, feature_config)
+    last = data.last_day
+    validation_start = last - config.validation_days + 1
+    train_start = (
+        1 if config.history_days is None else max(1, validation_start - config.history_days)
+    )
+    ext = "parquet" if config.train_format == "parquet" else "csv"
+    first_horizon, last_horizon = model.horizon_days
+    for group, rows in _groups(data, config):
+        for channel, first, final in (
+            ("train", train_start, validation_start - 1),
+            ("validation", validation_start, last),
+        ):
+            x, y, _, _ = build_block(data, facts, rows, first, final, feature_config)
+            if len(y) == 0:
+                continue
+            body = _encode(_training_table(y, x, model.feature_names), config.train_format)
+            key = f"{channel_prefix(run, channel, model.name)}{group}.{ext}"
+            storage.write(key, body)
+            getattr(model, channel).append(ShardInfo(key, len(y), len(body)))
+        x, _, series, day = build_block(
+            data,
+            facts,
+            rows,
+            last + first_horizon,
+            last + last_horizon,
+            feature_config,
+            drop_before_first_sale=False,
+        )
+        columns = [pa.array(data.ids[series]), pa.array(day)]
+        table = pa.Table.from_arrays(
+            columns + [pa.array(x[:, j]) for j in range(x.shape[1])],
+            names=["id", "day", *model.feature_names],
+        )
+        body = _encode(table, "csv")
+        key = f"{channel_prefix(run, 'inference', model.name)}{group}.csv"
+        storage.write(key, body)
+        model.inference.append(ShardInfo(key, len(day), len(body)))
+
+
 def write_shards(
     data: M5Data,
     storage: Storage,
@@ -146,62 +204,36 @@ def write_shards(
     dataset: str,
     inputs: dict[str, dict[str, str]],
     *,
-    feature_config: FeatureConfig | None = None,
     shard_config: ShardConfig | None = None,
 ) -> Manifest:
     """Write every shard of `run` to `storage` and return the manifest describing them.
 
     The caller writes the manifest, last and only once (see `stages.shard`). Rows before a
     series' first sale are left out of training and validation; the inference shards hold
-    every series for the HORIZON days after the last sales day.
+    every series for the horizon days each model forecasts.
     """
-    features_cfg = feature_config or FeatureConfig()
-    shard_cfg = shard_config or ShardConfig()
-    names = feature_names(features_cfg)
-    facts = series_facts(data, features_cfg)
-    last = data.last_day
-    validation_start = last - shard_cfg.validation_days + 1
-    train_start = (
-        1 if shard_cfg.history_days is None else max(1, validation_start - shard_cfg.history_days)
-    )
-    model = ModelShards(
-        name=f"h{features_cfg.min_lag}", min_lag=features_cfg.min_lag, horizon_days=(1, HORIZON)
-    )
-    ext = "parquet" if shard_cfg.train_format == "parquet" else "csv"
-    for group, rows in _groups(data, shard_cfg):
-        for channel, first, final in (
-            ("train", train_start, validation_start - 1),
-            ("validation", validation_start, last),
-        ):
-            x, y, _, _ = build_block(data, facts, rows, first, final, features_cfg)
-            if len(y) == 0:
-                continue
-            body = _encode(_training_table(y, x, names), shard_cfg.train_format)
-            key = f"{channel_prefix(run, channel, model.name)}{group}.{ext}"
-            storage.write(key, body)
-            getattr(model, channel).append(ShardInfo(key, len(y), len(body)))
-        x, _, series, day = build_block(
-            data, facts, rows, last + 1, last + HORIZON, features_cfg, drop_before_first_sale=False
+    config = shard_config or ShardConfig()
+    models = []
+    previous = 0
+    for min_lag in config.min_lags:
+        feature_config = FeatureConfig.for_min_lag(min_lag)
+        model = ModelShards(
+            name=f"h{min_lag}",
+            min_lag=min_lag,
+            horizon_days=(previous + 1, min_lag),
+            feature_names=feature_names(feature_config),
         )
-        table = pa.Table.from_arrays(
-            [pa.array(data.ids[series]), pa.array(day)]
-            + [pa.array(x[:, j]) for j in range(x.shape[1])],
-            names=["id", "day", *names],
-        )
-        body = _encode(table, "csv")
-        key = f"{channel_prefix(run, 'inference', model.name)}{group}.csv"
-        storage.write(key, body)
-        model.inference.append(ShardInfo(key, len(day), len(body)))
-    manifest = Manifest(
+        _write_model(data, storage, run, model, config, feature_config)
+        models.append(model)
+        previous = min_lag
+    return Manifest(
         run_id=run,
         dataset=dataset,
         inputs=inputs,
-        last_day=last,
+        last_day=data.last_day,
         horizon=HORIZON,
         series=len(data.ids),
-        content_type=CONTENT_TYPES[shard_cfg.train_format],
-        feature_names=names,
-        models=[model],
+        content_type=CONTENT_TYPES[config.train_format],
+        models=models,
         missing_price_weeks=data.missing_price_weeks,
     )
-    return manifest

@@ -20,14 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from m5flow.schema import (
-    CALENDAR_COLUMNS,
-    CALENDAR_FILE,
-    PRICES_COLUMNS,
-    PRICES_FILE,
-    SALES_FILE,
-    SALES_ID_COLUMNS,
-)
+from m5flow import schema
 
 START_DATE = dt.date(2011, 1, 29)  # d_1, a Saturday: Walmart weeks run Saturday..Friday
 N_TRAIN_DAYS = 1941  # d_1..d_1941 in sales_train_evaluation.csv
@@ -47,27 +40,19 @@ CATEGORIES = ("HOBBIES", "HOUSEHOLD", "FOODS")
 CATEGORY_RATE = (0.35, 0.5, 1.1)
 CATEGORY_PRICE = (4.5, 5.0, 2.5)
 CATEGORY_SNAP = (0.0, 0.0, 0.3)
-WEEKLY_PROFILE = (
-    (1.3, 1.3, 1.0, 0.9, 0.85, 0.85, 1.0),
-    (1.35, 1.3, 1.0, 0.9, 0.85, 0.85, 1.0),
-    (1.3, 1.35, 1.05, 0.9, 0.85, 0.85, 1.0),
-)
+WEEKLY_PROFILE = ((1.3, 1.3, 1.0, 0.9, 0.85, 0.85, 1.0), (1.35, 1.3, 1.0, 0.9, 0.85, 0.85, 1.0),
+                  (1.3, 1.35, 1.05, 0.9, 0.85, 0.85, 1.0))  # fmt: skip
 # Days of the month on which each state pays SNAP benefits: the real calendar's pattern.
-SNAP_DAYS = {
-    "CA": (1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
-    "TX": (1, 3, 5, 6, 7, 9, 11, 12, 13, 15),
-    "WI": (2, 3, 5, 6, 8, 9, 11, 12, 14, 15),
-}
+SNAP_DAYS = {"CA": (1, 2, 3, 4, 5, 6, 7, 8, 9, 10), "TX": (1, 3, 5, 6, 7, 9, 11, 12, 13, 15),
+             "WI": (2, 3, 5, 6, 8, 9, 11, 12, 14, 15)}  # fmt: skip
 # Demand multiplier on an event day, by event type and category; stores close on Christmas.
-EVENT_EFFECT = {
-    "Sporting": (1.0, 1.0, 1.2),
-    "Cultural": (1.15, 1.1, 1.05),
-    "National": (0.9, 0.9, 0.9),
-    "Religious": (1.0, 1.0, 1.1),
-}
+EVENT_EFFECT = {"Sporting": (1.0, 1.0, 1.2), "Cultural": (1.15, 1.1, 1.05),
+                "National": (0.9, 0.9, 0.9), "Religious": (1.0, 1.0, 1.1)}  # fmt: skip
 CLOSED_EVENTS = {"Christmas": 0.002}
 LAST_START_DAY = N_TRAIN_DAYS - 56  # every series keeps at least 8 weeks of history
-CHUNK_SERIES = 1024  # rows simulated and written at a time: bounds memory at any scale
+# Rows simulated and written at a time: bounds memory at any scale. The random draws follow
+# the chunks, so changing it changes the data a seed gives.
+CHUNK_SERIES = 1024
 SAT, SUN, MON, THU = 5, 6, 0, 3  # date.weekday() numbers
 
 
@@ -164,7 +149,7 @@ def _write_calendar(path: Path) -> _Calendar:
             events.setdefault(rule(year), []).append((name, kind))
     snap = np.array([[d.day in SNAP_DAYS[s] for d in days] for s in STORES_PER_STATE])
     effect = np.ones((len(CATEGORIES), N_CALENDAR_DAYS), np.float32)
-    lines = [",".join(CALENDAR_COLUMNS)]
+    lines = [",".join(schema.CALENDAR_COLUMNS)]
     for t, d in enumerate(days):
         todays = events.get(d, [])[:2]
         for name, kind in todays:
@@ -176,7 +161,7 @@ def _write_calendar(path: Path) -> _Calendar:
             f"{d},{_wm_yr_wk(d)},{d:%A},{wday},{d.month},{d.year},d_{t + 1},"
             f"{','.join(cells)},{flags}"
         )
-    path.write_text("\n".join(lines) + "\n", newline="\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     wday0 = (np.arange(N_CALENDAR_DAYS) + START_DATE.weekday() - SAT) % 7
     return _Calendar(wday=wday0, snap=snap, event_effect=effect)
 
@@ -260,7 +245,8 @@ class _Demand:
         base = np.array(CATEGORY_PRICE)[series.item_cat] * rng.lognormal(0.0, 0.5, n_items)
         elasticity = np.clip(rng.normal(-2.0, 0.6, n_items), -4.0, -0.5)
         seasonal = rng.random(n_items) < 0.15  # a few strongly seasonal items, most mildly
-        amplitude = np.where(seasonal, rng.uniform(0.3, 0.8, n_items), rng.uniform(0, 0.15))
+        strong, mild = rng.uniform(0.3, 0.8, n_items), rng.uniform(0.0, 0.15, n_items)
+        amplitude = np.where(seasonal, strong, mild)
         phase, trend = rng.uniform(0, 2 * np.pi, n_items), rng.normal(0.1, 0.3, n_items)
         launch = np.where(rng.random(n_items) < 0.6, 0, rng.integers(0, LAST_START_DAY, n_items))
         # Rare permanent price changes (mostly up) and chain-wide promotion weeks.
@@ -352,7 +338,7 @@ def _write_prices(path: Path, series: _Series, demand: _Demand) -> None:
     with path.open("wb") as f:
         # Our own header line: pyarrow quotes column names unless told otherwise, and the
         # option for that (quoting_header) is newer than the pyarrow the layer allows.
-        f.write((",".join(PRICES_COLUMNS) + "\n").encode())
+        f.write((",".join(schema.PRICES_COLUMNS) + "\n").encode())
         options = pacsv.WriteOptions(include_header=False, quoting_style="none")
         pacsv.write_csv(table, f, options)
 
@@ -416,17 +402,17 @@ def write_synthetic_m5(out_dir: Path, n_series: int, seed: int = 0) -> dict[str,
         raise ValueError(f"n_series must be at least 1, got {n_series}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in (SALES_FILE, CALENDAR_FILE, PRICES_FILE)}
-    cal = _write_calendar(paths[CALENDAR_FILE])
+    paths = {name: out_dir / name for name in schema.INPUT_FILES}
+    cal = _write_calendar(paths[schema.CALENDAR_FILE])
     rng = np.random.default_rng(seed)
     series = _Series.layout(n_series)
     demand = _Demand.draw(rng, series)
-    header = [*SALES_ID_COLUMNS, *(f"d_{t}" for t in range(1, N_TRAIN_DAYS + 1))]
-    with paths[SALES_FILE].open("wb") as f:
+    header = [*schema.SALES_ID_COLUMNS, *(f"d_{t}" for t in range(1, N_TRAIN_DAYS + 1))]
+    with paths[schema.SALES_FILE].open("wb") as f:
         f.write((",".join(header) + "\n").encode())
         for a in range(0, n_series, CHUNK_SERIES):
             rows = slice(a, min(a + CHUNK_SERIES, n_series))
             sales = _draw_sales(rng, rows, series, demand, cal)
             f.write(_encode_rows(series.line_prefixes(rows), sales))
-    _write_prices(paths[PRICES_FILE], series, demand)
+    _write_prices(paths[schema.PRICES_FILE], series, demand)
     return paths
