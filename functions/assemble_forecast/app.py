@@ -9,13 +9,16 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from m5flow.notifications import EventPublisher
 from m5flow.stages.assemble import assemble_forecast
 from m5flow.storage import S3Storage
 
 logger = Logger()
 storage = S3Storage(boto3.client("s3"), os.environ["DATA_BUCKET"])
-publisher = EventPublisher(boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"))
+publisher = EventPublisher(
+    boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
+)
 
 
 @logger.inject_lambda_context

@@ -9,6 +9,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from m5flow.jobs import JobSettings
 from m5flow.notifications import EventPublisher
 from m5flow.stages.publish import publish_model
@@ -18,7 +19,9 @@ logger = Logger()
 settings = JobSettings.from_env(os.environ)
 storage = S3Storage(boto3.client("s3"), settings.bucket)
 sagemaker = boto3.client("sagemaker")
-publisher = EventPublisher(boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"))
+publisher = EventPublisher(
+    boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
+)
 
 
 @logger.inject_lambda_context

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import (
     event_source,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from m5flow.notifications import EventPublisher
 from m5flow.shards import ShardConfig
 from m5flow.stages.shard import shard_dataset
@@ -19,7 +20,9 @@ from m5flow.storage import S3Storage
 
 logger = Logger()
 storage = S3Storage(boto3.client("s3"), os.environ["DATA_BUCKET"])
-publisher = EventPublisher(boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"))
+publisher = EventPublisher(
+    boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
+)
 config = ShardConfig(
     train_format=os.environ.get("SHARD_FORMAT", "parquet"),
     min_lags=tuple(int(lag) for lag in os.environ.get("MODEL_MIN_LAGS", "28").split(",")),

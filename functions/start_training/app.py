@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import (
     event_source,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from m5flow.jobs import JobSettings
 from m5flow.notifications import EventPublisher
 from m5flow.stages.training import start_training
@@ -21,7 +22,9 @@ logger = Logger()
 settings = JobSettings.from_env(os.environ)
 storage = S3Storage(boto3.client("s3"), settings.bucket)
 sagemaker = boto3.client("sagemaker")
-publisher = EventPublisher(boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"))
+publisher = EventPublisher(
+    boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
+)
 
 
 @logger.inject_lambda_context

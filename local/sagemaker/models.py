@@ -21,217 +21,27 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from m5flow_local.sagemaker import events
-from m5flow_local.sagemaker.exceptions import (
-    ResourceInUseError,
-    ValidationError,
+from m5flow_local.sagemaker.exceptions import ResourceInUseError, ValidationError
+from m5flow_local.sagemaker.resources import (
+    JOB_NAME_PATTERN,
+    MODEL_NAME_PATTERN,
+    TERMINAL,
+    Model,
+    TrainingJob,
+    TransformJob,
+    check_name,
+    clip_reason,
+    tags_map,
 )
 
 LOG = logging.getLogger(__name__)
-JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
-MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?"
-DEFAULT_MAX_RUNTIME = 86400
-FAILURE_REASON_MAX = 1024
-TERMINAL = ("Completed", "Failed", "Stopped")
-
-
-def check_name(value: Any, field_name: str, pattern: str, max_len: int = 63) -> str:
-    """Validate a resource name with AWS's exact message.
-
-    Raises
-    ------
-    ValidationError
-        ``1 validation error detected: Value 'x_y' at 'trainingJobName' failed to satisfy
-        constraint: Member must satisfy regular expression pattern: <pattern>``
-    """
-    if not isinstance(value, str) or not re.fullmatch(pattern.lstrip("^"), value):
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
-            f"constraint: Member must satisfy regular expression pattern: {pattern}"
-        )
-    if len(value) > max_len:
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
-            f"constraint: Member must have length less than or equal to {max_len}"
-        )
-    return value
-
-
-def clip_reason(reason: str) -> str:
-    """Fit a FailureReason into AWS's 1024 characters, keeping its head and its end.
-
-    The end holds the error message (after a traceback), the head says who failed.
-    """
-    if len(reason) <= FAILURE_REASON_MAX:
-        return reason
-    head = reason.split("\n", 1)[0][:200] + "\n...\n"
-    return head + reason[-(FAILURE_REASON_MAX - len(head)):]
-
-
-def tags_map(tags: list[dict[str, str]] | None) -> dict[str, str]:
-    """Tags as EventBridge shows them: a key -> value map."""
-    return {t["Key"]: t["Value"] for t in tags or []}
-
-
-@dataclass
-class TrainingJob:
-    """A training job's request and its mutable state."""
-
-    name: str
-    arn: str
-    request: dict[str, Any]
-    creation_time: float
-    status: str = "InProgress"
-    secondary_status: str = "Starting"
-    failure_reason: str | None = None
-    last_modified: float = 0.0
-    start_time: float | None = None
-    end_time: float | None = None
-    transitions: list[dict[str, Any]] = field(default_factory=list)
-    model_artifacts: str | None = None
-    final_metrics: list[dict[str, Any]] = field(default_factory=list)
-    # Stop requests and host process exits reach the job thread here, in order.
-    control: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
-    stop_reason: str | None = None
-    thread: threading.Thread | None = None
-
-    def transition(self, secondary: str, message: str, now: float) -> None:
-        """Record a secondary status change, closing the previous one."""
-        if self.transitions and "EndTime" not in self.transitions[-1]:
-            self.transitions[-1]["EndTime"] = now
-        entry: dict[str, Any] = {"Status": secondary, "StartTime": now, "StatusMessage": message}
-        if secondary in ("Completed", "Failed", "Stopped", "MaxRuntimeExceeded"):
-            entry["EndTime"] = now
-        self.transitions.append(entry)
-        self.secondary_status = secondary
-        self.last_modified = now
-
-    def describe(self) -> dict[str, Any]:
-        """The DescribeTrainingJob response (timestamps in epoch seconds)."""
-        req = self.request
-        out: dict[str, Any] = {"TrainingJobName": self.name, "TrainingJobArn": self.arn}
-        if self.model_artifacts is not None:
-            out["ModelArtifacts"] = {"S3ModelArtifacts": self.model_artifacts}
-        out["TrainingJobStatus"] = self.status
-        out["SecondaryStatus"] = self.secondary_status
-        if self.status == "Failed" and self.failure_reason:
-            out["FailureReason"] = self.failure_reason
-        for key in ("HyperParameters", "AlgorithmSpecification", "RoleArn", "InputDataConfig",
-                    "OutputDataConfig", "ResourceConfig", "VpcConfig"):
-            if key in req:
-                out[key] = req[key]
-        out["StoppingCondition"] = req.get("StoppingCondition") or {
-            "MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME}
-        out["CreationTime"] = self.creation_time
-        if self.start_time is not None:
-            out["TrainingStartTime"] = self.start_time
-        if self.end_time is not None:
-            out["TrainingEndTime"] = self.end_time
-        out["LastModifiedTime"] = self.last_modified
-        out["SecondaryStatusTransitions"] = [dict(t) for t in self.transitions]
-        if self.final_metrics:
-            out["FinalMetricDataList"] = [dict(m) for m in self.final_metrics]
-        for key in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
-                    "EnableManagedSpotTraining"):
-            out[key] = bool(req.get(key, False))
-        if self.start_time is not None and self.end_time is not None:
-            seconds = max(1, round(self.end_time - self.start_time))
-            out["TrainingTimeInSeconds"] = seconds
-            out["BillableTimeInSeconds"] = seconds
-        for key in ("CheckpointConfig", "Environment", "ExperimentConfig", "RetryStrategy"):
-            if key in req:
-                out[key] = req[key]
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        """The ListTrainingJobs entry."""
-        out: dict[str, Any] = {"TrainingJobName": self.name, "TrainingJobArn": self.arn,
-                               "CreationTime": self.creation_time}
-        if self.end_time is not None:
-            out["TrainingEndTime"] = self.end_time
-        out["LastModifiedTime"] = self.last_modified
-        out["TrainingJobStatus"] = self.status
-        out["SecondaryStatus"] = self.secondary_status
-        return out
-
-
-@dataclass
-class Model:
-    """A model: where its artifact is and which container serves it."""
-
-    name: str
-    arn: str
-    request: dict[str, Any]
-    creation_time: float
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ModelName": self.name}
-        for key in ("PrimaryContainer", "Containers", "InferenceExecutionConfig",
-                    "ExecutionRoleArn", "VpcConfig"):
-            if key in self.request:
-                out[key] = self.request[key]
-        out["CreationTime"] = self.creation_time
-        out["ModelArn"] = self.arn
-        out["EnableNetworkIsolation"] = bool(self.request.get("EnableNetworkIsolation", False))
-        return out
-
-    def container(self) -> dict[str, Any]:
-        """The container serving the model: the primary one, or the first of ``Containers``."""
-        if "PrimaryContainer" in self.request:
-            return self.request["PrimaryContainer"]
-        return (self.request.get("Containers") or [{}])[0]
-
-
-@dataclass
-class TransformJob:
-    """A batch transform job's request and its mutable state."""
-
-    name: str
-    arn: str
-    request: dict[str, Any]
-    creation_time: float
-    status: str = "InProgress"
-    failure_reason: str | None = None
-    start_time: float | None = None
-    end_time: float | None = None
-    stop_requested: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def describe(self) -> dict[str, Any]:
-        """The DescribeTransformJob response (timestamps in epoch seconds)."""
-        req = self.request
-        out: dict[str, Any] = {"TransformJobName": self.name, "TransformJobArn": self.arn,
-                               "TransformJobStatus": self.status}
-        if self.status == "Failed" and self.failure_reason:
-            out["FailureReason"] = self.failure_reason
-        out["ModelName"] = req["ModelName"]
-        for key in ("MaxConcurrentTransforms", "ModelClientConfig", "MaxPayloadInMB",
-                    "BatchStrategy", "Environment"):
-            if key in req:
-                out[key] = req[key]
-        out["TransformInput"] = {"CompressionType": "None", "SplitType": "None",
-                                 **req["TransformInput"]}
-        out["TransformOutput"] = dict(req["TransformOutput"])
-        out["TransformResources"] = req["TransformResources"]
-        out["CreationTime"] = self.creation_time
-        if self.start_time is not None:
-            out["TransformStartTime"] = self.start_time
-        if self.end_time is not None:
-            out["TransformEndTime"] = self.end_time
-        if "DataProcessing" in req:
-            out["DataProcessing"] = {"InputFilter": "$", "OutputFilter": "$", "JoinSource": "None",
-                                     **req["DataProcessing"]}
-        if "ExperimentConfig" in req:
-            out["ExperimentConfig"] = req["ExperimentConfig"]
-        return out
 
 
 class SageMakerBackend:

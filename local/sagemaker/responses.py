@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from werkzeug.wrappers import Request, Response
+
 from m5flow_local.sagemaker.exceptions import SageMakerError
 from m5flow_local.sagemaker.models import SageMakerBackend
-from werkzeug.wrappers import Request, Response
 
 LOG = logging.getLogger(__name__)
 TARGET_PREFIX = "SageMaker."

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
 from m5flow_local.sagemaker.models import SageMakerBackend
 from m5flow_local.sagemaker.responses import SageMakerResponses
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 LOG = logging.getLogger(__name__)
 

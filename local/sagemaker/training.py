@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from m5flow_local.sagemaker import s3io
 from m5flow_local.sagemaker.exceptions import ValidationError
+from m5flow_local.sagemaker.resources import DEFAULT_MAX_RUNTIME
 
 if TYPE_CHECKING:
-    from m5flow_local.sagemaker.models import SageMakerBackend, TrainingJob
+    from m5flow_local.sagemaker.models import SageMakerBackend
+    from m5flow_local.sagemaker.resources import TrainingJob
 
 LOG = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 120
@@ -287,7 +289,8 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
     hosts = [f"algo-{i + 1}" for i in range(int((params.get("ResourceConfig") or {})
                                                  .get("InstanceCount", 1)))]
     job_dir = backend.workdir / "training" / job.name
-    max_runtime = (params.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds", 86400)
+    max_runtime = (params.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds",
+                                                              DEFAULT_MAX_RUNTIME)
     timer = threading.Timer(max_runtime, backend.request_training_stop,
                             args=(job, "MaxRuntimeExceeded"))
     timer.daemon = True

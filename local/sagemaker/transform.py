@@ -40,7 +40,8 @@ from m5flow_local.sagemaker.exceptions import UserError, ValidationError
 from m5flow_local.sagemaker.jsonpath import CsvPath, JsonPathError, parse
 
 if TYPE_CHECKING:
-    from m5flow_local.sagemaker.models import Model, SageMakerBackend, TransformJob
+    from m5flow_local.sagemaker.models import SageMakerBackend
+    from m5flow_local.sagemaker.resources import Model, TransformJob
 
 LOG = logging.getLogger(__name__)
 MB = 1024 * 1024

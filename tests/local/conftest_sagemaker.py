@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+
 from m5flow_local.sagemaker import LocalSageMaker
 
 REGION = "us-east-1"

@@ -271,6 +271,11 @@ def test_model_and_transform_errors_use_aws_codes(cloud: LocalCloud,
         cloud.sm.describe_transform_job(TransformJobName="no-such-transform")
     assert missing.value.response["Error"]["Code"] == "ValidationException"
 
+    with pytest.raises(ClientError) as unsupported:
+        cloud.sm.list_endpoints()
+    assert unsupported.value.response["Error"]["Code"] == "NotImplementedError"
+    assert "ListEndpoints" in unsupported.value.response["Error"]["Message"]
+
     cloud.sm.create_model(ModelName="short-lived", ExecutionRoleArn=ROLE,
                           PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"})
     cloud.sm.delete_model(ModelName="short-lived")

@@ -13,9 +13,9 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
+
 from m5flow.schema import INPUT_FILES, SALES_FILE
 from m5flow.shards import Manifest
-
 from tests.conftest import sample_event
 
 RUN_IN_SAMPLES = "demo-3f2a9c1b7e4d"

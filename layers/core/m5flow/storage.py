@@ -32,6 +32,10 @@ class Storage(abc.ABC):
         """Write `body` under `key`; return its ETag. `if_absent`: refuse to overwrite."""
 
     @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key` (on a versioned bucket: hide it behind a delete marker)."""
+
+    @abc.abstractmethod
     def etag(self, key: str) -> str | None:
         """Return the object's ETag, or None when there is no such object."""
 
@@ -66,6 +70,9 @@ class S3Storage(Storage):
                 raise AlreadyExistsError(f"{self.uri(key)} already exists") from None
             raise
         return str(response["ETag"]).strip('"')
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def etag(self, key: str) -> str | None:
         try:
@@ -109,6 +116,9 @@ class DiskStorage(Storage):
         except FileExistsError:
             raise AlreadyExistsError(f"{path} already exists") from None
         return _md5(body)
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
 
     def etag(self, key: str) -> str | None:
         path = self.root / key

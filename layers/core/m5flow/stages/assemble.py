@@ -15,7 +15,7 @@ from m5flow import forecast, jobs, naming, schema
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import EventPublisher
 from m5flow.shards import Manifest, channel_prefix
-from m5flow.storage import AlreadyExistsError, Storage
+from m5flow.storage import Storage
 
 logger = Logger(child=True)
 
@@ -40,8 +40,8 @@ def assemble_forecast(
 ) -> str | None:
     """React to a transform job's final state (`transform`: the event's detail).
 
-    Returns the submission key when this delivery wrote the forecast; None when siblings are
-    still running, the job failed, or another delivery already wrote it.
+    Returns the submission key when this delivery announced the forecast; None when siblings
+    are still running, the job failed, or another delivery already announced it.
     """
     name = transform["TransformJobName"]
     _, run, _ = jobs.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
@@ -59,6 +59,7 @@ def assemble_forecast(
                 "status": status,
                 "reason": f"transform job {name} {status}: {reason}",
             },
+            once=f"run-failed-{name}",
         )
         return None
     pending = _pending_models(storage, manifest)
@@ -89,6 +90,7 @@ def assemble_forecast(
         publisher.publish(
             "Run Failed",
             {"run_id": run, "dataset": manifest.dataset, "stage": exc.stage, "reason": exc.reason},
+            once="run-failed-assemble",
         )
         return None
     prefix = f"{naming.run_prefix(run)}forecast/"
@@ -103,13 +105,10 @@ def assemble_forecast(
         "forecast_mean_daily_total": float(values.sum(axis=0).mean()),
         "zero_share": float(np.mean(values < 0.5)),
     }
+    # Concurrent deliveries write identical bytes; the announcement below is sent once.
     storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
-    try:
-        storage.write(prefix + "submission.csv", forecast.to_csv(frame), if_absent=True)
-    except AlreadyExistsError:
-        logger.info("forecast already assembled", extra={"run_id": run})
-        return None
-    publisher.publish(
+    storage.write(prefix + "submission.csv", forecast.to_csv(frame))
+    announced = publisher.publish(
         "Forecast Ready",
         {
             "run_id": run,
@@ -118,5 +117,6 @@ def assemble_forecast(
             "metrics": storage.uri(prefix + "metrics.json"),
             "headline": {k: metrics[k] for k in ("series", "forecast_mean_daily_total")},
         },
+        once="forecast-ready",
     )
-    return prefix + "submission.csv"
+    return prefix + "submission.csv" if announced else None

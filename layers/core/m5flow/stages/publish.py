@@ -25,8 +25,8 @@ def publish_model(
     """React to a training job's final state (`training`: the event's detail).
 
     Completed: create the model and its transform job; return the transform job's name, or
-    None when an earlier delivery already created it. Failed or Stopped: announce
-    `Run Failed` with SageMaker's reason and create nothing.
+    None when an earlier delivery already created it (the announcement is still sent once).
+    Failed or Stopped: announce `Run Failed` with SageMaker's reason and create nothing.
     """
     name = training["TrainingJobName"]
     _, run, model_name = jobs.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
@@ -47,6 +47,7 @@ def publish_model(
                 "status": status,
                 "reason": f"training job {name} {status}: {reason}",
             },
+            once=f"run-failed-{name}",
         )
         return None
 
@@ -63,11 +64,12 @@ def publish_model(
             raise
         logger.info("model already exists", extra={"model": name})
     request = jobs.transform_request(manifest, model, settings)
+    created: str | None = request["TransformJobName"]
     try:
         sagemaker.create_transform_job(**request)
     except sagemaker.exceptions.ResourceInUse:
         logger.info("transform job already exists", extra={"job": request["TransformJobName"]})
-        return None
+        created = None
     publisher.publish(
         "Transform Started",
         {
@@ -77,5 +79,6 @@ def publish_model(
             "model_artifact": artifact,
             "transform_job": request["TransformJobName"],
         },
+        once=f"transform-started-{model.name}",
     )
-    return request["TransformJobName"]
+    return created

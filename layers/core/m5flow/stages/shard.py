@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.notifications import EventPublisher
-from m5flow.shards import ShardConfig, write_shards
+from m5flow.shards import Manifest, ShardConfig, write_shards
 from m5flow.storage import AlreadyExistsError, Storage
 
 logger = Logger(child=True)
@@ -34,7 +34,7 @@ def shard_dataset(
 
     The last of the three inputs to arrive does the work; earlier arrivals find an input
     missing and wait. A re-delivered or concurrent event finds the run's manifest already
-    written (or loses the conditional write of it) and announces nothing.
+    written (or loses the conditional write of it), and the announcement is sent once.
     """
     dataset = naming.dataset_of(key)
     if dataset is None or key.rsplit("/", 1)[-1] not in schema.INPUT_FILES:
@@ -49,8 +49,10 @@ def shard_dataset(
     present = {name: str(etag) for name, etag in etags.items()}
     run = naming.run_id(dataset, present)
     if storage.etag(naming.manifest_key(run)) is not None:
-        logger.info("run already sharded", extra={"run_id": run})
-        return ShardOutcome("duplicate", dataset, run)
+        # Sharded before: a re-delivery, or a retry after a crash before the announcement.
+        manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
+        announced = _announce_run_started(storage, publisher, manifest)
+        return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
     inputs = {name: {"key": prefix + name, "etag": present[name]} for name in schema.INPUT_FILES}
     try:
@@ -59,7 +61,7 @@ def shard_dataset(
         )
     except InputRejectedError as exc:
         logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
-        publisher.publish(
+        announced = publisher.publish(
             "Input Rejected",
             {
                 "run_id": run,
@@ -69,28 +71,32 @@ def shard_dataset(
                 "reasons": exc.reasons,
                 "inputs": inputs,
             },
+            once="input-rejected",
         )
-        return ShardOutcome("rejected", dataset, run)
+        return ShardOutcome("rejected" if announced else "duplicate", dataset, run)
 
     manifest = write_shards(data, storage, run, dataset, inputs, shard_config=config)
     try:
         storage.write(naming.manifest_key(run), manifest.to_json(), if_absent=True)
     except AlreadyExistsError:
         logger.info("a concurrent delivery wrote the manifest first", extra={"run_id": run})
-        return ShardOutcome("duplicate", dataset, run)
-    shard_count = sum(len(m.train) + len(m.validation) + len(m.inference) for m in manifest.models)
-    logger.info("run started", extra={"run_id": run, "shards": shard_count})
-    publisher.publish(
+    announced = _announce_run_started(storage, publisher, manifest)
+    return ShardOutcome("started" if announced else "duplicate", dataset, run)
+
+
+def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest: Manifest) -> bool:
+    models = manifest.models
+    return publisher.publish(
         "Run Started",
         {
-            "run_id": run,
-            "dataset": dataset,
+            "run_id": manifest.run_id,
+            "dataset": manifest.dataset,
             "series": manifest.series,
             "last_day": manifest.last_day,
-            "models": [m.name for m in manifest.models],
-            "shards": shard_count,
+            "models": [m.name for m in models],
+            "shards": sum(len(m.train) + len(m.validation) + len(m.inference) for m in models),
             "missing_price_weeks": manifest.missing_price_weeks,
-            "manifest": storage.uri(naming.manifest_key(run)),
+            "manifest": storage.uri(naming.manifest_key(manifest.run_id)),
         },
+        once="run-started",
     )
-    return ShardOutcome("started", dataset, run)

@@ -25,7 +25,7 @@ def start_training(
     """Create the run's training jobs; return the names of the jobs this call created.
 
     A job that already exists was started by an earlier delivery of the same event: it is
-    counted as done, and `Training Started` is only announced when something new started.
+    counted as done, and `Training Started` is announced once per run.
     """
     manifest = Manifest.from_json(storage.read(manifest_key))
     try:
@@ -50,15 +50,15 @@ def start_training(
             logger.info("training job already exists", extra={"job": request["TrainingJobName"]})
             continue
         created.append(request["TrainingJobName"])
-    if created:
-        publisher.publish(
-            "Training Started",
-            {
-                "run_id": manifest.run_id,
-                "dataset": manifest.dataset,
-                "training_jobs": created,
-                "instance_count": settings.training_instance_count,
-                "manifest": naming.manifest_key(manifest.run_id),
-            },
-        )
+    publisher.publish(
+        "Training Started",
+        {
+            "run_id": manifest.run_id,
+            "dataset": manifest.dataset,
+            "training_jobs": [request["TrainingJobName"] for request in requests],
+            "instance_count": settings.training_instance_count,
+            "manifest": naming.manifest_key(manifest.run_id),
+        },
+        once="training-started",
+    )
     return created

@@ -1,0 +1,89 @@
+"""At-least-once delivery: the same event three times, also at once, does the work once."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pandas as pd
+import pytest
+
+from m5flow.notifications import EventPublisher
+from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
+from m5flow.stages.shard import shard_dataset
+from m5flow.storage import S3Storage
+from tests.unit.test_handlers import _created, _keys, _upload
+
+
+def _stage(bucket: str) -> tuple[S3Storage, EventPublisher]:
+    storage = S3Storage(boto3.client("s3"), bucket)
+    return storage, EventPublisher(boto3.client("events"), ledger=storage)
+
+
+def test_concurrent_deliveries_shard_once_and_announce_once(bucket, small_m5, bus):
+    bus.watch("concurrent")
+    _upload(bucket, "concurrent", small_m5)
+    storage, publisher = _stage(bucket)
+    key = f"raw/concurrent/{SALES_FILE}"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(lambda _: shard_dataset(storage, publisher, key), range(3)))
+
+    assert sorted(o.status for o in outcomes) == ["duplicate", "duplicate", "started"]
+    assert len({o.run_id for o in outcomes}) == 1
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Started"]
+    assert _keys(bucket, f"runs/{outcomes[0].run_id}/manifest.json")
+
+
+def test_inputs_in_any_order_start_one_run(bucket, load_function, small_m5, bus):
+    bus.watch("ordered")
+    shard = load_function("ShardFunction")
+    statuses = []
+    for name in (PRICES_FILE, SALES_FILE, CALENDAR_FILE):
+        _upload(bucket, "ordered", small_m5, (name,))
+        statuses.append(shard.invoke(_created(bucket, f"raw/ordered/{name}"))["status"])
+    # Events for earlier uploads may arrive late, after the run started: they change nothing.
+    for name in INPUT_FILES:
+        statuses.append(shard.invoke(_created(bucket, f"raw/ordered/{name}"))["status"])
+
+    assert statuses == ["waiting", "waiting", "started", "duplicate", "duplicate", "duplicate"]
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Started"]
+
+
+def test_unchanged_reupload_is_the_same_run_and_a_changed_input_a_new_one(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    bus.watch("reupload")
+    shard = load_function("ShardFunction")
+    event = _created(bucket, f"raw/reupload/{SALES_FILE}")
+    _upload(bucket, "reupload", small_m5)
+    first = shard.invoke(event)
+    _upload(bucket, "reupload", small_m5)
+    again = shard.invoke(event)
+    changed = pd.read_csv(small_m5 / SALES_FILE)
+    changed.loc[0, "d_1941"] += 1
+    changed.to_csv(tmp_path / SALES_FILE, index=False)
+    _upload(bucket, "reupload", tmp_path, (SALES_FILE,))
+    new = shard.invoke(event)
+
+    assert first["status"] == "started" and again == {**first, "status": "duplicate"}
+    assert new["status"] == "started" and new["run_id"] != first["run_id"]
+    runs = [e["detail"]["run_id"] for e in bus.drain() if e["detail-type"] == "Run Started"]
+    assert runs == [first["run_id"], new["run_id"]]
+
+
+def test_failed_announcement_is_withdrawn_so_the_retry_sends_it(bucket, bus):
+    bus.watch("retry")
+    storage = S3Storage(boto3.client("s3"), bucket)
+    detail = {"run_id": "retry-000000000000", "dataset": "retry", "reason": "x", "stage": "shard"}
+
+    # A real refusal: moto's EventBridge has no bus of that name.
+    publisher = EventPublisher(boto3.client("events"), "no-such-bus", ledger=storage)
+    with pytest.raises(Exception, match=r"no-such-bus|does not exist|refused"):
+        publisher.publish("Run Failed", detail, once="run-failed-x")
+    assert _keys(bucket, "events/retry-000000000000/") == []
+
+    publisher.bus_name = "default"
+    assert publisher.publish("Run Failed", detail, once="run-failed-x") is True
+    assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
