@@ -312,7 +312,8 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
         exits = _wait(job, procs)
         if job.stop_reason is not None:
-            has_model = any((job_dir / h / "model").iterdir() for h in hosts)
+            has_model = any(not p.name.startswith(".")
+                            for h in hosts for p in (job_dir / h / "model").iterdir())
             artifacts = _upload_model(s3, params, job.name, hosts, job_dir) if has_model else None
             backend.finish_training(job, "Stopped", artifacts=artifacts)
         elif any(code != 0 for code in exits.values()):

@@ -275,7 +275,7 @@ def test_max_runtime_stops_training_and_keeps_saved_model(cloud: LocalCloud,
     """
     hps = {**TWEEDIE, "num_round": "100000000", "save_model_on_termination": "true"}
     cloud.sm.create_training_job(**training_request(cloud, "too-long", csv_prefix, hps,
-                                                    max_runtime=5))
+                                                    max_runtime=8))
     final = cloud.events.wait_final("too-long")["detail"]
     assert final["TrainingJobStatus"] == "Stopped"
     assert final["SecondaryStatus"] == "MaxRuntimeExceeded"

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from m5flow_local.router.patterns import matches
 from m5flow_local.router.template import TEMPLATE_PATH, load_stack
-
 from tests.conftest import sample_event
 
 SAMPLE_BUCKET = "m5flow-data-123456789012"
@@ -69,15 +69,40 @@ def _targets(stack, event) -> list[str]:
         ("sagemaker_training_completed", {"m5flow-demo": "other-demo"}, []),
         ("sagemaker_transform_completed", {}, ["AssembleForecastFunction"]),
         ("sagemaker_transform_failed", {}, ["AssembleForecastFunction"]),
+        # A pipeline function failed for good: the record is kept and reported.
+        ("lambda_invocation_failure", {}, ["FailureQueue", "ReportFailureFunction"]),
+        ("lambda_invocation_failure", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
+        ("lambda_invocation_failure", {"Result - Failure": "Result - Success"}, []),
     ],
 )
 def test_rules_route_each_event_to_one_function(stack, sample, replacements, expected):
     assert _targets(stack, sample_event(sample, **replacements)) == expected
 
 
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        "s3_object_created_raw",
+        "s3_object_created_manifest",
+        "sagemaker_training_completed",
+        "sagemaker_transform_completed",
+    ],
+)
+@pytest.mark.parametrize("bucket", [SAMPLE_BUCKET, "someone-elses-bucket"])
+def test_failure_rule_catches_failures_on_every_trigger_of_the_stack(stack, trigger, bucket):
+    """Whatever a pipeline function failed on, its record reaches the queue and the reporter;
+    records of functions that failed on another bucket's events do not."""
+    record = sample_event("lambda_invocation_failure")
+    record["detail"]["requestPayload"] = sample_event(trigger, **{SAMPLE_BUCKET: bucket})
+    expected = ["FailureQueue", "ReportFailureFunction"] if bucket == SAMPLE_BUCKET else []
+    assert _targets(stack, record) == expected
+
+
 def test_every_function_has_a_rule_and_its_code(stack):
     routed = {t for rule in stack.rules for t in rule.targets}
-    assert routed == set(stack.functions)
+    # The one target that is not a function: the failure queue, FailureRule's dead-letter store.
+    assert routed - set(stack.functions) == {"FailureQueue"}
+    assert set(stack.functions) <= routed
     for spec in stack.functions.values():
         assert (spec.code_dir / "app.py").is_file()
 

@@ -41,7 +41,8 @@ LEVELS: dict[int, tuple[str, tuple[str, ...]]] = {
     11: ("item x state", ("item", "state")),
     12: ("item x store", ("item", "store")),
 }
-_CHUNK_ROWS = 2048  # rows scaled at a time: bounds the float64 copies at full scale
+_CHUNK_ROWS = 512  # rows scaled at a time: bounds the float64 copies at full scale
+_NARROW = 256  # columns up to which rows are summed by one bincount, not group by group
 _SHOWN = 5  # ids named in an error message
 
 
@@ -69,6 +70,11 @@ def _sum_groups(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndar
     """Sum the rows of `values` by group code into float64, one row per group."""
     if n_groups == len(codes) and np.array_equal(codes, np.arange(n_groups)):
         return values  # every row its own group, already in group order
+    width = int(np.prod(values.shape[1:], dtype=np.int64))
+    if width <= _NARROW:  # errors, weights: one bincount over (group, column) cells
+        cells = (codes[:, None] * width + np.arange(width)).ravel()
+        flat = np.bincount(cells, values.reshape(-1), minlength=n_groups * width)
+        return flat.reshape((n_groups, *values.shape[1:]))
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(n_groups + 1))
     out = np.empty((n_groups, *values.shape[1:]), dtype=np.float64)
@@ -230,9 +236,12 @@ def naive_scale(history: np.ndarray) -> np.ndarray:
         block = rows[start : start + _CHUNK_ROWS].astype(np.float64)
         sold = block != 0
         first = np.where(sold.any(axis=1), sold.argmax(axis=1), days)
-        # diff j is x[j+1] - x[j]: the ones counted start at the first sale.
-        counted = np.arange(days - 1) >= first[:, None]
-        squares = np.where(counted, np.diff(block, axis=1) ** 2, 0.0).sum(axis=1)
+        diffs = np.diff(block, axis=1)
+        squares = np.einsum("ij,ij->i", diffs, diffs)
+        # Before the first sale every value is 0, so the only non-zero difference not
+        # counted is the step onto the first sale itself: subtract it (no mask needed).
+        step = np.take_along_axis(block, np.minimum(first, days - 1)[:, None], axis=1)[:, 0]
+        squares -= np.where((first > 0) & (first < days), step**2, 0.0)
         count = np.maximum(days - 1 - first, 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             scale[start : start + _CHUNK_ROWS] = np.where(count > 0, squares / count, np.nan)
@@ -341,7 +350,7 @@ def wrmsse(
     errors = hierarchy.aggregate(truth.astype(np.float64) - forecast)  # sums are linear
     level_weights = hierarchy.aggregate(weights)
     scores: dict[int, float] = {}
-    for number, level in hierarchy.levels.items():
+    for number, level in reversed(hierarchy.levels.items()):  # bottom first: name the series
         share = level_weights[number] / total
         scale = naive_scale(histories[number])
         mse = np.mean(errors[number] ** 2, axis=1)
@@ -357,6 +366,7 @@ def wrmsse(
         rmsse_ = np.sqrt(mse[weighted] / scale[weighted])
         scores[number] = float(np.sum(share[weighted] * rmsse_))
     sizes = {k: lv.size for k, lv in hierarchy.levels.items()}
+    scores = dict(sorted(scores.items()))
     return Score(wrmsse=float(np.mean(list(scores.values()))), levels=scores, series=sizes)
 
 

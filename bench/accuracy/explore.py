@@ -1,0 +1,128 @@
+"""Choose forecasting settings on backtests, in-process (the local flow is the final check).
+
+Each configuration is trained and scored on 28-day windows that end at or before d_1941,
+using the same core feature code and the same XGBoost training the local SageMaker runs;
+the final window d_1942..d_1969 is printed for reporting only and never used to choose.
+
+    python bench/accuracy/explore.py [--windows 6] [--configs original,h28,groups]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import xgboost as xgb  # noqa: E402
+
+from m5flow import schema  # noqa: E402
+from m5flow.features import FeatureConfig, build_block, series_facts  # noqa: E402
+from m5flow.schema import M5Data  # noqa: E402
+from m5flow.scoring import Hierarchy, dollar_sales, wrmsse  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
+ORIGINAL = {
+    "objective": "reg:tweedie", "tweedie_variance_power": 1.5, "eta": 0.1, "max_depth": 5,
+    "min_child_weight": 7, "subsample": 0.7, "colsample_bytree": 0.7, "eval_metric": "rmse",
+}  # fmt: skip
+CONFIGS: dict[str, dict] = {
+    "original": {"min_lags": (28,), "params": ORIGINAL, "num_round": 3000, "history": None},
+}
+
+
+def load_real() -> M5Data:
+    return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
+
+
+def with_truth(data: M5Data) -> tuple[M5Data, np.ndarray | None]:
+    """The real data extended with the final window's truth, for scoring only."""
+    import pandas as pd
+
+    truth = pd.read_csv(REAL / schema.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(np.float32)
+    return data, truth
+
+
+def truncate(data: M5Data, origin: int) -> M5Data:
+    """The data as it was known at the end of day `origin`."""
+    return replace(
+        data,
+        sales=data.sales[:, :origin],
+        calendar=data.calendar.iloc[: origin + schema.HORIZON].reset_index(drop=True),
+        prices=data.prices[:, : origin + schema.HORIZON],
+    )
+
+
+def forecast(data: M5Data, config: dict) -> np.ndarray:
+    last = data.last_day
+    out = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
+    rows = np.arange(len(data.ids))
+    previous = 0
+    for min_lag in config["min_lags"]:
+        features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
+        facts = series_facts(data, features)
+        first = 1 if config["history"] is None else last - 28 - config["history"]
+        xt, yt, _, _ = build_block(data, facts, rows, max(1, first), last - 28, features)
+        xv, yv, _, _ = build_block(data, facts, rows, last - 27, last, features)
+        dtrain, dval = xgb.DMatrix(xt, label=yt), xgb.DMatrix(xv, label=yv)
+        params = {**config["params"], "nthread": 1, "seed": 0}
+        booster = xgb.train(
+            params, dtrain, config["num_round"], evals=[(dval, "validation")],
+            early_stopping_rounds=config.get("early_stopping", 20), verbose_eval=False,
+        )  # fmt: skip
+        xi, _, series, day = build_block(
+            data, facts, rows, last + previous + 1, last + min_lag, features,
+            drop_before_first_sale=False,
+        )  # fmt: skip
+        pred = booster.predict(xgb.DMatrix(xi), iteration_range=(0, booster.best_iteration + 1))
+        out[series, day - last - 1] = pred
+        previous = min_lag
+    return out
+
+
+def score(data: M5Data, origin: int, truth: np.ndarray, prediction: np.ndarray) -> dict:
+    known = truncate(data, origin)
+    hierarchy = Hierarchy.from_ids(
+        item_ids=data.item_ids, dept_ids=data.dept_ids, cat_ids=data.cat_ids,
+        store_ids=data.store_ids, state_ids=data.state_ids,
+    )  # fmt: skip
+    weights = dollar_sales(known.sales, known.prices[:, :origin])
+    result = wrmsse(known.sales, truth, prediction, hierarchy, weights)
+    return {"wrmsse": result.wrmsse, "L1": result.levels[1], "L12": result.levels[12]}
+
+
+def run_one(args: tuple[str, int]) -> dict:
+    name, origin = args
+    data, final_truth = with_truth(load_real())
+    truth = final_truth if origin == data.last_day else data.sales[:, origin : origin + 28]
+    started = time.perf_counter()
+    prediction = forecast(truncate(data, origin), CONFIGS[name])
+    return {"config": name, "origin": origin, "seconds": time.perf_counter() - started,
+            **score(data, origin, truth, prediction)}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--final", action="store_true", help="also report the final window")
+    args = parser.parse_args()
+    origins = [1941 - 28 * k for k in range(1, args.windows + 1)]
+    if args.final:
+        origins.append(1941)
+    jobs = [(c, o) for c in args.configs.split(",") for o in origins]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        for result in pool.map(run_one, jobs):
+            print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

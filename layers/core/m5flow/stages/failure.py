@@ -1,0 +1,234 @@
+"""Failure step: a pipeline function gave up on an event; announce which run and step failed.
+
+Lambda retries a failed asynchronous invocation (`MaximumRetryAttempts` in template.yaml),
+then sends an invocation record to the function's on-failure destination, the default event
+bus, as `source: lambda`, `detail-type: Lambda Function Invocation Result - Failure`. The
+stack's FailureRule keeps that record in the failure queue and hands it to this step, which
+reads the run, the dataset and the step from the event that failed (the record's
+`requestPayload`) and emits `Run Failed`.
+
+The ReportFailure function ships with the core layer only, so that it still reports when the
+dataframe layer is what broke: nothing here imports pandas, pyarrow or numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+
+from m5flow import naming
+from m5flow.notifications import EventPublisher
+from m5flow.storage import ObjectMissingError, Storage
+
+logger = Logger(child=True)
+
+# The step each pipeline function performs, by what triggers it (DESIGN.md section 1).
+SHARD = "shard"
+START_TRAINING = "start_training"
+PUBLISH_MODEL = "publish_model"
+ASSEMBLE_FORECAST = "assemble_forecast"
+# CloudFormation names a function `<stack>-<LogicalId>-<suffix>`: the step of a record whose
+# event is missing (Lambda drops payloads too large for the destination) comes from there.
+_STAGE_OF_FUNCTION = {
+    "ShardFunction": SHARD,
+    "StartTrainingFunction": START_TRAINING,
+    "PublishModelFunction": PUBLISH_MODEL,
+    "AssembleForecastFunction": ASSEMBLE_FORECAST,
+}
+# = m5flow.schema.INPUT_FILES, which imports pandas (tests/unit/test_report_failure.py pins
+# the two equal).
+INPUT_FILES = ("sales_train_evaluation.csv", "calendar.csv", "sell_prices.csv")
+_RUN_ID = re.compile(r"(?P<dataset>.+)-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class InvocationFailure:
+    """The parts of a Lambda on-failure invocation record this step uses."""
+
+    function_arn: str
+    request_id: str
+    condition: str
+    attempts: int
+    payload: Mapping[str, Any] | None
+    error_type: str | None
+    error_message: str | None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> InvocationFailure:
+        """Read an invocation record (the `detail` of the EventBridge event)."""
+        context = record["requestContext"]
+        response = record.get("responsePayload")
+        if not isinstance(response, Mapping):
+            response = {}
+        payload = record.get("requestPayload")
+        return cls(
+            function_arn=context["functionArn"],
+            request_id=context["requestId"],
+            condition=context["condition"],
+            attempts=int(context.get("approximateInvokeCount") or 1),
+            payload=payload if isinstance(payload, Mapping) else None,
+            error_type=response.get("errorType"),
+            error_message=response.get("errorMessage"),
+        )
+
+    @property
+    def function_name(self) -> str:
+        """`arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]` -> `<name>`."""
+        parts = self.function_arn.split(":")
+        return parts[6] if len(parts) > 6 else self.function_arn
+
+    @property
+    def reason(self) -> str:
+        """The error as the failed function raised it, e.g. `ClientError: An error ...`."""
+        if self.error_type and self.error_message:
+            return f"{self.error_type}: {self.error_message}"
+        if self.error_type or self.error_message:
+            return str(self.error_type or self.error_message)
+        return f"Lambda gave up on the event ({self.condition}) without an error message"
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """Which step failed on which run: what the failed event says, resolved against S3."""
+
+    stage: str
+    run_id: str | None
+    dataset: str | None
+    trigger: str | None  # the object or the SageMaker job the event was about
+
+
+def _bucket_and_key(s3_uri: str) -> tuple[str, str]:
+    bucket, _, key = s3_uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep:
+    """Stage, run and dataset as far as the failed event alone tells them."""
+    detail = (payload or {}).get("detail") or {}
+    source = (payload or {}).get("source")
+    if source == "aws.s3" and isinstance(detail.get("object"), Mapping):
+        bucket = (detail.get("bucket") or {}).get("name", "")
+        key = unquote_plus(str(detail["object"].get("key", "")))
+        trigger = f"s3://{bucket}/{key}"
+        run = naming.run_of(key)
+        if run is not None:
+            return FailedStep(START_TRAINING, run, None, trigger)
+        return FailedStep(SHARD, None, naming.dataset_of(key), trigger)
+    if source == "aws.sagemaker":
+        for job, output, stage in (
+            ("TrainingJobName", "OutputDataConfig", PUBLISH_MODEL),
+            ("TransformJobName", "TransformOutput", ASSEMBLE_FORECAST),
+        ):
+            if job in detail:
+                path = str((detail.get(output) or {}).get("S3OutputPath", ""))
+                run = naming.run_of(_bucket_and_key(path)[1])
+                return FailedStep(stage, run, None, str(detail[job]))
+    stage = next(
+        (s for fragment, s in _STAGE_OF_FUNCTION.items() if fragment in function_name),
+        function_name,
+    )
+    return FailedStep(stage, None, None, None)
+
+
+def _dataset_of_run(storage: Storage, run: str) -> str | None:
+    """The run's dataset from its manifest; without one, from the run id `<dataset>-<hex12>`."""
+    try:
+        return str(json.loads(storage.read(naming.manifest_key(run)))["dataset"])
+    except ObjectMissingError:
+        match = _RUN_ID.fullmatch(run)
+        return match["dataset"] if match else None
+
+
+def _run_of_dataset(storage: Storage, dataset: str) -> str | None:
+    """The run the dataset's current inputs map to, or None while one is absent."""
+    prefix = f"{naming.RAW_PREFIX}{dataset}/"
+    etags = {name: storage.etag(prefix + name) for name in INPUT_FILES}
+    if any(etag is None for etag in etags.values()):
+        return None
+    return naming.run_id(dataset, {name: str(etag) for name, etag in etags.items()})
+
+
+def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:
+    """Work out the step, run and dataset of a failed invocation.
+
+    The dataset of a run comes from its manifest (the run id alone holds a sanitised
+    dataset name); the run of a failed shard step from the ETags of its three inputs, as
+    the shard step itself derives it.
+
+    Example
+    -------
+    >>> failed_step(storage, InvocationFailure.from_record(event["detail"])).stage
+    'shard'
+    """
+    step = _locate(failure.payload, failure.function_name)
+    if step.run_id is not None and step.dataset is None:
+        return FailedStep(
+            step.stage, step.run_id, _dataset_of_run(storage, step.run_id), step.trigger
+        )
+    if step.run_id is None and step.dataset is not None:
+        return FailedStep(
+            step.stage, _run_of_dataset(storage, step.dataset), step.dataset, step.trigger
+        )
+    return step
+
+
+def report_failure(
+    storage: Storage, publisher: EventPublisher, record: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Announce `Run Failed` for one on-failure invocation record; return the event's detail.
+
+    Parameters
+    ----------
+    storage : Storage
+        The stack's bucket, to read the run's manifest and the dataset's inputs.
+    publisher : EventPublisher
+        Where `Run Failed` goes.
+    record : Mapping
+        The `detail` of a `Lambda Function Invocation Result - Failure` event.
+
+    Each failed invocation is announced once per run (the ledger name is the failed
+    invocation's request id).
+
+    Returns
+    -------
+    dict
+        The detail published: `run_id` and `dataset` (None when the failed event does not
+        identify them), `stage`, `reason` (error type and message), and `function`,
+        `attempts`, `condition`, `request_id`, `trigger` to find the failure in the logs.
+
+    Raises
+    ------
+    KeyError
+        If `record` is not an invocation record (no `requestContext`).
+
+    Example
+    -------
+    >>> report_failure(storage, publisher, event["detail"])["stage"]
+    'shard'
+    """
+    failure = InvocationFailure.from_record(record)
+    step = failed_step(storage, failure)
+    detail = {
+        "run_id": step.run_id,
+        "dataset": step.dataset,
+        "stage": step.stage,
+        "reason": failure.reason,
+        "function": failure.function_name,
+        "attempts": failure.attempts,
+        "condition": failure.condition,
+        "request_id": failure.request_id,
+        "trigger": step.trigger,
+    }
+    logger.error("pipeline function failed", extra=detail)
+    if step.run_id is None:
+        # No run to record it under: sent without the ledger, so a re-delivered record may
+        # repeat it (with the same request_id).
+        publisher = EventPublisher(publisher.client, publisher.bus_name)
+    publisher.publish("Run Failed", detail, once=f"invocation-failed-{failure.request_id}")
+    return detail

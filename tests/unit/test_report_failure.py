@@ -1,0 +1,217 @@
+"""ReportFailure: a pipeline function's on-failure record becomes an m5flow `Run Failed`.
+
+The handler runs as template.yaml configures it, against moto's server; the parsing of the
+failed event is also checked on its own, over a folder standing in for the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from m5flow import naming, schema
+from m5flow.stages import failure
+from m5flow.storage import DiskStorage
+from tests.conftest import REPO_ROOT, sample_event
+
+SAMPLE_BUCKET = "m5flow-data-123456789012"
+SAMPLE_RUN = "demo-3f2a9c1b7e4d"
+SAMPLE_FUNCTION = "m5flow-ShardFunction-9QW2XK7LM4ZT"
+
+
+def _record(bucket: str, trigger: str | None = None, **replacements: str) -> dict:
+    """The sample failure event, about `bucket`, optionally failed on another sample event."""
+    event = sample_event("lambda_invocation_failure", **{SAMPLE_BUCKET: bucket})
+    if trigger is not None:
+        event["detail"]["requestPayload"] = sample_event(
+            trigger, **{SAMPLE_BUCKET: bucket, **replacements}
+        )
+    return event
+
+
+def _put(bucket: str, key: str, body: bytes) -> None:
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_failed_shard_step_is_reported_with_the_run_of_its_inputs(bucket, load_function, bus):
+    bus.watch("demo")
+    for n, name in enumerate(schema.INPUT_FILES):
+        _put(bucket, f"raw/demo/{name}", f"input {n}".encode())
+    s3 = boto3.client("s3")
+    etags = {
+        name: s3.head_object(Bucket=bucket, Key=f"raw/demo/{name}")["ETag"]
+        for name in schema.INPUT_FILES
+    }
+    event = _record(bucket)
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    (announced,) = bus.drain()
+    assert announced["source"] == "m5flow" and announced["detail-type"] == "Run Failed"
+    assert announced["detail"] == detail
+    assert detail == {
+        "run_id": naming.run_id("demo", etags),
+        "dataset": "demo",
+        "stage": "shard",
+        "reason": "ClientError: An error occurred (SlowDown) when calling the PutObject "
+        "operation (reached max retries: 4): Please reduce your request rate.",
+        "function": SAMPLE_FUNCTION,
+        "attempts": 3,
+        "condition": "RetriesExhausted",
+        "request_id": event["detail"]["requestContext"]["requestId"],
+        "trigger": f"s3://{bucket}/raw/demo/sales_train_evaluation.csv",
+    }
+
+
+def test_failed_shard_step_before_all_inputs_arrived_has_no_run(bucket, load_function, bus):
+    bus.watch("early")
+    _put(bucket, f"raw/early/{schema.SALES_FILE}", b"only the sales")
+    event = _record(bucket, "s3_object_created_raw", **{"raw/demo/": "raw/early/"})
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert (detail["stage"], detail["dataset"], detail["run_id"]) == ("shard", "early", None)
+    assert [e["detail"] for e in bus.drain()] == [detail]
+
+
+def test_failed_start_training_reads_the_dataset_from_the_manifest(bucket, load_function, bus):
+    # The run id holds a sanitised dataset name; the manifest holds the real one.
+    bus.watch("demo store")
+    _put(bucket, f"runs/{SAMPLE_RUN}/manifest.json", json.dumps({"dataset": "demo store"}).encode())
+    event = _record(bucket, "s3_object_created_manifest")
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert detail["stage"] == "start_training"
+    assert (detail["run_id"], detail["dataset"]) == (SAMPLE_RUN, "demo store")
+    assert detail["trigger"] == f"s3://{bucket}/runs/{SAMPLE_RUN}/manifest.json"
+    assert [e["detail"]["stage"] for e in bus.drain()] == ["start_training"]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "stage"),
+    [
+        ("sagemaker_training_completed", "publish_model"),
+        ("sagemaker_transform_completed", "assemble_forecast"),
+    ],
+)
+def test_failed_job_steps_are_reported_with_the_run_of_the_job(
+    bucket, load_function, bus, trigger, stage
+):
+    # No manifest here: the dataset comes from the run id `<dataset>-<12 hex>`.
+    bus.watch("demo")
+    event = _record(bucket, trigger)
+    job = event["detail"]["requestPayload"]["detail"]
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert (detail["stage"], detail["run_id"], detail["dataset"]) == (stage, SAMPLE_RUN, "demo")
+    assert detail["trigger"] == job.get("TrainingJobName", job.get("TransformJobName"))
+    assert [e["detail"]["stage"] for e in bus.drain()] == [stage]
+
+
+def test_record_without_its_event_is_reported_by_function(bucket, load_function, bus):
+    # Lambda drops a payload too large for the destination; the step then comes from the
+    # function's name, and nothing identifies the run.
+    event = _record(bucket)
+    del event["detail"]["requestPayload"]
+    event["detail"]["responsePayload"] = {
+        "errorMessage": "RequestId: 3f6c1d2a Error: Task timed out after 900.00 seconds",
+        "errorType": "Sandbox.Timedout",
+    }
+    rule = "watch-unidentified-failures"
+    bus.events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps({"source": ["m5flow"], "detail": {"function": [SAMPLE_FUNCTION]}}),
+    )
+    bus.events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": bus.arn}])
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert (detail["stage"], detail["run_id"], detail["dataset"]) == ("shard", None, None)
+    assert detail["reason"].startswith("Sandbox.Timedout: RequestId: 3f6c1d2a Error: Task timed")
+    assert [e["detail"] for e in bus.drain()] == [detail]
+
+
+# --------------------------------------------------------------------------- parsing alone
+
+
+def _failure(payload: dict | None, function: str = SAMPLE_FUNCTION, **response) -> dict:
+    record = sample_event("lambda_invocation_failure")["detail"]
+    record["requestContext"]["functionArn"] = (
+        f"arn:aws:lambda:us-east-1:123456789012:function:{function}:$LATEST"
+    )
+    record["requestPayload"] = payload
+    if response:
+        record["responsePayload"] = response
+    return record
+
+
+@pytest.mark.parametrize(
+    ("function", "stage"),
+    [
+        ("m5flow-ShardFunction-9QW2XK7LM4ZT", "shard"),
+        ("m5flow-StartTrainingFunction-1AB2CD3EF4GH", "start_training"),
+        ("m5flow-PublishModelFunction-1AB2CD3EF4GH", "publish_model"),
+        ("m5flow-AssembleForecastFunction-1AB2CD3EF4GH", "assemble_forecast"),
+        ("someone-elses-function", "someone-elses-function"),
+    ],
+)
+def test_stage_of_a_record_without_event_comes_from_the_function_name(tmp_path, function, stage):
+    record = failure.InvocationFailure.from_record(_failure(None, function))
+    assert failure.failed_step(DiskStorage(tmp_path), record) == failure.FailedStep(
+        stage, None, None, None
+    )
+
+
+def test_url_encoded_keys_are_decoded(tmp_path):
+    payload = sample_event("s3_object_created_raw", **{"raw/demo/": "raw/my+store/"})
+    record = failure.InvocationFailure.from_record(_failure(payload))
+    step = failure.failed_step(DiskStorage(tmp_path), record)
+    assert (step.dataset, step.trigger) == (
+        "my store",
+        f"s3://{SAMPLE_BUCKET}/raw/my store/sales_train_evaluation.csv",
+    )
+
+
+def test_run_id_not_of_m5flow_shape_leaves_the_dataset_unknown(tmp_path):
+    payload = sample_event("s3_object_created_manifest", **{SAMPLE_RUN: "handmade"})
+    record = failure.InvocationFailure.from_record(_failure(payload))
+    step = failure.failed_step(DiskStorage(tmp_path), record)
+    assert (step.stage, step.run_id, step.dataset) == ("start_training", "handmade", None)
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        ({"errorType": "KeyError", "errorMessage": "'detail'"}, "KeyError: 'detail'"),
+        ({"errorMessage": "Process exited before completing request"},
+         "Process exited before completing request"),
+        ({}, "Lambda gave up on the event (RetriesExhausted) without an error message"),
+    ],
+)  # fmt: skip
+def test_reason_is_the_error_type_and_message(response, reason):
+    record = _failure(None)
+    record["responsePayload"] = response
+    assert failure.InvocationFailure.from_record(record).reason == reason
+
+
+def test_input_files_are_the_schemas():
+    assert failure.INPUT_FILES == schema.INPUT_FILES
+
+
+def test_reporter_imports_no_dataframe_library():
+    """ReportFailureFunction ships with the core layer only (template.yaml)."""
+    code = (
+        "import sys; import m5flow.stages.failure; "
+        "loaded = {'pandas', 'pyarrow', 'numpy'} & set(sys.modules); "
+        "assert not loaded, loaded"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
