@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from m5flow import naming, schema
+from m5flow.exceptions import InputRejectedError
 from m5flow.shards import ShardConfig, write_shards
 from m5flow.storage import DiskStorage
 
@@ -40,7 +41,7 @@ def _shard(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         data = schema.parse_inputs({name: source.read(name) for name in schema.INPUT_FILES})
-    except schema.InputRejectedError as exc:
+    except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
     inputs = {name: {"key": name, "etag": str(etags[name])} for name in schema.INPUT_FILES}
@@ -62,6 +63,19 @@ def _shard(args: argparse.Namespace) -> int:
                 f"{sum(s.rows for s in shards):>12,} rows {sum(s.bytes for s in shards):>14,} bytes"
             )
     print(f"manifest {out / naming.manifest_key(run)} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from m5flow.scoring import ScoringError, format_score, score_files
+
+    truth = Path(args.truth)
+    data_dir = Path(args.data) if args.data else truth.parent
+    try:
+        print(format_score(score_files(data_dir, truth, Path(args.submission))))
+    except (ScoringError, InputRejectedError) as exc:
+        print(f"cannot score: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -141,6 +155,14 @@ def parser() -> argparse.ArgumentParser:
         help="one model per minimum lag, e.g. 7,14,21,28 (default: 28)",
     )
     shard.set_defaults(run=_shard)
+
+    score = commands.add_parser("score", help="WRMSSE over the 12 M5 levels of a submission")
+    score.add_argument("truth", help="sales_test_evaluation.csv: id,d_<origin+1>..")
+    score.add_argument("submission", help="id,F1..F28")
+    score.add_argument(
+        "--data", help="folder with the training files (default: the truth file's folder)"
+    )
+    score.set_defaults(run=_score)
 
     local = commands.add_parser("local", help="the local cloud").add_subparsers(
         dest="local", required=True

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from moto.server import ThreadedMotoServer
+
 from m5flow.notifications import SOURCE, TERMINAL
 from m5flow_local.router.bus import EventRouter, Invocation
 from m5flow_local.router.runtime import LocalFunction
 from m5flow_local.router.template import load_stack
 from m5flow_local.sagemaker.server import LocalSageMaker
-from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from m5flow.synth import write_synthetic_m5
 from moto.server import ThreadedMotoServer
+
+from m5flow.synth import write_synthetic_m5
 
 # moto's server logs every request at INFO; the tests' own output is what matters.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)

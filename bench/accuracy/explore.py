@@ -33,8 +33,15 @@ ORIGINAL = {
     "objective": "reg:tweedie", "tweedie_variance_power": 1.5, "eta": 0.1, "max_depth": 5,
     "min_child_weight": 7, "subsample": 0.7, "colsample_bytree": 0.7, "eval_metric": "rmse",
 }  # fmt: skip
+TUNED = {
+    "objective": "reg:tweedie", "tweedie_variance_power": 1.2, "eta": 0.05, "max_depth": 8,
+    "min_child_weight": 10, "subsample": 0.8, "colsample_bytree": 0.7, "tree_method": "hist",
+    "eval_metric": "poisson-nloglik",
+}  # fmt: skip
 CONFIGS: dict[str, dict] = {
     "original": {"min_lags": (28,), "params": ORIGINAL, "num_round": 3000, "history": None},
+    "h28": {"min_lags": (28,), "params": TUNED, "num_round": 1500, "history": None},
+    "groups": {"min_lags": (7, 14, 21, 28), "params": TUNED, "num_round": 1500, "history": None},
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from m5flow.schema import INPUT_FILES, SALES_FILE
 
 

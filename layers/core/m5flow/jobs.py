@@ -25,8 +25,11 @@ DEFAULT_HYPERPARAMETERS: dict[str, str] = {
     "min_child_weight": "7",
     "subsample": "0.8",
     "colsample_bytree": "0.8",
+    "tree_method": "hist",
     "early_stopping_rounds": "20",
-    "eval_metric": "rmse",
+    # Not "rmse": the 1.7-1 container computes it in Python on the raw margin, which for
+    # reg:tweedie is log(prediction); and "tweedie-nloglik" cannot be given a rho there.
+    "eval_metric": "poisson-nloglik",
 }
 # Inference rows are `id,day,features...`: the model sees the features, and the output keeps
 # id, day and the prediction. SageMaker's slices are end-inclusive.

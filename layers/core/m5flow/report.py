@@ -80,18 +80,19 @@ def _line_chart(
 ) -> str:
     """An SVG line chart: title, y grid with round ticks, day ticks, origin line, legend."""
     width, height = size
-    left, right, top, bottom = 46, 12, 40, 26
+    left, right, top, bottom = 46, 12, 46, 26
     x0 = min(float(line.x[0]) for line in lines)
     x1 = max(float(line.x[-1]) for line in lines)
-    y_max = max(float(np.max(line.y)) for line in lines if line.y.size) or 1.0
-    step = _nice_step(y_max)
-    y_top = step * math.ceil(y_max / step)
+    y_min = min(0.0, *(float(np.min(line.y)) for line in lines))  # 0, unless forecast < 0
+    y_max = max(float(np.max(line.y)) for line in lines) or 1.0
+    step = _nice_step(y_max - y_min)
+    y_low, y_top = step * math.floor(y_min / step), step * math.ceil(y_max / step)
 
     def px(day: float) -> float:
         return left + (day - x0) / max(x1 - x0, 1) * (width - left - right)
 
     def py(value: float) -> float:
-        return height - bottom - value / y_top * (height - top - bottom)
+        return height - bottom - (value - y_low) / (y_top - y_low) * (height - top - bottom)
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
@@ -101,7 +102,7 @@ def _line_chart(
     ]
     if note:
         out.append(f'<text x="{left}" y="30" font-size="10.5" fill="{MUTED}">{escape(note)}</text>')
-    for k in range(round(y_top / step) + 1):
+    for k in range(round(y_low / step), round(y_top / step) + 1):
         y = py(k * step)
         out.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>'
@@ -118,7 +119,7 @@ def _line_chart(
     xo = px(origin)
     out.append(
         f'<line x1="{xo:.1f}" x2="{xo:.1f}" y1="{top - 4}" y2="{height - bottom}" '
-        f'stroke="{ORIGIN}" stroke-dasharray="4 3"/><text x="{xo - 4:.1f}" y="{top + 6}" '
+        f'stroke="{ORIGIN}" stroke-dasharray="4 3"/><text x="{xo - 4:.1f}" y="{top - 8}" '
         f'font-size="10" text-anchor="end" fill="{MUTED}">forecast origin</text>'
     )
     for line in lines:
@@ -170,7 +171,7 @@ def _level_chart(score: Score, size: tuple[int, int] = (1120, 350)) -> str:
         name = LEVELS.get(number, ("?", ()))[0]
         out.append(
             f'<text x="{left - 8}" y="{y + 15}" font-size="11" text-anchor="end" fill="{INK}">'
-            f"{number} · {escape(name)} ({score.series.get(number, 0)})</text>"
+            f"{number} · {escape(name)} ({score.series.get(number, 0):,})</text>"
             f'<rect x="{left}" y="{y + 4}" width="{px(value) - left:.1f}" height="{row - 8}" '
             f'rx="2" fill="{ACTUAL}"><title>level {number}: {value:.4f}</title></rect>'
         )
@@ -281,7 +282,8 @@ def render_report(
     backtest
         Else the headline: the WRMSSE of the same method on the last h history days.
     dates
-        datetime64 of d_1..d_T+h, for month ticks (default: day-number ticks).
+        datetime64 of d_1..d_T+h (T+h values, e.g. `M5Data.calendar["date"]`), for month
+        ticks (default: day-number ticks).
     days_shown
         History days drawn before the origin.
 
@@ -298,83 +300,66 @@ def render_report(
     n, last_day = history.shape
     horizon = forecast.shape[1]
     shown = min(days_shown, last_day)
-    first = last_day - shown + 1
-    ticks = _day_ticks(first, last_day + horizon, dates)
+    ticks = _day_ticks(last_day - shown + 1, last_day + horizon, dates)
     window = history[:, -shown:]
-    sums = hierarchy.aggregate(window, [1, 2, 3, 4])
-    fsums = hierarchy.aggregate(forecast, [1, 2, 3, 4])
-    tsums = hierarchy.aggregate(truth, [1, 2, 3, 4]) if truth is not None else None
-    days = (first, last_day)
-    window_days = f"d_{last_day + 1}..d_{last_day + horizon}"
+    coarse = [1, 2, 3, 4]
+    sums, fsums = hierarchy.aggregate(window, coarse), hierarchy.aggregate(forecast, coarse)
+    tsums = hierarchy.aggregate(truth, coarse) if truth is not None else None
+    horizon_days = f"d_{last_day + 1}..d_{last_day + horizon}"
     if score is not None:
-        headline, shown_score = (
-            f"WRMSSE of this forecast against the uploaded truth ({window_days}), the mean "
-            f"of the 12 M5 aggregation levels over these {n:,} series.",
-            score,
+        kind, shown_score = "WRMSSE", score
+        sentence = (
+            f"WRMSSE of this forecast against the uploaded truth ({horizon_days}), the mean "
+            f"of the 12 M5 aggregation levels over these {n:,} series."
         )
     elif backtest is not None:
-        headline, shown_score = (
+        kind, shown_score = "backtest WRMSSE", backtest
+        sentence = (
             "No truth was uploaded, so this is a backtest: the WRMSSE of the same method "
             f"forecasting d_{last_day - horizon + 1}..d_{last_day} from the days before them. "
-            f"The forecast of {window_days} itself is not scored.",
-            backtest,
+            f"The forecast of {horizon_days} itself is not scored."
         )
     else:
-        headline, shown_score = "No score: no truth was uploaded and no backtest was run.", None
+        kind, shown_score = "not scored", None
+        sentence = "No score: no truth was uploaded and no backtest was run."
+
+    def panel(
+        title: str,
+        hist: np.ndarray,
+        fore: np.ndarray,
+        actual: np.ndarray | None,
+        size: tuple[int, int] = (560, 220),
+        note: str = "",
+    ) -> str:
+        days = (last_day - shown + 1, last_day)
+        return _panel(title, hist, fore, actual, days, ticks, size, note)
+
     title = escape(str(facts.get("run id", "")))
     big = f"{shown_score.wrmsse:.3f}" if shown_score else "—"
-    kind = "WRMSSE" if score is not None else "backtest WRMSSE" if backtest else "not scored"
-    run_facts = {
-        "series": f"{n:,}",
-        "history": f"d_1..d_{last_day}",
-        "horizon": f"{window_days} ({horizon} days)",
-    }
+    run_facts = {"series": f"{n:,}", "history": f"d_1..d_{last_day}"}
+    run_facts["horizon"] = f"{horizon_days} ({horizon} days)"
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>m5flow report '
         f"{title}</title><style>{_STYLE}</style></head><body><main>",
         f'<h1>m5flow forecast report</h1><div class="sub">{title}</div>',
         f'<div class="card headline"><div class="big">{big}<small>{kind}</small></div>'
-        f"<p>{escape(headline)}</p></div>",
+        f"<p>{escape(sentence)}</p></div>",
         "<h2>Run</h2>" + _facts_table(dict(facts) | run_facts),
     ]
     if shown_score is not None:
-        parts.append(
-            f'<h2>Error by level</h2><div class="card wide">{_level_chart(shown_score)}</div>'
-        )
-    wide = _panel(
-        "Total unit sales",
-        sums[1][0],
-        fsums[1][0],
-        tsums[1][0] if tsums else None,
-        days,
-        ticks,
-        (1120, 300),
-    )
-    parts.append(f'<h2>Total</h2><div class="card wide">{wide}</div>')
+        chart = _level_chart(shown_score)
+        parts.append(f'<h2>Error by level</h2><div class="card wide">{chart}</div>')
+    total = panel("Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0], (1120, 300))
+    parts.append(f'<h2>Total</h2><div class="card wide">{total}</div>')
     for number, heading in ((2, "States"), (3, "Stores"), (4, "Categories")):
-        level = hierarchy.levels[number]
-        panels = [
-            _panel(
-                str(label),
-                sums[number][g],
-                fsums[number][g],
-                tsums[number][g] if tsums else None,
-                days,
-                ticks,
-            )
-            for g, label in enumerate(level.labels)
+        labels = hierarchy.levels[number].labels
+        charts = [
+            panel(str(label), sums[number][g], fsums[number][g], tsums and tsums[number][g])
+            for g, label in enumerate(labels)
         ]
-        parts.append(f"<h2>{heading}</h2>" + _grid(panels))
+        parts.append(f"<h2>{heading}</h2>" + _grid(charts))
     samples = [
-        _panel(
-            str(ids[i]),
-            window[i].astype(np.float64),
-            forecast[i].astype(np.float64),
-            truth[i] if truth is not None else None,
-            days,
-            ticks,
-            note=why,
-        )
+        panel(str(ids[i]), window[i], forecast[i], None if truth is None else truth[i], note=why)
         for i, why in _samples(history, hierarchy.levels[10].codes, shown)
     ]
     parts.append("<h2>Sample series</h2>" + _grid(samples))

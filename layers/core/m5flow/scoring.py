@@ -14,9 +14,8 @@ the bottom, item from item x state, ...), so at full M5 scale only two passes to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +27,14 @@ from m5flow.exceptions import M5flowError
 WEIGHT_DAYS = 28
 # Level number -> (name, the id columns it groups by); level 12 is M5's bottom (item x store).
 LEVELS: dict[int, tuple[str, tuple[str, ...]]] = {
-    1: ("total", ()),
-    2: ("state", ("state",)),
-    3: ("store", ("store",)),
-    4: ("category", ("cat",)),
-    5: ("department", ("dept",)),
-    6: ("state x category", ("state", "cat")),
-    7: ("state x department", ("state", "dept")),
-    8: ("store x category", ("store", "cat")),
-    9: ("store x department", ("store", "dept")),
-    10: ("item", ("item",)),
-    11: ("item x state", ("item", "state")),
+    1: ("total", ()), 2: ("state", ("state",)), 3: ("store", ("store",)),
+    4: ("category", ("cat",)), 5: ("department", ("dept",)),
+    6: ("state x category", ("state", "cat")), 7: ("state x department", ("state", "dept")),
+    8: ("store x category", ("store", "cat")), 9: ("store x department", ("store", "dept")),
+    10: ("item", ("item",)), 11: ("item x state", ("item", "state")),
     12: ("item x store", ("item", "store")),
-}
+}  # fmt: skip
+ID_COLUMNS = ("item", "dept", "cat", "store", "state")  # Hierarchy.from_ids: <column>_ids
 _CHUNK_ROWS = 512  # rows scaled at a time: bounds the float64 copies at full scale
 _NARROW = 256  # columns up to which rows are summed by one bincount, not group by group
 _SHOWN = 5  # ids named in an error message
@@ -86,6 +80,11 @@ def _sum_groups(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndar
     return out
 
 
+def _finest_first(levels: Mapping[int, Level]) -> Callable[[int], tuple[int, int]]:
+    """Sort key putting levels with more groups first: each level's source precedes it."""
+    return lambda number: (-levels[number].size, -number)
+
+
 @dataclass(frozen=True, eq=False)
 class Hierarchy:
     """The 12 M5 levels of a set of bottom series, built from their id columns.
@@ -113,8 +112,9 @@ class Hierarchy:
         state_ids: np.ndarray,
     ) -> Hierarchy:
         """Build the levels from one id value per bottom series and column."""
-        columns = {"item": item_ids, "dept": dept_ids, "cat": cat_ids}
-        columns |= {"store": store_ids, "state": state_ids}
+        columns = dict(
+            zip(ID_COLUMNS, (item_ids, dept_ids, cat_ids, store_ids, state_ids), strict=True)
+        )
         n = len(item_ids)
         if any(len(v) != n for v in columns.values()):
             lengths = ", ".join(f"{k}: {len(v)}" for k, v in columns.items())
@@ -124,17 +124,18 @@ class Hierarchy:
             if keys:
                 frame = pd.DataFrame({k: np.asarray(columns[k]).astype(str) for k in keys})
                 codes = frame.groupby(list(keys), sort=False, observed=True).ngroup().to_numpy()
-                first = frame.iloc[np.unique(codes, return_index=True)[1]]
-                joined = first[keys[0]]
+                heads = frame.iloc[np.unique(codes, return_index=True)[1]]  # 1st row per group
+                joined = heads[keys[0]]
                 for key in keys[1:]:
-                    joined = joined + " / " + first[key]
+                    joined = joined + " / " + heads[key]
                 labels = joined.to_numpy().astype(str)
             else:
                 codes, labels = np.zeros(n, dtype=np.int64), np.array(["Total"])
             keyed[number] = (name, codes.astype(np.int64), labels)
         # Finest levels first; each is summed from the smallest finer level that nests it.
         levels: dict[int, Level] = {}
-        for number in sorted(keyed, key=lambda k: (-len(keyed[k][2]), -k)):
+        sizes = {k: len(v[2]) for k, v in keyed.items()}
+        for number in sorted(keyed, key=lambda k: (-sizes[k], -k)):
             name, codes, labels = keyed[number]
             source, parents = 0, codes
             for finer in sorted(levels.values(), key=lambda lv: lv.size):
@@ -148,18 +149,7 @@ class Hierarchy:
     @classmethod
     def from_data(cls, data: schema.M5Data) -> Hierarchy:
         """The hierarchy of parsed M5 inputs."""
-        return cls.from_ids(
-            item_ids=data.item_ids,
-            dept_ids=data.dept_ids,
-            cat_ids=data.cat_ids,
-            store_ids=data.store_ids,
-            state_ids=data.state_ids,
-        )
-
-    @cached_property
-    def _plan(self) -> list[int]:
-        """Level numbers in an order where every level's source comes before it."""
-        return sorted(self.levels, key=lambda k: (-self.levels[k].size, -k))
+        return cls.from_ids(**{f"{c}_ids": getattr(data, f"{c}_ids") for c in ID_COLUMNS})
 
     def aggregate(
         self, values: np.ndarray, levels: list[int] | None = None
@@ -186,10 +176,9 @@ class Hierarchy:
                 needed.add(number)
                 number = self.levels[number].source
         sums: dict[int, np.ndarray] = {0: values}
-        for number in self._plan:
-            if number in needed:
-                level = self.levels[number]
-                sums[number] = _sum_groups(sums[level.source], level.parents, level.size)
+        for number in sorted(needed, key=_finest_first(self.levels)):  # sources first
+            level = self.levels[number]
+            sums[number] = _sum_groups(sums[level.source], level.parents, level.size)
         return {k: sums[k] for k in sorted(wanted)}
 
 
@@ -213,16 +202,8 @@ class Score:
 def naive_scale(history: np.ndarray) -> np.ndarray:
     """Mean squared one-step naive error of each row after its first non-zero value.
 
-    Parameters
-    ----------
-    history
-        Shape (n, days), or (days,) for one series.
-
-    Returns
-    -------
-    np.ndarray
-        float64, one per row (a 0-d array for one series); NaN where fewer than two days
-        remain after the first sale (or nothing was ever sold).
+    Returns float64, one per row of `history` (n, days) or a 0-d array for one series
+    (days,); NaN where fewer than two days remain after the first sale (or none at all).
 
     Example
     -------
@@ -305,14 +286,13 @@ def wrmsse(
     Parameters
     ----------
     history
-        Units sold, shape (n_series, days): everything before the forecast origin.
+        Units sold, (n_series, days): everything before the forecast origin.
     truth, forecast
-        Shape (n_series, horizon): what sold after the origin, and what was forecast.
+        (n_series, horizon): what sold after the origin, and what was forecast.
     hierarchy
-        The levels of the n_series bottom series (`Hierarchy.from_ids`).
+        The levels of the bottom series (`Hierarchy.from_ids`).
     dollar_sales
-        Shape (n_series,): the weights before normalising, usually
-        `dollar_sales(history, prices)` (the last 28 history days).
+        (n_series,): the unnormalised weights, usually `dollar_sales(history, prices)`.
 
     Returns
     -------
@@ -322,18 +302,15 @@ def wrmsse(
     Raises
     ------
     ScoringError
-        On shapes that do not match, non-finite values, no dollar sales at all, or a
-        weighted series whose history cannot scale it (fewer than two days after its first
-        sale, or constant since).
+        On mismatched shapes, non-finite values, no dollar sales, or a weighted series its
+        history cannot scale (under two days since its first sale, or constant since).
 
     Example
     -------
-    >>> one = np.array(["X"])
-    >>> h = Hierarchy.from_ids(item_ids=one, dept_ids=one, cat_ids=one, store_ids=one,
-    ...                        state_ids=one)
-    >>> history, truth = np.array([[0.0, 1.0, 3.0]]), np.array([[3.0, 3.0]])
-    >>> wrmsse(history, truth, np.array([[1.0, 1.0]]), h, np.ones(1)).wrmsse
-    1.0
+    >>> h = Hierarchy.from_ids(**{f"{c}_ids": np.array(["X"]) for c in ID_COLUMNS})
+    >>> score = wrmsse(np.array([[0, 1, 3]]), [[3, 3]], [[1, 1]], h, np.ones(1))
+    >>> score.wrmsse, score.levels[12]
+    (1.0, 1.0)
     """
     history, truth, forecast = np.asarray(history), np.asarray(truth), np.asarray(forecast)
     _check_shapes(history, truth, forecast, hierarchy.n_series)
@@ -350,7 +327,9 @@ def wrmsse(
     errors = hierarchy.aggregate(truth.astype(np.float64) - forecast)  # sums are linear
     level_weights = hierarchy.aggregate(weights)
     scores: dict[int, float] = {}
-    for number, level in reversed(hierarchy.levels.items()):  # bottom first: name the series
+    for number, level in sorted(
+        hierarchy.levels.items(), reverse=True
+    ):  # bottom first: name the series
         share = level_weights[number] / total
         scale = naive_scale(histories[number])
         mse = np.mean(errors[number] ** 2, axis=1)
@@ -399,20 +378,13 @@ def _aligned(name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str]
     missing = ids[~np.isin(ids, file_ids)]
     if missing.size:
         problems.append(f"{name}: no row for {missing.size} series: {_named(missing)}")
-    unknown = file_ids[~np.isin(file_ids, ids)]
     # A Kaggle submission also holds the public-leaderboard half (*_validation): not an error.
-    known = set(ids.tolist())
-    twins = np.array(
-        [
-            u.endswith("_validation") and f"{u[: -len('_validation')]}_evaluation" in known
-            for u in unknown
-        ],
-        dtype=bool,
-    )
-    if (~twins).any():
-        problems.append(
-            f"{name}: {int((~twins).sum())} id(s) not in the history: {_named(unknown[~twins])}"
-        )
+    twins = [
+        f"{i.removesuffix('_evaluation')}_validation" for i in ids if i.endswith("_evaluation")
+    ]
+    unknown = file_ids[~np.isin(file_ids, ids) & ~np.isin(file_ids, twins)]
+    if unknown.size:
+        problems.append(f"{name}: {unknown.size} id(s) not in the history: {_named(unknown)}")
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=0)
     if bad.any():
@@ -433,13 +405,11 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     ----------
     data_dir
         Holds sales_train_evaluation.csv (the history d_1..d_T), calendar.csv and
-        sell_prices.csv (the weights: dollar sales of d_T-27..d_T, prices carried forward).
+        sell_prices.csv (weights: dollar sales of d_T-27..d_T, prices carried forward).
     truth_csv
-        `id,d_<T+1>..d_<T+h>` (sales_test_evaluation.csv layout; id columns such as item_id
-        may also be present).
+        `id,d_<T+1>..d_<T+h>` (sales_test_evaluation.csv; item_id etc. may be present).
     submission_csv
-        `id,F1..F<h>`, F1 being day T+1. Rows `*_validation` beside the `*_evaluation`
-        series (a Kaggle submission) are ignored.
+        `id,F1..F<h>`; `*_validation` twins of the series (Kaggle's) are ignored.
 
     Raises
     ------
@@ -450,8 +420,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
 
     Example
     -------
-    >>> score = score_files(Path("m5"), Path("m5/truth.csv"), Path("sub.csv"))  # doctest: +SKIP
-    >>> print(format_score(score))  # doctest: +SKIP
+    >>> print(format_score(score_files(m5_dir, truth, submission)))  # doctest: +SKIP
     """
     absent = [n for n in (*schema.INPUT_FILES,) if not (Path(data_dir) / n).is_file()]
     absent += [str(p) for p in (truth_csv, submission_csv) if not Path(p).is_file()]

@@ -1,0 +1,53 @@
+"""The command line a user meets first: `m5flow synth`, `shard` and `score`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from m5flow.schema import INPUT_FILES
+from tests.conftest import REAL_M5
+
+
+def _m5flow(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "m5flow_local.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_score_reproduces_the_10th_place_yardstick():
+    result = _m5flow(
+        "score",
+        str(REAL_M5 / "sales_test_evaluation.csv"),
+        str(REAL_M5 / "reference" / "submission_0010_DenisKokosinskiy_STU.csv"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "WRMSSE  0.9054"
+
+
+def test_score_refuses_a_submission_missing_series(tmp_path):
+    lines = (REAL_M5 / "reference" / "submission_0046_YK.csv").read_text().splitlines()
+    (tmp_path / "short.csv").write_text("\n".join(lines[:-3]) + "\n")
+    result = _m5flow(
+        "score", str(REAL_M5 / "sales_test_evaluation.csv"), str(tmp_path / "short.csv")
+    )
+    assert result.returncode == 2
+    assert "short.csv" in result.stderr
+
+
+def test_synth_then_shard_on_disk(tmp_path):
+    assert (
+        _m5flow(
+            "synth", "--series", "12", "--out", str(tmp_path / "data"), "--seed", "3"
+        ).returncode
+        == 0
+    )
+    for name in INPUT_FILES:
+        assert (tmp_path / "data" / name).stat().st_size > 0
+    result = _m5flow("shard", str(tmp_path / "data"), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "manifest" in result.stdout
+    assert list((tmp_path / "out" / "runs").glob("*/manifest.json"))

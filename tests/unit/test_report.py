@@ -1,0 +1,219 @@
+"""The run report: well-formed HTML, one SVG per panel, escaped ids, the same bytes each time."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from m5flow import report, schema, scoring
+from m5flow.scoring import Hierarchy
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
+VOID = {"meta", "br", "img", "input", "link", "hr"}
+SVG_VOID = {"line", "rect", "polyline", "path", "circle"}  # written self-closing here
+
+
+class Page(HTMLParser):
+    """Checks nesting, and collects the SVGs (by aria-label) and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.svgs: list[str] = []
+        self.text: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "svg":
+            self.svgs.append(dict(attrs).get("aria-label") or "")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        pass  # <line .../>: nothing to close
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    page.close()
+    assert page.errors == [] and page.stack == []
+    return page
+
+
+def small_case(n_items: int = 4, days: int = 200):
+    """Items in 3 stores of 2 states, 2 categories; ids carry characters HTML must escape."""
+    stores = [("CA_1", "CA"), ("CA_2", "CA"), ("TX_1", "TX")]
+    rows = [(i, s, st) for i in range(n_items) for s, st in stores]
+    cat = ["<b>FOODS", "HOBBIES&CO"]
+    items = np.array([f"{cat[i % 2]}_1_{i:03d}" for i, _, _ in rows])
+    ids = np.array([f"{item}_{s}_evaluation" for item, (_, s, _) in zip(items, rows, strict=True)])
+    hierarchy = Hierarchy.from_ids(
+        item_ids=items,
+        dept_ids=np.array([f"{cat[i % 2]}_1" for i, _, _ in rows]),
+        cat_ids=np.array([cat[i % 2] for i, _, _ in rows]),
+        store_ids=np.array([s for _, s, _ in rows]),
+        state_ids=np.array([st for _, _, st in rows]),
+    )
+    rng = np.random.default_rng(3)
+    rates = rng.uniform(0.3, 8, (len(rows), 1))
+    history = rng.poisson(rates, (len(rows), days)).astype(np.float32)
+    forecast = np.tile(history[:, -7:], 4).astype(np.float64)
+    truth = rng.poisson(rates, (len(rows), 28)).astype(np.float64)
+    return history, forecast, truth, hierarchy, ids
+
+
+def score_of(history, truth, forecast, hierarchy) -> scoring.Score:
+    weights = history[:, -28:].sum(axis=1)
+    return scoring.wrmsse(history, truth, forecast, hierarchy, weights)
+
+
+FACTS = {"run id": "demo-<run>&1", "dataset": "small", "models": ["h1-14", "h15-28"]}
+
+
+def test_one_svg_per_panel_and_the_level_chart_with_a_score() -> None:
+    history, forecast, truth, hierarchy, ids = small_case()
+    score = score_of(history, truth, forecast, hierarchy)
+    html = report.render_report(
+        history=history,
+        forecast=forecast,
+        hierarchy=hierarchy,
+        ids=ids,
+        facts=FACTS,
+        truth=truth,
+        score=score,
+    )
+    page = parse(html)
+    # levels, total, 2 states, 3 stores, 2 categories, then the sample series
+    assert page.svgs[0] == "error by aggregation level"
+    assert page.svgs[1:8] == ["Total unit sales", "CA", "TX", "CA_1", "CA_2", "TX_1", "<b>FOODS"]
+    assert page.svgs[8] == "HOBBIES&CO"
+    samples = report._samples(history, hierarchy.levels[10].codes, 120)
+    assert len(samples) >= 3 and len(page.svgs) == 1 + 1 + 2 + 3 + 2 + len(samples)
+    assert page.svgs[9:] == [str(ids[i]) for i, _ in samples]
+    assert html.count("<title>level ") == 12
+    text = " ".join(page.text)
+    assert f"{score.wrmsse:.3f}" in text and "against the uploaded truth" in text
+    assert "d_201..d_228 (28 days)" in text and "h1-14, h15-28" in text
+
+
+def test_ids_are_escaped() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    html = report.render_report(
+        history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=FACTS
+    )
+    assert "<b>" not in html and "<run>" not in html and "&CO" not in html
+    assert "&lt;b&gt;FOODS" in html and "demo-&lt;run&gt;&amp;1" in html
+    page = parse(html)
+    assert "demo-<run>&1" in page.text  # the reader sees the id as it was
+    assert any(t.startswith("<b>FOODS_1_") and t.endswith("_evaluation") for t in page.text)
+
+
+def test_without_truth_or_score_there_is_no_level_chart() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    html = report.render_report(
+        history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts={}
+    )
+    page = parse(html)
+    assert "error by aggregation level" not in page.svgs
+    assert "No score: no truth was uploaded and no backtest was run." in page.text
+    assert "history" in page.text and "actual" not in page.text  # the legend without truth
+
+
+def test_a_backtest_is_the_headline_when_no_truth_was_uploaded() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)
+    html = report.render_report(
+        history=history,
+        forecast=forecast,
+        hierarchy=hierarchy,
+        ids=ids,
+        facts=FACTS,
+        backtest=backtest,
+    )
+    page = parse(html)
+    assert page.svgs[0] == "error by aggregation level"
+    text = " ".join(page.text)
+    assert "backtest WRMSSE" in text and "forecasting d_173..d_200 from the days" in text
+    assert f"{backtest.wrmsse:.3f}" in text
+
+
+def test_deterministic_and_self_contained() -> None:
+    history, forecast, truth, hierarchy, ids = small_case()
+    score = score_of(history, truth, forecast, hierarchy)
+    dates = np.arange("2015-11-20", 228, dtype="datetime64[D]")[:228]
+    args = dict(history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=FACTS)
+    first = report.render_report(**args, truth=truth, score=score, dates=dates)
+    assert first == report.render_report(**args, truth=truth, score=score, dates=dates.copy())
+    assert "<script" not in first and "http://" not in first.replace("http://www.w3.org", "")
+    assert "https://" not in first and "nan," not in first and ",nan" not in first
+    assert "Mar 2016" in first and "d_180" not in first  # month ticks with dates
+    assert "d_180" in report.render_report(**args)  # day-number ticks without
+
+
+def test_samples_are_top_items_then_intermittent_ones() -> None:
+    days = 120
+    volumes = np.array([50.0, 40.0, 45.0, 30.0, 20.0, 2.0])
+    history = np.tile(volumes[:, None], (1, days))
+    history[5, ::3] = 0  # zero on a third of days: not intermittent
+    history[4, 1::4] = history[4, 2::4] = history[4, 3::4] = 0  # zero on 3 days in 4
+    items = np.array([0, 0, 1, 2, 3, 4])  # rows 0 and 1 are the same item
+    picked = report._samples(history, items, days)
+    assert [i for i, _ in picked] == [0, 2, 3, 4]
+    assert picked[0][1] == "high volume: 6,000 units in the shown days"
+    assert picked[3][1] == "intermittent: no sale on 75% of the last 8 weeks"
+
+
+def test_negative_forecasts_stay_inside_the_plot() -> None:
+    lines = [
+        report._Line("history", np.arange(1, 11), np.linspace(0, 9, 10), "#000", 1),
+        report._Line("forecast", np.arange(11, 15), np.array([-3.0, 2, 4, -1]), "#f00", 1),
+    ]
+    svg = report._line_chart("t", lines, 10.5, [(5, "d_5")], size=(400, 200))
+    points = re.findall(r'points="([^"]+)"', svg)
+    ys = [float(p.split(",")[1]) for group in points for p in group.split()]
+    assert len(ys) == 14 and all(0 <= y <= 200 for y in ys)
+    assert ">-5</text>" in svg  # the axis reaches below zero, in round steps
+
+
+@pytest.mark.parametrize(("span", "step"), [(2100, 500), (1.72, 0.5), (8, 2), (0.3, 0.1)])
+def test_round_axis_steps(span: float, step: float) -> None:
+    assert report._nice_step(span) == pytest.approx(step)
+
+
+def test_real_slice_report_has_every_panel(tmp_path: Path) -> None:
+    data = schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
+    hierarchy = Hierarchy.from_data(data)
+    truth = pd.read_csv(REAL / schema.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(float)
+    forecast = np.tile(data.sales[:, -7:], 4).astype(np.float64)
+    weights = scoring.dollar_sales(data.sales, data.prices)
+    score = scoring.wrmsse(data.sales, truth, forecast, hierarchy, weights)
+    dates = pd.to_datetime(data.calendar["date"]).to_numpy().astype("datetime64[D]")
+    html = report.render_report(
+        history=data.sales,
+        forecast=forecast,
+        hierarchy=hierarchy,
+        ids=data.ids,
+        facts={"run id": "m5-real", "dataset": "m5-real", "models": ["seasonal naive"]},
+        truth=truth,
+        score=score,
+        dates=dates,
+    )
+    page = parse(html)
+    assert len(page.svgs) == 1 + 1 + 3 + 10 + 3 + 6
+    assert "0.976" in page.text and "290" in page.text
+    (tmp_path / "report.html").write_text(html)
