@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -129,8 +130,12 @@ def _local_up(args: argparse.Namespace) -> int:
         print("export these to point boto3 and the AWS CLI at the local cloud:")
         for key, value in cloud.environment.items():
             print(f"export {key}={value}")
-        print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopping the local cloud")
     return 0
 
 
