@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import xgboost as xgb  # noqa: E402
+import xgboost as xgb
 
-from m5flow import schema  # noqa: E402
-from m5flow.features import FeatureConfig, build_block, series_facts  # noqa: E402
-from m5flow.schema import M5Data  # noqa: E402
-from m5flow.scoring import Hierarchy, dollar_sales, wrmsse  # noqa: E402
+from m5flow import schema
+from m5flow.features import FeatureConfig, build_block, series_facts
+from m5flow.schema import M5Data
+from m5flow.scoring import Hierarchy, dollar_sales, wrmsse
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 ORIGINAL = {

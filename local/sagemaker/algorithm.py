@@ -85,8 +85,15 @@ def _final_metrics(history: dict[str, dict[str, list[float]]]) -> list[dict[str,
     return metrics
 
 
-def train_job(cfg: dict[str, Any], train_dm: Any, val_dm: Any, model_dir: Path,
-              output_dir: Path, is_master: bool, default_nthread: int) -> None:
+def train_job(
+    cfg: dict[str, Any],
+    train_dm: Any,
+    val_dm: Any,
+    model_dir: Path,
+    output_dir: Path,
+    is_master: bool,
+    default_nthread: int,
+) -> None:
     """Train one model on this host's data and, on the master, save it (``train.py``)."""
     import xgboost as xgb
 
@@ -118,16 +125,27 @@ def train_job(cfg: dict[str, Any], train_dm: Any, val_dm: Any, model_dir: Path,
     if save_on_termination == "true":
         callbacks.append(_SaveModelEveryRound(model_dir, is_master).callback)
     if val_dm is not None and early_stopping_metric and early_stopping_rounds:
-        callbacks.append(xgb.callback.EarlyStopping(
-            rounds=early_stopping_rounds, data_name="validation",
-            metric_name=early_stopping_metric,
-            maximize=early_stopping_metric in MAXIMIZE_METRICS, save_best=True,
-        ))
+        callbacks.append(
+            xgb.callback.EarlyStopping(
+                rounds=early_stopping_rounds,
+                data_name="validation",
+                metric_name=early_stopping_metric,
+                maximize=early_stopping_metric in MAXIMIZE_METRICS,
+                save_best=True,
+            )
+        )
     history: dict[str, Any] = {}
     try:
-        booster = xgb.train(cfg, train_dm, num_boost_round=num_round, evals=watchlist,
-                            feval=feval, callbacks=callbacks, verbose_eval=False,
-                            evals_result=history)
+        booster = xgb.train(
+            cfg,
+            train_dm,
+            num_boost_round=num_round,
+            evals=watchlist,
+            feval=feval,
+            callbacks=callbacks,
+            verbose_eval=False,
+            evals_result=history,
+        )
     except Exception as exc:
         if any(marker in str(exc) for marker in CUSTOMER_ERRORS):
             raise UserError(str(exc)) from exc
@@ -142,8 +160,9 @@ def _collective_env(port: int, host: str) -> dict[str, Any]:
     return {"DMLC_TRACKER_URI": LOCAL_HOST_IP, "DMLC_TRACKER_PORT": port, "DMLC_TASK_ID": host}
 
 
-def _distributed_train(cfg: dict[str, Any], include: bool, run: dict[str, Any],
-                       train_args: dict[str, Any]) -> None:
+def _distributed_train(
+    cfg: dict[str, Any], include: bool, run: dict[str, Any], train_args: dict[str, Any]
+) -> None:
     """Two collectives, as the container's ``rabit_run``: agree on who has data, then train.
 
     Ranks follow the sorted host names (``sortby="task"``), so the master is the
@@ -165,8 +184,9 @@ def _distributed_train(cfg: dict[str, Any], include: bool, run: dict[str, Any],
         if len(with_data) > 1:
             root = next(i for i, r in enumerate(records) if r["host"] == with_data[0])
             if rank == root:
-                tracker2 = RabitTracker(LOCAL_HOST_IP, len(with_data), port=0,
-                                        use_logger=True, sortby="task")
+                tracker2 = RabitTracker(
+                    LOCAL_HOST_IP, len(with_data), port=0, use_logger=True, sortby="task"
+                )
                 tracker2.start(len(with_data))
                 port2 = tracker2.port
             port2 = collective.broadcast(port2, root)
@@ -179,8 +199,9 @@ def _distributed_train(cfg: dict[str, Any], include: bool, run: dict[str, Any],
         if tracker2 is not None and tracker2.thread is not None:
             tracker2.thread.join()
     else:
-        LOG.debug("Only 1 host with training data, starting single node training job from: %s",
-                  host)
+        LOG.debug(
+            "Only 1 host with training data, starting single node training job from: %s", host
+        )
         train_job(**train_args, is_master=True)
 
 
@@ -195,8 +216,10 @@ def sagemaker_train(run: dict[str, Any]) -> None:
     train_path = run["channel_dirs"]["train"]
     val_path = run["channel_dirs"].get("validation")
     if cfg.pop("use_dask_gpu_training", "false") == "true":
-        raise UserError("Some configurations unsuitable for Dask GPU training were found: "
-                        "GPU training requires GPU instances, which the local SageMaker lacks")
+        raise UserError(
+            "Some configurations unsuitable for Dask GPU training were found: "
+            "GPU training requires GPU instances, which the local SageMaker lacks"
+        )
     if "_kfold" in cfg:
         raise PlatformError("The local SageMaker does not implement _kfold cross-validation.")
 
@@ -207,15 +230,24 @@ def sagemaker_train(run: dict[str, Any]) -> None:
         data.validate_data_file_path(train_path, file_type)
     if val_size > 0:
         data.validate_data_file_path(val_path, file_type)
-    train_dm = (data.get_dmatrix(train_path, file_type, host_dir / "tmp" / "train", csv_weights)
-                if train_size > 0 else None)
-    val_dm = (data.get_dmatrix(val_path, file_type, host_dir / "tmp" / "validation", csv_weights)
-              if val_size > 0 else None)
+    train_dm = (
+        data.get_dmatrix(train_path, file_type, host_dir / "tmp" / "train", csv_weights)
+        if train_size > 0
+        else None
+    )
+    val_dm = (
+        data.get_dmatrix(val_path, file_type, host_dir / "tmp" / "validation", csv_weights)
+        if val_size > 0
+        else None
+    )
     missing_validation = "validation" in channels and val_dm is None
 
     train_args = {
-        "cfg": cfg, "train_dm": train_dm, "val_dm": val_dm,
-        "model_dir": Path(run["model_dir"]), "output_dir": Path(run["output_dir"]),
+        "cfg": cfg,
+        "train_dm": train_dm,
+        "val_dm": val_dm,
+        "model_dir": Path(run["model_dir"]),
+        "output_dir": Path(run["output_dir"]),
         "default_nthread": run["default_nthread"],
     }
     hosts = run["hosts"]
@@ -237,8 +269,9 @@ def sagemaker_train(run: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     """Run one host from its config file; write the failure file and return 1 on error."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s:%(levelname)s] %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s:%(levelname)s] %(message)s", stream=sys.stdout
+    )
     run = json.loads(Path(argv[0]).read_text())
     output_dir = Path(run["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)

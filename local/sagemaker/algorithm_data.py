@@ -24,11 +24,22 @@ LOG = logging.getLogger(__name__)
 
 CSV, LIBSVM, PARQUET, RECORDIO_PROTOBUF = "csv", "libsvm", "parquet", "recordio-protobuf"
 VALID_CONTENT_TYPES = (
-    CSV, LIBSVM, PARQUET, RECORDIO_PROTOBUF, "text/csv", "text/libsvm", "text/x-libsvm",
-    "application/x-parquet", "application/x-recordio-protobuf",
+    CSV,
+    LIBSVM,
+    PARQUET,
+    RECORDIO_PROTOBUF,
+    "text/csv",
+    "text/libsvm",
+    "text/x-libsvm",
+    "application/x-parquet",
+    "application/x-recordio-protobuf",
 )
 VALID_PIPED_CONTENT_TYPES = (
-    CSV, PARQUET, RECORDIO_PROTOBUF, "text/csv", "application/x-parquet",
+    CSV,
+    PARQUET,
+    RECORDIO_PROTOBUF,
+    "text/csv",
+    "application/x-parquet",
     "application/x-recordio-protobuf",
 )
 DEFAULT_CONTENT_TYPE = "text/libsvm"
@@ -212,8 +223,12 @@ def _link_inputs(data_path: str, work_dir: Path) -> str:
 
     def walk(path: str, depth: int) -> None:
         if depth > MAX_FOLDER_DEPTH:
-            LOG.warning("The depth of folder %s exceed the limit %s. Files in deeper sub dirs "
-                        "won't be loaded.", data_path, MAX_FOLDER_DEPTH)
+            LOG.warning(
+                "The depth of folder %s exceed the limit %s. Files in deeper sub dirs "
+                "won't be loaded.",
+                data_path,
+                MAX_FOLDER_DEPTH,
+            )
             return
         for entry in sorted(os.scandir(path), key=lambda e: e.name):
             if entry.is_file():

@@ -17,17 +17,27 @@ from typing import Any
 
 TRAINING_DETAIL_TYPE = "SageMaker Training Job State Change"
 TRANSFORM_DETAIL_TYPE = "SageMaker Transform Job State Change"
-TIMESTAMP_FIELDS = frozenset({
-    "CreationTime", "LastModifiedTime", "TrainingStartTime", "TrainingEndTime",
-    "TransformStartTime", "TransformEndTime", "StartTime", "EndTime", "Timestamp",
-})
+TIMESTAMP_FIELDS = frozenset(
+    {
+        "CreationTime",
+        "LastModifiedTime",
+        "TrainingStartTime",
+        "TrainingEndTime",
+        "TransformStartTime",
+        "TransformEndTime",
+        "StartTime",
+        "EndTime",
+        "Timestamp",
+    }
+)
 
 
 def _to_millis(value: Any) -> Any:
     """Replace epoch-second timestamps (anywhere in the detail) by integer milliseconds."""
     if isinstance(value, dict):
         return {
-            k: round(v * 1000) if k in TIMESTAMP_FIELDS and isinstance(v, int | float)
+            k: round(v * 1000)
+            if k in TIMESTAMP_FIELDS and isinstance(v, int | float)
             else _to_millis(v)
             for k, v in value.items()
         }
@@ -36,8 +46,16 @@ def _to_millis(value: Any) -> Any:
     return value
 
 
-def envelope(detail_type: str, describe: dict[str, Any], arn: str, tags: dict[str, str], *,
-             region: str, account_id: str, now: float) -> dict[str, Any]:
+def envelope(
+    detail_type: str,
+    describe: dict[str, Any],
+    arn: str,
+    tags: dict[str, str],
+    *,
+    region: str,
+    account_id: str,
+    now: float,
+) -> dict[str, Any]:
     """Build one EventBridge event from a job's Describe response.
 
     Parameters

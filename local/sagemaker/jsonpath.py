@@ -53,7 +53,7 @@ class CsvPath:
                 continue
             first = 0 if start is None else _absolute(start, n, self.text)
             last = n - 1 if end is None else _absolute(end, n, self.text)
-            out.extend(row[first:last + 1])
+            out.extend(row[first : last + 1])
         return out
 
 
@@ -61,9 +61,7 @@ def _absolute(index: int | None, n: int, text: str) -> int:
     assert index is not None
     i = index + n if index < 0 else index
     if not 0 <= i < n:
-        raise JsonPathError(
-            f"JSONPath {text}: index {index} is outside a record of {n} columns"
-        )
+        raise JsonPathError(f"JSONPath {text}: index {index} is outside a record of {n} columns")
     return i
 
 
@@ -94,6 +92,7 @@ def parse(text: str | None) -> CsvPath:
             items.append((None, None, True))
         else:
             start, end = match.group("start"), match.group("end")
-            items.append((None if start is None else int(start),
-                          None if end is None else int(end), True))
+            items.append(
+                (None if start is None else int(start), None if end is None else int(end), True)
+            )
     return CsvPath(expr, tuple(items))

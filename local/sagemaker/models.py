@@ -57,8 +57,9 @@ class SageMakerBackend:
         Used in ARNs and events.
     """
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None], workdir: Path, *,
-                 region: str, account_id: str) -> None:
+    def __init__(
+        self, emit: Callable[[dict[str, Any]], None], workdir: Path, *, region: str, account_id: str
+    ) -> None:
         self.emit = emit
         self.workdir = Path(workdir)
         self.region = region
@@ -68,8 +69,9 @@ class SageMakerBackend:
         self.models: dict[str, Model] = {}
         self.transform_jobs: dict[str, TransformJob] = {}
         self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._emitter = threading.Thread(target=self._emit_loop, name="sagemaker-events",
-                                         daemon=True)
+        self._emitter = threading.Thread(
+            target=self._emit_loop, name="sagemaker-events", daemon=True
+        )
         self._emitter.start()
 
     # ----------------------------------------------------------------- events
@@ -89,17 +91,31 @@ class SageMakerBackend:
 
     def queue_training_event(self, job: TrainingJob) -> None:
         """Queue the event for the job's current status (call with the lock held)."""
-        self._outbox.put(events.envelope(
-            events.TRAINING_DETAIL_TYPE, job.describe(), job.arn,
-            tags_map(job.request.get("Tags")), region=self.region, account_id=self.account_id,
-            now=time.time()))
+        self._outbox.put(
+            events.envelope(
+                events.TRAINING_DETAIL_TYPE,
+                job.describe(),
+                job.arn,
+                tags_map(job.request.get("Tags")),
+                region=self.region,
+                account_id=self.account_id,
+                now=time.time(),
+            )
+        )
 
     def queue_transform_event(self, job: TransformJob) -> None:
         """Queue the event for the transform job's current status (call with the lock held)."""
-        self._outbox.put(events.envelope(
-            events.TRANSFORM_DETAIL_TYPE, job.describe(), job.arn,
-            tags_map(job.request.get("Tags")), region=self.region, account_id=self.account_id,
-            now=time.time()))
+        self._outbox.put(
+            events.envelope(
+                events.TRANSFORM_DETAIL_TYPE,
+                job.describe(),
+                job.arn,
+                tags_map(job.request.get("Tags")),
+                region=self.region,
+                account_id=self.account_id,
+                now=time.time(),
+            )
+        )
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop running jobs, wait for their threads, flush and stop the event thread."""
@@ -129,13 +145,22 @@ class SageMakerBackend:
                     "Training job names must be unique within an AWS account and region, and a "
                     f"training job with this name already exists ({self.arn('training-job', name)})"
                 )
-            job = TrainingJob(name=name, arn=self.arn("training-job", name), request=params,
-                              creation_time=now, last_modified=now)
+            job = TrainingJob(
+                name=name,
+                arn=self.arn("training-job", name),
+                request=params,
+                creation_time=now,
+                last_modified=now,
+            )
             job.transition("Starting", "Launching requested ML instances", now)
             self.training_jobs[name] = job
             self.queue_training_event(job)
-            job.thread = threading.Thread(target=training.run_training_job, args=(self, job),
-                                          name=f"training-{name}", daemon=True)
+            job.thread = threading.Thread(
+                target=training.run_training_job,
+                args=(self, job),
+                name=f"training-{name}",
+                daemon=True,
+            )
             job.thread.start()
         return {"TrainingJobArn": job.arn}
 
@@ -177,26 +202,30 @@ class SageMakerBackend:
             "LastModifiedTimeBefore": lambda j, t: j.last_modified < t,
         }
         selected = [
-            j for j in jobs
-            if (contains is None or contains in j.name) and (status is None or j.status == status)
+            j
+            for j in jobs
+            if (contains is None or contains in j.name)
+            and (status is None or j.status == status)
             and all(test(j, float(params[key])) for key, test in bounds.items() if key in params)
         ]
         sort_by = params.get("SortBy", "CreationTime")
         key_fn: Callable[[TrainingJob], Any] = {
-            "Name": lambda j: j.name, "Status": lambda j: j.status,
+            "Name": lambda j: j.name,
+            "Status": lambda j: j.status,
         }.get(sort_by, lambda j: j.creation_time)
         selected.sort(key=key_fn, reverse=params.get("SortOrder", "Ascending") == "Descending")
         start = int(params.get("NextToken") or 0)
         size = int(params.get("MaxResults") or 10)
         with self.lock:
-            page = [j.summary() for j in selected[start:start + size]]
+            page = [j.summary() for j in selected[start : start + size]]
         out: dict[str, Any] = {"TrainingJobSummaries": page}
         if start + size < len(selected):
             out["NextToken"] = str(start + size)
         return out
 
-    def mark_training(self, job: TrainingJob, secondary: str, message: str, *,
-                      started: bool = False) -> None:
+    def mark_training(
+        self, job: TrainingJob, secondary: str, message: str, *, started: bool = False
+    ) -> None:
         """Move an in-progress job to another secondary status (no event: primary unchanged)."""
         with self.lock:
             now = time.time()
@@ -215,9 +244,15 @@ class SageMakerBackend:
             self.queue_training_event(job)
             return True
 
-    def finish_training(self, job: TrainingJob, status: str, *, reason: str | None = None,
-                        artifacts: str | None = None,
-                        metrics: list[dict[str, Any]] | None = None) -> None:
+    def finish_training(
+        self,
+        job: TrainingJob,
+        status: str,
+        *,
+        reason: str | None = None,
+        artifacts: str | None = None,
+        metrics: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Set the final status (Completed, Failed or Stopped) and queue its event."""
         with self.lock:
             now = time.time()
@@ -234,8 +269,11 @@ class SageMakerBackend:
             elif status == "Failed":
                 job.transition("Failed", "Training job failed", now)
             elif job.stop_reason == "MaxRuntimeExceeded":
-                job.transition("MaxRuntimeExceeded",
-                               "Training job runtime exceeded MaxRuntimeInSeconds provided", now)
+                job.transition(
+                    "MaxRuntimeExceeded",
+                    "Training job runtime exceeded MaxRuntimeInSeconds provided",
+                    now,
+                )
             else:
                 job.transition("Stopped", "Training job stopped", now)
             self.queue_training_event(job)
@@ -249,8 +287,7 @@ class SageMakerBackend:
             arn = self.arn("model", name)
             if name in self.models:
                 raise ValidationError(f'Cannot create already existing model "{arn}".')
-            self.models[name] = Model(name=name, arn=arn, request=params,
-                                      creation_time=time.time())
+            self.models[name] = Model(name=name, arn=arn, request=params, creation_time=time.time())
         return {"ModelArn": arn}
 
     def get_model(self, name: Any) -> Model:
@@ -282,13 +319,17 @@ class SageMakerBackend:
                     "Job name must be unique within an AWS account and region, and a job with "
                     f"this name already exists ({self.arn('transform-job', name)})"
                 )
-            job = TransformJob(name=name, arn=self.arn("transform-job", name), request=params,
-                               creation_time=now)
+            job = TransformJob(
+                name=name, arn=self.arn("transform-job", name), request=params, creation_time=now
+            )
             self.transform_jobs[name] = job
             self.queue_transform_event(job)
-            job.thread = threading.Thread(target=transform.run_transform_job,
-                                          args=(self, job, model), name=f"transform-{name}",
-                                          daemon=True)
+            job.thread = threading.Thread(
+                target=transform.run_transform_job,
+                args=(self, job, model),
+                name=f"transform-{name}",
+                daemon=True,
+            )
             job.thread.start()
         return {"TransformJobArn": job.arn}
 

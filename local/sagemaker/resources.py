@@ -53,7 +53,7 @@ def clip_reason(reason: str) -> str:
     if len(reason) <= FAILURE_REASON_MAX:
         return reason
     head = reason.split("\n", 1)[0][:200] + "\n...\n"
-    return head + reason[-(FAILURE_REASON_MAX - len(head)):]
+    return head + reason[-(FAILURE_REASON_MAX - len(head)) :]
 
 
 def tags_map(tags: list[dict[str, str]] | None) -> dict[str, str]:
@@ -66,8 +66,10 @@ def _channel_with_defaults(channel: dict[str, Any]) -> dict[str, Any]:
     out = {"CompressionType": "None", "RecordWrapperType": "None", **channel}
     source = out.get("DataSource", {})
     if "S3DataSource" in source:
-        out["DataSource"] = {**source, "S3DataSource": {
-            "S3DataDistributionType": "FullyReplicated", **source["S3DataSource"]}}
+        out["DataSource"] = {
+            **source,
+            "S3DataSource": {"S3DataDistributionType": "FullyReplicated", **source["S3DataSource"]},
+        }
     return out
 
 
@@ -124,7 +126,8 @@ class TrainingJob:
             if key in req:
                 out[key] = req[key]
         out["StoppingCondition"] = req.get("StoppingCondition") or {
-            "MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME}
+            "MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME
+        }
         out["CreationTime"] = self.creation_time
         if self.start_time is not None:
             out["TrainingStartTime"] = self.start_time
@@ -134,8 +137,11 @@ class TrainingJob:
         out["SecondaryStatusTransitions"] = [dict(t) for t in self.transitions]
         if self.final_metrics:
             out["FinalMetricDataList"] = [dict(m) for m in self.final_metrics]
-        for key in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
-                    "EnableManagedSpotTraining"):
+        for key in (
+            "EnableNetworkIsolation",
+            "EnableInterContainerTrafficEncryption",
+            "EnableManagedSpotTraining",
+        ):
             out[key] = bool(req.get(key, False))
         if self.start_time is not None and self.end_time is not None:
             seconds = max(1, round(self.end_time - self.start_time))
@@ -148,8 +154,11 @@ class TrainingJob:
 
     def summary(self) -> dict[str, Any]:
         """The ListTrainingJobs entry."""
-        out: dict[str, Any] = {"TrainingJobName": self.name, "TrainingJobArn": self.arn,
-                               "CreationTime": self.creation_time}
+        out: dict[str, Any] = {
+            "TrainingJobName": self.name,
+            "TrainingJobArn": self.arn,
+            "CreationTime": self.creation_time,
+        }
         if self.end_time is not None:
             out["TrainingEndTime"] = self.end_time
         out["LastModifiedTime"] = self.last_modified
@@ -169,8 +178,13 @@ class Model:
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ModelName": self.name}
-        for key in ("PrimaryContainer", "Containers", "InferenceExecutionConfig",
-                    "ExecutionRoleArn", "VpcConfig"):
+        for key in (
+            "PrimaryContainer",
+            "Containers",
+            "InferenceExecutionConfig",
+            "ExecutionRoleArn",
+            "VpcConfig",
+        ):
             if key in self.request:
                 out[key] = self.request[key]
         out["CreationTime"] = self.creation_time
@@ -203,17 +217,28 @@ class TransformJob:
     def describe(self) -> dict[str, Any]:
         """The DescribeTransformJob response (timestamps in epoch seconds)."""
         req = self.request
-        out: dict[str, Any] = {"TransformJobName": self.name, "TransformJobArn": self.arn,
-                               "TransformJobStatus": self.status}
+        out: dict[str, Any] = {
+            "TransformJobName": self.name,
+            "TransformJobArn": self.arn,
+            "TransformJobStatus": self.status,
+        }
         if self.status == "Failed" and self.failure_reason:
             out["FailureReason"] = self.failure_reason
         out["ModelName"] = req["ModelName"]
-        for key in ("MaxConcurrentTransforms", "ModelClientConfig", "MaxPayloadInMB",
-                    "BatchStrategy", "Environment"):
+        for key in (
+            "MaxConcurrentTransforms",
+            "ModelClientConfig",
+            "MaxPayloadInMB",
+            "BatchStrategy",
+            "Environment",
+        ):
             if key in req:
                 out[key] = req[key]
-        out["TransformInput"] = {"CompressionType": "None", "SplitType": "None",
-                                 **req["TransformInput"]}
+        out["TransformInput"] = {
+            "CompressionType": "None",
+            "SplitType": "None",
+            **req["TransformInput"],
+        }
         out["TransformOutput"] = dict(req["TransformOutput"])
         out["TransformResources"] = req["TransformResources"]
         out["CreationTime"] = self.creation_time
@@ -222,8 +247,12 @@ class TransformJob:
         if self.end_time is not None:
             out["TransformEndTime"] = self.end_time
         if "DataProcessing" in req:
-            out["DataProcessing"] = {"InputFilter": "$", "OutputFilter": "$", "JoinSource": "None",
-                                     **req["DataProcessing"]}
+            out["DataProcessing"] = {
+                "InputFilter": "$",
+                "OutputFilter": "$",
+                "JoinSource": "None",
+                **req["DataProcessing"],
+            }
         if "ExperimentConfig" in req:
             out["ExperimentConfig"] = req["ExperimentConfig"]
         return out

@@ -44,8 +44,12 @@ def _actions(backend: SageMakerBackend) -> dict[str, Callable[[dict[str, Any]], 
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body), status=status, content_type=CONTENT_TYPE,
-                    headers={"x-amzn-RequestId": str(uuid.uuid4())})
+    return Response(
+        json.dumps(body),
+        status=status,
+        content_type=CONTENT_TYPE,
+        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+    )
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -64,15 +68,19 @@ class SageMakerResponses:
     def dispatch(self, request: Request) -> Response:
         target = request.headers.get("X-Amz-Target", "")
         if request.method != "POST" or not target.startswith(TARGET_PREFIX):
-            return _error(404, "UnknownOperationException",
-                          "The local SageMaker serves POST / with X-Amz-Target: SageMaker.<Action>")
-        action = target[len(TARGET_PREFIX):]
+            return _error(
+                404,
+                "UnknownOperationException",
+                "The local SageMaker serves POST / with X-Amz-Target: SageMaker.<Action>",
+            )
+        action = target[len(TARGET_PREFIX) :]
         try:
             params = json.loads(request.get_data() or b"{}")
             handler = self.actions.get(action)
             if handler is None:
                 raise NotImplementedError(
-                    f"The {action} action has not been implemented by the local SageMaker")
+                    f"The {action} action has not been implemented by the local SageMaker"
+                )
             result = handler(params)
         except SageMakerError as exc:
             return _error(exc.status, exc.code, exc.message)

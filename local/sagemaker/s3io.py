@@ -54,7 +54,7 @@ def list_keys(s3: Any, uri: str) -> list[str]:
 
 def relative_key(key: str, prefix: str) -> str:
     """A key's path below the prefix it was listed under (its file name if they are equal)."""
-    rel = key[len(prefix):].lstrip("/") if key.startswith(prefix) else key
+    rel = key[len(prefix) :].lstrip("/") if key.startswith(prefix) else key
     return rel or key.rsplit("/", 1)[-1]
 
 

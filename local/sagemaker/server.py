@@ -50,8 +50,14 @@ class LocalSageMaker:
     >>> sm.stop()                                            # doctest: +SKIP
     """
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None], workdir: Path, *,
-                 region: str = "us-east-1", account_id: str = "123456789012") -> None:
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        workdir: Path,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+    ) -> None:
         self.emit = emit
         self.workdir = Path(workdir)
         self.region = region
@@ -71,12 +77,19 @@ class LocalSageMaker:
         if self._server is not None:
             raise RuntimeError("LocalSageMaker is already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.backend = SageMakerBackend(self.emit, self.workdir, region=self.region,
-                                        account_id=self.account_id)
-        self._server = make_server(host, port, SageMakerResponses(self.backend), threaded=True,
-                                   request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="local-sagemaker", daemon=True)
+        self.backend = SageMakerBackend(
+            self.emit, self.workdir, region=self.region, account_id=self.account_id
+        )
+        self._server = make_server(
+            host,
+            port,
+            SageMakerResponses(self.backend),
+            threaded=True,
+            request_handler=_QuietHandler,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-sagemaker", daemon=True
+        )
         self._thread.start()
         bound_host, bound_port = self._server.server_address[:2]
         url = f"http://{bound_host}:{bound_port}"

@@ -102,8 +102,9 @@ def _channel_settings(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return config
 
 
-def _download_channels(s3: Any, params: dict[str, Any], hosts: list[str], job_dir: Path,
-                       region: str) -> None:
+def _download_channels(
+    s3: Any, params: dict[str, Any], hosts: list[str], job_dir: Path, region: str
+) -> None:
     """Copy every channel to each host's ``input/data/<channel>/`` with SageMaker's distribution."""
     for channel in params.get("InputDataConfig") or []:
         name = channel["ChannelName"]
@@ -117,7 +118,8 @@ def _download_channels(s3: Any, params: dict[str, Any], hosts: list[str], job_di
         keys = s3io.list_keys(s3, uri)
         if not keys:
             raise _JobFailedError(
-                "ClientError: " + s3io.no_objects_message(uri, region, params.get("RoleArn", "")))
+                "ClientError: " + s3io.no_objects_message(uri, region, params.get("RoleArn", ""))
+            )
         bucket, prefix = s3io.split_uri(uri)
         sharded = src.get("S3DataDistributionType", "FullyReplicated") == "ShardedByS3Key"
         roots = {h: job_dir / h / "input" / "data" / name for h in hosts}
@@ -136,8 +138,9 @@ def _download_channels(s3: Any, params: dict[str, Any], hosts: list[str], job_di
                 shutil.copyfile(first, dest)
 
 
-def _host_config(params: dict[str, Any], hosts: list[str], host: str, job_dir: Path,
-                 tracker_port: int | None) -> Path:
+def _host_config(
+    params: dict[str, Any], hosts: list[str], host: str, job_dir: Path, tracker_port: int | None
+) -> Path:
     host_dir = job_dir / host
     channels = _channel_settings(params)
     run = {
@@ -176,8 +179,9 @@ class _Tracker:
     def __init__(self, n_workers: int) -> None:
         from xgboost.tracker import RabitTracker
 
-        self.tracker = RabitTracker(LOCAL_HOST_IP, n_workers, port=0, use_logger=True,
-                                    sortby="task")
+        self.tracker = RabitTracker(
+            LOCAL_HOST_IP, n_workers, port=0, use_logger=True, sortby="task"
+        )
         self.port = int(self.tracker.port)
         self.thread = threading.Thread(target=self._serve, args=(n_workers,), daemon=True)
         self.thread.start()
@@ -192,8 +196,13 @@ class _Tracker:
         self.tracker.sock.close()
 
 
-def _launch(job: TrainingJob, params: dict[str, Any], hosts: list[str], job_dir: Path,
-            tracker_port: int | None) -> dict[str, subprocess.Popen[bytes]]:
+def _launch(
+    job: TrainingJob,
+    params: dict[str, Any],
+    hosts: list[str],
+    job_dir: Path,
+    tracker_port: int | None,
+) -> dict[str, subprocess.Popen[bytes]]:
     env = _child_env(params)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for host in hosts:
@@ -201,12 +210,18 @@ def _launch(job: TrainingJob, params: dict[str, Any], hosts: list[str], job_dir:
         with open(job_dir / host / "algo.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "m5flow_local.sagemaker.algorithm", str(config)],
-                cwd=job_dir / host, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=job_dir / host,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         procs[host] = proc
-        threading.Thread(target=lambda h=host, p=proc: job.control.put(("exit", h, p.wait())),
-                         name=f"wait-{job.name}-{host}", daemon=True).start()
+        threading.Thread(
+            target=lambda h=host, p=proc: job.control.put(("exit", h, p.wait())),
+            name=f"wait-{job.name}-{host}",
+            daemon=True,
+        ).start()
     return procs
 
 
@@ -249,15 +264,15 @@ def _failure_reason(job_dir: Path, hosts: list[str], exits: dict[str, int]) -> s
         if path.exists():
             # XGBoost's native stack traces ("Stack trace:", "[bt] (n) ...") would push the
             # message out of the 1024 characters a FailureReason keeps.
-            lines = [line for line in path.read_text().split("\n")
-                     if not _NATIVE_FRAME.match(line)]
+            lines = [line for line in path.read_text().split("\n") if not _NATIVE_FRAME.match(line)]
             return "AlgorithmError: " + "\n".join(lines)
     code = exits[failed[0]]
     return f"AlgorithmError: , exit code: {128 - code if code < 0 else code}"
 
 
-def _upload_model(s3: Any, params: dict[str, Any], name: str, hosts: list[str],
-                  job_dir: Path) -> str:
+def _upload_model(
+    s3: Any, params: dict[str, Any], name: str, hosts: list[str], job_dir: Path
+) -> str:
     """Tar the hosts' model directories (first host wins on clashes) and upload the archive."""
     archive = job_dir / "model.tar.gz"
     seen: set[str] = set()
@@ -286,13 +301,17 @@ def _metrics(job_dir: Path, hosts: list[str]) -> list[dict[str, Any]]:
 def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
     """The job thread: download, train, upload, and set the final status."""
     params = job.request
-    hosts = [f"algo-{i + 1}" for i in range(int((params.get("ResourceConfig") or {})
-                                                 .get("InstanceCount", 1)))]
+    hosts = [
+        f"algo-{i + 1}"
+        for i in range(int((params.get("ResourceConfig") or {}).get("InstanceCount", 1)))
+    ]
     job_dir = backend.workdir / "training" / job.name
-    max_runtime = (params.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds",
-                                                              DEFAULT_MAX_RUNTIME)
-    timer = threading.Timer(max_runtime, backend.request_training_stop,
-                            args=(job, "MaxRuntimeExceeded"))
+    max_runtime = (params.get("StoppingCondition") or {}).get(
+        "MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME
+    )
+    timer = threading.Timer(
+        max_runtime, backend.request_training_stop, args=(job, "MaxRuntimeExceeded")
+    )
     timer.daemon = True
     timer.start()
     tracker: _Tracker | None = None
@@ -305,15 +324,17 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if job.stop_reason is not None:
             backend.finish_training(job, "Stopped")
             return
-        backend.mark_training(job, "Training",
-                              "Training image download completed. Training in progress.")
+        backend.mark_training(
+            job, "Training", "Training image download completed. Training in progress."
+        )
         if len(hosts) > 1:
             tracker = _Tracker(len(hosts))
         procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
         exits = _wait(job, procs)
         if job.stop_reason is not None:
-            has_model = any(not p.name.startswith(".")
-                            for h in hosts for p in (job_dir / h / "model").iterdir())
+            has_model = any(
+                not p.name.startswith(".") for h in hosts for p in (job_dir / h / "model").iterdir()
+            )
             artifacts = _upload_model(s3, params, job.name, hosts, job_dir) if has_model else None
             backend.finish_training(job, "Stopped", artifacts=artifacts)
         elif any(code != 0 for code in exits.values()):
@@ -321,16 +342,19 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         else:
             backend.mark_training(job, "Uploading", "Uploading generated training model")
             artifacts = _upload_model(s3, params, job.name, hosts, job_dir)
-            backend.finish_training(job, "Completed", artifacts=artifacts,
-                                    metrics=_metrics(job_dir, hosts))
+            backend.finish_training(
+                job, "Completed", artifacts=artifacts, metrics=_metrics(job_dir, hosts)
+            )
     except _JobFailedError as exc:
         backend.finish_training(job, "Failed", reason=str(exc))
     except Exception as exc:  # the job thread's boundary: a job must never stay InProgress
         LOG.exception("training job %s crashed", job.name)
         backend.finish_training(
-            job, "Failed",
+            job,
+            "Failed",
             reason="InternalServerError: We encountered an internal error. Please try again. "
-                   f"(local: {type(exc).__name__}: {exc})")
+            f"(local: {type(exc).__name__}: {exc})",
+        )
     finally:
         timer.cancel()
         if tracker is not None:

@@ -47,8 +47,12 @@ LOG = logging.getLogger(__name__)
 MB = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_MB = 6
 CONTAINER_MAX_CONTENT_LENGTH = 6291456  # serve.py: MAX_CONTENT_LENGTH default
-SUPPORTED_ACCEPTS = ("application/json", "application/jsonlines",
-                     "application/x-recordio-protobuf", "text/csv")
+SUPPORTED_ACCEPTS = (
+    "application/json",
+    "application/jsonlines",
+    "application/x-recordio-protobuf",
+    "text/csv",
+)
 
 
 class InvocationError(Exception):
@@ -103,8 +107,9 @@ def validate_request(params: dict[str, Any], model: Model, region: str) -> None:
                 "TransformOutput.AssembleWith to Line."
             )
     if not s3io.list_keys(s3io.client(region), src["S3Uri"]):
-        raise ValidationError(s3io.no_objects_message(
-            src["S3Uri"], region, model.request.get("ExecutionRoleArn", "")))
+        raise ValidationError(
+            s3io.no_objects_message(src["S3Uri"], region, model.request.get("ExecutionRoleArn", ""))
+        )
 
 
 def _is_csv(content_type: str | None) -> bool:
@@ -148,8 +153,10 @@ def invoke(booster: Any, payload: bytes, content_type: str | None, accept: str |
         raise InvocationError(415, str(exc)) from exc
     except Exception as exc:
         raise InvocationError(
-            415, "Loading csv data failed with Exception, please ensure data is in csv format:"
-                 f"\n {type(exc)}\n {exc}") from exc
+            415,
+            "Loading csv data failed with Exception, please ensure data is in csv format:"
+            f"\n {type(exc)}\n {exc}",
+        ) from exc
     try:
         preds = booster.predict(dtest, validate_features=False)
     except Exception as exc:
@@ -158,8 +165,10 @@ def invoke(booster: Any, payload: bytes, content_type: str | None, accept: str |
         raise InvocationError(400, f"Unable to evaluate payload provided: {message}") from exc
     if accept and accept.split(";")[0].strip().lower() not in (*SUPPORTED_ACCEPTS, "*/*"):
         raise InvocationError(
-            406, f"Accept type {accept} is not supported. Please use supported accept types: "
-                 f"{list(SUPPORTED_ACCEPTS)}.")
+            406,
+            f"Accept type {accept} is not supported. Please use supported accept types: "
+            f"{list(SUPPORTED_ACCEPTS)}.",
+        )
     return ("\n".join(map(str, preds.tolist())) + "\n").encode("utf-8")
 
 
@@ -167,8 +176,9 @@ def load_booster(model_dir: Path) -> Any:
     """Load the first non-hidden file of the model directory, one thread for prediction."""
     import xgboost as xgb
 
-    names = [n for n in os.listdir(model_dir)
-             if (model_dir / n).is_file() and not n.startswith(".")]
+    names = [
+        n for n in os.listdir(model_dir) if (model_dir / n).is_file() and not n.startswith(".")
+    ]
     if not names:
         raise _ObjectFailedError("Unable to load model: the model archive holds no model file")
     booster = xgb.Booster()
@@ -234,7 +244,8 @@ def _batches(records: list[bytes], plan: _Plan, where: str) -> list[list[bytes]]
     """Mini-batches within MaxPayloadInMB (records joined by newlines)."""
     if plan.max_bytes <= 0:
         raise _ObjectFailedError(
-            f"{where}: MaxPayloadInMB 0 (chunked encoding) is not supported by this algorithm")
+            f"{where}: MaxPayloadInMB 0 (chunked encoding) is not supported by this algorithm"
+        )
     batches: list[list[bytes]] = []
     current: list[bytes] = []
     size = 0
@@ -242,7 +253,8 @@ def _batches(records: list[bytes], plan: _Plan, where: str) -> list[list[bytes]]
         if len(record) > plan.max_bytes:
             raise _ObjectFailedError(
                 f"{where}: record {i + 1} is {len(record)} bytes, larger than MaxPayloadInMB "
-                f"({plan.max_bytes // MB} MB)")
+                f"({plan.max_bytes // MB} MB)"
+            )
         extra = len(record) + (1 if current else 0)
         if current and (not plan.multi_record or size + extra > plan.max_bytes):
             batches.append(current)
@@ -274,19 +286,24 @@ def transform_object(booster: Any, data: bytes, plan: _Plan, where: str) -> byte
                 payload = b"\n".join(batch)
             response = invoke(booster, payload, plan.content_type, plan.accept)
         except InvocationError as exc:
-            raise _ObjectFailedError(f"{where}: ClientError: {exc.status} Message: {exc.message}"
-                                     ) from exc
+            raise _ObjectFailedError(
+                f"{where}: ClientError: {exc.status} Message: {exc.message}"
+            ) from exc
         except JsonPathError as exc:
             raise _ObjectFailedError(f"{where}: {exc}") from exc
         if plan.output_filter is None and not plan.join_input:
             lines = response.decode().split("\n")[:-1]
-            out += response if not plan.assemble_lines else "".join(
-                f"{line}\n" for line in lines).encode()
+            out += (
+                response
+                if not plan.assemble_lines
+                else "".join(f"{line}\n" for line in lines).encode()
+            )
             continue
         predictions = response.decode().split("\n")[:-1]
         if len(predictions) != len(batch):
             raise _ObjectFailedError(
-                f"{where}: {len(predictions)} inferences returned for {len(batch)} records")
+                f"{where}: {len(predictions)} inferences returned for {len(batch)} records"
+            )
         for row, prediction in zip(rows or [[]] * len(batch), predictions, strict=True):
             joined = (row if plan.join_input else []) + _csv_fields(prediction)
             try:
@@ -319,8 +336,9 @@ def run_transform_job(backend: SageMakerBackend, job: TransformJob, model: Model
         if job_dir.exists():
             shutil.rmtree(job_dir)
         s3 = s3io.client(backend.region)
-        booster = load_booster(_fetch_model(s3, model.container()["ModelDataUrl"],
-                                            job_dir / "model"))
+        booster = load_booster(
+            _fetch_model(s3, model.container()["ModelDataUrl"], job_dir / "model")
+        )
         plan = _Plan.from_request(params)
         uri = params["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
         bucket, prefix = s3io.split_uri(uri)
@@ -335,8 +353,12 @@ def run_transform_job(backend: SageMakerBackend, job: TransformJob, model: Model
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             rel = s3io.relative_key(key, prefix)
             try:
-                result = transform_object(booster, gzip.decompress(body) if gzipped else body,
-                                          plan, f"s3://{bucket}/{key}")
+                result = transform_object(
+                    booster,
+                    gzip.decompress(body) if gzipped else body,
+                    plan,
+                    f"s3://{bucket}/{key}",
+                )
             except _ObjectFailedError as exc:
                 LOG.warning("transform job %s: %s", job.name, exc)
                 failures.append(str(exc))
@@ -352,8 +374,10 @@ def run_transform_job(backend: SageMakerBackend, job: TransformJob, model: Model
             s3.upload_file(str(local), out_bucket, out_key)
         if failures:
             backend.finish_transform(
-                job, "Failed",
-                reason=f"ClientError: See job logs for more information ({failures[0]})")
+                job,
+                "Failed",
+                reason=f"ClientError: See job logs for more information ({failures[0]})",
+            )
         else:
             backend.finish_transform(job, "Completed")
     except _ObjectFailedError as exc:
@@ -361,6 +385,8 @@ def run_transform_job(backend: SageMakerBackend, job: TransformJob, model: Model
     except Exception as exc:  # the job thread's boundary: a job must never stay InProgress
         LOG.exception("transform job %s crashed", job.name)
         backend.finish_transform(
-            job, "Failed",
+            job,
+            "Failed",
             reason="InternalServerError: We encountered an internal error. Please try again. "
-                   f"(local: {type(exc).__name__}: {exc})")
+            f"(local: {type(exc).__name__}: {exc})",
+        )

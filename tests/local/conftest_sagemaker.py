@@ -50,8 +50,9 @@ class EventLog:
         with self._cond:
             return [e for e in self.events if name in (e["detail"].get(k) for k in key)]
 
-    def wait(self, predicate: Callable[[dict[str, Any]], bool],
-             timeout: float = WAIT_SECONDS) -> dict[str, Any]:
+    def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT_SECONDS
+    ) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             return next((e for e in self.events if predicate(e)), None)
 
@@ -63,11 +64,13 @@ class EventLog:
 
     def wait_final(self, name: str, timeout: float = WAIT_SECONDS) -> dict[str, Any]:
         """The job's terminal event (Completed, Failed or Stopped)."""
+
         def is_final(e: dict[str, Any]) -> bool:
             d = e["detail"]
             status = d.get("TrainingJobStatus") or d.get("TransformJobStatus")
             return name in (d.get("TrainingJobName"), d.get("TransformJobName")) and (
-                status in TERMINAL)
+                status in TERMINAL
+            )
 
         return self.wait(is_final, timeout)
 
@@ -83,8 +86,9 @@ class LocalCloud:
     bucket: str
 
 
-def local_cloud(tmp_path_factory: pytest.TempPathFactory,
-                request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+def local_cloud(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalCloud]:
     """A local SageMaker and a fresh bucket on moto's server, for one test module.
 
     Test modules wrap this in a module-scoped ``cloud`` fixture that also requests
@@ -132,12 +136,18 @@ def put(cloud: LocalCloud, key: str, body: bytes) -> str:
     return f"s3://{cloud.bucket}/{key}"
 
 
-def training_request(cloud: LocalCloud, name: str, prefix: str, hyperparameters: dict[str, str],
-                     *,
-                     content_type: str = "text/csv", instances: int = 1,
-                     channels: tuple[str, ...] = ("train", "validation"),
-                     distribution: dict[str, str] | None = None,
-                     max_runtime: int = 600) -> dict[str, Any]:
+def training_request(
+    cloud: LocalCloud,
+    name: str,
+    prefix: str,
+    hyperparameters: dict[str, str],
+    *,
+    content_type: str = "text/csv",
+    instances: int = 1,
+    channels: tuple[str, ...] = ("train", "validation"),
+    distribution: dict[str, str] | None = None,
+    max_runtime: int = 600,
+) -> dict[str, Any]:
     """A CreateTrainingJob request shaped like the pipeline's."""
     distribution = distribution or {}
     return {
@@ -149,17 +159,22 @@ def training_request(cloud: LocalCloud, name: str, prefix: str, hyperparameters:
             {
                 "ChannelName": channel,
                 "ContentType": content_type,
-                "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri": f"s3://{cloud.bucket}/{prefix}/{channel}/",
-                    "S3DataDistributionType": distribution.get(channel, "FullyReplicated"),
-                }},
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{cloud.bucket}/{prefix}/{channel}/",
+                        "S3DataDistributionType": distribution.get(channel, "FullyReplicated"),
+                    }
+                },
             }
             for channel in channels
         ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{cloud.bucket}/{prefix}/model/"},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": instances,
-                           "VolumeSizeInGB": 5},
+        "ResourceConfig": {
+            "InstanceType": "ml.m5.large",
+            "InstanceCount": instances,
+            "VolumeSizeInGB": 5,
+        },
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
     }
 
@@ -168,7 +183,7 @@ def load_model(cloud: LocalCloud, s3_uri: str) -> Any:
     """Download a model.tar.gz and load its ``xgboost-model`` with XGBoost."""
     import xgboost as xgb
 
-    bucket, key = s3_uri[len("s3://"):].split("/", 1)
+    bucket, key = s3_uri[len("s3://") :].split("/", 1)
     body = cloud.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         assert tar.getnames() == ["xgboost-model"]

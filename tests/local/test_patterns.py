@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from m5flow_local.router.patterns import InvalidEventPatternError, matches, validate_pattern
 
 BUCKET = "my-bucket"

@@ -28,13 +28,18 @@ from tests.local.conftest_sagemaker import (
     tweedie_data,
 )
 
-TWEEDIE = {"objective": "reg:tweedie", "tweedie_variance_power": "1.5", "eta": "0.3",
-           "max_depth": "4"}
+TWEEDIE = {
+    "objective": "reg:tweedie",
+    "tweedie_variance_power": "1.5",
+    "eta": "0.3",
+    "max_depth": "4",
+}
 
 
 @pytest.fixture(scope="module")
-def cloud(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
-          request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+def cloud(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalCloud]:
     """This module's local SageMaker and bucket, on the session's moto server."""
     yield from local_cloud(tmp_path_factory, request)
 
@@ -67,22 +72,34 @@ def failing_jobs(cloud: LocalCloud, csv_prefix: str) -> dict[str, dict[str, Any]
     put(cloud, "runs/extra/test/part-0.csv", csv_bytes(tweedie_data(rng, 50)))
     ok = {**TWEEDIE, "num_round": "5"}
     cases = {
-        "bad-power": training_request(cloud, "bad-power", csv_prefix,
-                                      {**ok, "tweedie_variance_power": "2.5"}),
+        "bad-power": training_request(
+            cloud, "bad-power", csv_prefix, {**ok, "tweedie_variance_power": "2.5"}
+        ),
         "no-num-round": training_request(cloud, "no-num-round", csv_prefix, TWEEDIE),
-        "unknown-hp": training_request(cloud, "unknown-hp", csv_prefix,
-                                       {**ok, "n_estimators": "5"}),
-        "metric-at": training_request(cloud, "metric-at", csv_prefix,
-                                      {**ok, "eval_metric": "tweedie-nloglik@1.5"}),
-        "metric-bare": training_request(cloud, "metric-bare", csv_prefix,
-                                        {**ok, "eval_metric": "tweedie-nloglik"}),
-        "hidden-file": training_request(cloud, "hidden-file", "runs/hidden", ok,
-                                        channels=("train",)),
-        "extra-channel": training_request(cloud, "extra-channel", "runs/extra", ok,
-                                          channels=("train", "test")),
+        "unknown-hp": training_request(
+            cloud, "unknown-hp", csv_prefix, {**ok, "n_estimators": "5"}
+        ),
+        "metric-at": training_request(
+            cloud, "metric-at", csv_prefix, {**ok, "eval_metric": "tweedie-nloglik@1.5"}
+        ),
+        "metric-bare": training_request(
+            cloud, "metric-bare", csv_prefix, {**ok, "eval_metric": "tweedie-nloglik"}
+        ),
+        "hidden-file": training_request(
+            cloud, "hidden-file", "runs/hidden", ok, channels=("train",)
+        ),
+        "extra-channel": training_request(
+            cloud, "extra-channel", "runs/extra", ok, channels=("train", "test")
+        ),
         "empty-prefix": training_request(cloud, "empty-prefix", "runs/nothing", ok),
-        "label-size": training_request(cloud, "label-size", csv_prefix, ok, channels=("train",),
-                                       content_type="text/csv;label_size=1"),
+        "label-size": training_request(
+            cloud,
+            "label-size",
+            csv_prefix,
+            ok,
+            channels=("train",),
+            content_type="text/csv;label_size=1",
+        ),
     }
     for request in cases.values():
         cloud.sm.create_training_job(**request)
@@ -91,8 +108,7 @@ def failing_jobs(cloud: LocalCloud, csv_prefix: str) -> dict[str, dict[str, Any]
 
 def test_csv_training_job_trains_uploads_and_emits(cloud: LocalCloud, csv_prefix: str) -> None:
     """The pipeline's training request: a tweedie model in model.tar.gz, AWS-shaped events."""
-    hps = {**TWEEDIE, "num_round": "200", "early_stopping_rounds": "3",
-           "eval_metric": "rmsle"}
+    hps = {**TWEEDIE, "num_round": "200", "early_stopping_rounds": "3", "eval_metric": "rmsle"}
     cloud.sm.create_training_job(**training_request(cloud, "csv-job", csv_prefix, hps))
     final = cloud.events.wait_final("csv-job")
 
@@ -102,7 +118,12 @@ def test_csv_training_job_trains_uploads_and_emits(cloud: LocalCloud, csv_prefix
     artifacts = desc["ModelArtifacts"]["S3ModelArtifacts"]
     assert artifacts == f"s3://{cloud.bucket}/runs/csv/model/csv-job/output/model.tar.gz"
     assert [t["Status"] for t in desc["SecondaryStatusTransitions"]] == [
-        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+        "Starting",
+        "Downloading",
+        "Training",
+        "Uploading",
+        "Completed",
+    ]
     assert all("EndTime" in t for t in desc["SecondaryStatusTransitions"])
     assert desc["TrainingStartTime"] <= desc["TrainingEndTime"]
     assert [m["MetricName"] for m in desc["FinalMetricDataList"]] == ["validation:rmsle"]
@@ -121,8 +142,17 @@ def test_csv_training_job_trains_uploads_and_emits(cloud: LocalCloud, csv_prefix
     assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Completed"]
     assert sent[-1] is final
     for event in sent:
-        assert set(event) == {"version", "id", "detail-type", "source", "account", "time",
-                              "region", "resources", "detail"}
+        assert set(event) == {
+            "version",
+            "id",
+            "detail-type",
+            "source",
+            "account",
+            "time",
+            "region",
+            "resources",
+            "detail",
+        }
         assert event["version"] == "0" and event["source"] == "aws.sagemaker"
         assert event["detail-type"] == "SageMaker Training Job State Change"
         assert (event["account"], event["region"]) == (ACCOUNT, REGION)
@@ -153,8 +183,11 @@ def test_parquet_channels_and_container_rmse_on_margins(cloud: LocalCloud) -> No
     put(cloud, "runs/pq/train/part-0.parquet", parquet_bytes(train))
     put(cloud, "runs/pq/validation/part-0.parquet", parquet_bytes(valid))
     hps = {**TWEEDIE, "num_round": "15", "eval_metric": "rmse"}
-    cloud.sm.create_training_job(**training_request(cloud,
-        "parquet-job", "runs/pq", hps, content_type="application/x-parquet"))
+    cloud.sm.create_training_job(
+        **training_request(
+            cloud, "parquet-job", "runs/pq", hps, content_type="application/x-parquet"
+        )
+    )
     final = cloud.events.wait_final("parquet-job")["detail"]
     assert final["TrainingJobStatus"] == "Completed", final.get("FailureReason")
 
@@ -169,21 +202,31 @@ def test_parquet_channels_and_container_rmse_on_margins(cloud: LocalCloud) -> No
     assert metric["Value"] == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize(("job", "message"), [
-    ("bad-power", "Hyperparameter tweedie_variance_power: 2.5 is not in (1, 2)"),
-    ("no-num-round", "Missing required hyperparameter: num_round"),
-    ("unknown-hp", "Extraneous hyperparameter found: n_estimators"),
-    ("metric-at", "Metric 'tweedie-nloglik@1.5' is not supported. Parameter 'eval_metric' with "
-                  "customized threshold should be one of these options: 'error', 'ndcg', 'map'."),
-    ("hidden-file", "Hidden file found in the data path! Remove that before training."),
-    ("extra-channel", "Extraneous channel found: test"),
-    # The container matches content types exactly, so the label_size parameter is refused.
-    ("label-size", "Channel configuration for 'train' channel is not supported: "
-                   "{'ContentType': 'text/csv;label_size=1', 'TrainingInputMode': 'File', "
-                   "'S3DistributionType': 'FullyReplicated', 'RecordWrapperType': 'None'}"),
-])
-def test_container_refusals_fail_the_job(failing_jobs: dict[str, dict[str, Any]], job: str,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ("bad-power", "Hyperparameter tweedie_variance_power: 2.5 is not in (1, 2)"),
+        ("no-num-round", "Missing required hyperparameter: num_round"),
+        ("unknown-hp", "Extraneous hyperparameter found: n_estimators"),
+        (
+            "metric-at",
+            "Metric 'tweedie-nloglik@1.5' is not supported. Parameter 'eval_metric' with "
+            "customized threshold should be one of these options: 'error', 'ndcg', 'map'.",
+        ),
+        ("hidden-file", "Hidden file found in the data path! Remove that before training."),
+        ("extra-channel", "Extraneous channel found: test"),
+        # The container matches content types exactly, so the label_size parameter is refused.
+        (
+            "label-size",
+            "Channel configuration for 'train' channel is not supported: "
+            "{'ContentType': 'text/csv;label_size=1', 'TrainingInputMode': 'File', "
+            "'S3DistributionType': 'FullyReplicated', 'RecordWrapperType': 'None'}",
+        ),
+    ],
+)
+def test_container_refusals_fail_the_job(
+    failing_jobs: dict[str, dict[str, Any]], job: str, message: str
+) -> None:
     """Refused settings fail the job with the container's words at the end of the reason."""
     detail = failing_jobs[job]["detail"]
     assert detail["TrainingJobStatus"] == "Failed"
@@ -195,8 +238,7 @@ def test_container_refusals_fail_the_job(failing_jobs: dict[str, dict[str, Any]]
     assert "ModelArtifacts" not in detail
 
 
-def test_bare_tweedie_nloglik_fails_inside_xgboost(
-        failing_jobs: dict[str, dict[str, Any]]) -> None:
+def test_bare_tweedie_nloglik_fails_inside_xgboost(failing_jobs: dict[str, dict[str, Any]]) -> None:
     """The container accepts ``tweedie-nloglik`` but XGBoost 1.7 needs ``@rho``: no usable form.
 
     With ``@1.5`` the container refuses it (above); without, XGBoost fails the job.
@@ -207,16 +249,19 @@ def test_bare_tweedie_nloglik_fails_inside_xgboost(
     assert "tweedie-nloglik must be in format tweedie-nloglik@rho" in detail["FailureReason"]
 
 
-def test_empty_channel_prefix_fails_like_aws(cloud: LocalCloud,
-                                            failing_jobs: dict[str, dict[str, Any]]) -> None:
+def test_empty_channel_prefix_fails_like_aws(
+    cloud: LocalCloud, failing_jobs: dict[str, dict[str, Any]]
+) -> None:
     detail = failing_jobs["empty-prefix"]["detail"]
     assert detail["TrainingJobStatus"] == "Failed"
     assert detail["FailureReason"].startswith(
-        f'ClientError: No S3 objects found under S3 URL "s3://{cloud.bucket}/runs/nothing/train/"')
+        f'ClientError: No S3 objects found under S3 URL "s3://{cloud.bucket}/runs/nothing/train/"'
+    )
 
 
 def test_failed_job_events_carry_reason_only_when_failed(
-        cloud: LocalCloud, failing_jobs: dict[str, dict[str, Any]]) -> None:
+    cloud: LocalCloud, failing_jobs: dict[str, dict[str, Any]]
+) -> None:
     sent = cloud.events.for_job("bad-power")
     assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Failed"]
     assert "FailureReason" not in sent[0]["detail"]
@@ -225,14 +270,16 @@ def test_failed_job_events_carry_reason_only_when_failed(
     assert desc["FailureReason"] == sent[1]["detail"]["FailureReason"]
 
 
-def test_api_errors_use_aws_codes_and_messages(cloud: LocalCloud, csv_prefix: str,
-                                               failing_jobs: dict[str, Any]) -> None:
+def test_api_errors_use_aws_codes_and_messages(
+    cloud: LocalCloud, csv_prefix: str, failing_jobs: dict[str, Any]
+) -> None:
     with pytest.raises(ClientError) as dup:
         cloud.sm.create_training_job(**training_request(cloud, "bad-power", csv_prefix, TWEEDIE))
     assert dup.value.response["Error"]["Code"] == "ResourceInUse"
     assert dup.value.response["Error"]["Message"] == (
         "Training job names must be unique within an AWS account and region, and a training "
-        f"job with this name already exists ({_arn('bad-power')})")
+        f"job with this name already exists ({_arn('bad-power')})"
+    )
 
     with pytest.raises(ClientError) as missing:
         cloud.sm.describe_training_job(TrainingJobName="no-such-job")
@@ -245,7 +292,8 @@ def test_api_errors_use_aws_codes_and_messages(cloud: LocalCloud, csv_prefix: st
     assert invalid.value.response["Error"]["Message"] == (
         "1 validation error detected: Value 'bad_name' at 'trainingJobName' failed to satisfy "
         "constraint: Member must satisfy regular expression pattern: "
-        "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+        "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+    )
 
     listed = cloud.sm.list_training_jobs(NameContains="bad-", MaxResults=100)
     assert [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]] == ["bad-power"]
@@ -260,27 +308,29 @@ def test_stop_training_job(cloud: LocalCloud, csv_prefix: str) -> None:
     assert (final["TrainingJobStatus"], final["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert "FailureReason" not in final
     sent = cloud.events.for_job("stop-me")
-    assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Stopping",
-                                                                "Stopped"]
+    assert [e["detail"]["TrainingJobStatus"] for e in sent] == ["InProgress", "Stopping", "Stopped"]
     with pytest.raises(ClientError) as again:
         cloud.sm.stop_training_job(TrainingJobName="stop-me")
     assert again.value.response["Error"]["Code"] == "ValidationException"
 
 
-def test_max_runtime_stops_training_and_keeps_saved_model(cloud: LocalCloud,
-                                                          csv_prefix: str) -> None:
+def test_max_runtime_stops_training_and_keeps_saved_model(
+    cloud: LocalCloud, csv_prefix: str
+) -> None:
     """MaxRuntimeInSeconds ends a running job as Stopped / MaxRuntimeExceeded.
 
     With ``save_model_on_termination`` the model saved so far is uploaded.
     """
     hps = {**TWEEDIE, "num_round": "100000000", "save_model_on_termination": "true"}
-    cloud.sm.create_training_job(**training_request(cloud, "too-long", csv_prefix, hps,
-                                                    max_runtime=8))
+    cloud.sm.create_training_job(
+        **training_request(cloud, "too-long", csv_prefix, hps, max_runtime=8)
+    )
     final = cloud.events.wait_final("too-long")["detail"]
     assert final["TrainingJobStatus"] == "Stopped"
     assert final["SecondaryStatus"] == "MaxRuntimeExceeded"
     assert final["SecondaryStatusTransitions"][-1]["StatusMessage"] == (
-        "Training job runtime exceeded MaxRuntimeInSeconds provided")
+        "Training job runtime exceeded MaxRuntimeInSeconds provided"
+    )
     booster = load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"])
     assert booster.num_boosted_rounds() > 0
 
@@ -299,10 +349,12 @@ def test_two_sharded_instances_match_one(cloud: LocalCloud, sharded_prefix: str)
     """Two hosts joined by XGBoost's collective score like one host on the same data."""
     hps = {**TWEEDIE, "num_round": "25", "tree_method": "hist", "eval_metric": "rmsle"}
     sharded = {"train": "ShardedByS3Key"}
-    cloud.sm.create_training_job(**training_request(cloud,
-        "dist-1", sharded_prefix, hps, instances=1, distribution=sharded))
-    cloud.sm.create_training_job(**training_request(cloud,
-        "dist-2", sharded_prefix, hps, instances=2, distribution=sharded))
+    cloud.sm.create_training_job(
+        **training_request(cloud, "dist-1", sharded_prefix, hps, instances=1, distribution=sharded)
+    )
+    cloud.sm.create_training_job(
+        **training_request(cloud, "dist-2", sharded_prefix, hps, instances=2, distribution=sharded)
+    )
     one = cloud.events.wait_final("dist-1")["detail"]
     two = cloud.events.wait_final("dist-2")["detail"]
     assert one["TrainingJobStatus"] == "Completed", one.get("FailureReason")
@@ -311,8 +363,10 @@ def test_two_sharded_instances_match_one(cloud: LocalCloud, sharded_prefix: str)
     score_2 = two["FinalMetricDataList"][0]["Value"]
     assert score_2 == pytest.approx(score_1, rel=1e-3)
     # Each host got half of the training objects (object i -> host i mod 2).
-    for host, parts in (("algo-1", ["part-0.csv", "part-2.csv"]),
-                        ("algo-2", ["part-1.csv", "part-3.csv"])):
+    for host, parts in (
+        ("algo-1", ["part-0.csv", "part-2.csv"]),
+        ("algo-2", ["part-1.csv", "part-3.csv"]),
+    ):
         folder = cloud.workdir / "training" / "dist-2" / host / "input" / "data" / "train"
         assert sorted(p.name for p in folder.iterdir()) == parts
 
@@ -320,9 +374,11 @@ def test_two_sharded_instances_match_one(cloud: LocalCloud, sharded_prefix: str)
 def test_hosts_without_data_drop_out(cloud: LocalCloud, csv_prefix: str) -> None:
     """Three hosts, two training objects: the third host leaves, the job still completes."""
     hps = {**TWEEDIE, "num_round": "5", "tree_method": "hist"}
-    cloud.sm.create_training_job(**training_request(cloud,
-        "dropout", csv_prefix, hps, instances=3,
-        distribution={"train": "ShardedByS3Key"}))
+    cloud.sm.create_training_job(
+        **training_request(
+            cloud, "dropout", csv_prefix, hps, instances=3, distribution={"train": "ShardedByS3Key"}
+        )
+    )
     final = cloud.events.wait_final("dropout")["detail"]
     assert final["TrainingJobStatus"] == "Completed", final.get("FailureReason")
     assert load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"]).num_features() == 3

@@ -36,8 +36,9 @@ PIPELINE_PROCESSING = {"InputFilter": "$[2:]", "JoinSource": "Input", "OutputFil
 
 
 @pytest.fixture(scope="module")
-def cloud(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
-          request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+def cloud(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalCloud]:
     """This module's local SageMaker and bucket, on the session's moto server."""
     yield from local_cloud(tmp_path_factory, request)
 
@@ -53,15 +54,20 @@ def model(cloud: LocalCloud) -> tuple[str, Any]:
     detail = cloud.events.wait_final("model-job")["detail"]
     assert detail["TrainingJobStatus"] == "Completed", detail.get("FailureReason")
     artifacts = detail["ModelArtifacts"]["S3ModelArtifacts"]
-    cloud.sm.create_model(ModelName="m5-model", ExecutionRoleArn=ROLE,
-                          PrimaryContainer={"Image": IMAGE, "ModelDataUrl": artifacts})
+    cloud.sm.create_model(
+        ModelName="m5-model",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": artifacts},
+    )
     return "m5-model", load_model(cloud, artifacts)
 
 
 def _inference_rows(rng: np.random.Generator, n: int, start: int) -> list[list[str]]:
     features = rng.integers(0, 12, size=(n, 3))
-    return [[f"ITEM_{start + i}_CA_1_evaluation", f"d_{1942 + i % 28}", *map(str, f)]
-            for i, f in enumerate(features)]
+    return [
+        [f"ITEM_{start + i}_CA_1_evaluation", f"d_{1942 + i % 28}", *map(str, f)]
+        for i, f in enumerate(features)
+    ]
 
 
 def _csv(rows: list[list[str]]) -> bytes:
@@ -73,19 +79,33 @@ def _read_csv(cloud: LocalCloud, key: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body)))
 
 
-def _transform(cloud: LocalCloud, name: str, model_name: str, prefix: str, out: str,
-               processing: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+def _transform(
+    cloud: LocalCloud,
+    name: str,
+    model_name: str,
+    prefix: str,
+    out: str,
+    processing: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     request: dict[str, Any] = {
         "TransformJobName": name,
         "ModelName": model_name,
         "TransformInput": {
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                            "S3Uri": f"s3://{cloud.bucket}/{prefix}/"}},
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{cloud.bucket}/{prefix}/",
+                }
+            },
             "ContentType": "text/csv",
             "SplitType": "Line",
         },
-        "TransformOutput": {"S3OutputPath": f"s3://{cloud.bucket}/{out}/",
-                            "Accept": "text/csv", "AssembleWith": "Line"},
+        "TransformOutput": {
+            "S3OutputPath": f"s3://{cloud.bucket}/{out}/",
+            "Accept": "text/csv",
+            "AssembleWith": "Line",
+        },
         "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
         "BatchStrategy": "MultiRecord",
         **extra,
@@ -102,16 +122,23 @@ def _predict(booster: Any, features: list[list[str]]) -> np.ndarray:
     return booster.predict(xgb.DMatrix(np.array(features, dtype=float)))
 
 
-def test_pipeline_transform_joins_ids_days_and_predictions(cloud: LocalCloud,
-                                                           model: tuple[str, Any]) -> None:
+def test_pipeline_transform_joins_ids_days_and_predictions(
+    cloud: LocalCloud, model: tuple[str, Any]
+) -> None:
     """``$[2:]`` in, input joined, ``$[0,1,-1]`` out: rows ``id,day,prediction`` per shard."""
     name, booster = model
     rng = np.random.default_rng(1)
     shards = {f"shard-{i}.csv": _inference_rows(rng, 150, 1000 * i) for i in range(2)}
     for shard, rows in shards.items():
         put(cloud, f"runs/t/inference/{shard}", _csv(rows))
-    detail = _transform(cloud, "pipeline-transform", name, "runs/t/inference", "runs/t/predictions",
-                        PIPELINE_PROCESSING)
+    detail = _transform(
+        cloud,
+        "pipeline-transform",
+        name,
+        "runs/t/inference",
+        "runs/t/predictions",
+        PIPELINE_PROCESSING,
+    )
     assert detail["TransformJobStatus"] == "Completed", detail.get("FailureReason")
 
     for shard, rows in shards.items():
@@ -141,30 +168,43 @@ def test_pipeline_transform_joins_ids_days_and_predictions(cloud: LocalCloud,
 
 
 def test_slices_are_end_inclusive_and_negative_indexes_count_back(
-        cloud: LocalCloud, model: tuple[str, Any]) -> None:
+    cloud: LocalCloud, model: tuple[str, Any]
+) -> None:
     """``$[-3:]`` picks the three features; ``$[1:3]`` keeps columns 1, 2 and 3."""
     name, _ = model
     rows = _inference_rows(np.random.default_rng(2), 20, 0)
     put(cloud, "runs/slices/inference/shard-0.csv", _csv(rows))
-    detail = _transform(cloud, "slices", name, "runs/slices/inference", "runs/slices/out",
-                        {"InputFilter": "$[-3:]", "JoinSource": "Input", "OutputFilter": "$[1:3]"})
+    detail = _transform(
+        cloud,
+        "slices",
+        name,
+        "runs/slices/inference",
+        "runs/slices/out",
+        {"InputFilter": "$[-3:]", "JoinSource": "Input", "OutputFilter": "$[1:3]"},
+    )
     assert detail["TransformJobStatus"] == "Completed", detail.get("FailureReason")
     out = _read_csv(cloud, "runs/slices/out/shard-0.csv.out")
     assert out == [r[1:4] for r in rows]
 
 
 def test_without_data_processing_outputs_one_prediction_per_line(
-        cloud: LocalCloud, model: tuple[str, Any]) -> None:
+    cloud: LocalCloud, model: tuple[str, Any]
+) -> None:
     name, booster = model
     features = np.random.default_rng(3).integers(0, 12, size=(30, 3))
     put(cloud, "runs/plain/inference/x.csv", _csv([list(map(str, f)) for f in features]))
     detail = _transform(cloud, "plain", name, "runs/plain/inference", "runs/plain/out")
     assert detail["TransformJobStatus"] == "Completed", detail.get("FailureReason")
     assert "DataProcessing" not in detail
-    lines = cloud.s3.get_object(Bucket=cloud.bucket, Key="runs/plain/out/x.csv.out")[
-        "Body"].read().decode().splitlines()
-    np.testing.assert_allclose([float(v) for v in lines],
-                               _predict(booster, features.astype(str).tolist()), rtol=1e-6)
+    lines = (
+        cloud.s3.get_object(Bucket=cloud.bucket, Key="runs/plain/out/x.csv.out")["Body"]
+        .read()
+        .decode()
+        .splitlines()
+    )
+    np.testing.assert_allclose(
+        [float(v) for v in lines], _predict(booster, features.astype(str).tolist()), rtol=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -178,22 +218,25 @@ def big_object(cloud: LocalCloud) -> int:
     return len(table)
 
 
-def test_mini_batches_respect_max_payload(cloud: LocalCloud, model: tuple[str, Any],
-                                          big_object: int) -> None:
+def test_mini_batches_respect_max_payload(
+    cloud: LocalCloud, model: tuple[str, Any], big_object: int
+) -> None:
     """MaxPayloadInMB bounds each request: 6 MB batches pass the container's 6 MiB limit.
 
     With 10 MB the whole ~8 MB object goes in one request, which the container
     refuses (HTTP 413), failing the job: the batch size really follows MaxPayloadInMB.
     """
     name, _ = model
-    ok = _transform(cloud, "payload-6", name, "runs/big/inference", "runs/big/out6",
-                    MaxPayloadInMB=6)
+    ok = _transform(
+        cloud, "payload-6", name, "runs/big/inference", "runs/big/out6", MaxPayloadInMB=6
+    )
     assert ok["TransformJobStatus"] == "Completed", ok.get("FailureReason")
     body = cloud.s3.get_object(Bucket=cloud.bucket, Key="runs/big/out6/big.csv.out")["Body"]
     assert len(body.read().decode().splitlines()) == big_object
 
-    too_big = _transform(cloud, "payload-10", name, "runs/big/inference", "runs/big/out10",
-                         MaxPayloadInMB=10)
+    too_big = _transform(
+        cloud, "payload-10", name, "runs/big/inference", "runs/big/out10", MaxPayloadInMB=10
+    )
     assert too_big["TransformJobStatus"] == "Failed"
     assert too_big["FailureReason"].startswith("ClientError: See job logs for more information")
     assert "ClientError: 413" in too_big["FailureReason"]
@@ -203,14 +246,16 @@ def test_record_larger_than_max_payload_fails(cloud: LocalCloud, model: tuple[st
     name, _ = model
     huge = ",".join(["1"] * 700_000)  # one 1.4 MB record
     put(cloud, "runs/huge/inference/h.csv", f"1,2,3\n{huge}\n".encode())
-    detail = _transform(cloud, "huge-record", name, "runs/huge/inference", "runs/huge/out",
-                        MaxPayloadInMB=1)
+    detail = _transform(
+        cloud, "huge-record", name, "runs/huge/inference", "runs/huge/out", MaxPayloadInMB=1
+    )
     assert detail["TransformJobStatus"] == "Failed"
     assert "larger than MaxPayloadInMB (1 MB)" in detail["FailureReason"]
 
 
-def test_bad_records_fail_the_job_but_keep_good_outputs(cloud: LocalCloud,
-                                                        model: tuple[str, Any]) -> None:
+def test_bad_records_fail_the_job_but_keep_good_outputs(
+    cloud: LocalCloud, model: tuple[str, Any]
+) -> None:
     """A non-number after filtering, or too many features, fails the job with a reason."""
     name, _ = model
     rng = np.random.default_rng(5)
@@ -221,8 +266,9 @@ def test_bad_records_fail_the_job_but_keep_good_outputs(cloud: LocalCloud,
     put(cloud, "runs/bad/inference/a-good.csv", _csv(good))
     put(cloud, "runs/bad/inference/b-text.csv", _csv(text))
     put(cloud, "runs/bad/inference/c-wide.csv", _csv(wide))
-    detail = _transform(cloud, "bad-records", name, "runs/bad/inference", "runs/bad/out",
-                        PIPELINE_PROCESSING)
+    detail = _transform(
+        cloud, "bad-records", name, "runs/bad/inference", "runs/bad/out", PIPELINE_PROCESSING
+    )
     assert detail["TransformJobStatus"] == "Failed"
     reason = detail["FailureReason"]
     assert reason.startswith("ClientError: See job logs for more information")
@@ -232,25 +278,33 @@ def test_bad_records_fail_the_job_but_keep_good_outputs(cloud: LocalCloud,
     assert [o["Key"] for o in listed["Contents"]] == ["runs/bad/out/a-good.csv.out"]
 
     put(cloud, "runs/wide/inference/c-wide.csv", _csv(wide))
-    detail = _transform(cloud, "wide-records", name, "runs/wide/inference", "runs/wide/out",
-                        PIPELINE_PROCESSING)
+    detail = _transform(
+        cloud, "wide-records", name, "runs/wide/inference", "runs/wide/out", PIPELINE_PROCESSING
+    )
     assert detail["TransformJobStatus"] == "Failed"
-    assert "ClientError: 400 Message: Unable to evaluate payload provided" in detail[
-        "FailureReason"]
-    assert "Number of columns does not match number of features in booster" in detail[
-        "FailureReason"]
+    assert (
+        "ClientError: 400 Message: Unable to evaluate payload provided" in detail["FailureReason"]
+    )
+    assert (
+        "Number of columns does not match number of features in booster" in detail["FailureReason"]
+    )
 
 
-def test_model_and_transform_errors_use_aws_codes(cloud: LocalCloud,
-                                                  model: tuple[str, Any]) -> None:
+def test_model_and_transform_errors_use_aws_codes(
+    cloud: LocalCloud, model: tuple[str, Any]
+) -> None:
     name, _ = model
     model_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"
     with pytest.raises(ClientError) as dup_model:
-        cloud.sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                              PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"})
+        cloud.sm.create_model(
+            ModelName=name,
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"},
+        )
     assert dup_model.value.response["Error"]["Code"] == "ValidationException"
     assert dup_model.value.response["Error"]["Message"] == (
-        f'Cannot create already existing model "{model_arn}".')
+        f'Cannot create already existing model "{model_arn}".'
+    )
     described = cloud.sm.describe_model(ModelName=name)
     assert described["ModelArn"] == model_arn
     assert described["PrimaryContainer"]["Image"] == IMAGE
@@ -259,7 +313,8 @@ def test_model_and_transform_errors_use_aws_codes(cloud: LocalCloud,
         _transform(cloud, "no-input", name, "runs/empty/inference", "runs/empty/out")
     assert no_input.value.response["Error"]["Code"] == "ValidationException"
     assert no_input.value.response["Error"]["Message"].startswith(
-        f'No S3 objects found under S3 URL "s3://{cloud.bucket}/runs/empty/inference/"')
+        f'No S3 objects found under S3 URL "s3://{cloud.bucket}/runs/empty/inference/"'
+    )
 
     put(cloud, "runs/dup/inference/x.csv", b"1,2,3\n")
     _transform(cloud, "dup-transform", name, "runs/dup/inference", "runs/dup/out")
@@ -276,10 +331,14 @@ def test_model_and_transform_errors_use_aws_codes(cloud: LocalCloud,
     assert unsupported.value.response["Error"]["Code"] == "NotImplementedError"
     assert "ListEndpoints" in unsupported.value.response["Error"]["Message"]
 
-    cloud.sm.create_model(ModelName="short-lived", ExecutionRoleArn=ROLE,
-                          PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"})
+    cloud.sm.create_model(
+        ModelName="short-lived",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"},
+    )
     cloud.sm.delete_model(ModelName="short-lived")
     with pytest.raises(ClientError) as gone:
         cloud.sm.describe_model(ModelName="short-lived")
     assert gone.value.response["Error"]["Message"] == (
-        f'Could not find model "arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/short-lived".')
+        f'Could not find model "arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/short-lived".'
+    )

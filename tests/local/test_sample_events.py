@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 import pytest
+
 from m5flow_local.router.patterns import matches
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from m5flow.synth import write_synthetic_m5
 
 REAL = Path(__file__).parents[3] / "shared" / "m5-real"
