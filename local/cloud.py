@@ -30,6 +30,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 BUCKET = "m5flow-local-data"
 _BUS_QUEUE = "m5flow-local-bus"
+_FAILURE_QUEUE = "m5flow-local-failures"
 _CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -122,7 +123,7 @@ class LocalCloud:
             account_id=ACCOUNT,
         )
         self._set_environment({"AWS_ENDPOINT_URL_SAGEMAKER": self._sagemaker.start()})
-        queue_url = self._provision(events)
+        queue_url, failure_queue_url = self._provision(events)
         role_arn = f"arn:aws:iam::{ACCOUNT}:role/m5flow-local-sagemaker"
         stack = load_stack(
             {
@@ -130,6 +131,8 @@ class LocalCloud:
                 "DataBucket.Arn": f"arn:aws:s3:::{self.bucket}",
                 "SageMakerExecutionRole": "m5flow-local-sagemaker",
                 "SageMakerExecutionRole.Arn": role_arn,
+                "FailureQueue": failure_queue_url,
+                "FailureQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{_FAILURE_QUEUE}",
             },
             parameters=self.parameters,
             region=REGION,
@@ -145,6 +148,7 @@ class LocalCloud:
             stack,
             functions,
             ACCOUNT,
+            queues={"FailureQueue": failure_queue_url},
             on_event=self._on_event,
             on_invocation=self._on_invocation,
         )
@@ -154,8 +158,8 @@ class LocalCloud:
             f"SageMaker {os.environ['AWS_ENDPOINT_URL_SAGEMAKER']}, bucket {self.bucket}"
         )
 
-    def _provision(self, events: Any) -> str:
-        """Create what the stack's template creates on AWS, and the bus queue."""
+    def _provision(self, events: Any) -> tuple[str, str]:
+        """Create what the stack's template creates on AWS; return the bus and failure queues."""
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=self.bucket)
         s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -175,7 +179,8 @@ class LocalCloud:
         events.put_targets(
             Rule="m5flow-local-everything", Targets=[{"Id": "bus", "Arn": queue_arn}]
         )
-        return queue_url
+        failure_queue_url = sqs.create_queue(QueueName=_FAILURE_QUEUE)["QueueUrl"]
+        return queue_url, failure_queue_url
 
     @staticmethod
     def _put_aws_event(events: Any, event: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ class EventRouter:
         functions: dict[str, LocalFunction],
         account: str,
         *,
+        queues: dict[str, str] | None = None,
         on_event: Callable[[dict[str, Any], list[str]], None],
         on_invocation: Callable[[Invocation], None],
     ) -> None:
@@ -57,6 +58,7 @@ class EventRouter:
         self.stack = stack
         self.functions = functions
         self.account = account
+        self.queues = queues or {}  # logical id of an SQS rule target -> its queue URL
         self.on_event = on_event
         self.on_invocation = on_invocation
         self._stopped = threading.Event()
@@ -82,7 +84,10 @@ class EventRouter:
         """Route one (already normalised) event and invoke its targets."""
         targets = self.targets_of(event)
         self.on_event(event, targets)
-        invocations = [self._invoke(name, event) for name in targets]
+        for name in targets:
+            if name in self.queues:  # e.g. the dead-letter store of failed invocations
+                self.sqs.send_message(QueueUrl=self.queues[name], MessageBody=json.dumps(event))
+        invocations = [self._invoke(name, event) for name in targets if name in self.functions]
         for invocation in invocations:
             self.on_invocation(invocation)
         return invocations

@@ -1,5 +1,5 @@
 """The sample events in events/ are shaped as AWS delivers them to a Lambda target of an
-EventBridge rule, and each is routed by exactly the rule meant for it."""
+EventBridge rule, and each is routed by template.yaml to exactly the function meant for it."""
 
 from __future__ import annotations
 
@@ -12,56 +12,19 @@ from urllib.parse import quote_plus, unquote_plus
 import pytest
 
 from m5flow_local.router.patterns import matches
+from m5flow_local.router.template import StackSpec, load_stack
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 BUCKET = "m5flow-data-123456789012"
-PATTERNS: dict[str, dict[str, Any]] = {
-    "raw inputs": {
-        "source": ["aws.s3"],
-        "detail-type": ["Object Created"],
-        "detail": {
-            "bucket": {"name": [BUCKET]},
-            "object": {
-                "key": [
-                    {"wildcard": "raw/*/sales_train_evaluation.csv"},
-                    {"wildcard": "raw/*/calendar.csv"},
-                    {"wildcard": "raw/*/sell_prices.csv"},
-                ]
-            },
-        },
-    },
-    "manifests": {
-        "source": ["aws.s3"],
-        "detail-type": ["Object Created"],
-        "detail": {
-            "bucket": {"name": [BUCKET]},
-            "object": {"key": [{"wildcard": "runs/*/manifest.json"}]},
-        },
-    },
-    "training done": {
-        "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {
-            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
-            "TrainingJobName": [{"prefix": "m5flow-"}],
-        },
-    },
-    "transform done": {
-        "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Transform Job State Change"],
-        "detail": {
-            "TransformJobStatus": ["Completed", "Failed", "Stopped"],
-            "TransformJobName": [{"prefix": "m5flow-"}],
-        },
-    },
-}
+# Which function of template.yaml each sample is meant for.
 SAMPLES = {
-    "s3_object_created_raw.json": "raw inputs",
-    "s3_object_created_manifest.json": "manifests",
-    "sagemaker_training_completed.json": "training done",
-    "sagemaker_training_failed.json": "training done",
-    "sagemaker_transform_completed.json": "transform done",
-    "sagemaker_transform_failed.json": "transform done",
+    "s3_object_created_raw.json": "ShardFunction",
+    "s3_object_created_manifest.json": "StartTrainingFunction",
+    "sagemaker_training_completed.json": "PublishModelFunction",
+    "sagemaker_training_failed.json": "PublishModelFunction",
+    "sagemaker_transform_completed.json": "AssembleForecastFunction",
+    "sagemaker_transform_failed.json": "AssembleForecastFunction",
+    "lambda_invocation_failure.json": "ReportFailureFunction",
 }
 ENVELOPE = {"version", "id", "detail-type", "source", "account", "time", "region", "resources",
             "detail"}  # fmt: skip
@@ -89,10 +52,23 @@ def test_envelope(name: str) -> None:
     assert isinstance(event["detail"], dict)
 
 
+@pytest.fixture(scope="module")
+def stack() -> StackSpec:
+    """The rules of template.yaml itself, resolved for the samples' bucket."""
+    return load_stack(
+        {
+            "DataBucket": BUCKET,
+            "DataBucket.Arn": f"arn:aws:s3:::{BUCKET}",
+            "SageMakerExecutionRole.Arn": "arn:aws:iam::123456789012:role/r",
+        }
+    )
+
+
 @pytest.mark.parametrize(("name", "intended"), sorted(SAMPLES.items()))
-def test_routed_by_exactly_its_rule(name: str, intended: str) -> None:
+def test_routed_by_exactly_its_rule(stack: StackSpec, name: str, intended: str) -> None:
     event = load(name)
-    assert [rule for rule, pattern in PATTERNS.items() if matches(pattern, event)] == [intended]
+    routed = [t for rule in stack.rules if matches(rule.pattern, event) for t in rule.targets]
+    assert [t for t in routed if t in stack.functions] == [intended]
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(SAMPLES) if n.startswith("s3_")])

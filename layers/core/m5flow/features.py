@@ -1,39 +1,70 @@
 """Direct-forecast features, computed column-wise on the wide sales matrix.
 
 Every M5 series shares one calendar, so a feature of day t for a block of series is a slice
-of the (series x days) matrix: a lag is a shifted column range and a rolling statistic is a
-difference of cumulative sums. Nothing is melted into a long frame and group-shifted, which
-is what keeps the shard step inside one Lambda at full M5 scale.
+of the (series x days) matrix: a lag is a shifted column range, a rolling statistic is a
+difference of cumulative sums, a calendar feature is one value per day broadcast over the
+series. Nothing is melted into a long frame and group-shifted, which is what keeps the shard
+step inside one Lambda at full M5 scale (bench/shard/README.md).
 
-No feature of day t uses a sale after day t - min_lag, so one model predicts all the days of
-the horizon from a single inference pass (direct, non-recursive forecasting).
+Each block is built feature by feature into one contiguous row per feature, (features x
+rows), so that a Parquet or CSV encoder takes the columns without another copy.
+
+No feature of day t uses a sale after day t - min_lag, so one model predicts all the days
+of its horizon from a single inference pass (direct, non-recursive forecasting). That holds
+for the age of a series too: it is counted from the first sale only once that sale is at
+least min_lag days old, else it is missing. Prices and the calendar are known in advance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from m5flow.schema import M5Data
+from m5flow.schema import EVENT_TYPES, M5Data
 
-_EVENT_TYPES = ("Cultural", "National", "Religious", "Sporting")
+CALENDAR_FEATURES = (
+    "wday",
+    "month",
+    "year",
+    "mday",
+    "event",
+    *(f"event_{kind.lower()}" for kind in EVENT_TYPES),
+)
+PRICE_FEATURES = ("sell_price", "price_relative", "price_change_week")
+GROUP_COLUMNS = {
+    "item": "item_ids",
+    "dept": "dept_ids",
+    "cat": "cat_ids",
+    "store": "store_ids",
+    "state": "state_ids",
+}
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Which features to build. Column names are generated from it (see `feature_names`)."""
+    """Which features to build; their column names follow from it (see `feature_names`).
+
+    Rolling statistics are taken over the series shifted by `min_lag` days: the window of
+    day t ends on day t - min_lag. Standard deviations are sample ones (ddof=1), as pandas'
+    `rolling().std()` and mlforecast's `RollingStd`.
+    """
 
     min_lag: int = 28
     lags: tuple[int, ...] = (28, 35, 42, 49, 56, 364)
-    rolling_windows: tuple[int, ...] = (7, 28, 56)
-    # Rolling statistics are taken over the series shifted by min_lag days.
+    rolling_windows: tuple[int, ...] = (7, 28, 56, 112)
     categorical: tuple[str, ...] = field(default=("item", "dept", "cat", "store", "state"))
 
     def __post_init__(self) -> None:
-        if any(lag < self.min_lag for lag in self.lags):
-            raise ValueError(f"every lag must be >= min_lag={self.min_lag}: {self.lags}")
+        if self.min_lag < 1 or any(lag < self.min_lag for lag in self.lags):
+            raise ValueError(f"every lag must be >= min_lag={self.min_lag} >= 1: {self.lags}")
+        if any(window < 2 for window in self.rolling_windows):
+            raise ValueError(f"rolling windows need 2 days or more: {self.rolling_windows}")
+        unknown = set(self.categorical) - set(GROUP_COLUMNS)
+        if unknown:
+            raise ValueError(f"categorical must be among {sorted(GROUP_COLUMNS)}: {unknown}")
 
     @classmethod
     def for_min_lag(cls, min_lag: int) -> FeatureConfig:
@@ -46,22 +77,20 @@ class FeatureConfig:
 
 
 def feature_names(config: FeatureConfig) -> list[str]:
-    """Return the feature column names, in shard column order."""
+    """Return the feature column names, in shard column order (mlforecast's naming).
+
+    Example
+    -------
+    >>> feature_names(FeatureConfig())[:2], feature_names(FeatureConfig())[6]
+    (['lag28', 'lag35'], 'rolling_mean_lag28_window_size7')
+    """
     names = [f"lag{lag}" for lag in config.lags]
     for window in config.rolling_windows:
         names += [
             f"rolling_mean_lag{config.min_lag}_window_size{window}",
             f"rolling_std_lag{config.min_lag}_window_size{window}",
         ]
-    names += [
-        "wday",
-        "month",
-        "year",
-        "mday",
-        "event",
-        *(f"event_{t.lower()}" for t in _EVENT_TYPES),
-    ]
-    names += ["snap", "sell_price", "price_relative", "price_change_week"]
+    names += [*CALENDAR_FEATURES, "snap", *PRICE_FEATURES]
     names += [f"{c}_code" for c in config.categorical]
     names += ["age"]
     return names
@@ -69,67 +98,69 @@ def feature_names(config: FeatureConfig) -> list[str]:
 
 @dataclass(frozen=True)
 class SeriesFacts:
-    """Per-series constants the features need, computed once for all blocks."""
+    """Per-series and per-day constants the features need, computed once for all blocks."""
 
-    first_sale_day: np.ndarray  # int32, 1-based day of the first non-zero sale (n+1: never)
-    codes: dict[str, np.ndarray]  # categorical name -> int32 code per series
-    mean_price: np.ndarray  # float32, mean known price of the series
-    state_column: np.ndarray  # int: index into snap columns (CA, TX, WI)
-    cumsum: np.ndarray  # float64 (n, last_day + 1): cumulative sales, cumsum[:, 0] = 0
-    cumsum_sq: np.ndarray  # float64, the same of squared sales
-    calendar: dict[str, np.ndarray]  # feature name -> float32 value per day (d_1 first)
-    snap: np.ndarray  # float32 (days, 3): SNAP days of CA, TX, WI
+    first_sale_day: np.ndarray  # int64, 1-based day of the first sale (last_day + 1: none)
+    codes: dict[str, np.ndarray]  # categorical name -> int code per series (sorted labels)
+    mean_price: np.ndarray  # float32, mean daily price of the series (NaN: never priced)
+    state_row: np.ndarray  # int, the series' row of `snap`
+    calendar: dict[str, np.ndarray]  # calendar feature -> float32 value per day (d_1 first)
+    snap: np.ndarray  # float32 (states, days): SNAP days of each state
 
 
 def series_facts(data: M5Data, config: FeatureConfig) -> SeriesFacts:
-    """Compute the per-series constants (first sale, codes, cumulative sums) once."""
-    n, last_day = data.sales.shape
+    """Compute the constants every block shares (first sales, codes, mean prices...)."""
     sold = data.sales > 0
-    first = np.where(sold.any(axis=1), sold.argmax(axis=1) + 1, last_day + 1).astype(np.int32)
-    columns = {
-        "item": data.item_ids, "dept": data.dept_ids, "cat": data.cat_ids,
-        "store": data.store_ids, "state": data.state_ids,
-    }  # fmt: skip
+    first = np.where(sold.any(axis=1), sold.argmax(axis=1) + 1, data.last_day + 1)
     codes = {
-        name: np.unique(columns[name], return_inverse=True)[1].astype(np.int32)
+        name: np.unique(getattr(data, GROUP_COLUMNS[name]), return_inverse=True)[1]
         for name in config.categorical
     }
-    with np.errstate(invalid="ignore"):
-        mean_price = np.nanmean(np.where(np.isnan(data.prices), np.nan, data.prices), axis=1)
-    states = np.array(["CA", "TX", "WI"])
-    state_column = np.searchsorted(states, data.state_ids).clip(0, len(states) - 1)
-    cumsum = np.zeros((n, last_day + 1), dtype=np.float64)
-    np.cumsum(data.sales, axis=1, dtype=np.float64, out=cumsum[:, 1:])
-    cumsum_sq = np.zeros_like(cumsum)
-    np.cumsum(np.square(data.sales, dtype=np.float64), axis=1, out=cumsum_sq[:, 1:])
+    days_of_week = np.bincount(data.day_week, minlength=data.weekly_prices.shape[1])
+    known = ~np.isnan(data.weekly_prices)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_price = np.where(known, data.weekly_prices, 0) @ days_of_week / (known @ days_of_week)
+    states, state_row = np.unique(data.state_ids, return_inverse=True)
+    snap = data.calendar[[f"snap_{s}" for s in states]].to_numpy(np.float32).T
     return SeriesFacts(
-        first,
-        codes,
-        np.nan_to_num(mean_price, nan=1.0).astype(np.float32),
-        state_column,
-        cumsum,
-        cumsum_sq,
-        _calendar_columns(data),
-        data.calendar[["snap_CA", "snap_TX", "snap_WI"]].to_numpy(np.float32),
+        first_sale_day=first.astype(np.int64),
+        codes=codes,
+        mean_price=mean_price.astype(np.float32),
+        state_row=state_row,
+        calendar=_calendar_columns(data.calendar),
+        snap=np.ascontiguousarray(snap),
     )
 
 
-def _calendar_columns(data: M5Data) -> dict[str, np.ndarray]:
-    calendar = data.calendar
-    event_type = calendar["event_type_1"].fillna("").astype(str).to_numpy()
-    event_type_2 = calendar["event_type_2"].fillna("").astype(str).to_numpy()
+def _calendar_columns(calendar: pd.DataFrame) -> dict[str, np.ndarray]:
+    kinds = [
+        calendar[c].fillna("").astype(str).to_numpy() for c in ("event_type_1", "event_type_2")
+    ]
     columns = {
         "wday": calendar["wday"].to_numpy(np.float32),
         "month": calendar["month"].to_numpy(np.float32),
         "year": calendar["year"].to_numpy(np.float32),
         "mday": pd.to_datetime(calendar["date"]).dt.day.to_numpy(np.float32),
-        "event": (event_type != "").astype(np.float32),
+        "event": ((kinds[0] != "") | (kinds[1] != "")).astype(np.float32),
     }
-    for kind in _EVENT_TYPES:
-        columns[f"event_{kind.lower()}"] = ((event_type == kind) | (event_type_2 == kind)).astype(
+    for kind in EVENT_TYPES:
+        columns[f"event_{kind.lower()}"] = ((kinds[0] == kind) | (kinds[1] == kind)).astype(
             np.float32
         )
     return columns
+
+
+@dataclass(frozen=True)
+class Block:
+    """The rows of a block of series over a range of days: series-major, then by day."""
+
+    features: np.ndarray  # float32 (n_features, n_rows): one contiguous row per feature
+    label: np.ndarray  # float32 (n_rows,): unit sales, NaN after the last sales day
+    series: np.ndarray  # int (n_rows,): index of each row's series in the data
+    day: np.ndarray  # int32 (n_rows,): the day of each row (1-based)
+
+    def __len__(self) -> int:
+        return len(self.label)
 
 
 def build_block(
@@ -141,70 +172,99 @@ def build_block(
     config: FeatureConfig,
     *,
     drop_before_first_sale: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Build the feature matrix of series `rows` on days first_day..last_day (1-based).
+) -> Block:
+    """Build the features of series `rows` on days first_day..last_day (1-based).
 
-    Returns
+    Each feature is computed on the (series x days) rectangle from slices of the sales
+    matrix, then the days before each series' first sale are dropped with one boolean mask.
+
+    Example
     -------
-    features : float32 (n_rows, n_features), rows ordered series-major then by day
-    label : float32 (n_rows,), NaN for days after the last sales day
-    series : int (n_rows,), index of each row's series in `data`
-    day : int32 (n_rows,), the day number of each row
+    >>> facts = series_facts(data, config)  # doctest: +SKIP
+    >>> block = build_block(data, facts, np.arange(10), 1, 1913, config)  # doctest: +SKIP
     """
-    days = np.arange(first_day, last_day + 1, dtype=np.int64)
-    n_rows, n_days = len(rows), len(days)
-    sales = data.sales[rows]
-    have = data.last_day
-    blocks: list[np.ndarray] = []
-
-    def shifted(offset: int) -> np.ndarray:
-        """sales of day (t - offset) for each t in days; NaN before d_1 and after the last day."""
-        source = days - offset  # 1-based day numbers
-        valid = (source >= 1) & (source <= have)
-        out = np.full((n_rows, n_days), np.nan, dtype=np.float32)
-        out[:, valid] = sales[:, source[valid] - 1]
-        return out
-
-    for lag in config.lags:
-        blocks.append(shifted(lag))
-    cum, cum_sq = facts.cumsum[rows], facts.cumsum_sq[rows]
-    end = days - config.min_lag  # window ends at day t - min_lag, inclusive
-    for window in config.rolling_windows:
-        start = end - window
-        valid = (start >= 0) & (end <= have)
-        total = np.full((n_rows, n_days), np.nan)
-        total_sq = np.full((n_rows, n_days), np.nan)
-        total[:, valid] = cum[:, end[valid]] - cum[:, start[valid]]
-        total_sq[:, valid] = cum_sq[:, end[valid]] - cum_sq[:, start[valid]]
-        mean = total / window
-        variance = np.maximum(total_sq / window - mean**2, 0.0)
-        blocks += [mean.astype(np.float32), np.sqrt(variance).astype(np.float32)]
-
-    for column in facts.calendar.values():
-        blocks.append(np.broadcast_to(column[days - 1], (n_rows, n_days)))
-    blocks.append(facts.snap[days - 1][:, facts.state_column[rows]].T)
-    prices = data.prices[rows][:, days - 1]
-    blocks.append(prices)
-    blocks.append(prices / facts.mean_price[rows, None])
-    week_before = np.clip(days - 8, 0, None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        blocks.append(prices / data.prices[rows][:, week_before] - 1.0)
-    for name in config.categorical:
-        blocks.append(np.broadcast_to(facts.codes[name][rows, None], (n_rows, n_days)))
+    days = np.arange(first_day, last_day + 1)
+    have, lag, n = data.last_day, config.min_lag, len(rows)
     first_sale = facts.first_sale_day[rows]
-    blocks.append((days[None, :] - first_sale[:, None]).astype(np.float32))
+    if drop_before_first_sale:
+        keep = days[None, :] >= first_sale[:, None]
+    else:
+        keep = np.ones((n, len(days)), dtype=bool)
+    counts = keep.sum(axis=1)
+    names = feature_names(config)
+    features = np.empty((len(names), int(counts.sum())), dtype=np.float32)
+    column = iter(range(len(names)))
 
-    label = np.full((n_rows, n_days), np.nan, dtype=np.float32)
-    observed = days <= have
-    label[:, observed] = sales[:, days[observed] - 1]
-    keep = (
-        days[None, :] >= first_sale[:, None]
-        if drop_before_first_sale
-        else np.ones((n_rows, n_days), dtype=bool)
+    def put(values: np.ndarray) -> None:
+        features[next(column)] = values[keep] if values.ndim == 2 else values
+
+    # Sales padded with NaN so that every shifted slice is in bounds: day d is column left+d-1.
+    reach = max(max(config.lags), lag + max(config.rolling_windows, default=0)) + 1
+    left, right = max(0, reach - first_day), max(0, last_day - have)
+    padded = np.full((n, left + have + right), np.nan, dtype=np.float32)
+    padded[:, left : left + have] = data.sales[rows]
+
+    def sales_before(offset: int) -> np.ndarray:
+        """(n, days): the sales of day t - offset, for each day t of the block."""
+        start = left + first_day - offset - 1
+        return padded[:, start : start + len(days)]
+
+    for shift in config.lags:
+        put(sales_before(shift))
+    if config.rolling_windows:
+        _put_rolling(put, padded, left, first_day, days, have, config)
+    for name in CALENDAR_FEATURES:
+        put(np.broadcast_to(facts.calendar[name][days - 1], (n, len(days))))
+    put(facts.snap[facts.state_row[rows]][:, days - 1])
+    weekly = data.weekly_prices[rows]
+    price = weekly[:, data.day_week[days - 1]]
+    put(price)
+    put(price / facts.mean_price[rows, None])
+    week_before = np.full((n, len(days)), np.nan, dtype=np.float32)
+    later = days > 7
+    week_before[:, later] = weekly[:, data.day_week[days[later] - 8]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        put(price / week_before - 1)
+    for name in config.categorical:
+        put(np.repeat(facts.codes[name][rows].astype(np.float32), counts))
+    age = (days[None, :] - first_sale[:, None]).astype(np.float32)
+    put(np.where(days[None, :] - lag >= first_sale[:, None], age, np.float32(np.nan)))
+    return Block(
+        features=features,
+        label=sales_before(0)[keep],
+        series=np.repeat(rows, counts),
+        day=np.broadcast_to(days.astype(np.int32), keep.shape)[keep],
     )
-    features = np.empty((int(keep.sum()), len(blocks)), dtype=np.float32)
-    for j, block in enumerate(blocks):
-        features[:, j] = block[keep]
-    series = np.broadcast_to(rows[:, None], (n_rows, n_days))[keep]
-    day = np.broadcast_to(days[None, :], (n_rows, n_days))[keep].astype(np.int32)
-    return features, label[keep], series, day
+
+
+def _put_rolling(
+    put: Callable[[np.ndarray], None],
+    padded: np.ndarray,
+    left: int,
+    first_day: int,
+    days: np.ndarray,
+    have: int,
+    config: FeatureConfig,
+) -> None:
+    """Rolling mean and sample std of the sales in the window of `w` days ending on day
+    t - min_lag, from cumulative sums (exact in float64 for integer sales); missing where
+    the window starts before d_1 or ends after the last sales day, as pandas' rolling."""
+    lag = config.min_lag
+    filled = np.nan_to_num(padded, nan=0.0).astype(np.float64)
+    total = np.zeros((len(padded), padded.shape[1] + 1))
+    squares = np.zeros_like(total)
+    np.cumsum(filled, axis=1, out=total[:, 1:])
+    np.cumsum(np.square(filled), axis=1, out=squares[:, 1:])
+    end = left + first_day - lag  # column of `total` summing up to day first_day - min_lag
+    for window in config.rolling_windows:
+        span = slice(end, end + len(days))
+        before = slice(end - window, end - window + len(days))
+        s = total[:, span] - total[:, before]
+        q = squares[:, span] - squares[:, before]
+        mean = s / window
+        variance = np.maximum(q - s * mean, 0.0) / (window - 1)
+        missing = (days - lag - window < 0) | (days - lag > have)
+        mean[:, missing] = np.nan
+        variance[:, missing] = np.nan
+        put(mean.astype(np.float32))
+        put(np.sqrt(variance).astype(np.float32))

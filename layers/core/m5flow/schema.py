@@ -1,32 +1,36 @@
 """The three M5 input files: reading them into arrays, and refusing them precisely.
 
-Every problem is reported as one line naming the file, the row or column, what was found and
-what was expected ("row N" is line N of the file, the header being row 1). All the problems
-of an upload are collected before it is refused, so a user fixes it in one round trip. A
-rejection happens here, before the shard step writes anything.
+Every problem is one line naming the file, the row or column, what was found and what was
+expected ("row N" is line N of the file, the header being row 1; each kind of bad cell is
+named once, with its first example and how many there are). All the problems of an upload
+are collected before it is refused, so a user fixes it in one round trip, and the refusal
+comes before the shard step writes anything.
 
 Reading is the largest cost of the shard step at full M5 scale, so the sales file, in its
-canonical layout, is parsed by a vectorised reader (`m5flow.widecsv`) several times faster
-than a general CSV reader; anything else (quoted cells, reordered columns, "3.0" for 3, bad
-cells) goes through pyarrow, which also produces the precise reasons.
+canonical layout, goes through a vectorised reader (`csvinput.parse_wide_integers`) several
+times faster than a general CSV reader. Anything else (quoted cells, reordered columns, "3.0"
+for 3, bad cells) goes through pyarrow as text, slower, but able to name every bad cell.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
-from m5flow import widecsv
+from m5flow.csvinput import (
+    decoded,
+    header_of,
+    missing_columns,
+    parse_wide_integers,
+    problem,
+    read_table,
+)
 from m5flow.exceptions import InputRejectedError
 
 SALES_FILE = "sales_train_evaluation.csv"
@@ -44,27 +48,24 @@ CALENDAR_COLUMNS = (
 PRICES_COLUMNS = ("store_id", "item_id", "wm_yr_wk", "sell_price")
 EVENT_TYPES = ("Cultural", "National", "Religious", "Sporting")
 HORIZON = 28
-# Per file, after decompression. The full M5 files are 122 MB and 204 MB; the shard step's
-# memory grows with the input (about 4x the sales file's bytes plus 2x the prices'), so this
-# bound keeps anything accepted inside the shard Lambda (see bench/shard/README.md).
+# Per file, after decompression. The full M5 files are 122 MB and 204 MB and the shard step
+# peaks near 1.3 GB on them, growing with the input: the bound keeps whatever is accepted
+# inside the shard Lambda's memory (numbers in bench/shard/README.md).
 MAX_INPUT_BYTES = 1 << 30
-# Unit sales are held as float32, exact for integers up to 2**24.
-MAX_UNITS = 1 << 24
-# 28 days to validate on, and 28 before them for the first lag.
-MIN_DAYS = 2 * HORIZON
+MAX_UNITS = 1 << 24  # unit sales are held as float32, exact for integers up to 2**24
+MIN_DAYS = 2 * HORIZON  # 28 days to validate on, and 28 before them for the first lag
+UNITS = "a non-negative integer (unit sales)"
 _DAY_COLUMN = re.compile(r"^d_([1-9][0-9]*)$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
-_ARCHIVES = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
-_ROWS_QUOTED = 3  # ragged rows quoted per file before "and N more"
 
 
 @dataclass(frozen=True)
 class M5Data:
     """The inputs as arrays: one row per series, one column per day d_1..d_<last_day>.
 
-    Prices are kept weekly (`weekly_prices`, carried forward where weeks are missing, NaN
-    before an item's first price) with `day_week` mapping each day to its week: the daily
-    matrix would be 240 MB at full M5 scale, and each shard group expands only its rows.
+    Prices are kept weekly (`weekly_prices`: carried forward where weeks are missing, NaN
+    before a series' first price) with `day_week` mapping each day to its week, because the
+    daily matrix is 240 MB at full M5 scale and each shard group needs only its own rows.
     """
 
     ids: np.ndarray  # str, one per series, exactly as uploaded
@@ -76,8 +77,8 @@ class M5Data:
     sales: np.ndarray  # float32 (n_series, last_day), non-negative integers
     calendar: pd.DataFrame  # one row per day d_1..d_<last_day + horizon>, in day order
     weekly_prices: np.ndarray  # float32 (n_series, n_weeks)
-    day_week: np.ndarray  # int (last_day + horizon,): column of weekly_prices of each day
-    missing_price_weeks: int  # price weeks carried forward from an earlier week
+    day_week: np.ndarray  # int (last_day + horizon,): the weekly_prices column of each day
+    missing_price_weeks: int  # series-weeks whose price was carried forward
     notices: tuple[str, ...] = ()  # what was repaired rather than refused, one line each
 
     @property
@@ -86,213 +87,213 @@ class M5Data:
 
     @functools.cached_property
     def prices(self) -> np.ndarray:
-        """float32 (n_series, last_day + horizon): the daily price of every series."""
+        """float32 (n_series, last_day + horizon): every series' price on every day."""
         return self.weekly_prices[:, self.day_week]
 
 
-def _problem(name: str, where: str, found: str, expected: str, count: int = 1) -> str:
-    more = f" ({count:,} such cells)" if count > 1 else ""
-    return f"{name}: {where}: found {found}; expected {expected}{more}"
-
-
-def _decoded(name: str, payload: bytes | None, max_bytes: int) -> bytes:
-    """The CSV text of one upload: size-checked, gunzipped, without a byte-order mark.
-
-    A `.csv` object whose bytes are gzip is accepted and decompressed, because `aws s3 cp`
-    of a gzipped file (or an upload with Content-Encoding: gzip) keeps the name; the limit
-    applies to the decompressed size, so a gzip bomb is refused before it is inflated.
-    """
-    if payload is None:
-        raise InputRejectedError([f"{name}: not found; expected all of {', '.join(INPUT_FILES)}"])
-    if len(payload) > max_bytes:
-        raise InputRejectedError(
-            [f"{name}: {len(payload):,} bytes; expected at most {max_bytes:,} bytes"]
-        )
-    if payload[:2] == b"\x1f\x8b":
-        payload = _gunzip(name, payload, max_bytes)
-    for magic, kind in _ARCHIVES.items():
-        if payload.startswith(magic):
-            raise InputRejectedError(
-                [f"{name}: found a {kind} archive; expected a CSV file (plain or gzip)"]
-            )
-    payload = payload.removeprefix(b"\xef\xbb\xbf")
-    if not payload.strip():
-        raise InputRejectedError([f"{name}: the file is empty; expected a header and rows"])
-    if not payload.isascii():
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            row = payload.count(b"\n", 0, exc.start) + 1
-            raise InputRejectedError(
-                [f"{name}: row {row}: found byte {payload[exc.start]:#04x}; expected UTF-8 text"]
-            ) from None
-    return payload
-
-
-def _gunzip(name: str, payload: bytes, max_bytes: int) -> bytes:
-    import zlib
-
-    out: list[bytes] = []
-    size = 0
-    rest = payload
-    try:
-        while rest:  # gzip files may hold several members, one after another
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out.append(inflater.decompress(rest, max_bytes + 1 - size))
-            size += len(out[-1])
-            if size > max_bytes or inflater.unconsumed_tail:
-                raise InputRejectedError(
-                    [f"{name}: decompresses to more than {max_bytes:,} bytes; "
-                     f"expected at most {max_bytes:,} bytes"]
-                )  # fmt: skip
-            if not inflater.eof:
-                raise zlib.error("the stream ends early")
-            rest = inflater.unused_data
-    except zlib.error as exc:
-        raise InputRejectedError(
-            [f"{name}: gzip data is corrupt or truncated ({exc}); "
-             "expected a complete gzip file or a plain CSV"]
-        ) from None  # fmt: skip
-    return b"".join(out)
-
-
-def _header(payload: bytes) -> list[str]:
-    line = payload[: payload.find(b"\n")] if b"\n" in payload else payload
-    return next(csv.reader([line.decode("utf-8").rstrip("\r")]), [])
-
-
-def _read_table(
-    name: str, payload: bytes, header: list[str], types: dict[str, pa.DataType]
-) -> tuple[pa.Table, list[str]]:
-    """Read with pyarrow; rows with the wrong number of fields become reasons."""
-    ragged: list[pacsv.InvalidRow] = []
-
-    def skip(row: pacsv.InvalidRow) -> str:
-        ragged.append(row)
-        return "skip"
-
-    def read(threads: bool) -> pa.Table:
-        return pacsv.read_csv(
-            io.BytesIO(payload),
-            read_options=pacsv.ReadOptions(use_threads=threads, block_size=4 << 20),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types, include_columns=list(types), strings_can_be_null=False
-            ),
-        )
-
-    try:
-        table = read(threads=True)
-        if ragged:  # only a single-threaded read knows the row numbers
-            ragged.clear()
-            table = read(threads=False)
-    except pa.ArrowInvalid as exc:
-        raise InputRejectedError([f"{name}: not a readable CSV ({exc})"]) from None
-    reasons = [
-        _problem(name, f"row {row.number}", f"{row.actual_columns} fields",
-                 f"{row.expected_columns}, as in the header")
-        for row in ragged[:_ROWS_QUOTED]
-    ]  # fmt: skip
-    if len(ragged) > _ROWS_QUOTED:
-        reasons.append(f"{name}: {len(ragged) - _ROWS_QUOTED:,} more rows with the wrong number "
-                       f"of fields; expected {len(header)} in every row")  # fmt: skip
-    if table.num_rows == 0 and not ragged:
-        reasons.append(f"{name}: header only; expected rows after the header")
-    return table, reasons
-
-
-def _missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> list[str]:
-    reasons = [
-        f"{name}: column {column!r} appears {header.count(column)} times; expected it once"
-        for column in dict.fromkeys(header) if header.count(column) > 1
-    ]  # fmt: skip
-    missing = [c for c in expected if c not in header]
-    if missing:
-        shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
-        reasons.append(f"{name}: missing column(s) {', '.join(missing)}; expected "
-                       f"{', '.join(expected)} (found {shown})")  # fmt: skip
-    return reasons
+def first_of(mask: np.ndarray) -> int:
+    """The index of the first True in `mask`."""
+    return int(np.flatnonzero(mask)[0])
 
 
 def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
     days = [c for c in header if c not in SALES_ID_COLUMNS]
-    reasons = []
-    for position, column in enumerate(header, start=1):
-        if column not in SALES_ID_COLUMNS and not _DAY_COLUMN.match(column):
-            reasons.append(_problem(name, f"column {position}", repr(column),
-                                    f"an id column ({', '.join(SALES_ID_COLUMNS)}) or d_<day>"))  # fmt: skip
+    id_or_day = f"an id column ({', '.join(SALES_ID_COLUMNS)}) or d_<day>"
+    reasons = [
+        problem(name, f"column {position}", repr(column), id_or_day)
+        for position, column in enumerate(header, start=1)
+        if column not in SALES_ID_COLUMNS and not _DAY_COLUMN.match(column)
+    ]
     if reasons:
         return days, reasons
     for k, column in enumerate(days, start=1):
         if column != f"d_{k}":
-            return days, [_problem(name, f"column {header.index(column) + 1}", column,
-                                   f"d_{k} (day columns run d_1, d_2, ... without gaps)")]  # fmt: skip
+            where = f"column {header.index(column) + 1}"
+            return days, [problem(name, where, column, f"d_{k} (d_1, d_2, ... without gaps)")]
     if len(days) < MIN_DAYS:
-        reasons.append(_problem(name, "header", f"{len(days)} day columns",
-                                f"at least {MIN_DAYS} (d_1..d_{MIN_DAYS})"))  # fmt: skip
+        found = f"{len(days)} day columns"
+        reasons.append(problem(name, "header", found, f"at least {MIN_DAYS}, d_1..d_{MIN_DAYS}"))
     return days, reasons
 
 
-def _cell_problems(
-    name: str, column: str, rows: np.ndarray, values: list[str], kinds: dict[str, np.ndarray]
-) -> list[str]:
-    """One reason per kind of bad cell in a column: the first example and the count."""
-    reasons = []
-    for expected, bad in kinds.items():
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            reasons.append(_problem(name, f"row {rows[first] + 2}, column {column}",
-                                    repr(values[first]), expected, int(bad.sum())))  # fmt: skip
-    return reasons
-
-
-def _number_column(array: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A text column as float64, with masks of empty and non-numeric cells (both NaN)."""
-    text = array.to_numpy(zero_copy_only=False).astype(str)
-    stripped = np.strings.strip(text)
-    empty = stripped == ""
-    values = pd.to_numeric(pd.Series(stripped), errors="coerce").to_numpy(np.float64)
-    lowered = np.strings.lower(stripped)
-    literal_nan = np.isin(lowered, ["nan", "+nan", "-nan"])
-    return values, empty, np.isnan(values) & ~empty & ~literal_nan
+def _unit_cells(array: pa.ChunkedArray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A text column of unit sales as float64, with a mask per kind of bad cell."""
+    try:
+        values = pc.cast(array, pa.float64()).to_numpy()
+        empty = non_numeric = np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        text = np.strings.strip(array.to_numpy(zero_copy_only=False).astype(str))
+        empty = text == ""
+        values = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(np.float64)
+        non_numeric = np.isnan(values) & ~empty & (np.strings.lower(text) != "nan")
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        wrong = ~finite | (values < 0) | (values != np.floor(values))
+    return values, {
+        "a value, " + UNITS: empty,
+        UNITS: non_numeric | (wrong & ~empty),
+        f"at most {MAX_UNITS:,} units a day": finite & (values > MAX_UNITS),
+    }
 
 
 def _general_sales(
     name: str, payload: bytes, header: list[str], days: list[str]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Read the sales through pyarrow, as text, so that every bad cell can be named."""
-    table, reasons = _read_table(name, payload, header, {c: pa.string() for c in header})
+    table, reasons = read_table(name, payload, header, {c: pa.string() for c in header})
     if reasons:
-        return {}, np.empty((0, 0), np.float32), reasons
+        return {}, np.empty((0, len(days)), np.float32), reasons
     ids = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in SALES_ID_COLUMNS}
     sales = np.empty((table.num_rows, len(days)), dtype=np.float32)
-    found: dict[str, tuple[str, int]] = {}  # expected -> (first reason, count)
-    expectation = "a non-negative integer (unit sales)"
+    found: dict[str, list] = {}  # expected -> [where, first value, expected, count]
     for j, column in enumerate(days):
-        array = table.column(column)
-        try:
-            values = pc.cast(array, pa.float64()).to_numpy()
-            empty = non_numeric = np.zeros(len(values), dtype=bool)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values, empty, non_numeric = _number_column(array)
-        number = ~empty & ~non_numeric
-        kinds = {
-            "a value (" + expectation + ")": empty,
-            expectation: non_numeric | (number & ~np.isfinite(values))
-            | (number & np.isfinite(values) & ((values < 0) | (values != np.round(values)))),
-            f"at most {MAX_UNITS:,} units a day": number & np.isfinite(values) & (values > MAX_UNITS),
-        }  # fmt: skip
-        if any(bad.any() for bad in kinds.values()):
-            rows = np.arange(len(values))
-            text = array.to_numpy(zero_copy_only=False).astype(str)
-            for expected, bad in kinds.items():
-                if bad.any():
-                    line = _cell_problems(name, column, rows, list(text[bad][:1]), {expected: bad[bad]})
-                    first = int(np.flatnonzero(bad)[0])
-                    line = _problem(name, f"row {first + 2}, column {column}", repr(text[first]), expected)
-                    reason, count = found.get(expected, (line, 0))
-                    found[expected] = (reason, count + int(bad.sum()))
+        values, kinds = _unit_cells(table.column(column))
+        for expected, bad in kinds.items():
+            if bad.any():
+                row = first_of(bad)
+                cell = repr(table.column(column)[row].as_py())
+                where = f"row {row + 2}, column {column}"
+                found.setdefault(expected, [where, cell, expected, 0])[3] += int(bad.sum())
         sales[:, j] = values
-    for reason, count in found.values():
-        reasons.append(reason + (f" ({count:,} such cells)" if count > 1 else ""))
+    reasons += [problem(name, *entry) for entry in found.values()]
     return ids, sales, reasons
+
+
+def _sales(name: str, payload: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    header = header_of(payload)
+    reasons = missing_columns(name, header, SALES_ID_COLUMNS)
+    days, day_reasons = _day_columns(name, header)
+    reasons += day_reasons
+    if reasons:
+        return {}, np.empty((0, len(days)), np.float32), reasons
+    if tuple(header[: len(SALES_ID_COLUMNS)]) == SALES_ID_COLUMNS:
+        parsed = parse_wide_integers(payload, len(SALES_ID_COLUMNS))
+        if parsed is not None:
+            text, sales = parsed
+            if not text:
+                reasons.append(problem(name, "content", "a header only", "one row per series"))
+            cells = np.array(text, dtype=str).reshape(len(text), len(SALES_ID_COLUMNS))
+            return {c: cells[:, k] for k, c in enumerate(SALES_ID_COLUMNS)}, sales, reasons
+    return _general_sales(name, payload, header, days)
+
+
+def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
+    """Ids filled in, unique, made of item_id and store_id, and safe in an unquoted CSV
+    cell; one row per item and store; one dept and category per item, one category per
+    department, one state per store (the M5 hierarchy the scores aggregate over)."""
+    reasons = []
+
+    def report(column: str, bad: np.ndarray, found: str, expected: str) -> None:
+        if bad.any():
+            where = f"row {first_of(bad) + 2}, column {column}"
+            reasons.append(problem(name, where, found, expected, int(bad.sum())))
+
+    for column in SALES_ID_COLUMNS:
+        report(column, ids[column] == "", "an empty cell", "a value")
+    frame = pd.DataFrame(ids)
+    for keys, column, expected in ((["id"], "id", "a unique id"),
+                                   (["item_id", "store_id"], "store_id",
+                                    "one row per item_id and store_id")):  # fmt: skip
+        repeated = frame.duplicated(keys).to_numpy()
+        if repeated.any():
+            row = first_of(repeated)
+            earlier = first_of((frame[keys] == frame[keys].iloc[row]).all(axis=1).to_numpy())
+            found = f"{ids[column][row]!r} as in row {earlier + 2}"
+            report(column, repeated, found, f"{expected} ({', '.join(keys)} repeat)")
+    prefix = np.strings.add(np.strings.add(ids["item_id"], "_"), ids["store_id"])
+    ok = (ids["id"] == prefix) | np.strings.startswith(ids["id"], np.strings.add(prefix, "_"))
+    if not ok.all():
+        row = first_of(~ok)
+        report("id", ~ok, repr(ids["id"][row]), f"item_id_store_id[_suffix], {prefix[row]}...")
+    for child, parent in (("item_id", "dept_id"), ("item_id", "cat_id"),
+                          ("dept_id", "cat_id"), ("store_id", "state_id")):  # fmt: skip
+        first_parent = frame.groupby(child, sort=False)[parent].transform("first").to_numpy()
+        clash = ids[parent] != first_parent
+        if clash.any():
+            row = first_of(clash)
+            earlier = first_of(ids[child] == ids[child][row])
+            found = f"{ids[parent][row]!r} for {child} {ids[child][row]!r}"
+            expected = f"{first_parent[row]!r} as in row {earlier + 2} (one {parent} per {child})"
+            report(parent, clash, found, expected)
+    # Ids go unquoted into the inference CSV that Batch Transform splits on commas, and into
+    # submission files that people open in spreadsheets.
+    safe = np.array([_SAFE_ID.match(value) is not None for value in ids["id"]], dtype=bool)
+    unsafe = ~safe & (ids["id"] != "")
+    if unsafe.any():
+        report("id", unsafe, repr(ids["id"][first_of(unsafe)]), "letters, digits, '_', '-', '.'")
+    formula = np.isin(np.strings.slice(ids["id"], 0, 1), ["=", "+", "-", "@"])
+    if formula.any():
+        found = repr(ids["id"][first_of(formula)])
+        report("id", formula, found, "an id that does not start like a spreadsheet formula")
+    return reasons
+
+
+def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -> M5Data:
+    """Parse and validate the three M5 files.
+
+    Parameters
+    ----------
+    files
+        File name (`SALES_FILE`, `CALENDAR_FILE`, `PRICES_FILE`) -> the object's bytes, plain
+        or gzip-compressed.
+    max_bytes
+        The largest file accepted, before or after decompression.
+
+    Returns
+    -------
+    M5Data
+        Its `notices` say what was repaired (price weeks carried forward).
+
+    Raises
+    ------
+    InputRejectedError
+        With one reason per problem. The calendar is checked against the sales' days, and
+        the prices against both, so a file is checked once the files it depends on passed.
+
+    Example
+    -------
+    >>> data = parse_inputs({n: (folder / n).read_bytes() for n in INPUT_FILES})  # doctest: +SKIP
+    """
+    from m5flow.calendar_prices import read_calendar, read_prices  # they import this module
+
+    reasons: list[str] = []
+    payloads: dict[str, bytes] = {}
+    for name in INPUT_FILES:
+        if name not in files:
+            expected = "all of " + ", ".join(INPUT_FILES)
+            reasons.append(problem(name, "upload", "no such file", expected))
+            continue
+        try:
+            payloads[name] = decoded(name, files[name], max_bytes)
+        except InputRejectedError as exc:
+            reasons += exc.reasons
+    if SALES_FILE not in payloads:
+        raise InputRejectedError(reasons)
+    ids, sales, sales_reasons = _sales(SALES_FILE, payloads.pop(SALES_FILE))
+    reasons += sales_reasons or _id_reasons(SALES_FILE, ids)
+    if reasons:
+        raise InputRejectedError(reasons)
+    states = sorted(set(ids["state_id"].tolist()))
+    n_days = sales.shape[1] + HORIZON
+    calendar, weeks, reasons = read_calendar(
+        CALENDAR_FILE, payloads.pop(CALENDAR_FILE), n_days, states
+    )
+    if reasons:
+        raise InputRejectedError(reasons)
+    priced, reasons = read_prices(PRICES_FILE, payloads.pop(PRICES_FILE), ids, calendar, weeks)
+    if priced is None:
+        raise InputRejectedError(reasons)
+    return M5Data(
+        ids=ids["id"],
+        item_ids=ids["item_id"],
+        dept_ids=ids["dept_id"],
+        cat_ids=ids["cat_id"],
+        store_ids=ids["store_id"],
+        state_ids=ids["state_id"],
+        sales=sales,
+        calendar=calendar,
+        weekly_prices=priced.weekly,
+        day_week=priced.day_week,
+        missing_price_weeks=priced.missing_weeks,
+        notices=priced.notices,
+    )

@@ -33,8 +33,9 @@ SHARD = "shard"
 START_TRAINING = "start_training"
 PUBLISH_MODEL = "publish_model"
 ASSEMBLE_FORECAST = "assemble_forecast"
-# CloudFormation names a function `<stack>-<LogicalId>-<suffix>`: the step of a record whose
-# event is missing (Lambda drops payloads too large for the destination) comes from there.
+# CloudFormation names a function `<stack>-<LogicalId>-<suffix>`: the step of a record that
+# comes without its event (Lambda leaves out payloads too large for the destination) is read
+# from there.
 _STAGE_OF_FUNCTION = {
     "ShardFunction": SHARD,
     "StartTrainingFunction": START_TRAINING,

@@ -1,0 +1,263 @@
+"""The calendar and the prices of an M5 upload, checked against the sales they go with.
+
+The calendar must hold every sales day and the forecast days, in order, with consistent
+dates, months, years and weeks; the prices are spread over the calendar's weeks per series,
+carried forward where a week is missing (a notice, not a refusal). Reasons follow
+`csvinput.problem`, like every input check of the shard step.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from m5flow.csvinput import header_of, missing_columns, problem, read_table
+from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
+
+_CALENDAR_INTEGERS = {  # column -> (lowest, highest, what is expected)
+    "wm_yr_wk": (1, 10**9, "a week number (a positive integer)"),
+    "wday": (1, 7, "an integer 1..7"),
+    "month": (1, 12, "an integer 1..12"),
+    "year": (1, 9999, "a year (a positive integer)"),
+}
+
+
+def read_calendar(
+    name: str, payload: bytes, n_days: int, states: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The calendar of days d_1..d_<n_days> in day order, and every week of the file."""
+    header = header_of(payload)
+    snaps = tuple(f"snap_{state}" for state in states)
+    needed = tuple(c for c in CALENDAR_COLUMNS if not c.startswith("snap_")) + snaps
+    nothing = pd.DataFrame(), np.empty(0, np.int64)
+    reasons = missing_columns(name, header, needed)
+    if reasons:
+        return *nothing, reasons
+    table, reasons = read_table(name, payload, header, {c: pa.string() for c in needed})
+    if reasons:
+        return *nothing, reasons
+    frame = table.to_pandas()
+
+    def report(column: str, bad: np.ndarray, expected: str, found: pd.Series | None = None) -> None:
+        if bad.any():
+            row = first_of(bad)
+            text = repr(frame[column].iat[row]) if found is None else str(found.iat[row])
+            reasons.append(problem(name, f"row {row + 2}, column {column}", text, expected,
+                                   int(bad.sum())))  # fmt: skip
+
+    numbers = {}
+    limits = {**_CALENDAR_INTEGERS, **{s: (0, 1, "0 or 1") for s in snaps}}
+    for column, (low, high, expected) in limits.items():
+        values = pd.to_numeric(frame[column].str.strip(), errors="coerce").to_numpy(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.floor(values))
+            bad |= (values < low) | (values > high)
+        report(column, bad, expected)
+        numbers[column] = np.where(bad, 0, values).astype(np.int64)
+    report("d", ~frame["d"].str.fullmatch(r"d_[1-9][0-9]*").to_numpy(bool), "d_<day>")
+    for column in ("event_type_1", "event_type_2"):
+        expected = f"one of {', '.join(EVENT_TYPES)}, or empty"
+        report(column, ~frame[column].isin(("", *EVENT_TYPES)).to_numpy(), expected)
+    dates = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
+    report("date", dates.isna().to_numpy(), "a date as YYYY-MM-DD")
+    if reasons:
+        return *nothing, reasons
+    day = frame["d"].str.slice(2).astype(np.int64).to_numpy()
+    report("d", frame["d"].duplicated().to_numpy(), "each day once")
+    have = np.zeros(n_days + 1, dtype=bool)
+    have[day[day <= n_days]] = True
+    absent = np.flatnonzero(~have[1:]) + 1
+    if absent.size:
+        found = f"{absent.size:,} day(s) missing, first d_{absent[0]}"
+        expected = (f"every day d_1..d_{n_days} (the {n_days - HORIZON} sales days and "
+                    f"the {HORIZON} forecast days)")  # fmt: skip
+        reasons.append(problem(name, "column d", found, expected))
+    if reasons:
+        return *nothing, reasons
+    rows = np.argsort(day, kind="stable")[:n_days]  # the file's row of each day, in day order
+
+    def report_day(column: str, bad: np.ndarray, expected: Callable[[int], str]) -> None:
+        if bad.any():
+            k = first_of(bad)
+            where, found = f"row {rows[k] + 2}, column {column}", repr(frame[column].iat[rows[k]])
+            reasons.append(problem(name, where, found, expected(k), int(bad.sum())))
+
+    start = dates.iat[rows[0]]
+    expected_dates = start + pd.to_timedelta(np.arange(n_days), "D")
+    report_day("date", dates.iloc[rows].to_numpy() != expected_dates.to_numpy(),
+               lambda k: f"{expected_dates[k]:%Y-%m-%d}, the day after d_{k}")  # fmt: skip
+    for part in ("month", "year"):
+        wrong = numbers[part][rows] != getattr(expected_dates, part).to_numpy()
+        report_day(part, wrong, lambda k, part=part: f"{getattr(expected_dates[k], part)}, "
+                   "as in the date")  # fmt: skip
+    back = np.concatenate(([False], np.diff(numbers["wm_yr_wk"][rows]) < 0))
+    week_before = numbers["wm_yr_wk"][rows]
+    report_day("wm_yr_wk", back, lambda k: f"at least {week_before[k - 1]} (weeks never go back)")
+    if reasons:
+        return *nothing, reasons
+    calendar = frame.iloc[rows].reset_index(drop=True)
+    for column in numbers:
+        calendar[column] = numbers[column][rows]
+    calendar["day"] = np.arange(1, n_days + 1)
+    return calendar, np.unique(numbers["wm_yr_wk"]), []
+
+
+@dataclass(frozen=True)
+class Prices:
+    weekly: np.ndarray
+    day_week: np.ndarray
+    missing_weeks: int
+    notices: tuple[str, ...]
+
+
+def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[str]:
+    """Name the bad cells of a prices table read as text."""
+    reasons = []
+    text = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in PRICES_COLUMNS}
+    week = pd.to_numeric(pd.Series(text["wm_yr_wk"]), errors="coerce").to_numpy(np.float64)
+    price = pd.to_numeric(pd.Series(text["sell_price"]), errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        checks = (
+            ("store_id", text["store_id"] == "", "a value"),
+            ("item_id", text["item_id"] == "", "a value"),
+            ("wm_yr_wk", ~np.isin(week, weeks), "a week of calendar.csv (a wm_yr_wk)"),
+            ("sell_price", ~(np.isfinite(price) & (price > 0)), "a positive price"),
+        )
+    repeated = pd.DataFrame(text).duplicated(["store_id", "item_id", "wm_yr_wk"]).to_numpy()
+    checks += (("wm_yr_wk", repeated, "one price per store_id, item_id and week"),)
+    for column, bad, expected in checks:
+        if bad.any():
+            row = first_of(bad)
+            where = f"row {row + 2}, column {column}"
+            reasons.append(problem(name, where, repr(text[column][row]), expected, int(bad.sum())))
+    return reasons
+
+
+class _BadCell(Exception):
+    """Raised by the typed read at a cell it cannot take; the text read then names it."""
+
+
+def _series_lookup(ids: dict[str, np.ndarray]) -> tuple[dict[str, int], dict[str, int], np.ndarray]:
+    """Store and item codes, and the series of each (store, item) pair (-1: none)."""
+    stores, store_code = np.unique(ids["store_id"], return_inverse=True)
+    items, item_code = np.unique(ids["item_id"], return_inverse=True)
+    series_at = np.full((len(stores) + 1, len(items) + 1), -1, dtype=np.int64)
+    series_at[store_code, item_code] = np.arange(len(store_code))
+    return ({s: k for k, s in enumerate(stores.tolist())},
+            {s: k for k, s in enumerate(items.tolist())}, series_at)  # fmt: skip
+
+
+def _codes(labels: pa.DictionaryArray, code_of: dict[str, int]) -> np.ndarray:
+    """The code of each cell of a dictionary column (-1: unknown); an empty cell raises."""
+    values = labels.dictionary.to_pylist()
+    codes = np.array([code_of.get(v, -1) for v in values] + [-1], dtype=np.int64)
+    indices = labels.indices.to_numpy()
+    if "" in values and (indices == values.index("")).any():
+        raise _BadCell
+    return codes[indices]
+
+
+def _typed_weekly(
+    payload: bytes, ids: dict[str, np.ndarray], weeks: np.ndarray, all_weeks: np.ndarray
+) -> np.ndarray:
+    """Stream the prices into a (series, week) matrix (NaN: no price that week), one block
+    of rows at a time, so that the whole typed table never sits in memory.
+
+    Raises
+    ------
+    _BadCell, pyarrow.ArrowInvalid
+        At anything the text read must explain: a bad or empty cell, an unknown week, a
+        row of the wrong width, a (store, item, week) given twice.
+    """
+    store_of, item_of, series_at = _series_lookup(ids)
+    lowest = int(all_weeks[0])
+    column_of = np.full(int(all_weeks[-1]) - lowest + 2, -2, dtype=np.int64)  # -2: unknown
+    column_of[all_weeks - lowest] = -1  # in the calendar, after the forecast days
+    column_of[weeks - lowest] = np.arange(len(weeks))
+    weekly = np.full((len(ids["id"]), len(weeks)), np.nan, dtype=np.float32)
+    label = pa.dictionary(pa.int32(), pa.string())
+    types = {
+        "store_id": label,
+        "item_id": label,
+        "wm_yr_wk": pa.float64(),
+        "sell_price": pa.float64(),
+    }
+
+    def refuse(row: pacsv.InvalidRow) -> str:
+        raise _BadCell
+
+    reader = pacsv.open_csv(
+        io.BytesIO(payload),
+        read_options=pacsv.ReadOptions(block_size=4 << 20),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=refuse),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, include_columns=list(types), strings_can_be_null=False
+        ),
+    )
+    for batch in reader:
+        series = series_at[_codes(batch.column(0), store_of), _codes(batch.column(1), item_of)]
+        week = batch.column(2).to_numpy()
+        price = batch.column(3).to_numpy()
+        column = column_of[np.clip(week - lowest, -1, len(column_of) - 1).astype(np.int64)]
+        if (column == -2).any() or (week != np.floor(week)).any() or not (price > 0).all():
+            raise _BadCell
+        used = np.flatnonzero((series >= 0) & (column >= 0))
+        cell = series[used] * len(weeks) + column[used]
+        ordered = np.sort(cell)  # np.unique hashes, and is ten times slower here
+        if (ordered[1:] == ordered[:-1]).any() or not np.isnan(weekly.ravel()[cell]).all():
+            raise _BadCell  # a (store, item, week) repeats
+        weekly.ravel()[cell] = price[used]
+    return weekly
+
+
+def read_prices(
+    name: str, payload: bytes, ids: dict[str, np.ndarray], calendar: pd.DataFrame,
+    all_weeks: np.ndarray,
+) -> tuple[Prices | None, list[str]]:  # fmt: skip
+    """Weekly prices of every series over the calendar's weeks, carried forward.
+
+    Prices of items or stores not in the sales are ignored (the real M5 slice has some);
+    a week without a price takes the week before's, and is counted and reported as a
+    notice; a series with no price at all is refused.
+    """
+    header = header_of(payload)
+    reasons = missing_columns(name, header, PRICES_COLUMNS)
+    if reasons:
+        return None, reasons
+    weeks = np.unique(calendar["wm_yr_wk"].to_numpy())
+    try:
+        weekly = _typed_weekly(payload, ids, weeks, all_weeks)
+    except (pa.ArrowInvalid, _BadCell):
+        text = dict.fromkeys(PRICES_COLUMNS, pa.string())
+        table, reasons = read_table(name, payload, header, text)
+        unexplained = problem(name, "content", "a cell that cannot be read", "numbers in "
+                              "wm_yr_wk and sell_price, names in store_id and item_id")  # fmt: skip
+        return None, reasons or _price_cell_reasons(name, table, all_weeks) or [unexplained]
+    n_series = len(ids["id"])
+    observed = ~np.isnan(weekly)
+    latest = np.where(observed, np.arange(len(weeks), dtype=np.int32), 0)
+    np.maximum.accumulate(latest, axis=1, out=latest)
+    started = np.logical_or.accumulate(observed, axis=1)
+    weekly = np.where(started, np.take_along_axis(weekly, latest, axis=1), np.float32(np.nan))
+    unpriced = ~started[:, -1]
+    if unpriced.any():
+        row = first_of(unpriced)
+        found = (f"no price for {int(unpriced.sum()):,} of {n_series:,} series, the first "
+                 f"store_id {ids['store_id'][row]} item_id {ids['item_id'][row]}")  # fmt: skip
+        return None, [problem(name, "rows", found, "a price for every item in every store")]
+    carried = started & ~observed
+    notices = ()
+    if carried.any():
+        first = first_of(carried.any(axis=1))
+        notices = (f"{name}: {int(carried.sum()):,} missing week(s) of "
+                   f"{int(carried.any(axis=1).sum()):,} series took the week before's price "
+                   f"(first: store_id {ids['store_id'][first]} item_id {ids['item_id'][first]}"
+                   f" week {weeks[first_of(carried[first])]})",)  # fmt: skip
+    day_week = np.searchsorted(weeks, calendar["wm_yr_wk"].to_numpy())
+    return Prices(weekly.astype(np.float32), day_week, int(carried.sum()), notices), []
