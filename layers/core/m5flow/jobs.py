@@ -53,6 +53,7 @@ class JobSettings:
     transform_instance_type: str = "ml.m5.xlarge"
     max_training_seconds: int = 7200
     volume_gb: int = 30
+    kms_key_arn: str = ""  # encrypts job volumes and outputs when set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobSettings:
@@ -74,11 +75,16 @@ class JobSettings:
             training_instance_count=int(env.get("TRAINING_INSTANCE_COUNT", "1")),
             transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
             max_training_seconds=int(env.get("MAX_TRAINING_SECONDS", "7200")),
+            kms_key_arn=env.get("KMS_KEY_ARN", ""),
         )
 
 
 def _s3_prefix(bucket: str, prefix: str) -> str:
     return f"s3://{bucket}/{prefix}"
+
+
+def _kms(settings: JobSettings) -> str:
+    return settings.kms_key_arn.strip()
 
 
 def _tags(manifest: Manifest, model: ModelShards) -> list[dict[str, str]]:
@@ -135,6 +141,7 @@ def training_request(
     hyperparameters = dict(settings.hyperparameters)
     if not model.validation:
         hyperparameters.pop("early_stopping_rounds", None)
+    key = _kms(settings)
     return {
         "TrainingJobName": naming.job_name(manifest.run_id, model.name),
         "AlgorithmSpecification": {"TrainingImage": settings.image, "TrainingInputMode": "File"},
@@ -143,12 +150,14 @@ def training_request(
         "OutputDataConfig": {
             "S3OutputPath": _s3_prefix(
                 settings.bucket, f"{naming.run_prefix(manifest.run_id)}model/{model.name}/"
-            )
+            ),
+            **({"KmsKeyId": key} if key else {}),
         },
         "ResourceConfig": {
             "InstanceType": settings.training_instance_type,
             "InstanceCount": settings.training_instance_count,
             "VolumeSizeInGB": settings.volume_gb,
+            **({"VolumeKmsKeyId": key} if key else {}),
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_training_seconds},
         "HyperParameters": hyperparameters,
@@ -173,6 +182,7 @@ def transform_request(
 ) -> dict[str, Any]:
     """Keyword arguments of `create_transform_job` scoring a model's inference shards."""
     name = naming.job_name(manifest.run_id, model.name)
+    key = _kms(settings)
     return {
         "TransformJobName": name,
         "ModelName": name,
@@ -197,10 +207,12 @@ def transform_request(
             ),
             "Accept": CSV,
             "AssembleWith": "Line",
+            **({"KmsKeyId": key} if key else {}),
         },
         "TransformResources": {
             "InstanceType": settings.transform_instance_type,
             "InstanceCount": 1,
+            **({"VolumeKmsKeyId": key} if key else {}),
         },
         "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
         "Tags": _tags(manifest, model),

@@ -1,0 +1,63 @@
+"""SageMaker request bodies: distribution, encryption and the names that make them idempotent."""
+
+from __future__ import annotations
+
+import pytest
+
+from m5flow.exceptions import RunFailedError
+from m5flow.jobs import JobSettings, training_request, transform_request
+from m5flow.shards import PARQUET, Manifest, ModelShards, ShardInfo
+
+ENV = {
+    "DATA_BUCKET": "bkt",
+    "SAGEMAKER_ROLE_ARN": "arn:aws:iam::1:role/r",
+    "AWS_REGION": "eu-west-1",
+}
+
+
+def _manifest(train_shards: int) -> Manifest:
+    shards = [ShardInfo(f"runs/r-1/train/h28/{i}.parquet", 10, 100) for i in range(train_shards)]
+    model = ModelShards("h28", 28, (1, 28), ["lag28"], train=shards,
+                        validation=shards[:1], inference=shards[:1])  # fmt: skip
+    return Manifest("r-1", "d", {}, 1941, 28, 3, PARQUET, [model])
+
+
+def test_defaults_use_the_regions_builtin_image_and_one_replicated_host():
+    settings = JobSettings.from_env(ENV)
+    request = training_request(_manifest(3), _manifest(3).models[0], settings)
+    assert request["AlgorithmSpecification"]["TrainingImage"] == (
+        "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    )
+    assert request["TrainingJobName"] == "m5flow-r-1-h28"
+    train = request["InputDataConfig"][0]["DataSource"]["S3DataSource"]
+    assert train["S3DataDistributionType"] == "FullyReplicated"
+    assert "KmsKeyId" not in request["OutputDataConfig"]
+
+
+def test_several_hosts_shard_by_key_and_validation_stays_replicated():
+    settings = JobSettings.from_env({**ENV, "TRAINING_INSTANCE_COUNT": "2"})
+    manifest = _manifest(3)
+    request = training_request(manifest, manifest.models[0], settings)
+    distribution = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+        for c in request["InputDataConfig"]
+    }
+    assert distribution == {"train": "ShardedByS3Key", "validation": "FullyReplicated"}
+
+
+def test_more_hosts_than_training_objects_is_refused_with_a_reason():
+    settings = JobSettings.from_env({**ENV, "TRAINING_INSTANCE_COUNT": "4"})
+    manifest = _manifest(3)
+    with pytest.raises(RunFailedError, match=r"3 training shard.*TrainingInstanceCount is 4"):
+        training_request(manifest, manifest.models[0], settings)
+
+
+def test_kms_key_encrypts_volumes_and_outputs():
+    settings = JobSettings.from_env({**ENV, "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/k"})
+    manifest = _manifest(1)
+    training = training_request(manifest, manifest.models[0], settings)
+    transform = transform_request(manifest, manifest.models[0], settings)
+    assert training["OutputDataConfig"]["KmsKeyId"] == settings.kms_key_arn
+    assert training["ResourceConfig"]["VolumeKmsKeyId"] == settings.kms_key_arn
+    assert transform["TransformOutput"]["KmsKeyId"] == settings.kms_key_arn
+    assert transform["TransformResources"]["VolumeKmsKeyId"] == settings.kms_key_arn
