@@ -230,6 +230,40 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     assert bus.drain() == []
 
 
+def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_function, small_m5, bus):
+    bus.watch("truth")
+    _upload(bucket, "truth", small_m5)
+    ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
+    # The truth equals the forecast written below, so every level's error is zero.
+    truth = pd.DataFrame({"id": ids, **{f"d_{1941 + h}": h - 0.5 for h in range(1, 29)}})
+    boto3.client("s3").put_object(
+        Bucket=bucket,
+        Key="raw/truth/sales_test_evaluation.csv",
+        Body=truth.to_csv(index=False).encode(),
+    )
+    run = _shard(bucket, load_function, "truth")
+    bus.drain()
+    s3 = boto3.client("s3")
+    manifest = Manifest.from_json(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
+    )
+    for shard in manifest.models[0].inference:
+        rows = pd.read_csv(
+            io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
+        )
+        out = rows[[0, 1]].assign(prediction=rows[1] - 1941 - 0.5)
+        key = shard.key.replace("/inference/", "/predictions/") + ".out"
+        s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
+
+    load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+
+    (ready,) = bus.drain()
+    assert ready["detail"]["headline"]["scored_on"] == "truth"
+    assert ready["detail"]["headline"]["wrmsse"] == 0.0
+
+
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])
 def test_assemble_forecast_reports_failed_transform(bucket, load_function, small_m5, bus, status):
     dataset = f"tf-{status.lower()}"

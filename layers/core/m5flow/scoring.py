@@ -354,7 +354,9 @@ def _named(ids: np.ndarray) -> str:
     return ", ".join(map(str, ids[:_SHOWN])) + more
 
 
-def _aligned(name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str]) -> np.ndarray:
+def aligned_values(
+    name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str]
+) -> np.ndarray:
     """Rows of `frame` in the order of `ids`, or a ScoringError naming every mismatch."""
     problems = []
     absent = [c for c in ["id", *columns] if c not in frame.columns]
@@ -439,9 +441,11 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
             f"expected d_{data.last_day + 1}..d_{data.last_day + max(horizon, 1)}, "
             f"the days after the history's last day d_{data.last_day}"
         )
-    truth = _aligned(Path(truth_csv).name, truth_frame, data.ids, days)
+    truth = aligned_values(Path(truth_csv).name, truth_frame, data.ids, days)
     steps = [f"F{k}" for k in range(1, horizon + 1)]
-    forecast = _aligned(Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps)
+    forecast = aligned_values(
+        Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps
+    )
     weights = dollar_sales(data.sales, data.prices)
     return wrmsse(data.sales, truth, forecast, Hierarchy.from_data(data), weights)
 

@@ -1,4 +1,9 @@
-"""Assemble step: a transform finished; the last of a run's transforms writes the forecast."""
+"""Assemble step: a transform finished; the last of a run's transforms writes the forecast.
+
+Fan-in without waiting: each transform's completion checks once whether every model of the
+manifest has its outputs; only a completion that finds them all assembles, and the ledger
+makes sure `Forecast Ready` is announced once even when two finish together.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pyarrow.csv as pacsv
+import pandas as pd
 from aws_lambda_powertools import Logger
 
-from m5flow import forecast, jobs, naming, schema
+from m5flow import forecast, jobs, naming, report, schema, scoring
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import EventPublisher
+from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
 from m5flow.storage import Storage
 
@@ -33,6 +39,30 @@ def _pending_models(storage: Storage, manifest: Manifest) -> list[str]:
         if any(_output_key(manifest, model.name, s.key) not in have for s in model.inference):
             pending.append(model.name)
     return pending
+
+
+def _truth(storage: Storage, manifest: Manifest, data: M5Data) -> np.ndarray | None:
+    """The optional `raw/<dataset>/sales_test_evaluation.csv`, aligned to the series."""
+    key = f"{naming.RAW_PREFIX}{manifest.dataset}/{schema.TRUTH_FILE}"
+    if storage.etag(key) is None:
+        return None
+    frame = pd.read_csv(io.BytesIO(storage.read(key)))
+    days = [f"d_{manifest.last_day + h}" for h in range(1, manifest.horizon + 1)]
+    return scoring.aligned_values(schema.TRUTH_FILE, frame, data.ids, days)
+
+
+def _backtest(
+    predictions: pd.DataFrame, data: M5Data, hierarchy: scoring.Hierarchy, horizon: int
+) -> scoring.Score | None:
+    """Score the predictions the models made for the last `horizon` sales days, if any."""
+    origin = data.last_day - horizon
+    past = predictions[predictions["day"] <= data.last_day]
+    if past.empty:
+        return None
+    matrix = forecast.submission(past, data.ids, origin + 1, horizon).drop(columns="id")
+    history = data.sales[:, :origin]
+    weights = scoring.dollar_sales(history, data.prices[:, :origin])
+    return scoring.wrmsse(history, data.sales[:, origin:], matrix.to_numpy(), hierarchy, weights)
 
 
 def assemble_forecast(
@@ -67,47 +97,80 @@ def assemble_forecast(
         logger.info("waiting for sibling transforms", extra={"run_id": run, "pending": pending})
         return None
 
-    sales_key = manifest.inputs[schema.SALES_FILE]["key"]
-    ids = (
-        pacsv.read_csv(
-            io.BytesIO(storage.read(sales_key)),
-            convert_options=pacsv.ConvertOptions(include_columns=["id"]),
-        )
-        .column("id")
-        .to_numpy(zero_copy_only=False)
-        .astype(str)
+    data = schema.parse_inputs(
+        {name: storage.read(manifest.inputs[name]["key"]) for name in schema.INPUT_FILES}
     )
-    bodies = [
+    predictions = forecast.read_predictions(
         storage.read(_output_key(manifest, model.name, shard.key))
         for model in manifest.models
         for shard in model.inference
-    ]
+    )
+    hierarchy = scoring.Hierarchy.from_data(data)
     try:
         frame = forecast.submission(
-            forecast.read_predictions(bodies), ids, manifest.last_day + 1, manifest.horizon
+            predictions[predictions["day"] > data.last_day],
+            data.ids,
+            manifest.last_day + 1,
+            manifest.horizon,
         )
-    except RunFailedError as exc:
+        truth = _truth(storage, manifest, data)
+        backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
+    except (RunFailedError, scoring.ScoringError) as exc:
+        reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         publisher.publish(
             "Run Failed",
-            {"run_id": run, "dataset": manifest.dataset, "stage": exc.stage, "reason": exc.reason},
+            {"run_id": run, "dataset": manifest.dataset, "stage": "assemble", "reason": reason},
             once="run-failed-assemble",
         )
         return None
-    prefix = f"{naming.run_prefix(run)}forecast/"
     values = frame.drop(columns="id").to_numpy()
+    score = None
+    if truth is not None:
+        weights = scoring.dollar_sales(data.sales, data.prices)
+        score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
     metrics = {
         "run_id": run,
         "dataset": manifest.dataset,
         "series": len(frame),
         "first_day": manifest.last_day + 1,
         "horizon": manifest.horizon,
-        "forecast_total": float(values.sum()),
+        "models": [m.name for m in manifest.models],
+        "scored_on": "truth" if score else ("backtest" if backtest else "nothing"),
+        "wrmsse": score.as_dict() if score else None,
+        "backtest_wrmsse": backtest.as_dict() if backtest else None,
         "forecast_mean_daily_total": float(values.sum(axis=0).mean()),
-        "zero_share": float(np.mean(values < 0.5)),
     }
+    facts = {
+        "run id": run,
+        "dataset": manifest.dataset,
+        "series": len(frame),
+        "history": f"d_1..d_{data.last_day}",
+        "horizon": f"d_{data.last_day + 1}..d_{data.last_day + manifest.horizon}",
+        "models": [
+            f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
+        ],
+    }
+    page = report.render_report(
+        history=data.sales,
+        forecast=values,
+        hierarchy=hierarchy,
+        ids=data.ids,
+        facts=facts,
+        truth=truth,
+        score=score,
+        backtest=backtest,
+        dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
+    )
+    prefix = f"{naming.run_prefix(run)}forecast/"
     # Concurrent deliveries write identical bytes; the announcement below is sent once.
     storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
+    storage.write(prefix + "report.html", page.encode())
     storage.write(prefix + "submission.csv", forecast.to_csv(frame))
+    headline = {"series": len(frame), "scored_on": metrics["scored_on"]}
+    if score:
+        headline |= {"wrmsse": round(score.wrmsse, 4), "level1_rmsse": round(score.levels[1], 4)}
+    if backtest:
+        headline |= {"backtest_wrmsse": round(backtest.wrmsse, 4)}
     announced = publisher.publish(
         "Forecast Ready",
         {
@@ -115,7 +178,8 @@ def assemble_forecast(
             "dataset": manifest.dataset,
             "submission": storage.uri(prefix + "submission.csv"),
             "metrics": storage.uri(prefix + "metrics.json"),
-            "headline": {k: metrics[k] for k in ("series", "forecast_mean_daily_total")},
+            "report": storage.uri(prefix + "report.html"),
+            "headline": headline,
         },
         once="forecast-ready",
     )
