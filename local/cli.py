@@ -95,7 +95,7 @@ def _local_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     started = time.perf_counter()
-    with LocalCloud(workdir) as cloud:
+    with LocalCloud(workdir, parameters=dict(args.parameter)) as cloud:
         # The truth file goes first: it must be in place before the last input starts the run.
         ordered = sorted(files, key=lambda name: name != schema.TRUTH_FILE)
         cloud.upload_dataset(data_dir, dataset, tuple(ordered))
@@ -178,6 +178,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="dataset name (default: the data folder's name)")
     run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the forecast")
     run.add_argument("--workdir", help="keep the local cloud's files here")
+    run.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        type=lambda text: tuple(text.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="a template.yaml parameter, e.g. ModelMinLags=7,14,21,28 (repeatable)",
+    )
     run.set_defaults(run=_local_run)
     up = local.add_parser("up", help="start the local endpoints and keep them up")
     up.add_argument("--workdir")

@@ -42,6 +42,12 @@ CONFIGS: dict[str, dict] = {
     "original": {"min_lags": (28,), "params": ORIGINAL, "num_round": 3000, "history": None},
     "h28": {"min_lags": (28,), "params": TUNED, "num_round": 1500, "history": None},
     "groups": {"min_lags": (7, 14, 21, 28), "params": TUNED, "num_round": 1500, "history": None},
+    "groups_orig": {
+        "min_lags": (7, 14, 21, 28),
+        "params": {**ORIGINAL, "tree_method": "hist", "eval_metric": "poisson-nloglik"},
+        "num_round": 3000,
+        "history": None,
+    },
 }
 
 
@@ -120,8 +126,11 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--final", action="store_true", help="also report the final window")
+    parser.add_argument("--origins", help="comma-separated origins instead of --windows")
     args = parser.parse_args()
     origins = [1941 - 28 * k for k in range(1, args.windows + 1)]
+    if args.origins:
+        origins = [int(o) for o in args.origins.split(",")]
     if args.final:
         origins.append(1941)
     jobs = [(c, o) for c in args.configs.split(",") for o in origins]

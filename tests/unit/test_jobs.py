@@ -61,3 +61,15 @@ def test_kms_key_encrypts_volumes_and_outputs():
     assert training["ResourceConfig"]["VolumeKmsKeyId"] == settings.kms_key_arn
     assert transform["TransformOutput"]["KmsKeyId"] == settings.kms_key_arn
     assert transform["TransformResources"]["VolumeKmsKeyId"] == settings.kms_key_arn
+
+
+def test_hyperparameter_overrides_are_merged_as_strings():
+    settings = JobSettings.from_env(
+        {**ENV, "NUM_ROUND": "50", "HYPERPARAMETERS": '{"eta": 0.3, "max_depth": "5"}'}
+    )
+    assert settings.hyperparameters["num_round"] == "50"
+    assert settings.hyperparameters["eta"] == "0.3"
+    assert settings.hyperparameters["max_depth"] == "5"
+    assert settings.hyperparameters["objective"] == "reg:tweedie"
+    with pytest.raises(ValueError, match="JSON object"):
+        JobSettings.from_env({**ENV, "HYPERPARAMETERS": "[1]"})

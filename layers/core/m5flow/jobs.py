@@ -7,6 +7,7 @@ checked without AWS and the handlers stay thin.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,11 @@ class JobSettings:
                 hyperparameters.pop("tweedie_variance_power")
         if env.get("NUM_ROUND"):
             hyperparameters["num_round"] = str(int(env["NUM_ROUND"]))
+        overrides = json.loads(env.get("HYPERPARAMETERS") or "{}")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"HYPERPARAMETERS must be a JSON object, got {overrides!r}")
+        # SageMaker takes every hyperparameter as a string.
+        hyperparameters.update({str(k): str(v) for k, v in overrides.items()})
         return cls(
             bucket=env["DATA_BUCKET"],
             role_arn=env.get("SAGEMAKER_ROLE_ARN", ""),
