@@ -1,0 +1,138 @@
+"""Forecast accuracy on real M5 data, measured through the whole local flow.
+
+For each 28-day backtest window ending at or before d_1941, and for the final window
+d_1942..d_1969, it writes the M5 files as they were known at the window's origin (plus the
+window's truth as `sales_test_evaluation.csv`), runs `m5flow local run` once per
+configuration, and reads the WRMSSE the pipeline itself reports in metrics.json. Seasonal
+naive, the 28-day moving average and, on the final window, the real competition
+submissions in ../shared/m5-real/reference are scored beside them.
+
+    .venv/bin/python bench/accuracy/run.py [--windows 6] [--configs original,default]
+
+Settings are chosen on the backtest windows only; the final window is reported, never used
+to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from m5flow import schema, scoring
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
+WORK = Path(__file__).resolve().parent / ".cache"
+ORIGINAL_HYPERPARAMETERS = {
+    "num_round": "3000", "early_stopping_rounds": "20", "eta": "0.1",
+    "objective": "reg:tweedie", "tweedie_variance_power": "1.5", "max_depth": "5",
+    "min_child_weight": "7", "subsample": "0.7", "colsample_bytree": "0.7",
+    "eval_metric": "rmse", "tree_method": "auto",
+}  # fmt: skip
+CONFIGS: dict[str, dict[str, str]] = {
+    # The blog's single lag-28 model with its hyperparameters.
+    "original": {"ModelMinLags": "28", "Hyperparameters": json.dumps(ORIGINAL_HYPERPARAMETERS)},
+    # The stack's defaults, exactly as `sam deploy` ships them.
+    "default": {},
+}
+REFERENCES = sorted((REAL / "reference").glob("submission_*.csv"))
+
+
+def write_window(data_dir: Path, origin: int) -> None:
+    """The real files as known at the end of `origin`, and the next 28 days as truth."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sales = pd.read_csv(REAL / schema.SALES_FILE)
+    keep = list(schema.SALES_ID_COLUMNS) + [f"d_{d}" for d in range(1, origin + 1)]
+    sales[keep].to_csv(data_dir / schema.SALES_FILE, index=False)
+    if origin == 1941:
+        truth = pd.read_csv(REAL / schema.TRUTH_FILE)
+    else:
+        days = [f"d_{d}" for d in range(origin + 1, origin + 29)]
+        truth = sales[["id", *days]]
+    truth.to_csv(data_dir / schema.TRUTH_FILE, index=False)
+    for name in (schema.CALENDAR_FILE, schema.PRICES_FILE):
+        (data_dir / name).write_bytes((REAL / name).read_bytes())
+
+
+def run_pipeline(data_dir: Path, out: Path, parameters: dict[str, str]) -> dict:
+    command = [sys.executable, "-m", "m5flow_local.cli", "local", "run"]
+    command += ["--data", str(data_dir), "--out", str(out), "--dataset", "m5-real"]
+    for name, value in parameters.items():
+        command += ["--parameter", f"{name}={value}"]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"local run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"seconds": time.perf_counter() - started, **metrics["wrmsse"]}
+
+
+def baselines(data_dir: Path) -> dict[str, scoring.Score]:
+    data = schema.parse_inputs({n: (data_dir / n).read_bytes() for n in schema.INPUT_FILES})
+    truth_frame = pd.read_csv(data_dir / schema.TRUTH_FILE)
+    days = [c for c in truth_frame.columns if c.startswith("d_")]
+    truth = scoring.aligned_values(schema.TRUTH_FILE, truth_frame, data.ids, days)
+    hierarchy = scoring.Hierarchy.from_data(data)
+    weights = scoring.dollar_sales(data.sales, data.prices)
+    forecasts = {
+        "seasonal naive": np.tile(data.sales[:, -7:], 4),
+        "28-day moving average": np.repeat(data.sales[:, -28:].mean(axis=1, keepdims=True), 28, 1),
+    }
+    return {
+        name: scoring.wrmsse(data.sales, truth, f, hierarchy, weights)
+        for name, f in forecasts.items()
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    args = parser.parse_args()
+    origins = [1941 - 28 * k for k in range(args.windows, 0, -1)] + [1941]
+    rows = []
+    for origin in origins:
+        data_dir = WORK / f"origin_{origin}"
+        write_window(data_dir, origin)
+        window = "final" if origin == 1941 else "backtest"
+        for name, score in baselines(data_dir).items():
+            rows.append({"window": window, "origin": origin, "method": name, "wrmsse": score.wrmsse,
+                         "L1": score.levels[1], "L12": score.levels[12]})  # fmt: skip
+        for config in args.configs.split(","):
+            out = WORK / "out" / config / str(origin)
+            result = run_pipeline(data_dir, out, CONFIGS[config])
+            rows.append({"window": window, "origin": origin, "method": config,
+                         "wrmsse": result["wrmsse"], "L1": result["levels"]["1"],
+                         "L12": result["levels"]["12"], "seconds": result["seconds"]})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+        if origin == 1941:
+            for path in REFERENCES:
+                score = scoring.score_files(data_dir, data_dir / schema.TRUTH_FILE, path)
+                rows.append({"window": window, "origin": origin, "method": path.stem,
+                             "wrmsse": score.wrmsse, "L1": score.levels[1],
+                             "L12": score.levels[12]})  # fmt: skip
+    table = pd.DataFrame(rows)
+    backtest = table[table["window"] == "backtest"].pivot_table(
+        index="method", columns="origin", values="wrmsse"
+    )
+    backtest["mean"] = backtest.mean(axis=1)
+    final = table[table["window"] == "final"].set_index("method")[["wrmsse", "L1", "L12"]]
+    pd.set_option("display.width", 200)
+    print("\nBacktest WRMSSE by forecast origin (windows of 28 days after it):")
+    print(backtest.round(3).to_string())
+    print("\nFinal window d_1942..d_1969 (reported, never used to choose):")
+    print(final.round(3).to_string())
+    if {"original", "default"} <= set(backtest.index):
+        gain = 1 - backtest.loc["default", "mean"] / backtest.loc["original", "mean"]
+        print(f"\ndefault vs original, mean backtest WRMSSE: {gain:+.1%} better")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
