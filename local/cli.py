@@ -45,6 +45,12 @@ def _shard(args: argparse.Namespace) -> int:
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
+    print(
+        f"read and checked {len(data.ids):,} series x {data.last_day:,} days "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    for notice in data.notices:
+        print(f"note: {notice}")
     inputs = {name: {"key": name, "etag": str(etags[name])} for name in schema.INPUT_FILES}
     target = DiskStorage(out)
     manifest = write_shards(

@@ -69,7 +69,7 @@ def truncate(data: M5Data, origin: int) -> M5Data:
         data,
         sales=data.sales[:, :origin],
         calendar=data.calendar.iloc[: origin + schema.HORIZON].reset_index(drop=True),
-        prices=data.prices[:, : origin + schema.HORIZON],
+        day_week=data.day_week[: origin + schema.HORIZON],
     )
 
 
@@ -82,20 +82,23 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
         facts = series_facts(data, features)
         first = 1 if config["history"] is None else last - 28 - config["history"]
-        xt, yt, _, _ = build_block(data, facts, rows, max(1, first), last - 28, features)
-        xv, yv, _, _ = build_block(data, facts, rows, last - 27, last, features)
-        dtrain, dval = xgb.DMatrix(xt, label=yt), xgb.DMatrix(xv, label=yv)
+        train = build_block(data, facts, rows, max(1, first), last - 28, features)
+        valid = build_block(data, facts, rows, last - 27, last, features)
+        dtrain = xgb.DMatrix(train.features.T, label=train.label)
+        dval = xgb.DMatrix(valid.features.T, label=valid.label)
         params = {**config["params"], "nthread": 1, "seed": 0}
         booster = xgb.train(
             params, dtrain, config["num_round"], evals=[(dval, "validation")],
             early_stopping_rounds=config.get("early_stopping", 20), verbose_eval=False,
         )  # fmt: skip
-        xi, _, series, day = build_block(
+        future = build_block(
             data, facts, rows, last + previous + 1, last + min_lag, features,
             drop_before_first_sale=False,
         )  # fmt: skip
-        pred = booster.predict(xgb.DMatrix(xi), iteration_range=(0, booster.best_iteration + 1))
-        out[series, day - last - 1] = pred
+        pred = booster.predict(
+            xgb.DMatrix(future.features.T), iteration_range=(0, booster.best_iteration + 1)
+        )
+        out[future.series, future.day - last - 1] = pred
         previous = min_lag
     return out
 

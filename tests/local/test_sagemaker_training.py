@@ -384,3 +384,33 @@ def test_hosts_without_data_drop_out(cloud: LocalCloud, csv_prefix: str) -> None
     assert load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"]).num_features() == 3
     log = (cloud.workdir / "training" / "dropout" / "algo-3" / "algo.log").read_text()
     assert "Host algo-3 not being used for distributed training." in log
+
+
+@pytest.mark.parametrize(("status", "sample"), [("Completed", "sagemaker_training_completed"),
+                                                ("Failed", "sagemaker_training_failed")])  # fmt: skip
+def test_training_events_carry_the_fields_of_aws_examples(
+    cloud: LocalCloud, csv_prefix: str, failing_jobs: dict[str, dict[str, Any]], status: str,
+    sample: str,
+) -> None:  # fmt: skip
+    """Field by field against the AWS-shaped samples in events/ (what handlers are tested on)."""
+    from tests.conftest import sample_event
+
+    if status == "Completed":
+        hps = {**TWEEDIE, "num_round": "3"}
+        cloud.sm.create_training_job(**training_request(cloud, "shape-job", csv_prefix, hps))
+        ours = cloud.events.wait_final("shape-job")
+    else:
+        ours = failing_jobs["bad-power"]
+    expected = sample_event(sample)
+    assert set(ours) == set(expected)
+    assert ours["detail"]["TrainingJobStatus"] == expected["detail"]["TrainingJobStatus"] == status
+    # Optional on AWS's side (set only when the request or the job has them).
+    optional = {"VpcConfig", "FinalMetricDataList", "BillableTimeInSeconds", "DebugHookConfig",
+                "ProfilerConfig", "ProfilingStatus", "WarmPoolStatus", "RetryStrategy",
+                "EnableManagedSpotTraining", "CheckpointConfig", "Environment", "TrainingTimeInSeconds",
+                "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption"}  # fmt: skip
+    assert set(expected["detail"]) - optional <= set(ours["detail"])
+    assert set(ours["detail"]) - optional <= set(expected["detail"])
+    for name, value in expected["detail"].items():
+        if name in ours["detail"] and name.endswith("Time"):
+            assert type(ours["detail"][name]) is type(value), name

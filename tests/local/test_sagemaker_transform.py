@@ -166,6 +166,17 @@ def test_pipeline_transform_joins_ids_days_and_predictions(
     desc = cloud.sm.describe_transform_job(TransformJobName="pipeline-transform")
     assert desc["TransformJobStatus"] == "Completed"
 
+    # Field by field against the AWS-shaped sample in events/ that the handlers are tested on.
+    from tests.conftest import sample_event
+
+    expected = sample_event("sagemaker_transform_completed")
+    assert set(sent[-1]) == set(expected)
+    # Set only when the request or the job has them (this request sets no MaxPayloadInMB).
+    optional = {"MaxConcurrentTransforms", "MaxPayloadInMB", "ModelClientConfig", "ExperimentConfig", "Environment", "LabelingJobArn",
+                "AutoMLJobArn", "BatchDataCaptureConfig", "DataCaptureConfig"}  # fmt: skip
+    assert set(expected["detail"]) - optional <= set(done)
+    assert set(done) - optional <= set(expected["detail"])
+
 
 def test_slices_are_end_inclusive_and_negative_indexes_count_back(
     cloud: LocalCloud, model: tuple[str, Any]

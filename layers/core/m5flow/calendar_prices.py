@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from m5flow.csvinput import header_of, missing_columns, problem, read_table
+from m5flow.csvinput import header_of, missing_columns, problem, quoted, read_table
 from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
 
 _CALENDAR_INTEGERS = {  # column -> (lowest, highest, what is expected)
@@ -47,7 +47,7 @@ def read_calendar(
     def report(column: str, bad: np.ndarray, expected: str, found: pd.Series | None = None) -> None:
         if bad.any():
             row = first_of(bad)
-            text = repr(frame[column].iat[row]) if found is None else str(found.iat[row])
+            text = quoted(frame[column].iat[row]) if found is None else str(found.iat[row])
             reasons.append(problem(name, f"row {row + 2}, column {column}", text, expected,
                                    int(bad.sum())))  # fmt: skip
 
@@ -85,7 +85,7 @@ def read_calendar(
     def report_day(column: str, bad: np.ndarray, expected: Callable[[int], str]) -> None:
         if bad.any():
             k = first_of(bad)
-            where, found = f"row {rows[k] + 2}, column {column}", repr(frame[column].iat[rows[k]])
+            where, found = f"row {rows[k] + 2}, column {column}", quoted(frame[column].iat[rows[k]])
             reasons.append(problem(name, where, found, expected(k), int(bad.sum())))
 
     start = dates.iat[rows[0]]
@@ -135,7 +135,8 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
         if bad.any():
             row = first_of(bad)
             where = f"row {row + 2}, column {column}"
-            reasons.append(problem(name, where, repr(text[column][row]), expected, int(bad.sum())))
+            found = quoted(text[column][row])
+            reasons.append(problem(name, where, found, expected, int(bad.sum())))
     return reasons
 
 
@@ -165,7 +166,7 @@ def _codes(labels: pa.DictionaryArray, code_of: dict[str, int]) -> np.ndarray:
 
 def _typed_weekly(
     payload: bytes, ids: dict[str, np.ndarray], weeks: np.ndarray, all_weeks: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """Stream the prices into a (series, week) matrix (NaN: no price that week), one block
     of rows at a time, so that the whole typed table never sits in memory.
 
@@ -200,7 +201,9 @@ def _typed_weekly(
             column_types=types, include_columns=list(types), strings_can_be_null=False
         ),
     )
+    rows = 0
     for batch in reader:
+        rows += batch.num_rows
         series = series_at[_codes(batch.column(0), store_of), _codes(batch.column(1), item_of)]
         week = batch.column(2).to_numpy()
         price = batch.column(3).to_numpy()
@@ -213,7 +216,7 @@ def _typed_weekly(
         if (ordered[1:] == ordered[:-1]).any() or not np.isnan(weekly.ravel()[cell]).all():
             raise _BadCell  # a (store, item, week) repeats
         weekly.ravel()[cell] = price[used]
-    return weekly
+    return weekly, rows
 
 
 def read_prices(
@@ -232,13 +235,15 @@ def read_prices(
         return None, reasons
     weeks = np.unique(calendar["wm_yr_wk"].to_numpy())
     try:
-        weekly = _typed_weekly(payload, ids, weeks, all_weeks)
+        weekly, rows = _typed_weekly(payload, ids, weeks, all_weeks)
     except (pa.ArrowInvalid, _BadCell):
         text = dict.fromkeys(PRICES_COLUMNS, pa.string())
         table, reasons = read_table(name, payload, header, text)
         unexplained = problem(name, "content", "a cell that cannot be read", "numbers in "
                               "wm_yr_wk and sell_price, names in store_id and item_id")  # fmt: skip
         return None, reasons or _price_cell_reasons(name, table, all_weeks) or [unexplained]
+    if rows == 0:
+        return None, [problem(name, "content", "a header only", "one or more rows after it")]
     n_series = len(ids["id"])
     observed = ~np.isnan(weekly)
     latest = np.where(observed, np.arange(len(weeks), dtype=np.int32), 0)

@@ -39,6 +39,11 @@ def problem(name: str, where: str, found: str, expected: str, count: int = 1) ->
     )
 
 
+def quoted(value: object) -> str:
+    """A cell as a reason shows it: Python-quoted text (numpy strings included)."""
+    return repr(str(value))
+
+
 def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
     """The CSV text of one upload: size-checked, gunzipped, without a byte-order mark.
 

@@ -17,7 +17,6 @@ least min_lag days old, else it is missing. Prices and the calendar are known in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +33,8 @@ CALENDAR_FEATURES = (
     *(f"event_{kind.lower()}" for kind in EVENT_TYPES),
 )
 PRICE_FEATURES = ("sell_price", "price_relative", "price_change_week")
+_CACHE_CELLS = 1 << 15  # float64 cells per array worked on at once: 256 KB, in cache
+_MASK_WIDTH = 256  # blocks of at most this many days copy their kept cells with a mask
 GROUP_COLUMNS = {
     "item": "item_ids",
     "dept": "dept_ids",
@@ -163,6 +164,40 @@ class Block:
         return len(self.label)
 
 
+class _Ragged:
+    """Copies the kept cells of (series x days) matrices into the rows of a block.
+
+    Series s keeps the days from starts[s] on, a suffix. Whichever copy is cheapest: all
+    kept, one copy; short blocks (validation, inference), one boolean mask; long blocks,
+    one slice per series concatenated, at memory speed (a mask there costs twice as much).
+    """
+
+    def __init__(self, starts: np.ndarray, width: int) -> None:
+        self.starts = starts.tolist()
+        self.width = width
+        self.counts = width - starts
+        self.offsets = np.concatenate(([0], np.cumsum(self.counts)))
+        self.whole = not starts.any()
+        self.mask = None
+        if not self.whole and width <= _MASK_WIDTH:
+            self.mask = np.arange(width)[None, :] >= starts[:, None]
+
+    def copy(self, matrix: np.ndarray, out: np.ndarray, first: int = 0) -> np.ndarray:
+        """Copy series first, first + 1, ... (a row of `matrix` each, or one row for all
+        series) into `out`, their rows offsets[first]..; return `out`."""
+        n = len(matrix) if matrix.ndim == 2 else len(self.starts)
+        starts = self.starts[first : first + n]
+        if self.whole:
+            np.copyto(out.reshape(n, self.width), matrix)
+        elif self.mask is not None:
+            out[:] = np.broadcast_to(matrix, (n, self.width))[self.mask[first : first + n]]
+        elif matrix.ndim == 1:
+            np.concatenate([matrix[k:] for k in starts], out=out)
+        else:
+            np.concatenate([row[k:] for row, k in zip(matrix, starts, strict=True)], out=out)
+        return out
+
+
 def build_block(
     data: M5Data,
     facts: SeriesFacts,
@@ -175,8 +210,9 @@ def build_block(
 ) -> Block:
     """Build the features of series `rows` on days first_day..last_day (1-based).
 
-    Each feature is computed on the (series x days) rectangle from slices of the sales
-    matrix, then the days before each series' first sale are dropped with one boolean mask.
+    Every feature is computed on the (series x days) rectangle, mostly as a slice of a
+    matrix, and its kept cells (each series from its first sale on) are copied straight
+    into the block's row for that feature.
 
     Example
     -------
@@ -184,87 +220,127 @@ def build_block(
     >>> block = build_block(data, facts, np.arange(10), 1, 1913, config)  # doctest: +SKIP
     """
     days = np.arange(first_day, last_day + 1)
-    have, lag, n = data.last_day, config.min_lag, len(rows)
+    n, width, lag = len(rows), len(days), config.min_lag
+    if last_day > data.last_day + lag:
+        raise ValueError(f"day {last_day} needs sales after the last day, {data.last_day}")
     first_sale = facts.first_sale_day[rows]
-    if drop_before_first_sale:
-        keep = days[None, :] >= first_sale[:, None]
-    else:
-        keep = np.ones((n, len(days)), dtype=bool)
-    counts = keep.sum(axis=1)
+    skipped = np.clip(first_sale - first_day, 0, width) if drop_before_first_sale else 0
+    ragged = _Ragged(np.broadcast_to(skipped, (n,)).astype(np.int64), width)
+    counts = ragged.counts
     names = feature_names(config)
-    features = np.empty((len(names), int(counts.sum())), dtype=np.float32)
-    column = iter(range(len(names)))
+    features = np.empty((len(names), int(ragged.offsets[-1])), dtype=np.float32)
+    if features.shape[1] == 0:
+        empty = np.empty(0, dtype=np.float32)
+        return Block(features, empty, np.empty(0, np.int64), np.empty(0, np.int32))
+    column = iter(features)
 
-    def put(values: np.ndarray) -> None:
-        features[next(column)] = values[keep] if values.ndim == 2 else values
+    def put(matrix: np.ndarray) -> None:
+        ragged.copy(matrix, next(column))
 
     # Sales padded with NaN so that every shifted slice is in bounds: day d is column left+d-1.
-    reach = max(max(config.lags), lag + max(config.rolling_windows, default=0)) + 1
-    left, right = max(0, reach - first_day), max(0, last_day - have)
-    padded = np.full((n, left + have + right), np.nan, dtype=np.float32)
-    padded[:, left : left + have] = data.sales[rows]
+    left = max(0, max(config.lags) + 1 - first_day)
+    right = max(0, last_day - data.last_day)
+    sales = data.sales[rows]
+    padded = np.full((n, left + data.last_day + right), np.nan, dtype=np.float32)
+    padded[:, left : left + data.last_day] = sales
 
     def sales_before(offset: int) -> np.ndarray:
         """(n, days): the sales of day t - offset, for each day t of the block."""
         start = left + first_day - offset - 1
-        return padded[:, start : start + len(days)]
+        return padded[:, start : start + width]
 
     for shift in config.lags:
         put(sales_before(shift))
+    day = ragged.copy(days.astype(np.float32), np.empty(features.shape[1], np.float32))
     if config.rolling_windows:
-        _put_rolling(put, padded, left, first_day, days, have, config)
+        rolling = [next(column) for _ in range(2 * len(config.rolling_windows))]
+        _put_rolling(rolling, sales, days, ragged, config)
     for name in CALENDAR_FEATURES:
-        put(np.broadcast_to(facts.calendar[name][days - 1], (n, len(days))))
-    put(facts.snap[facts.state_row[rows]][:, days - 1])
-    weekly = data.weekly_prices[rows]
-    price = weekly[:, data.day_week[days - 1]]
-    put(price)
-    put(price / facts.mean_price[rows, None])
-    week_before = np.full((n, len(days)), np.nan, dtype=np.float32)
-    later = days > 7
-    week_before[:, later] = weekly[:, data.day_week[days[later] - 8]]
+        put(facts.calendar[name][days - 1])
+    put(facts.snap[:, days - 1][facts.state_row[rows]])
+    weekly = np.concatenate(
+        [data.weekly_prices[rows], np.full((n, 1), np.nan, np.float32)], axis=1
+    )  # the last column: no price
+    week = data.day_week[days - 1]
+    week_before = np.where(days > 7, data.day_week[np.maximum(days - 8, 0)], weekly.shape[1] - 1)
+    price = next(column)
+    ragged.copy(weekly[:, week], price)
+    np.divide(price, np.repeat(facts.mean_price[rows], counts), out=next(column))
+    change = next(column)
+    ragged.copy(weekly[:, week_before], change)
     with np.errstate(invalid="ignore", divide="ignore"):
-        put(price / week_before - 1)
+        np.divide(price, change, out=change)
+    change -= 1
     for name in config.categorical:
-        put(np.repeat(facts.codes[name][rows].astype(np.float32), counts))
-    age = (days[None, :] - first_sale[:, None]).astype(np.float32)
-    put(np.where(days[None, :] - lag >= first_sale[:, None], age, np.float32(np.nan)))
+        next(column)[:] = np.repeat(facts.codes[name][rows], counts)
+    first_sale_row = np.repeat(first_sale.astype(np.float32), counts)
+    age = next(column)
+    np.subtract(day, first_sale_row, out=age)
+    age[age < lag] = np.nan  # the first sale is not yet min_lag days old
     return Block(
         features=features,
-        label=sales_before(0)[keep],
+        label=ragged.copy(sales_before(0), np.empty(features.shape[1], np.float32)),
         series=np.repeat(rows, counts),
-        day=np.broadcast_to(days.astype(np.int32), keep.shape)[keep],
+        day=day.astype(np.int32),
     )
 
 
 def _put_rolling(
-    put: Callable[[np.ndarray], None],
-    padded: np.ndarray,
-    left: int,
-    first_day: int,
+    outputs: list[np.ndarray],
+    sales: np.ndarray,
     days: np.ndarray,
-    have: int,
+    ragged: _Ragged,
     config: FeatureConfig,
 ) -> None:
-    """Rolling mean and sample std of the sales in the window of `w` days ending on day
-    t - min_lag, from cumulative sums (exact in float64 for integer sales); missing where
-    the window starts before d_1 or ends after the last sales day, as pandas' rolling."""
-    lag = config.min_lag
-    filled = np.nan_to_num(padded, nan=0.0).astype(np.float64)
-    total = np.zeros((len(padded), padded.shape[1] + 1))
-    squares = np.zeros_like(total)
-    np.cumsum(filled, axis=1, out=total[:, 1:])
-    np.cumsum(np.square(filled), axis=1, out=squares[:, 1:])
-    end = left + first_day - lag  # column of `total` summing up to day first_day - min_lag
-    for window in config.rolling_windows:
-        span = slice(end, end + len(days))
-        before = slice(end - window, end - window + len(days))
-        s = total[:, span] - total[:, before]
-        q = squares[:, span] - squares[:, before]
-        mean = s / window
-        variance = np.maximum(q - s * mean, 0.0) / (window - 1)
-        missing = (days - lag - window < 0) | (days - lag > have)
-        mean[:, missing] = np.nan
-        variance[:, missing] = np.nan
-        put(mean.astype(np.float32))
-        put(np.sqrt(variance).astype(np.float32))
+    """Rolling mean and sample std of the sales of the `w` days up to day t - min_lag.
+
+    From cumulative sums of sales and squared sales (exact in float64 for integer sales);
+    missing where the window starts before d_1, as pandas' `rolling(w)` leaves it. Worked
+    out a few series at a time, so that the ten or so passes of arithmetic per window run
+    in the CPU cache: on the whole block they were bound by memory bandwidth.
+
+    `outputs` are the feature rows (mean, std per window), filled through `ragged`.
+    """
+    lag, widest = config.min_lag, max(config.rolling_windows)
+    first_day, width = int(days[0]), len(days)
+    # Cumulative sums over only the days some window covers, d_lo..d_<last - lag>, with
+    # zeros for the days before d_1 (those windows are missing anyway).
+    lo, hi = first_day - lag - widest + 1, int(days[-1]) - lag
+    before_d1 = max(0, 1 - lo)
+    step = max(1, _CACHE_CELLS // (hi - lo + 2))
+    s = np.empty((step, width))
+    q = np.empty((step, width))
+    stats = np.empty((2, step, width), dtype=np.float32)
+    for c0 in range(0, len(sales), step):
+        c1 = min(len(sales), c0 + step)
+        m = c1 - c0
+        total = np.zeros((m, hi - lo + 2))
+        squares = np.zeros((m, hi - lo + 2))
+        covered = sales[c0:c1, max(lo, 1) - 1 : hi]
+        np.cumsum(covered, axis=1, dtype=np.float64, out=total[:, before_d1 + 1 :])
+        np.cumsum(np.square(covered, dtype=np.float64), axis=1, out=squares[:, before_d1 + 1 :])
+        # total[:, widest + p]: the sales up to day first_day + p - lag, the end of day p's window
+        for k, window in enumerate(config.rolling_windows):
+            sk, qk, mean, std = s[:m], q[:m], stats[0, :m], stats[1, :m]
+            np.subtract(
+                total[:, widest : widest + width], total[:, widest - window :][:, :width], out=sk
+            )
+            np.subtract(
+                squares[:, widest : widest + width],
+                squares[:, widest - window :][:, :width],
+                out=qk,
+            )
+            np.divide(sk, window, out=mean)
+            # window x (window - 1) x the sample variance = window x sum(x^2) - sum(x)^2, an
+            # integer: exact in float64 while window^2 x (daily sales)^2 < 2^53
+            np.multiply(qk, window, out=qk)
+            np.multiply(sk, sk, out=sk)
+            np.subtract(qk, sk, out=qk)
+            np.multiply(qk, 1 / (window * (window - 1)), out=std)
+            np.maximum(std, 0, out=std)
+            np.sqrt(std, out=std)
+            missing = min(width, max(0, lag + window - first_day))  # days before lag + window
+            stats[:, :m, :missing] = np.nan
+            rows = slice(ragged.offsets[c0], ragged.offsets[c1])
+            ragged.copy(mean, outputs[2 * k][rows], first=c0)
+            ragged.copy(std, outputs[2 * k + 1][rows], first=c0)

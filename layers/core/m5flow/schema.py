@@ -29,6 +29,7 @@ from m5flow.csvinput import (
     missing_columns,
     parse_wide_integers,
     problem,
+    quoted,
     read_table,
 )
 from m5flow.exceptions import InputRejectedError
@@ -106,9 +107,10 @@ def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
     ]
     if reasons:
         return days, reasons
-    for k, column in enumerate(days, start=1):
+    positions = [p for p, c in enumerate(header, start=1) if c not in SALES_ID_COLUMNS]
+    for k, (position, column) in enumerate(zip(positions, days, strict=True), start=1):
         if column != f"d_{k}":
-            where = f"column {header.index(column) + 1}"
+            where = f"column {position}"
             return days, [problem(name, where, column, f"d_{k} (d_1, d_2, ... without gaps)")]
     if len(days) < MIN_DAYS:
         found = f"{len(days)} day columns"
@@ -151,7 +153,7 @@ def _general_sales(
         for expected, bad in kinds.items():
             if bad.any():
                 row = first_of(bad)
-                cell = repr(table.column(column)[row].as_py())
+                cell = quoted(table.column(column)[row].as_py())
                 where = f"row {row + 2}, column {column}"
                 found.setdefault(expected, [where, cell, expected, 0])[3] += int(bad.sum())
         sales[:, j] = values
@@ -198,13 +200,13 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
         if repeated.any():
             row = first_of(repeated)
             earlier = first_of((frame[keys] == frame[keys].iloc[row]).all(axis=1).to_numpy())
-            found = f"{ids[column][row]!r} as in row {earlier + 2}"
+            found = f"{quoted(ids[column][row])} as in row {earlier + 2}"
             report(column, repeated, found, f"{expected} ({', '.join(keys)} repeat)")
     prefix = np.strings.add(np.strings.add(ids["item_id"], "_"), ids["store_id"])
     ok = (ids["id"] == prefix) | np.strings.startswith(ids["id"], np.strings.add(prefix, "_"))
     if not ok.all():
         row = first_of(~ok)
-        report("id", ~ok, repr(ids["id"][row]), f"item_id_store_id[_suffix], {prefix[row]}...")
+        report("id", ~ok, quoted(ids["id"][row]), f"item_id_store_id[_suffix], {prefix[row]}...")
     for child, parent in (("item_id", "dept_id"), ("item_id", "cat_id"),
                           ("dept_id", "cat_id"), ("store_id", "state_id")):  # fmt: skip
         first_parent = frame.groupby(child, sort=False)[parent].transform("first").to_numpy()
@@ -212,18 +214,19 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
         if clash.any():
             row = first_of(clash)
             earlier = first_of(ids[child] == ids[child][row])
-            found = f"{ids[parent][row]!r} for {child} {ids[child][row]!r}"
-            expected = f"{first_parent[row]!r} as in row {earlier + 2} (one {parent} per {child})"
+            found = f"{quoted(ids[parent][row])} for {child} {quoted(ids[child][row])}"
+            expected = (f"{quoted(first_parent[row])} as in row {earlier + 2} "
+                        f"(one {parent} per {child})")  # fmt: skip
             report(parent, clash, found, expected)
     # Ids go unquoted into the inference CSV that Batch Transform splits on commas, and into
     # submission files that people open in spreadsheets.
     safe = np.array([_SAFE_ID.match(value) is not None for value in ids["id"]], dtype=bool)
     unsafe = ~safe & (ids["id"] != "")
     if unsafe.any():
-        report("id", unsafe, repr(ids["id"][first_of(unsafe)]), "letters, digits, '_', '-', '.'")
+        report("id", unsafe, quoted(ids["id"][first_of(unsafe)]), "letters, digits, '_', '-', '.'")
     formula = np.isin(np.strings.slice(ids["id"], 0, 1), ["=", "+", "-", "@"])
     if formula.any():
-        found = repr(ids["id"][first_of(formula)])
+        found = quoted(ids["id"][first_of(formula)])
         report("id", formula, found, "an id that does not start like a spreadsheet formula")
     return reasons
 
@@ -270,7 +273,7 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     if SALES_FILE not in payloads:
         raise InputRejectedError(reasons)
     ids, sales, sales_reasons = _sales(SALES_FILE, payloads.pop(SALES_FILE))
-    reasons += sales_reasons or _id_reasons(SALES_FILE, ids)
+    reasons += sales_reasons + (_id_reasons(SALES_FILE, ids) if ids else [])
     if reasons:
         raise InputRejectedError(reasons)
     states = sorted(set(ids["state_id"].tolist()))

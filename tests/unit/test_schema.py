@@ -1,0 +1,527 @@
+"""The input checks of the shard step: one malformed file per rule, and the exact reason.
+
+Every reason reads `<file>: <where>: found <x>; expected <y>`; "row N" is line N of the file.
+The files are built here, tiny and exact (`tiny_files`), so each test changes one thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from m5flow import csvinput
+from m5flow.csvinput import parse_wide_integers
+from m5flow.exceptions import InputRejectedError
+from m5flow.schema import (
+    CALENDAR_FILE,
+    INPUT_FILES,
+    PRICES_FILE,
+    SALES_FILE,
+    M5Data,
+    parse_inputs,
+)
+from tests.conftest import REAL_M5
+
+SERIES = (  # item_id, dept_id, cat_id, store_id, state_id
+    ("HOBBIES_1_001", "HOBBIES_1", "HOBBIES", "CA_1", "CA"),
+    ("HOBBIES_1_001", "HOBBIES_1", "HOBBIES", "TX_1", "TX"),
+    ("FOODS_3_002", "FOODS_3", "FOODS", "CA_1", "CA"),
+    ("FOODS_3_002", "FOODS_3", "FOODS", "TX_1", "TX"),
+)
+N_DAYS = 70
+START = dt.date(2011, 1, 29)
+
+
+def tiny_files(n_days: int = N_DAYS, seed: int = 0) -> dict[str, bytes]:
+    """A valid upload: 4 series over `n_days` days, a calendar 28 days longer, all prices.
+
+    Series 0 starts selling on day 10, series 3 on day 40, the others on day 1. Days 3,
+    17 and 60 carry events; CA has SNAP on days 1-10 of each month, TX on 5-15.
+    """
+    rng = np.random.default_rng(seed)
+    sales = rng.poisson(2.0, (len(SERIES), n_days))
+    sales[0, :9] = 0
+    sales[3, :39] = 0
+    sales[3, 39] = 1
+    sales[0, 9] = 3
+    sales[1:3, 0] = np.maximum(sales[1:3, 0], 1)
+    lines = ["id,item_id,dept_id,cat_id,store_id,state_id," + ",".join(
+        f"d_{d}" for d in range(1, n_days + 1))]  # fmt: skip
+    for (item, dept, cat, store, state), row in zip(SERIES, sales, strict=True):
+        lines.append(f"{item}_{store}_evaluation,{item},{dept},{cat},{store},{state},"
+                     + ",".join(map(str, row)))  # fmt: skip
+    calendar = ["date,wm_yr_wk,weekday,wday,month,year,d,event_name_1,event_type_1,"
+                "event_name_2,event_type_2,snap_CA,snap_TX,snap_WI"]  # fmt: skip
+    events = {3: "SuperBowl,Sporting,,", 17: "Easter,Cultural,OrthodoxEaster,Religious",
+              60: "IndependenceDay,National,,"}  # fmt: skip
+    for d in range(1, n_days + 29):
+        date = START + dt.timedelta(d - 1)
+        calendar.append(
+            f"{date},{11101 + (d - 1) // 7},{date:%A},{(d - 1) % 7 + 1},{date.month},"
+            f"{date.year},d_{d},{events.get(d, ',,,')},{int(date.day <= 10)},"
+            f"{int(5 <= date.day <= 15)},0"
+        )
+    prices = ["store_id,item_id,wm_yr_wk,sell_price"]
+    for k, (item, _, _, store, _) in enumerate(SERIES):
+        for week in range(11101, 11101 + (n_days + 28 + 6) // 7):
+            prices.append(f"{store},{item},{week},{1.5 + k + (week - 11101) // 4 * 0.25:.2f}")
+    return {
+        SALES_FILE: ("\n".join(lines) + "\n").encode(),
+        CALENDAR_FILE: ("\n".join(calendar) + "\n").encode(),
+        PRICES_FILE: ("\n".join(prices) + "\n").encode(),
+    }
+
+
+def edit(files: dict[str, bytes], name: str, row: int, column: str, value: str) -> None:
+    """Set one cell: `row` is the line number (header = 1), `column` its name."""
+    lines = files[name].decode().split("\n")
+    header = lines[0].split(",")
+    cells = lines[row - 1].split(",")
+    cells[header.index(column)] = value
+    lines[row - 1] = ",".join(cells)
+    files[name] = "\n".join(lines).encode()
+
+
+def reasons_of(files: dict[str, bytes], **options: int) -> list[str]:
+    with pytest.raises(InputRejectedError) as caught:
+        parse_inputs(files, **options)
+    return caught.value.reasons
+
+
+@pytest.fixture
+def files() -> dict[str, bytes]:
+    return tiny_files()
+
+
+def test_valid_upload_parses(files: dict[str, bytes]) -> None:
+    data = parse_inputs(files)
+    assert data.sales.shape == (4, N_DAYS) and data.sales.dtype == np.float32
+    assert list(data.ids) == [f"{s[0]}_{s[3]}_evaluation" for s in SERIES]
+    assert list(data.calendar["day"]) == list(range(1, N_DAYS + 29))
+    assert data.prices.shape == (4, N_DAYS + 28)
+    assert data.prices[1, 0] == np.float32(2.5) and data.missing_price_weeks == 0
+    assert data.notices == ()
+
+
+def test_fast_and_general_readers_agree_on_the_real_slice() -> None:
+    files = {name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES}
+    fast = parse_inputs(files)
+    # A quoted id cell is valid CSV that only the general reader takes.
+    quoted = files[SALES_FILE].replace(
+        b"\nHOBBIES_1_001_CA_1_evaluation,", b'\n"HOBBIES_1_001_CA_1_evaluation",', 1
+    )
+    assert quoted != files[SALES_FILE]
+    general = parse_inputs({**files, SALES_FILE: quoted})
+    np.testing.assert_array_equal(fast.sales, general.sales)
+    for column in ("ids", "item_ids", "dept_ids", "cat_ids", "store_ids", "state_ids"):
+        assert list(getattr(fast, column)) == list(getattr(general, column))
+
+
+def test_real_slice_carries_missing_price_weeks_forward() -> None:
+    data = parse_inputs({name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES})
+    assert data.missing_price_weeks == 28 * 10 * 8
+    assert data.notices == (
+        "sell_prices.csv: 2,240 missing week(s) of 280 series took the week before's price "
+        "(first: store_id CA_1 item_id HOBBIES_1_115 week 11614)",
+    )
+    row = list(data.ids).index("HOBBIES_1_115_CA_1_evaluation")
+    assert np.isnan(data.prices[row]).sum() < data.prices.shape[1]
+    assert (data.prices[row, -56:] == data.prices[row, -57]).all()
+
+
+# --- the fast reader ---------------------------------------------------------------------
+
+
+def test_fast_reader_matches_a_plain_parse_across_chunks(monkeypatch) -> None:
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 10, (500, 40)) ** rng.integers(0, 7, (500, 40))
+    values[values > 9_999_999] = 9_999_999
+    text = (
+        "id,name,"
+        + ",".join(f"d_{k}" for k in range(1, 41))
+        + "\n"
+        + "".join(f"s{i},n-{i}.x," + ",".join(map(str, row)) + "\n" for i, row in enumerate(values))
+    )
+    monkeypatch.setattr(csvinput, "_CHUNK_BYTES", 997)  # many chunks, cut anywhere
+    cells, parsed = parse_wide_integers(text.encode(), 2, workers=3)
+    assert cells == [[f"s{i}", f"n-{i}.x"] for i in range(500)]
+    np.testing.assert_array_equal(parsed, values.astype(np.float32))
+    assert parse_wide_integers(text.encode().rstrip(b"\n"), 2)[1].shape == (500, 40)
+    assert parse_wide_integers(text.encode() + b"\n\n", 2)[1].shape == (500, 40)
+
+
+@pytest.mark.parametrize(
+    "body", [b'"a",1,2\n', b"a,1\n", b"a,1,2,3\n", b"a,,2\n", b"a,-1,2\n", b"a,1.0,2\n",
+             b"a,12345678,2\n", b"a,1,x\n"],
+)  # fmt: skip
+def test_fast_reader_declines_anything_irregular(body: bytes) -> None:
+    assert parse_wide_integers(b"id,d_1,d_2\nz,0,0\n" + body, 1) is None
+
+
+# --- whole files -------------------------------------------------------------------------
+
+
+def test_gzip_is_accepted(files: dict[str, bytes]) -> None:
+    zipped = {**files, SALES_FILE: gzip.compress(files[SALES_FILE])}
+    np.testing.assert_array_equal(parse_inputs(zipped).sales, parse_inputs(files).sales)
+
+
+def test_truncated_gzip_is_refused(files: dict[str, bytes]) -> None:
+    files[PRICES_FILE] = gzip.compress(files[PRICES_FILE])[:-20]
+    (reason,) = reasons_of(files)
+    assert reason.startswith("sell_prices.csv: content: found corrupt or truncated gzip data")
+    assert reason.endswith("; expected a complete gzip file or a plain CSV")
+
+
+def test_gzip_is_refused_past_the_size_limit_when_decompressed(files: dict[str, bytes]) -> None:
+    files[SALES_FILE] = gzip.compress(files[SALES_FILE])
+    limit = len(files[SALES_FILE]) + 10
+    assert reasons_of(files, max_bytes=limit)[0] == (
+        f"sales_train_evaluation.csv: size: found more than {limit:,} bytes once "
+        f"decompressed; expected at most {limit:,} bytes"
+    )
+
+
+def test_other_archives_are_refused(files: dict[str, bytes]) -> None:
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        archive.writestr("calendar.csv", files[CALENDAR_FILE])
+    files[CALENDAR_FILE] = sink.getvalue()
+    assert reasons_of(files) == [
+        "calendar.csv: content: found a zip archive; expected a CSV, plain or gzip"
+    ]
+
+
+def test_size_limit(files: dict[str, bytes]) -> None:
+    size = len(files[PRICES_FILE])
+    reasons = reasons_of(files, max_bytes=size - 1)
+    assert f"sell_prices.csv: size: found {size:,} bytes; expected at most {size - 1:,} bytes" in (
+        reasons
+    )
+
+
+@pytest.mark.parametrize("name", INPUT_FILES)
+@pytest.mark.parametrize("content", [b"", b" \n\n"])
+def test_empty_file(files: dict[str, bytes], name: str, content: bytes) -> None:
+    files[name] = content
+    assert f"{name}: content: found an empty file; expected a header and rows" in reasons_of(files)
+
+
+@pytest.mark.parametrize("name", INPUT_FILES)
+def test_header_only(files: dict[str, bytes], name: str) -> None:
+    files[name] = files[name].split(b"\n", 1)[0] + b"\n"
+    (reason,) = reasons_of(files)
+    assert reason.startswith(f"{name}: content: found a header only; expected ")
+
+
+def test_missing_file(files: dict[str, bytes]) -> None:
+    del files[CALENDAR_FILE]
+    assert reasons_of(files) == [
+        "calendar.csv: upload: found no such file; expected all of "
+        "sales_train_evaluation.csv, calendar.csv, sell_prices.csv"
+    ]
+
+
+def test_not_utf8(files: dict[str, bytes]) -> None:
+    files[CALENDAR_FILE] = files[CALENDAR_FILE].replace(b"SuperBowl", b"Super\xffBowl")
+    assert reasons_of(files) == ["calendar.csv: row 4: found byte 0xff; expected UTF-8 text"]
+
+
+def test_byte_order_mark_and_crlf_are_accepted(files: dict[str, bytes]) -> None:
+    expected = parse_inputs(files)
+    files[SALES_FILE] = b"\xef\xbb\xbf" + files[SALES_FILE].replace(b"\n", b"\r\n")
+    np.testing.assert_array_equal(parse_inputs(files).sales, expected.sales)
+
+
+def test_every_problem_of_a_file_is_reported_at_once(files: dict[str, bytes]) -> None:
+    edit(files, SALES_FILE, 3, "d_5", "-1")
+    edit(files, SALES_FILE, 4, "d_9", "x")
+    edit(files, SALES_FILE, 5, "d_2", "")
+    edit(files, SALES_FILE, 5, "id", "FOODS_3_002_CA_1_evaluation")
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: row 5, column d_2: found ''; expected a value, "
+        "a non-negative integer (unit sales)",
+        "sales_train_evaluation.csv: row 3, column d_5: found '-1'; expected a non-negative "
+        "integer (unit sales) (2 in all)",
+        "sales_train_evaluation.csv: row 5, column id: found 'FOODS_3_002_CA_1_evaluation' "
+        "as in row 4; expected a unique id (id repeat)",
+        "sales_train_evaluation.csv: row 5, column id: found 'FOODS_3_002_CA_1_evaluation'; "
+        "expected item_id_store_id[_suffix], FOODS_3_002_TX_1...",
+    ]
+
+
+# --- sales: columns ----------------------------------------------------------------------
+
+
+def test_sales_missing_id_column(files: dict[str, bytes]) -> None:
+    files[SALES_FILE] = files[SALES_FILE].replace(b",cat_id,", b",category,", 1)
+    reasons = reasons_of(files)
+    assert reasons[1] == (
+        "sales_train_evaluation.csv: column 4: found 'category'; expected an id column "
+        "(id, item_id, dept_id, cat_id, store_id, state_id) or d_<day>"
+    )
+    assert reasons[0].startswith(
+        "sales_train_evaluation.csv: header: found no column cat_id (columns: id, item_id, "
+        "dept_id, category, store_id, state_id, d_1, d_2, ...); expected the columns id, "
+    )
+
+
+def test_sales_repeated_column(files: dict[str, bytes]) -> None:
+    files[SALES_FILE] = files[SALES_FILE].replace(b",d_3,", b",d_2,", 1)
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: column 'd_2': found 2 columns of that name; expected "
+        "each column once",
+        "sales_train_evaluation.csv: column 9: found d_2; expected d_3 (d_1, d_2, ... without "
+        "gaps)",
+    ]
+
+
+def test_sales_day_columns_have_a_gap(files: dict[str, bytes]) -> None:
+    header, body = files[SALES_FILE].split(b"\n", 1)
+    names = header.decode().split(",")
+    names[6 + 29 :] = [f"d_{d}" for d in range(31, N_DAYS + 2)]  # d_30 is missing
+    files[SALES_FILE] = ",".join(names).encode() + b"\n" + body
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: column 36: found d_31; expected d_30 (d_1, d_2, ... "
+        "without gaps)"
+    ]
+
+
+def test_sales_too_few_days() -> None:
+    reasons = reasons_of(tiny_files(n_days=40))
+    assert reasons == [
+        "sales_train_evaluation.csv: header: found 40 day columns; expected at least 56, d_1..d_56"
+    ]
+
+
+def test_sales_row_of_the_wrong_width(files: dict[str, bytes]) -> None:
+    lines = files[SALES_FILE].split(b"\n")
+    lines[2] = lines[2].rsplit(b",", 1)[0]
+    files[SALES_FILE] = b"\n".join(lines)
+    assert reasons_of(files) == [
+        f"sales_train_evaluation.csv: row 3: found {N_DAYS + 5} fields; expected "
+        f"{N_DAYS + 6} fields, as in the header"
+    ]
+
+
+# --- sales: cells ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-2", "a non-negative integer (unit sales)"),
+        ("1.5", "a non-negative integer (unit sales)"),
+        ("many", "a non-negative integer (unit sales)"),
+        ("nan", "a non-negative integer (unit sales)"),
+        ("", "a value, a non-negative integer (unit sales)"),
+        ("20000000", "at most 16,777,216 units a day"),
+    ],
+)
+def test_sales_bad_cell(files: dict[str, bytes], value: str, expected: str) -> None:
+    edit(files, SALES_FILE, 4, "d_12", value)
+    assert reasons_of(files) == [
+        f"sales_train_evaluation.csv: row 4, column d_12: found {value!r}; expected {expected}"
+    ]
+
+
+def test_sales_integers_written_as_floats_are_accepted(files: dict[str, bytes]) -> None:
+    expected = parse_inputs(files).sales
+    edit(files, SALES_FILE, 2, "d_1", "4.0")
+    expected[0, 0] = 4
+    np.testing.assert_array_equal(parse_inputs(files).sales, expected)
+
+
+# --- sales: ids ----------------------------------------------------------------------------
+
+
+def test_ids_unique_per_item_and_store(files: dict[str, bytes]) -> None:
+    edit(files, SALES_FILE, 3, "id", "HOBBIES_1_001_TX_1_validation")
+    edit(files, SALES_FILE, 5, "id", "HOBBIES_1_001_TX_1_validation")
+    edit(files, SALES_FILE, 5, "item_id", "HOBBIES_1_001")
+    edit(files, SALES_FILE, 5, "dept_id", "HOBBIES_1")
+    edit(files, SALES_FILE, 5, "cat_id", "HOBBIES")
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: row 5, column id: found 'HOBBIES_1_001_TX_1_validation' "
+        "as in row 3; expected a unique id (id repeat)",
+        "sales_train_evaluation.csv: row 5, column store_id: found 'TX_1' as in row 3; "
+        "expected one row per item_id and store_id (item_id, store_id repeat)",
+    ]
+
+
+def test_id_not_made_of_item_and_store(files: dict[str, bytes]) -> None:
+    edit(files, SALES_FILE, 2, "id", "HOBBIES_1_001_CA_2_evaluation")
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: row 2, column id: found 'HOBBIES_1_001_CA_2_evaluation'; "
+        "expected item_id_store_id[_suffix], HOBBIES_1_001_CA_1..."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "reason"),
+    [
+        (3, "dept_id", "HOBBIES_2", "row 3, column dept_id: found 'HOBBIES_2' for item_id "
+         "'HOBBIES_1_001'; expected 'HOBBIES_1' as in row 2 (one dept_id per item_id)"),
+        (5, "cat_id", "HOBBIES", "row 5, column cat_id: found 'HOBBIES' for item_id "
+         "'FOODS_3_002'; expected 'FOODS' as in row 4 (one cat_id per item_id)"),
+        (5, "state_id", "WI", "row 5, column state_id: found 'WI' for store_id 'TX_1'; "
+         "expected 'TX' as in row 3 (one state_id per store_id)"),
+    ],
+)  # fmt: skip
+def test_hierarchy_is_consistent(
+    files: dict[str, bytes], row: int, column: str, value: str, reason: str
+) -> None:
+    edit(files, SALES_FILE, row, column, value)
+    assert f"sales_train_evaluation.csv: {reason}" in reasons_of(files)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("HOBBIES_1_001_CA_1_eval uation", "letters, digits, '_', '-', '.'"),
+        ("", "a value"),
+    ],
+)
+def test_ids_are_safe_in_an_unquoted_cell(
+    files: dict[str, bytes], value: str, expected: str
+) -> None:
+    edit(files, SALES_FILE, 2, "id", value)
+    found = "an empty cell" if value == "" else repr(value)
+    assert f"sales_train_evaluation.csv: row 2, column id: found {found}; expected {expected}" in (
+        reasons_of(files)
+    )
+
+
+def test_ids_do_not_start_like_a_formula(files: dict[str, bytes]) -> None:
+    edit(files, SALES_FILE, 2, "item_id", "-HOBBIES_1_001")
+    edit(files, SALES_FILE, 3, "item_id", "-HOBBIES_1_001")
+    edit(files, SALES_FILE, 2, "id", "-HOBBIES_1_001_CA_1")
+    edit(files, SALES_FILE, 3, "id", "-HOBBIES_1_001_TX_1")
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: row 2, column id: found '-HOBBIES_1_001_CA_1'; expected "
+        "an id that does not start like a spreadsheet formula (2 in all)",
+    ]
+
+
+# --- calendar ------------------------------------------------------------------------------
+
+
+def test_calendar_missing_snap_column_of_a_state(files: dict[str, bytes]) -> None:
+    files[CALENDAR_FILE] = files[CALENDAR_FILE].replace(b",snap_TX,", b",snap_NY,", 1)
+    (reason,) = reasons_of(files)
+    assert reason.startswith("calendar.csv: header: found no column snap_TX (columns: date, ")
+    assert reason.endswith("event_type_2, snap_CA, snap_TX")
+
+
+def test_calendar_must_cover_the_forecast_days(files: dict[str, bytes]) -> None:
+    files[CALENDAR_FILE] = b"\n".join(files[CALENDAR_FILE].split(b"\n")[: N_DAYS + 20])
+    assert reasons_of(files) == [
+        f"calendar.csv: column d: found 9 day(s) missing, first d_{N_DAYS + 20}; expected "
+        f"every day d_1..d_{N_DAYS + 28} (the {N_DAYS} sales days and the 28 forecast days)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "expected"),
+    [
+        (5, "d", "day_4", "d_<day>"),
+        (5, "d", "d_3", "each day once"),
+        (6, "date", "2011-02-31", "a date as YYYY-MM-DD"),
+        (6, "date", "2011-03-04", "2011-02-02, the day after d_4"),
+        (6, "month", "3", "2, as in the date"),
+        (6, "year", "2010", "2011, as in the date"),
+        (6, "wday", "8", "an integer 1..7"),
+        (6, "wm_yr_wk", "11100", "at least 11101 (weeks never go back)"),
+        (6, "wm_yr_wk", "w1", "a week number (a positive integer)"),
+        (6, "snap_CA", "2", "0 or 1"),
+        (6, "event_type_1", "Holiday", "one of Cultural, National, Religious, Sporting, or empty"),
+    ],
+)
+def test_calendar_bad_cell(
+    files: dict[str, bytes], row: int, column: str, value: str, expected: str
+) -> None:
+    edit(files, CALENDAR_FILE, row, column, value)
+    assert reasons_of(files)[0] == (
+        f"calendar.csv: row {row}, column {column}: found {value!r}; expected {expected}"
+    )
+
+
+# --- prices --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("sell_price", "0", "a positive price"),
+        ("sell_price", "-1.5", "a positive price"),
+        ("sell_price", "cheap", "a positive price"),
+        ("wm_yr_wk", "11099", "a week of calendar.csv (a wm_yr_wk)"),
+        ("wm_yr_wk", "week", "a week of calendar.csv (a wm_yr_wk)"),
+        ("store_id", "", "a value"),
+    ],
+)
+def test_prices_bad_cell(files: dict[str, bytes], column: str, value: str, expected: str) -> None:
+    edit(files, PRICES_FILE, 7, column, value)
+    assert reasons_of(files) == [
+        f"sell_prices.csv: row 7, column {column}: found {value!r}; expected {expected}"
+    ]
+
+
+def test_prices_repeat_a_week(files: dict[str, bytes]) -> None:
+    edit(files, PRICES_FILE, 7, "wm_yr_wk", "11101")
+    assert reasons_of(files) == [
+        "sell_prices.csv: row 7, column wm_yr_wk: found '11101'; expected one price per "
+        "store_id, item_id and week"
+    ]
+
+
+def test_prices_missing_columns(files: dict[str, bytes]) -> None:
+    files[PRICES_FILE] = files[PRICES_FILE].replace(b"sell_price", b"price", 1)
+    assert reasons_of(files) == [
+        "sell_prices.csv: header: found no column sell_price (columns: store_id, item_id, "
+        "wm_yr_wk, price); expected the columns store_id, item_id, wm_yr_wk, sell_price"
+    ]
+
+
+def test_every_series_needs_a_price(files: dict[str, bytes]) -> None:
+    lines = files[PRICES_FILE].decode().split("\n")
+    files[PRICES_FILE] = "\n".join(x for x in lines if not x.startswith("TX_1,FOODS")).encode()
+    assert reasons_of(files) == [
+        "sell_prices.csv: rows: found no price for 1 of 4 series, the first store_id TX_1 "
+        "item_id FOODS_3_002; expected a price for every item in every store"
+    ]
+
+
+def test_missing_price_weeks_are_carried_forward(files: dict[str, bytes]) -> None:
+    lines = files[PRICES_FILE].decode().split("\n")
+    gone = ("CA_1,FOODS_3_002,11103,", "CA_1,FOODS_3_002,11104,")
+    files[PRICES_FILE] = "\n".join(x for x in lines if not x.startswith(gone)).encode()
+    data = parse_inputs(files)
+    assert data.missing_price_weeks == 2
+    assert data.notices == (
+        "sell_prices.csv: 2 missing week(s) of 1 series took the week before's price "
+        "(first: store_id CA_1 item_id FOODS_3_002 week 11103)",
+    )
+    week_of_day = data.calendar["wm_yr_wk"].to_numpy()
+    np.testing.assert_array_equal(
+        data.prices[2, (week_of_day == 11103) | (week_of_day == 11104)],
+        data.prices[2, week_of_day == 11102][0],
+    )
+
+
+def test_prices_of_unknown_items_are_ignored(files: dict[str, bytes]) -> None:
+    expected = parse_inputs(files).weekly_prices
+    files[PRICES_FILE] += b"WI_1,FOODS_3_002,11101,3.25\nCA_1,FOODS_9_999,11101,1.00\n"
+    np.testing.assert_array_equal(parse_inputs(files).weekly_prices, expected)
+
+
+def test_m5data_daily_prices_follow_the_weeks(files: dict[str, bytes]) -> None:
+    data: M5Data = parse_inputs(files)
+    assert data.prices.shape == (4, N_DAYS + 28)
+    np.testing.assert_array_equal(data.prices[:, 6], data.prices[:, 0])
+    assert data.prices[3, 7 * 4] == np.float32(4.5 + 0.25)

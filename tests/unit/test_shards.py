@@ -1,0 +1,173 @@
+"""Shards on disk: what the manifest lists is what was written, in every format and split."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from m5flow.features import FeatureConfig, build_block, series_facts
+from m5flow.schema import INPUT_FILES, M5Data, parse_inputs
+from m5flow.shards import PARQUET, Manifest, ShardConfig, groups, write_shards
+from m5flow.storage import DiskStorage
+from tests.conftest import REAL_M5
+from tests.unit.test_schema import tiny_files
+
+INPUTS = {
+    name: {"key": f"raw/demo/{name}", "etag": f"etag-{k}"} for k, name in enumerate(INPUT_FILES)
+}
+
+
+@pytest.fixture(scope="module")
+def data() -> M5Data:
+    return parse_inputs({name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES})
+
+
+def shard(data: M5Data, root: Path, **config) -> tuple[Manifest, DiskStorage]:
+    storage = DiskStorage(root)
+    manifest = write_shards(
+        data, storage, "run-1", "demo", INPUTS, shard_config=ShardConfig(**config)
+    )
+    return manifest, storage
+
+
+def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -> None:
+    manifest, storage = shard(data, tmp_path)
+    (model,) = manifest.models
+    listed = [s for channel in (model.train, model.validation, model.inference) for s in channel]
+    assert sorted(s.key for s in listed) == storage.list("runs/run-1/")  # and no manifest
+    for info in listed:
+        assert (tmp_path / info.key).stat().st_size == info.bytes
+    assert manifest.inputs == INPUTS and manifest.content_type == PARQUET
+    assert (manifest.last_day, manifest.horizon, manifest.series) == (1941, 28, 290)
+    assert manifest.missing_price_weeks == 2240
+    assert (model.name, model.min_lag, model.horizon_days) == ("h28", 28, (1, 28))
+    names = sorted({f"{s}_{d}" for s, d in zip(data.store_ids, data.dept_ids, strict=True)})
+    assert [Path(s.key).stem for s in model.train] == names
+    assert all(s.key.startswith("runs/run-1/train/h28/") for s in model.train)
+    assert sum(s.rows for s in model.inference) == 290 * 28
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def test_parquet_shards_hold_the_block_label_first(data: M5Data, tmp_path: Path) -> None:
+    manifest, _ = shard(data, tmp_path)
+    (model,) = manifest.models
+    config = FeatureConfig()
+    facts = series_facts(data, config)
+    for info, channel, (first, last) in (
+        (model.train[3], "train", (1, 1913)),
+        (model.validation[3], "validation", (1914, 1941)),
+    ):
+        table = pq.read_table(tmp_path / info.key)
+        assert table.column_names == ["label", *model.feature_names]
+        assert all(field.type == pa.float32() for field in table.schema)
+        name = Path(info.key).stem
+        rows = dict(groups(data, ("store", "dept")))[name]
+        block = build_block(data, facts, rows, first, last, config)
+        assert table.num_rows == info.rows == len(block), channel
+        np.testing.assert_array_equal(table.column("label").to_numpy(), block.label)
+        for j, feature in enumerate(model.feature_names):
+            np.testing.assert_array_equal(table.column(feature).to_numpy(), block.features[j])
+
+
+def test_csv_training_shards_are_headerless_numbers_label_first(
+    data: M5Data, tmp_path: Path
+) -> None:
+    manifest, _ = shard(data, tmp_path, train_format="csv", history_days=28)
+    (model,) = manifest.models
+    assert manifest.content_type == "text/csv"
+    info = model.validation[0]
+    assert info.key.endswith(".csv")
+    frame = pd.read_csv(tmp_path / info.key, header=None)
+    assert frame.shape == (info.rows, 1 + len(model.feature_names))
+    assert all(dtype.kind == "f" or dtype.kind == "i" for dtype in frame.dtypes)
+    parquet, _ = shard(data, tmp_path / "p", history_days=28)
+    expected = pq.read_table(tmp_path / "p" / parquet.models[0].validation[0].key).to_pandas()
+    np.testing.assert_allclose(frame.to_numpy(), expected.to_numpy(), rtol=1e-6)
+
+
+def test_inference_shards_hold_every_series_for_the_horizon(data: M5Data, tmp_path: Path) -> None:
+    manifest, _ = shard(data, tmp_path)
+    (model,) = manifest.models
+    frames = [pd.read_csv(tmp_path / s.key, header=None) for s in model.inference]
+    frame = pd.concat(frames)
+    assert frame.shape[1] == 2 + len(model.feature_names)
+    assert sorted(frame[0].unique()) == sorted(data.ids)
+    assert sorted(frame[1].unique()) == list(range(1942, 1970))
+    assert frame.groupby(0).size().eq(28).all()
+
+
+def test_one_model_per_min_lag(data: M5Data, tmp_path: Path) -> None:
+    manifest, _ = shard(data, tmp_path, min_lags=(7, 14, 28), group_by=("state",))
+    assert [(m.name, m.min_lag, m.horizon_days) for m in manifest.models] == [
+        ("h7", 7, (1, 7)), ("h14", 14, (8, 14)), ("h28", 28, (15, 28)),
+    ]  # fmt: skip
+    for model in manifest.models:
+        assert model.feature_names[0] == f"lag{model.min_lag}"
+        assert [Path(s.key).stem for s in model.train] == ["CA", "TX", "WI"]
+        days = pd.concat(pd.read_csv(tmp_path / s.key, header=None) for s in model.inference)[1]
+        first, last = model.horizon_days
+        assert sorted(days.unique()) == list(range(1941 + first, 1941 + last + 1))
+
+
+@pytest.mark.parametrize(("group_by", "count"), [(("store",), 10), (("cat", "state"), 9)])
+def test_groups_are_configurable(data: M5Data, tmp_path: Path, group_by, count: int) -> None:
+    manifest, _ = shard(data, tmp_path, group_by=group_by)
+    (model,) = manifest.models
+    assert len(model.train) == len(model.validation) == len(model.inference) == count
+    assert sum(s.rows for s in model.inference) == 290 * 28
+
+
+def test_history_days_limits_training_rows(data: M5Data, tmp_path: Path) -> None:
+    manifest, _ = shard(data, tmp_path, history_days=56)
+    train = manifest.models[0].train
+    assert sum(s.rows for s in train) <= 290 * 56
+    days = pq.read_table(tmp_path / train[0].key, columns=["wday"]).num_rows
+    assert 0 < days <= 56 * 29
+
+
+def test_workers_do_not_change_a_byte(data: M5Data, tmp_path: Path) -> None:
+    one, _ = shard(data, tmp_path / "one", workers=1)
+    two, _ = shard(data, tmp_path / "two", workers=3)
+    assert one.to_json() == two.to_json()
+    for info in one.models[0].train + one.models[0].inference:
+        assert (tmp_path / "one" / info.key).read_bytes() == (
+            tmp_path / "two" / info.key
+        ).read_bytes()
+
+
+def test_a_failing_write_stops_the_step(data: M5Data, tmp_path: Path) -> None:
+    class Full(DiskStorage):
+        def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+            if "FOODS_3" in key:
+                raise OSError("No space left on device")
+            return super().write(key, body, if_absent=if_absent)
+
+    with pytest.raises(OSError, match="No space left"):
+        write_shards(data, Full(tmp_path), "run-1", "demo", INPUTS)
+    assert not list(tmp_path.glob("**/manifest.json"))
+
+
+def test_tiny_upload_shards(tmp_path: Path) -> None:
+    data = parse_inputs(tiny_files())
+    manifest, _ = shard(data, tmp_path)
+    (model,) = manifest.models
+    assert [Path(s.key).stem for s in model.train] == ["CA_1_FOODS_3", "CA_1_HOBBIES_1",
+                                                     "TX_1_FOODS_3", "TX_1_HOBBIES_1"]  # fmt: skip
+    table = pq.read_table(io.BytesIO((tmp_path / model.train[0].key).read_bytes()))
+    assert table.column("wday").to_pylist()[:3] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"group_by": ("aisle",)}, {"min_lags": (7, 14)}, {"min_lags": (14, 7, 28)},
+     {"train_format": "json"}, {"workers": 0}, {"validation_days": 0}],
+)  # fmt: skip
+def test_config_is_checked(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        ShardConfig(**kwargs)
