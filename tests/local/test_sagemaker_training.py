@@ -386,8 +386,10 @@ def test_hosts_without_data_drop_out(cloud: LocalCloud, csv_prefix: str) -> None
     assert "Host algo-3 not being used for distributed training." in log
 
 
-@pytest.mark.parametrize(("status", "sample"), [("Completed", "sagemaker_training_completed"),
-                                                ("Failed", "sagemaker_training_failed")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "sample"),
+    [("Completed", "sagemaker_training_completed"), ("Failed", "sagemaker_training_failed")],
+)
 def test_training_events_carry_the_fields_of_aws_examples(
     cloud: LocalCloud, csv_prefix: str, failing_jobs: dict[str, dict[str, Any]], status: str,
     sample: str,
@@ -405,10 +407,12 @@ def test_training_events_carry_the_fields_of_aws_examples(
     assert set(ours) == set(expected)
     assert ours["detail"]["TrainingJobStatus"] == expected["detail"]["TrainingJobStatus"] == status
     # Optional on AWS's side (set only when the request or the job has them).
-    optional = {"VpcConfig", "FinalMetricDataList", "BillableTimeInSeconds", "DebugHookConfig",
-                "ProfilerConfig", "ProfilingStatus", "WarmPoolStatus", "RetryStrategy",
-                "EnableManagedSpotTraining", "CheckpointConfig", "Environment", "TrainingTimeInSeconds",
-                "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption"}  # fmt: skip
+    optional = {
+        "VpcConfig", "FinalMetricDataList", "BillableTimeInSeconds", "DebugHookConfig",
+        "ProfilerConfig", "ProfilingStatus", "WarmPoolStatus", "RetryStrategy",
+        "EnableManagedSpotTraining", "CheckpointConfig", "Environment", "TrainingTimeInSeconds",
+        "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
+    }  # fmt: skip
     assert set(expected["detail"]) - optional <= set(ours["detail"])
     assert set(ours["detail"]) - optional <= set(expected["detail"])
     for name, value in expected["detail"].items():

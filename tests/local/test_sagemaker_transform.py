@@ -172,8 +172,11 @@ def test_pipeline_transform_joins_ids_days_and_predictions(
     expected = sample_event("sagemaker_transform_completed")
     assert set(sent[-1]) == set(expected)
     # Set only when the request or the job has them (this request sets no MaxPayloadInMB).
-    optional = {"MaxConcurrentTransforms", "MaxPayloadInMB", "ModelClientConfig", "ExperimentConfig", "Environment", "LabelingJobArn",
-                "AutoMLJobArn", "BatchDataCaptureConfig", "DataCaptureConfig"}  # fmt: skip
+    optional = {
+        "MaxConcurrentTransforms", "MaxPayloadInMB", "ModelClientConfig", "ExperimentConfig",
+        "Environment", "LabelingJobArn", "AutoMLJobArn", "BatchDataCaptureConfig",
+        "DataCaptureConfig",
+    }  # fmt: skip
     assert set(expected["detail"]) - optional <= set(done)
     assert set(done) - optional <= set(expected["detail"])
 
