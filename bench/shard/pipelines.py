@@ -212,10 +212,15 @@ def mlforecast(data_dir: Path, out: Path) -> dict:
         ["id", "ds", "sales", "day", "first_sale", "store_id", "dept_id", *exogenous, *codes]
     ]
     del long
+    # mlforecast refuses missing targets: the 28 future days get 0, which no feature of
+    # theirs can see (every lag and window ends 28 days back or more), and NaN again after.
+    future = frame["day"] > last
+    frame.loc[future, "sales"] = 0.0
     statics = ["store_id", "dept_id", *codes]
     features = forecast.preprocess(
         frame, id_col="id", time_col="ds", target_col="sales", static_features=statics, dropna=False
     )
+    features.loc[features["day"] > last, "sales"] = np.nan
     return _write_groups(features, last, out, _names(), parquet=True)
 
 

@@ -279,3 +279,33 @@ def test_assemble_forecast_reports_failed_transform(bucket, load_function, small
     (failed,) = bus.drain()
     assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "transform"
     assert _keys(bucket, f"runs/{run}/forecast/") == []
+
+
+def test_start_training_refuses_more_hosts_than_shards_with_run_failed(
+    bucket, load_function, small_m5, bus
+):
+    from m5flow.jobs import JobSettings
+    from m5flow.notifications import EventPublisher
+    from m5flow.stages.training import start_training
+    from m5flow.storage import S3Storage
+
+    bus.watch("hosts")
+    _upload(bucket, "hosts", small_m5)
+    run = _shard(bucket, load_function, "hosts")
+    bus.drain()
+    storage = S3Storage(boto3.client("s3"), bucket)
+    settings = JobSettings.from_env({"DATA_BUCKET": bucket, "TRAINING_INSTANCE_COUNT": "99"})
+
+    created = start_training(
+        storage,
+        boto3.client("sagemaker"),
+        EventPublisher(boto3.client("events"), ledger=storage),
+        f"runs/{run}/manifest.json",
+        settings,
+    )
+
+    assert created == []
+    (failed,) = bus.drain()
+    assert failed["detail-type"] == "Run Failed"
+    assert failed["detail"]["stage"] == "start_training"
+    assert "TrainingInstanceCount is 99" in failed["detail"]["reason"]

@@ -40,6 +40,7 @@ def start_training(
                 "stage": exc.stage,
                 "reason": exc.reason,
             },
+            once="run-failed-start-training",
         )
         return []
     created = []
