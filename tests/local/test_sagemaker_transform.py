@@ -356,3 +356,46 @@ def test_model_and_transform_errors_use_aws_codes(
     assert gone.value.response["Error"]["Message"] == (
         f'Could not find model "arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/short-lived".'
     )
+
+
+def test_stop_transform_job(cloud: LocalCloud, model: tuple[str, Any]) -> None:
+    """Stopping goes InProgress -> Stopping -> Stopped, and nothing more is written."""
+    name, _ = model
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        put(cloud, f"runs/stop/inference/shard-{i:02d}.csv", _csv(_inference_rows(rng, 2000, i)))
+    request = {
+        "TransformJobName": "stop-transform",
+        "ModelName": name,
+        "TransformInput": {
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{cloud.bucket}/runs/stop/inference",
+                }
+            },
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {
+            "S3OutputPath": f"s3://{cloud.bucket}/runs/stop/predictions/",
+            "Accept": "text/csv",
+            "AssembleWith": "Line",
+        },
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        "DataProcessing": PIPELINE_PROCESSING,
+    }
+    cloud.sm.create_transform_job(**request)
+    cloud.sm.stop_transform_job(TransformJobName="stop-transform")
+    final = cloud.events.wait_final("stop-transform")["detail"]
+
+    assert final["TransformJobStatus"] == "Stopped"
+    assert "FailureReason" not in final
+    sent = cloud.events.for_job("stop-transform")
+    assert [e["detail"]["TransformJobStatus"] for e in sent] == [
+        "InProgress",
+        "Stopping",
+        "Stopped",
+    ]
+    listing = cloud.s3.list_objects_v2(Bucket=cloud.bucket, Prefix="runs/stop/predictions/")
+    assert len(listing.get("Contents", [])) < 40
