@@ -49,6 +49,22 @@ CONFIGS: dict[str, dict] = {
         "history": None,
     },
 }
+_TW11 = {**ORIGINAL, "tree_method": "hist", "eval_metric": "poisson-nloglik",
+         "tweedie_variance_power": 1.1}  # fmt: skip
+CONFIGS["groups_poisson"] = {
+    **CONFIGS["groups_orig"],
+    "params": {k: v for k, v in _TW11.items() if k != "tweedie_variance_power"}
+    | {"objective": "count:poisson"},
+}
+CONFIGS["groups_tw11_deep"] = {
+    **CONFIGS["groups_orig"],
+    "params": {**_TW11, "max_depth": 7, "min_child_weight": 20, "eta": 0.05},
+}
+CONFIGS["groups_recent"] = {**CONFIGS["groups_orig"], "history": 730}
+CONFIGS["groups_tw11"] = {
+    **CONFIGS["groups_orig"],
+    "params": {**CONFIGS["groups_orig"]["params"], "tweedie_variance_power": 1.1},
+}
 
 
 def load_real() -> M5Data:

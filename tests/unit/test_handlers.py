@@ -120,8 +120,10 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
 
     result = load_function("StartTrainingFunction").invoke(event)
 
-    (job,) = result["training_jobs"]
-    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=job)
+    # The default: one model per horizon week, each its own training job.
+    jobs = result["training_jobs"]
+    assert jobs == [f"m5flow-{run}-h{lag}" for lag in (7, 14, 21, 28)]
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[-1])
     assert described["HyperParameters"]["objective"] == "reg:tweedie"
     assert described["AlgorithmSpecification"]["TrainingImage"].endswith("/sagemaker-xgboost:1.7-1")
     assert described["ResourceConfig"] == {
@@ -136,7 +138,7 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     )
     events = bus.drain()
     assert [e["detail-type"] for e in events] == ["Training Started"]
-    assert events[0]["detail"]["training_jobs"] == [job]
+    assert events[0]["detail"]["training_jobs"] == jobs
 
 
 def _training_event(bucket: str, run: str, name: str) -> dict:
@@ -199,7 +201,7 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
     )
     # What Batch Transform would write: `id,day,prediction` per inference row.
-    for shard in manifest.models[0].inference:
+    for shard in (shard for model in manifest.models for shard in model.inference):
         rows = pd.read_csv(
             io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
         )
@@ -247,7 +249,7 @@ def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_functio
     manifest = Manifest.from_json(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
     )
-    for shard in manifest.models[0].inference:
+    for shard in (shard for model in manifest.models for shard in model.inference):
         rows = pd.read_csv(
             io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
         )
