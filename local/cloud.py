@@ -88,6 +88,7 @@ class LocalCloud:
         self.echo = echo or (lambda _line: None)
         self.bucket = BUCKET
         self.outcomes = _Outcomes()
+        self.routed: list[tuple[dict[str, Any], list[str]]] = []  # every event and its targets
         self._saved_env: dict[str, str | None] = {}
         self._moto: ThreadedMotoServer | None = None
         self._sagemaker: LocalSageMaker | None = None
@@ -198,6 +199,7 @@ class LocalCloud:
         events.put_events(Entries=[entry])
 
     def _on_event(self, event: dict[str, Any], targets: list[str]) -> None:
+        self.routed.append((event, targets))
         # Every shard written is an S3 event too; only the ones that start something are news.
         if event.get("source") != "aws.s3" or targets:
             self.echo(f"{datetime.now(UTC):%H:%M:%S} event  {describe(event)}")
