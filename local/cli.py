@@ -162,8 +162,8 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "--min-lags",
         type=lambda text: tuple(int(lag) for lag in text.split(",")),
-        default=(28,),
-        help="one model per minimum lag, e.g. 7,14,21,28 (default: 28)",
+        default=ShardConfig().min_lags,
+        help="one model per minimum lag, e.g. 28 for a single model (default: 7,14,21,28)",
     )
     shard.set_defaults(run=_shard)
 

@@ -7,9 +7,11 @@ rows for the last 28 days (both from each series' first sale on) and inference r
 28 days after, with the 33 features of `m5flow.features.FeatureConfig()`.
 
 - `shard`: the shard step (`m5flow.schema.parse_inputs` + `m5flow.shards.write_shards`).
-- `floor`: the I/O floor: read the wide sales CSV with pyarrow and write shards of the same
-  groups, rows, columns, format and encoder, each column a plain shifted copy of the sales:
-  no feature work at all. Same writer threads and storage as the shard step.
+- `floor`: the I/O floor: read the wide sales CSV with pyarrow and write the very same
+  shards, byte for byte, with no feature work: the shard step's blocks were computed
+  beforehand (`prepare_floor`) and are loaded into memory before the floor times itself.
+  Same encoders, storage and writer threads as the shard step, so the difference is the
+  shard step's own reading, checking and feature work.
 - `naive`: pandas as in most M5 notebooks: melt, merge calendar and prices, sort,
   group-shift and group-rolling, then per-group `to_csv`.
 - `mlforecast`: Nixtla mlforecast's `preprocess` with the same lags and rolling windows on
@@ -19,6 +21,7 @@ rows for the last 28 days (both from each series' first sale on) and inference r
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -49,8 +52,43 @@ def shard(data_dir: Path, out: Path) -> dict:
     return _totals(manifest)
 
 
+def blocks_dir(data_dir: Path) -> Path:
+    """Where `prepare_floor` keeps the shard step's blocks of `data_dir`."""
+    return data_dir.with_name(data_dir.name + "-blocks")
+
+
+def prepare_floor(data_dir: Path, out: Path) -> dict:
+    """Compute the shard step's blocks once and keep them as .npy files, so that the floor
+    can write the very same shards with no feature work (not timed)."""
+    from m5flow import schema
+    from m5flow.features import FeatureConfig, build_block, series_facts
+    from m5flow.shards import groups
+
+    data = schema.parse_inputs(
+        {name: (data_dir / name).read_bytes() for name in schema.INPUT_FILES}
+    )
+    config, last = FeatureConfig(), data.last_day
+    facts = series_facts(data, config)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "ids.npy", data.ids)
+    for group, rows in groups(data, ("store", "dept")):
+        spans = (("train", 1, last - HORIZON, True), ("validation", last - HORIZON + 1, last, True),
+                 ("inference", last + 1, last + HORIZON, False))  # fmt: skip
+        for channel, first, final, drop in spans:
+            block = build_block(
+                data, facts, rows, first, final, config, drop_before_first_sale=drop
+            )
+            for part in ("features", "label", "series", "day"):
+                np.save(out / f"{channel}-{group}-{part}.npy", getattr(block, part))
+    return {"rows": 0, "bytes": 0}
+
+
 def floor(data_dir: Path, out: Path) -> dict:
-    """Read the wide CSV with pyarrow; write the same shards with no feature work."""
+    """Read the wide CSV with pyarrow, then write the very same shards as the shard step,
+    byte for byte (same blocks, cuts, encoders, storage and writer threads), with no
+    feature work. The blocks, from `prepare_floor`, are loaded into memory first, and only
+    what follows is timed (`seconds`): reading them is no part of any floor."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.csv as pacsv
@@ -59,56 +97,52 @@ def floor(data_dir: Path, out: Path) -> dict:
     from m5flow.shards import ModelShards, ShardInfo, encode_inference, encode_training
     from m5flow.storage import DiskStorage
 
+    saved, names = blocks_dir(data_dir), feature_names(FeatureConfig())
+    ids = np.load(saved / "ids.npy")
+    parts = ("features", "label", "series", "day")
+    loaded = {
+        path.name.removesuffix("-series.npy"): Block(*(np.load(
+            path.with_name(path.name.replace("-series.npy", f"-{p}.npy"))) for p in parts))
+        for path in saved.glob("*-series.npy")
+    }  # fmt: skip
+    started, cpu = time.perf_counter(), time.process_time()
     table = pacsv.read_csv(data_dir / SALES)
-    days = [c for c in table.column_names if c.startswith("d_")]
-    sales = np.empty((table.num_rows, len(days)), dtype=np.float32)
-    for j, day in enumerate(days):
+    sales = np.empty((table.num_rows, table.num_columns - len(IDS)), dtype=np.float32)
+    for j, day in enumerate(table.column_names[len(IDS) :]):
         sales[:, j] = table.column(day).to_numpy()
-    ids = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in IDS}
+    stores, depts = (table.column(c).to_numpy(zero_copy_only=False).astype(str)
+                     for c in ("store_id", "dept_id"))  # fmt: skip
+    groups = np.unique(np.char.add(np.char.add(stores, "_"), depts))
     del table
-    last, names = len(days), feature_names(FeatureConfig())
-    sold = sales > 0
-    first_sale = np.where(sold.any(axis=1), sold.argmax(axis=1), last)  # 0-based day
-    padded = np.concatenate([np.zeros((len(sales), 64), np.float32), sales], axis=1)
-    keys = np.char.add(np.char.add(ids["store_id"], "_"), ids["dept_id"])
     storage, model = DiskStorage(out), ModelShards("h28", MIN_LAG, (1, HORIZON), names)
 
-    def block(rows: np.ndarray, first: int, final: int, drop: bool, ahead: int = 0) -> Block:
-        """Days first..final-1 (0-based) of series `rows`, written as if `ahead` days later:
-        the label and the columns are the sales shifted by 0, 1, ..., 33 days."""
-        skip = np.clip(first_sale[rows] - first, 0, final - first) if drop else 0 * rows
-        starts, group = skip.tolist(), padded[rows]  # one gather per block, as the shard step
+    def blocks(channel: str, group: str) -> list[Block]:
+        """The saved block, cut where the shard step cuts it: 256 of the group's series (all
+        of them are in its inference block) a piece."""
+        whole = loaded[f"{channel}-{group}"]
+        series = np.unique(loaded[f"inference-{group}"].series)
+        pieces = np.array_split(series, -(-len(series) // 256))
+        edges = [*(np.searchsorted(whole.series, piece[0]) for piece in pieces), len(whole)]
+        return [Block(whole.features[:, a:b], whole.label[a:b], whole.series[a:b], whole.day[a:b])
+                for a, b in itertools.pairwise(edges) if b > a]  # fmt: skip
 
-        def copy(shift: int) -> np.ndarray:
-            view = group[:, 64 + first - shift : 64 + final - shift]
-            return np.concatenate([row[k:] for row, k in zip(view, starts, strict=True)])
-
-        counts = final - first - skip
-        day = np.concatenate([np.arange(first + k, final) for k in starts]) + 1 + ahead
-        features = np.stack([copy(1 + j) for j in range(len(names))])
-        return Block(features, copy(0), np.repeat(rows, counts), day.astype(np.int32))
-
-    def write(key: str) -> dict[str, ShardInfo]:
-        rows = np.flatnonzero(keys == key)
+    def write(group: str) -> dict[str, ShardInfo]:
         written = {}
-        for channel, first, final in (
-            ("train", 0, last - HORIZON),
-            ("validation", last - HORIZON, last),
-        ):
-            body = encode_training(b := block(rows, first, final, True), names, "parquet")
-            storage.write(f"{channel}/{key}.parquet", body)
-            written[channel] = ShardInfo(key, len(b), len(body))
-        b = block(rows, last - HORIZON, last, False, ahead=HORIZON)
-        body = encode_inference(b, ids["id"], names)
-        storage.write(f"inference/{key}.csv", body)
-        written["inference"] = ShardInfo(key, len(b), len(body))
+        for channel in ("train", "validation"):
+            body = encode_training(pieces := blocks(channel, group), names, "parquet")
+            storage.write(f"{channel}/{group}.parquet", body)
+            written[channel] = ShardInfo(group, sum(map(len, pieces)), len(body))
+        body = encode_inference(pieces := blocks("inference", group), ids, names)
+        storage.write(f"inference/{group}.csv", body)
+        written["inference"] = ShardInfo(group, sum(map(len, pieces)), len(body))
         return written
 
     with ThreadPoolExecutor(WORKERS) as pool:
-        for written in pool.map(write, np.unique(keys)):
+        for written in pool.map(write, groups):
             for channel, info in written.items():
                 getattr(model, channel).append(info)
-    return _totals_of([model])
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {**_totals_of([model]), "seconds": seconds, "cpu_seconds": cpu}
 
 
 def _long_frame(data_dir: Path, engine: str | None = None) -> tuple[pd.DataFrame, int]:
@@ -192,35 +226,83 @@ def naive(data_dir: Path, out: Path) -> dict:
     return _write_groups(long, last, out, _names(), parquet=False)
 
 
+def _lean_long_frame(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The long frame as a careful pandas user builds it to fit in memory at full scale:
+    integer series ids, small dtypes, calendar and price columns prepared on the small
+    tables before the merges. Returns it, the per-series table, and the last sales day."""
+    sales = pd.read_csv(data_dir / SALES, engine="pyarrow")
+    calendar = pd.read_csv(data_dir / CALENDAR, engine="pyarrow")
+    prices = pd.read_csv(data_dir / PRICES, engine="pyarrow")
+    series = sales[IDS].copy()
+    series["sid"] = np.arange(len(series), dtype=np.int32)
+    for column in CODES:
+        series[column.replace("_id", "_code")] = series[column].astype("category").cat.codes
+    values = sales.iloc[:, len(IDS) :].to_numpy(np.float64)  # float32: std off by 1e-4
+    last = values.shape[1]
+    values = np.concatenate([values, np.full((len(values), HORIZON), np.nan)], axis=1)
+    del sales
+    n, width = values.shape
+    long = pd.DataFrame({"sid": np.repeat(series["sid"].to_numpy(), width),
+                         "day": np.tile(np.arange(1, width + 1, dtype=np.int32), n),
+                         "sales": values.ravel()})  # fmt: skip
+    del values
+    days = calendar.iloc[:width].copy()
+    days["day"] = np.arange(1, width + 1, dtype=np.int32)
+    days["ds"] = pd.to_datetime(days["date"])
+    days["mday"] = days["ds"].dt.day
+    types = days[["event_type_1", "event_type_2"]].fillna("")
+    days["event"] = (types != "").any(axis=1).astype(np.float32)
+    for kind in EVENT_TYPES:
+        days[f"event_{kind.lower()}"] = (types == kind).any(axis=1).astype(np.float32)
+    events = [f"event_{k.lower()}" for k in EVENT_TYPES]
+    snaps = ["snap_CA", "snap_TX", "snap_WI"]
+    keep = ["day", "ds", "wm_yr_wk", "wday", "month", "year", "mday", "event", *events, *snaps]
+    long = long.merge(days[keep], on="day", how="left")
+    state = series["state_id"].to_numpy()[long["sid"].to_numpy()]
+    snap = np.select([state == s[-2:] for s in snaps], [long[s] for s in snaps])
+    long["snap"] = snap.astype(np.float32)
+    long = long.drop(columns=snaps)
+    prices = prices.merge(series[["store_id", "item_id", "sid"]], on=["store_id", "item_id"])
+    prices = prices[["sid", "wm_yr_wk", "sell_price"]].astype({"sell_price": np.float32})
+    long = long.merge(prices, on=["sid", "wm_yr_wk"], how="left")
+    long = long.sort_values(["sid", "day"], ignore_index=True)
+    by_series = long.groupby("sid", sort=False)
+    long["sell_price"] = by_series["sell_price"].ffill()
+    long["price_relative"] = long.sell_price / by_series["sell_price"].transform("mean")
+    long["price_change_week"] = long.sell_price / by_series["sell_price"].shift(7) - 1
+    first_sale = long[long.sales > 0].groupby("sid")["day"].min()
+    long["first_sale"] = long["sid"].map(first_sale).fillna(width + 1)
+    long["age"] = (long.day - long.first_sale).where(long.day - MIN_LAG >= long.first_sale)
+    codes = [c.replace("_id", "_code") for c in CODES]
+    long = long.merge(series[["sid", *codes]], on="sid", how="left")
+    return long, series, last
+
+
 def mlforecast(data_dir: Path, out: Path) -> dict:
     from mlforecast import MLForecast
     from mlforecast.lag_transforms import RollingMean, RollingStd
     from sklearn.linear_model import LinearRegression
 
-    long, last = _long_frame(data_dir, engine="pyarrow")
-    long = _common_features(long)
-    long["ds"] = pd.to_datetime(long["date"])
+    long, series, last = _lean_long_frame(data_dir)
     transforms = [t(w) for w in WINDOWS for t in (RollingMean, RollingStd)]
     forecast = MLForecast(
         models=[LinearRegression()], freq="D", lags=LAGS, lag_transforms={MIN_LAG: transforms},
         num_threads=WORKERS,
     )  # fmt: skip
-    exogenous = [n for n in _names() if not n.startswith(("lag", "rolling_")) and n not in
-                 {c.replace("_id", "_code") for c in CODES}]  # fmt: skip
-    codes = [c.replace("_id", "_code") for c in CODES]
-    frame = long[
-        ["id", "ds", "sales", "day", "first_sale", "store_id", "dept_id", *exogenous, *codes]
-    ]
-    del long
     # mlforecast refuses missing targets: the 28 future days get 0, which no feature of
     # theirs can see (every lag and window ends 28 days back or more), and NaN again after.
-    future = frame["day"] > last
-    frame.loc[future, "sales"] = 0.0
-    statics = ["store_id", "dept_id", *codes]
+    future = long["day"].to_numpy() > last
+    long.loc[future, "sales"] = 0.0
+    long = long.drop(columns=["wm_yr_wk"])
+    statics = [c.replace("_id", "_code") for c in CODES]
     features = forecast.preprocess(
-        frame, id_col="id", time_col="ds", target_col="sales", static_features=statics, dropna=False
-    )
-    features.loc[features["day"] > last, "sales"] = np.nan
+        long, id_col="sid", time_col="ds", target_col="sales", static_features=statics,
+        dropna=False,
+    )  # fmt: skip
+    del long
+    features.loc[features["day"].to_numpy() > last, "sales"] = np.nan
+    for column in ("id", "store_id", "dept_id"):
+        features[column] = series[column].to_numpy()[features["sid"].to_numpy()]
     return _write_groups(features, last, out, _names(), parquet=True)
 
 
@@ -256,7 +338,6 @@ def _totals_of(models) -> dict:
 
 if __name__ == "__main__":
     name, data_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    result = {"naive": naive, "mlforecast": mlforecast, "shard": shard, "floor": floor}[name](
-        data_dir, out
-    )
-    print(json.dumps(result))
+    pipelines = {"naive": naive, "mlforecast": mlforecast, "shard": shard, "floor": floor,
+                 "prepare_floor": prepare_floor}  # fmt: skip
+    print(json.dumps(pipelines[name](data_dir, out)))

@@ -24,8 +24,8 @@ publisher = EventPublisher(
     boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
 )
 config = ShardConfig(
-    train_format=os.environ.get("SHARD_FORMAT", "parquet"),
-    min_lags=tuple(int(lag) for lag in os.environ.get("MODEL_MIN_LAGS", "28").split(",")),
+    train_format=os.environ["SHARD_FORMAT"],
+    min_lags=tuple(int(lag) for lag in os.environ["MODEL_MIN_LAGS"].split(",")),
 )
 
 

@@ -472,6 +472,15 @@ def test_prices_bad_cell(files: dict[str, bytes], column: str, value: str, expec
     ]
 
 
+def test_prices_row_of_the_wrong_width(files: dict[str, bytes]) -> None:
+    lines = files[PRICES_FILE].split(b"\n")
+    lines[9] += b",extra"
+    files[PRICES_FILE] = b"\n".join(lines)
+    assert reasons_of(files) == [
+        "sell_prices.csv: row 10: found 5 fields; expected 4 fields, as in the header"
+    ]
+
+
 def test_prices_repeat_a_week(files: dict[str, bytes]) -> None:
     edit(files, PRICES_FILE, 7, "wm_yr_wk", "11101")
     assert reasons_of(files) == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,12 +45,11 @@ def read_calendar(
         return *nothing, reasons
     frame = table.to_pandas()
 
-    def report(column: str, bad: np.ndarray, expected: str, found: pd.Series | None = None) -> None:
+    def report(column: str, bad: np.ndarray, expected: str) -> None:
         if bad.any():
             row = first_of(bad)
-            text = quoted(frame[column].iat[row]) if found is None else str(found.iat[row])
-            reasons.append(problem(name, f"row {row + 2}, column {column}", text, expected,
-                                   int(bad.sum())))  # fmt: skip
+            found, where = quoted(frame[column].iat[row]), f"row {row + 2}, column {column}"
+            reasons.append(problem(name, where, found, expected, int(bad.sum())))
 
     numbers = {}
     limits = {**_CALENDAR_INTEGERS, **{s: (0, 1, "0 or 1") for s in snaps}}
@@ -110,6 +110,8 @@ def read_calendar(
 
 @dataclass(frozen=True)
 class Prices:
+    """Weekly prices per series (carried forward), each day's week, what was repaired."""
+
     weekly: np.ndarray
     day_week: np.ndarray
     missing_weeks: int
@@ -164,36 +166,24 @@ def _codes(labels: pa.DictionaryArray, code_of: dict[str, int]) -> np.ndarray:
     return codes[indices]
 
 
-def _typed_weekly(
-    payload: bytes, ids: dict[str, np.ndarray], weeks: np.ndarray, all_weeks: np.ndarray
-) -> tuple[np.ndarray, int]:
-    """Stream the prices into a (series, week) matrix (NaN: no price that week), one block
-    of rows at a time, so that the whole typed table never sits in memory.
+def _typed_table(payload: bytes) -> pa.Table:
+    """The prices as typed columns (about 160 MB at full M5 scale, on all cores).
 
     Raises
     ------
     _BadCell, pyarrow.ArrowInvalid
-        At anything the text read must explain: a bad or empty cell, an unknown week, a
-        row of the wrong width, a (store, item, week) given twice.
+        At a row of the wrong width, or a cell that is not of its column's type.
     """
-    store_of, item_of, series_at = _series_lookup(ids)
-    lowest = int(all_weeks[0])
-    column_of = np.full(int(all_weeks[-1]) - lowest + 2, -2, dtype=np.int64)  # -2: unknown
-    column_of[all_weeks - lowest] = -1  # in the calendar, after the forecast days
-    column_of[weeks - lowest] = np.arange(len(weeks))
-    weekly = np.full((len(ids["id"]), len(weeks)), np.nan, dtype=np.float32)
     label = pa.dictionary(pa.int32(), pa.string())
-    types = {
-        "store_id": label,
-        "item_id": label,
-        "wm_yr_wk": pa.float64(),
-        "sell_price": pa.float64(),
-    }
+    types = {"store_id": label, "item_id": label, "wm_yr_wk": pa.float64(),
+             "sell_price": pa.float64()}  # fmt: skip
+    ragged: list[pacsv.InvalidRow] = []  # a handler cannot raise through pyarrow
 
     def refuse(row: pacsv.InvalidRow) -> str:
-        raise _BadCell
+        ragged.append(row)
+        return "skip"
 
-    reader = pacsv.open_csv(
+    table = pacsv.read_csv(
         io.BytesIO(payload),
         read_options=pacsv.ReadOptions(block_size=4 << 20),
         parse_options=pacsv.ParseOptions(invalid_row_handler=refuse),
@@ -201,9 +191,40 @@ def _typed_weekly(
             column_types=types, include_columns=list(types), strings_can_be_null=False
         ),
     )
-    rows = 0
-    for batch in reader:
-        rows += batch.num_rows
+    if ragged:
+        raise _BadCell
+    return table
+
+
+def read_typed_prices(payload: bytes) -> Future[pa.Table]:
+    """Start reading the prices in the background, while the sales are read and checked:
+    pyarrow releases the GIL, and the prices need the sales only once they are read."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="prices")
+    future = pool.submit(_typed_table, payload)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _typed_weekly(
+    table: pa.Table, ids: dict[str, np.ndarray], weeks: np.ndarray, all_weeks: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Spread the prices over a (series, week) matrix (NaN: no price that week), one block
+    of rows (one dictionary per block) at a time.
+
+    Raises
+    ------
+    _BadCell
+        At anything the text read must explain: an empty cell, an unknown week, a week
+        that is not a whole number, a price not above 0, a (store, item, week) given twice.
+    """
+    store_of, item_of, series_at = _series_lookup(ids)
+    lowest = int(all_weeks[0])
+    column_of = np.full(int(all_weeks[-1]) - lowest + 2, -2, dtype=np.int64)  # -2: unknown
+    column_of[all_weeks - lowest] = -1  # in the calendar, after the forecast days
+    column_of[weeks - lowest] = np.arange(len(weeks))
+    weekly = np.full((len(ids["id"]), len(weeks)), np.nan, dtype=np.float32)
+    rows = table.num_rows
+    for batch in table.to_batches():
         series = series_at[_codes(batch.column(0), store_of), _codes(batch.column(1), item_of)]
         week = batch.column(2).to_numpy()
         price = batch.column(3).to_numpy()
@@ -221,13 +242,14 @@ def _typed_weekly(
 
 def read_prices(
     name: str, payload: bytes, ids: dict[str, np.ndarray], calendar: pd.DataFrame,
-    all_weeks: np.ndarray,
+    all_weeks: np.ndarray, typed: Future[pa.Table] | None = None,
 ) -> tuple[Prices | None, list[str]]:  # fmt: skip
     """Weekly prices of every series over the calendar's weeks, carried forward.
 
     Prices of items or stores not in the sales are ignored (the real M5 slice has some);
     a week without a price takes the week before's, and is counted and reported as a
-    notice; a series with no price at all is refused.
+    notice; a series with no price at all is refused. `typed`: the read started by
+    `read_typed_prices`, if any.
     """
     header = header_of(payload)
     reasons = missing_columns(name, header, PRICES_COLUMNS)
@@ -235,7 +257,9 @@ def read_prices(
         return None, reasons
     weeks = np.unique(calendar["wm_yr_wk"].to_numpy())
     try:
-        weekly, rows = _typed_weekly(payload, ids, weeks, all_weeks)
+        table = typed.result() if typed is not None else _typed_table(payload)
+        weekly, rows = _typed_weekly(table, ids, weeks, all_weeks)
+        del table
     except (pa.ArrowInvalid, _BadCell):
         text = dict.fromkeys(PRICES_COLUMNS, pa.string())
         table, reasons = read_table(name, payload, header, text)

@@ -18,7 +18,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -37,7 +38,13 @@ CSV = "text/csv"
 CONTENT_TYPES = {"parquet": PARQUET, "csv": CSV}
 GROUP_COLUMNS = {"store": "store_ids", "dept": "dept_ids", "cat": "cat_ids", "state": "state_ids"}
 MANIFEST_VERSION = 1
-PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False, "write_statistics": False}
+_SERIES_PER_BLOCK = 256  # series built and encoded at once: about 70 MB of training block
+PARQUET_OPTIONS = {
+    "compression": "snappy",
+    "use_dictionary": False,
+    "write_statistics": False,
+    "write_batch_size": 1 << 16,  # rows handed to the encoder at once: 1,024 costs 20% more
+}
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,13 @@ class ShardConfig:
     # One model per entry: the model `h<L>` uses sales at least L days old and forecasts
     # horizon days (previous L, L]. (28,) is one model for the whole horizon; (7, 14, 21, 28)
     # lets the first weeks use more recent sales.
-    min_lags: tuple[int, ...] = (28,)
+    min_lags: tuple[int, ...] = (7, 14, 21, 28)
     train_format: str = "parquet"  # "parquet" or "csv" (headerless, label first)
     validation_days: int = HORIZON
     # Training starts this many days before the validation window (None: from d_1).
     history_days: int | None = None
     # Groups built and written at once (None: one per CPU this process may use). Each one
-    # in flight holds its block: about 220 MB for the largest M5 store x department.
+    # in flight holds a block of 256 series (70 MB) and its shard's encoded bytes.
     workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -150,28 +157,62 @@ def _float_table(columns: list[np.ndarray], names: list[str]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(column) for column in columns], schema=schema)
 
 
-def encode_training(block: Block, names: list[str], fmt: str) -> bytes:
-    """Label first, then the features, no header: what SageMaker's XGBoost trains on."""
-    table = _float_table([block.label, *block.features], ["label", *names])
+def encode_training(block: Block | Iterable[Block], names: list[str], fmt: str) -> bytes:
+    """Label first, then the features, no header: what SageMaker's XGBoost trains on.
+
+    Given several blocks (of one shard), each is encoded as soon as it comes: a Parquet row
+    group, or more CSV lines, so that only one block at a time need be in memory.
+    """
     sink = pa.BufferOutputStream()
-    if fmt == "parquet":
-        pq.write_table(table, sink, **PARQUET_OPTIONS)
-    else:
-        # Unquoted: SageMaker's CSV filters split on commas.
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    writer = None
+    for part in [block] if isinstance(block, Block) else block:
+        table = _float_table([part.label, *part.features], ["label", *names])
+        if fmt != "parquet":  # unquoted: SageMaker's CSV filters split on commas
+            pacsv.write_csv(
+                table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none")
+            )
+            continue
+        writer = writer or pq.ParquetWriter(sink, table.schema, **PARQUET_OPTIONS)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
     return sink.getvalue().to_pybytes()
 
 
-def encode_inference(block: Block, ids: np.ndarray, names: list[str]) -> bytes:
-    """id, day, features, no header: Batch Transform's input filter $[2:] keeps the features."""
-    features = _float_table(list(block.features), names)
-    table = pa.Table.from_arrays(
-        [pa.array(ids[block.series]), pa.array(block.day), *features.columns],
-        names=["id", "day", *names],
-    )
+def encode_inference(block: Block | Iterable[Block], ids: np.ndarray, names: list[str]) -> bytes:
+    """id, day, features, no header: Batch Transform's input filter $[2:] keeps the features.
+
+    Columns of whole numbers (lags, calendar, codes...) are written as integers: the same
+    text ("3" for 3.0), formatted several times faster than floats.
+    """
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    for part in [block] if isinstance(block, Block) else block:
+        columns = [_csv_column(values) for values in part.features]
+        table = pa.Table.from_arrays(
+            [pa.array(ids[part.series]), pa.array(part.day), *columns],
+            names=["id", "day", *names],
+        )
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return sink.getvalue()
+
+
+def _csv_column(values: np.ndarray) -> pa.Array:
+    with np.errstate(invalid="ignore"):  # NaN has no integer; the test below then fails
+        whole = values.astype(np.int32)
+    if np.array_equal(whole, values) and not np.signbit(values).any():
+        return pa.array(whole)  # false for NaN, and for -0.0, written "-0"
+    return pa.array(values)
+
+
+class _Scratch(threading.local):
+    """Each writer thread's block memory, grown to the largest block and then reused."""
+
+    buffer: np.ndarray = np.empty(0, dtype=np.float32)
+
+    def __call__(self, cells: int) -> np.ndarray:
+        if self.buffer.size < cells:
+            self.buffer = np.empty(cells, dtype=np.float32)
+        return self.buffer
 
 
 def _group_writer(
@@ -189,6 +230,19 @@ def _group_writer(
     train_start = 1 if config.history_days is None else validation_start - config.history_days
     ext = "parquet" if config.train_format == "parquet" else "csv"
     first_horizon, last_horizon = model.horizon_days
+    scratch = _Scratch()
+
+    def blocks(
+        rows: np.ndarray, first: int, final: int, tally: list[int], drop: bool = True
+    ) -> Iterator[Block]:
+        """The blocks of a group's shard, a few hundred series each (their rows counted in
+        `tally`): the memory a writer needs does not grow with the groups' size."""
+        for part in np.array_split(rows, -(-len(rows) // _SERIES_PER_BLOCK)):
+            block = build_block(data, facts, part, first, final, feature_config,
+                                drop_before_first_sale=drop, scratch=scratch)  # fmt: skip
+            tally[0] += len(block)
+            if len(block):
+                yield block
 
     def write(group: str, rows: np.ndarray) -> dict[str, ShardInfo]:
         written = {}
@@ -196,22 +250,18 @@ def _group_writer(
             ("train", max(1, train_start), validation_start - 1),
             ("validation", max(1, validation_start), last),
         ):
-            block = build_block(data, facts, rows, first, final, feature_config)
-            if len(block) == 0:
-                continue
-            body = encode_training(block, model.feature_names, config.train_format)
-            key = f"{channel_prefix(run, channel, model.name)}{group}.{ext}"
-            storage.write(key, body)
-            written[channel] = ShardInfo(key, len(block), len(body))
-            del block, body  # before the next block: bounds memory
-        block = build_block(
-            data, facts, rows, last + first_horizon, last + last_horizon, feature_config,
-            drop_before_first_sale=False,
-        )  # fmt: skip
-        body = encode_inference(block, data.ids, model.feature_names)
+            tally = [0]
+            body = encode_training(blocks(rows, first, final, tally), model.feature_names, ext)
+            if tally[0]:
+                key = f"{channel_prefix(run, channel, model.name)}{group}.{ext}"
+                storage.write(key, body)
+                written[channel] = ShardInfo(key, tally[0], len(body))
+        tally = [0]
+        inference = blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False)
+        body = encode_inference(inference, data.ids, model.feature_names)
         key = f"{channel_prefix(run, 'inference', model.name)}{group}.csv"
         storage.write(key, body)
-        written["inference"] = ShardInfo(key, len(block), len(body))
+        written["inference"] = ShardInfo(key, tally[0], len(body))
         return written
 
     return write
@@ -252,9 +302,13 @@ def write_shards(
         write = _group_writer(data, storage, run, model, config, feature_config)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="shard")
         try:
-            futures = [pool.submit(write, *group) for group in groups(data, config.group_by)]
-            for future in futures:
-                for channel, info in future.result().items():
+            # Largest groups first, so that no worker is left with a big one at the end;
+            # the manifest still lists them in name order.
+            by_name = dict(groups(data, config.group_by))
+            largest_first = sorted(by_name, key=lambda name: -len(by_name[name]))
+            futures = {name: pool.submit(write, name, by_name[name]) for name in largest_first}
+            for name in by_name:
+                for channel, info in futures[name].result().items():
                     getattr(model, channel).append(info)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
