@@ -191,16 +191,13 @@ def test_publish_model_reports_failed_training(bucket, load_function, small_m5, 
     assert event["detail"]["FailureReason"] in failed["detail"]["reason"]
 
 
-def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):
-    bus.watch("assemble")
-    _upload(bucket, "assemble", small_m5)
-    run = _shard(bucket, load_function, "assemble")
-    bus.drain()
+def _write_predictions(bucket: str, run: str) -> None:
+    """What Batch Transform would write: `id,day,prediction` per inference row, where the
+    prediction of horizon day h is h - 0.5."""
     s3 = boto3.client("s3")
     manifest = Manifest.from_json(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
     )
-    # What Batch Transform would write: `id,day,prediction` per inference row.
     for shard in (shard for model in manifest.models for shard in model.inference):
         rows = pd.read_csv(
             io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
@@ -208,6 +205,15 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
         out = rows[[0, 1]].assign(prediction=rows[1] - 1941 - 0.5)
         key = shard.key.replace("/inference/", "/predictions/") + ".out"
         s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
+
+
+def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):
+    bus.watch("assemble")
+    _upload(bucket, "assemble", small_m5)
+    run = _shard(bucket, load_function, "assemble")
+    bus.drain()
+    s3 = boto3.client("s3")
+    _write_predictions(bucket, run)
     event = _training_event(bucket, run, "sagemaker_transform_completed")
 
     result = load_function("AssembleForecastFunction").invoke(event)
@@ -245,17 +251,7 @@ def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_functio
     )
     run = _shard(bucket, load_function, "truth")
     bus.drain()
-    s3 = boto3.client("s3")
-    manifest = Manifest.from_json(
-        s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
-    )
-    for shard in (shard for model in manifest.models for shard in model.inference):
-        rows = pd.read_csv(
-            io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
-        )
-        out = rows[[0, 1]].assign(prediction=rows[1] - 1941 - 0.5)
-        key = shard.key.replace("/inference/", "/predictions/") + ".out"
-        s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
+    _write_predictions(bucket, run)
 
     load_function("AssembleForecastFunction").invoke(
         _training_event(bucket, run, "sagemaker_transform_completed")
