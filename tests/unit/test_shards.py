@@ -29,11 +29,24 @@ def data() -> M5Data:
 
 
 def shard(data: M5Data, root: Path, **config) -> tuple[Manifest, DiskStorage]:
+    """Shard with one model (h28) unless `config` says otherwise: the shape under test."""
     storage = DiskStorage(root)
+    config = {"min_lags": (28,), **config}
     manifest = write_shards(
         data, storage, "run-1", "demo", INPUTS, shard_config=ShardConfig(**config)
     )
     return manifest, storage
+
+
+def test_default_is_one_model_per_horizon_week(data: M5Data, tmp_path: Path) -> None:
+    manifest = write_shards(data, DiskStorage(tmp_path), "run-1", "demo", INPUTS)
+    assert [(m.name, m.min_lag, m.horizon_days) for m in manifest.models] == [
+        ("h7", 7, (1, 7)), ("h14", 14, (8, 14)), ("h21", 21, (15, 21)), ("h28", 28, (22, 28)),
+    ]  # fmt: skip
+    for model in manifest.models:
+        assert f"lag{model.min_lag}" in model.feature_names
+        assert not any(f"lag{lag}" in model.feature_names for lag in range(1, model.min_lag))
+        assert sum(s.rows for s in model.inference) == manifest.series * 7
 
 
 def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -> None:
