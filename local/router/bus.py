@@ -9,6 +9,7 @@ the in-process functions, with Lambda's asynchronous retry policy (two retries).
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import traceback
 import uuid
@@ -62,14 +63,24 @@ class EventRouter:
         self.on_event = on_event
         self.on_invocation = on_invocation
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="m5flow-event-router", daemon=True)
+        # Receiving and invoking run on separate threads: a long handler (the shard step
+        # writes hundreds of objects, each an event) must not leave the events piling up in
+        # moto's queue, whose sends slow down as it grows.
+        self._inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._receiver = threading.Thread(
+            target=self._receive, name="m5flow-bus-receiver", daemon=True
+        )
+        self._worker = threading.Thread(target=self._work, name="m5flow-bus-worker", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self._receiver.start()
+        self._worker.start()
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join(timeout=30)
+        self._receiver.join(timeout=30)
+        self._inbox.put(None)
+        self._worker.join(timeout=30)
 
     def targets_of(self, event: dict[str, Any]) -> list[str]:
         """The functions the template's rules route `event` to."""
@@ -151,7 +162,7 @@ class EventRouter:
             ]
         )
 
-    def _run(self) -> None:
+    def _receive(self) -> None:
         while not self._stopped.is_set():
             response = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
@@ -161,7 +172,11 @@ class EventRouter:
             for message in response.get("Messages", []):
                 event = normalize(json.loads(message["Body"]), self.account)
                 if event is not None:
-                    self.deliver(event)
+                    self._inbox.put(event)
                 self.sqs.delete_message(
                     QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
+
+    def _work(self) -> None:
+        while (event := self._inbox.get()) is not None:
+            self.deliver(event)

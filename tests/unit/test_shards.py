@@ -29,9 +29,9 @@ def data() -> M5Data:
 
 
 def shard(data: M5Data, root: Path, **config) -> tuple[Manifest, DiskStorage]:
-    """Shard with one model (h28) unless `config` says otherwise: the shape under test."""
+    """Shard with one model (h28), one shard per group, unless `config` says otherwise."""
     storage = DiskStorage(root)
-    config = {"min_lags": (28,), **config}
+    config = {"min_lags": (28,), "min_series": 1, **config}
     manifest = write_shards(
         data, storage, "run-1", "demo", INPUTS, shard_config=ShardConfig(**config)
     )
@@ -184,3 +184,11 @@ def test_tiny_upload_shards(tmp_path: Path) -> None:
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ShardConfig(**kwargs)
+
+
+def test_small_groups_are_merged_up_to_min_series(data: M5Data) -> None:
+    merged = list(groups(data, ("store", "dept"), min_series=100))
+    sizes = [len(rows) for _, rows in merged]
+    assert all(size >= 100 for size in sizes[:-1]) and sum(sizes) == len(data.ids)
+    assert np.array_equal(np.sort(np.concatenate([r for _, r in merged])), np.arange(len(data.ids)))
+    assert merged[0][0].startswith("CA_1_FOODS_1__")

@@ -52,6 +52,8 @@ class ShardConfig:
     """How the shard step splits and formats its output."""
 
     group_by: tuple[str, ...] = ("store", "dept")
+    # Smaller groups are merged into one shard (see `groups`); full M5 groups hold ~435.
+    min_series: int = 100
     # One model per entry: the model `h<L>` uses sales at least L days old and forecasts
     # horizon days (previous L, L]. (28,) is one model for the whole horizon; (7, 14, 21, 28)
     # lets the first weeks use more recent sales.
@@ -76,6 +78,8 @@ class ShardConfig:
             raise ValueError(f"train_format must be one of {sorted(CONTENT_TYPES)}")
         if self.validation_days < 1 or (self.history_days is not None and self.history_days < 1):
             raise ValueError("validation_days and history_days must be at least 1")
+        if self.min_series < 1:
+            raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
 
@@ -143,12 +147,32 @@ def channel_prefix(run: str, channel: str, model: str) -> str:
     return f"{naming.run_prefix(run)}{channel}/{model}/"
 
 
-def groups(data: M5Data, group_by: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray]]:
-    """(shard name, series indices) of each group, in name order."""
+def groups(
+    data: M5Data, group_by: tuple[str, ...], min_series: int = 1
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(shard name, series indices) of each group, in name order.
+
+    Groups smaller than `min_series` are merged with the next ones (the shard is named
+    `<first>__<last>`): on a small upload, one object per store and department would mean
+    hundreds of tiny objects, each an S3 request and an event, for a few series each.
+    """
     columns = [getattr(data, GROUP_COLUMNS[g]) for g in group_by]
     keys = np.array(["_".join(parts) for parts in zip(*columns, strict=True)])
+    names: list[str] = []
+    members: list[np.ndarray] = []
     for key in np.unique(keys):
-        yield re.sub(r"[^A-Za-z0-9_-]+", "-", key), np.flatnonzero(keys == key)
+        names.append(re.sub(r"[^A-Za-z0-9_-]+", "-", key))
+        members.append(np.flatnonzero(keys == key))
+        if sum(len(m) for m in members) >= min_series:
+            yield _merged(names, members)
+            names, members = [], []
+    if members:
+        yield _merged(names, members)
+
+
+def _merged(names: list[str], members: list[np.ndarray]) -> tuple[str, np.ndarray]:
+    name = names[0] if len(names) == 1 else f"{names[0]}__{names[-1]}"
+    return name, np.sort(np.concatenate(members))
 
 
 def _float_table(columns: list[np.ndarray], names: list[str]) -> pa.Table:
@@ -304,7 +328,7 @@ def write_shards(
         try:
             # Largest groups first, so that no worker is left with a big one at the end;
             # the manifest still lists them in name order.
-            by_name = dict(groups(data, config.group_by))
+            by_name = dict(groups(data, config.group_by, config.min_series))
             largest_first = sorted(by_name, key=lambda name: -len(by_name[name]))
             futures = {name: pool.submit(write, name, by_name[name]) for name in largest_first}
             for name in by_name:
