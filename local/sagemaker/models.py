@@ -89,25 +89,11 @@ class SageMakerBackend:
         """AWS's ARN form; SageMaker lower-cases the name in it."""
         return f"arn:aws:sagemaker:{self.region}:{self.account_id}:{kind}/{name.lower()}"
 
-    def queue_training_event(self, job: TrainingJob) -> None:
-        """Queue the event for the job's current status (call with the lock held)."""
+    def queue_event(self, detail_type: str, job: TrainingJob | TransformJob) -> None:
+        """Queue the state-change event of the job's current status (call with the lock held)."""
         self._outbox.put(
             events.envelope(
-                events.TRAINING_DETAIL_TYPE,
-                job.describe(),
-                job.arn,
-                tags_map(job.request.get("Tags")),
-                region=self.region,
-                account_id=self.account_id,
-                now=time.time(),
-            )
-        )
-
-    def queue_transform_event(self, job: TransformJob) -> None:
-        """Queue the event for the transform job's current status (call with the lock held)."""
-        self._outbox.put(
-            events.envelope(
-                events.TRANSFORM_DETAIL_TYPE,
+                detail_type,
                 job.describe(),
                 job.arn,
                 tags_map(job.request.get("Tags")),
@@ -154,7 +140,7 @@ class SageMakerBackend:
             )
             job.transition("Starting", "Launching requested ML instances", now)
             self.training_jobs[name] = job
-            self.queue_training_event(job)
+            self.queue_event(events.TRAINING_DETAIL_TYPE, job)
             job.thread = threading.Thread(
                 target=training.run_training_job,
                 args=(self, job),
@@ -241,7 +227,7 @@ class SageMakerBackend:
             job.stop_reason = reason
             job.status = "Stopping"
             job.transition("Stopping", "Stopping the training job", time.time())
-            self.queue_training_event(job)
+            self.queue_event(events.TRAINING_DETAIL_TYPE, job)
             return True
 
     def finish_training(
@@ -276,7 +262,7 @@ class SageMakerBackend:
                 )
             else:
                 job.transition("Stopped", "Training job stopped", now)
-            self.queue_training_event(job)
+            self.queue_event(events.TRAINING_DETAIL_TYPE, job)
 
     # ----------------------------------------------------------------- models
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -323,7 +309,7 @@ class SageMakerBackend:
                 name=name, arn=self.arn("transform-job", name), request=params, creation_time=now
             )
             self.transform_jobs[name] = job
-            self.queue_transform_event(job)
+            self.queue_event(events.TRANSFORM_DETAIL_TYPE, job)
             job.thread = threading.Thread(
                 target=transform.run_transform_job,
                 args=(self, job, model),
@@ -351,7 +337,7 @@ class SageMakerBackend:
             if job.status != "InProgress":
                 return
             job.status = "Stopping"
-            self.queue_transform_event(job)
+            self.queue_event(events.TRANSFORM_DETAIL_TYPE, job)
         job.stop_requested.set()
 
     def mark_transform_started(self, job: TransformJob) -> None:
@@ -367,4 +353,4 @@ class SageMakerBackend:
                 job.start_time = job.end_time
             if reason is not None:
                 job.failure_reason = clip_reason(reason)
-            self.queue_transform_event(job)
+            self.queue_event(events.TRANSFORM_DETAIL_TYPE, job)
