@@ -22,9 +22,8 @@ def _synth(args: argparse.Namespace) -> int:
     from m5flow.synth import write_synthetic_m5
 
     started = time.perf_counter()
-    written = write_synthetic_m5(Path(args.out), args.series, seed=args.seed)
-    for path in dict(written).values() if isinstance(written, dict) else vars(written).values():
-        print(f"wrote {path} ({Path(path).stat().st_size:,} bytes)")
+    for path in write_synthetic_m5(Path(args.out), args.series, seed=args.seed).values():
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     print(f"{args.series} series in {time.perf_counter() - started:.1f} s")
     return 0
 
