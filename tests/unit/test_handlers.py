@@ -191,18 +191,23 @@ def test_publish_model_reports_failed_training(bucket, load_function, small_m5, 
     assert event["detail"]["FailureReason"] in failed["detail"]["reason"]
 
 
-def _write_predictions(bucket: str, run: str) -> None:
+def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:
     """What Batch Transform would write: `id,day,prediction` per inference row, where the
-    prediction of horizon day h is h - 0.5."""
+    prediction of horizon day h after the last sales day is h - 0.5, and the backtest's
+    prediction of an earlier day is that day's true sales (in `sales`, the input file)."""
     s3 = boto3.client("s3")
     manifest = Manifest.from_json(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
     )
+    truth = sales.set_index("id")
     for shard in (shard for model in manifest.models for shard in model.inference):
         rows = pd.read_csv(
             io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
         )
-        out = rows[[0, 1]].assign(prediction=rows[1] - 1941 - 0.5)
+        past = [truth.at[i, f"d_{d}"] for i, d in zip(rows[0], rows[1], strict=True) if d <= 1941]
+        prediction = rows[1] - 1941 - 0.5
+        prediction[rows[1] <= 1941] = past
+        out = rows[[0, 1]].assign(prediction=prediction)
         key = shard.key.replace("/inference/", "/predictions/") + ".out"
         s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
 
@@ -213,7 +218,7 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     run = _shard(bucket, load_function, "assemble")
     bus.drain()
     s3 = boto3.client("s3")
-    _write_predictions(bucket, run)
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
     event = _training_event(bucket, run, "sagemaker_transform_completed")
 
     result = load_function("AssembleForecastFunction").invoke(event)
@@ -232,6 +237,10 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
     )
     assert metrics["series"] == 30
+    # No truth was uploaded: the run scores its backtest, here a perfect one.
+    assert metrics["scored_on"] == "backtest" and metrics["wrmsse"] is None
+    assert metrics["backtest_wrmsse"]["wrmsse"] == 0.0
+    assert ready["detail"]["headline"]["backtest_wrmsse"] == 0.0
 
     # A second delivery of the same completion announces nothing new.
     assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
@@ -251,7 +260,7 @@ def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_functio
     )
     run = _shard(bucket, load_function, "truth")
     bus.drain()
-    _write_predictions(bucket, run)
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
 
     load_function("AssembleForecastFunction").invoke(
         _training_event(bucket, run, "sagemaker_transform_completed")

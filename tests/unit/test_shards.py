@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_default_is_one_model_per_horizon_week(data: M5Data, tmp_path: Path) -> 
     for model in manifest.models:
         assert f"lag{model.min_lag}" in model.feature_names
         assert not any(f"lag{lag}" in model.feature_names for lag in range(1, model.min_lag))
-        assert sum(s.rows for s in model.inference) == manifest.series * 7
+        assert sum(s.rows for s in model.inference) == manifest.series * 7 * 2
 
 
 def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -
     names = sorted({f"{s}_{d}" for s, d in zip(data.store_ids, data.dept_ids, strict=True)})
     assert [Path(s.key).stem for s in model.train] == names
     assert all(s.key.startswith("runs/run-1/train/h28/") for s in model.train)
-    assert sum(s.rows for s in model.inference) == 290 * 28
+    assert sum(s.rows for s in model.inference) == 290 * 28 * 2
     assert Manifest.from_json(manifest.to_json()) == manifest
 
 
@@ -111,8 +112,31 @@ def test_inference_shards_hold_every_series_for_the_horizon(data: M5Data, tmp_pa
     frame = pd.concat(frames)
     assert frame.shape[1] == 2 + len(model.feature_names)
     assert sorted(frame[0].unique()) == sorted(data.ids)
-    assert sorted(frame[1].unique()) == list(range(1942, 1970))
-    assert frame.groupby(0).size().eq(28).all()
+    assert sorted(frame[1].unique()) == list(range(1914, 1970))
+    assert frame.groupby(0).size().eq(56).all()
+
+
+def test_backtest_rows_know_only_the_sales_before_the_backtest_origin(
+    data: M5Data, tmp_path: Path
+) -> None:
+    """Sales after d_1913 changed: the backtest rows (d_1914..d_1941) stay the same."""
+    changed = replace(data, sales=data.sales.copy())
+    changed.sales[:, 1913:] += 5
+    features = {}
+    for name, source in (("same", data), ("changed", changed)):
+        manifest, _ = shard(source, tmp_path / name, min_lags=(7, 28), group_by=("state",))
+        for model in manifest.models:
+            frame = pd.concat(pd.read_csv(tmp_path / name / s.key, header=None)
+                              for s in model.inference)  # fmt: skip
+            features[name, model.name] = frame
+    for model in ("h7", "h28"):
+        same, moved = features["same", model], features["changed", model]
+        past = same[1] <= 1941
+        assert sorted(same[1][past].unique()) == (
+            list(range(1914, 1921)) if model == "h7" else list(range(1921, 1942))
+        )
+        pd.testing.assert_frame_equal(same[past], moved[past])
+        assert not same[~past].equals(moved[~past])
 
 
 def test_one_model_per_min_lag(data: M5Data, tmp_path: Path) -> None:
@@ -125,7 +149,8 @@ def test_one_model_per_min_lag(data: M5Data, tmp_path: Path) -> None:
         assert [Path(s.key).stem for s in model.train] == ["CA", "TX", "WI"]
         days = pd.concat(pd.read_csv(tmp_path / s.key, header=None) for s in model.inference)[1]
         first, last = model.horizon_days
-        assert sorted(days.unique()) == list(range(1941 + first, 1941 + last + 1))
+        backtest = list(range(1913 + first, 1913 + last + 1))
+        assert sorted(days.unique()) == backtest + list(range(1941 + first, 1941 + last + 1))
 
 
 @pytest.mark.parametrize(("group_by", "count"), [(("store",), 10), (("cat", "state"), 9)])
@@ -133,7 +158,7 @@ def test_groups_are_configurable(data: M5Data, tmp_path: Path, group_by, count: 
     manifest, _ = shard(data, tmp_path, group_by=group_by)
     (model,) = manifest.models
     assert len(model.train) == len(model.validation) == len(model.inference) == count
-    assert sum(s.rows for s in model.inference) == 290 * 28
+    assert sum(s.rows for s in model.inference) == 290 * 28 * 2
 
 
 def test_history_days_limits_training_rows(data: M5Data, tmp_path: Path) -> None:

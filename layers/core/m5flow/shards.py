@@ -15,6 +15,7 @@ container (snappy, data page v1, plain float32 columns).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -251,6 +252,9 @@ def _group_writer(
     facts = series_facts(data, feature_config)
     last = data.last_day
     validation_start = last - config.validation_days + 1
+    # The backtest forecasts the last HORIZON sales days from the origin before them, each
+    # model its own horizon days, so that a run without truth can still report an accuracy.
+    backtest = last - HORIZON
     train_start = 1 if config.history_days is None else validation_start - config.history_days
     ext = "parquet" if config.train_format == "parquet" else "csv"
     first_horizon, last_horizon = model.horizon_days
@@ -281,7 +285,10 @@ def _group_writer(
                 storage.write(key, body)
                 written[channel] = ShardInfo(key, tally[0], len(body))
         tally = [0]
-        inference = blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False)
+        inference = itertools.chain(
+            blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, drop=False),
+            blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False),
+        )
         body = encode_inference(inference, data.ids, model.feature_names)
         key = f"{channel_prefix(run, 'inference', model.name)}{group}.csv"
         storage.write(key, body)
@@ -304,8 +311,9 @@ def write_shards(
 
     The caller writes the manifest, last and only once (see `stages.shard`). Rows before a
     series' first sale are left out of training and validation; the inference shards hold
-    every series for the horizon days each model forecasts. Shards are listed in group
-    order whatever order the workers finish in.
+    every series for the horizon days each model forecasts, both after the last sales day
+    and, as a backtest, after the day HORIZON days before it (those rows come first).
+    Shards are listed in group order whatever order the workers finish in.
 
     Example
     -------

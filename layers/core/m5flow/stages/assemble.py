@@ -138,6 +138,11 @@ def assemble_forecast(
         "scored_on": "truth" if score else ("backtest" if backtest else "nothing"),
         "wrmsse": score.as_dict() if score else None,
         "backtest_wrmsse": backtest.as_dict() if backtest else None,
+        "backtest_days": f"d_{data.last_day - manifest.horizon + 1}..d_{data.last_day}",
+        # Honest about its optimism: the models never trained on these days, but their
+        # early stopping watched them (the validation channel).
+        "backtest_note": "validation window, forecast from the days before it; "
+        "early stopping chose the number of trees on it",
         "forecast_mean_daily_total": float(values.sum(axis=0).mean()),
     }
     facts = {
