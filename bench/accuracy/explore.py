@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -65,20 +64,6 @@ CONFIGS["groups_recent"] = {**CONFIGS["groups_orig"], "history": 730}
 CONFIGS["groups_tw11"] = {
     **CONFIGS["groups_orig"],
     "params": {**CONFIGS["groups_orig"]["params"], "tweedie_variance_power": 1.1},
-}
-
-
-def _with_aggregates(*levels: str) -> Callable[[int], FeatureConfig]:
-    return lambda min_lag: replace(FeatureConfig.for_min_lag(min_lag), aggregates=levels)
-
-
-CONFIGS["agg_tsi"] = {
-    **CONFIGS["groups_tw11"],
-    "features": _with_aggregates("total", "store", "item"),
-}
-CONFIGS["agg_sisd"] = {
-    **CONFIGS["groups_tw11"],
-    "features": _with_aggregates("state", "store", "item", "store_dept"),
 }
 
 

@@ -110,15 +110,6 @@ def reference(
     first_sale = frame.day[frame.y > 0].min()
     known = frame.day - lag >= first_sale  # the first sale is at least min_lag days old
     out["age"] = (frame.day - first_sale).where(known)
-    for level in config.aggregates:
-        names = [] if level == "total" else level.split("_")
-        own = {name: getattr(data, f"{name}_ids")[series] for name in names}
-        members = [s for s in range(len(data.ids))
-                   if all(getattr(data, f"{n}_ids")[s] == v for n, v in own.items())]  # fmt: skip
-        mean = pd.Series(data.sales[members].mean(axis=0), index=np.arange(1, last + 1))
-        shifted = mean.reindex(frame.day).shift(lag)
-        for w in config.aggregate_windows:
-            out[f"{level}_mean_lag{lag}_window_size{w}"] = shifted.rolling(w).mean().to_numpy()
     out["first_sale"] = first_sale
     return out
 
@@ -150,12 +141,9 @@ def assert_block_matches_reference(
 
 
 @pytest.mark.parametrize("min_lag", [28, 7])
-@pytest.mark.parametrize("aggregates", [(), ("total", "item", "store_dept")])
-def test_features_match_the_reference_on_every_day(
-    tiny, min_lag: int, aggregates: tuple[str, ...]
-) -> None:
+def test_features_match_the_reference_on_every_day(tiny, min_lag: int) -> None:
     data, files = tiny
-    config = dataclasses.replace(FeatureConfig.for_min_lag(min_lag), aggregates=aggregates)
+    config = FeatureConfig.for_min_lag(min_lag)
     rows = np.arange(len(data.ids))
     last = data.last_day
     assert_block_matches_reference(data, files, rows, 1, last - 28, config, True)

@@ -58,12 +58,6 @@ class FeatureConfig:
     lags: tuple[int, ...] = (28, 35, 42, 49, 56, 364)
     rolling_windows: tuple[int, ...] = (7, 28, 56, 112)
     categorical: tuple[str, ...] = field(default=("item", "dept", "cat", "store", "state"))
-    # Levels whose mean sales per series (over the days of each aggregate window, ending on
-    # day t - min_lag) every row also sees: "total", or group names joined by "_", such as
-    # "item" (the item in every store) or "store_dept". Summed over many series, they show
-    # a level's recent trend, which one series' own sales are too noisy to show.
-    aggregates: tuple[str, ...] = ()
-    aggregate_windows: tuple[int, ...] = (7, 28)
 
     def __post_init__(self) -> None:
         if self.min_lag < 1 or any(lag < self.min_lag for lag in self.lags):
@@ -73,11 +67,6 @@ class FeatureConfig:
         unknown = set(self.categorical) - set(GROUP_COLUMNS)
         if unknown:
             raise ValueError(f"categorical must be among {sorted(GROUP_COLUMNS)}: {unknown}")
-        for level in self.aggregates:
-            if level != "total" and not set(level.split("_")) <= set(GROUP_COLUMNS):
-                raise ValueError(f"aggregate {level!r} must be 'total' or groups joined by _")
-        if any(window < 1 for window in self.aggregate_windows):
-            raise ValueError(f"aggregate windows need 1 day or more: {self.aggregate_windows}")
 
     @classmethod
     def for_min_lag(cls, min_lag: int) -> FeatureConfig:
@@ -106,11 +95,6 @@ def feature_names(config: FeatureConfig) -> list[str]:
     names += [*CALENDAR_FEATURES, "snap", *PRICE_FEATURES]
     names += [f"{c}_code" for c in config.categorical]
     names += ["age"]
-    names += [
-        f"{level}_mean_lag{config.min_lag}_window_size{window}"
-        for level in config.aggregates
-        for window in config.aggregate_windows
-    ]
     return names
 
 
@@ -124,9 +108,6 @@ class SeriesFacts:
     state_row: np.ndarray  # int, the series' row of `snap`
     calendar: dict[str, np.ndarray]  # calendar feature -> float32 value per day (d_1 first)
     snap: np.ndarray  # float32 (states, days): SNAP days of each state
-    # aggregate level -> (each series' group, float32 (groups, windows, 1 + last_day): the
-    # mean daily sales per series of the group over the window ending on day d, column d)
-    aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def series_facts(data: M5Data, config: FeatureConfig) -> SeriesFacts:
@@ -150,33 +131,7 @@ def series_facts(data: M5Data, config: FeatureConfig) -> SeriesFacts:
         state_row=state_row,
         calendar=_calendar_columns(data.calendar),
         snap=np.ascontiguousarray(snap),
-        aggregates={level: _aggregate(data, level, config) for level in config.aggregates},
     )
-
-
-def _aggregate(data: M5Data, level: str, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Each series' group at `level`, and the groups' rolling mean sales per series."""
-    if level == "total":
-        group = np.zeros(len(data.ids), dtype=np.int64)
-    else:
-        columns = [getattr(data, GROUP_COLUMNS[name]) for name in level.split("_")]
-        keys = np.array(["\x1f".join(parts) for parts in zip(*columns, strict=True)])
-        group = np.unique(keys, return_inverse=True)[1]
-    sizes = np.bincount(group)
-    order = np.argsort(group, kind="stable")
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    cumulative = np.zeros((len(sizes), data.last_day + 1))  # column d: sales of d_1..d_d
-    np.cumsum(np.add.reduceat(data.sales[order], starts, axis=0, dtype=np.float64), axis=1,
-              out=cumulative[:, 1:])  # fmt: skip
-    # Column d holds the window ending on day d; column 0 and the days before a window
-    # fits stay missing, as the series' own rolling means do.
-    means = np.full((len(sizes), len(config.aggregate_windows), data.last_day + 1), np.nan,
-                    dtype=np.float32)  # fmt: skip
-    for k, window in enumerate(config.aggregate_windows):
-        ends = np.arange(window, data.last_day + 1)
-        sums = cumulative[:, ends] - cumulative[:, ends - window]
-        means[:, k, window:] = sums / (window * sizes[:, None])
-    return group, means
 
 
 def _calendar_columns(calendar: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -332,12 +287,6 @@ def build_block(
     age = next(column)
     np.subtract(day, first_sale_row, out=age)
     age[age < lag] = np.nan  # the first sale is not yet min_lag days old
-    ends = days - lag  # each day's aggregate windows end min_lag days before it
-    for level in config.aggregates:
-        group, means = facts.aggregates[level]
-        columns = np.maximum(ends, 0)  # 0: the window ends before d_1, missing
-        for k in range(len(config.aggregate_windows)):
-            put(means[group[rows], k][:, columns])
     return Block(
         features=features,
         label=ragged.copy(sales_before(0), label),
