@@ -28,6 +28,9 @@ from m5flow.features import FeatureConfig, build_block, series_facts
 from m5flow.schema import M5Data
 from m5flow.scoring import Hierarchy, dollar_sales, wrmsse
 
+ROUNDS: list[int] = []  # trees each model kept, in this process
+BACKTESTS: list[tuple] = []  # (series, column, prediction) of the last model's backtest rows
+SAVE = Path(os.environ["EXPLORE_SAVE"]) if os.environ.get("EXPLORE_SAVE") else None
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 ORIGINAL = {
     "objective": "reg:tweedie", "tweedie_variance_power": 1.5, "eta": 0.1, "max_depth": 5,
@@ -67,6 +70,31 @@ CONFIGS["groups_tw11"] = {
 }
 
 
+for _rounds in (150, 300, 600):
+    CONFIGS[f"all_{_rounds}"] = {**CONFIGS["groups_tw11"], "train_all": True, "num_round": _rounds}
+
+CONFIGS["w_dollar"] = {**CONFIGS["groups_tw11"], "weights": "dollar"}
+CONFIGS["w_scaled"] = {**CONFIGS["groups_tw11"], "weights": "scaled"}
+CONFIGS["orig_groups"] = {**CONFIGS["original"], "min_lags": (7, 14, 21, 28),
+                          "params": {**ORIGINAL, "tree_method": "hist"}}  # fmt: skip
+
+CONFIGS["patience100"] = {**CONFIGS["groups_tw11"], "patience": 100}
+CONFIGS["eta03_p100"] = {
+    **CONFIGS["groups_tw11"], "patience": 100,
+    "params": {**CONFIGS["groups_tw11"]["params"], "eta": 0.03},
+}  # fmt: skip
+CONFIGS["tw13_p100"] = {
+    **CONFIGS["groups_tw11"], "patience": 100,
+    "params": {**CONFIGS["groups_tw11"]["params"], "tweedie_variance_power": 1.3},
+}  # fmt: skip
+
+CONFIGS["npt4_p50"] = {
+    **CONFIGS["groups_tw11"], "patience": 50,
+    "params": {**CONFIGS["groups_tw11"]["params"], "num_parallel_tree": 4},
+}  # fmt: skip
+CONFIGS["seeds3"] = {**CONFIGS["groups_tw11"], "seeds": 3}
+
+
 def load_real() -> M5Data:
     return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
 
@@ -89,6 +117,18 @@ def truncate(data: M5Data, origin: int) -> M5Data:
     )
 
 
+def _weights(data: M5Data, kind: str | None) -> np.ndarray:
+    """Per-series training weights, mean 1: none, dollar sales, or dollar sales / RMSSE scale."""
+    from m5flow.scoring import naive_scale
+
+    if kind is None:
+        return np.ones(len(data.ids), dtype=np.float32)
+    dollars = dollar_sales(data.sales[:, :-28], data.prices[:, : data.last_day - 28])
+    weight = dollars if kind == "dollar" else dollars / np.sqrt(naive_scale(data.sales[:, :-28]))
+    weight = np.nan_to_num(weight) + 1e-3 * np.nanmean(weight)
+    return (weight / weight.mean()).astype(np.float32)
+
+
 def forecast(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
     out = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
@@ -98,15 +138,20 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
         facts = series_facts(data, features)
         first = 1 if config["history"] is None else last - 28 - config["history"]
-        train = build_block(data, facts, rows, max(1, first), last - 28, features)
+        # "train_all": no early stopping; num_round trees on every day up to the origin.
+        train_last = last if config.get("train_all") else last - 28
+        train = build_block(data, facts, rows, max(1, first), train_last, features)
         valid = build_block(data, facts, rows, last - 27, last, features)
-        dtrain = xgb.DMatrix(train.features.T, label=train.label)
+        weight = _weights(data, config.get("weights"))[train.series]
+        dtrain = xgb.DMatrix(train.features.T, label=train.label, weight=weight)
         dval = xgb.DMatrix(valid.features.T, label=valid.label)
-        params = {**config["params"], "nthread": 1, "seed": 0}
+        params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
         booster = xgb.train(
             params, dtrain, config["num_round"], evals=[(dval, "validation")],
-            early_stopping_rounds=config.get("early_stopping", 20), verbose_eval=False,
+            early_stopping_rounds=None if config.get("train_all") else config.get("patience", 20),
+            verbose_eval=False,
         )  # fmt: skip
+        ROUNDS.append(booster.best_iteration + 1 if not config.get("train_all") else 0)
         future = build_block(
             data, facts, rows, last + previous + 1, last + min_lag, features,
             drop_before_first_sale=False,
@@ -115,6 +160,14 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             xgb.DMatrix(future.features.T), iteration_range=(0, booster.best_iteration + 1)
         )
         out[future.series, future.day - last - 1] = pred
+        # As the pipeline's inference shards: the same horizon days, from 28 days earlier.
+        past = build_block(
+            data, facts, rows, last - 28 + previous + 1, last - 28 + min_lag, features,
+            drop_before_first_sale=False,
+        )  # fmt: skip
+        BACKTESTS.append((past.series, past.day - last + 27, booster.predict(
+            xgb.DMatrix(past.features.T), iteration_range=(0, booster.best_iteration + 1)
+        )))  # fmt: skip
         previous = min_lag
     return out
 
@@ -135,8 +188,21 @@ def run_one(args: tuple[str, int]) -> dict:
     data, final_truth = with_truth(load_real())
     truth = final_truth if origin == data.last_day else data.sales[:, origin : origin + 28]
     started = time.perf_counter()
-    prediction = forecast(truncate(data, origin), CONFIGS[name])
+    BACKTESTS.clear()
+    config = CONFIGS[name]
+    prediction = np.mean(
+        [forecast(truncate(data, origin), {**config, "seed": seed})
+         for seed in range(config.get("seeds", 1))],
+        axis=0,
+    )  # fmt: skip
+    if SAVE:
+        backtest = np.zeros_like(prediction)
+        for series, column, values in BACKTESTS:
+            backtest[series, column] = values
+        SAVE.mkdir(parents=True, exist_ok=True)
+        np.savez(SAVE / f"{name}_{origin}.npz", forecast=prediction, backtest=backtest)
     return {"config": name, "origin": origin, "seconds": time.perf_counter() - started,
+            "rounds": ROUNDS[-len(CONFIGS[name]["min_lags"]):],
             **score(data, origin, truth, prediction)}  # fmt: skip
 
 
@@ -153,7 +219,7 @@ def main() -> int:
     if args.final:
         origins.append(1941)
     jobs = [(c, o) for c in args.configs.split(",") for o in origins]
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with ProcessPoolExecutor(max_workers=int(os.environ.get("EXPLORE_WORKERS", "2"))) as pool:
         for result in pool.map(run_one, jobs):
             print(json.dumps(result), flush=True)
     return 0

@@ -7,7 +7,7 @@ configuration, and reads the WRMSSE the pipeline itself reports in metrics.json.
 naive, the 28-day moving average and, on the final window, the real competition
 submissions in ../shared/m5-real/reference are scored beside them.
 
-    .venv/bin/python bench/accuracy/run.py [--windows 6] [--configs original,default]
+    .venv/bin/python bench/accuracy/run.py [--windows 6] [--configs original,default] [--reuse]
 
 Settings are chosen on the backtest windows only; the final window is reported, never used
 to choose.
@@ -94,6 +94,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="keep the results of earlier runs in .cache (only if neither the code nor the "
+        "configuration changed since)",
+    )  # fmt: skip
     args = parser.parse_args()
     origins = [1941 - 28 * k for k in range(args.windows, 0, -1)] + [1941]
     rows = []
@@ -106,10 +111,15 @@ def main() -> int:
                          "L1": score.levels[1], "L12": score.levels[12]})  # fmt: skip
         for config in args.configs.split(","):
             out = WORK / "out" / config / str(origin)
+            saved = out / "row.json"
+            if args.reuse and saved.exists():
+                rows.append(json.loads(saved.read_text()))
+                continue
             result = run_pipeline(data_dir, out, CONFIGS[config])
             rows.append({"window": window, "origin": origin, "method": config,
                          "wrmsse": result["wrmsse"], "L1": result["levels"]["1"],
                          "L12": result["levels"]["12"], "seconds": result["seconds"]})  # fmt: skip
+            saved.write_text(json.dumps(rows[-1]))
             print(json.dumps(rows[-1]), flush=True)
         if origin == 1941:
             for path in REFERENCES:
