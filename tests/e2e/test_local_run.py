@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,12 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     assert np.isfinite(values).all() and (values >= 0).all()
     # A trained model, not a constant: forecasts differ between series.
     assert submission.drop(columns="id").sum(axis=1).nunique() > 10
+    # No truth was uploaded, so the run scored its backtest of the last 28 sales days.
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["scored_on"] == "backtest" and metrics["wrmsse"] is None
+    assert 0 < metrics["backtest_wrmsse"]["wrmsse"] < 2
+    assert metrics["backtest_days"] == "d_1914..d_1941"
+    assert "backtest WRMSSE" in (tmp_path / "out" / "report.html").read_text()
     # Progress was visible: every stage's event was printed as it happened.
     for stage in (
         "Object Created",
