@@ -93,6 +93,10 @@ CONFIGS["npt4_p50"] = {
     "params": {**CONFIGS["groups_tw11"]["params"], "num_parallel_tree": 4},
 }  # fmt: skip
 CONFIGS["seeds3"] = {**CONFIGS["groups_tw11"], "seeds": 3}
+CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
+CONFIGS["days2"] = {**CONFIGS["groups_tw11"], "min_lags": (2, 4, 7, 14, 21, 28)}
+CONFIGS["valid56"] = {**CONFIGS["groups_tw11"], "valid_days": 56}
+CONFIGS["valid56_p50"] = {**CONFIGS["groups_tw11"], "valid_days": 56, "patience": 50}
 
 
 def load_real() -> M5Data:
@@ -139,9 +143,10 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         facts = series_facts(data, features)
         first = 1 if config["history"] is None else last - 28 - config["history"]
         # "train_all": no early stopping; num_round trees on every day up to the origin.
-        train_last = last if config.get("train_all") else last - 28
+        valid_days = config.get("valid_days", 28)
+        train_last = last if config.get("train_all") else last - valid_days
         train = build_block(data, facts, rows, max(1, first), train_last, features)
-        valid = build_block(data, facts, rows, last - 27, last, features)
+        valid = build_block(data, facts, rows, last - valid_days + 1, last, features)
         weight = _weights(data, config.get("weights"))[train.series]
         dtrain = xgb.DMatrix(train.features.T, label=train.label, weight=weight)
         dval = xgb.DMatrix(valid.features.T, label=valid.label)
