@@ -17,7 +17,7 @@ from m5flow.exceptions import RunFailedError
 from m5flow.images import xgboost_image_uri
 from m5flow.shards import CSV, Manifest, ModelShards, channel_prefix
 
-# Chosen on six 28-day backtests of the real M5 slice ending by d_1941 (bench/accuracy):
+# Chosen on 28-day backtests of the real M5 slice ending by d_1941 (bench/accuracy/README.md):
 # the original blog settings with a tweedie power near Poisson, histogram trees, and early
 # stopping on a metric the container computes on predictions.
 DEFAULT_HYPERPARAMETERS: dict[str, str] = {
