@@ -4,7 +4,8 @@ Each runs in its own process (`python pipelines.py NAME DATA_DIR OUT_DIR`), so t
 peak memory is its own, and prints one JSON line: rows and bytes written. All four compute
 or write the same thing: per store x department, training rows d_1..d_<last-28>, validation
 rows for the last 28 days (both from each series' first sale on) and inference rows for the
-28 days after, with the 33 features of `m5flow.features.FeatureConfig()`.
+last 28 days again (the backtest) and the 28 days after, with the 33 features of
+`m5flow.features.FeatureConfig()`: one model's shards (h28).
 
 - `shard`: the shard step (`m5flow.schema.parse_inputs` + `m5flow.shards.write_shards`).
 - `floor`: the I/O floor: read the wide sales CSV with pyarrow and write the very same
@@ -42,19 +43,23 @@ WORKERS = len(os.sched_getaffinity(0))
 
 def shard(data_dir: Path, out: Path) -> dict:
     from m5flow import schema
-    from m5flow.shards import write_shards
+    from m5flow.shards import ShardConfig, write_shards
     from m5flow.storage import DiskStorage
 
     data = schema.parse_inputs(
         {name: (data_dir / name).read_bytes() for name in schema.INPUT_FILES}
     )
-    manifest = write_shards(data, DiskStorage(out), "bench", "bench", {})
+    # One model (h28), as the other pipelines: the stack's default writes one such set per
+    # horizon week, each costing about the same.
+    config = ShardConfig(min_lags=(HORIZON,))
+    manifest = write_shards(data, DiskStorage(out), "bench", "bench", {}, shard_config=config)
     return _totals(manifest)
 
 
 def blocks_dir(data_dir: Path) -> Path:
-    """Where `prepare_floor` keeps the shard step's blocks of `data_dir`."""
-    return data_dir.with_name(data_dir.name + "-blocks")
+    """Where `prepare_floor` keeps the shard step's blocks of `data_dir` (v2: with the
+    backtest's inference rows)."""
+    return data_dir.with_name(data_dir.name + "-blocks-v2")
 
 
 def prepare_floor(data_dir: Path, out: Path) -> dict:
@@ -73,6 +78,7 @@ def prepare_floor(data_dir: Path, out: Path) -> dict:
     np.save(out / "ids.npy", data.ids)
     for group, rows in groups(data, ("store", "dept")):
         spans = (("train", 1, last - HORIZON, True), ("validation", last - HORIZON + 1, last, True),
+                 ("backtest", last - HORIZON + 1, last, False),
                  ("inference", last + 1, last + HORIZON, False))  # fmt: skip
         for channel, first, final, drop in spans:
             block = build_block(
@@ -132,7 +138,8 @@ def floor(data_dir: Path, out: Path) -> dict:
             body = encode_training(pieces := blocks(channel, group), names, "parquet")
             storage.write(f"{channel}/{group}.parquet", body)
             written[channel] = ShardInfo(group, sum(map(len, pieces)), len(body))
-        body = encode_inference(pieces := blocks("inference", group), ids, names)
+        pieces = blocks("backtest", group) + blocks("inference", group)
+        body = encode_inference(pieces, ids, names)
         storage.write(f"inference/{group}.csv", body)
         written["inference"] = ShardInfo(group, sum(map(len, pieces)), len(body))
         return written
@@ -193,7 +200,8 @@ def _write_groups(
         parts = {
             "train": kept[kept.day <= last - HORIZON][["sales", *names]],
             "validation": kept[(kept.day > last - HORIZON) & (kept.day <= last)][["sales", *names]],
-            "inference": group[group.day > last][["id", "day", *names]],
+            # the backtest (the last HORIZON sales days) and the horizon
+            "inference": group[group.day > last - HORIZON][["id", "day", *names]],
         }
         for channel, part in parts.items():
             path = (

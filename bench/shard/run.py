@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import blocks_dir  # run from any directory: Python puts bench/shard first
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CORE = ROOT / "layers" / "core"
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     wanted = args.only.split(",")
     plan = [p for p in plan if p[0] in wanted or f"{p[0]}@{p[2]}" in wanted]
-    blocks = full.with_name(full.name + "-blocks")
+    blocks = blocks_dir(full)
     if any(p[0] == "floor" for p in plan) and not (blocks / "ids.npy").is_file():
         print("computing the shard step's blocks once, for the floor ...", flush=True)
         limit = args.memory_limit_gib
