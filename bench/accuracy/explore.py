@@ -93,6 +93,7 @@ CONFIGS["npt4_p50"] = {
     "params": {**CONFIGS["groups_tw11"]["params"], "num_parallel_tree": 4},
 }  # fmt: skip
 CONFIGS["seeds3"] = {**CONFIGS["groups_tw11"], "seeds": 3}
+CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
 CONFIGS["days2"] = {**CONFIGS["groups_tw11"], "min_lags": (2, 4, 7, 14, 21, 28)}
 CONFIGS["valid56"] = {**CONFIGS["groups_tw11"], "valid_days": 56}
@@ -195,11 +196,12 @@ def run_one(args: tuple[str, int]) -> dict:
     started = time.perf_counter()
     BACKTESTS.clear()
     config = CONFIGS[name]
-    prediction = np.mean(
-        [forecast(truncate(data, origin), {**config, "seed": seed})
-         for seed in range(config.get("seeds", 1))],
-        axis=0,
-    )  # fmt: skip
+    by_seed = [forecast(truncate(data, origin), {**config, "seed": seed})
+               for seed in range(config.get("seeds", 1))]  # fmt: skip
+    prediction = np.mean(by_seed, axis=0)
+    if SAVE and len(by_seed) > 1:
+        SAVE.mkdir(parents=True, exist_ok=True)
+        np.save(SAVE / f"{name}_{origin}_seeds.npy", np.stack(by_seed))
     if SAVE:
         backtest = np.zeros_like(prediction)
         for series, column, values in BACKTESTS:

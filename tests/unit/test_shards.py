@@ -204,7 +204,7 @@ def test_tiny_upload_shards(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"group_by": ("aisle",)}, {"min_lags": (7, 14)}, {"min_lags": (14, 7, 28)},
-     {"train_format": "json"}, {"workers": 0}, {"validation_days": 0}],
+     {"train_format": "json"}, {"workers": 0}, {"validation_days": 27}],
 )  # fmt: skip
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -77,8 +77,11 @@ class ShardConfig:
             raise ValueError(f"min_lags must end at the horizon, {HORIZON}: {self.min_lags}")
         if self.train_format not in CONTENT_TYPES:
             raise ValueError(f"train_format must be one of {sorted(CONTENT_TYPES)}")
-        if self.validation_days < 1 or (self.history_days is not None and self.history_days < 1):
-            raise ValueError("validation_days and history_days must be at least 1")
+        if self.validation_days < HORIZON:
+            # else the backtest's days (the last HORIZON) would be training days too
+            raise ValueError(f"validation_days must be at least the horizon, {HORIZON}")
+        if self.history_days is not None and self.history_days < 1:
+            raise ValueError("history_days must be at least 1")
         if self.min_series < 1:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
