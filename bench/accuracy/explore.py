@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import xgboost as xgb
 
 from m5flow import schema
-from m5flow.features import FeatureConfig, build_block, series_facts
+from m5flow.features import FeatureConfig, build_block, feature_names, series_facts
 from m5flow.schema import M5Data
 from m5flow.scoring import Hierarchy, dollar_sales, wrmsse
 
@@ -93,6 +93,7 @@ CONFIGS["npt4_p50"] = {
     "params": {**CONFIGS["groups_tw11"]["params"], "num_parallel_tree": 4},
 }  # fmt: skip
 CONFIGS["seeds3"] = {**CONFIGS["groups_tw11"], "seeds": 3}
+CONFIGS["relative"] = {**CONFIGS["groups_tw11"], "relative": True}
 CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
 CONFIGS["days2"] = {**CONFIGS["groups_tw11"], "min_lags": (2, 4, 7, 14, 21, 28)}
@@ -134,6 +135,16 @@ def _weights(data: M5Data, kind: str | None) -> np.ndarray:
     return (weight / weight.mean()).astype(np.float32)
 
 
+def _relative(features: np.ndarray, names: list[str], min_lag: int) -> np.ndarray:
+    """Lags and rolling statistics divided by the series' 56-day mean (which stays as is)."""
+    kept = names.index(f"rolling_mean_lag{min_lag}_window_size56")
+    out = features.copy()
+    for j, name in enumerate(names):
+        if name.startswith(("lag", "rolling_")) and j != kept:
+            out[j] = features[j] / (features[kept] + 0.1)
+    return out
+
+
 def forecast(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
     out = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
@@ -142,6 +153,11 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
     for min_lag in config["min_lags"]:
         features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
         facts = series_facts(data, features)
+        names = feature_names(features)
+
+        def prep(matrix: np.ndarray, names=names, min_lag=min_lag) -> np.ndarray:
+            return _relative(matrix, names, min_lag) if config.get("relative") else matrix
+
         first = 1 if config["history"] is None else last - 28 - config["history"]
         # "train_all": no early stopping; num_round trees on every day up to the origin.
         valid_days = config.get("valid_days", 28)
@@ -149,8 +165,8 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         train = build_block(data, facts, rows, max(1, first), train_last, features)
         valid = build_block(data, facts, rows, last - valid_days + 1, last, features)
         weight = _weights(data, config.get("weights"))[train.series]
-        dtrain = xgb.DMatrix(train.features.T, label=train.label, weight=weight)
-        dval = xgb.DMatrix(valid.features.T, label=valid.label)
+        dtrain = xgb.DMatrix(prep(train.features).T, label=train.label, weight=weight)
+        dval = xgb.DMatrix(prep(valid.features).T, label=valid.label)
         params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
         booster = xgb.train(
             params, dtrain, config["num_round"], evals=[(dval, "validation")],
@@ -163,7 +179,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             drop_before_first_sale=False,
         )  # fmt: skip
         pred = booster.predict(
-            xgb.DMatrix(future.features.T), iteration_range=(0, booster.best_iteration + 1)
+            xgb.DMatrix(prep(future.features).T), iteration_range=(0, booster.best_iteration + 1)
         )
         out[future.series, future.day - last - 1] = pred
         # As the pipeline's inference shards: the same horizon days, from 28 days earlier.
@@ -172,7 +188,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             drop_before_first_sale=False,
         )  # fmt: skip
         BACKTESTS.append((past.series, past.day - last + 27, booster.predict(
-            xgb.DMatrix(past.features.T), iteration_range=(0, booster.best_iteration + 1)
+            xgb.DMatrix(prep(past.features).T), iteration_range=(0, booster.best_iteration + 1)
         )))  # fmt: skip
         previous = min_lag
     return out
