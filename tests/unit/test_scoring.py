@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from m5flow import schema, scoring
-from m5flow.scoring import Hierarchy, ScoringError
+from m5flow.exceptions import ScoringError
+from m5flow.scoring import Hierarchy
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 REFERENCE = REAL / "reference"

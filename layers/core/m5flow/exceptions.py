@@ -22,3 +22,7 @@ class RunFailedError(M5flowError):
         self.stage = stage
         self.reason = reason
         super().__init__(f"{stage}: {reason}")
+
+
+class ScoringError(M5flowError, ValueError):
+    """Raised when a forecast cannot be scored: misaligned ids, wrong shapes, no weights."""

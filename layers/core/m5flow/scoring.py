@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from m5flow import schema
-from m5flow.exceptions import M5flowError
+from m5flow.exceptions import ScoringError
 
 WEIGHT_DAYS = 28
 # Level number -> (name, the id columns it groups by); level 12 is M5's bottom (item x store).
@@ -38,10 +38,6 @@ ID_COLUMNS = ("item", "dept", "cat", "store", "state")  # Hierarchy.from_ids: <c
 _CHUNK_ROWS = 512  # rows scaled at a time: bounds the float64 copies at full scale
 _NARROW = 256  # columns up to which rows are summed by one bincount, not group by group
 _SHOWN = 5  # ids named in an error message
-
-
-class ScoringError(M5flowError, ValueError):
-    """Raised when a forecast cannot be scored: misaligned ids, wrong shapes, no weights."""
 
 
 @dataclass(frozen=True, eq=False)

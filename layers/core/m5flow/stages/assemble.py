@@ -17,7 +17,7 @@ import pandas as pd
 from aws_lambda_powertools import Logger
 
 from m5flow import forecast, jobs, naming, report, schema, scoring
-from m5flow.exceptions import RunFailedError
+from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.notifications import EventPublisher
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
@@ -115,7 +115,7 @@ def assemble_forecast(
         )
         truth = _truth(storage, manifest, data)
         backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
-    except (RunFailedError, scoring.ScoringError) as exc:
+    except (RunFailedError, ScoringError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         publisher.publish(
             "Run Failed",
