@@ -5,6 +5,9 @@ using the same core feature code and the same XGBoost training the local SageMak
 the final window d_1942..d_1969 is printed for reporting only and never used to choose.
 
     python bench/accuracy/explore.py [--windows 6] [--configs original,h28,groups]
+
+EXPLORE_WORKERS sets the worker processes (default 2); EXPLORE_SAVE=dir saves every window's
+forecast and backtest (`<config>_<origin>.npz`) for post-processing without retraining.
 """
 
 from __future__ import annotations
@@ -70,35 +73,25 @@ CONFIGS["groups_tw11"] = {
 }
 
 
-for _rounds in (150, 300, 600):
+for _rounds in (150, 300):
     CONFIGS[f"all_{_rounds}"] = {**CONFIGS["groups_tw11"], "train_all": True, "num_round": _rounds}
 
 CONFIGS["w_dollar"] = {**CONFIGS["groups_tw11"], "weights": "dollar"}
-CONFIGS["w_scaled"] = {**CONFIGS["groups_tw11"], "weights": "scaled"}
-CONFIGS["orig_groups"] = {**CONFIGS["original"], "min_lags": (7, 14, 21, 28),
-                          "params": {**ORIGINAL, "tree_method": "hist"}}  # fmt: skip
 
 CONFIGS["patience100"] = {**CONFIGS["groups_tw11"], "patience": 100}
 CONFIGS["eta03_p100"] = {
     **CONFIGS["groups_tw11"], "patience": 100,
     "params": {**CONFIGS["groups_tw11"]["params"], "eta": 0.03},
 }  # fmt: skip
-CONFIGS["tw13_p100"] = {
-    **CONFIGS["groups_tw11"], "patience": 100,
-    "params": {**CONFIGS["groups_tw11"]["params"], "tweedie_variance_power": 1.3},
-}  # fmt: skip
 
 CONFIGS["npt4_p50"] = {
     **CONFIGS["groups_tw11"], "patience": 50,
     "params": {**CONFIGS["groups_tw11"]["params"], "num_parallel_tree": 4},
 }  # fmt: skip
-CONFIGS["seeds3"] = {**CONFIGS["groups_tw11"], "seeds": 3}
 CONFIGS["relative"] = {**CONFIGS["groups_tw11"], "relative": True}
 CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
-CONFIGS["days2"] = {**CONFIGS["groups_tw11"], "min_lags": (2, 4, 7, 14, 21, 28)}
 CONFIGS["valid56"] = {**CONFIGS["groups_tw11"], "valid_days": 56}
-CONFIGS["valid56_p50"] = {**CONFIGS["groups_tw11"], "valid_days": 56, "patience": 50}
 
 
 def load_real() -> M5Data:
@@ -124,14 +117,11 @@ def truncate(data: M5Data, origin: int) -> M5Data:
 
 
 def _weights(data: M5Data, kind: str | None) -> np.ndarray:
-    """Per-series training weights, mean 1: none, dollar sales, or dollar sales / RMSSE scale."""
-    from m5flow.scoring import naive_scale
-
+    """Per-series training weights, mean 1: none, or dollar sales of the last 28 training days."""
     if kind is None:
         return np.ones(len(data.ids), dtype=np.float32)
     dollars = dollar_sales(data.sales[:, :-28], data.prices[:, : data.last_day - 28])
-    weight = dollars if kind == "dollar" else dollars / np.sqrt(naive_scale(data.sales[:, :-28]))
-    weight = np.nan_to_num(weight) + 1e-3 * np.nanmean(weight)
+    weight = np.nan_to_num(dollars) + 1e-3 * np.nanmean(dollars)
     return (weight / weight.mean()).astype(np.float32)
 
 
