@@ -88,6 +88,7 @@ CONFIGS["npt4_p50"] = {
     **CONFIGS["groups_tw11"], "patience": 50,
     "params": {**CONFIGS["groups_tw11"]["params"], "num_parallel_tree": 4},
 }  # fmt: skip
+CONFIGS["no_year"] = {**CONFIGS["groups_tw11"], "drop": ("year",)}
 CONFIGS["relative"] = {**CONFIGS["groups_tw11"], "relative": True}
 CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
@@ -146,7 +147,9 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         names = feature_names(features)
 
         def prep(matrix: np.ndarray, names=names, min_lag=min_lag) -> np.ndarray:
-            return _relative(matrix, names, min_lag) if config.get("relative") else matrix
+            matrix = _relative(matrix, names, min_lag) if config.get("relative") else matrix
+            dropped = [names.index(name) for name in config.get("drop", ())]
+            return np.delete(matrix, dropped, axis=0) if dropped else matrix
 
         first = 1 if config["history"] is None else last - 28 - config["history"]
         # "train_all": no early stopping; num_round trees on every day up to the origin.
