@@ -92,6 +92,10 @@ CONFIGS["no_year"] = {**CONFIGS["groups_tw11"], "drop": ("year",)}
 CONFIGS["relative"] = {**CONFIGS["groups_tw11"], "relative": True}
 CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
+CONFIGS["offset28"] = {**CONFIGS["groups_tw11"], "offset": (28, 0.1)}
+CONFIGS["stack"] = {**CONFIGS["groups_tw11"], "stack": True}
+CONFIGS["original_masked"] = {**CONFIGS["original"], "mask_prices": True}
+CONFIGS["groups_tw11_masked"] = {**CONFIGS["groups_tw11"], "mask_prices": True}
 CONFIGS["valid56"] = {**CONFIGS["groups_tw11"], "valid_days": 56}
 
 
@@ -117,6 +121,19 @@ def truncate(data: M5Data, origin: int) -> M5Data:
     )
 
 
+def mask_prices(data: M5Data, origin: int) -> M5Data:
+    """As in the final window: prices carried forward after the week of day origin - 23.
+
+    In ../shared/m5-real the 28 items' prices stop with the week ending d_1918 (23 days
+    before the final origin d_1941), so the final window's price features are flat; a
+    backtest that sees the real future prices is an easier problem than the final window.
+    """
+    last_week = data.day_week[origin - 23 - 1]
+    weekly = data.weekly_prices.copy()
+    weekly[:, last_week + 1 :] = weekly[:, [last_week]]
+    return replace(data, weekly_prices=weekly)
+
+
 def _weights(data: M5Data, kind: str | None) -> np.ndarray:
     """Per-series training weights, mean 1: none, or dollar sales of the last 28 training days."""
     if kind is None:
@@ -136,11 +153,22 @@ def _relative(features: np.ndarray, names: list[str], min_lag: int) -> np.ndarra
     return out
 
 
+def _level(features: np.ndarray, names: list[str], min_lag: int, offset: tuple) -> np.ndarray:
+    """Each row's recent level: the rolling mean over `window` days ending min_lag days back."""
+    window, floor = offset
+    level = features[names.index(f"rolling_mean_lag{min_lag}_window_size{window}")]
+    return (np.nan_to_num(level) + floor).astype(np.float32)
+
+
 def forecast(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
     out = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
     rows = np.arange(len(data.ids))
     previous = 0
+    # "stack": every model also predicts the earlier days it may, and the day's forecast is
+    # the mean of those predictions.
+    total = np.zeros_like(out)
+    count = np.zeros_like(out)
     for min_lag in config["min_lags"]:
         features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
         facts = series_facts(data, features)
@@ -158,8 +186,21 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         train = build_block(data, facts, rows, max(1, first), train_last, features)
         valid = build_block(data, facts, rows, last - valid_days + 1, last, features)
         weight = _weights(data, config.get("weights"))[train.series]
-        dtrain = xgb.DMatrix(prep(train.features).T, label=train.label, weight=weight)
-        dval = xgb.DMatrix(prep(valid.features).T, label=valid.label)
+        offset = config.get("offset")
+
+        def level_of(block, names=names, min_lag=min_lag, offset=offset) -> np.ndarray:
+            """The offset target's divisor: the row's recent level, or 1 without an offset."""
+            if not offset:
+                return np.ones(block.features.shape[1], dtype=np.float32)
+            return _level(block.features, names, min_lag, offset)
+
+        train_level, valid_level = level_of(train), level_of(valid)
+        dtrain = xgb.DMatrix(
+            prep(train.features).T, label=train.label / train_level, weight=weight * train_level
+        )
+        dval = xgb.DMatrix(
+            prep(valid.features).T, label=valid.label / valid_level, weight=valid_level
+        )
         params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
         booster = xgb.train(
             params, dtrain, config["num_round"], evals=[(dval, "validation")],
@@ -168,13 +209,15 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         )  # fmt: skip
         ROUNDS.append(booster.best_iteration + 1 if not config.get("train_all") else 0)
         future = build_block(
-            data, facts, rows, last + previous + 1, last + min_lag, features,
+            data, facts, rows, last + (0 if config.get("stack") else previous) + 1,
+            last + min_lag, features,
             drop_before_first_sale=False,
         )  # fmt: skip
         pred = booster.predict(
             xgb.DMatrix(prep(future.features).T), iteration_range=(0, booster.best_iteration + 1)
-        )
-        out[future.series, future.day - last - 1] = pred
+        ) * level_of(future)
+        np.add.at(total, (future.series, future.day - last - 1), pred)
+        np.add.at(count, (future.series, future.day - last - 1), 1)
         # As the pipeline's inference shards: the same horizon days, from 28 days earlier.
         past = build_block(
             data, facts, rows, last - 28 + previous + 1, last - 28 + min_lag, features,
@@ -182,9 +225,9 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         )  # fmt: skip
         BACKTESTS.append((past.series, past.day - last + 27, booster.predict(
             xgb.DMatrix(prep(past.features).T), iteration_range=(0, booster.best_iteration + 1)
-        )))  # fmt: skip
+        ) * level_of(past)))  # fmt: skip
         previous = min_lag
-    return out
+    return total / count
 
 
 def score(data: M5Data, origin: int, truth: np.ndarray, prediction: np.ndarray) -> dict:
@@ -205,7 +248,10 @@ def run_one(args: tuple[str, int]) -> dict:
     started = time.perf_counter()
     BACKTESTS.clear()
     config = CONFIGS[name]
-    by_seed = [forecast(truncate(data, origin), {**config, "seed": seed})
+    known = truncate(data, origin)
+    if config.get("mask_prices") and origin < data.last_day:
+        known = mask_prices(known, origin)
+    by_seed = [forecast(known, {**config, "seed": seed})
                for seed in range(config.get("seeds", 1))]  # fmt: skip
     prediction = np.mean(by_seed, axis=0)
     if SAVE and len(by_seed) > 1:
