@@ -5,10 +5,13 @@ VENV := .venv
 TOOLS := .tools
 SERIES ?= 100
 
-$(VENV)/.installed: pyproject.toml
+# The layers' pinned requirements constrain the development environment: tests run what ships.
+LAYER_PINS := layers/core/requirements.txt layers/dataframe/requirements.txt
+
+$(VENV)/.installed: pyproject.toml $(LAYER_PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev]' $(foreach f,$(LAYER_PINS),-c $(f))
 	touch $@
 
 # SAM CLI and checkov pin their own boto/botocore ranges: kept out of the project's venv.

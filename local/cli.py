@@ -74,7 +74,8 @@ def _shard(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from m5flow.exceptions import ScoringError
-    from m5flow.scoring import format_score, score_files
+    from m5flow.scoring import format_score
+    from m5flow.submission import score_files
 
     truth = Path(args.truth)
     data_dir = Path(args.data) if args.data else truth.parent

@@ -28,8 +28,9 @@ import xgboost as xgb
 
 from m5flow import schema
 from m5flow.features import FeatureConfig, build_block, feature_names, series_facts
+from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
-from m5flow.scoring import Hierarchy, dollar_sales, wrmsse
+from m5flow.scoring import dollar_sales, wrmsse
 
 ROUNDS: list[int] = []  # trees each model kept, in this process
 BACKTESTS: list[tuple] = []  # (series, column, prediction) of the last model's backtest rows

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m5flow import schema, scoring
+from m5flow import schema, scoring, submission
+from m5flow.hierarchy import Hierarchy
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 WORK = Path(__file__).resolve().parent / ".cache"
@@ -77,8 +78,8 @@ def baselines(data_dir: Path) -> dict[str, scoring.Score]:
     data = schema.parse_inputs({n: (data_dir / n).read_bytes() for n in schema.INPUT_FILES})
     truth_frame = pd.read_csv(data_dir / schema.TRUTH_FILE)
     days = [c for c in truth_frame.columns if c.startswith("d_")]
-    truth = scoring.aligned_values(schema.TRUTH_FILE, truth_frame, data.ids, days)
-    hierarchy = scoring.Hierarchy.from_data(data)
+    truth = submission.aligned_values(schema.TRUTH_FILE, truth_frame, data.ids, days)
+    hierarchy = Hierarchy.from_data(data)
     weights = scoring.dollar_sales(data.sales, data.prices)
     forecasts = {
         "seasonal naive": np.tile(data.sales[:, -7:], 4),
@@ -123,7 +124,7 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
         if origin == 1941:
             for path in REFERENCES:
-                score = scoring.score_files(data_dir, data_dir / schema.TRUTH_FILE, path)
+                score = submission.score_files(data_dir, data_dir / schema.TRUTH_FILE, path)
                 rows.append({"window": window, "origin": origin, "method": path.stem,
                              "wrmsse": score.wrmsse, "L1": score.levels[1],
                              "L12": score.levels[12]})  # fmt: skip

@@ -8,6 +8,7 @@ on the first cold start.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -186,3 +187,26 @@ def test_every_built_function_imports_under_python312(build, runtime_sdk):
     assert [layer.name for layer in _built_functions(build_dir)["ReportFailureFunction"][1]] == [
         "CoreLayer"
     ]
+
+
+@pytest.mark.parametrize(
+    "requirements",
+    ["layers/core/requirements.txt", "layers/dataframe/requirements.txt"],
+)
+def test_layers_pin_exactly_what_the_tests_run(requirements: str) -> None:
+    """A layer ships pinned versions, and they are the versions installed here (make test)."""
+    root = Path(__file__).resolve().parents[2]
+    pins = [
+        line.split("#")[0].strip()
+        for line in (root / requirements).read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    assert pins, f"{requirements} names no package"
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        assert version, f"{requirements}: {pin!r} is not pinned with =="
+        installed = importlib.metadata.version(name)
+        assert installed == version, (
+            f"{requirements} pins {name}=={version} but the tests run {installed}: "
+            "reinstall with `make install` (the Makefile passes the pins as constraints)"
+        )

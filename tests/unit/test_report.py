@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m5flow import report, schema, scoring
-from m5flow.scoring import Hierarchy
+from m5flow import charts, report, schema, scoring
+from m5flow.hierarchy import Hierarchy
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 VOID = {"meta", "br", "img", "input", "link", "hr"}
@@ -180,10 +180,10 @@ def test_samples_are_top_items_then_intermittent_ones() -> None:
 
 def test_negative_forecasts_stay_inside_the_plot() -> None:
     lines = [
-        report._Line("history", np.arange(1, 11), np.linspace(0, 9, 10), "#000", 1),
-        report._Line("forecast", np.arange(11, 15), np.array([-3.0, 2, 4, -1]), "#f00", 1),
+        charts.Line("history", np.arange(1, 11), np.linspace(0, 9, 10), "#000", 1),
+        charts.Line("forecast", np.arange(11, 15), np.array([-3.0, 2, 4, -1]), "#f00", 1),
     ]
-    svg = report._line_chart("t", lines, 10.5, [(5, "d_5")], size=(400, 200))
+    svg = charts.line_chart("t", lines, 10.5, [(5, "d_5")], size=(400, 200))
     points = re.findall(r'points="([^"]+)"', svg)
     ys = [float(p.split(",")[1]) for group in points for p in group.split()]
     assert len(ys) == 14 and all(0 <= y <= 200 for y in ys)
@@ -192,7 +192,7 @@ def test_negative_forecasts_stay_inside_the_plot() -> None:
 
 @pytest.mark.parametrize(("span", "step"), [(2100, 500), (1.72, 0.5), (8, 2), (0.3, 0.1)])
 def test_round_axis_steps(span: float, step: float) -> None:
-    assert report._nice_step(span) == pytest.approx(step)
+    assert charts._nice_step(span) == pytest.approx(step)
 
 
 def test_real_slice_report_has_every_panel(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from m5flow import schema, scoring
 from m5flow.exceptions import ScoringError
-from m5flow.scoring import Hierarchy
+from m5flow.hierarchy import LEVELS, Hierarchy
+from m5flow.submission import score_files
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 REFERENCE = REAL / "reference"
@@ -30,7 +31,7 @@ ID_KEYS = ("item", "dept", "cat", "store", "state")
 def textbook_wrmsse(history, truth, forecast, ids, weights) -> dict[int, float]:
     """Per level: build each aggregated series by summing its members, one by one."""
     out = {}
-    for number, (_, keys) in scoring.LEVELS.items():
+    for number, (_, keys) in LEVELS.items():
         groups: dict[tuple, list[int]] = {}
         for row in range(len(history)):
             groups.setdefault(tuple(ids[k][row] for k in keys), []).append(row)
@@ -202,7 +203,7 @@ def test_score_files_reads_a_submission_and_ignores_kaggle_validation_rows(tmp_p
     public = submission.assign(id=submission["id"].str.replace("_evaluation", "_validation"))
     path = tmp_path / "kaggle.csv"
     pd.concat([public, submission.iloc[::-1]]).to_csv(path, index=False)
-    score = scoring.score_files(REAL, TRUTH, path)
+    score = score_files(REAL, TRUTH, path)
     assert round(score.wrmsse, 3) == 0.900
     text = scoring.format_score(score)
     assert text.splitlines()[0] == "WRMSSE  0.9003"
@@ -230,7 +231,7 @@ def _write(tmp_path: Path, truth: pd.DataFrame, submission: pd.DataFrame) -> tup
 
 def test_score_files_accepts_matching_files(files) -> None:
     data_dir, truth, submission, tmp = files
-    score = scoring.score_files(data_dir, *_write(tmp, truth, submission))
+    score = score_files(data_dir, *_write(tmp, truth, submission))
     assert set(score.levels) == set(range(1, 13)) and score.wrmsse > 0
 
 
@@ -240,7 +241,7 @@ def test_score_files_names_missing_and_unknown_ids(files) -> None:
     submission = submission.drop(index=3)
     submission.loc[99] = ["NOT_AN_ITEM_CA_1_evaluation", *[1.0] * 28]
     with pytest.raises(ScoringError) as caught:
-        scoring.score_files(data_dir, *_write(tmp, truth, submission))
+        score_files(data_dir, *_write(tmp, truth, submission))
     message = str(caught.value)
     assert f"submission.csv: no row for 1 series: {dropped}" in message
     assert "1 id(s) not in the history: NOT_AN_ITEM_CA_1_evaluation" in message
@@ -251,7 +252,7 @@ def test_score_files_names_duplicates_and_empty_cells(files) -> None:
     submission = pd.concat([submission, submission.iloc[[0]]])
     submission.loc[:, "F7"] = np.nan
     with pytest.raises(ScoringError) as caught:
-        scoring.score_files(data_dir, *_write(tmp, truth, submission))
+        score_files(data_dir, *_write(tmp, truth, submission))
     assert f"duplicate id(s) {submission['id'].iloc[0]}" in str(caught.value)
     assert "column(s) F7 hold empty or non-numeric values" in str(caught.value)
 
@@ -260,18 +261,18 @@ def test_score_files_refuses_truth_days_that_do_not_follow_the_history(files) ->
     data_dir, truth, submission, tmp = files
     truth = truth.rename(columns={f"d_{1941 + k}": f"d_{1913 + k}" for k in range(1, 29)})
     with pytest.raises(ScoringError, match=r"expected d_1942\.\.d_1969, the days after the hist"):
-        scoring.score_files(data_dir, *_write(tmp, truth, submission))
+        score_files(data_dir, *_write(tmp, truth, submission))
 
 
 def test_score_files_refuses_a_short_submission(files) -> None:
     data_dir, truth, submission, tmp = files
     with pytest.raises(ScoringError, match=r"missing column\(s\) F28; expected id,F1\.\.F28"):
-        scoring.score_files(data_dir, *_write(tmp, truth, submission.drop(columns="F28")))
+        score_files(data_dir, *_write(tmp, truth, submission.drop(columns="F28")))
 
 
 def test_score_files_names_absent_files(tmp_path) -> None:
     with pytest.raises(ScoringError, match=r"file\(s\) not found: sales_train_evaluation.csv"):
-        scoring.score_files(tmp_path, tmp_path / "t.csv", tmp_path / "s.csv")
+        score_files(tmp_path, tmp_path / "t.csv", tmp_path / "s.csv")
 
 
 def _tiny(**changes):

@@ -7,18 +7,15 @@ state, store and category, and a few sample series. Pure: arrays in, a string ou
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from html import escape
 
 import numpy as np
 
-from m5flow.scoring import LEVELS, Hierarchy, Score
+from m5flow.charts import ACTUAL, FORECAST, Line, day_ticks, level_chart, line_chart
+from m5flow.hierarchy import Hierarchy
+from m5flow.scoring import Score
 
-ACTUAL, FORECAST, ORIGIN, GRID, INK, MUTED = (
-    "#3d4f63", "#e8710a", "#9aa5b1", "#e6e9ee", "#1f2933", "#616e7c",
-)  # fmt: skip
 SAMPLES = 3  # highest-volume and intermittent series shown, each
 _STYLE = """
 body{margin:0;background:#f4f6f8;color:#1f2933;font:14px/1.45 system-ui,-apple-system,
@@ -33,160 +30,6 @@ margin-top:18px}.big{font-size:40px;font-weight:650;letter-spacing:-.5px}
 table{border-collapse:collapse}td{padding:3px 18px 3px 0;vertical-align:top}
 td:first-child{color:#616e7c}.facts{display:inline-block}footer{margin-top:32px;font-size:12px}
 """
-
-
-@dataclass(frozen=True)
-class _Line:
-    label: str
-    x: np.ndarray  # day numbers
-    y: np.ndarray
-    color: str
-    width: float
-
-
-def _nice_step(span: float, ticks: int = 5) -> float:
-    """The smallest round step (1, 2, 2.5 or 5 x 10^k) giving at most `ticks` intervals."""
-    raw = max(span, 1e-9) / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-
-
-def _number(value: float) -> str:
-    """Axis labels: 0, 0.5, 12, 1.2k, 35k."""
-    if abs(value) >= 1000:
-        return f"{value / 1000:.1f}".rstrip("0").rstrip(".") + "k"
-    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
-
-
-def _day_ticks(first: int, last: int, dates: np.ndarray | None) -> list[tuple[int, str]]:
-    """Month starts (with dates), else every 30th day number, within [first, last]."""
-    if dates is None:
-        return [(d, f"d_{d}") for d in range(first, last + 1) if d % 30 == 0]
-    ticks = []
-    for day in range(first, last + 1):
-        date = dates[day - 1].astype("datetime64[D]").item()
-        if date.day == 1:
-            ticks.append((day, date.strftime("%b %Y")))
-    return ticks
-
-
-def _line_chart(
-    title: str,
-    lines: Sequence[_Line],
-    origin: float,
-    ticks: list[tuple[int, str]],
-    size: tuple[int, int] = (560, 220),
-    note: str = "",
-) -> str:
-    """An SVG line chart: title, y grid with round ticks, day ticks, origin line, legend."""
-    width, height = size
-    left, right, top, bottom = 46, 12, 46, 26
-    x0 = min(float(line.x[0]) for line in lines)
-    x1 = max(float(line.x[-1]) for line in lines)
-    y_min = min(0.0, *(float(np.min(line.y)) for line in lines))  # 0, unless forecast < 0
-    y_max = max(float(np.max(line.y)) for line in lines) or 1.0
-    step = _nice_step(y_max - y_min)
-    y_low, y_top = step * math.floor(y_min / step), step * math.ceil(y_max / step)
-
-    def px(day: float) -> float:
-        return left + (day - x0) / max(x1 - x0, 1) * (width - left - right)
-
-    def py(value: float) -> float:
-        return height - bottom - (value - y_low) / (y_top - y_low) * (height - top - bottom)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{escape(title)}" font-family="system-ui,sans-serif">',
-        f'<text x="{left}" y="16" font-size="13" font-weight="600" fill="{INK}">'
-        f"{escape(title)}</text>",
-    ]
-    if note:
-        out.append(f'<text x="{left}" y="30" font-size="10.5" fill="{MUTED}">{escape(note)}</text>')
-    for k in range(round(y_low / step), round(y_top / step) + 1):
-        y = py(k * step)
-        out.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>'
-            f'<text x="{left - 6}" y="{y + 3.5:.1f}" font-size="10" text-anchor="end" '
-            f'fill="{MUTED}">{_number(k * step)}</text>'
-        )
-    for day, label in ticks:
-        x = px(day)
-        out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{height - bottom}" y2="{height - bottom + 4}" '
-            f'stroke="{ORIGIN}"/><text x="{x:.1f}" y="{height - 8}" font-size="10" '
-            f'text-anchor="middle" fill="{MUTED}">{escape(label)}</text>'
-        )
-    xo = px(origin)
-    out.append(
-        f'<line x1="{xo:.1f}" x2="{xo:.1f}" y1="{top - 4}" y2="{height - bottom}" '
-        f'stroke="{ORIGIN}" stroke-dasharray="4 3"/><text x="{xo - 4:.1f}" y="{top - 8}" '
-        f'font-size="10" text-anchor="end" fill="{MUTED}">forecast origin</text>'
-    )
-    for line in lines:
-        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(line.x, line.y, strict=True))
-        out.append(
-            f'<polyline points="{points}" fill="none" stroke="{line.color}" '
-            f'stroke-width="{line.width}" stroke-linejoin="round">'
-            f"<title>{escape(line.label)}</title></polyline>"
-        )
-    legend_x = width - right
-    for label, color in reversed(list(dict((ln.label, ln.color) for ln in lines).items())):
-        legend_x -= 7 * len(label) + 30
-        out.append(
-            f'<rect x="{legend_x}" y="8" width="14" height="3" rx="1.5" fill="{color}"/>'
-            f'<text x="{legend_x + 19}" y="13" font-size="11" fill="{INK}">{escape(label)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _level_chart(score: Score, size: tuple[int, int] = (1120, 350)) -> str:
-    """Horizontal bars: each level's weighted RMSSE, with the WRMSSE (their mean) marked."""
-    width, height = size
-    left, right, top, row = 190, 60, 34, 24
-    top_value = max([*score.levels.values(), score.wrmsse]) or 1.0
-    step = _nice_step(top_value)
-    end = step * math.ceil(top_value / step)
-
-    def px(value: float) -> float:
-        return left + value / end * (width - left - right)
-
-    bottom = top + row * len(score.levels)
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        'role="img" aria-label="error by aggregation level" font-family="system-ui,sans-serif">',
-        f'<text x="10" y="16" font-size="13" font-weight="600" fill="{INK}">'
-        "Weighted RMSSE by aggregation level (lower is better)</text>",
-    ]
-    for k in range(round(end / step) + 1):
-        x = px(k * step)
-        out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{bottom}" stroke="{GRID}"/>'
-            f'<text x="{x:.1f}" y="{bottom + 14}" font-size="10" text-anchor="middle" '
-            f'fill="{MUTED}">{_number(k * step)}</text>'
-        )
-    values = []  # drawn last, over the WRMSSE line, on a white halo
-    for i, (number, value) in enumerate(score.levels.items()):
-        y = top + i * row
-        name = LEVELS.get(number, ("?", ()))[0]
-        out.append(
-            f'<text x="{left - 8}" y="{y + 15}" font-size="11" text-anchor="end" fill="{INK}">'
-            f"{number} · {escape(name)} ({score.series.get(number, 0):,})</text>"
-            f'<rect x="{left}" y="{y + 4}" width="{px(value) - left:.1f}" height="{row - 8}" '
-            f'rx="2" fill="{ACTUAL}"><title>level {number}: {value:.4f}</title></rect>'
-        )
-        values.append(
-            f'<text x="{px(value) + 5:.1f}" y="{y + 15}" font-size="10.5" fill="{INK}" '
-            f'stroke="#fff" stroke-width="3" paint-order="stroke">{value:.3f}</text>'
-        )
-    xw = px(score.wrmsse)
-    out.append(
-        f'<line x1="{xw:.1f}" x2="{xw:.1f}" y1="{top - 6}" y2="{bottom}" stroke="{FORECAST}" '
-        f'stroke-width="2" stroke-dasharray="5 3"/><text x="{xw + 4:.1f}" y="{top - 8}" '
-        f'font-size="11" fill="{FORECAST}">WRMSSE {score.wrmsse:.3f}</text>'
-    )
-    out += [*values, "</svg>"]
-    return "".join(out)
 
 
 def _samples(history: np.ndarray, items: np.ndarray, shown: int) -> list[tuple[int, str]]:
@@ -234,12 +77,12 @@ def _panel(
     hist_x = np.arange(first, origin + 1)
     horizon_x = np.arange(origin + 1, origin + 1 + forecast.shape[-1])
     label = "actual" if truth is not None else "history"
-    lines = [_Line(label, hist_x, history, ACTUAL, 1.4)]
+    lines = [Line(label, hist_x, history, ACTUAL, 1.4)]
     if truth is not None:  # the actual line runs on across the origin
         joined_x, joined_y = np.r_[origin, horizon_x], np.r_[history[-1], truth]
-        lines.append(_Line(label, joined_x, joined_y, ACTUAL, 1.4))
-    lines.append(_Line("forecast", horizon_x, forecast, FORECAST, 2.0))
-    return _line_chart(title, lines, origin + 0.5, ticks, size, note)
+        lines.append(Line(label, joined_x, joined_y, ACTUAL, 1.4))
+    lines.append(Line("forecast", horizon_x, forecast, FORECAST, 2.0))
+    return line_chart(title, lines, origin + 0.5, ticks, size, note)
 
 
 def _facts_table(facts: Mapping[str, object]) -> str:
@@ -272,7 +115,7 @@ def render_report(
     forecast
         (n_series, h): days d_T+1..d_T+h.
     hierarchy, ids
-        The series' M5 levels (`scoring.Hierarchy`) and their ids, in row order.
+        The series' M5 levels (`hierarchy.Hierarchy`) and their ids, in row order.
     facts
         Shown as a table, in order (run id, dataset, models...); lists are joined.
     truth
@@ -300,7 +143,7 @@ def render_report(
     n, last_day = history.shape
     horizon = forecast.shape[1]
     shown = min(days_shown, last_day)
-    ticks = _day_ticks(last_day - shown + 1, last_day + horizon, dates)
+    ticks = day_ticks(last_day - shown + 1, last_day + horizon, dates)
     window = history[:, -shown:]
     coarse = [1, 2, 3, 4]
     sums, fsums = hierarchy.aggregate(window, coarse), hierarchy.aggregate(forecast, coarse)
@@ -347,7 +190,7 @@ def render_report(
         "<h2>Run</h2>" + _facts_table(dict(facts) | run_facts),
     ]
     if shown_score is not None:
-        chart = _level_chart(shown_score)
+        chart = level_chart(shown_score)
         parts.append(f'<h2>Error by level</h2><div class="card wide">{chart}</div>')
     total = panel("Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0], (1120, 300))
     parts.append(f'<h2>Total</h2><div class="card wide">{total}</div>')

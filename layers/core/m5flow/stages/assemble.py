@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from aws_lambda_powertools import Logger
 
-from m5flow import forecast, jobs, naming, report, schema, scoring
+from m5flow import forecast, jobs, naming, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
+from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
@@ -48,11 +49,11 @@ def _truth(storage: Storage, manifest: Manifest, data: M5Data) -> np.ndarray | N
         return None
     frame = pd.read_csv(io.BytesIO(storage.read(key)))
     days = [f"d_{manifest.last_day + h}" for h in range(1, manifest.horizon + 1)]
-    return scoring.aligned_values(schema.TRUTH_FILE, frame, data.ids, days)
+    return submission.aligned_values(schema.TRUTH_FILE, frame, data.ids, days)
 
 
 def _backtest(
-    predictions: pd.DataFrame, data: M5Data, hierarchy: scoring.Hierarchy, horizon: int
+    predictions: pd.DataFrame, data: M5Data, hierarchy: Hierarchy, horizon: int
 ) -> scoring.Score | None:
     """Score the predictions the models made for the last `horizon` sales days, if any."""
     origin = data.last_day - horizon
@@ -105,7 +106,7 @@ def assemble_forecast(
         for model in manifest.models
         for shard in model.inference
     )
-    hierarchy = scoring.Hierarchy.from_data(data)
+    hierarchy = Hierarchy.from_data(data)
     try:
         frame = forecast.submission(
             predictions[predictions["day"] > data.last_day],

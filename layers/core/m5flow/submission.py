@@ -1,0 +1,121 @@
+"""M5 submission and truth files: read, checked against the history's ids, and scored.
+
+A submission is `id,F1..F<h>` and a truth file `id,d_<T+1>..d_<T+h>`, in any row order; both
+are aligned to the history's series, and every mismatch is named in one error so a user can
+fix a file in one go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from m5flow import schema
+from m5flow.exceptions import ScoringError
+from m5flow.hierarchy import Hierarchy
+from m5flow.scoring import Score, dollar_sales, wrmsse
+
+_SHOWN = 5  # ids named in an error message
+
+
+def _named(ids: np.ndarray) -> str:
+    more = f" and {len(ids) - _SHOWN} more" if len(ids) > _SHOWN else ""
+    return ", ".join(map(str, ids[:_SHOWN])) + more
+
+
+def aligned_values(
+    name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str]
+) -> np.ndarray:
+    """Rows of `frame` in the order of `ids`, or a ScoringError naming every mismatch."""
+    problems = []
+    absent = [c for c in ["id", *columns] if c not in frame.columns]
+    if absent:
+        shown = ", ".join(map(str, frame.columns[:8]))
+        problems.append(
+            f"{name}: missing column(s) {_named(np.array(absent))}; expected id,"
+            f"{columns[0]}..{columns[-1]} (found {shown}{'...' if frame.shape[1] > 8 else ''})"
+        )
+        raise ScoringError("; ".join(problems))
+    extra = [c for c in frame.columns if c not in ("id", *columns, *schema.SALES_ID_COLUMNS)]
+    if extra:
+        problems.append(
+            f"{name}: unexpected column(s) {_named(np.array(extra))}; "
+            f"expected id,{columns[0]}..{columns[-1]}"
+        )
+    file_ids = frame["id"].astype(str).to_numpy()
+    counts = pd.Series(file_ids).value_counts()
+    if (counts > 1).any():
+        problems.append(f"{name}: duplicate id(s) {_named(counts.index[counts > 1].to_numpy())}")
+    missing = ids[~np.isin(ids, file_ids)]
+    if missing.size:
+        problems.append(f"{name}: no row for {missing.size} series: {_named(missing)}")
+    # A Kaggle submission also holds the public-leaderboard half (*_validation): not an error.
+    twins = [
+        f"{i.removesuffix('_evaluation')}_validation" for i in ids if i.endswith("_evaluation")
+    ]
+    unknown = file_ids[~np.isin(file_ids, ids) & ~np.isin(file_ids, twins)]
+    if unknown.size:
+        problems.append(f"{name}: {unknown.size} id(s) not in the history: {_named(unknown)}")
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=0)
+    if bad.any():
+        problems.append(
+            f"{name}: column(s) {_named(bad.index[bad].to_numpy())} hold empty or non-numeric "
+            "values; expected a number in every cell"
+        )
+    if problems:
+        raise ScoringError("; ".join(problems))
+    rows = pd.Index(file_ids).get_indexer(ids)
+    return values.to_numpy(dtype=np.float64)[rows]
+
+
+def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
+    """Score an M5 submission file against a truth file, on the history in `data_dir`.
+
+    Parameters
+    ----------
+    data_dir
+        Holds sales_train_evaluation.csv (the history d_1..d_T), calendar.csv and
+        sell_prices.csv (weights: dollar sales of d_T-27..d_T, prices carried forward).
+    truth_csv
+        `id,d_<T+1>..d_<T+h>` (sales_test_evaluation.csv; item_id etc. may be present).
+    submission_csv
+        `id,F1..F<h>`; `*_validation` twins of the series (Kaggle's) are ignored.
+
+    Raises
+    ------
+    ScoringError
+        Naming the ids or days that do not match between the three.
+    InputRejectedError
+        When the input files in `data_dir` are malformed.
+
+    Example
+    -------
+    >>> print(format_score(score_files(m5_dir, truth, submission)))  # doctest: +SKIP
+    """
+    absent = [n for n in (*schema.INPUT_FILES,) if not (Path(data_dir) / n).is_file()]
+    absent += [str(p) for p in (truth_csv, submission_csv) if not Path(p).is_file()]
+    if absent:
+        raise ScoringError(f"file(s) not found: {', '.join(absent)} (data directory {data_dir})")
+    data = schema.parse_inputs(
+        {name: (Path(data_dir) / name).read_bytes() for name in schema.INPUT_FILES}
+    )
+    truth_frame = pd.read_csv(truth_csv)
+    days = [c for c in truth_frame.columns if c.startswith("d_")]
+    horizon = len(days)
+    expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
+    if not days or days != expected:
+        raise ScoringError(
+            f"{Path(truth_csv).name}: day columns {_named(np.array(days or ['(none)']))}; "
+            f"expected d_{data.last_day + 1}..d_{data.last_day + max(horizon, 1)}, "
+            f"the days after the history's last day d_{data.last_day}"
+        )
+    truth = aligned_values(Path(truth_csv).name, truth_frame, data.ids, days)
+    steps = [f"F{k}" for k in range(1, horizon + 1)]
+    forecast = aligned_values(
+        Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps
+    )
+    weights = dollar_sales(data.sales, data.prices)
+    return wrmsse(data.sales, truth, forecast, Hierarchy.from_data(data), weights)
