@@ -14,6 +14,7 @@ from pathlib import Path
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
+from m5flow.overrides import OVERRIDES_FILE
 from m5flow.shards import ShardConfig, write_shards
 from m5flow.storage import DiskStorage
 
@@ -91,9 +92,8 @@ def _local_run(args: argparse.Namespace) -> int:
     from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
     data_dir, out = Path(args.data), Path(args.out)
-    files = [
-        name for name in (*schema.INPUT_FILES, schema.TRUTH_FILE) if (data_dir / name).is_file()
-    ]
+    optional = (schema.TRUTH_FILE, OVERRIDES_FILE)
+    files = [name for name in (*schema.INPUT_FILES, *optional) if (data_dir / name).is_file()]
     missing = [name for name in schema.INPUT_FILES if name not in files]
     if missing:
         print(f"missing input(s) in {data_dir}: {', '.join(missing)}", file=sys.stderr)
@@ -103,8 +103,8 @@ def _local_run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     started = time.perf_counter()
     with LocalCloud(workdir, parameters=dict(args.parameter)) as cloud:
-        # The truth file goes first: it must be in place before the last input starts the run.
-        ordered = sorted(files, key=lambda name: name != schema.TRUTH_FILE)
+        # The truth and the settings go first: the last input to arrive starts the run.
+        ordered = sorted(files, key=lambda name: name in schema.INPUT_FILES)
         cloud.upload_dataset(data_dir, dataset, tuple(ordered))
         try:
             outcome = cloud.wait_for_outcome(dataset, timeout=args.timeout)
@@ -180,7 +180,12 @@ def parser() -> argparse.ArgumentParser:
         dest="local", required=True
     )
     run = local.add_parser("run", help="run the whole flow locally on a folder of M5 files")
-    run.add_argument("--data", required=True, help="folder with the three M5 files")
+    run.add_argument(
+        "--data",
+        required=True,
+        help="folder with the three M5 files (and, optional, sales_test_evaluation.csv "
+        "to score on and m5flow.json with the dataset's settings)",
+    )
     run.add_argument("--out", required=True, help="where submission.csv and the report go")
     run.add_argument("--dataset", help="dataset name (default: the data folder's name)")
     run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the forecast")

@@ -141,6 +141,42 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     assert events[0]["detail"]["training_jobs"] == jobs
 
 
+def test_dataset_settings_file_picks_models_and_hyperparameters(
+    bucket, load_function, small_m5, bus
+):
+    bus.watch("tuned")
+    _upload(bucket, "tuned", small_m5)
+    plain = _shard(bucket, load_function, "tuned")
+    bus.drain()
+    settings = {"min_lags": [14, 28], "hyperparameters": {"eta": 0.3, "max_depth": None}}
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="raw/tuned/m5flow.json", Body=json.dumps(settings))
+
+    # The settings file alone starts nothing; the next upload of an input starts a new run.
+    ignored = load_function("ShardFunction").invoke(_created(bucket, "raw/tuned/m5flow.json"))
+    assert ignored["status"] == "ignored"
+    run = _shard(bucket, load_function, "tuned")
+    assert run != plain
+    manifest_key = f"runs/{run}/manifest.json"
+    manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    assert [m.name for m in manifest.models] == ["h14", "h28"]
+    assert "m5flow.json" in manifest.inputs
+    (started,) = bus.drain()
+    assert started["detail"]["models"] == ["h14", "h28"]
+    assert started["detail"]["hyperparameter_overrides"] == {"eta": "0.3", "max_depth": None}
+
+    event = sample_event(
+        "s3_object_created_manifest",
+        **{"m5flow-data-123456789012": bucket, f"runs/{RUN_IN_SAMPLES}/": f"runs/{run}/"},
+    )
+    jobs = load_function("StartTrainingFunction").invoke(event)["training_jobs"]
+    assert jobs == [f"m5flow-{run}-h14", f"m5flow-{run}-h28"]
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[0])
+    hyperparameters = described["HyperParameters"]
+    assert hyperparameters["eta"] == "0.3" and "max_depth" not in hyperparameters
+    assert hyperparameters["objective"] == "reg:tweedie"  # the stack's, untouched
+
+
 def _training_event(bucket: str, run: str, name: str) -> dict:
     return sample_event(
         name,

@@ -14,6 +14,7 @@ import boto3
 import pandas as pd
 import pytest
 
+from m5flow.overrides import OVERRIDES_FILE
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 from m5flow.synth import write_synthetic_m5
 from tests.unit.test_handlers import _created, _keys
@@ -69,6 +70,10 @@ CORPUS: dict[str, tuple[Callable[[Files], Files], str, str]] = {
     "negative price": (lambda f: {PRICES_FILE: _csv(_frame(f, PRICES_FILE).assign(sell_price=-1))}, PRICES_FILE, "positive price"),
     "very wide sales": (lambda f: {SALES_FILE: _csv(pd.concat([_frame(f, SALES_FILE), pd.DataFrame(0, index=range(20), columns=[f"d_{d}" for d in range(1942, 4942)])], axis=1))}, CALENDAR_FILE, "missing"),
     "prices not a CSV": (lambda f: {PRICES_FILE: b"\x00\x01\x02 binary \xff\xfe"}, PRICES_FILE, PRICES_FILE),
+    "settings not JSON": (lambda f: {OVERRIDES_FILE: b"{min_lags: [28]}"}, OVERRIDES_FILE, "not valid UTF-8 JSON"),
+    "settings misspelt": (lambda f: {OVERRIDES_FILE: b'{"min_lag": [28]}'}, OVERRIDES_FILE, "unknown setting 'min_lag'"),
+    "settings models short of the horizon": (lambda f: {OVERRIDES_FILE: b'{"min_lags": [7, 14]}'}, OVERRIDES_FILE, "must end at the horizon"),
+    "settings hyperparameter a list": (lambda f: {OVERRIDES_FILE: b'{"hyperparameters": {"eta": [0.1]}}'}, OVERRIDES_FILE, "'eta' must be a string or a number"),
 }  # fmt: skip
 
 

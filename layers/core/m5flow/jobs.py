@@ -62,18 +62,17 @@ class JobSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobSettings:
         """Read the settings the template passes to the functions as environment variables."""
-        hyperparameters = dict(DEFAULT_HYPERPARAMETERS)
-        if env.get("OBJECTIVE"):
-            hyperparameters["objective"] = env["OBJECTIVE"]
-            if env["OBJECTIVE"] != "reg:tweedie":
-                hyperparameters.pop("tweedie_variance_power")
-        if env.get("NUM_ROUND"):
-            hyperparameters["num_round"] = str(int(env["NUM_ROUND"]))
         overrides = json.loads(env.get("HYPERPARAMETERS") or "{}")
         if not isinstance(overrides, dict):
             raise ValueError(f"HYPERPARAMETERS must be a JSON object, got {overrides!r}")
-        # SageMaker takes every hyperparameter as a string.
-        hyperparameters.update({str(k): str(v) for k, v in overrides.items()})
+        if env.get("OBJECTIVE"):
+            overrides.setdefault("objective", env["OBJECTIVE"])
+        if env.get("NUM_ROUND"):
+            overrides.setdefault("num_round", int(env["NUM_ROUND"]))
+        hyperparameters = merge_hyperparameters(
+            DEFAULT_HYPERPARAMETERS,
+            {str(k): None if v is None else str(v) for k, v in overrides.items()},
+        )
         return cls(
             bucket=env["DATA_BUCKET"],
             role_arn=env.get("SAGEMAKER_ROLE_ARN", ""),
@@ -86,6 +85,31 @@ class JobSettings:
             max_training_seconds=int(env.get("MAX_TRAINING_SECONDS", "7200")),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
         )
+
+
+def merge_hyperparameters(
+    base: Mapping[str, str], overrides: Mapping[str, str | None]
+) -> dict[str, str]:
+    """`base` with `overrides` applied: a value replaces, None removes.
+
+    Another objective than reg:tweedie drops the tweedie power unless the overrides set it,
+    since the container refuses `tweedie_variance_power` with any other objective.
+
+    Example
+    -------
+    >>> merge_hyperparameters({"objective": "reg:tweedie", "tweedie_variance_power": "1.1",
+    ...     "eta": "0.1"}, {"objective": "count:poisson", "eta": None})
+    {'objective': 'count:poisson'}
+    """
+    merged = dict(base)
+    for name, value in overrides.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    if merged.get("objective") != "reg:tweedie" and "tweedie_variance_power" not in overrides:
+        merged.pop("tweedie_variance_power", None)
+    return merged
 
 
 def _s3_prefix(bucket: str, prefix: str) -> str:
@@ -147,7 +171,7 @@ def training_request(
     if model.validation:
         # Every host scores the whole validation set, so early stopping sees the same metric.
         channels.append(channel("validation", "FullyReplicated"))
-    hyperparameters = dict(settings.hyperparameters)
+    hyperparameters = merge_hyperparameters(settings.hyperparameters, manifest.hyperparameters)
     if not model.validation:
         hyperparameters.pop("early_stopping_rounds", None)
     key = _kms(settings)

@@ -119,6 +119,8 @@ class Manifest:
     content_type: str
     models: list[ModelShards]
     missing_price_weeks: int = 0
+    # The dataset's m5flow.json hyperparameters, over the stack's (None: drop the stack's).
+    hyperparameters: dict[str, str | None] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aws_lambda_powertools import Logger
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.notifications import EventPublisher
+from m5flow.overrides import OVERRIDES_FILE, DatasetOverrides, parse_overrides
+from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, write_shards
 from m5flow.storage import AlreadyExistsError, Storage
 
@@ -47,6 +49,9 @@ def shard_dataset(
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
     present = {name: str(etag) for name, etag in etags.items()}
+    overrides_etag = storage.etag(prefix + OVERRIDES_FILE)
+    if overrides_etag is not None:  # changed settings: a new run
+        present[OVERRIDES_FILE] = str(overrides_etag)
     run = naming.run_id(dataset, present)
     if storage.etag(naming.manifest_key(run)) is not None:
         # Sharded before: a re-delivery, or a retry after a crash before the announcement.
@@ -54,11 +59,9 @@ def shard_dataset(
         announced = _announce_run_started(storage, publisher, manifest)
         return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
-    inputs = {name: {"key": prefix + name, "etag": present[name]} for name in schema.INPUT_FILES}
+    inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
     try:
-        data = schema.parse_inputs(
-            {name: storage.read(prefix + name) for name in schema.INPUT_FILES}
-        )
+        data, overrides = _read_inputs(storage, prefix, OVERRIDES_FILE in present)
     except InputRejectedError as exc:
         logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
         announced = publisher.publish(
@@ -75,13 +78,38 @@ def shard_dataset(
         )
         return ShardOutcome("rejected" if announced else "duplicate", dataset, run)
 
-    manifest = write_shards(data, storage, run, dataset, inputs, shard_config=config)
+    manifest = write_shards(
+        data, storage, run, dataset, inputs, shard_config=overrides.shard_config(config)
+    )
+    manifest = replace(manifest, hyperparameters=overrides.hyperparameters)
     try:
         storage.write(naming.manifest_key(run), manifest.to_json(), if_absent=True)
     except AlreadyExistsError:
         logger.info("a concurrent delivery wrote the manifest first", extra={"run_id": run})
     announced = _announce_run_started(storage, publisher, manifest)
     return ShardOutcome("started" if announced else "duplicate", dataset, run)
+
+
+def _read_inputs(
+    storage: Storage, prefix: str, has_overrides: bool
+) -> tuple[M5Data, DatasetOverrides]:
+    """Parse the three inputs and the dataset's settings; one rejection names every problem."""
+    reasons: list[str] = []
+    overrides = DatasetOverrides()
+    if has_overrides:
+        try:
+            overrides = parse_overrides(storage.read(prefix + OVERRIDES_FILE))
+        except InputRejectedError as exc:
+            reasons += exc.reasons
+    try:
+        data = schema.parse_inputs(
+            {name: storage.read(prefix + name) for name in schema.INPUT_FILES}
+        )
+    except InputRejectedError as exc:
+        reasons += exc.reasons
+    if reasons:
+        raise InputRejectedError(reasons)
+    return data, overrides
 
 
 def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest: Manifest) -> bool:
@@ -96,6 +124,7 @@ def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest:
             "models": [m.name for m in models],
             "shards": sum(len(m.train) + len(m.validation) + len(m.inference) for m in models),
             "missing_price_weeks": manifest.missing_price_weeks,
+            "hyperparameter_overrides": manifest.hyperparameters,
             "manifest": storage.uri(naming.manifest_key(manifest.run_id)),
         },
         once="run-started",

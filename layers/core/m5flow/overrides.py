@@ -1,0 +1,108 @@
+"""Per-dataset settings: `raw/<dataset>/m5flow.json`, read when a run of the dataset starts.
+
+The stack's parameters hold for every dataset in the bucket; this file lets a data scientist
+try other models or hyperparameters on one dataset without redeploying. Its ETag joins the
+run id, so changed settings make a new run instead of a duplicate of the last one.
+
+    {"min_lags": [28], "hyperparameters": {"eta": 0.05, "early_stopping_rounds": null}}
+
+`min_lags` replaces the stack's `ModelMinLags`; each hyperparameter replaces the stack's
+value (null removes it). A file that cannot be applied rejects the upload with a reason per
+problem, like a malformed CSV, before anything of the run is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from m5flow.exceptions import InputRejectedError
+from m5flow.shards import ShardConfig
+
+OVERRIDES_FILE = "m5flow.json"
+SETTINGS = ("min_lags", "hyperparameters")
+
+
+@dataclass(frozen=True)
+class DatasetOverrides:
+    """What a dataset's m5flow.json changes; empty when the file is absent."""
+
+    min_lags: tuple[int, ...] | None = None
+    # Hyperparameter name -> SageMaker's string value, or None to drop the stack's value.
+    hyperparameters: dict[str, str | None] = field(default_factory=dict)
+
+    def shard_config(self, stack: ShardConfig | None) -> ShardConfig:
+        """The stack's shard settings with this dataset's models."""
+        base = stack or ShardConfig()
+        return base if self.min_lags is None else replace(base, min_lags=self.min_lags)
+
+
+def _min_lags(value: object, reasons: list[str]) -> tuple[int, ...] | None:
+    if not isinstance(value, list) or not all(
+        isinstance(lag, int) and not isinstance(lag, bool) for lag in value
+    ):
+        reasons.append(
+            f"{OVERRIDES_FILE}: min_lags must be a list of whole numbers such as [7, 14, 21, 28], "
+            f"found {json.dumps(value)}"
+        )
+        return None
+    try:
+        ShardConfig(min_lags=tuple(value))
+    except ValueError as exc:
+        reasons.append(f"{OVERRIDES_FILE}: {exc}")
+        return None
+    return tuple(value)
+
+
+def _hyperparameters(value: object, reasons: list[str]) -> dict[str, str | None]:
+    if not isinstance(value, dict):
+        reasons.append(
+            f"{OVERRIDES_FILE}: hyperparameters must be an object of name: value, "
+            f"found {json.dumps(value)}"
+        )
+        return {}
+    out: dict[str, str | None] = {}
+    for name, setting in value.items():
+        if setting is None:
+            out[name] = None
+        elif isinstance(setting, bool) or not isinstance(setting, str | int | float):
+            reasons.append(
+                f"{OVERRIDES_FILE}: hyperparameter {name!r} must be a string or a number "
+                f"(or null to drop the stack's value), found {json.dumps(setting)}"
+            )
+        else:
+            out[name] = str(setting)  # SageMaker takes every hyperparameter as a string
+    return out
+
+
+def parse_overrides(payload: bytes | None) -> DatasetOverrides:
+    """Read an m5flow.json payload (None: no file) into the settings it overrides.
+
+    Raises
+    ------
+    InputRejectedError
+        With one reason per problem: not UTF-8 JSON, not an object, an unknown setting, or
+        a setting of the wrong shape.
+    """
+    if payload is None:
+        return DatasetOverrides()
+    try:
+        raw = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputRejectedError([f"{OVERRIDES_FILE}: not valid UTF-8 JSON ({exc})"]) from None
+    if not isinstance(raw, Mapping):
+        found = type(raw).__name__
+        raise InputRejectedError(
+            [f'{OVERRIDES_FILE}: expected an object such as {{"min_lags": [28]}}, found {found}']
+        )
+    reasons = [
+        f"{OVERRIDES_FILE}: unknown setting {name!r}; expected {' or '.join(SETTINGS)}"
+        for name in raw
+        if name not in SETTINGS
+    ]
+    min_lags = _min_lags(raw["min_lags"], reasons) if "min_lags" in raw else None
+    hyperparameters = _hyperparameters(raw.get("hyperparameters", {}), reasons)
+    if reasons:
+        raise InputRejectedError(reasons)
+    return DatasetOverrides(min_lags=min_lags, hyperparameters=hyperparameters)

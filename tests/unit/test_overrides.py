@@ -1,0 +1,73 @@
+"""raw/<dataset>/m5flow.json: what it may change, and how a wrong one is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from m5flow.exceptions import InputRejectedError
+from m5flow.jobs import DEFAULT_HYPERPARAMETERS, merge_hyperparameters
+from m5flow.overrides import DatasetOverrides, parse_overrides
+from m5flow.shards import ShardConfig
+
+
+def test_absent_file_changes_nothing() -> None:
+    overrides = parse_overrides(None)
+    assert overrides == DatasetOverrides()
+    stack = ShardConfig(min_lags=(28,), train_format="csv")
+    assert overrides.shard_config(stack) is stack
+
+
+def test_settings_are_read_as_sagemaker_strings() -> None:
+    overrides = parse_overrides(
+        b'{"min_lags": [28], "hyperparameters": {"eta": 0.05, "num_round": 300, '
+        b'"objective": "count:poisson", "early_stopping_rounds": null}}'
+    )
+    assert overrides.shard_config(ShardConfig(train_format="csv")) == ShardConfig(
+        min_lags=(28,), train_format="csv"
+    )
+    assert overrides.hyperparameters == {
+        "eta": "0.05", "num_round": "300", "objective": "count:poisson",
+        "early_stopping_rounds": None,
+    }  # fmt: skip
+    merged = merge_hyperparameters(DEFAULT_HYPERPARAMETERS, overrides.hyperparameters)
+    assert merged["eta"] == "0.05" and merged["objective"] == "count:poisson"
+    # The container refuses a tweedie power with another objective, and null drops a value.
+    assert "tweedie_variance_power" not in merged and "early_stopping_rounds" not in merged
+    assert merged["max_depth"] == DEFAULT_HYPERPARAMETERS["max_depth"]
+
+
+def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
+    merged = merge_hyperparameters(
+        DEFAULT_HYPERPARAMETERS, {"objective": "reg:tweedie", "tweedie_variance_power": "1.5"}
+    )
+    assert merged["tweedie_variance_power"] == "1.5"
+
+
+@pytest.mark.parametrize(
+    ("payload", "phrases"),
+    [
+        (b"[28]", ["expected an object", "found list"]),
+        (b"\xff{}", ["not valid UTF-8 JSON"]),
+        (b'{"min_lags": "28"}', ["min_lags must be a list of whole numbers", 'found "28"']),
+        (b'{"min_lags": [true]}', ["min_lags must be a list of whole numbers"]),
+        (b'{"min_lags": [28, 7]}', ["min_lags must be increasing"]),
+        (b'{"hyperparameters": "eta=0.1"}', ["hyperparameters must be an object"]),
+        (b'{"hyperparameters": {"eta": true}}', ["'eta' must be a string or a number"]),
+    ],
+)
+def test_a_wrong_file_is_refused_with_its_reason(payload: bytes, phrases: list[str]) -> None:
+    with pytest.raises(InputRejectedError) as caught:
+        parse_overrides(payload)
+    (reason,) = caught.value.reasons
+    assert reason.startswith("m5flow.json: ")
+    for phrase in phrases:
+        assert phrase in reason
+
+
+def test_every_problem_of_a_file_is_named_at_once() -> None:
+    with pytest.raises(InputRejectedError) as caught:
+        parse_overrides(b'{"minlags": [28], "model": "x", "min_lags": [1, 2]}')
+    reasons = caught.value.reasons
+    assert len(reasons) == 3
+    assert "unknown setting 'minlags'" in reasons[0] and "unknown setting 'model'" in reasons[1]
+    assert "must end at the horizon" in reasons[2]
