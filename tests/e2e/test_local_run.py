@@ -63,6 +63,23 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
         assert stage in result.stdout, stage
 
 
+def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in INPUT_FILES:
+        (data / name).write_bytes((small_m5 / name).read_bytes())
+    settings = {"min_lags": [28], "hyperparameters": {"num_round": 25}}
+    (data / "m5flow.json").write_text(json.dumps(settings))
+
+    result = _local_run(data, tmp_path / "out")
+
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "upload" in result.stdout and "m5flow.json" in result.stdout
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "h28 (days 1-28)" in report and "h7 " not in report
+    assert "num_round=25" in report
+
+
 def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

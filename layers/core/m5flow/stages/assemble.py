@@ -156,6 +156,11 @@ def assemble_forecast(
             f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
         ],
     }
+    if manifest.hyperparameters:
+        facts["hyperparameters from m5flow.json"] = [
+            f"{name}={'(stack value dropped)' if value is None else value}"
+            for name, value in manifest.hyperparameters.items()
+        ]
     page = report.render_report(
         history=data.sales,
         forecast=values,
