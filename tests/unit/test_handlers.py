@@ -36,6 +36,13 @@ def _created(bucket: str, key: str) -> dict:
     )
 
 
+def _manifest_created(bucket: str, run: str) -> dict:
+    return sample_event(
+        "s3_object_created_manifest",
+        **{"m5flow-data-123456789012": bucket, f"runs/{RUN_IN_SAMPLES}/": f"runs/{run}/"},
+    )
+
+
 def _keys(bucket: str, prefix: str) -> list[str]:
     listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for item in listing.get("Contents", [])]
@@ -113,10 +120,7 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     _upload(bucket, "train", small_m5)
     run = _shard(bucket, load_function, "train")
     bus.drain()
-    event = sample_event(
-        "s3_object_created_manifest",
-        **{"m5flow-data-123456789012": bucket, f"runs/{RUN_IN_SAMPLES}/": f"runs/{run}/"},
-    )
+    event = _manifest_created(bucket, run)
 
     result = load_function("StartTrainingFunction").invoke(event)
 
@@ -165,10 +169,7 @@ def test_dataset_settings_file_picks_models_and_hyperparameters(
     assert started["detail"]["models"] == ["h14", "h28"]
     assert started["detail"]["hyperparameter_overrides"] == {"eta": "0.3", "max_depth": None}
 
-    event = sample_event(
-        "s3_object_created_manifest",
-        **{"m5flow-data-123456789012": bucket, f"runs/{RUN_IN_SAMPLES}/": f"runs/{run}/"},
-    )
+    event = _manifest_created(bucket, run)
     jobs = load_function("StartTrainingFunction").invoke(event)["training_jobs"]
     assert jobs == [f"m5flow-{run}-h14", f"m5flow-{run}-h28"]
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[0])
