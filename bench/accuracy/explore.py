@@ -30,7 +30,7 @@ from m5flow import schema
 from m5flow.features import FeatureConfig, build_block, feature_names, series_facts
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
-from m5flow.scoring import dollar_sales, wrmsse
+from m5flow.scoring import dollar_sales, naive_scale, wrmsse
 
 ROUNDS: list[int] = []  # trees each model kept, in this process
 BACKTESTS: list[tuple] = []  # (series, column, prediction) of the last model's backtest rows
@@ -94,6 +94,10 @@ CONFIGS["relative"] = {**CONFIGS["groups_tw11"], "relative": True}
 CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
 CONFIGS["offset28"] = {**CONFIGS["groups_tw11"], "offset": (28, 0.1)}
+for _cap in (50, 100):
+    CONFIGS[f"cap{_cap}"] = {**CONFIGS["groups_tw11"], "num_round": _cap}
+CONFIGS["w_rmsse"] = {**CONFIGS["groups_tw11"], "weights": "rmsse"}
+CONFIGS["patience5"] = {**CONFIGS["groups_tw11"], "patience": 5}
 CONFIGS["stack"] = {**CONFIGS["groups_tw11"], "stack": True}
 CONFIGS["original_masked"] = {**CONFIGS["original"], "mask_prices": True}
 CONFIGS["groups_tw11_masked"] = {**CONFIGS["groups_tw11"], "mask_prices": True}
@@ -141,6 +145,10 @@ def _weights(data: M5Data, kind: str | None) -> np.ndarray:
         return np.ones(len(data.ids), dtype=np.float32)
     dollars = dollar_sales(data.sales[:, :-28], data.prices[:, : data.last_day - 28])
     weight = np.nan_to_num(dollars) + 1e-3 * np.nanmean(dollars)
+    if kind == "rmsse":  # as level 12 of the WRMSSE weighs a series' error: dollars / its scale
+        scale = naive_scale(data.sales[:, :-28])
+        weight = weight / np.sqrt(np.where(np.isfinite(scale) & (scale > 0), scale, np.nan))
+        weight = np.nan_to_num(weight, nan=float(np.nanmin(weight)))
     return (weight / weight.mean()).astype(np.float32)
 
 
