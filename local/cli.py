@@ -10,12 +10,14 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.overrides import OVERRIDES_FILE
-from m5flow.shards import ShardConfig, write_shards
+from m5flow.shards import ShardConfig
+from m5flow.stages.shard import present_inputs, read_inputs, write_run_shards
 from m5flow.storage import DiskStorage
 
 
@@ -32,16 +34,15 @@ def _synth(args: argparse.Namespace) -> int:
 def _shard(args: argparse.Namespace) -> int:
     data_dir, out = Path(args.data_dir), Path(args.out_dir)
     source = DiskStorage(data_dir)
-    etags = {name: source.etag(name) for name in schema.INPUT_FILES}
-    absent = [name for name, etag in etags.items() if etag is None]
+    present, absent = present_inputs(source, "")
     if absent:
         print(f"missing input(s) in {data_dir}: {', '.join(absent)}", file=sys.stderr)
         return 2
     dataset = naming.sanitize(data_dir.resolve().name)
-    run = naming.run_id(dataset, {k: str(v) for k, v in etags.items()})
+    run = naming.run_id(dataset, present)
     started = time.perf_counter()
     try:
-        data = schema.parse_inputs({name: source.read(name) for name in schema.INPUT_FILES})
+        data, overrides = read_inputs(source, "", OVERRIDES_FILE in present)
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
@@ -51,16 +52,12 @@ def _shard(args: argparse.Namespace) -> int:
     )
     for notice in data.notices:
         print(f"note: {notice}")
-    inputs = {name: {"key": name, "etag": str(etags[name])} for name in schema.INPUT_FILES}
+    inputs = {name: {"key": name, "etag": etag} for name, etag in present.items()}
+    if args.min_lags:  # given on the command line: over m5flow.json's
+        overrides = replace(overrides, min_lags=args.min_lags)
     target = DiskStorage(out)
-    manifest = write_shards(
-        data,
-        target,
-        run,
-        dataset,
-        inputs,
-        shard_config=ShardConfig(train_format=args.format, min_lags=args.min_lags),
-    )
+    config = ShardConfig(train_format=args.format)
+    manifest = write_run_shards(target, run, dataset, inputs, data, overrides, config)
     target.write(naming.manifest_key(run), manifest.to_json())
     for model in manifest.models:
         for channel in ("train", "validation", "inference"):
@@ -163,8 +160,8 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "--min-lags",
         type=lambda text: tuple(int(lag) for lag in text.split(",")),
-        default=ShardConfig().min_lags,
-        help="one model per minimum lag, e.g. 28 for a single model (default: 7,14,21,28)",
+        help="one model per minimum lag, e.g. 28 for a single model (default: min_lags of "
+        "DATA_DIR/m5flow.json, else 7,14,21,28)",
     )
     shard.set_defaults(run=_shard)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -51,3 +52,22 @@ def test_synth_then_shard_on_disk(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "manifest" in result.stdout
     assert list((tmp_path / "out" / "runs").glob("*/manifest.json"))
+
+
+def test_shard_reads_the_dataset_settings_and_the_command_line_wins(tmp_path):
+    data = tmp_path / "data"
+    assert _m5flow("synth", "--series", "12", "--out", str(data), "--seed", "4").returncode == 0
+    (data / "m5flow.json").write_text('{"min_lags": [28], "hyperparameters": {"eta": 0.2}}')
+
+    def manifest_of(*extra: str) -> dict:
+        out = tmp_path / f"out{len(extra)}"
+        result = _m5flow("shard", str(data), str(out), *extra)
+        assert result.returncode == 0, result.stderr
+        (path,) = (out / "runs").glob("*/manifest.json")
+        return json.loads(path.read_text())
+
+    from_file = manifest_of()
+    assert [m["name"] for m in from_file["models"]] == ["h28"]
+    assert from_file["hyperparameters"] == {"eta": "0.2"}
+    assert "m5flow.json" in from_file["inputs"]
+    assert [m["name"] for m in manifest_of("--min-lags", "14,28")["models"]] == ["h14", "h28"]

@@ -43,15 +43,10 @@ def shard_dataset(
         logger.info("not an m5flow input, ignored", extra={"key": key})
         return ShardOutcome("ignored")
     prefix = f"{naming.RAW_PREFIX}{dataset}/"
-    etags = {name: storage.etag(prefix + name) for name in schema.INPUT_FILES}
-    absent = [name for name, etag in etags.items() if etag is None]
+    present, absent = present_inputs(storage, prefix)
     if absent:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
-    present = {name: str(etag) for name, etag in etags.items()}
-    overrides_etag = storage.etag(prefix + OVERRIDES_FILE)
-    if overrides_etag is not None:  # changed settings: a new run
-        present[OVERRIDES_FILE] = str(overrides_etag)
     run = naming.run_id(dataset, present)
     if storage.etag(naming.manifest_key(run)) is not None:
         # Sharded before: a re-delivery, or a retry after a crash before the announcement.
@@ -61,7 +56,7 @@ def shard_dataset(
 
     inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
     try:
-        data, overrides = _read_inputs(storage, prefix, OVERRIDES_FILE in present)
+        data, overrides = read_inputs(storage, prefix, OVERRIDES_FILE in present)
     except InputRejectedError as exc:
         logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
         announced = publisher.publish(
@@ -78,10 +73,7 @@ def shard_dataset(
         )
         return ShardOutcome("rejected" if announced else "duplicate", dataset, run)
 
-    manifest = write_shards(
-        data, storage, run, dataset, inputs, shard_config=overrides.shard_config(config)
-    )
-    manifest = replace(manifest, hyperparameters=overrides.hyperparameters)
+    manifest = write_run_shards(storage, run, dataset, inputs, data, overrides, config)
     try:
         storage.write(naming.manifest_key(run), manifest.to_json(), if_absent=True)
     except AlreadyExistsError:
@@ -90,7 +82,15 @@ def shard_dataset(
     return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
 
-def _read_inputs(
+def present_inputs(storage: Storage, prefix: str) -> tuple[dict[str, str], list[str]]:
+    """The ETags of the inputs under `prefix` (m5flow.json's too, when there: changed
+    settings make a new run), and the names of the three inputs still absent."""
+    etags = {name: storage.etag(prefix + name) for name in (*schema.INPUT_FILES, OVERRIDES_FILE)}
+    absent = [name for name in schema.INPUT_FILES if etags[name] is None]
+    return {name: str(etag) for name, etag in etags.items() if etag is not None}, absent
+
+
+def read_inputs(
     storage: Storage, prefix: str, has_overrides: bool
 ) -> tuple[M5Data, DatasetOverrides]:
     """Parse the three inputs and the dataset's settings; one rejection names every problem."""
@@ -110,6 +110,23 @@ def _read_inputs(
     if reasons:
         raise InputRejectedError(reasons)
     return data, overrides
+
+
+def write_run_shards(
+    storage: Storage,
+    run: str,
+    dataset: str,
+    inputs: dict[str, dict[str, str]],
+    data: M5Data,
+    overrides: DatasetOverrides,
+    config: ShardConfig | None,
+) -> Manifest:
+    """Write the run's shards, with the dataset's settings over the stack's; return the
+    manifest to write last (with the hyperparameters the training jobs will apply)."""
+    manifest = write_shards(
+        data, storage, run, dataset, inputs, shard_config=overrides.shard_config(config)
+    )
+    return replace(manifest, hyperparameters=overrides.hyperparameters)
 
 
 def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest: Manifest) -> bool:
