@@ -116,6 +116,11 @@ def with_truth(data: M5Data) -> tuple[M5Data, np.ndarray | None]:
     return data, truth
 
 
+def window_truth(data: M5Data, final_truth: np.ndarray, origin: int) -> np.ndarray:
+    """The 28 days after `origin`: from the sales, or the final window's truth file."""
+    return final_truth if origin == data.last_day else data.sales[:, origin : origin + 28]
+
+
 def truncate(data: M5Data, origin: int) -> M5Data:
     """The data as it was known at the end of day `origin`."""
     return replace(
@@ -171,13 +176,12 @@ def _level(features: np.ndarray, names: list[str], min_lag: int, offset: tuple) 
 
 def forecast(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
-    out = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
     rows = np.arange(len(data.ids))
     previous = 0
     # "stack": every model also predicts the earlier days it may, and the day's forecast is
     # the mean of those predictions.
-    total = np.zeros_like(out)
-    count = np.zeros_like(out)
+    total = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
+    count = np.zeros_like(total)
     for min_lag in config["min_lags"]:
         features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
         facts = series_facts(data, features)
@@ -241,19 +245,15 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
 
 def score(data: M5Data, origin: int, truth: np.ndarray, prediction: np.ndarray) -> dict:
     known = truncate(data, origin)
-    hierarchy = Hierarchy.from_ids(
-        item_ids=data.item_ids, dept_ids=data.dept_ids, cat_ids=data.cat_ids,
-        store_ids=data.store_ids, state_ids=data.state_ids,
-    )  # fmt: skip
     weights = dollar_sales(known.sales, known.prices[:, :origin])
-    result = wrmsse(known.sales, truth, prediction, hierarchy, weights)
+    result = wrmsse(known.sales, truth, prediction, Hierarchy.from_data(data), weights)
     return {"wrmsse": result.wrmsse, "L1": result.levels[1], "L12": result.levels[12]}
 
 
 def run_one(args: tuple[str, int]) -> dict:
     name, origin = args
     data, final_truth = with_truth(load_real())
-    truth = final_truth if origin == data.last_day else data.sales[:, origin : origin + 28]
+    truth = window_truth(data, final_truth, origin)
     started = time.perf_counter()
     BACKTESTS.clear()
     config = CONFIGS[name]

@@ -18,9 +18,6 @@ from pathlib import Path
 import explore
 import numpy as np
 
-from m5flow.hierarchy import Hierarchy
-from m5flow.scoring import dollar_sales, wrmsse
-
 WEEK = 7
 
 
@@ -43,7 +40,6 @@ def main() -> int:
     parser.add_argument("config", help="the configuration whose forecasts to read")
     args = parser.parse_args()
     data, final_truth = explore.with_truth(explore.load_real())
-    hierarchy = Hierarchy.from_data(data)
     groups = {
         "total": np.zeros(len(data.ids), dtype=int),
         "store": np.unique(data.store_ids, return_inverse=True)[1],
@@ -53,12 +49,10 @@ def main() -> int:
     for path in sorted(args.saved.glob(f"{args.config}_[0-9]*.npz")):
         origin = int(path.stem.rsplit("_", 1)[-1])
         forecast = np.load(path)["forecast"]
-        known = data.sales[:, :origin]
-        truth = final_truth if origin == data.last_day else data.sales[:, origin : origin + 28]
-        weights = dollar_sales(known, data.prices[:, :origin])
+        truth = explore.window_truth(data, final_truth, origin)
 
-        def score(prediction: np.ndarray, known=known, truth=truth, weights=weights) -> float:
-            return wrmsse(known, truth, prediction, hierarchy, weights).wrmsse
+        def score(prediction: np.ndarray, origin=origin, truth=truth) -> float:
+            return explore.score(data, origin, truth, prediction)["wrmsse"]
 
         rows[origin] = {"forecast": score(forecast)} | {
             f"true weekly {name}": score(weekly_oracle(forecast, truth, members))

@@ -43,6 +43,15 @@ def _manifest_created(bucket: str, run: str) -> dict:
     )
 
 
+def _run_started(bucket: str, load_function, data_dir: Path, bus, dataset: str) -> str:
+    """Upload a dataset and shard it; its events so far are drained. Returns the run id."""
+    bus.watch(dataset)
+    _upload(bucket, dataset, data_dir)
+    run = _shard(bucket, load_function, dataset)
+    bus.drain()
+    return run
+
+
 def _keys(bucket: str, prefix: str) -> list[str]:
     listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for item in listing.get("Contents", [])]
@@ -116,10 +125,7 @@ def test_shard_rejects_malformed_sales_and_writes_nothing(
 
 
 def test_start_training_creates_one_job_per_model(bucket, load_function, small_m5, bus):
-    bus.watch("train")
-    _upload(bucket, "train", small_m5)
-    run = _shard(bucket, load_function, "train")
-    bus.drain()
+    run = _run_started(bucket, load_function, small_m5, bus, "train")
     event = _manifest_created(bucket, run)
 
     result = load_function("StartTrainingFunction").invoke(event)
@@ -148,10 +154,7 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
 def test_dataset_settings_file_picks_models_and_hyperparameters(
     bucket, load_function, small_m5, bus
 ):
-    bus.watch("tuned")
-    _upload(bucket, "tuned", small_m5)
-    plain = _shard(bucket, load_function, "tuned")
-    bus.drain()
+    plain = _run_started(bucket, load_function, small_m5, bus, "tuned")
     settings = {"min_lags": [14, 28], "hyperparameters": {"eta": 0.3, "max_depth": None}}
     s3 = boto3.client("s3")
     s3.put_object(Bucket=bucket, Key="raw/tuned/m5flow.json", Body=json.dumps(settings))
@@ -189,10 +192,7 @@ def _training_event(bucket: str, run: str, name: str) -> dict:
 
 
 def test_publish_model_creates_model_and_transform(bucket, load_function, small_m5, bus):
-    bus.watch("publish")
-    _upload(bucket, "publish", small_m5)
-    run = _shard(bucket, load_function, "publish")
-    bus.drain()
+    run = _run_started(bucket, load_function, small_m5, bus, "publish")
 
     result = load_function("PublishModelFunction").invoke(
         _training_event(bucket, run, "sagemaker_training_completed")
@@ -213,10 +213,7 @@ def test_publish_model_creates_model_and_transform(bucket, load_function, small_
 
 
 def test_publish_model_reports_failed_training(bucket, load_function, small_m5, bus):
-    bus.watch("failing")
-    _upload(bucket, "failing", small_m5)
-    run = _shard(bucket, load_function, "failing")
-    bus.drain()
+    run = _run_started(bucket, load_function, small_m5, bus, "failing")
     event = _training_event(bucket, run, "sagemaker_training_failed")
 
     result = load_function("PublishModelFunction").invoke(event)
@@ -250,10 +247,7 @@ def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:
 
 
 def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):
-    bus.watch("assemble")
-    _upload(bucket, "assemble", small_m5)
-    run = _shard(bucket, load_function, "assemble")
-    bus.drain()
+    run = _run_started(bucket, load_function, small_m5, bus, "assemble")
     s3 = boto3.client("s3")
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
     event = _training_event(bucket, run, "sagemaker_transform_completed")
@@ -311,10 +305,7 @@ def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_functio
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])
 def test_assemble_forecast_reports_failed_transform(bucket, load_function, small_m5, bus, status):
     dataset = f"tf-{status.lower()}"
-    bus.watch(dataset)
-    _upload(bucket, dataset, small_m5)
-    run = _shard(bucket, load_function, dataset)
-    bus.drain()
+    run = _run_started(bucket, load_function, small_m5, bus, dataset)
     event = _training_event(bucket, run, "sagemaker_transform_failed")
     event["detail"]["TransformJobStatus"] = status
 
@@ -333,10 +324,7 @@ def test_start_training_refuses_more_hosts_than_shards_with_run_failed(
     from m5flow.stages.training import start_training
     from m5flow.storage import S3Storage
 
-    bus.watch("hosts")
-    _upload(bucket, "hosts", small_m5)
-    run = _shard(bucket, load_function, "hosts")
-    bus.drain()
+    run = _run_started(bucket, load_function, small_m5, bus, "hosts")
     storage = S3Storage(boto3.client("s3"), bucket)
     settings = JobSettings.from_env({"DATA_BUCKET": bucket, "TRAINING_INSTANCE_COUNT": "99"})
 

@@ -187,15 +187,15 @@ def _float_table(columns: list[np.ndarray], names: list[str]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(column) for column in columns], schema=schema)
 
 
-def encode_training(block: Block | Iterable[Block], names: list[str], fmt: str) -> bytes:
+def encode_training(blocks: Iterable[Block], names: list[str], fmt: str) -> bytes:
     """Label first, then the features, no header: what SageMaker's XGBoost trains on.
 
-    Given several blocks (of one shard), each is encoded as soon as it comes: a Parquet row
-    group, or more CSV lines, so that only one block at a time need be in memory.
+    The blocks (of one shard) are encoded as they come: a Parquet row group, or more CSV
+    lines, each, so that only one block at a time need be in memory.
     """
     sink = pa.BufferOutputStream()
     writer = None
-    for part in [block] if isinstance(block, Block) else block:
+    for part in blocks:
         table = _float_table([part.label, *part.features], ["label", *names])
         if fmt != "parquet":  # unquoted: SageMaker's CSV filters split on commas
             pacsv.write_csv(
@@ -209,14 +209,14 @@ def encode_training(block: Block | Iterable[Block], names: list[str], fmt: str) 
     return sink.getvalue().to_pybytes()
 
 
-def encode_inference(block: Block | Iterable[Block], ids: np.ndarray, names: list[str]) -> bytes:
+def encode_inference(blocks: Iterable[Block], ids: np.ndarray, names: list[str]) -> bytes:
     """id, day, features, no header: Batch Transform's input filter $[2:] keeps the features.
 
     Columns of whole numbers (lags, calendar, codes...) are written as integers: the same
     text ("3" for 3.0), formatted several times faster than floats.
     """
     sink = io.BytesIO()
-    for part in [block] if isinstance(block, Block) else block:
+    for part in blocks:
         columns = [_csv_column(values) for values in part.features]
         table = pa.Table.from_arrays(
             [pa.array(ids[part.series]), pa.array(part.day), *columns],
