@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import boto3
@@ -300,6 +301,45 @@ def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_functio
     (ready,) = bus.drain()
     assert ready["detail"]["headline"]["scored_on"] == "truth"
     assert ready["detail"]["headline"]["wrmsse"] == 0.0
+
+
+def test_a_new_item_is_left_out_of_the_score_not_the_run(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """A series whose first sale is on the last history day has no scale for its RMSSE."""
+    for name in INPUT_FILES:
+        shutil.copy(small_m5 / name, tmp_path / name)
+    sales = pd.read_csv(small_m5 / SALES_FILE)
+    days = [c for c in sales.columns if c.startswith("d_")]
+    sales.loc[0, days] = 0
+    sales.loc[0, days[-1]] = 3  # launched on d_1941, priced like every series
+    sales.to_csv(tmp_path / SALES_FILE, index=False)
+    bus.watch("new-item")
+    _upload(bucket, "new-item", tmp_path)
+    truth = pd.DataFrame({"id": sales["id"], **{f"d_{1941 + h}": h - 0.5 for h in range(1, 29)}})
+    boto3.client("s3").put_object(
+        Bucket=bucket,
+        Key="raw/new-item/sales_test_evaluation.csv",
+        Body=truth.to_csv(index=False).encode(),
+    )
+    run = _shard(bucket, load_function, "new-item")
+    bus.drain()
+    _write_predictions(bucket, run, sales)
+
+    load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+
+    (ready,) = bus.drain()
+    assert ready["detail-type"] == "Forecast Ready"
+    metrics = json.loads(
+        boto3.client("s3")
+        .get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"]
+        .read()
+    )
+    item, store = sales.loc[0, "item_id"], sales.loc[0, "store_id"]
+    assert f"item x store {item} / {store}" in metrics["wrmsse"]["unscored_examples"]
+    assert metrics["wrmsse"]["wrmsse"] == 0.0
 
 
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])

@@ -295,14 +295,28 @@ def _tiny(**changes):
         ({"dollar_sales": np.zeros(3)}, "no dollar sales in the weighting window"),
         ({"dollar_sales": np.ones(2)}, r"dollar_sales has shape \(2,\); expected \(3,\)"),
         (
-            {"history": np.array([[0, 0, 0, 0, 2], [1, 1, 3, 1, 1], [0, 0, 0, 3, 1]])},
-            r"level 12 \(item x store\): 1 series with dollar sales cannot be scaled.*: I1 / S1$",
+            {"history": np.array([[0, 0, 0, 0, 2], [0, 0, 0, 0, 1], [0, 0, 0, 0, 3]])},
+            r"level 12 \(item x store\): no series with dollar sales can be scaled",
         ),
     ],
 )
 def test_wrmsse_refuses_bad_arrays(changes, message) -> None:
     with pytest.raises(ScoringError, match=message):
         _tiny(**changes)
+
+
+def test_a_series_that_cannot_be_scaled_leaves_the_score() -> None:
+    """A new item (first sale on the last history day) must not fail the whole score."""
+    new_item = np.array([[0, 0, 0, 0, 5], *TINY_HISTORY[1:]])
+    score = _tiny(history=new_item)
+    # Alone in its store and its state; its item's sum with I1 / S2 still scales.
+    assert score.unscored == ("item x store I1 / S1", "item x state I1 / X")
+    # Level 12 is the other two series' RMSSE, renormalised over their weights (2 and 2).
+    others = _tiny(history=new_item[1:], truth=TINY_TRUTH[1:], forecast=TINY_FORECAST[1:],
+                   hierarchy=hierarchy_of({k: v[1:] for k, v in TINY_IDS.items()}),
+                   dollar_sales=TINY_WEIGHTS[1:])  # fmt: skip
+    assert score.levels[12] == pytest.approx(others.levels[12])
+    assert score.as_dict()["unscored_series"] == 2
 
 
 def test_naive_scale_edges() -> None:

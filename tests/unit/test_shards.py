@@ -211,6 +211,18 @@ def test_config_is_checked(kwargs: dict) -> None:
         ShardConfig(**kwargs)
 
 
+def test_groups_whose_safe_names_meet_stay_apart() -> None:
+    files = tiny_files()
+    frame = pd.read_csv(io.BytesIO(files["sales_train_evaluation.csv"]))
+    hobbies = frame["dept_id"] == "HOBBIES_1"
+    frame.loc[hobbies, "dept_id"] = "FOODS.3"  # made safe, it would read FOODS-3
+    frame.loc[~hobbies, "dept_id"] = "FOODS-3"
+    files["sales_train_evaluation.csv"] = frame.to_csv(index=False).encode()
+    named = list(groups(parse_inputs(files), ("dept",)))
+    assert len({name for name, _ in named}) == 2
+    assert sorted(np.concatenate([rows for _, rows in named])) == list(range(len(frame)))
+
+
 def test_small_groups_are_merged_up_to_min_series(data: M5Data) -> None:
     merged = list(groups(data, ("store", "dept"), min_series=100))
     sizes = [len(rows) for _, rows in merged]

@@ -5,6 +5,12 @@ squared error over the horizon divided by the mean squared one-step naive error 
 history after its first non-zero sale. A level's score is the RMSSE weighted by the series'
 dollar sales over the last 28 history days (the weights of a level sum to 1); the WRMSSE is
 the mean of the 12 level scores.
+
+A series its history cannot scale (sold for the first time on the last history day, or
+the same amount every day since) has no RMSSE. M5 had none; a real upload may (a new item),
+so such a series leaves its level's score, the level's other weights are renormalised to
+sum to 1, and it is named in `Score.unscored`: the rest of the forecast is still scored
+rather than the whole run failing.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Score:
     wrmsse: float
     levels: dict[int, float]  # level number -> that level's weighted RMSSE; wrmsse = mean
     series: dict[int, int]  # level number -> number of aggregated series scored
+    unscored: tuple[str, ...] = ()  # "<level name> <label>" of series their history cannot scale
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready form: {"wrmsse": ..., "levels": {"1": ...}, "series": {"1": ...}}."""
@@ -35,6 +42,8 @@ class Score:
             "wrmsse": self.wrmsse,
             "levels": {str(k): v for k, v in self.levels.items()},
             "series": {str(k): v for k, v in self.series.items()},
+            "unscored_series": len(self.unscored),
+            "unscored_examples": list(self.unscored[:_SHOWN]),
         }
 
 
@@ -141,8 +150,8 @@ def wrmsse(
     Raises
     ------
     ScoringError
-        On mismatched shapes, non-finite values, no dollar sales, or a weighted series its
-        history cannot scale (under two days since its first sale, or constant since).
+        On mismatched shapes, non-finite values, no dollar sales, or a level none of whose
+        weighted series can be scaled.
 
     Example
     -------
@@ -167,26 +176,26 @@ def wrmsse(
     errors = hierarchy.aggregate(truth.astype(np.float64) - forecast)  # sums are linear
     level_weights = hierarchy.aggregate(weights)
     scores: dict[int, float] = {}
+    unscored: list[str] = []
     for number, level in sorted(
         hierarchy.levels.items(), reverse=True
     ):  # bottom first: name the series
         share = level_weights[number] / total
         scale = naive_scale(histories[number])
         mse = np.mean(errors[number] ** 2, axis=1)
-        weighted = share > 0
-        unscalable = weighted & ~(scale > 0)
-        if unscalable.any():
-            names = ", ".join(level.labels[unscalable][:_SHOWN])
+        unscalable = (share > 0) & ~(scale > 0)
+        weighted = (share > 0) & ~unscalable
+        if not weighted.any():
             raise ScoringError(
-                f"level {number} ({level.name}): {int(unscalable.sum())} series with dollar "
-                f"sales cannot be scaled (fewer than two days since the first sale, or "
-                f"constant since): {names}"
+                f"level {number} ({level.name}): no series with dollar sales can be scaled "
+                "(each sold first on the last history day, or the same every day since)"
             )
+        unscored += [f"{level.name} {label}" for label in level.labels[unscalable]]
         rmsse_ = np.sqrt(mse[weighted] / scale[weighted])
-        scores[number] = float(np.sum(share[weighted] * rmsse_))
+        scores[number] = float(np.sum(share[weighted] * rmsse_) / share[weighted].sum())
     sizes = {k: lv.size for k, lv in hierarchy.levels.items()}
     scores = dict(sorted(scores.items()))
-    return Score(wrmsse=float(np.mean(list(scores.values()))), levels=scores, series=sizes)
+    return Score(float(np.mean(list(scores.values()))), scores, sizes, tuple(unscored))
 
 
 def format_score(score: Score) -> str:
@@ -204,4 +213,9 @@ def format_score(score: Score) -> str:
     for number, value in score.levels.items():
         name = LEVELS[number][0] if number in LEVELS else "?"
         lines.append(f"{number:>5}  {name:<20} {score.series.get(number, 0):>7}  {value:.4f}")
+    if score.unscored:
+        shown = ", ".join(score.unscored[:_SHOWN]) + (
+            ", ..." if len(score.unscored) > _SHOWN else ""
+        )
+        lines += ["", f"left out, their history cannot scale them: {len(score.unscored)} ({shown})"]
     return "\n".join(lines)

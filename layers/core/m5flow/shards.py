@@ -14,6 +14,7 @@ container (snappy, data page v1, plain float32 columns).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -167,13 +168,25 @@ def groups(
     names: list[str] = []
     members: list[np.ndarray] = []
     for key in np.unique(keys):
-        names.append(re.sub(r"[^A-Za-z0-9_-]+", "-", key))
+        names.append(_object_name(key))
         members.append(np.flatnonzero(keys == key))
         if sum(len(m) for m in members) >= min_series:
             yield _merged(names, members)
             names, members = [], []
     if members:
         yield _merged(names, members)
+
+
+def _object_name(key: str) -> str:
+    """`key` as a safe S3 object name; a key that had to change gets a hash of the original.
+
+    Only the series `id` is limited to safe characters, so two departments such as
+    `HOBBIES.1` and `HOBBIES-1` would otherwise share a shard name and one would be lost.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", key)
+    if safe == key:
+        return key
+    return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def _merged(names: list[str], members: list[np.ndarray]) -> tuple[str, np.ndarray]:

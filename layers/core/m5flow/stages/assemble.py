@@ -80,6 +80,9 @@ def assemble_forecast(
     status = transform["TransformJobStatus"]
     if status != "Completed":
         reason = transform.get("FailureReason") or f"the transform job was {status.lower()}"
+        logger.error(
+            "transform did not complete", extra={"job": name, "status": status, "reason": reason}
+        )
         publisher.publish(
             "Run Failed",
             {
@@ -114,21 +117,22 @@ def assemble_forecast(
             manifest.last_day + 1,
             manifest.horizon,
         )
+        values = frame.drop(columns="id").to_numpy()
         truth = _truth(storage, manifest, data)
+        score = None
+        if truth is not None:
+            weights = scoring.dollar_sales(data.sales, data.prices)
+            score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
         backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
     except (RunFailedError, ScoringError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
+        logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
         publisher.publish(
             "Run Failed",
             {"run_id": run, "dataset": manifest.dataset, "stage": "assemble", "reason": reason},
             once="run-failed-assemble",
         )
         return None
-    values = frame.drop(columns="id").to_numpy()
-    score = None
-    if truth is not None:
-        weights = scoring.dollar_sales(data.sales, data.prices)
-        score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
     metrics = {
         "run_id": run,
         "dataset": manifest.dataset,
