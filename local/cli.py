@@ -15,9 +15,8 @@ from pathlib import Path
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
-from m5flow.overrides import OVERRIDES_FILE
 from m5flow.shards import ShardConfig
-from m5flow.stages.shard import present_inputs, read_inputs, write_run_shards
+from m5flow.stages.shard import read_inputs, write_run_shards
 from m5flow.storage import DiskStorage
 
 
@@ -34,7 +33,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _shard(args: argparse.Namespace) -> int:
     data_dir, out = Path(args.data_dir), Path(args.out_dir)
     source = DiskStorage(data_dir)
-    present, absent = present_inputs(source, "")
+    present, absent = naming.present_inputs(source, "")
     if absent:
         print(f"missing input(s) in {data_dir}: {', '.join(absent)}", file=sys.stderr)
         return 2
@@ -42,7 +41,7 @@ def _shard(args: argparse.Namespace) -> int:
     run = naming.run_id(dataset, present)
     started = time.perf_counter()
     try:
-        data, overrides = read_inputs(source, "", OVERRIDES_FILE in present)
+        data, overrides = read_inputs(source, "", naming.OVERRIDES_FILE in present)
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
@@ -89,7 +88,7 @@ def _local_run(args: argparse.Namespace) -> int:
     from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
     data_dir, out = Path(args.data), Path(args.out)
-    optional = (schema.TRUTH_FILE, OVERRIDES_FILE)
+    optional = (schema.TRUTH_FILE, naming.OVERRIDES_FILE)
     files = [name for name in (*schema.INPUT_FILES, *optional) if (data_dir / name).is_file()]
     missing = [name for name in schema.INPUT_FILES if name not in files]
     if missing:

@@ -14,7 +14,7 @@ import boto3
 import pandas as pd
 import pytest
 
-from m5flow.overrides import OVERRIDES_FILE
+from m5flow.naming import OVERRIDES_FILE
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 from m5flow.synth import write_synthetic_m5
 from tests.unit.test_handlers import _created, _keys

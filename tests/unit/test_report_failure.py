@@ -37,15 +37,17 @@ def _put(bucket: str, key: str, body: bytes) -> None:
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
 
 
-def test_failed_shard_step_is_reported_with_the_run_of_its_inputs(bucket, load_function, bus):
+@pytest.mark.parametrize("with_settings", [False, True])
+def test_failed_shard_step_is_reported_with_the_run_of_its_inputs(
+    bucket, load_function, bus, with_settings
+):
+    """The run id is the one the shard step would have made: m5flow.json's ETag joins it."""
     bus.watch("demo")
-    for n, name in enumerate(schema.INPUT_FILES):
+    names = (*schema.INPUT_FILES, *([naming.OVERRIDES_FILE] if with_settings else []))
+    for n, name in enumerate(names):
         _put(bucket, f"raw/demo/{name}", f"input {n}".encode())
     s3 = boto3.client("s3")
-    etags = {
-        name: s3.head_object(Bucket=bucket, Key=f"raw/demo/{name}")["ETag"]
-        for name in schema.INPUT_FILES
-    }
+    etags = {name: s3.head_object(Bucket=bucket, Key=f"raw/demo/{name}")["ETag"] for name in names}
     event = _record(bucket)
 
     detail = load_function("ReportFailureFunction").invoke(event)
@@ -198,10 +200,6 @@ def test_reason_is_the_error_type_and_message(response, reason):
     record = _failure(None)
     record["responsePayload"] = response
     assert failure.InvocationFailure.from_record(record).reason == reason
-
-
-def test_input_files_are_the_schemas():
-    assert failure.INPUT_FILES == schema.INPUT_FILES
 
 
 def test_reporter_imports_no_dataframe_library():

@@ -9,7 +9,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from m5flow.storage import Storage
+
+SALES_FILE = "sales_train_evaluation.csv"
+CALENDAR_FILE = "calendar.csv"
+PRICES_FILE = "sell_prices.csv"
+INPUT_FILES = (SALES_FILE, CALENDAR_FILE, PRICES_FILE)
+OVERRIDES_FILE = "m5flow.json"  # the dataset's settings (m5flow.overrides)
 RAW_PREFIX = "raw/"
 RUNS_PREFIX = "runs/"
 JOB_PREFIX = "m5flow-"
@@ -64,3 +73,15 @@ def run_prefix(run: str) -> str:
 
 def manifest_key(run: str) -> str:
     return f"{run_prefix(run)}manifest.json"
+
+
+def present_inputs(storage: Storage, prefix: str) -> tuple[dict[str, str], list[str]]:
+    """The ETags of the inputs under `prefix` (m5flow.json's too, when there: changed
+    settings make a new run), and the names of the three inputs still absent.
+
+    The shard step names its run from these, and the failure reporter names a crashed shard
+    step's run the same way, so both must read the same objects.
+    """
+    etags = {name: storage.etag(prefix + name) for name in (*INPUT_FILES, OVERRIDES_FILE)}
+    absent = [name for name in INPUT_FILES if etags[name] is None]
+    return {name: str(etag) for name, etag in etags.items() if etag is not None}, absent

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from m5flow.exceptions import InputRejectedError
+from m5flow.naming import OVERRIDES_FILE
 from m5flow.shards import ShardConfig
 
-OVERRIDES_FILE = "m5flow.json"
 SETTINGS = ("min_lags", "hyperparameters")
 
 

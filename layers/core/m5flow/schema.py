@@ -33,12 +33,9 @@ from m5flow.csvinput import (
     read_table,
 )
 from m5flow.exceptions import InputRejectedError
+from m5flow.naming import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 
-SALES_FILE = "sales_train_evaluation.csv"
-CALENDAR_FILE = "calendar.csv"
-PRICES_FILE = "sell_prices.csv"
 TRUTH_FILE = "sales_test_evaluation.csv"
-INPUT_FILES = (SALES_FILE, CALENDAR_FILE, PRICES_FILE)
 
 SALES_ID_COLUMNS = ("id", "item_id", "dept_id", "cat_id", "store_id", "state_id")
 CALENDAR_COLUMNS = (

@@ -42,9 +42,6 @@ _STAGE_OF_FUNCTION = {
     "PublishModelFunction": PUBLISH_MODEL,
     "AssembleForecastFunction": ASSEMBLE_FORECAST,
 }
-# = m5flow.schema.INPUT_FILES, which imports pandas (tests/unit/test_report_failure.py pins
-# the two equal).
-INPUT_FILES = ("sales_train_evaluation.csv", "calendar.csv", "sell_prices.csv")
 _RUN_ID = re.compile(r"(?P<dataset>.+)-[0-9a-f]{12}")
 
 
@@ -148,11 +145,8 @@ def _dataset_of_run(storage: Storage, run: str) -> str | None:
 
 def _run_of_dataset(storage: Storage, dataset: str) -> str | None:
     """The run the dataset's current inputs map to, or None while one is absent."""
-    prefix = f"{naming.RAW_PREFIX}{dataset}/"
-    etags = {name: storage.etag(prefix + name) for name in INPUT_FILES}
-    if any(etag is None for etag in etags.values()):
-        return None
-    return naming.run_id(dataset, {name: str(etag) for name, etag in etags.items()})
+    present, absent = naming.present_inputs(storage, f"{naming.RAW_PREFIX}{dataset}/")
+    return None if absent else naming.run_id(dataset, present)
 
 
 def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:

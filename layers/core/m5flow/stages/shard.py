@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.notifications import EventPublisher
-from m5flow.overrides import OVERRIDES_FILE, DatasetOverrides, parse_overrides
+from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, write_shards
 from m5flow.storage import AlreadyExistsError, Storage
@@ -43,7 +43,7 @@ def shard_dataset(
         logger.info("not an m5flow input, ignored", extra={"key": key})
         return ShardOutcome("ignored")
     prefix = f"{naming.RAW_PREFIX}{dataset}/"
-    present, absent = present_inputs(storage, prefix)
+    present, absent = naming.present_inputs(storage, prefix)
     if absent:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
@@ -56,7 +56,7 @@ def shard_dataset(
 
     inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
     try:
-        data, overrides = read_inputs(storage, prefix, OVERRIDES_FILE in present)
+        data, overrides = read_inputs(storage, prefix, naming.OVERRIDES_FILE in present)
     except InputRejectedError as exc:
         logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
         announced = publisher.publish(
@@ -82,14 +82,6 @@ def shard_dataset(
     return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
 
-def present_inputs(storage: Storage, prefix: str) -> tuple[dict[str, str], list[str]]:
-    """The ETags of the inputs under `prefix` (m5flow.json's too, when there: changed
-    settings make a new run), and the names of the three inputs still absent."""
-    etags = {name: storage.etag(prefix + name) for name in (*schema.INPUT_FILES, OVERRIDES_FILE)}
-    absent = [name for name in schema.INPUT_FILES if etags[name] is None]
-    return {name: str(etag) for name, etag in etags.items() if etag is not None}, absent
-
-
 def read_inputs(
     storage: Storage, prefix: str, has_overrides: bool
 ) -> tuple[M5Data, DatasetOverrides]:
@@ -98,7 +90,7 @@ def read_inputs(
     overrides = DatasetOverrides()
     if has_overrides:
         try:
-            overrides = parse_overrides(storage.read(prefix + OVERRIDES_FILE))
+            overrides = parse_overrides(storage.read(prefix + naming.OVERRIDES_FILE))
         except InputRejectedError as exc:
             reasons += exc.reasons
     try:
