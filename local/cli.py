@@ -41,7 +41,7 @@ def _shard(args: argparse.Namespace) -> int:
     run = naming.run_id(dataset, present)
     started = time.perf_counter()
     try:
-        data, overrides = read_inputs(source, "", naming.OVERRIDES_FILE in present)
+        data, overrides = read_inputs(source, "", present)
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ import pytest
 from m5flow.notifications import EventPublisher
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 from m5flow.stages.shard import shard_dataset
-from m5flow.storage import S3Storage
+from m5flow.storage import DiskStorage, ObjectChangedError, S3Storage
 from tests.unit.test_handlers import _created, _keys, _upload
 
 
@@ -87,3 +87,55 @@ def test_failed_announcement_is_withdrawn_so_the_retry_sends_it(bucket, bus):
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is True
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
     assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
+
+
+def test_a_read_names_the_version_it_wants(bucket, tmp_path):
+    """A run reads the inputs it was named after, or learns that they were replaced."""
+    for storage in (S3Storage(boto3.client("s3"), bucket), DiskStorage(tmp_path)):
+        first = storage.write("raw/v/calendar.csv", b"first")
+        assert storage.read("raw/v/calendar.csv", etag=first) == b"first"
+        storage.write("raw/v/calendar.csv", b"second")
+        with pytest.raises(ObjectChangedError, match=f"replaced after this run began.*{first}"):
+            storage.read("raw/v/calendar.csv", etag=first)
+        assert storage.read("raw/v/calendar.csv") == b"second"
+
+
+def test_an_input_replaced_during_the_run_fails_it_with_the_reason(
+    bucket, load_function, small_m5, bus
+):
+    from tests.unit.test_handlers import _run_started, _training_event, _write_predictions
+
+    run = _run_started(bucket, load_function, small_m5, bus, "replaced")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    calendar = (small_m5 / CALENDAR_FILE).read_bytes()
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key=f"raw/replaced/{CALENDAR_FILE}", Body=calendar + b"\n"
+    )
+
+    result = load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+
+    assert result["submission"] is None
+    (failed,) = bus.drain()
+    assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "assemble"
+    assert f"raw/replaced/{CALENDAR_FILE} was replaced" in failed["detail"]["reason"]
+    assert _keys(bucket, f"runs/{run}/forecast/") == []
+
+
+def test_an_input_replaced_while_the_shard_step_reads_leaves_it_to_the_newer_event(
+    bucket, small_m5, bus
+):
+    class ReplacedAfterHead(S3Storage):
+        def etag(self, key: str) -> str | None:  # the calendar HEAD saw, since replaced
+            return "0" * 32 if key.endswith(CALENDAR_FILE) else super().etag(key)
+
+    bus.watch("raced")
+    _upload(bucket, "raced", small_m5)
+    storage = ReplacedAfterHead(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+
+    outcome = shard_dataset(storage, publisher, f"raw/raced/{SALES_FILE}")
+
+    assert outcome.status == "superseded"
+    assert _keys(bucket, "runs/") == [] and bus.drain() == []

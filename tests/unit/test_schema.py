@@ -457,9 +457,10 @@ def test_calendar_bad_cell(
 @pytest.mark.parametrize(
     ("column", "value", "expected"),
     [
-        ("sell_price", "0", "a positive price"),
-        ("sell_price", "-1.5", "a positive price"),
-        ("sell_price", "cheap", "a positive price"),
+        ("sell_price", "0", "a positive price below 1,000,000"),
+        ("sell_price", "-1.5", "a positive price below 1,000,000"),
+        ("sell_price", "cheap", "a positive price below 1,000,000"),
+        ("sell_price", "1e300", "a positive price below 1,000,000"),
         ("wm_yr_wk", "11099", "a week of calendar.csv (a wm_yr_wk)"),
         ("wm_yr_wk", "week", "a week of calendar.csv (a wm_yr_wk)"),
         ("store_id", "", "a value"),

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 from m5flow.csvinput import header_of, missing_columns, problem, quoted, read_table
 from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
 
+_MAX_PRICE = 1e6  # per unit; far above any retail price, far below float32 overflow
 _CALENDAR_INTEGERS = {  # column -> (lowest, highest, what is expected)
     "wm_yr_wk": (1, 10**9, "a week number (a positive integer)"),
     "wday": (1, 7, "an integer 1..7"),
@@ -92,10 +93,14 @@ def read_calendar(
     expected_dates = start + pd.to_timedelta(np.arange(n_days), "D")
     report_day("date", dates.iloc[rows].to_numpy() != expected_dates.to_numpy(),
                lambda k: f"{expected_dates[k]:%Y-%m-%d}, the day after d_{k}")  # fmt: skip
-    for part in ("month", "year"):
-        wrong = numbers[part][rows] != getattr(expected_dates, part).to_numpy()
-        report_day(part, wrong, lambda k, part=part: f"{getattr(expected_dates[k], part)}, "
-                   "as in the date")  # fmt: skip
+    derived = {
+        "month": expected_dates.month.to_numpy(),
+        "year": expected_dates.year.to_numpy(),
+        "wday": (expected_dates.dayofweek.to_numpy() + 2) % 7 + 1,  # M5: Saturday 1 .. Friday 7
+    }
+    for part, values in derived.items():
+        report_day(part, numbers[part][rows] != values,
+                   lambda k, values=values: f"{values[k]}, as in the date")  # fmt: skip
     back = np.concatenate(([False], np.diff(numbers["wm_yr_wk"][rows]) < 0))
     week_before = numbers["wm_yr_wk"][rows]
     report_day("wm_yr_wk", back, lambda k: f"at least {week_before[k - 1]} (weeks never go back)")
@@ -118,6 +123,12 @@ class Prices:
     notices: tuple[str, ...]
 
 
+def _usable_price(price: np.ndarray) -> np.ndarray:
+    """Above 0, and small enough that price x units stays finite in float32 (the shards')."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(price) & (price > 0) & (price < _MAX_PRICE)
+
+
 def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[str]:
     """Name the bad cells of a prices table read as text."""
     reasons = []
@@ -129,7 +140,7 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
             ("store_id", text["store_id"] == "", "a value"),
             ("item_id", text["item_id"] == "", "a value"),
             ("wm_yr_wk", ~np.isin(week, weeks), "a week of calendar.csv (a wm_yr_wk)"),
-            ("sell_price", ~(np.isfinite(price) & (price > 0)), "a positive price"),
+            ("sell_price", ~_usable_price(price), f"a positive price below {_MAX_PRICE:,.0f}"),
         )
     repeated = pd.DataFrame(text).duplicated(["store_id", "item_id", "wm_yr_wk"]).to_numpy()
     checks += (("wm_yr_wk", repeated, "one price per store_id, item_id and week"),)
@@ -229,7 +240,7 @@ def _typed_weekly(
         week = batch.column(2).to_numpy()
         price = batch.column(3).to_numpy()
         column = column_of[np.clip(week - lowest, -1, len(column_of) - 1).astype(np.int64)]
-        if (column == -2).any() or (week != np.floor(week)).any() or not (price > 0).all():
+        if (column == -2).any() or (week != np.floor(week)).any() or not _usable_price(price).all():
             raise _BadCell
         used = np.flatnonzero((series >= 0) & (column >= 0))
         cell = series[used] * len(weeks) + column[used]

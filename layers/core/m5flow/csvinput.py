@@ -77,6 +77,10 @@ def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
             row = payload.count(b"\n", 0, exc.start) + 1
             found = f"byte {payload[exc.start]:#04x}"
             raise InputRejectedError([problem(name, f"row {row}", found, "UTF-8 text")]) from None
+    if not payload.endswith(b"\n"):
+        # pyarrow cannot infer the columns of a lone header without its line end; a copy is
+        # made only then, which any editor's "no newline at end of file" can cause
+        payload += b"\n"
     return payload
 
 

@@ -14,18 +14,29 @@ from m5flow.exceptions import RunFailedError
 
 
 def read_predictions(bodies: Iterable[bytes]) -> pd.DataFrame:
-    """Parse Batch Transform outputs (headerless `id,day,prediction` rows) into one frame."""
-    tables = [
-        pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(column_names=["id", "day", "prediction"]),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"id": pa.string(), "day": pa.int32(), "prediction": pa.float64()}
-            ),
-        )
-        for body in bodies
-        if body.strip()
-    ]
+    """Parse Batch Transform outputs (headerless `id,day,prediction` rows) into one frame.
+
+    Raises
+    ------
+    RunFailedError
+        When an output is not rows of a name, a whole day number and a number.
+    """
+    try:
+        tables = [
+            pacsv.read_csv(
+                io.BytesIO(body),
+                read_options=pacsv.ReadOptions(column_names=["id", "day", "prediction"]),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"id": pa.string(), "day": pa.int32(), "prediction": pa.float64()}
+                ),
+            )
+            for body in bodies
+            if body.strip()
+        ]
+    except pa.ArrowInvalid as exc:
+        raise RunFailedError(
+            "assemble_forecast", f"a Batch Transform output is not id,day,prediction rows: {exc}"
+        ) from None
     if not tables:
         return pd.DataFrame({"id": [], "day": [], "prediction": []})
     return pa.concat_tables(tables).to_pandas()
@@ -49,9 +60,26 @@ def submission(
             f"prediction for day d_{int(predictions['day'][outside].iloc[0])} is outside "
             f"d_{first_day}..d_{first_day + horizon - 1}",
         )
+    unreadable = ~np.isfinite(predictions["prediction"].to_numpy(np.float64))
+    if unreadable.any():
+        row = predictions[unreadable].iloc[0]
+        raise RunFailedError(
+            "assemble_forecast",
+            f"{int(unreadable.sum())} predictions are not finite numbers, e.g. "
+            f"{row['id']} d_{int(row['day'])}: {row['prediction']}",
+        )
+    repeated = predictions.duplicated(["id", "day"])
+    if repeated.any():
+        # Two models (or shards) forecast the same day: averaging would hide the mistake.
+        row = predictions[repeated].iloc[0]
+        raise RunFailedError(
+            "assemble_forecast",
+            f"{int(repeated.sum())} (series, day) predicted more than once, e.g. "
+            f"{row['id']} d_{int(row['day'])}",
+        )
     wide = (
         predictions.assign(column="F" + days.astype(str))
-        .pivot_table(index="id", columns="column", values="prediction", aggfunc="mean")
+        .pivot(index="id", columns="column", values="prediction")
         .reindex(index=ids, columns=[f"F{h}" for h in range(1, horizon + 1)])
     )
     missing = wide.isna().any(axis=1)
@@ -62,8 +90,6 @@ def submission(
             f"{wide.index[missing][0]}",
         )
     values = wide.to_numpy()
-    if not np.isfinite(values).all():
-        raise RunFailedError("assemble_forecast", "some predictions are not finite numbers")
     # Unit sales cannot be negative; objectives other than tweedie/poisson can dip below 0.
     wide[:] = np.clip(values, 0.0, None)
     return wide.rename_axis("id").reset_index().rename_axis(None, axis=1)

@@ -21,11 +21,20 @@ class ObjectMissingError(M5flowError):
     """Raised when an object that should be there is not."""
 
 
+class ObjectChangedError(M5flowError):
+    """Raised by a read that names an ETag when the object has been replaced since."""
+
+
 class Storage(abc.ABC):
     """Keys are '/'-separated paths, as in S3."""
 
     @abc.abstractmethod
-    def read(self, key: str) -> bytes: ...
+    def read(self, key: str, *, etag: str | None = None) -> bytes:
+        """The object's bytes; with `etag`, only if it is still that version of it.
+
+        A run is named after its inputs' ETags, so what it reads must be those versions:
+        a file replaced in between belongs to another run.
+        """
 
     @abc.abstractmethod
     def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
@@ -54,11 +63,16 @@ class S3Storage(Storage):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, *, etag: str | None = None) -> bytes:
+        extra = {"IfMatch": f'"{etag}"'} if etag else {}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissingError(f"{self.uri(key)} does not exist") from None
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise ObjectChangedError(_changed(self.uri(key), etag)) from None
+            raise
 
     def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
         extra = {"IfNoneMatch": "*"} if if_absent else {}
@@ -101,11 +115,14 @@ class DiskStorage(Storage):
     def uri(self, key: str) -> str:
         return str(self.root / key)
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, *, etag: str | None = None) -> bytes:
         path = self.root / key
         if not path.is_file():
             raise ObjectMissingError(f"{path} does not exist")
-        return path.read_bytes()
+        body = path.read_bytes()
+        if etag and _md5(body) != etag:
+            raise ObjectChangedError(_changed(str(path), etag))
+        return body
 
     def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
         path = self.root / key
@@ -129,6 +146,13 @@ class DiskStorage(Storage):
             str(p.relative_to(self.root)) for p in self.root.glob("**/*")
             if p.is_file() and str(p.relative_to(self.root)).startswith(prefix)
         )  # fmt: skip
+
+
+def _changed(where: str, etag: str | None) -> str:
+    return (
+        f"{where} was replaced after this run began from ETag {etag}; "
+        "the new version makes a run of its own"
+    )
 
 
 def _md5(body: bytes) -> str:

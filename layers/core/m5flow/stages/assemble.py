@@ -22,7 +22,7 @@ from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
-from m5flow.storage import Storage
+from m5flow.storage import ObjectChangedError, Storage
 
 logger = Logger(child=True)
 
@@ -101,16 +101,21 @@ def assemble_forecast(
         logger.info("waiting for sibling transforms", extra={"run_id": run, "pending": pending})
         return None
 
-    data = schema.parse_inputs(
-        {name: storage.read(manifest.inputs[name]["key"]) for name in schema.INPUT_FILES}
-    )
-    predictions = forecast.read_predictions(
-        storage.read(_output_key(manifest, model.name, shard.key))
-        for model in manifest.models
-        for shard in model.inference
-    )
-    hierarchy = Hierarchy.from_data(data)
     try:
+        # The versions the run was named after and sharded from (a replaced file is another run).
+        inputs = manifest.inputs
+        data = schema.parse_inputs(
+            {
+                name: storage.read(inputs[name]["key"], etag=inputs[name]["etag"])
+                for name in schema.INPUT_FILES
+            }
+        )
+        predictions = forecast.read_predictions(
+            storage.read(_output_key(manifest, model.name, shard.key))
+            for model in manifest.models
+            for shard in model.inference
+        )
+        hierarchy = Hierarchy.from_data(data)
         frame = forecast.submission(
             predictions[predictions["day"] > data.last_day],
             data.ids,
@@ -124,7 +129,7 @@ def assemble_forecast(
             weights = scoring.dollar_sales(data.sales, data.prices)
             score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
         backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
-    except (RunFailedError, ScoringError) as exc:
+    except (RunFailedError, ScoringError, ObjectChangedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
         publisher.publish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from aws_lambda_powertools import Logger
@@ -12,14 +13,15 @@ from m5flow.notifications import EventPublisher
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, write_shards
-from m5flow.storage import AlreadyExistsError, Storage
+from m5flow.storage import AlreadyExistsError, ObjectChangedError, Storage
 
 logger = Logger(child=True)
 
 
 @dataclass(frozen=True)
 class ShardOutcome:
-    """What the step did: `status` is one of started, waiting, duplicate, rejected, ignored."""
+    """What the step did: `status` is one of started, waiting, duplicate, rejected, ignored,
+    superseded (an input was replaced while it was read)."""
 
     status: str
     dataset: str | None = None
@@ -56,7 +58,11 @@ def shard_dataset(
 
     inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
     try:
-        data, overrides = read_inputs(storage, prefix, naming.OVERRIDES_FILE in present)
+        data, overrides = read_inputs(storage, prefix, present)
+    except ObjectChangedError as exc:
+        # This set of inputs is gone; the event of the upload that replaced it starts its run.
+        logger.info("an input was replaced while reading", extra={"run_id": run, "why": str(exc)})
+        return ShardOutcome("superseded", dataset, run)
     except InputRejectedError as exc:
         logger.warning("input rejected", extra={"run_id": run, "reasons": exc.reasons})
         announced = publisher.publish(
@@ -83,19 +89,21 @@ def shard_dataset(
 
 
 def read_inputs(
-    storage: Storage, prefix: str, has_overrides: bool
+    storage: Storage, prefix: str, present: Mapping[str, str]
 ) -> tuple[M5Data, DatasetOverrides]:
-    """Parse the three inputs and the dataset's settings; one rejection names every problem."""
+    """Parse the three inputs and the dataset's settings, the versions `present` names
+    (ObjectChangedError if one was replaced since); one rejection names every problem."""
     reasons: list[str] = []
     overrides = DatasetOverrides()
-    if has_overrides:
+    if naming.OVERRIDES_FILE in present:
+        settings = prefix + naming.OVERRIDES_FILE
         try:
-            overrides = parse_overrides(storage.read(prefix + naming.OVERRIDES_FILE))
+            overrides = parse_overrides(storage.read(settings, etag=present[naming.OVERRIDES_FILE]))
         except InputRejectedError as exc:
             reasons += exc.reasons
     try:
         data = schema.parse_inputs(
-            {name: storage.read(prefix + name) for name in schema.INPUT_FILES}
+            {name: storage.read(prefix + name, etag=present[name]) for name in schema.INPUT_FILES}
         )
     except InputRejectedError as exc:
         reasons += exc.reasons
