@@ -268,7 +268,8 @@ def test_functions_write_only_where_their_step_writes(translated):
         }
 
     ledger = f"{BUCKET_ARN}/events/*"
-    assert writes("ShardFunction") == {f"{BUCKET_ARN}/runs/*", ledger}
+    shards = {f"{BUCKET_ARN}/runs/*/{kind}/*" for kind in ("train", "validation", "inference")}
+    assert writes("ShardFunction") == shards | {f"{BUCKET_ARN}/runs/*/manifest.json", ledger}
     assert writes("StartTrainingFunction") == {ledger}
     assert writes("PublishModelFunction") == {ledger}
     assert writes("AssembleForecastFunction") == {f"{BUCKET_ARN}/runs/*/forecast/*", ledger}

@@ -274,9 +274,11 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     assert metrics["backtest_wrmsse"]["wrmsse"] == 0.0
     assert ready["detail"]["headline"]["backtest_wrmsse"] == 0.0
 
-    # A second delivery of the same completion announces nothing new.
+    # A second delivery of the same completion announces nothing new, and redoes nothing.
+    s3.delete_object(Bucket=bucket, Key=f"runs/{run}/forecast/report.html")
     assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
     assert bus.drain() == []
+    assert f"runs/{run}/forecast/report.html" not in _keys(bucket, f"runs/{run}/forecast/")
 
 
 def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_function, small_m5, bus):

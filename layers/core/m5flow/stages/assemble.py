@@ -19,12 +19,13 @@ from aws_lambda_powertools import Logger
 from m5flow import forecast, jobs, naming, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.hierarchy import Hierarchy
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import EventPublisher, ledger_key
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
 from m5flow.storage import ObjectChangedError, Storage
 
 logger = Logger(child=True)
+FORECAST_READY = "forecast-ready"  # the announcement's name in the run's ledger
 
 
 def _output_key(manifest: Manifest, model: str, input_key: str) -> str:
@@ -95,6 +96,10 @@ def assemble_forecast(
             },
             once=f"run-failed-{name}",
         )
+        return None
+    if storage.etag(ledger_key(run, FORECAST_READY)) is not None:
+        # A late re-delivery: the forecast was assembled and announced; nothing to redo.
+        logger.info("forecast already announced", extra={"run_id": run, "job": name})
         return None
     pending = _pending_models(storage, manifest)
     if pending:
@@ -201,6 +206,6 @@ def assemble_forecast(
             "report": storage.uri(prefix + "report.html"),
             "headline": headline,
         },
-        once="forecast-ready",
+        once=FORECAST_READY,
     )
     return prefix + "submission.csv" if announced else None
