@@ -38,7 +38,7 @@ def _shard(args: argparse.Namespace) -> int:
         print(f"missing input(s) in {data_dir}: {', '.join(absent)}", file=sys.stderr)
         return 2
     dataset = naming.sanitize(data_dir.resolve().name)
-    run = naming.run_id(dataset, present)
+    run = naming.run_id(dataset, present, source.uri(""))
     started = time.perf_counter()
     try:
         data, overrides = read_inputs(source, "", present)

@@ -69,6 +69,9 @@ def _targets(stack, event) -> list[str]:
         ("sagemaker_training_completed", {"m5flow-demo": "other-demo"}, []),
         ("sagemaker_transform_completed", {}, ["AssembleForecastFunction"]),
         ("sagemaker_transform_failed", {}, ["AssembleForecastFunction"]),
+        # Job events are account-wide: another stack's jobs write to another bucket.
+        ("sagemaker_training_completed", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
+        ("sagemaker_transform_completed", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
         # A pipeline function failed for good: the record is kept and reported.
         ("lambda_invocation_failure", {}, ["FailureQueue", "ReportFailureFunction"]),
         ("lambda_invocation_failure", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),

@@ -139,3 +139,15 @@ def test_an_input_replaced_while_the_shard_step_reads_leaves_it_to_the_newer_eve
 
     assert outcome.status == "superseded"
     assert _keys(bucket, "runs/") == [] and bus.drain() == []
+
+
+def test_the_same_files_in_two_stacks_name_different_jobs():
+    """SageMaker names are per account and region; buckets are per stack."""
+    from m5flow import naming
+
+    etags = {name: f"etag-{name}" for name in INPUT_FILES}
+    staging = naming.run_id("demo", etags, "s3://staging-data/")
+    production = naming.run_id("demo", etags, "s3://production-data/")
+    assert staging != production
+    assert naming.job_name(staging, "h7") != naming.job_name(production, "h7")
+    assert staging == naming.run_id("demo", dict(reversed(etags.items())), "s3://staging-data/")

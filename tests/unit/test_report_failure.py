@@ -56,7 +56,7 @@ def test_failed_shard_step_is_reported_with_the_run_of_its_inputs(
     assert announced["source"] == "m5flow" and announced["detail-type"] == "Run Failed"
     assert announced["detail"] == detail
     assert detail == {
-        "run_id": naming.run_id("demo", etags),
+        "run_id": naming.run_id("demo", etags, f"s3://{bucket}/"),
         "dataset": "demo",
         "stage": "shard",
         "reason": "ClientError: An error occurred (SlowDown) when calling the PutObject "

@@ -1,7 +1,7 @@
 """Deterministic names, so a re-delivered event can never start a second run or job.
 
-A run is identified by its dataset and the ETags of its three inputs: the same upload maps to
-the same run, training job, model and transform job, and a changed input to a new run.
+A run is identified by its bucket, its dataset and the ETags of its inputs: the same upload
+maps to the same run, training job, model and transform job, and a changed input to a new run.
 """
 
 from __future__ import annotations
@@ -41,15 +41,18 @@ def dataset_of(key: str) -> str | None:
     return parts[1]
 
 
-def run_id(dataset: str, etags: Mapping[str, str]) -> str:
-    """Return the run id for `dataset` with these input ETags (file name -> ETag).
+def run_id(dataset: str, etags: Mapping[str, str], where: str) -> str:
+    """Return the run id for `dataset` with these input ETags (file name -> ETag) in the
+    bucket or folder `where`.
 
-    The id stays a valid SageMaker name once prefixed with `m5flow-` and suffixed with a
-    model tag such as `-h1`.
+    SageMaker job names are unique per account and region, and an ETag is the content's
+    MD5: without `where`, the same files uploaded to two stacks (staging and production)
+    would name the same jobs, and the second stack would take the first's as its own. The
+    id stays a valid SageMaker name once prefixed with `m5flow-` and suffixed with a model
+    tag such as `-h1`.
     """
-    digest = hashlib.sha256(
-        "\n".join(f"{name}={etags[name].strip(chr(34))}" for name in sorted(etags)).encode()
-    ).hexdigest()[:_RUN_HASH_CHARS]
+    text = "\n".join([where, *(f"{n}={etags[n].strip(chr(34))}" for n in sorted(etags))])
+    digest = hashlib.sha256(text.encode()).hexdigest()[:_RUN_HASH_CHARS]
     room = _MAX_NAME - len(JOB_PREFIX) - len(digest) - 1 - 8  # 8: room for a model suffix
     return f"{sanitize(dataset)[:room].rstrip('-')}-{digest}"
 

@@ -29,6 +29,10 @@ class Storage(abc.ABC):
     """Keys are '/'-separated paths, as in S3."""
 
     @abc.abstractmethod
+    def uri(self, key: str) -> str:
+        """Where `key` is, for people and events: s3://bucket/key, or a path."""
+
+    @abc.abstractmethod
     def read(self, key: str, *, etag: str | None = None) -> bytes:
         """The object's bytes; with `etag`, only if it is still that version of it.
 

@@ -49,7 +49,7 @@ def shard_dataset(
     if absent:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
-    run = naming.run_id(dataset, present)
+    run = naming.run_id(dataset, present, storage.uri(""))
     if storage.etag(naming.manifest_key(run)) is not None:
         # Sharded before: a re-delivery, or a retry after a crash before the announcement.
         manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
