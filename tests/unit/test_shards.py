@@ -163,17 +163,18 @@ def test_groups_are_configurable(data: M5Data, tmp_path: Path, group_by, count: 
 
 def test_history_days_limits_training_rows(data: M5Data, tmp_path: Path) -> None:
     manifest, _ = shard(data, tmp_path, history_days=56)
-    train = manifest.models[0].train
-    assert sum(s.rows for s in train) <= 290 * 56
-    days = pq.read_table(tmp_path / train[0].key, columns=["wday"]).num_rows
-    assert 0 < days <= 56 * 29
+    # The 56 days before the validation window, d_1858..d_1913, less each series' days
+    # before its first sale (rows that are never trained on).
+    first_sale = (data.sales > 0).argmax(axis=1) + 1
+    expected = int(np.clip(1913 - np.maximum(first_sale, 1858) + 1, 0, 56).sum())
+    assert sum(s.rows for s in manifest.models[0].train) == expected
 
 
 def test_workers_do_not_change_a_byte(data: M5Data, tmp_path: Path) -> None:
     one, _ = shard(data, tmp_path / "one", workers=1)
     two, _ = shard(data, tmp_path / "two", workers=3)
     assert one.to_json() == two.to_json()
-    for info in one.models[0].train + one.models[0].inference:
+    for info in one.models[0].train + one.models[0].validation + one.models[0].inference:
         assert (tmp_path / "one" / info.key).read_bytes() == (
             tmp_path / "two" / info.key
         ).read_bytes()
@@ -204,7 +205,7 @@ def test_tiny_upload_shards(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"group_by": ("aisle",)}, {"min_lags": (7, 14)}, {"min_lags": (14, 7, 28)},
-     {"train_format": "json"}, {"workers": 0}, {"validation_days": 27}],
+     {"train_format": "json"}, {"workers": 0}, {"validation_days": 27}, {"min_lags": ()}],
 )  # fmt: skip
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):

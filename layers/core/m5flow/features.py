@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from m5flow.schema import EVENT_TYPES, M5Data
+from m5flow.schema import EVENT_TYPES, ID_KINDS, M5Data
 
 CALENDAR_FEATURES = (
     "wday",
@@ -36,13 +36,6 @@ CALENDAR_FEATURES = (
 PRICE_FEATURES = ("sell_price", "price_relative", "price_change_week")
 _CACHE_CELLS = 1 << 15  # float64 cells per array worked on at once: 256 KB, in cache
 _MASK_WIDTH = 256  # blocks of at most this many days copy their kept cells with a mask
-GROUP_COLUMNS = {
-    "item": "item_ids",
-    "dept": "dept_ids",
-    "cat": "cat_ids",
-    "store": "store_ids",
-    "state": "state_ids",
-}
 
 
 @dataclass(frozen=True)
@@ -64,9 +57,9 @@ class FeatureConfig:
             raise ValueError(f"every lag must be >= min_lag={self.min_lag} >= 1: {self.lags}")
         if any(window < 2 for window in self.rolling_windows):
             raise ValueError(f"rolling windows need 2 days or more: {self.rolling_windows}")
-        unknown = set(self.categorical) - set(GROUP_COLUMNS)
+        unknown = set(self.categorical) - set(ID_KINDS)
         if unknown:
-            raise ValueError(f"categorical must be among {sorted(GROUP_COLUMNS)}: {unknown}")
+            raise ValueError(f"categorical must be among {ID_KINDS}: {unknown}")
 
     @classmethod
     def for_min_lag(cls, min_lag: int) -> FeatureConfig:
@@ -115,8 +108,7 @@ def series_facts(data: M5Data, config: FeatureConfig) -> SeriesFacts:
     sold = data.sales > 0
     first = np.where(sold.any(axis=1), sold.argmax(axis=1) + 1, data.last_day + 1)
     codes = {
-        name: np.unique(getattr(data, GROUP_COLUMNS[name]), return_inverse=True)[1]
-        for name in config.categorical
+        name: np.unique(data.ids_of(name), return_inverse=True)[1] for name in config.categorical
     }
     days_of_week = np.bincount(data.day_week, minlength=data.weekly_prices.shape[1])
     known = ~np.isnan(data.weekly_prices)

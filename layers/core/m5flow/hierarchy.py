@@ -30,7 +30,6 @@ LEVELS: dict[int, tuple[str, tuple[str, ...]]] = {
     10: ("item", ("item",)), 11: ("item x state", ("item", "state")),
     12: ("item x store", ("item", "store")),
 }  # fmt: skip
-ID_COLUMNS = ("item", "dept", "cat", "store", "state")  # Hierarchy.from_ids: <column>_ids
 _NARROW = 256  # columns up to which rows are summed by one bincount, not group by group
 
 
@@ -103,7 +102,7 @@ class Hierarchy:
     ) -> Hierarchy:
         """Build the levels from one id value per bottom series and column."""
         columns = dict(
-            zip(ID_COLUMNS, (item_ids, dept_ids, cat_ids, store_ids, state_ids), strict=True)
+            zip(schema.ID_KINDS, (item_ids, dept_ids, cat_ids, store_ids, state_ids), strict=True)
         )
         n = len(item_ids)
         if any(len(v) != n for v in columns.values()):
@@ -139,7 +138,7 @@ class Hierarchy:
     @classmethod
     def from_data(cls, data: schema.M5Data) -> Hierarchy:
         """The hierarchy of parsed M5 inputs."""
-        return cls.from_ids(**{f"{c}_ids": getattr(data, f"{c}_ids") for c in ID_COLUMNS})
+        return cls.from_ids(**{f"{kind}_ids": data.ids_of(kind) for kind in schema.ID_KINDS})
 
     def aggregate(
         self, values: np.ndarray, levels: list[int] | None = None

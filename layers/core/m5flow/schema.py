@@ -38,6 +38,8 @@ from m5flow.naming import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 TRUTH_FILE = "sales_test_evaluation.csv"
 
 SALES_ID_COLUMNS = ("id", "item_id", "dept_id", "cat_id", "store_id", "state_id")
+# The M5 hierarchy's id kinds: the sales file's <kind>_id column, M5Data.ids_of(kind).
+ID_KINDS = ("item", "dept", "cat", "store", "state")
 CALENDAR_COLUMNS = (
     "date", "wm_yr_wk", "weekday", "wday", "month", "year", "d",
     "event_name_1", "event_type_1", "event_name_2", "event_type_2",
@@ -83,6 +85,12 @@ class M5Data:
     @property
     def last_day(self) -> int:
         return self.sales.shape[1]
+
+    def ids_of(self, kind: str) -> np.ndarray:
+        """The `kind` id (one of ID_KINDS) of every series."""
+        if kind not in ID_KINDS:
+            raise ValueError(f"{kind!r} is not one of {', '.join(ID_KINDS)}")
+        return getattr(self, f"{kind}_ids")
 
     @functools.cached_property
     def prices(self) -> np.ndarray:

@@ -32,13 +32,12 @@ import pyarrow.parquet as pq
 
 from m5flow import naming
 from m5flow.features import Block, FeatureConfig, build_block, feature_names, series_facts
-from m5flow.schema import HORIZON, M5Data
+from m5flow.schema import HORIZON, ID_KINDS, M5Data
 from m5flow.storage import Storage
 
 PARQUET = "application/x-parquet"
 CSV = "text/csv"
 CONTENT_TYPES = {"parquet": PARQUET, "csv": CSV}
-GROUP_COLUMNS = {"store": "store_ids", "dept": "dept_ids", "cat": "cat_ids", "state": "state_ids"}
 MANIFEST_VERSION = 1
 _SERIES_PER_BLOCK = 256  # series built and encoded at once: about 70 MB of training block
 PARQUET_OPTIONS = {
@@ -69,10 +68,12 @@ class ShardConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        unknown = [g for g in self.group_by if g not in GROUP_COLUMNS]
+        unknown = [g for g in self.group_by if g not in ID_KINDS]
         if unknown or not self.group_by:
-            raise ValueError(f"group_by must use {sorted(GROUP_COLUMNS)}, got {self.group_by}")
-        if not self.min_lags or list(self.min_lags) != sorted(set(self.min_lags)):
+            raise ValueError(f"group_by must use {ID_KINDS}, got {self.group_by}")
+        if not self.min_lags:
+            raise ValueError(f"min_lags must name at least one model, ending at {HORIZON}")
+        if list(self.min_lags) != sorted(set(self.min_lags)):
             raise ValueError(f"min_lags must be increasing: {self.min_lags}")
         if self.min_lags[-1] != HORIZON or self.min_lags[0] < 1:
             raise ValueError(f"min_lags must end at the horizon, {HORIZON}: {self.min_lags}")
@@ -163,7 +164,7 @@ def groups(
     `<first>__<last>`): on a small upload, one object per store and department would mean
     hundreds of tiny objects, each an S3 request and an event, for a few series each.
     """
-    columns = [getattr(data, GROUP_COLUMNS[g]) for g in group_by]
+    columns = [data.ids_of(g) for g in group_by]
     keys = np.array(["_".join(parts) for parts in zip(*columns, strict=True)])
     names: list[str] = []
     members: list[np.ndarray] = []
