@@ -32,6 +32,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _shard(args: argparse.Namespace) -> int:
     data_dir, out = Path(args.data_dir), Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        print(f"OUT_DIR {out} is a file; expected a folder", file=sys.stderr)
+        return 2
     source = DiskStorage(data_dir)
     present, absent = naming.present_inputs(source, "")
     if absent:
@@ -85,7 +88,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _local_run(args: argparse.Namespace) -> int:
-    from m5flow_local.cloud import LocalCloud, LocalRunFailedError
+    from m5flow_local.router.template import parameter_problems, template_parameters
 
     data_dir, out = Path(args.data), Path(args.out)
     optional = (schema.TRUTH_FILE, naming.OVERRIDES_FILE)
@@ -94,11 +97,47 @@ def _local_run(args: argparse.Namespace) -> int:
     if missing:
         print(f"missing input(s) in {data_dir}: {', '.join(missing)}", file=sys.stderr)
         return 2
-    dataset = naming.sanitize(args.dataset or data_dir.resolve().name)
+    parameters = dict(args.parameter)
+    problems = parameter_problems(template_parameters(), parameters)
+    if problems:
+        print("refused --parameter:", *problems, sep="\n  ", file=sys.stderr)
+        return 2
+    if out.exists() and not out.is_dir():
+        print(f"--out {out} is a file; expected a folder", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
+    # A terminal closing or `kill` stops the run as Ctrl-C does: jobs and servers stop too.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, signal.default_int_handler)
+    code = 1
+    try:
+        code = _run_flow(args, data_dir, out, files, workdir, parameters)
+    except KeyboardInterrupt:
+        print("interrupted: the local cloud and its jobs are stopped", file=sys.stderr)
+        code = 130
+    finally:
+        if code == 0 and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif code != 0:
+            print(f"the local cloud's files and job logs are in {workdir}", file=sys.stderr)
+    return code
+
+
+def _run_flow(
+    args: argparse.Namespace,
+    data_dir: Path,
+    out: Path,
+    files: list[str],
+    workdir: Path,
+    parameters: dict[str, str],
+) -> int:
+    """Upload the dataset to a fresh local cloud and wait for its outcome; 0 on a forecast."""
+    from m5flow_local.cloud import LocalCloud, LocalRunFailedError
+
+    dataset = naming.sanitize(args.dataset or data_dir.resolve().name)
     started = time.perf_counter()
-    with LocalCloud(workdir, parameters=dict(args.parameter)) as cloud:
+    with LocalCloud(workdir, parameters=parameters) as cloud:
         # The truth and the settings go first: the last input to arrive starts the run.
         ordered = sorted(files, key=lambda name: name in schema.INPUT_FILES)
         cloud.upload_dataset(data_dir, dataset, tuple(ordered))
@@ -120,8 +159,6 @@ def _local_run(args: argparse.Namespace) -> int:
             f"forecast ready in {time.perf_counter() - started:.0f} s: "
             f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
         )
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
@@ -139,7 +176,26 @@ def _local_up(args: argparse.Namespace) -> int:
             threading.Event().wait()
         except KeyboardInterrupt:
             print("stopping the local cloud")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _min_lags(text: str) -> tuple[int, ...]:
+    """`--min-lags 7,14,21,28`, checked as the shard step will check it, before any reading."""
+    try:
+        lags = tuple(int(lag) for lag in text.split(","))
+        ShardConfig(min_lags=lags)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return lags
+
+
+def _name_and_value(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not name or not equals:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. NumRound=100: {text!r}")
+    return name, value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     shard.add_argument(
         "--min-lags",
-        type=lambda text: tuple(int(lag) for lag in text.split(",")),
+        type=_min_lags,
         help="one model per minimum lag, e.g. 28 for a single model (default: min_lags of "
         "DATA_DIR/m5flow.json, else 7,14,21,28)",
     )
@@ -190,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
         "--parameter",
         action="append",
         default=[],
-        type=lambda text: tuple(text.split("=", 1)),
+        type=_name_and_value,
         metavar="NAME=VALUE",
         help="a template.yaml parameter, e.g. ModelMinLags=7,14,21,28 (repeatable)",
     )

@@ -122,6 +122,7 @@ class LocalCloud:
             self.workdir / "sagemaker",
             region=REGION,
             account_id=ACCOUNT,
+            progress=lambda line: self.echo(f"{datetime.now(UTC):%H:%M:%S} job    {line}"),
         )
         self._set_environment({"AWS_ENDPOINT_URL_SAGEMAKER": self._sagemaker.start()})
         queue_url, failure_queue_url = self._provision(events)

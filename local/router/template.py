@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,12 +125,45 @@ class _Resolver:
         return "".join(out) + rest
 
 
+def parameter_problems(specs: Mapping[str, Any], overrides: Mapping[str, str]) -> list[str]:
+    """What CloudFormation would refuse in `overrides`, one line per problem: an unknown
+    name, or a value outside the parameter's Type, AllowedValues, AllowedPattern or bounds."""
+    problems = []
+    for name, value in overrides.items():
+        spec = specs.get(name)
+        if spec is None:
+            problems.append(f"{name}: not a parameter of template.yaml ({', '.join(specs)})")
+            continue
+        why = spec.get("ConstraintDescription")
+        if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+            allowed = ", ".join(str(v) for v in spec["AllowedValues"])
+            problems.append(f"{name}={value}: must be one of {allowed}")
+        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+            problems.append(f"{name}={value}: must be {why or 'like ' + spec['AllowedPattern']}")
+        if spec.get("Type") == "Number":
+            try:
+                number = float(value)
+            except ValueError:
+                problems.append(f"{name}={value}: must be a number")
+                continue
+            low, high = spec.get("MinValue", "-inf"), spec.get("MaxValue", "inf")
+            if not float(low) <= number <= float(high):
+                problems.append(f"{name}={value}: must be within {low}..{high}")
+    return problems
+
+
+def template_parameters(template_path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The Parameters section of template.yaml."""
+    template = json.loads(json.dumps(cfn_yaml.load(str(template_path))))
+    return dict(template.get("Parameters", {}))
+
+
 def _parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
-    values = {
-        name: str(spec["Default"])
-        for name, spec in template.get("Parameters", {}).items()
-        if "Default" in spec
-    }
+    specs = template.get("Parameters", {})
+    problems = parameter_problems(specs, overrides)
+    if problems:
+        raise TemplateError("; ".join(problems))
+    values = {name: str(spec["Default"]) for name, spec in specs.items() if "Default" in spec}
     values.update(overrides)
     return values
 

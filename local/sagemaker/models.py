@@ -58,9 +58,16 @@ class SageMakerBackend:
     """
 
     def __init__(
-        self, emit: Callable[[dict[str, Any]], None], workdir: Path, *, region: str, account_id: str
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        workdir: Path,
+        *,
+        region: str,
+        account_id: str,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.emit = emit
+        self.progress = progress  # a line per step no event announces (the console's view)
         self.workdir = Path(workdir)
         self.region = region
         self.account_id = account_id
@@ -218,6 +225,12 @@ class SageMakerBackend:
             if started:
                 job.start_time = now
             job.transition(secondary, message, now)
+        self.report(f"training job {job.name}: {secondary} ({message})")
+
+    def report(self, line: str) -> None:
+        """Tell the console about progress that has no event (SageMaker's secondary status)."""
+        if self.progress is not None:
+            self.progress(line)
 
     def mark_training_stopping(self, job: TrainingJob, reason: str) -> bool:
         """Enter ``Stopping`` (one event); False if the job already ended or is stopping."""

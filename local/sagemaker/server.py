@@ -41,6 +41,9 @@ class LocalSageMaker:
         Where jobs keep downloaded channels, models and logs.
     region, account_id
         Used in ARNs and events.
+    progress
+        Receives a line for each step no event announces (a training job's secondary
+        status, where its logs are), for a console to show.
 
     Example
     -------
@@ -57,8 +60,10 @@ class LocalSageMaker:
         *,
         region: str = "us-east-1",
         account_id: str = "123456789012",
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.emit = emit
+        self.progress = progress
         self.workdir = Path(workdir)
         self.region = region
         self.account_id = account_id
@@ -78,7 +83,11 @@ class LocalSageMaker:
             raise RuntimeError("LocalSageMaker is already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.backend = SageMakerBackend(
-            self.emit, self.workdir, region=self.region, account_id=self.account_id
+            self.emit,
+            self.workdir,
+            region=self.region,
+            account_id=self.account_id,
+            progress=self.progress,
         )
         self._server = make_server(
             host,
@@ -113,4 +122,7 @@ class LocalSageMaker:
             self._thread.join()
         if self.backend is not None:
             self.backend.shutdown()
+        from m5flow_local.sagemaker.training import kill_hosts
+
+        kill_hosts()  # any host the jobs' stop grace did not end in time
         self._server = self._thread = self.backend = None

@@ -17,11 +17,13 @@ in ``<host>/algo.log``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -196,6 +198,30 @@ class _Tracker:
         self.tracker.sock.close()
 
 
+_LIVE: set[subprocess.Popen[bytes]] = set()  # host processes not yet reaped, for kill_hosts
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_hosts() -> int:
+    """Kill every host process still running (each leads its own process group, which is
+    killed whole); returns how many. The last step of a shutdown, so that no XGBoost
+    training outlives the local cloud that started it."""
+    with _LIVE_LOCK:
+        live = [proc for proc in _LIVE if proc.poll() is None]
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return len(live)
+
+
+def _reap(job: TrainingJob, host: str, proc: subprocess.Popen[bytes]) -> None:
+    code = proc.wait()
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)
+    job.control.put(("exit", host, code))
+
+
 def _launch(
     job: TrainingJob,
     params: dict[str, Any],
@@ -217,10 +243,10 @@ def _launch(
                 start_new_session=True,
             )
         procs[host] = proc
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         threading.Thread(
-            target=lambda h=host, p=proc: job.control.put(("exit", h, p.wait())),
-            name=f"wait-{job.name}-{host}",
-            daemon=True,
+            target=_reap, args=(job, host, proc), name=f"wait-{job.name}-{host}", daemon=True
         ).start()
     return procs
 
@@ -330,6 +356,7 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if len(hosts) > 1:
             tracker = _Tracker(len(hosts))
         procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
+        backend.report(f"training job {job.name}: XGBoost logs {job_dir}/<host>/algo.log")
         exits = _wait(job, procs)
         if job.stop_reason is not None:
             has_model = any(

@@ -71,3 +71,9 @@ def test_shard_reads_the_dataset_settings_and_the_command_line_wins(tmp_path):
     assert from_file["hyperparameters"] == {"eta": "0.2"}
     assert "m5flow.json" in from_file["inputs"]
     assert [m["name"] for m in manifest_of("--min-lags", "14,28")["models"]] == ["h14", "h28"]
+
+
+def test_shard_checks_min_lags_before_reading(tmp_path):
+    result = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"), "--min-lags", "7,14")
+    assert result.returncode == 2
+    assert "--min-lags: '7,14': min_lags must end at the horizon, 28" in result.stderr

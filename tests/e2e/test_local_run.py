@@ -94,3 +94,36 @@ def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tm
     assert "Input Rejected" in result.stderr
     assert "calendar.csv" in result.stderr and "d_1951" in result.stderr
     assert not (tmp_path / "out" / "submission.csv").exists()
+
+
+def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(small_m5),
+         "--out", str(tmp_path / "out"), "--parameter", "NumRounds=50",
+         "--parameter", "ModelMinLags=7,14"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "NumRounds: not a parameter of template.yaml" in result.stderr
+    assert "ModelMinLags=7,14: must be increasing minimum lags" in result.stderr
+    assert "local cloud up" not in result.stdout  # refused before anything started
+
+
+def test_a_stopped_local_run_stops_its_jobs_and_says_where_their_logs_are(small_m5, tmp_path):
+    """`kill` or a closed terminal during training: exit 130, no XGBoost host left behind."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(small_m5),
+         "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert run.stdout is not None
+    for line in run.stdout:  # until a training job's hosts run
+        if "XGBoost logs" in line:
+            break
+    run.terminate()
+    _, stderr = run.communicate(timeout=120)
+
+    assert run.returncode == 130, stderr
+    assert "interrupted" in stderr and str(tmp_path / "work") in stderr
+    hosts = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True)
+    assert hosts.stdout == b""
