@@ -151,3 +151,32 @@ def test_the_same_files_in_two_stacks_name_different_jobs():
     assert staging != production
     assert naming.job_name(staging, "h7") != naming.job_name(production, "h7")
     assert staging == naming.run_id("demo", dict(reversed(etags.items())), "s3://staging-data/")
+
+
+def test_an_announcement_whose_sender_died_is_sent_by_the_retry(bucket, bus, monkeypatch):
+    """The ledger record is written before PutEvents: a sender killed in between must not
+    silence the event for good."""
+    from m5flow import notifications
+
+    bus.watch("died")
+    _, publisher = _stage(bucket)
+    detail = {"run_id": "died-000000000000", "dataset": "died", "reason": "x", "stage": "shard"}
+
+    def killed(*_: object) -> None:
+        raise SystemExit  # what a Lambda timeout looks like from inside: no except runs
+
+    monkeypatch.setattr(publisher, "_put", killed)
+    with pytest.raises(SystemExit):  # killed, not refused: the record stays, unsent
+        publisher.publish("Run Failed", detail, once="run-failed-x")
+    monkeypatch.undo()
+
+    # A concurrent delivery, moments later, leaves it to the sender it presumes alive.
+    assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
+    assert publisher.announced("died-000000000000", "run-failed-x")
+    # Lambda's retry, a minute later, finds it abandoned and sends it.
+    later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
+    monkeypatch.setattr(notifications.time, "time", lambda: later)
+    assert not publisher.announced("died-000000000000", "run-failed-x")
+    assert publisher.publish("Run Failed", detail, once="run-failed-x") is True
+    assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]

@@ -7,15 +7,21 @@ S3, EventBridge and SageMaker all deliver at least once, so the same step may ru
 at the same time. Each announcement therefore has a name within its run, and is recorded in
 the bucket under `events/<run>/<name>.json` by a conditional write before it is sent: only
 the delivery that wins the write announces it. The record doubles as the run's history.
+
+The record says "not yet sent" until EventBridge has accepted the event. A delivery that
+died in between (a Lambda timeout, a crash) leaves it so; a retry that finds such a record
+older than `ABANDONED_AFTER` sends the event itself, so an announcement is never lost, at
+the price of a rare duplicate if the first sender was only slow.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from m5flow.storage import AlreadyExistsError, Storage
+from m5flow.storage import AlreadyExistsError, ObjectMissingError, Storage
 
 SOURCE = "m5flow"
 DetailType = Literal[
@@ -30,6 +36,9 @@ TERMINAL: tuple[DetailType, ...] = ("Forecast Ready", "Input Rejected", "Run Fai
 
 
 EVENTS_PREFIX = "events/"
+# A sender is slow after this many seconds without EventBridge's answer, and presumed dead:
+# far above a PutEvents call, below Lambda's first retry of an asynchronous invocation (60 s).
+ABANDONED_AFTER = 30.0
 
 
 def ledger_key(run_id: str, name: str) -> str:
@@ -59,19 +68,43 @@ class EventPublisher:
         if "run_id" not in detail or "dataset" not in detail:
             raise ValueError(f"{detail_type} detail must carry run_id and dataset: {detail}")
         key = ledger_key(str(detail["run_id"]), once)
+        record = {"detail-type": detail_type, "detail": dict(detail), "sent": False,
+                  "recorded": time.time()}  # fmt: skip
         if self.ledger is not None:
-            record = {"detail-type": detail_type, "detail": dict(detail)}
             try:
-                self.ledger.write(key, json.dumps(record, default=str).encode(), if_absent=True)
+                self.ledger.write(key, _encoded(record), if_absent=True)
             except AlreadyExistsError:
-                return False
+                if not self._abandoned(key):
+                    return False
         try:
             self._put(detail_type, detail)
         except Exception:
             if self.ledger is not None:
                 self.ledger.delete(key)
             raise
+        if self.ledger is not None:
+            self.ledger.write(key, _encoded({**record, "sent": True}))
         return True
+
+    def announced(self, run_id: str, once: str) -> bool:
+        """Whether the announcement `once` of the run was sent, or is being sent right now."""
+        key = ledger_key(run_id, once)
+        return (
+            self.ledger is not None
+            and self.ledger.etag(key) is not None
+            and not (self._abandoned(key))
+        )
+
+    def _abandoned(self, key: str) -> bool:
+        """Whether the record at `key` was claimed by a sender that never finished."""
+        assert self.ledger is not None
+        try:
+            record = json.loads(self.ledger.read(key))
+        except ObjectMissingError:  # withdrawn after a refusal a moment ago: that one retries
+            return False
+        if record.get("sent", True):
+            return False
+        return time.time() - float(record.get("recorded", 0.0)) > ABANDONED_AFTER
 
     def _put(self, detail_type: DetailType, detail: Mapping[str, Any]) -> None:
         response = self.client.put_events(
@@ -86,3 +119,7 @@ class EventPublisher:
         )
         if response.get("FailedEntryCount"):
             raise RuntimeError(f"EventBridge refused {detail_type}: {response['Entries']}")
+
+
+def _encoded(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, default=str).encode()

@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 from m5flow import forecast, jobs, naming, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.hierarchy import Hierarchy
-from m5flow.notifications import EventPublisher, ledger_key
+from m5flow.notifications import EventPublisher
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
 from m5flow.storage import ObjectChangedError, Storage
@@ -97,7 +97,7 @@ def assemble_forecast(
             once=f"run-failed-{name}",
         )
         return None
-    if storage.etag(ledger_key(run, FORECAST_READY)) is not None:
+    if publisher.announced(run, FORECAST_READY):
         # A late re-delivery: the forecast was assembled and announced; nothing to redo.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
         return None
