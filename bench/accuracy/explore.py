@@ -102,6 +102,8 @@ CONFIGS["stack"] = {**CONFIGS["groups_tw11"], "stack": True}
 CONFIGS["original_masked"] = {**CONFIGS["original"], "mask_prices": True}
 CONFIGS["groups_tw11_masked"] = {**CONFIGS["groups_tw11"], "mask_prices": True}
 CONFIGS["valid56"] = {**CONFIGS["groups_tw11"], "valid_days": 56}
+CONFIGS["no_season"] = {**CONFIGS["groups_tw11"], "drop": ("month", "mday")}
+CONFIGS["original_no_season"] = {**CONFIGS["original"], "drop": ("month", "mday")}
 
 
 def load_real() -> M5Data:
