@@ -36,6 +36,15 @@ def test_settings_are_read_as_sagemaker_strings() -> None:
     assert merged["max_depth"] == DEFAULT_HYPERPARAMETERS["max_depth"]
 
 
+def test_a_dataset_back_on_tweedie_gets_m5flows_power_over_a_poisson_stack() -> None:
+    stack = merge_hyperparameters(DEFAULT_HYPERPARAMETERS, {"objective": "count:poisson"})
+    assert "tweedie_variance_power" not in stack
+    dataset = merge_hyperparameters(stack, {"objective": "reg:tweedie"})
+    assert dataset["tweedie_variance_power"] == DEFAULT_HYPERPARAMETERS["tweedie_variance_power"]
+    dropped = {"objective": "reg:tweedie", "tweedie_variance_power": None}
+    assert "tweedie_variance_power" not in merge_hyperparameters(stack, dropped)
+
+
 def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
     merged = merge_hyperparameters(
         DEFAULT_HYPERPARAMETERS, {"objective": "reg:tweedie", "tweedie_variance_power": "1.5"}

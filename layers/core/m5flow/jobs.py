@@ -93,7 +93,9 @@ def merge_hyperparameters(
     """`base` with `overrides` applied: a value replaces, None removes.
 
     Another objective than reg:tweedie drops the tweedie power unless the overrides set it,
-    since the container refuses `tweedie_variance_power` with any other objective.
+    since the container refuses `tweedie_variance_power` with any other objective; going
+    back to reg:tweedie over a base without a power (a stack set to another objective)
+    brings back m5flow's default power, not the container's, unless null drops it.
 
     Example
     -------
@@ -107,8 +109,11 @@ def merge_hyperparameters(
             merged.pop(name, None)
         else:
             merged[name] = value
-    if merged.get("objective") != "reg:tweedie" and "tweedie_variance_power" not in overrides:
-        merged.pop("tweedie_variance_power", None)
+    power = "tweedie_variance_power"
+    if merged.get("objective") != "reg:tweedie" and power not in overrides:
+        merged.pop(power, None)
+    elif overrides.get("objective") == "reg:tweedie" and power not in merged | overrides:
+        merged[power] = DEFAULT_HYPERPARAMETERS[power]
     return merged
 
 
