@@ -281,17 +281,20 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     assert f"runs/{run}/forecast/report.html" not in _keys(bucket, f"runs/{run}/forecast/")
 
 
-def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_function, small_m5, bus):
-    bus.watch("truth")
-    _upload(bucket, "truth", small_m5)
-    ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
-    # The truth equals the forecast written below, so every level's error is zero.
+def _upload_perfect_truth(bucket: str, dataset: str, ids: pd.Series) -> None:
+    """The truth `_write_predictions` forecasts exactly: every level's error is zero."""
     truth = pd.DataFrame({"id": ids, **{f"d_{1941 + h}": h - 0.5 for h in range(1, 29)}})
     boto3.client("s3").put_object(
         Bucket=bucket,
-        Key="raw/truth/sales_test_evaluation.csv",
+        Key=f"raw/{dataset}/sales_test_evaluation.csv",
         Body=truth.to_csv(index=False).encode(),
     )
+
+
+def test_assemble_forecast_scores_against_an_uploaded_truth(bucket, load_function, small_m5, bus):
+    bus.watch("truth")
+    _upload(bucket, "truth", small_m5)
+    _upload_perfect_truth(bucket, "truth", pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"])
     run = _shard(bucket, load_function, "truth")
     bus.drain()
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
@@ -318,12 +321,7 @@ def test_a_new_item_is_left_out_of_the_score_not_the_run(
     sales.to_csv(tmp_path / SALES_FILE, index=False)
     bus.watch("new-item")
     _upload(bucket, "new-item", tmp_path)
-    truth = pd.DataFrame({"id": sales["id"], **{f"d_{1941 + h}": h - 0.5 for h in range(1, 29)}})
-    boto3.client("s3").put_object(
-        Bucket=bucket,
-        Key="raw/new-item/sales_test_evaluation.csv",
-        Body=truth.to_csv(index=False).encode(),
-    )
+    _upload_perfect_truth(bucket, "new-item", sales["id"])
     run = _shard(bucket, load_function, "new-item")
     bus.drain()
     _write_predictions(bucket, run, sales)

@@ -61,22 +61,10 @@ def submission(
             f"d_{first_day}..d_{first_day + horizon - 1}",
         )
     unreadable = ~np.isfinite(predictions["prediction"].to_numpy(np.float64))
-    if unreadable.any():
-        row = predictions[unreadable].iloc[0]
-        raise RunFailedError(
-            "assemble_forecast",
-            f"{int(unreadable.sum())} predictions are not finite numbers, e.g. "
-            f"{row['id']} d_{int(row['day'])}: {row['prediction']}",
-        )
-    repeated = predictions.duplicated(["id", "day"])
-    if repeated.any():
-        # Two models (or shards) forecast the same day: averaging would hide the mistake.
-        row = predictions[repeated].iloc[0]
-        raise RunFailedError(
-            "assemble_forecast",
-            f"{int(repeated.sum())} (series, day) predicted more than once, e.g. "
-            f"{row['id']} d_{int(row['day'])}",
-        )
+    _refuse(predictions, unreadable, "predictions are not finite numbers")
+    # Two models (or shards) forecasting the same day: averaging would hide the mistake.
+    _refuse(predictions, predictions.duplicated(["id", "day"]).to_numpy(),
+            "(series, day) predicted more than once")  # fmt: skip
     wide = (
         predictions.assign(column="F" + days.astype(str))
         .pivot(index="id", columns="column", values="prediction")
@@ -93,6 +81,16 @@ def submission(
     # Unit sales cannot be negative; objectives other than tweedie/poisson can dip below 0.
     wide[:] = np.clip(values, 0.0, None)
     return wide.rename_axis("id").reset_index().rename_axis(None, axis=1)
+
+
+def _refuse(predictions: pd.DataFrame, bad: np.ndarray, what: str) -> None:
+    """Raise RunFailedError naming how many rows are `bad` and the first of them."""
+    if bad.any():
+        row = predictions[bad].iloc[0]
+        raise RunFailedError(
+            "assemble_forecast",
+            f"{int(bad.sum())} {what}, e.g. {row['id']} d_{int(row['day'])}: {row['prediction']}",
+        )
 
 
 def to_csv(frame: pd.DataFrame) -> bytes:
