@@ -104,6 +104,9 @@ CONFIGS["groups_tw11_masked"] = {**CONFIGS["groups_tw11"], "mask_prices": True}
 CONFIGS["valid56"] = {**CONFIGS["groups_tw11"], "valid_days": 56}
 CONFIGS["no_season"] = {**CONFIGS["groups_tw11"], "drop": ("month", "mday")}
 CONFIGS["original_no_season"] = {**CONFIGS["original"], "drop": ("month", "mday")}
+CONFIGS["holidays_only"] = {**CONFIGS["no_season"], "holidays": True}
+CONFIGS["original_holidays_only"] = {**CONFIGS["original_no_season"], "holidays": True}
+CONFIGS["holidays_mday"] = {**CONFIGS["groups_tw11"], "drop": ("month",), "holidays": True}
 
 
 def load_real() -> M5Data:
@@ -176,6 +179,16 @@ def _level(features: np.ndarray, names: list[str], min_lag: int, offset: tuple) 
     return (np.nan_to_num(level) + floor).astype(np.float32)
 
 
+def _holiday_season(data: M5Data, days: np.ndarray) -> np.ndarray:
+    """1..38 from Dec 1 to Jan 7, else 0: the one yearly pattern without the rest of the year."""
+    import pandas as pd
+
+    dates = pd.to_datetime(data.calendar["date"].to_numpy()[days - 1])
+    december = np.where(dates.month == 12, dates.day, 0)
+    january = np.where((dates.month == 1) & (dates.day <= 7), 31 + dates.day, 0)
+    return (december + january).astype(np.float32)
+
+
 def forecast(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
     rows = np.arange(len(data.ids))
@@ -189,10 +202,14 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         facts = series_facts(data, features)
         names = feature_names(features)
 
-        def prep(matrix: np.ndarray, names=names, min_lag=min_lag) -> np.ndarray:
+        def prep(block, names=names, min_lag=min_lag) -> np.ndarray:
+            matrix = block.features
             matrix = _relative(matrix, names, min_lag) if config.get("relative") else matrix
             dropped = [names.index(name) for name in config.get("drop", ())]
-            return np.delete(matrix, dropped, axis=0) if dropped else matrix
+            matrix = np.delete(matrix, dropped, axis=0) if dropped else matrix
+            if config.get("holidays"):
+                matrix = np.vstack([matrix, _holiday_season(data, block.day)[None]])
+            return matrix
 
         first = 1 if config["history"] is None else last - 28 - config["history"]
         # "train_all": no early stopping; num_round trees on every day up to the origin.
@@ -211,10 +228,10 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
 
         train_level, valid_level = level_of(train), level_of(valid)
         dtrain = xgb.DMatrix(
-            prep(train.features).T, label=train.label / train_level, weight=weight * train_level
+            prep(train).T, label=train.label / train_level, weight=weight * train_level
         )
         dval = xgb.DMatrix(
-            prep(valid.features).T, label=valid.label / valid_level, weight=valid_level
+            prep(valid).T, label=valid.label / valid_level, weight=valid_level
         )
         params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
         booster = xgb.train(
@@ -229,7 +246,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             drop_before_first_sale=False,
         )  # fmt: skip
         pred = booster.predict(
-            xgb.DMatrix(prep(future.features).T), iteration_range=(0, booster.best_iteration + 1)
+            xgb.DMatrix(prep(future).T), iteration_range=(0, booster.best_iteration + 1)
         ) * level_of(future)
         np.add.at(total, (future.series, future.day - last - 1), pred)
         np.add.at(count, (future.series, future.day - last - 1), 1)
@@ -239,7 +256,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             drop_before_first_sale=False,
         )  # fmt: skip
         BACKTESTS.append((past.series, past.day - last + 27, booster.predict(
-            xgb.DMatrix(prep(past.features).T), iteration_range=(0, booster.best_iteration + 1)
+            xgb.DMatrix(prep(past).T), iteration_range=(0, booster.best_iteration + 1)
         ) * level_of(past)))  # fmt: skip
         previous = min_lag
     return total / count
