@@ -57,6 +57,10 @@ class LambdaContext:
         return max(0, int((self.timeout_seconds - elapsed) * 1000))
 
 
+class LambdaTimeoutError(Exception):
+    """The handler ran longer than its function's Timeout: on AWS it would have been killed."""
+
+
 class LocalFunction:
     """One deployed function: its spec, its module (loaded on first use) and its handler."""
 
@@ -93,4 +97,10 @@ class LocalFunction:
                 timeout_seconds=self.spec.timeout,
                 invoked_function_arn=self.arn,
             )
-            return self._handler(event, context)
+            result = self._handler(event, context)
+        # A thread cannot be killed mid-handler; the result is refused afterwards instead, so
+        # the run fails (and retries) here as it would on AWS, and nobody ships a handler that
+        # only finishes in time on a laptop.
+        if context.get_remaining_time_in_millis() == 0:
+            raise LambdaTimeoutError(f"Task timed out after {self.spec.timeout:.2f} seconds")
+        return result
