@@ -342,6 +342,60 @@ def test_a_new_item_is_left_out_of_the_score_not_the_run(
     assert metrics["wrmsse"]["wrmsse"] == 0.0
 
 
+def test_a_wrong_truth_file_costs_the_score_not_the_forecast(bucket, load_function, small_m5, bus):
+    bus.watch("bad-truth")
+    _upload(bucket, "bad-truth", small_m5)
+    ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
+    wrong_days = pd.DataFrame({"id": ids, **{f"d_{1913 + h}": 1.0 for h in range(1, 29)}})
+    boto3.client("s3").put_object(
+        Bucket=bucket,
+        Key="raw/bad-truth/sales_test_evaluation.csv",
+        Body=wrong_days.to_csv(index=False).encode(),
+    )
+    run = _shard(bucket, load_function, "bad-truth")
+    bus.drain()
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+
+    result = load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+
+    assert result["submission"] == f"runs/{run}/forecast/submission.csv"
+    (ready,) = bus.drain()
+    headline = ready["detail"]["headline"]
+    assert ready["detail-type"] == "Forecast Ready" and headline["scored_on"] == "backtest"
+    (problem,) = headline["score_problems"]
+    assert problem.startswith("not scored against sales_test_evaluation.csv: ")
+    assert "missing column(s) d_1942" in problem
+    metrics = json.loads(
+        boto3.client("s3")
+        .get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"]
+        .read()
+    )
+    assert metrics["score_problems"] == [problem] and "truth_etag" not in metrics
+    assert metrics["backtest_days"] == "d_1914..d_1941"
+
+
+def test_a_truth_file_of_more_series_scores_those_of_the_run(bucket, load_function, small_m5, bus):
+    """A run of a slice, with Kaggle's truth for all 30,490 series beside it."""
+    bus.watch("slice")
+    _upload(bucket, "slice", small_m5)
+    ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
+    _upload_perfect_truth(bucket, "slice", pd.concat([ids, pd.Series(["X_1_001_WI_3_evaluation"])]))
+    run = _shard(bucket, load_function, "slice")
+    bus.drain()
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+
+    load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+
+    (ready,) = bus.drain()
+    assert ready["detail"]["headline"]["scored_on"] == "truth"
+    assert ready["detail"]["headline"]["wrmsse"] == 0.0
+    assert "score_problems" not in ready["detail"]["headline"]
+
+
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])
 def test_assemble_forecast_reports_failed_transform(bucket, load_function, small_m5, bus, status):
     dataset = f"tf-{status.lower()}"

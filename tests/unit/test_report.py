@@ -149,7 +149,33 @@ def test_a_backtest_is_the_headline_when_no_truth_was_uploaded() -> None:
     assert page.svgs[0] == "error by aggregation level"
     text = " ".join(page.text)
     assert "backtest WRMSSE" in text and "forecasting d_173..d_200 from the days" in text
+    assert "It is optimistic: early stopping chose the number of trees" in text
+    assert "Backtest error by level" in page.text
     assert f"{backtest.wrmsse:.3f}" in text
+
+
+def test_uploads_with_many_stores_draw_only_the_largest() -> None:
+    n_stores, rng = 15, np.random.default_rng(5)
+    stores = np.array([f"S_{k:02d}" for k in range(n_stores)])
+    hierarchy = Hierarchy.from_ids(
+        item_ids=np.full(n_stores, "I_1"), dept_ids=np.full(n_stores, "D_1"),
+        cat_ids=np.full(n_stores, "C"), store_ids=stores, state_ids=np.full(n_stores, "X"),
+    )  # fmt: skip
+    history = rng.poisson(np.arange(1, n_stores + 1)[:, None], (n_stores, 60)).astype(float)
+    html = report.render_report(
+        history=history, forecast=history[:, -28:], hierarchy=hierarchy,
+        ids=np.array([f"I_1_{s}_evaluation" for s in stores]), facts={},
+    )  # fmt: skip
+    page = parse(html)
+    assert "Stores (the 12 largest of 15)" in page.text
+    drawn = [label for label in page.svgs if label.startswith("S_")]
+    assert drawn == [f"S_{k:02d}" for k in range(3, 15)]  # the three smallest left out
+
+
+def test_axis_labels_are_exact_at_every_round_step() -> None:
+    assert [charts._number(v) for v in (1250, 2250, 0.025, 0.075, 35000, 0)] == [
+        "1.25k", "2.25k", "0.025", "0.075", "35k", "0",
+    ]  # fmt: skip
 
 
 def test_deterministic_and_self_contained() -> None:

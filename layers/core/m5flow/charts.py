@@ -38,10 +38,16 @@ def _nice_step(span: float, ticks: int = 5) -> float:
 
 
 def _number(value: float) -> str:
-    """Axis labels: 0, 0.5, 12, 1.2k, 35k."""
+    """Axis labels, exact for every tick a `_nice_step` makes: 0, 0.025, 12, 1.25k, 35k.
+
+    Example
+    -------
+    >>> [_number(v) for v in (0.0, 0.025, 0.1 * 3, 12, 1250, 35000)]
+    ['0', '0.025', '0.3', '12', '1.25k', '35k']
+    """
     if abs(value) >= 1000:
-        return f"{value / 1000:.1f}".rstrip("0").rstrip(".") + "k"
-    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
 
 
 def day_ticks(first: int, last: int, dates: np.ndarray | None) -> list[tuple[int, str]]:

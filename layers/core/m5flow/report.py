@@ -17,6 +17,7 @@ from m5flow.hierarchy import Hierarchy
 from m5flow.scoring import Score
 
 SAMPLES = 3  # highest-volume and intermittent series shown, each
+_PANELS_PER_LEVEL = 12  # state, store and category charts drawn at most, per level
 _STYLE = """
 body{margin:0;background:#f4f6f8;color:#1f2933;font:14px/1.45 system-ui,-apple-system,
 "Segoe UI",Roboto,sans-serif}main{max-width:1160px;margin:0 auto;padding:24px 20px 40px}
@@ -160,6 +161,7 @@ def render_report(
         sentence = (
             "No truth was uploaded, so this is a backtest: the WRMSSE of the same method "
             f"forecasting d_{last_day - horizon + 1}..d_{last_day} from the days before them. "
+            "It is optimistic: early stopping chose the number of trees on those days. "
             f"The forecast of {horizon_days} itself is not scored."
         )
     else:
@@ -199,16 +201,21 @@ def render_report(
     ]
     if shown_score is not None:
         chart = level_chart(shown_score)
-        parts.append(f'<h2>Error by level</h2><div class="card wide">{chart}</div>')
+        title = "Error by level" if score is not None else "Backtest error by level"
+        parts.append(f'<h2>{title}</h2><div class="card wide">{chart}</div>')
     total = panel("Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0], (1120, 300))
     parts.append(f'<h2>Total</h2><div class="card wide">{total}</div>')
     for number, heading in ((2, "States"), (3, "Stores"), (4, "Categories")):
         labels = hierarchy.levels[number].labels
+        # M5 has 3, 10 and 3; another upload may have hundreds: the largest keep the page light.
+        largest = np.argsort(-sums[number].sum(axis=1), kind="stable")[:_PANELS_PER_LEVEL]
         charts = [
-            panel(str(label), sums[number][g], fsums[number][g], tsums and tsums[number][g])
-            for g, label in enumerate(labels)
+            panel(str(labels[g]), sums[number][g], fsums[number][g], tsums and tsums[number][g])
+            for g in sorted(largest)
         ]
-        parts.append(f"<h2>{heading}</h2>" + _grid(charts))
+        if len(labels) > _PANELS_PER_LEVEL:
+            heading += f" (the {_PANELS_PER_LEVEL} largest of {len(labels)})"
+        parts.append(f"<h2>{escape(heading)}</h2>" + _grid(charts))
     samples = [
         panel(str(ids[i]), window[i], forecast[i], None if truth is None else truth[i], note=why)
         for i, why in _samples(history, hierarchy.levels[10].codes, shown)

@@ -26,9 +26,14 @@ def _named(ids: np.ndarray) -> str:
 
 
 def aligned_values(
-    name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str]
+    name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str], *, more_rows: bool = False
 ) -> np.ndarray:
-    """Rows of `frame` in the order of `ids`, or a ScoringError naming every mismatch."""
+    """Rows of `frame` in the order of `ids`, or a ScoringError naming every mismatch.
+
+    `more_rows`: rows of other series are ignored, as a truth file may hold them (Kaggle's
+    sales_test_evaluation.csv covers all 30,490 series, a run perhaps a slice); a
+    submission's extra rows are still an error.
+    """
     problems = []
     absent = [c for c in ["id", *columns] if c not in frame.columns]
     if absent:
@@ -38,6 +43,8 @@ def aligned_values(
             f"{columns[0]}..{columns[-1]} (found {shown}{'...' if frame.shape[1] > 8 else ''})"
         )
         raise ScoringError("; ".join(problems))
+    if more_rows:
+        frame = frame[frame["id"].astype(str).isin(ids)]
     extra = [c for c in frame.columns if c not in ("id", *columns, *schema.SALES_ID_COLUMNS)]
     if extra:
         problems.append(
@@ -112,7 +119,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
             f"expected d_{data.last_day + 1}..d_{data.last_day + max(horizon, 1)}, "
             f"the days after the history's last day d_{data.last_day}"
         )
-    truth = aligned_values(Path(truth_csv).name, truth_frame, data.ids, days)
+    truth = aligned_values(Path(truth_csv).name, truth_frame, data.ids, days, more_rows=True)
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     forecast = aligned_values(
         Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,12 @@ from m5flow.storage import ObjectChangedError, Storage
 
 logger = Logger(child=True)
 FORECAST_READY = "forecast-ready"  # the announcement's name in the run's ledger
+# Honest about its optimism: the models never trained on the backtest's days, but their
+# early stopping watched them (the validation channel).
+BACKTEST_NOTE = (
+    "validation window, forecast from the days before it; early stopping chose the number "
+    "of trees on it, so it is optimistic"
+)
 
 
 def _output_key(manifest: Manifest, model: str, input_key: str) -> str:
@@ -43,14 +50,50 @@ def _pending_models(storage: Storage, manifest: Manifest) -> list[str]:
     return pending
 
 
-def _truth(storage: Storage, manifest: Manifest, data: M5Data) -> np.ndarray | None:
-    """The optional `raw/<dataset>/sales_test_evaluation.csv`, aligned to the series."""
+@dataclass(frozen=True)
+class Scores:
+    """What the forecast could be scored on. Scores are optional: `problems` says why one
+    is missing, and never stops the forecast itself."""
+
+    truth: np.ndarray | None = None  # the uploaded truth, aligned to the series
+    truth_etag: str | None = None
+    score: scoring.Score | None = None  # against the truth
+    backtest: scoring.Score | None = None
+    problems: tuple[str, ...] = ()
+
+
+def _scores(
+    storage: Storage,
+    manifest: Manifest,
+    data: M5Data,
+    predictions: pd.DataFrame,
+    values: np.ndarray,
+    hierarchy: Hierarchy,
+) -> Scores:
+    """Score against the optional `raw/<dataset>/sales_test_evaluation.csv` and on the
+    backtest. The truth file is not an input of the run (uploading or fixing it starts
+    nothing), so a wrong one must not cost the user a finished forecast."""
+    problems: list[str] = []
     key = f"{naming.RAW_PREFIX}{manifest.dataset}/{schema.TRUTH_FILE}"
-    if storage.etag(key) is None:
-        return None
-    frame = pd.read_csv(io.BytesIO(storage.read(key)))
-    days = [f"d_{manifest.last_day + h}" for h in range(1, manifest.horizon + 1)]
-    return submission.aligned_values(schema.TRUTH_FILE, frame, data.ids, days)
+    etag = storage.etag(key)
+    truth = score = backtest = None
+    if etag is not None:
+        days = [f"d_{manifest.last_day + h}" for h in range(1, manifest.horizon + 1)]
+        try:
+            frame = pd.read_csv(io.BytesIO(storage.read(key, etag=etag)))
+            truth = submission.aligned_values(
+                schema.TRUTH_FILE, frame, data.ids, days, more_rows=True
+            )
+            weights = scoring.dollar_sales(data.sales, data.prices)
+            score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
+        except (ValueError, ObjectChangedError) as exc:  # ScoringError, pandas' parse errors
+            problems.append(f"not scored against {schema.TRUTH_FILE}: {exc}")
+    try:
+        backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
+    except (ScoringError, RunFailedError) as exc:
+        reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
+        problems.append(f"no backtest score: {reason}")
+    return Scores(truth, etag if truth is not None else None, score, backtest, tuple(problems))
 
 
 def _backtest(
@@ -120,21 +163,13 @@ def assemble_forecast(
             for model in manifest.models
             for shard in model.inference
         )
-        hierarchy = Hierarchy.from_data(data)
         frame = forecast.submission(
             predictions[predictions["day"] > data.last_day],
             data.ids,
             manifest.last_day + 1,
             manifest.horizon,
         )
-        values = frame.drop(columns="id").to_numpy()
-        truth = _truth(storage, manifest, data)
-        score = None
-        if truth is not None:
-            weights = scoring.dollar_sales(data.sales, data.prices)
-            score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
-        backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
-    except (RunFailedError, ScoringError, ObjectChangedError) as exc:
+    except (RunFailedError, ObjectChangedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
         publisher.publish(
@@ -143,7 +178,13 @@ def assemble_forecast(
             once="run-failed-assemble",
         )
         return None
-    metrics = {
+    values = frame.drop(columns="id").to_numpy()
+    hierarchy = Hierarchy.from_data(data)
+    scores = _scores(storage, manifest, data, predictions, values, hierarchy)
+    for problem in scores.problems:
+        logger.warning("forecast not scored", extra={"run_id": run, "reason": problem})
+    score, backtest = scores.score, scores.backtest
+    metrics: dict[str, object] = {
         "run_id": run,
         "dataset": manifest.dataset,
         "series": len(frame),
@@ -153,13 +194,15 @@ def assemble_forecast(
         "scored_on": "truth" if score else ("backtest" if backtest else "nothing"),
         "wrmsse": score.as_dict() if score else None,
         "backtest_wrmsse": backtest.as_dict() if backtest else None,
-        "backtest_days": f"d_{data.last_day - manifest.horizon + 1}..d_{data.last_day}",
-        # Honest about its optimism: the models never trained on these days, but their
-        # early stopping watched them (the validation channel).
-        "backtest_note": "validation window, forecast from the days before it; "
-        "early stopping chose the number of trees on it",
         "forecast_mean_daily_total": float(values.sum(axis=0).mean()),
     }
+    if scores.truth_etag:
+        metrics["truth_etag"] = scores.truth_etag
+    if backtest:
+        metrics["backtest_days"] = f"d_{data.last_day - manifest.horizon + 1}..d_{data.last_day}"
+        metrics["backtest_note"] = BACKTEST_NOTE
+    if scores.problems:
+        metrics["score_problems"] = list(scores.problems)
     facts = {
         "run id": run,
         "dataset": manifest.dataset,
@@ -170,6 +213,8 @@ def assemble_forecast(
             f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
         ],
     }
+    if scores.problems:
+        facts["not scored"] = list(scores.problems)
     if manifest.hyperparameters:
         facts["hyperparameters from m5flow.json"] = [
             f"{name}={'(stack value dropped)' if value is None else value}"
@@ -181,7 +226,7 @@ def assemble_forecast(
         hierarchy=hierarchy,
         ids=data.ids,
         facts=facts,
-        truth=truth,
+        truth=scores.truth,
         score=score,
         backtest=backtest,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
@@ -191,11 +236,16 @@ def assemble_forecast(
     storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
     storage.write(prefix + "report.html", page.encode())
     storage.write(prefix + "submission.csv", forecast.to_csv(frame))
-    headline = {"series": len(frame), "scored_on": metrics["scored_on"]}
+    headline: dict[str, object] = {"series": len(frame), "scored_on": metrics["scored_on"]}
     if score:
         headline |= {"wrmsse": round(score.wrmsse, 4), "level1_rmsse": round(score.levels[1], 4)}
     if backtest:
         headline |= {"backtest_wrmsse": round(backtest.wrmsse, 4)}
+    shown = score or backtest
+    if shown and shown.unscored:
+        headline["unscored_series"] = len(shown.unscored)
+    if scores.problems:
+        headline["score_problems"] = list(scores.problems)
     announced = publisher.publish(
         "Forecast Ready",
         {
