@@ -199,7 +199,15 @@ def load_stack(
             os.environ.pop("AWS_DEFAULT_REGION", None)
         else:
             os.environ["AWS_DEFAULT_REGION"] = saved_region
-    resolve = _Resolver(_parameter_values(template, parameters or {}), physical, region, account)
+    # The local runtime's function ARNs (router.runtime.LocalFunction.arn), where the template
+    # names a function by its ARN (the failure rule).
+    function_arns = {
+        f"{logical_id}.Arn": f"arn:aws:lambda:{region}:{account}:function:{logical_id}"
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    values = _parameter_values(template, parameters or {})
+    resolve = _Resolver(values, {**function_arns, **physical}, region, account)
     resources = translated["Resources"]
 
     functions: dict[str, FunctionSpec] = {}

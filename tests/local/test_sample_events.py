@@ -60,6 +60,9 @@ def stack() -> StackSpec:
             "DataBucket": BUCKET,
             "DataBucket.Arn": f"arn:aws:s3:::{BUCKET}",
             "SageMakerExecutionRole.Arn": "arn:aws:iam::123456789012:role/r",
+            # The function whose failure the sample records, as CloudFormation names it.
+            "ShardFunction.Arn": "arn:aws:lambda:us-east-1:123456789012:function:"
+            "m5flow-ShardFunction-9QW2XK7LM4ZT",
         }
     )
 

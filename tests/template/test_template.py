@@ -27,6 +27,18 @@ def _tool(name: str) -> str:
     return found
 
 
+SAMPLE_SHARD_FUNCTION = "m5flow-ShardFunction-9QW2XK7LM4ZT"  # in lambda_invocation_failure
+PIPELINE_FUNCTIONS = (
+    "ShardFunction", "StartTrainingFunction", "PublishModelFunction", "AssembleForecastFunction",
+)  # fmt: skip
+
+
+def _function_arn(logical_id: str) -> str:
+    """As CloudFormation names a function of the stack `m5flow`."""
+    name = SAMPLE_SHARD_FUNCTION.replace("ShardFunction", logical_id)
+    return f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+
+
 @pytest.fixture(scope="module")
 def stack():
     return load_stack(
@@ -34,6 +46,7 @@ def stack():
             "DataBucket": SAMPLE_BUCKET,
             "DataBucket.Arn": f"arn:aws:s3:::{SAMPLE_BUCKET}",
             "SageMakerExecutionRole.Arn": "arn:aws:iam::123456789012:role/r",
+            **{f"{f}.Arn": _function_arn(f) for f in PIPELINE_FUNCTIONS},
         }
     )
 
@@ -74,7 +87,9 @@ def _targets(stack, event) -> list[str]:
         ("sagemaker_transform_completed", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
         # A pipeline function failed for good: the record is kept and reported.
         ("lambda_invocation_failure", {}, ["FailureQueue", "ReportFailureFunction"]),
-        ("lambda_invocation_failure", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
+        # Another stack's function, or a function whose name merely starts like ours.
+        ("lambda_invocation_failure", {"m5flow-ShardFunction": "other-ShardFunction"}, []),
+        ("lambda_invocation_failure", {"9QW2XK7LM4ZT:": "9QW2XK7LM4ZTX:"}, []),
         ("lambda_invocation_failure", {"Result - Failure": "Result - Success"}, []),
     ],
 )
@@ -83,22 +98,34 @@ def test_rules_route_each_event_to_one_function(stack, sample, replacements, exp
 
 
 @pytest.mark.parametrize(
-    "trigger",
+    ("function", "trigger"),
     [
-        "s3_object_created_raw",
-        "s3_object_created_manifest",
-        "sagemaker_training_completed",
-        "sagemaker_transform_completed",
+        ("ShardFunction", "s3_object_created_raw"),
+        ("StartTrainingFunction", "s3_object_created_manifest"),
+        ("PublishModelFunction", "sagemaker_training_completed"),
+        ("AssembleForecastFunction", "sagemaker_transform_completed"),
     ],
 )
-@pytest.mark.parametrize("bucket", [SAMPLE_BUCKET, "someone-elses-bucket"])
-def test_failure_rule_catches_failures_on_every_trigger_of_the_stack(stack, trigger, bucket):
-    """Whatever a pipeline function failed on, its record reaches the queue and the reporter;
-    records of functions that failed on another bucket's events do not."""
+@pytest.mark.parametrize("with_payload", [True, False])
+def test_failure_rule_catches_every_pipeline_function_s_failures(
+    stack, function, trigger, with_payload
+):
+    """A pipeline function's failure record reaches the queue and the reporter, also when
+    Lambda left out the event it failed on (a record over 256 KB)."""
     record = sample_event("lambda_invocation_failure")
-    record["detail"]["requestPayload"] = sample_event(trigger, **{SAMPLE_BUCKET: bucket})
-    expected = ["FailureQueue", "ReportFailureFunction"] if bucket == SAMPLE_BUCKET else []
-    assert _targets(stack, record) == expected
+    record["detail"]["requestContext"]["functionArn"] = f"{_function_arn(function)}:$LATEST"
+    if with_payload:
+        record["detail"]["requestPayload"] = sample_event(trigger)
+    else:
+        del record["detail"]["requestPayload"]
+    assert _targets(stack, record) == ["FailureQueue", "ReportFailureFunction"]
+
+
+def test_the_reporter_s_own_failures_do_not_loop_back_to_it(stack):
+    record = sample_event("lambda_invocation_failure")
+    arn = _function_arn("ReportFailureFunction")
+    record["detail"]["requestContext"]["functionArn"] = f"{arn}:$LATEST"
+    assert _targets(stack, record) == []
 
 
 def test_every_function_has_a_rule_and_its_code(stack):

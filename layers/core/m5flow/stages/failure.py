@@ -135,10 +135,11 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
 
 
 def _dataset_of_run(storage: Storage, run: str) -> str | None:
-    """The run's dataset from its manifest; without one, from the run id `<dataset>-<hex12>`."""
+    """The run's dataset from its manifest; without a readable one (the step that failed
+    may have failed on it), from the run id `<dataset>-<hex12>`."""
     try:
         return str(json.loads(storage.read(naming.manifest_key(run)))["dataset"])
-    except ObjectMissingError:
+    except (ObjectMissingError, ValueError, KeyError, TypeError):
         match = _RUN_ID.fullmatch(run)
         return match["dataset"] if match else None
 
