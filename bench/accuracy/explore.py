@@ -230,9 +230,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         dtrain = xgb.DMatrix(
             prep(train).T, label=train.label / train_level, weight=weight * train_level
         )
-        dval = xgb.DMatrix(
-            prep(valid).T, label=valid.label / valid_level, weight=valid_level
-        )
+        dval = xgb.DMatrix(prep(valid).T, label=valid.label / valid_level, weight=valid_level)
         params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
         booster = xgb.train(
             params, dtrain, config["num_round"], evals=[(dval, "validation")],
