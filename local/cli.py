@@ -171,13 +171,15 @@ def _local_up(args: argparse.Namespace) -> int:
         for key, value in cloud.environment.items():
             print(f"export {key}={value}")
         print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.default_int_handler)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
             print("stopping the local cloud")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+        print(f"removed {workdir} and its job logs (--workdir keeps them)")
     return 0
 
 

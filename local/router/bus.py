@@ -20,7 +20,7 @@ from typing import Any
 
 from m5flow_local.router.normalize import normalize
 from m5flow_local.router.patterns import matches
-from m5flow_local.router.runtime import LocalFunction
+from m5flow_local.router.runtime import LambdaTimeoutError, LocalFunction
 from m5flow_local.router.template import StackSpec
 
 _LONG_POLL_SECONDS = 1  # bounds how long stop() waits; messages arrive as soon as sent
@@ -110,6 +110,11 @@ class EventRouter:
         for attempt in range(1, attempts + 1):
             try:
                 return Invocation(name, event, function.invoke(event), attempts=attempt)
+            except LambdaTimeoutError as exc:
+                # The handler ran to its end before its result was refused: a retry would find
+                # its own work done and pass, hiding a handler that is too slow for AWS.
+                failure, attempts = exc, attempt
+                break
             except Exception as exc:  # a Lambda invocation error: retried, then reported
                 failure = exc
         assert failure is not None

@@ -381,6 +381,13 @@ def test_a_wrong_truth_file_costs_the_score_not_the_forecast(bucket, load_functi
     )
     assert metrics["score_problems"] == [problem] and "truth_etag" not in metrics
     assert metrics["backtest_days"] == "d_1914..d_1941"
+    page = (
+        boto3.client("s3")
+        .get_object(Bucket=bucket, Key=f"runs/{run}/forecast/report.html")["Body"]
+        .read()
+        .decode()
+    )
+    assert "The uploaded truth could not be used" in page and "No truth was uploaded" not in page
 
 
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])

@@ -153,12 +153,16 @@ def test_the_same_files_in_two_stacks_name_different_jobs():
     assert staging == naming.run_id("demo", dict(reversed(etags.items())), "s3://staging-data/")
 
 
-def test_an_announcement_whose_sender_died_is_sent_by_the_retry(bucket, bus, monkeypatch):
+@pytest.mark.parametrize("resend_as_recorded", [False, True])
+def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
+    bucket, bus, monkeypatch, resend_as_recorded
+):
     """The ledger record is written before PutEvents: a sender killed in between must not
     silence the event for good."""
     from m5flow import notifications
 
     bus.watch("died")
+    bus.drain()
     _, publisher = _stage(bucket)
     detail = {"run_id": "died-000000000000", "dataset": "died", "reason": "x", "stage": "shard"}
 
@@ -173,10 +177,16 @@ def test_an_announcement_whose_sender_died_is_sent_by_the_retry(bucket, bus, mon
     # A concurrent delivery, moments later, leaves it to the sender it presumes alive.
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
     assert publisher.announced("died-000000000000", "run-failed-x")
-    # Lambda's retry, a minute later, finds it abandoned and sends it.
+    assert not publisher.resend_abandoned("died-000000000000", "run-failed-x")
+    # Lambda's retry, a minute later, finds it abandoned and sends it, as recorded.
     later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
     monkeypatch.setattr(notifications.time, "time", lambda: later)
     assert not publisher.announced("died-000000000000", "run-failed-x")
-    assert publisher.publish("Run Failed", detail, once="run-failed-x") is True
+    if resend_as_recorded:
+        assert publisher.resend_abandoned("died-000000000000", "run-failed-x") is True
+    else:
+        assert publisher.publish("Run Failed", detail, once="run-failed-x") is True
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
-    assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
+    assert not publisher.resend_abandoned("died-000000000000", "run-failed-x")
+    (sent,) = bus.drain()
+    assert sent["detail-type"] == "Run Failed" and sent["detail"] == detail

@@ -43,6 +43,10 @@ def test_a_dataset_back_on_tweedie_gets_m5flows_power_over_a_poisson_stack() -> 
     assert dataset["tweedie_variance_power"] == DEFAULT_HYPERPARAMETERS["tweedie_variance_power"]
     dropped = {"objective": "reg:tweedie", "tweedie_variance_power": None}
     assert "tweedie_variance_power" not in merge_hyperparameters(stack, dropped)
+    # A stack on tweedie that dropped the power keeps it dropped when a dataset restates it.
+    powerless = merge_hyperparameters(DEFAULT_HYPERPARAMETERS, {"tweedie_variance_power": None})
+    restated = merge_hyperparameters(powerless, {"objective": "reg:tweedie"})
+    assert "tweedie_variance_power" not in restated
 
 
 def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:

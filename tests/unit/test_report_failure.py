@@ -69,6 +69,20 @@ def test_failed_shard_step_is_reported_with_the_run_of_its_inputs(
     }
 
 
+def test_the_reporter_names_the_run_the_shard_step_made(bucket, load_function, bus, small_m5):
+    """Both derive the run from the dataset's objects and the bucket: they must agree."""
+    from tests.unit.test_handlers import _shard, _upload
+
+    bus.watch("agree")
+    _upload(bucket, "agree", small_m5)
+    run = _shard(bucket, load_function, "agree")
+    event = _record(bucket, "s3_object_created_raw", **{"raw/demo/": "raw/agree/"})
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert (detail["stage"], detail["dataset"], detail["run_id"]) == ("shard", "agree", run)
+
+
 def test_failed_shard_step_before_all_inputs_arrived_has_no_run(bucket, load_function, bus):
     bus.watch("early")
     _put(bucket, f"raw/early/{schema.SALES_FILE}", b"only the sales")

@@ -112,7 +112,11 @@ def merge_hyperparameters(
     power = "tweedie_variance_power"
     if merged.get("objective") != "reg:tweedie" and power not in overrides:
         merged.pop(power, None)
-    elif overrides.get("objective") == "reg:tweedie" and power not in {*merged, *overrides}:
+    elif (
+        overrides.get("objective") == "reg:tweedie"
+        and base.get("objective") != "reg:tweedie"
+        and power not in {*merged, *overrides}
+    ):
         merged[power] = DEFAULT_HYPERPARAMETERS[power]
     return merged
 

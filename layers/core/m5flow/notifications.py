@@ -95,6 +95,17 @@ class EventPublisher:
             and not (self._abandoned(key))
         )
 
+    def resend_abandoned(self, run_id: str, once: str) -> bool:
+        """Send the announcement `once` as recorded, if a killed sender left it unsent;
+        returns whether it did. Lets a retry finish without redoing the work before it."""
+        key = ledger_key(run_id, once)
+        if self.ledger is None or self.ledger.etag(key) is None or not self._abandoned(key):
+            return False
+        record = json.loads(self.ledger.read(key))
+        self._put(record["detail-type"], record["detail"])
+        self.ledger.write(key, _encoded({**record, "sent": True}))
+        return True
+
     def _abandoned(self, key: str) -> bool:
         """Whether the record at `key` was claimed by a sender that never finished."""
         assert self.ledger is not None

@@ -102,6 +102,7 @@ def render_report(
     ids: np.ndarray,
     facts: Mapping[str, object],
     truth: np.ndarray | None = None,
+    truth_uploaded: bool = False,
     score: Score | None = None,
     backtest: Score | None = None,
     dates: np.ndarray | None = None,
@@ -121,6 +122,8 @@ def render_report(
         Shown as a table, in order (run id, dataset, models...); lists are joined.
     truth
         (n_series, h) actual sales after the origin, drawn when given.
+    truth_uploaded
+        A truth file was uploaded, though perhaps not usable (the facts say why).
     score
         The WRMSSE of `forecast` against `truth`: the headline when given.
     backtest
@@ -158,8 +161,10 @@ def render_report(
         )
     elif backtest is not None:
         kind, shown_score = "backtest WRMSSE", backtest
+        why = "The uploaded truth could not be used (see 'not scored')"
         sentence = (
-            "No truth was uploaded, so this is a backtest: the WRMSSE of the same method "
+            (why if truth_uploaded else "No truth was uploaded")
+            + ", so this is a backtest: the WRMSSE of the same method "
             f"forecasting d_{last_day - horizon + 1}..d_{last_day} from the days before them. "
             "It is optimistic: early stopping chose the number of trees on those days. "
             f"The forecast of {horizon_days} itself is not scored."

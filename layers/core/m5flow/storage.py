@@ -114,7 +114,7 @@ class DiskStorage(Storage):
     """A folder standing in for a bucket; ETags are content hashes."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # its uri names runs: one spelling per folder
 
     def uri(self, key: str) -> str:
         return str(self.root / key)

@@ -56,7 +56,8 @@ class Scores:
     is missing, and never stops the forecast itself."""
 
     truth: np.ndarray | None = None  # the uploaded truth, aligned to the series
-    truth_etag: str | None = None
+    truth_etag: str | None = None  # of the truth scored against
+    truth_uploaded: bool = False  # also when it could not be used (then see `problems`)
     score: scoring.Score | None = None  # against the truth
     backtest: scoring.Score | None = None
     problems: tuple[str, ...] = ()
@@ -93,7 +94,8 @@ def _scores(
     except (ScoringError, RunFailedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         problems.append(f"no backtest score: {reason}")
-    return Scores(truth, etag if truth is not None else None, score, backtest, tuple(problems))
+    scored_etag = etag if score is not None else None
+    return Scores(truth, scored_etag, etag is not None, score, backtest, tuple(problems))
 
 
 def _backtest(
@@ -143,6 +145,10 @@ def assemble_forecast(
     if publisher.announced(run, FORECAST_READY):
         # A late re-delivery: the forecast was assembled and announced; nothing to redo.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
+        return None
+    if publisher.resend_abandoned(run, FORECAST_READY):
+        # The forecast was written before its record: only the announcement was lost.
+        logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
         return None
     pending = _pending_models(storage, manifest)
     if pending:
@@ -227,6 +233,7 @@ def assemble_forecast(
         ids=data.ids,
         facts=facts,
         truth=scores.truth,
+        truth_uploaded=scores.truth_uploaded,
         score=score,
         backtest=backtest,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
