@@ -156,25 +156,7 @@ def assemble_forecast(
         return None
 
     try:
-        # The versions the run was named after and sharded from (a replaced file is another run).
-        inputs = manifest.inputs
-        data = schema.parse_inputs(
-            {
-                name: storage.read(inputs[name]["key"], etag=inputs[name]["etag"])
-                for name in schema.INPUT_FILES
-            }
-        )
-        predictions = forecast.read_predictions(
-            storage.read(_output_key(manifest, model.name, shard.key))
-            for model in manifest.models
-            for shard in model.inference
-        )
-        frame = forecast.submission(
-            predictions[predictions["day"] > data.last_day],
-            data.ids,
-            manifest.last_day + 1,
-            manifest.horizon,
-        )
+        data, predictions, frame = _read_forecast(storage, manifest)
     except (RunFailedError, ObjectChangedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
@@ -189,15 +171,86 @@ def assemble_forecast(
     scores = _scores(storage, manifest, data, predictions, values, hierarchy)
     for problem in scores.problems:
         logger.warning("forecast not scored", extra={"run_id": run, "reason": problem})
+    page = report.render_report(
+        history=data.sales,
+        forecast=values,
+        hierarchy=hierarchy,
+        ids=data.ids,
+        facts=_facts(manifest, data, scores),
+        truth=scores.truth,
+        truth_uploaded=scores.truth_uploaded,
+        score=scores.score,
+        backtest=scores.backtest,
+        dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
+    )
+    metrics = _metrics(manifest, data, values, scores)
+    prefix = f"{naming.run_prefix(run)}forecast/"
+    # Concurrent deliveries write identical bytes; the announcement below is sent once.
+    storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
+    storage.write(prefix + "report.html", page.encode())
+    storage.write(prefix + "submission.csv", forecast.to_csv(frame))
+    announced = publisher.publish(
+        "Forecast Ready",
+        {
+            "run_id": run,
+            "dataset": manifest.dataset,
+            "submission": storage.uri(prefix + "submission.csv"),
+            "metrics": storage.uri(prefix + "metrics.json"),
+            "report": storage.uri(prefix + "report.html"),
+            "headline": _headline(len(frame), scores),
+        },
+        once=FORECAST_READY,
+    )
+    return prefix + "submission.csv" if announced else None
+
+
+def _read_forecast(
+    storage: Storage, manifest: Manifest
+) -> tuple[M5Data, pd.DataFrame, pd.DataFrame]:
+    """The run's inputs, every prediction, and the submission frame (`id,F1..`).
+
+    Raises
+    ------
+    RunFailedError
+        When the predictions cannot make a submission (missing, repeated, not finite).
+    ObjectChangedError
+        When an input was replaced after the run began: the run reads the versions it was
+        named after and sharded from, and a replaced file is another run's.
+    """
+    inputs = manifest.inputs
+    data = schema.parse_inputs(
+        {
+            name: storage.read(inputs[name]["key"], etag=inputs[name]["etag"])
+            for name in schema.INPUT_FILES
+        }
+    )
+    predictions = forecast.read_predictions(
+        storage.read(_output_key(manifest, model.name, shard.key))
+        for model in manifest.models
+        for shard in model.inference
+    )
+    future = predictions[predictions["day"] > data.last_day]
+    frame = forecast.submission(future, data.ids, manifest.last_day + 1, manifest.horizon)
+    return data, predictions, frame
+
+
+def _scored_on(scores: Scores) -> str:
+    return "truth" if scores.score else ("backtest" if scores.backtest else "nothing")
+
+
+def _metrics(
+    manifest: Manifest, data: M5Data, values: np.ndarray, scores: Scores
+) -> dict[str, object]:
+    """metrics.json: what was forecast and how it scored, or why it was not scored."""
     score, backtest = scores.score, scores.backtest
     metrics: dict[str, object] = {
-        "run_id": run,
+        "run_id": manifest.run_id,
         "dataset": manifest.dataset,
-        "series": len(frame),
+        "series": len(data.ids),
         "first_day": manifest.last_day + 1,
         "horizon": manifest.horizon,
         "models": [m.name for m in manifest.models],
-        "scored_on": "truth" if score else ("backtest" if backtest else "nothing"),
+        "scored_on": _scored_on(scores),
         "wrmsse": score.as_dict() if score else None,
         "backtest_wrmsse": backtest.as_dict() if backtest else None,
         "forecast_mean_daily_total": float(values.sum(axis=0).mean()),
@@ -209,10 +262,15 @@ def assemble_forecast(
         metrics["backtest_note"] = BACKTEST_NOTE
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
-    facts = {
-        "run id": run,
+    return metrics
+
+
+def _facts(manifest: Manifest, data: M5Data, scores: Scores) -> dict[str, object]:
+    """The report's table of the run."""
+    facts: dict[str, object] = {
+        "run id": manifest.run_id,
         "dataset": manifest.dataset,
-        "series": len(frame),
+        "series": len(data.ids),
         "history": f"d_1..d_{data.last_day}",
         "horizon": f"d_{data.last_day + 1}..d_{data.last_day + manifest.horizon}",
         "models": [
@@ -226,24 +284,13 @@ def assemble_forecast(
             f"{name}={'(stack value dropped)' if value is None else value}"
             for name, value in manifest.hyperparameters.items()
         ]
-    page = report.render_report(
-        history=data.sales,
-        forecast=values,
-        hierarchy=hierarchy,
-        ids=data.ids,
-        facts=facts,
-        truth=scores.truth,
-        truth_uploaded=scores.truth_uploaded,
-        score=score,
-        backtest=backtest,
-        dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
-    )
-    prefix = f"{naming.run_prefix(run)}forecast/"
-    # Concurrent deliveries write identical bytes; the announcement below is sent once.
-    storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
-    storage.write(prefix + "report.html", page.encode())
-    storage.write(prefix + "submission.csv", forecast.to_csv(frame))
-    headline: dict[str, object] = {"series": len(frame), "scored_on": metrics["scored_on"]}
+    return facts
+
+
+def _headline(series: int, scores: Scores) -> dict[str, object]:
+    """The few numbers `Forecast Ready` carries, for a subscriber who reads no file."""
+    score, backtest = scores.score, scores.backtest
+    headline: dict[str, object] = {"series": series, "scored_on": _scored_on(scores)}
     if score:
         headline |= {"wrmsse": round(score.wrmsse, 4), "level1_rmsse": round(score.levels[1], 4)}
     if backtest:
@@ -253,16 +300,4 @@ def assemble_forecast(
         headline["unscored_series"] = len(shown.unscored)
     if scores.problems:
         headline["score_problems"] = list(scores.problems)
-    announced = publisher.publish(
-        "Forecast Ready",
-        {
-            "run_id": run,
-            "dataset": manifest.dataset,
-            "submission": storage.uri(prefix + "submission.csv"),
-            "metrics": storage.uri(prefix + "metrics.json"),
-            "report": storage.uri(prefix + "report.html"),
-            "headline": headline,
-        },
-        once=FORECAST_READY,
-    )
-    return prefix + "submission.csv" if announced else None
+    return headline
