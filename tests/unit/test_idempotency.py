@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -11,7 +12,7 @@ import pytest
 from m5flow.notifications import EventPublisher
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 from m5flow.stages.shard import shard_dataset
-from m5flow.storage import DiskStorage, ObjectChangedError, S3Storage
+from m5flow.storage import DiskStorage, ObjectChangedError, ObjectMissingError, S3Storage
 from tests.unit.test_handlers import _created, _keys, _upload
 
 
@@ -190,3 +191,37 @@ def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
     assert not publisher.resend_abandoned("died-000000000000", "run-failed-x")
     (sent,) = bus.drain()
     assert sent["detail-type"] == "Run Failed" and sent["detail"] == detail
+
+
+def test_a_write_can_name_the_version_it_replaces(bucket, tmp_path):
+    for storage in (S3Storage(boto3.client("s3"), bucket), DiskStorage(tmp_path)):
+        first = storage.write("events/r/x.json", b"first")
+        second = storage.write("events/r/x.json", b"second", if_match=first)
+        with pytest.raises(ObjectChangedError, match=f"changed since ETag {first}"):
+            storage.write("events/r/x.json", b"late", if_match=first)
+        assert storage.read("events/r/x.json", etag=second) == b"second"
+        with pytest.raises(ObjectMissingError):
+            storage.write("events/r/absent.json", b"x", if_match=first)
+
+
+def test_retries_racing_for_an_abandoned_announcement_send_it_once(bucket, bus, monkeypatch):
+    from m5flow import notifications
+
+    bus.watch("race")
+    bus.drain()
+    _, publisher = _stage(bucket)
+    detail = {"run_id": "race-000000000000", "dataset": "race"}
+    record = {"detail-type": "Forecast Ready", "detail": detail, "sent": False, "recorded": 0.0}
+    publisher.ledger.write(
+        notifications.ledger_key("race-000000000000", "forecast-ready"),
+        json.dumps(record).encode(),
+    )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sent = list(pool.map(
+            lambda _: publisher.resend_abandoned("race-000000000000", "forecast-ready"), range(4)
+        ))  # fmt: skip
+
+    assert sorted(sent) == [False, False, False, True]
+    assert [e["detail"] for e in bus.drain()] == [detail]
+    assert publisher.announced("race-000000000000", "forecast-ready")

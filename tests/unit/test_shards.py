@@ -182,10 +182,10 @@ def test_workers_do_not_change_a_byte(data: M5Data, tmp_path: Path) -> None:
 
 def test_a_failing_write_stops_the_step(data: M5Data, tmp_path: Path) -> None:
     class Full(DiskStorage):
-        def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+        def write(self, key: str, body: bytes, **conditions) -> str:
             if "FOODS_3" in key:
                 raise OSError("No space left on device")
-            return super().write(key, body, if_absent=if_absent)
+            return super().write(key, body, **conditions)
 
     with pytest.raises(OSError, match="No space left"):
         write_shards(data, Full(tmp_path), "run-1", "demo", INPUTS)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from m5flow.storage import AlreadyExistsError, ObjectMissingError, Storage
+from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectMissingError, Storage
 
 SOURCE = "m5flow"
 DetailType = Literal[
@@ -74,48 +74,65 @@ class EventPublisher:
             try:
                 self.ledger.write(key, _encoded(record), if_absent=True)
             except AlreadyExistsError:
-                if not self._abandoned(key):
+                if self._claim_abandoned(key) is None:
                     return False
+        self._send(key, record)
+        return True
+
+    def announced(self, run_id: str, once: str) -> bool:
+        """Whether the announcement `once` of the run was sent, or is being sent right now."""
+        if self.ledger is None:
+            return False
+        key = ledger_key(run_id, once)
+        read = self._read(key)
+        return read is not None and not _abandoned(read[1])
+
+    def resend_abandoned(self, run_id: str, once: str) -> bool:
+        """Send the announcement `once` as recorded, if a killed sender left it unsent;
+        returns whether it did. Lets a retry finish without redoing the work before it."""
+        key = ledger_key(run_id, once)
+        record = self._claim_abandoned(key) if self.ledger is not None else None
+        if record is None:
+            return False
+        self._send(key, record)
+        return True
+
+    def _send(self, key: str, record: Mapping[str, Any]) -> None:
+        """Put the recorded event on the bus, then mark its record sent (or withdraw it)."""
         try:
-            self._put(detail_type, detail)
+            self._put(record["detail-type"], record["detail"])
         except Exception:
             if self.ledger is not None:
                 self.ledger.delete(key)
             raise
         if self.ledger is not None:
             self.ledger.write(key, _encoded({**record, "sent": True}))
-        return True
 
-    def announced(self, run_id: str, once: str) -> bool:
-        """Whether the announcement `once` of the run was sent, or is being sent right now."""
-        key = ledger_key(run_id, once)
-        return (
-            self.ledger is not None
-            and self.ledger.etag(key) is not None
-            and not (self._abandoned(key))
-        )
-
-    def resend_abandoned(self, run_id: str, once: str) -> bool:
-        """Send the announcement `once` as recorded, if a killed sender left it unsent;
-        returns whether it did. Lets a retry finish without redoing the work before it."""
-        key = ledger_key(run_id, once)
-        if self.ledger is None or self.ledger.etag(key) is None or not self._abandoned(key):
-            return False
-        record = json.loads(self.ledger.read(key))
-        self._put(record["detail-type"], record["detail"])
-        self.ledger.write(key, _encoded({**record, "sent": True}))
-        return True
-
-    def _abandoned(self, key: str) -> bool:
-        """Whether the record at `key` was claimed by a sender that never finished."""
+    def _read(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The record at `key` and its ETag; None when there is none."""
         assert self.ledger is not None
+        etag = self.ledger.etag(key)
+        if etag is None:
+            return None
         try:
-            record = json.loads(self.ledger.read(key))
-        except ObjectMissingError:  # withdrawn after a refusal a moment ago: that one retries
-            return False
-        if record.get("sent", True):
-            return False
-        return time.time() - float(record.get("recorded", 0.0)) > ABANDONED_AFTER
+            return etag, json.loads(self.ledger.read(key, etag=etag))
+        except (ObjectMissingError, ObjectChangedError):  # withdrawn or claimed meanwhile
+            return None
+
+    def _claim_abandoned(self, key: str) -> dict[str, Any] | None:
+        """Take over a record a killed sender left unsent; the conditional write (If-Match)
+        lets one of several retries win. Returns the record to send, or None."""
+        assert self.ledger is not None
+        read = self._read(key)
+        if read is None or not _abandoned(read[1]):
+            return None
+        etag, record = read
+        claimed = {**record, "recorded": time.time()}
+        try:
+            self.ledger.write(key, _encoded(claimed), if_match=etag)
+        except (ObjectMissingError, ObjectChangedError):
+            return None
+        return claimed
 
     def _put(self, detail_type: DetailType, detail: Mapping[str, Any]) -> None:
         response = self.client.put_events(
@@ -130,6 +147,14 @@ class EventPublisher:
         )
         if response.get("FailedEntryCount"):
             raise RuntimeError(f"EventBridge refused {detail_type}: {response['Entries']}")
+
+
+def _abandoned(record: Mapping[str, Any]) -> bool:
+    """Whether a record was claimed by a sender that never finished (records from before
+    the "sent" flag count as sent)."""
+    if record.get("sent", True):
+        return False
+    return time.time() - float(record.get("recorded", 0.0)) > ABANDONED_AFTER
 
 
 def _encoded(record: Mapping[str, Any]) -> bytes:

@@ -41,8 +41,12 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
-        """Write `body` under `key`; return its ETag. `if_absent`: refuse to overwrite."""
+    def write(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """Write `body` under `key`; return its ETag. `if_absent`: refuse to overwrite
+        (AlreadyExistsError); `if_match`: overwrite only that version (ObjectChangedError,
+        or ObjectMissingError when the object is gone)."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -78,13 +82,22 @@ class S3Storage(Storage):
                 raise ObjectChangedError(_changed(self.uri(key), etag)) from None
             raise
 
-    def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+    def write(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
         extra = {"IfNoneMatch": "*"} if if_absent else {}
+        if if_match:
+            extra["IfMatch"] = f'"{if_match}"'
         try:
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         except self.client.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404") and if_match:
+                raise ObjectMissingError(f"{self.uri(key)} does not exist") from None
             if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                if if_match:
+                    changed = f"{self.uri(key)} changed since ETag {if_match}"
+                    raise ObjectChangedError(changed) from None
                 raise AlreadyExistsError(f"{self.uri(key)} already exists") from None
             raise
         return str(response["ETag"]).strip('"')
@@ -128,8 +141,15 @@ class DiskStorage(Storage):
             raise ObjectChangedError(_changed(str(path), etag))
         return body
 
-    def write(self, key: str, body: bytes, *, if_absent: bool = False) -> str:
+    def write(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
         path = self.root / key
+        if if_match:  # one process writes a folder (the CLI): a check before is enough
+            if not path.is_file():
+                raise ObjectMissingError(f"{path} does not exist")
+            if _md5(path.read_bytes()) != if_match:
+                raise ObjectChangedError(f"{path} changed since ETag {if_match}")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with path.open("xb" if if_absent else "wb") as handle:
