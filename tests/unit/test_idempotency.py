@@ -225,3 +225,26 @@ def test_retries_racing_for_an_abandoned_announcement_send_it_once(bucket, bus, 
     assert sorted(sent) == [False, False, False, True]
     assert [e["detail"] for e in bus.drain()] == [detail]
     assert publisher.announced("race-000000000000", "forecast-ready")
+
+
+def test_a_slow_sender_refused_after_a_takeover_leaves_the_sent_record(bucket, bus, monkeypatch):
+    from m5flow import notifications
+
+    bus.watch("slow")
+    bus.drain()
+    _, slow = _stage(bucket)
+    _, retry = _stage(bucket)
+    detail = {"run_id": "slow-000000000000", "dataset": "slow"}
+    later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
+
+    def overtaken_then_refused(*_: object) -> None:
+        monkeypatch.setattr(notifications.time, "time", lambda: later)
+        assert retry.resend_abandoned("slow-000000000000", "forecast-ready")
+        raise RuntimeError("EventBridge refused the slow sender's event")
+
+    monkeypatch.setattr(slow, "_put", overtaken_then_refused)
+    with pytest.raises(RuntimeError, match="refused"):
+        slow.publish("Forecast Ready", detail, once="forecast-ready")
+
+    assert retry.announced("slow-000000000000", "forecast-ready")  # not withdrawn
+    assert [e["detail"] for e in bus.drain()] == [detail]

@@ -70,39 +70,47 @@ class EventPublisher:
         key = ledger_key(str(detail["run_id"]), once)
         record = {"detail-type": detail_type, "detail": dict(detail), "sent": False,
                   "recorded": time.time()}  # fmt: skip
+        etag = None
         if self.ledger is not None:
             try:
-                self.ledger.write(key, _encoded(record), if_absent=True)
+                etag = self.ledger.write(key, _encoded(record), if_absent=True)
             except AlreadyExistsError:
-                if self._claim_abandoned(key) is None:
+                etag = self._claim_abandoned(key, record)
+                if etag is None:
                     return False
-        self._send(key, record)
+        self._send(key, record, etag)
         return True
 
     def announced(self, run_id: str, once: str) -> bool:
         """Whether the announcement `once` of the run was sent, or is being sent right now."""
         if self.ledger is None:
             return False
-        key = ledger_key(run_id, once)
-        read = self._read(key)
+        read = self._read(ledger_key(run_id, once))
         return read is not None and not _abandoned(read[1])
 
     def resend_abandoned(self, run_id: str, once: str) -> bool:
         """Send the announcement `once` as recorded, if a killed sender left it unsent;
         returns whether it did. Lets a retry finish without redoing the work before it."""
-        key = ledger_key(run_id, once)
-        record = self._claim_abandoned(key) if self.ledger is not None else None
-        if record is None:
+        if self.ledger is None:
             return False
-        self._send(key, record)
+        key = ledger_key(run_id, once)
+        read = self._read(key)
+        if read is None:
+            return False
+        record = {**read[1], "recorded": time.time()}
+        etag = self._claim_abandoned(key, record)
+        if etag is None:
+            return False
+        self._send(key, record, etag)
         return True
 
-    def _send(self, key: str, record: Mapping[str, Any]) -> None:
-        """Put the recorded event on the bus, then mark its record sent (or withdraw it)."""
+    def _send(self, key: str, record: Mapping[str, Any], etag: str | None) -> None:
+        """Put the recorded event on the bus, then mark its record sent. If EventBridge
+        refuses it, withdraw the record, unless a retry has taken it over meanwhile."""
         try:
             self._put(record["detail-type"], record["detail"])
         except Exception:
-            if self.ledger is not None:
+            if self.ledger is not None and self.ledger.etag(key) == etag:
                 self.ledger.delete(key)
             raise
         if self.ledger is not None:
@@ -111,28 +119,30 @@ class EventPublisher:
     def _read(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """The record at `key` and its ETag; None when there is none."""
         assert self.ledger is not None
-        etag = self.ledger.etag(key)
-        if etag is None:
-            return None
-        try:
-            return etag, json.loads(self.ledger.read(key, etag=etag))
-        except (ObjectMissingError, ObjectChangedError):  # withdrawn or claimed meanwhile
-            return None
+        for _ in range(3):  # a record claimed or marked sent between the HEAD and the GET
+            etag = self.ledger.etag(key)
+            if etag is None:
+                return None
+            try:
+                return etag, json.loads(self.ledger.read(key, etag=etag))
+            except ObjectChangedError:
+                continue
+            except ObjectMissingError:  # withdrawn after a refusal: that sender retries
+                return None
+        return None
 
-    def _claim_abandoned(self, key: str) -> dict[str, Any] | None:
-        """Take over a record a killed sender left unsent; the conditional write (If-Match)
-        lets one of several retries win. Returns the record to send, or None."""
+    def _claim_abandoned(self, key: str, record: Mapping[str, Any]) -> str | None:
+        """Replace a record a killed sender left unsent with `record`; the conditional write
+        (If-Match) lets one of several retries win. Returns the new record's ETag, or None
+        when the record is not abandoned or another retry won."""
         assert self.ledger is not None
         read = self._read(key)
         if read is None or not _abandoned(read[1]):
             return None
-        etag, record = read
-        claimed = {**record, "recorded": time.time()}
         try:
-            self.ledger.write(key, _encoded(claimed), if_match=etag)
+            return self.ledger.write(key, _encoded(record), if_match=read[0])
         except (ObjectMissingError, ObjectChangedError):
             return None
-        return claimed
 
     def _put(self, detail_type: DetailType, detail: Mapping[str, Any]) -> None:
         response = self.client.put_events(

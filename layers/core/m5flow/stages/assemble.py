@@ -142,13 +142,13 @@ def assemble_forecast(
             once=f"run-failed-{name}",
         )
         return None
-    if publisher.announced(run, FORECAST_READY):
-        # A late re-delivery: the forecast was assembled and announced; nothing to redo.
-        logger.info("forecast already announced", extra={"run_id": run, "job": name})
-        return None
     if publisher.resend_abandoned(run, FORECAST_READY):
         # The forecast was written before its record: only the announcement was lost.
         logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
+        return None
+    if publisher.announced(run, FORECAST_READY):
+        # A late re-delivery (or a retry that lost the take-over above): nothing to redo.
+        logger.info("forecast already announced", extra={"run_id": run, "job": name})
         return None
     pending = _pending_models(storage, manifest)
     if pending:
