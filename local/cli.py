@@ -36,12 +36,11 @@ def _shard(args: argparse.Namespace) -> int:
         print(f"OUT_DIR {out} is a file; expected a folder", file=sys.stderr)
         return 2
     source = DiskStorage(data_dir)
-    present, absent = naming.present_inputs(source, "")
-    if absent:
+    dataset = naming.sanitize(data_dir.resolve().name)
+    run, present, absent = naming.dataset_run(source, "", dataset)
+    if run is None:
         print(f"missing input(s) in {data_dir}: {', '.join(absent)}", file=sys.stderr)
         return 2
-    dataset = naming.sanitize(data_dir.resolve().name)
-    run = naming.run_id(dataset, present, source.uri(""))
     started = time.perf_counter()
     try:
         data, overrides = read_inputs(source, "", present)

@@ -122,7 +122,7 @@ class LocalCloud:
             self.workdir / "sagemaker",
             region=REGION,
             account_id=ACCOUNT,
-            progress=lambda line: self.echo(f"{datetime.now(UTC):%H:%M:%S} job    {line}"),
+            progress=lambda line: self._say("job", line),
         )
         self._set_environment({"AWS_ENDPOINT_URL_SAGEMAKER": self._sagemaker.start()})
         queue_url, failure_queue_url = self._provision(events)
@@ -199,22 +199,27 @@ class LocalCloud:
             )
         events.put_events(Entries=[entry])
 
+    def _say(self, kind: str, text: str) -> None:
+        """One console line: the time, what happened (event, lambda, job, upload), details."""
+        self.echo(f"{datetime.now(UTC):%H:%M:%S} {kind:<6} {text}")
+
     def _on_event(self, event: dict[str, Any], targets: list[str]) -> None:
         self.routed.append((event, targets))
         # Every shard written is an S3 event too; only the ones that start something are news.
         if event.get("source") != "aws.s3" or targets:
-            self.echo(f"{datetime.now(UTC):%H:%M:%S} event  {describe(event)}")
+            self._say("event", describe(event))
         if event.get("source") == SOURCE and event.get("detail-type") in TERMINAL:
             self.outcomes.add(event)
 
     def _on_invocation(self, invocation: Invocation) -> None:
         if invocation.error is None:
             result = json.dumps(invocation.result, default=str)
-            self.echo(f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} -> {result}")
+            self._say("lambda", f"{invocation.function} -> {result}")
             return
-        self.echo(
-            f"{datetime.now(UTC):%H:%M:%S} lambda {invocation.function} FAILED after "
-            f"{invocation.attempts} attempts:\n{invocation.error}"
+        self._say(
+            "lambda",
+            f"{invocation.function} FAILED after {invocation.attempts} attempts:\n"
+            f"{invocation.error}",
         )
         self.outcomes.add(
             {
@@ -232,9 +237,7 @@ class LocalCloud:
         s3 = boto3.client("s3")
         for name in files:
             s3.upload_file(str(Path(data_dir) / name), self.bucket, f"raw/{dataset}/{name}")
-            self.echo(
-                f"{datetime.now(UTC):%H:%M:%S} upload s3://{self.bucket}/raw/{dataset}/{name}"
-            )
+            self._say("upload", f"s3://{self.bucket}/raw/{dataset}/{name}")
 
     def wait_for_outcome(self, dataset: str, timeout: float) -> dict[str, Any]:
         """Block until the dataset's run ends (a terminal m5flow event or a crashed handler)."""

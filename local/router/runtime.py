@@ -99,8 +99,8 @@ class LocalFunction:
             )
             result = self._handler(event, context)
         # A thread cannot be killed mid-handler; the result is refused afterwards instead, so
-        # the run fails (and retries) here as it would on AWS, and nobody ships a handler that
-        # only finishes in time on a laptop.
+        # the invocation fails here as it would on AWS (the router sends it to the failure
+        # destination), and nobody ships a handler that only finishes in time on a laptop.
         if context.get_remaining_time_in_millis() == 0:
             raise LambdaTimeoutError(f"Task timed out after {self.spec.timeout:.2f} seconds")
         return result

@@ -152,10 +152,14 @@ def parameter_problems(specs: Mapping[str, Any], overrides: Mapping[str, str]) -
     return problems
 
 
+def _load_template(template_path: Path) -> dict[str, Any]:
+    """template.yaml as plain JSON data (cfn-lint's loader reads the !Ref/!Sub short forms)."""
+    return json.loads(json.dumps(cfn_yaml.load(str(template_path))))
+
+
 def template_parameters(template_path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     """The Parameters section of template.yaml."""
-    template = json.loads(json.dumps(cfn_yaml.load(str(template_path))))
-    return dict(template.get("Parameters", {}))
+    return dict(_load_template(template_path).get("Parameters", {}))
 
 
 def _parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
@@ -181,7 +185,7 @@ def load_stack(
     `physical` maps resource logical ids (and `<id>.Arn`-style attributes) to the names the
     local cloud created, e.g. {"DataBucket": "m5flow-local-data", ...}.
     """
-    template = json.loads(json.dumps(cfn_yaml.load(str(template_path))))
+    template = _load_template(template_path)
     code_dirs: dict[str, str] = {}
     for logical_id, resource in template["Resources"].items():
         props = resource.get("Properties", {})

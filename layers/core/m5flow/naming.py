@@ -78,13 +78,18 @@ def manifest_key(run: str) -> str:
     return f"{run_prefix(run)}manifest.json"
 
 
-def present_inputs(storage: Storage, prefix: str) -> tuple[dict[str, str], list[str]]:
-    """The ETags of the inputs under `prefix` (m5flow.json's too, when there: changed
-    settings make a new run), and the names of the three inputs still absent.
+def dataset_run(
+    storage: Storage, prefix: str, dataset: str
+) -> tuple[str | None, dict[str, str], list[str]]:
+    """The run the inputs under `prefix` make (None while one is absent), their ETags
+    (m5flow.json's too, when there: changed settings make a new run), and the names of the
+    three inputs still absent.
 
-    The shard step names its run from these, and the failure reporter names a crashed shard
-    step's run the same way, so both must read the same objects.
+    The shard step names its run here, and so do the failure reporter (for a crashed shard
+    step) and `m5flow shard`: one place, so that all read the same objects and `where`.
     """
     etags = {name: storage.etag(prefix + name) for name in (*INPUT_FILES, OVERRIDES_FILE)}
     absent = [name for name in INPUT_FILES if etags[name] is None]
-    return {name: str(etag) for name, etag in etags.items() if etag is not None}, absent
+    present = {name: str(etag) for name, etag in etags.items() if etag is not None}
+    run = None if absent else run_id(dataset, present, storage.uri(""))
+    return run, present, absent

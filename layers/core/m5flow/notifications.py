@@ -75,9 +75,10 @@ class EventPublisher:
             try:
                 etag = self.ledger.write(key, _encoded(record), if_absent=True)
             except AlreadyExistsError:
-                etag = self._claim_abandoned(key, record)
-                if etag is None:
+                claimed = self._claim_abandoned(key, self._read(key), record)
+                if claimed is None:
                     return False
+                etag = claimed[0]
         self._send(key, record, etag)
         return True
 
@@ -91,18 +92,25 @@ class EventPublisher:
     def resend_abandoned(self, run_id: str, once: str) -> bool:
         """Send the announcement `once` as recorded, if a killed sender left it unsent;
         returns whether it did. Lets a retry finish without redoing the work before it."""
+        return self.settle(run_id, once) == "resent"
+
+    def settle(self, run_id: str, once: str) -> Literal["absent", "announced", "resent"]:
+        """Where the announcement `once` of the run stands, finishing it if need be, from one
+        read of its record: never made, sent or being sent, or resent by this call for a
+        killed sender (or taken over by another retry: then "announced")."""
         if self.ledger is None:
-            return False
+            return "absent"
         key = ledger_key(run_id, once)
         read = self._read(key)
         if read is None:
-            return False
-        record = {**read[1], "recorded": time.time()}
-        etag = self._claim_abandoned(key, record)
-        if etag is None:
-            return False
-        self._send(key, record, etag)
-        return True
+            return "absent"
+        if not _abandoned(read[1]):
+            return "announced"
+        claimed = self._claim_abandoned(key, read, {**read[1], "recorded": time.time()})
+        if claimed is None:
+            return "announced"
+        self._send(key, claimed[1], claimed[0])
+        return "resent"
 
     def _send(self, key: str, record: Mapping[str, Any], etag: str | None) -> None:
         """Put the recorded event on the bus, then mark its record sent. If EventBridge
@@ -131,16 +139,17 @@ class EventPublisher:
                 return None
         return None
 
-    def _claim_abandoned(self, key: str, record: Mapping[str, Any]) -> str | None:
-        """Replace a record a killed sender left unsent with `record`; the conditional write
-        (If-Match) lets one of several retries win. Returns the new record's ETag, or None
-        when the record is not abandoned or another retry won."""
+    def _claim_abandoned(
+        self, key: str, read: tuple[str, dict[str, Any]] | None, record: Mapping[str, Any]
+    ) -> tuple[str, Mapping[str, Any]] | None:
+        """Replace the `read` record, if a killed sender left it unsent, with `record`; the
+        conditional write (If-Match) lets one of several retries win. Returns the new
+        record's ETag and the record, or None when it is not abandoned or another retry won."""
         assert self.ledger is not None
-        read = self._read(key)
         if read is None or not _abandoned(read[1]):
             return None
         try:
-            return self.ledger.write(key, _encoded(record), if_match=read[0])
+            return self.ledger.write(key, _encoded(record), if_match=read[0]), record
         except (ObjectMissingError, ObjectChangedError):
             return None
 

@@ -174,11 +174,10 @@ def render_report(
         sentence = "No score: no truth was uploaded and no backtest was run."
 
     if shown_score is not None and shown_score.unscored:
-        left_out = ", ".join(shown_score.unscored[:3])
         sentence += (
             f" {len(shown_score.unscored)} series are left out of their level's score: "
             f"their history cannot scale an error (first sale on the last day, or the same "
-            f"every day since): {left_out}{', ...' if len(shown_score.unscored) > 3 else ''}."
+            f"every day since): {shown_score.unscored_shown(3)}."
         )
 
     def panel(

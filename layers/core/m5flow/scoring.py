@@ -46,6 +46,11 @@ class Score:
             "unscored_examples": list(self.unscored[:_SHOWN]),
         }
 
+    def unscored_shown(self, shown: int = _SHOWN) -> str:
+        """The first `shown` series left out, and ", ..." if there are more."""
+        more = ", ..." if len(self.unscored) > shown else ""
+        return ", ".join(self.unscored[:shown]) + more
+
 
 def naive_scale(history: np.ndarray) -> np.ndarray:
     """Mean squared one-step naive error of each row after its first non-zero value.
@@ -155,8 +160,8 @@ def wrmsse(
 
     Example
     -------
-    >>> ids = ("item", "dept", "cat", "store", "state")
-    >>> h = Hierarchy.from_ids(**{f"{c}_ids": np.array(["X"]) for c in ids})
+    >>> from m5flow.schema import ID_KINDS
+    >>> h = Hierarchy.from_ids(**{f"{kind}_ids": np.array(["X"]) for kind in ID_KINDS})
     >>> score = wrmsse(np.array([[0, 1, 3]]), [[3, 3]], [[1, 1]], h, np.ones(1))
     >>> score.wrmsse, score.levels[12]
     (1.0, 1.0)
@@ -214,8 +219,6 @@ def format_score(score: Score) -> str:
         name = LEVELS[number][0] if number in LEVELS else "?"
         lines.append(f"{number:>5}  {name:<20} {score.series.get(number, 0):>7}  {value:.4f}")
     if score.unscored:
-        shown = ", ".join(score.unscored[:_SHOWN]) + (
-            ", ..." if len(score.unscored) > _SHOWN else ""
-        )
+        shown = score.unscored_shown()
         lines += ["", f"left out, their history cannot scale them: {len(score.unscored)} ({shown})"]
     return "\n".join(lines)

@@ -142,12 +142,13 @@ def assemble_forecast(
             once=f"run-failed-{name}",
         )
         return None
-    if publisher.resend_abandoned(run, FORECAST_READY):
+    announcement = publisher.settle(run, FORECAST_READY)
+    if announcement == "resent":
         # The forecast was written before its record: only the announcement was lost.
         logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
         return None
-    if publisher.announced(run, FORECAST_READY):
-        # A late re-delivery (or a retry that lost the take-over above): nothing to redo.
+    if announcement == "announced":
+        # A late re-delivery (or a retry that lost the take-over): nothing to redo.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
         return None
     pending = _pending_models(storage, manifest)

@@ -146,8 +146,7 @@ def _dataset_of_run(storage: Storage, run: str) -> str | None:
 
 def _run_of_dataset(storage: Storage, dataset: str) -> str | None:
     """The run the dataset's current inputs map to, or None while one is absent."""
-    present, absent = naming.present_inputs(storage, f"{naming.RAW_PREFIX}{dataset}/")
-    return None if absent else naming.run_id(dataset, present, storage.uri(""))
+    return naming.dataset_run(storage, f"{naming.RAW_PREFIX}{dataset}/", dataset)[0]
 
 
 def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:

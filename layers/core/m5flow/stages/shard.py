@@ -45,11 +45,10 @@ def shard_dataset(
         logger.info("not an m5flow input, ignored", extra={"key": key})
         return ShardOutcome("ignored")
     prefix = f"{naming.RAW_PREFIX}{dataset}/"
-    present, absent = naming.present_inputs(storage, prefix)
-    if absent:
+    run, present, absent = naming.dataset_run(storage, prefix, dataset)
+    if run is None:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
-    run = naming.run_id(dataset, present, storage.uri(""))
     if storage.etag(naming.manifest_key(run)) is not None:
         # Sharded before: a re-delivery, or a retry after a crash before the announcement.
         manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
