@@ -106,6 +106,7 @@ CONFIGS["no_season"] = {**CONFIGS["groups_tw11"], "drop": ("month", "mday")}
 CONFIGS["original_no_season"] = {**CONFIGS["original"], "drop": ("month", "mday")}
 CONFIGS["holidays_only"] = {**CONFIGS["no_season"], "holidays": True}
 CONFIGS["original_holidays_only"] = {**CONFIGS["original_no_season"], "holidays": True}
+CONFIGS["no_mday"] = {**CONFIGS["groups_tw11"], "drop": ("mday",)}
 CONFIGS["holidays_mday"] = {**CONFIGS["groups_tw11"], "drop": ("month",), "holidays": True}
 
 
