@@ -23,6 +23,7 @@ from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, channel_prefix
+from m5flow.stages.failure import announce_job_failure
 from m5flow.storage import ObjectChangedError, Storage
 
 logger = Logger(child=True)
@@ -123,23 +124,9 @@ def assemble_forecast(
     name = transform["TransformJobName"]
     _, run, _ = jobs.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
-    status = transform["TransformJobStatus"]
-    if status != "Completed":
-        reason = transform.get("FailureReason") or f"the transform job was {status.lower()}"
-        logger.error(
-            "transform did not complete", extra={"job": name, "status": status, "reason": reason}
-        )
-        publisher.publish(
-            "Run Failed",
-            {
-                "run_id": run,
-                "dataset": manifest.dataset,
-                "stage": "transform",
-                "job": name,
-                "status": status,
-                "reason": f"transform job {name} {status}: {reason}",
-            },
-            once=f"run-failed-{name}",
+    if transform["TransformJobStatus"] != "Completed":
+        announce_job_failure(
+            publisher, transform, kind="transform", run=run, dataset=manifest.dataset
         )
         return None
     announcement = publisher.settle(run, FORECAST_READY)

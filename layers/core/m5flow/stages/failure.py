@@ -7,6 +7,10 @@ stack's FailureRule keeps that record in the failure queue and hands it to this 
 reads the run, the dataset and the step from the event that failed (the record's
 `requestPayload`) and emits `Run Failed`.
 
+A SageMaker job that ends Failed or Stopped is not a Lambda failure: the step that receives
+its state change announces it with `announce_job_failure`, so that both kinds of `Run Failed`
+are worded and logged here.
+
 The ReportFailure function ships with the core layer only, so that it still reports when the
 dataframe layer is what broke: nothing here imports pandas, pyarrow or numpy.
 """
@@ -227,3 +231,31 @@ def report_failure(
         publisher = EventPublisher(publisher.client, publisher.bus_name)
     publisher.publish("Run Failed", detail, once=f"invocation-failed-{failure.request_id}")
     return detail
+
+
+def announce_job_failure(
+    publisher: EventPublisher, job: Mapping[str, Any], *, kind: str, run: str, dataset: str
+) -> None:
+    """Announce `Run Failed` for a SageMaker job that ended without completing, once per job.
+
+    `job` is the state-change event's detail and `kind` is "training" or "transform": the
+    detail's field prefix and the `stage` of the event.
+    """
+    name = job[f"{kind.capitalize()}JobName"]
+    status = job[f"{kind.capitalize()}JobStatus"]
+    reason = job.get("FailureReason") or f"the {kind} job was {status.lower()}"
+    logger.error(
+        f"{kind} did not complete", extra={"job": name, "status": status, "reason": reason}
+    )
+    publisher.publish(
+        "Run Failed",
+        {
+            "run_id": run,
+            "dataset": dataset,
+            "stage": kind,
+            "job": name,
+            "status": status,
+            "reason": f"{kind} job {name} {status}: {reason}",
+        },
+        once=f"run-failed-{name}",
+    )

@@ -10,6 +10,7 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.notifications import EventPublisher
 from m5flow.shards import Manifest
+from m5flow.stages.failure import announce_job_failure
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -31,23 +32,9 @@ def publish_model(
     name = training["TrainingJobName"]
     _, run, model_name = jobs.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
-    status = training["TrainingJobStatus"]
-    if status != "Completed":
-        reason = training.get("FailureReason") or f"the training job was {status.lower()}"
-        logger.error(
-            "training did not complete", extra={"job": name, "status": status, "reason": reason}
-        )
-        publisher.publish(
-            "Run Failed",
-            {
-                "run_id": run,
-                "dataset": manifest.dataset,
-                "stage": "training",
-                "job": name,
-                "status": status,
-                "reason": f"training job {name} {status}: {reason}",
-            },
-            once=f"run-failed-{name}",
+    if training["TrainingJobStatus"] != "Completed":
+        announce_job_failure(
+            publisher, training, kind="training", run=run, dataset=manifest.dataset
         )
         return None
 
