@@ -5,7 +5,9 @@ download each channel's S3 objects to every host's ``input/data/<channel>/``
 (``ShardedByS3Key``: object *i* in key order to host *i mod N*; ``FullyReplicated``:
 all objects to every host), start one algorithm process per instance
 (``algorithm.py``) joined by XGBoost's collective, wait for them (blocking waits,
-no polling), then tar the model directory into ``<S3OutputPath>/<job>/output/model.tar.gz``.
+no polling; while they run, the latest evaluation line of the first host's log reaches the
+console every 30 s, as SageMaker's console shows an algorithm's metrics), then tar the
+model directory into ``<S3OutputPath>/<job>/output/model.tar.gz``.
 ``StopTrainingJob`` and ``MaxRuntimeInSeconds`` send SIGTERM (SIGKILL 120 s later,
 AWS's grace period); the job ends ``Stopped`` with secondary status ``Stopped``
 or ``MaxRuntimeExceeded``.
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import signal
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +45,10 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 120
+PROGRESS_SECONDS = 30.0  # how often a running job's latest evaluation line is reported
 XGBOOST_IMAGE = "sagemaker-xgboost"
 LOCAL_HOST_IP = "127.0.0.1"
+_ROUND = re.compile(r"^\[(\d+)\]\t(.*)$")  # XGBoost's "[41]\ttrain-rmse:1.2\tvalidation-..."
 _NATIVE_FRAME = re.compile(r"^\s*(\[bt\] \(\d+\) |Stack trace:\s*$)")
 
 
@@ -257,14 +263,23 @@ def _signal_all(procs: dict[str, subprocess.Popen[bytes]], kill: bool = False) -
             proc.kill() if kill else proc.terminate()
 
 
-def _wait(job: TrainingJob, procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int]:
-    """Block until every host exits; a failure or a stop request ends the others."""
+def _wait(
+    job: TrainingJob, procs: dict[str, subprocess.Popen[bytes]], quiet: Callable[[], None]
+) -> dict[str, int]:
+    """Block until every host exits; a failure or a stop request ends the others.
+
+    `quiet` is called after each PROGRESS_SECONDS without a host exiting or a stop request.
+    """
     exits: dict[str, int] = {}
     stopping = False
     killer: threading.Timer | None = None
     try:
         while len(exits) < len(procs):
-            message = job.control.get()
+            try:
+                message = job.control.get(timeout=PROGRESS_SECONDS)
+            except queue.Empty:
+                quiet()
+                continue
             if message[0] == "exit":
                 exits[message[1]] = message[2]
                 if message[2] != 0 and not stopping:
@@ -280,6 +295,20 @@ def _wait(job: TrainingJob, procs: dict[str, subprocess.Popen[bytes]]) -> dict[s
         if killer is not None:
             killer.cancel()
     return exits
+
+
+def _latest_round(log: Path) -> str | None:
+    """The last evaluation line in a host's log, as "round 41: train-rmse:1.2 ..."."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            tail = handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    rounds = [match for line in tail.splitlines() if (match := _ROUND.match(line))]
+    if not rounds:
+        return None
+    return f"round {rounds[-1][1]}: {' '.join(rounds[-1][2].split())}"
 
 
 def _failure_reason(job_dir: Path, hosts: list[str], exits: dict[str, int]) -> str:
@@ -357,7 +386,15 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
             tracker = _Tracker(len(hosts))
         procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
         backend.report(f"training job {job.name}: XGBoost logs {job_dir}/<host>/algo.log")
-        exits = _wait(job, procs)
+        reported: list[str | None] = [None]
+
+        def report_round() -> None:
+            latest = _latest_round(job_dir / hosts[0] / "algo.log")
+            if latest is not None and latest != reported[0]:
+                reported[0] = latest
+                backend.report(f"training job {job.name}: {latest}")
+
+        exits = _wait(job, procs, report_round)
         if job.stop_reason is not None:
             has_model = any(
                 not p.name.startswith(".") for h in hosts for p in (job_dir / h / "model").iterdir()

@@ -8,16 +8,21 @@ and distributed training matching single-instance training.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
+from m5flow_local.sagemaker import LocalSageMaker, training
 from tests.local.conftest_sagemaker import (
     ACCOUNT,
     REGION,
+    EventLog,
     LocalCloud,
     csv_bytes,
     load_model,
@@ -333,6 +338,41 @@ def test_max_runtime_stops_training_and_keeps_saved_model(
     )
     booster = load_model(cloud, final["ModelArtifacts"]["S3ModelArtifacts"])
     assert booster.num_boosted_rounds() > 0
+
+
+def test_a_running_job_reports_its_latest_round(
+    cloud: LocalCloud, csv_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between secondary statuses the console hears the latest evaluation line, not silence."""
+    monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.2)
+    lines: list[str] = []
+    heard = threading.Condition()
+
+    def progress(line: str) -> None:
+        with heard:
+            lines.append(line)
+            heard.notify_all()
+
+    events = EventLog()
+    local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
+                           progress=progress)  # fmt: skip
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
+    try:
+        hps = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
+        sm.create_training_job(**training_request(cloud, "talkative", csv_prefix, hps))
+
+        def rounds() -> list[str]:
+            return [line for line in lines if re.search(r"talkative: round \d+: ", line)]
+
+        with heard:
+            assert heard.wait_for(lambda: len(rounds()) >= 2, timeout=60), lines
+        sm.stop_training_job(TrainingJobName="talkative")
+        events.wait_final("talkative")
+    finally:
+        local.stop()
+    first, second = rounds()[:2]
+    assert re.search(r"round \d+: train-tweedie-nloglik@1.5:[\d.]+ validation-", first), first
+    assert first != second  # a line is reported when the job has moved on, not on a timer
 
 
 @pytest.fixture(scope="module")
