@@ -25,7 +25,7 @@ $(TOOLS)/.installed:
 install: $(VENV)/.installed $(TOOLS)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/m5flow synth --series $(SERIES) --out demo/data
+	$(VENV)/bin/m5flow synth --series $(SERIES) --out demo/data --force
 	$(VENV)/bin/m5flow local run --data demo/data --out demo/out
 
 test: $(VENV)/.installed $(TOOLS)/.installed

@@ -1,4 +1,5 @@
-"""`m5flow`: generate data, shard it on disk, or run the whole flow on this machine."""
+"""`m5flow`: generate M5 data, shard it on disk, score a forecast, or run the whole flow on
+this machine (`m5flow local run`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
+from m5flow.jobs import stack_hyperparameters
 from m5flow.shards import ShardConfig
 from m5flow.stages.shard import read_inputs, write_run_shards
 from m5flow.storage import DiskStorage
@@ -23,9 +25,24 @@ from m5flow.storage import DiskStorage
 def _synth(args: argparse.Namespace) -> int:
     from m5flow.synth import write_synthetic_m5
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"--out {out} is a file; expected a folder", file=sys.stderr)
+        return 2
+    existing = [name for name in schema.INPUT_FILES if (out / name).exists()]
+    if existing and not args.force:
+        print(
+            f"--out {out} already holds {', '.join(existing)}: choose another folder, "
+            "or pass --force to replace them",
+            file=sys.stderr,
+        )
+        return 2
     started = time.perf_counter()
-    for path in write_synthetic_m5(Path(args.out), args.series, seed=args.seed).values():
+    for path in write_synthetic_m5(out, args.series, seed=args.seed).values():
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    for name in (schema.TRUTH_FILE, naming.OVERRIDES_FILE):
+        if (out / name).exists():
+            print(f"note: {out / name} was left as it was; it belongs to the replaced data")
     print(f"{args.series} series in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -39,7 +56,7 @@ def _shard(args: argparse.Namespace) -> int:
     dataset = naming.sanitize(data_dir.resolve().name)
     run, present, absent = naming.dataset_run(source, "", dataset)
     if run is None:
-        print(f"missing input(s) in {data_dir}: {', '.join(absent)}", file=sys.stderr)
+        print(_missing_inputs(data_dir, absent), file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:
@@ -57,6 +74,9 @@ def _shard(args: argparse.Namespace) -> int:
     if args.min_lags:  # given on the command line: over m5flow.json's
         overrides = replace(overrides, min_lags=args.min_lags)
     target = DiskStorage(out)
+    # A run folder left by an earlier call (other --min-lags) would keep shards of models
+    # this manifest does not list.
+    shutil.rmtree(out / naming.run_prefix(run), ignore_errors=True)
     config = ShardConfig(train_format=args.format)
     manifest = write_run_shards(target, run, dataset, inputs, data, overrides, config)
     target.write(naming.manifest_key(run), manifest.to_json())
@@ -86,6 +106,23 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")
+
+
+def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
+    """Why a folder is not a dataset: no folder, or which inputs are absent (and what looks
+    like them: Kaggle's first-stage file has the right layout but 28 days fewer)."""
+    if not data_dir.is_dir():
+        return f"{data_dir}: no such folder"
+    message = f"missing input(s) in {data_dir}: {', '.join(absent)}"
+    if schema.SALES_FILE in absent and (data_dir / "sales_train_validation.csv").exists():
+        message += (
+            " (sales_train_validation.csv is Kaggle's first-stage file, which stops at d_1913; "
+            f"m5flow needs {schema.SALES_FILE})"
+        )
+    return message
+
+
 def _local_run(args: argparse.Namespace) -> int:
     from m5flow_local.router.template import parameter_problems, template_parameters
 
@@ -94,32 +131,50 @@ def _local_run(args: argparse.Namespace) -> int:
     files = [name for name in (*schema.INPUT_FILES, *optional) if (data_dir / name).is_file()]
     missing = [name for name in schema.INPUT_FILES if name not in files]
     if missing:
-        print(f"missing input(s) in {data_dir}: {', '.join(missing)}", file=sys.stderr)
+        print(_missing_inputs(data_dir, missing), file=sys.stderr)
         return 2
     parameters = dict(args.parameter)
     problems = parameter_problems(template_parameters(), parameters)
+    if not problems:  # past CloudFormation's pattern, the functions read it as JSON
+        try:
+            stack_hyperparameters(parameters.get("Hyperparameters", "{}"))
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         print("refused --parameter:", *problems, sep="\n  ", file=sys.stderr)
         return 2
     if out.exists() and not out.is_dir():
         print(f"--out {out} is a file; expected a folder", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"--out {out}: cannot make the folder ({exc.strerror})", file=sys.stderr)
+        return 2
+    earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     # A terminal closing or `kill` stops the run as Ctrl-C does: jobs and servers stop too.
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, signal.default_int_handler)
-    code = 1
+    code, failure = 1, None
     try:
-        code = _run_flow(args, data_dir, out, files, workdir, parameters)
+        failure = _run_flow(args, data_dir, out, files, workdir, parameters)
+        code = 0 if failure is None else 1
     except KeyboardInterrupt:
-        print("interrupted: the local cloud and its jobs are stopped", file=sys.stderr)
-        code = 130
+        failure, code = "interrupted: the local cloud and its jobs are stopped", 130
     finally:
         if code == 0 and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+            print(f"removed {workdir}, the local cloud's job files and logs (--workdir keeps them)")
         elif code != 0:
-            print(f"the local cloud's files and job logs are in {workdir}", file=sys.stderr)
+            print(f"the local cloud's job files and logs are kept in {workdir}", file=sys.stderr)
+            if earlier:
+                print(
+                    f"note: {', '.join(earlier)} in {out} are an earlier run's, not this one's",
+                    file=sys.stderr,
+                )
+            if failure is not None:  # last, where `tail` finds it
+                print(failure, file=sys.stderr)
     return code
 
 
@@ -130,8 +185,12 @@ def _run_flow(
     files: list[str],
     workdir: Path,
     parameters: dict[str, str],
-) -> int:
-    """Upload the dataset to a fresh local cloud and wait for its outcome; 0 on a forecast."""
+) -> str | None:
+    """Upload the dataset to a fresh local cloud and wait for its outcome.
+
+    Returns None after a forecast, else why there is none (printed last by the caller, after
+    the local cloud's shutdown has said what it had to).
+    """
     from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
     dataset = naming.sanitize(args.dataset or data_dir.resolve().name)
@@ -143,12 +202,10 @@ def _run_flow(
         try:
             outcome = cloud.wait_for_outcome(dataset, timeout=args.timeout)
         except LocalRunFailedError as exc:
-            print(f"FAILED: {exc}", file=sys.stderr)
-            return 1
+            return f"FAILED: {exc}"
         detail = outcome.get("detail", {})
         if outcome.get("detail-type") != "Forecast Ready":
-            print(f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}", file=sys.stderr)
-            return 1
+            return f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}"
         for uri_field in ("submission", "metrics", "report"):
             uri = detail.get(uri_field)
             if uri:
@@ -158,7 +215,7 @@ def _run_flow(
             f"forecast ready in {time.perf_counter() - started:.0f} s: "
             f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
         )
-    return 0
+    return None
 
 
 def _local_up(args: argparse.Namespace) -> int:
@@ -192,6 +249,16 @@ def _min_lags(text: str) -> tuple[int, ...]:
     return lags
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1: {text!r}")
+    return number
+
+
 def _name_and_value(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not name or not equals:
@@ -204,15 +271,23 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="generate M5-format files")
-    synth.add_argument("--series", type=int, required=True)
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--series", type=_at_least_one, required=True, help="item-store series (M5: 30490)"
+    )
+    synth.add_argument("--out", required=True, help="folder for the three M5 files")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed, the same bytes")
+    synth.add_argument("--force", action="store_true", help="replace M5 files already in --out")
     synth.set_defaults(run=_synth)
 
     shard = commands.add_parser("shard", help="run the shard step on local files, no AWS")
-    shard.add_argument("data_dir")
-    shard.add_argument("out_dir")
-    shard.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    shard.add_argument("data_dir", help="folder with the three M5 files (and m5flow.json)")
+    shard.add_argument("out_dir", help="where runs/<run>/ and its manifest.json go")
+    shard.add_argument(
+        "--format",
+        choices=["parquet", "csv"],
+        default="parquet",
+        help="training shards' format (default: parquet)",
+    )
     shard.add_argument(
         "--min-lags",
         type=_min_lags,
@@ -241,8 +316,14 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, help="where submission.csv and the report go")
     run.add_argument("--dataset", help="dataset name (default: the data folder's name)")
-    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the forecast")
-    run.add_argument("--workdir", help="keep the local cloud's files here")
+    run.add_argument(
+        "--timeout", type=float, default=3600, help="seconds to wait for the forecast (3600)"
+    )
+    run.add_argument(
+        "--workdir",
+        help="keep the local cloud's job files and logs here (default: a temporary "
+        "folder, removed after a forecast)",
+    )
     run.add_argument(
         "--parameter",
         action="append",
@@ -253,7 +334,9 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(run=_local_run)
     up = local.add_parser("up", help="start the local endpoints and keep them up")
-    up.add_argument("--workdir")
+    up.add_argument(
+        "--workdir", help="keep the local cloud's job files and logs here (default: removed)"
+    )
     up.set_defaults(run=_local_up)
     return main
 

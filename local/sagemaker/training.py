@@ -385,7 +385,8 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if len(hosts) > 1:
             tracker = _Tracker(len(hosts))
         procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
-        backend.report(f"training job {job.name}: XGBoost logs {job_dir}/<host>/algo.log")
+        hosts_shown = hosts[0] if len(hosts) == 1 else f"{{{hosts[0]}..{hosts[-1]}}}"
+        backend.report(f"training job {job.name}: XGBoost log {job_dir}/{hosts_shown}/algo.log")
         reported: list[str | None] = [None]
 
         def report_round() -> None:

@@ -77,3 +77,48 @@ def test_shard_checks_min_lags_before_reading(tmp_path):
     result = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"), "--min-lags", "7,14")
     assert result.returncode == 2
     assert "--min-lags: '7,14': min_lags must end at the horizon, 28" in result.stderr
+
+
+def test_synth_replaces_m5_files_only_when_told(tmp_path):
+    data = tmp_path / "data"
+    assert _m5flow("synth", "--series", "12", "--out", str(data)).returncode == 0
+    before = (data / "sales_train_evaluation.csv").read_bytes()
+
+    refused = _m5flow("synth", "--series", "20", "--out", str(data))
+    assert refused.returncode == 2
+    assert "already holds sales_train_evaluation.csv" in refused.stderr
+    assert "--force" in refused.stderr
+    assert (data / "sales_train_evaluation.csv").read_bytes() == before
+
+    (data / "sales_test_evaluation.csv").write_text("id,d_1942\n")
+    forced = _m5flow("synth", "--series", "20", "--out", str(data), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (data / "sales_train_evaluation.csv").read_bytes() != before
+    assert "sales_test_evaluation.csv was left as it was" in forced.stdout
+
+
+def test_synth_refuses_no_series_with_a_message(tmp_path):
+    result = _m5flow("synth", "--series", "0", "--out", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert "--series: expected a whole number of at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_shard_again_with_other_models_leaves_only_the_manifests_models(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    assert _m5flow("synth", "--series", "12", "--out", str(data)).returncode == 0
+    assert _m5flow("shard", str(data), str(out), "--min-lags", "7,28").returncode == 0
+    assert _m5flow("shard", str(data), str(out), "--min-lags", "14,28").returncode == 0
+    (run,) = (out / "runs").iterdir()
+    listed = [m["name"] for m in json.loads((run / "manifest.json").read_text())["models"]]
+    assert listed == ["h14", "h28"]
+    assert sorted(p.name for p in (run / "train").iterdir()) == listed
+
+
+def test_shard_names_kaggles_first_stage_file(tmp_path):
+    data = tmp_path / "data"
+    assert _m5flow("synth", "--series", "12", "--out", str(data)).returncode == 0
+    (data / "sales_train_evaluation.csv").rename(data / "sales_train_validation.csv")
+    result = _m5flow("shard", str(data), str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "missing input(s)" in result.stderr and "stops at d_1913" in result.stderr

@@ -88,11 +88,16 @@ def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tm
     calendar = pd.read_csv(data / "calendar.csv")
     calendar.iloc[:1950].to_csv(data / "calendar.csv", index=False)
 
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.json").write_text("{}")  # an earlier run's
+
     result = _local_run(data, tmp_path / "out")
 
     assert result.returncode != 0
-    assert "Input Rejected" in result.stderr
-    assert "calendar.csv" in result.stderr and "d_1951" in result.stderr
+    reason = result.stderr.strip().splitlines()[-1]  # last, where `tail` finds it
+    assert reason.startswith("FAILED (Input Rejected): calendar.csv"), result.stderr[-2000:]
+    assert "d_1951" in reason
+    assert "metrics.json in " in result.stderr and "an earlier run's" in result.stderr
     assert not (tmp_path / "out" / "submission.csv").exists()
 
 
@@ -109,6 +114,17 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
     assert "local cloud up" not in result.stdout  # refused before anything started
 
 
+def test_local_run_refuses_hyperparameters_that_are_not_json(small_m5, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(small_m5),
+         "--out", str(tmp_path / "out"), "--parameter", "Hyperparameters={eta: 0.2}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "the Hyperparameters parameter is not JSON" in result.stderr
+    assert "local cloud up" not in result.stdout
+
+
 def test_a_stopped_local_run_stops_its_jobs_and_says_where_their_logs_are(small_m5, tmp_path):
     """`kill` or a closed terminal during training: exit 130, no XGBoost host left behind."""
     run = subprocess.Popen(
@@ -118,7 +134,7 @@ def test_a_stopped_local_run_stops_its_jobs_and_says_where_their_logs_are(small_
     )  # fmt: skip
     assert run.stdout is not None
     for line in run.stdout:  # until a training job's hosts run
-        if "XGBoost logs" in line:
+        if "XGBoost log " in line:
             break
     run.terminate()
     _, stderr = run.communicate(timeout=120)

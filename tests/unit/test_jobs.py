@@ -73,3 +73,5 @@ def test_hyperparameter_overrides_are_merged_as_strings():
     assert settings.hyperparameters["objective"] == "reg:tweedie"
     with pytest.raises(ValueError, match="JSON object"):
         JobSettings.from_env({**ENV, "HYPERPARAMETERS": "[1]"})
+    with pytest.raises(ValueError, match="the Hyperparameters parameter is not JSON"):
+        JobSettings.from_env({**ENV, "HYPERPARAMETERS": "{eta: 0.3}"})

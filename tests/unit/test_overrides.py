@@ -64,6 +64,7 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
         (b'{"min_lags": "28"}', ["min_lags must be a list of whole numbers", 'found "28"']),
         (b'{"min_lags": [true]}', ["min_lags must be a list of whole numbers"]),
         (b'{"min_lags": [28, 7]}', ["min_lags must be increasing"]),
+        (b'{"min_lags": [0, 28]}', ["min_lags must be at least 1"]),
         (b'{"hyperparameters": "eta=0.1"}', ["hyperparameters must be an object"]),
         (b'{"hyperparameters": {"eta": true}}', ["'eta' must be a string or a number"]),
     ],

@@ -62,9 +62,7 @@ class JobSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobSettings:
         """Read the settings the template passes to the functions as environment variables."""
-        overrides = json.loads(env.get("HYPERPARAMETERS") or "{}")
-        if not isinstance(overrides, dict):
-            raise ValueError(f"HYPERPARAMETERS must be a JSON object, got {overrides!r}")
+        overrides = stack_hyperparameters(env.get("HYPERPARAMETERS") or "{}")
         if env.get("OBJECTIVE"):
             overrides.setdefault("objective", env["OBJECTIVE"])
         if env.get("NUM_ROUND"):
@@ -85,6 +83,23 @@ class JobSettings:
             max_training_seconds=int(env.get("MAX_TRAINING_SECONDS", "7200")),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
         )
+
+
+def stack_hyperparameters(text: str) -> dict[str, Any]:
+    """The stack's `Hyperparameters` parameter (HYPERPARAMETERS), which must be a JSON object.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and what is wrong with it, if it is not a JSON object.
+    """
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the Hyperparameters parameter is not JSON ({exc}): {text!r}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"the Hyperparameters parameter must be a JSON object, got {text!r}")
+    return overrides
 
 
 def merge_hyperparameters(

@@ -75,7 +75,9 @@ class ShardConfig:
             raise ValueError(f"min_lags must name at least one model, ending at {HORIZON}")
         if list(self.min_lags) != sorted(set(self.min_lags)):
             raise ValueError(f"min_lags must be increasing: {self.min_lags}")
-        if self.min_lags[-1] != HORIZON or self.min_lags[0] < 1:
+        if self.min_lags[0] < 1:
+            raise ValueError(f"min_lags must be at least 1 (a day old): {self.min_lags}")
+        if self.min_lags[-1] != HORIZON:
             raise ValueError(f"min_lags must end at the horizon, {HORIZON}: {self.min_lags}")
         if self.train_format not in CONTENT_TYPES:
             raise ValueError(f"train_format must be one of {sorted(CONTENT_TYPES)}")
