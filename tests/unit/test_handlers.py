@@ -223,7 +223,12 @@ def test_publish_model_reports_failed_training(bucket, load_function, small_m5, 
     (failed,) = bus.drain()
     assert failed["detail-type"] == "Run Failed"
     assert failed["detail"]["stage"] == "training"
-    assert event["detail"]["FailureReason"] in failed["detail"]["reason"]
+    # The sample's reason is the container's traceback; the event says it on one line.
+    assert failed["detail"]["reason"] == (
+        f"training job {event['detail']['TrainingJobName']} Failed: "
+        "AlgorithmError: UserError: Extraneous hyperparameter found: horizon_days"
+    )
+    assert failed["detail"]["failure_reason"] == event["detail"]["FailureReason"]
 
 
 def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:

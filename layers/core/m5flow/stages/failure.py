@@ -239,23 +239,45 @@ def announce_job_failure(
     """Announce `Run Failed` for a SageMaker job that ended without completing, once per job.
 
     `job` is the state-change event's detail and `kind` is "training" or "transform": the
-    detail's field prefix and the `stage` of the event.
+    detail's field prefix and the `stage` of the event. The event's `reason` is one line;
+    SageMaker's whole `FailureReason` goes with it as `failure_reason`.
     """
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
-    reason = job.get("FailureReason") or f"the {kind} job was {status.lower()}"
-    logger.error(
-        f"{kind} did not complete", extra={"job": name, "status": status, "reason": reason}
-    )
-    publisher.publish(
-        "Run Failed",
-        {
-            "run_id": run,
-            "dataset": dataset,
-            "stage": kind,
-            "job": name,
-            "status": status,
-            "reason": f"{kind} job {name} {status}: {reason}",
-        },
-        once=f"run-failed-{name}",
-    )
+    failure_reason = job.get("FailureReason") or f"the {kind} job was {status.lower()}"
+    detail = {
+        "run_id": run,
+        "dataset": dataset,
+        "stage": kind,
+        "job": name,
+        "status": status,
+        "reason": f"{kind} job {name} {status}: {one_line(failure_reason)}",
+        "failure_reason": failure_reason,
+    }
+    logger.error(f"{kind} did not complete", extra=detail)
+    publisher.publish("Run Failed", detail, once=f"run-failed-{name}")
+
+
+def one_line(failure_reason: str) -> str:
+    """A SageMaker FailureReason on one line.
+
+    An algorithm's error carries the container's traceback between its kind and its
+    message ("AlgorithmError: framework error: \\nTraceback ...\\nExtraneous hyperparameter
+    found: etaa"); the kind and the last line are what a person needs.
+
+    Example
+    -------
+    >>> one_line("AlgorithmError: framework error: \\nTraceback (most recent call last):\\n"
+    ...          "  File ...\\n\\nExtraneous hyperparameter found: etaa")
+    'AlgorithmError: Extraneous hyperparameter found: etaa'
+    >>> one_line("AlgorithmError: framework error: \\nTraceback ...\\n"
+    ...          "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter")
+    'AlgorithmError: UserError: Extraneous hyperparameter'
+    >>> one_line("ClientError: No S3 objects found under S3 URL")
+    'ClientError: No S3 objects found under S3 URL'
+    """
+    lines = [line.strip() for line in failure_reason.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return failure_reason.strip()
+    message = re.sub(r"^(?:\w+\.)+(?=\w+: )", "", lines[-1])  # the exception's module path
+    return f"{lines[0].split(':', 1)[0]}: {message}"
