@@ -98,6 +98,14 @@ def _score(args: argparse.Namespace) -> int:
 
     truth = Path(args.truth)
     data_dir = Path(args.data) if args.data else truth.parent
+    history = [name for name in schema.INPUT_FILES if not (data_dir / name).is_file()]
+    if history:
+        print(
+            f"cannot score: {data_dir} has no {', '.join(history)}; the score is scaled and "
+            "weighted by the history in them (--data names the folder that has them)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         print(format_score(score_files(data_dir, truth, Path(args.submission))))
     except (ScoringError, InputRejectedError) as exc:

@@ -122,3 +122,30 @@ def test_shard_names_kaggles_first_stage_file(tmp_path):
     result = _m5flow("shard", str(data), str(tmp_path / "out"))
     assert result.returncode == 2
     assert "missing input(s)" in result.stderr and "stops at d_1913" in result.stderr
+
+
+def test_score_says_where_it_looked_for_the_history(tmp_path):
+    truth = tmp_path / "sales_test_evaluation.csv"
+    truth.write_bytes((REAL_M5 / "sales_test_evaluation.csv").read_bytes())
+    submission = REAL_M5 / "reference" / "submission_0046_YK.csv"
+
+    result = _m5flow("score", str(truth), str(submission))
+
+    assert result.returncode == 2
+    assert f"{tmp_path} has no sales_train_evaluation.csv" in result.stderr
+    assert "--data names the folder" in result.stderr
+    ok = _m5flow("score", str(truth), str(submission), "--data", str(REAL_M5))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_score_explains_a_submission_of_only_validation_rows(tmp_path):
+    lines = (REAL_M5 / "reference" / "submission_0046_YK.csv").read_text().splitlines()
+    renamed = [lines[0]] + [line.replace("_evaluation,", "_validation,", 1) for line in lines[1:]]
+    (tmp_path / "validation_only.csv").write_text("\n".join(renamed) + "\n")
+
+    result = _m5flow(
+        "score", str(REAL_M5 / "sales_test_evaluation.csv"), str(tmp_path / "validation_only.csv")
+    )
+
+    assert result.returncode == 2
+    assert "no row for 290 series" in result.stderr and "*_validation rows" in result.stderr

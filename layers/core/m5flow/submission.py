@@ -55,13 +55,19 @@ def aligned_values(
     counts = pd.Series(file_ids).value_counts()
     if (counts > 1).any():
         problems.append(f"{name}: duplicate id(s) {_named(counts.index[counts > 1].to_numpy())}")
-    missing = ids[~np.isin(ids, file_ids)]
-    if missing.size:
-        problems.append(f"{name}: no row for {missing.size} series: {_named(missing)}")
     # A Kaggle submission also holds the public-leaderboard half (*_validation): not an error.
     twins = [
         f"{i.removesuffix('_evaluation')}_validation" for i in ids if i.endswith("_evaluation")
     ]
+    missing = ids[~np.isin(ids, file_ids)]
+    if missing.size:
+        problem = f"{name}: no row for {missing.size} series: {_named(missing)}"
+        if np.isin(twins, file_ids).any():
+            problem += (
+                " (it has *_validation rows, Kaggle's forecast of d_1914..d_1941; the days "
+                "after the history are the *_evaluation rows)"
+            )
+        problems.append(problem)
     unknown = file_ids[~np.isin(file_ids, ids) & ~np.isin(file_ids, twins)]
     if unknown.size:
         problems.append(f"{name}: {unknown.size} id(s) not in the history: {_named(unknown)}")
