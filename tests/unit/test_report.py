@@ -243,3 +243,16 @@ def test_real_slice_report_has_every_panel(tmp_path: Path) -> None:
     assert len(page.svgs) == 1 + 1 + 3 + 10 + 3 + 6
     assert "0.976" in page.text and "290" in page.text
     (tmp_path / "report.html").write_text(html)
+
+
+def test_with_truth_the_backtest_is_named_beside_the_score() -> None:
+    history, forecast, truth, hierarchy, ids = small_case()
+    score = score_of(history, truth, forecast, hierarchy)
+    backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)
+    html = report.render_report(
+        history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=FACTS,
+        truth=truth, score=score, backtest=backtest,
+    )  # fmt: skip
+    text = " ".join(parse(html).text)
+    assert "against the uploaded truth" in text
+    assert f"backtest on d_173..d_200 scored {backtest.wrmsse:.3f}" in text

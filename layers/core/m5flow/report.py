@@ -159,6 +159,12 @@ def render_report(
             f"WRMSSE of this forecast against the uploaded truth ({horizon_days}), the mean "
             f"of the 12 M5 aggregation levels over these {n:,} series."
         )
+        if backtest is not None:
+            sentence += (
+                f" The same method's backtest on d_{last_day - horizon + 1}..d_{last_day} "
+                f"scored {backtest.wrmsse:.3f} (optimistic: early stopping chose the number of "
+                "trees on those days)."
+            )
     elif backtest is not None:
         kind, shown_score = "backtest WRMSSE", backtest
         why = "The uploaded truth could not be used (see 'not scored')"
