@@ -140,7 +140,9 @@ def assemble_forecast(
         return None
     pending = _pending_models(storage, manifest)
     if pending:
-        logger.info("waiting for sibling transforms", extra={"run_id": run, "pending": pending})
+        logger.info(
+            "waiting for sibling transforms", extra={"run_id": run, "predictions_missing": pending}
+        )
         return None
 
     try:
