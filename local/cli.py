@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 
 from m5flow import naming, schema
@@ -276,6 +277,7 @@ def _name_and_value(text: str) -> tuple[str, str]:
 
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="m5flow", description=__doc__)
+    main.add_argument("--version", action="version", version=f"m5flow {version('m5flow')}")
     commands = main.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="generate M5-format files")
@@ -313,7 +315,7 @@ def parser() -> argparse.ArgumentParser:
     score.set_defaults(run=_score)
 
     local = commands.add_parser("local", help="the local cloud").add_subparsers(
-        dest="local", required=True
+        dest="local", required=True, metavar="{run,up}"
     )
     run = local.add_parser("run", help="run the whole flow locally on a folder of M5 files")
     run.add_argument(
