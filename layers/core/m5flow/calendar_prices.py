@@ -96,7 +96,7 @@ def read_calendar(
     derived = {
         "month": expected_dates.month.to_numpy(),
         "year": expected_dates.year.to_numpy(),
-        "wday": (expected_dates.dayofweek.to_numpy() + 2) % 7 + 1,  # M5: Saturday 1 .. Friday 7
+        "wday": (expected_dates.day_of_week.to_numpy() + 2) % 7 + 1,  # M5: Saturday 1 .. Friday 7
     }
     for part, values in derived.items():
         report_day(part, numbers[part][rows] != values,
