@@ -22,13 +22,27 @@ from m5flow.shards import ShardConfig
 from m5flow.stages.shard import read_inputs, write_run_shards
 from m5flow.storage import DiskStorage
 
+OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")  # what local run copies out
+
+
+def _made_folder(option: str, path: Path) -> bool:
+    """Make the folder an option names, or say why not; True when it is there."""
+    if path.exists() and not path.is_dir():
+        print(f"{option} {path} is a file; expected a folder", file=sys.stderr)
+        return False
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"{option} {path}: cannot make the folder ({exc.strerror})", file=sys.stderr)
+        return False
+    return True
+
 
 def _synth(args: argparse.Namespace) -> int:
     from m5flow.synth import write_synthetic_m5
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        print(f"--out {out} is a file; expected a folder", file=sys.stderr)
+    if not _made_folder("--out", out):
         return 2
     existing = [name for name in schema.INPUT_FILES if (out / name).exists()]
     if existing and not args.force:
@@ -41,7 +55,7 @@ def _synth(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for path in write_synthetic_m5(out, args.series, seed=args.seed).values():
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    for name in (schema.TRUTH_FILE, naming.OVERRIDES_FILE):
+    for name in (schema.TRUTH_FILE, naming.OVERRIDES_FILE) if existing else ():
         if (out / name).exists():
             print(f"note: {out / name} was left as it was; it belongs to the replaced data")
     print(f"{args.series} series in {time.perf_counter() - started:.1f} s")
@@ -115,9 +129,6 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")
-
-
 def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     """Why a folder is not a dataset: no folder, or which inputs are absent (and what looks
     like them: Kaggle's first-stage file has the right layout but 28 days fewer)."""
@@ -152,25 +163,18 @@ def _local_run(args: argparse.Namespace) -> int:
     if problems:
         print("refused --parameter:", *problems, sep="\n  ", file=sys.stderr)
         return 2
-    if out.exists() and not out.is_dir():
-        print(f"--out {out} is a file; expected a folder", file=sys.stderr)
-        return 2
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"--out {out}: cannot make the folder ({exc.strerror})", file=sys.stderr)
+    if not _made_folder("--out", out):
         return 2
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     # A terminal closing or `kill` stops the run as Ctrl-C does: jobs and servers stop too.
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, signal.default_int_handler)
-    code, failure = 1, None
+    code, outcome = 1, None
     try:
-        failure = _run_flow(args, data_dir, out, files, workdir, parameters)
-        code = 0 if failure is None else 1
+        code, outcome = _run_flow(args, data_dir, out, files, workdir, parameters)
     except KeyboardInterrupt:
-        failure, code = "interrupted: the local cloud and its jobs are stopped", 130
+        code, outcome = 130, "interrupted: the local cloud and its jobs are stopped"
     finally:
         if code == 0 and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -182,8 +186,8 @@ def _local_run(args: argparse.Namespace) -> int:
                     f"note: {', '.join(earlier)} in {out} are an earlier run's, not this one's",
                     file=sys.stderr,
                 )
-            if failure is not None:  # last, where `tail` finds it
-                print(failure, file=sys.stderr)
+        if outcome is not None:  # last, where `tail` finds it
+            print(outcome, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
 
@@ -194,11 +198,11 @@ def _run_flow(
     files: list[str],
     workdir: Path,
     parameters: dict[str, str],
-) -> str | None:
+) -> tuple[int, str]:
     """Upload the dataset to a fresh local cloud and wait for its outcome.
 
-    Returns None after a forecast, else why there is none (printed last by the caller, after
-    the local cloud's shutdown has said what it had to).
+    Returns the exit code and the outcome's line (where the forecast is, or why there is
+    none), which the caller prints last, after the local cloud's shutdown has said its part.
     """
     from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
@@ -211,20 +215,19 @@ def _run_flow(
         try:
             outcome = cloud.wait_for_outcome(dataset, timeout=args.timeout)
         except LocalRunFailedError as exc:
-            return f"FAILED: {exc}"
+            return 1, f"FAILED: {exc}"
         detail = outcome.get("detail", {})
         if outcome.get("detail-type") != "Forecast Ready":
-            return f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}"
+            return 1, f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}"
         for uri_field in ("submission", "metrics", "report"):
             uri = detail.get(uri_field)
             if uri:
                 key = uri.removeprefix(f"s3://{cloud.bucket}/")
                 cloud.download(key, out / key.rsplit("/", 1)[-1])
-        print(
-            f"forecast ready in {time.perf_counter() - started:.0f} s: "
-            f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
-        )
-    return None
+    return 0, (
+        f"forecast ready in {time.perf_counter() - started:.0f} s: "
+        f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
+    )
 
 
 def _local_up(args: argparse.Namespace) -> int:

@@ -48,7 +48,9 @@ STOP_GRACE_SECONDS = 120
 PROGRESS_SECONDS = 30.0  # how often a running job's latest evaluation line is reported
 XGBOOST_IMAGE = "sagemaker-xgboost"
 LOCAL_HOST_IP = "127.0.0.1"
-_ROUND = re.compile(r"^\[(\d+)\]\t(.*)$")  # XGBoost's "[41]\ttrain-rmse:1.2\tvalidation-..."
+# XGBoost's "[41]\ttrain-rmse:1.2\tvalidation-...", after a logging prefix on a collective's
+# hosts ("[2026-11-26 12:39:35,272:INFO] [41]\t...").
+_ROUND = re.compile(r"\[(\d+)\]\t(.*)$")
 _NATIVE_FRAME = re.compile(r"^\s*(\[bt\] \(\d+\) |Stack trace:\s*$)")
 
 
@@ -278,7 +280,10 @@ def _wait(
             try:
                 message = job.control.get(timeout=PROGRESS_SECONDS)
             except queue.Empty:
-                quiet()
+                try:
+                    quiet()
+                except Exception:  # a console that cannot print must not orphan the hosts
+                    LOG.exception("progress report of training job %s failed", job.name)
                 continue
             if message[0] == "exit":
                 exits[message[1]] = message[2]
@@ -305,7 +310,7 @@ def _latest_round(log: Path) -> str | None:
             tail = handle.read().decode(errors="replace")
     except FileNotFoundError:
         return None
-    rounds = [match for line in tail.splitlines() if (match := _ROUND.match(line))]
+    rounds = [match for line in tail.splitlines() if (match := _ROUND.search(line))]
     if not rounds:
         return None
     return f"round {rounds[-1][1]}: {' '.join(rounds[-1][2].split())}"
@@ -385,7 +390,7 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if len(hosts) > 1:
             tracker = _Tracker(len(hosts))
         procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
-        hosts_shown = hosts[0] if len(hosts) == 1 else f"{{{hosts[0]}..{hosts[-1]}}}"
+        hosts_shown = hosts[0] if len(hosts) == 1 else f"algo-{{1..{len(hosts)}}}"
         backend.report(f"training job {job.name}: XGBoost log {job_dir}/{hosts_shown}/algo.log")
         reported: list[str | None] = [None]
 

@@ -97,11 +97,15 @@ def test_synth_replaces_m5_files_only_when_told(tmp_path):
     assert "sales_test_evaluation.csv was left as it was" in forced.stdout
 
 
-def test_synth_refuses_no_series_with_a_message(tmp_path):
+def test_synth_refuses_what_it_cannot_do_with_a_message(tmp_path):
     result = _m5flow("synth", "--series", "0", "--out", str(tmp_path / "data"))
     assert result.returncode == 2
     assert "--series: expected a whole number of at least 1" in result.stderr
     assert "Traceback" not in result.stderr
+    (tmp_path / "afile").write_text("")
+    under_a_file = _m5flow("synth", "--series", "5", "--out", str(tmp_path / "afile" / "data"))
+    assert under_a_file.returncode == 2
+    assert "cannot make the folder (Not a directory)" in under_a_file.stderr
 
 
 def test_shard_again_with_other_models_leaves_only_the_manifests_models(tmp_path):

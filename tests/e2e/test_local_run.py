@@ -36,6 +36,7 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     result = _local_run(small_m5, tmp_path / "out")
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("forecast ready in ")
     submission = pd.read_csv(tmp_path / "out" / "submission.csv")
     ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
     assert list(submission["id"]) == list(ids)

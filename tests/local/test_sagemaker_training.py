@@ -340,10 +340,16 @@ def test_max_runtime_stops_training_and_keeps_saved_model(
     assert booster.num_boosted_rounds() > 0
 
 
+@pytest.mark.parametrize("instances", [1, 2])
 def test_a_running_job_reports_its_latest_round(
-    cloud: LocalCloud, csv_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cloud: LocalCloud,
+    csv_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    instances: int,
 ) -> None:
-    """Between secondary statuses the console hears the latest evaluation line, not silence."""
+    """Between secondary statuses the console hears the latest evaluation line, not silence
+    (on a collective's hosts XGBoost logs it through the tracker, after a logging prefix)."""
     monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.2)
     lines: list[str] = []
     heard = threading.Condition()
@@ -359,7 +365,8 @@ def test_a_running_job_reports_its_latest_round(
     sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
     try:
         hps = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
-        sm.create_training_job(**training_request(cloud, "talkative", csv_prefix, hps))
+        request = training_request(cloud, "talkative", csv_prefix, hps, instances=instances)
+        sm.create_training_job(**request)
 
         def rounds() -> list[str]:
             return [line for line in lines if re.search(r"talkative: round \d+: ", line)]

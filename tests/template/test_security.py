@@ -497,6 +497,10 @@ def test_model_min_lags_reaches_the_shard_function(translated):
         ("NotificationEmail", "", True),
         ("NotificationEmail", "ops@example.com", True),
         ("NotificationEmail", "ops@example.com,dev@example.com", False),
+        ("Hyperparameters", "{}", True),
+        ("Hyperparameters", '{\n  "eta": "0.1"\n}', True),  # as a file would hold it
+        ("Hyperparameters", "eta=0.1", False),
+        ("Hyperparameters", "", False),
     ],
 )  # fmt: skip
 def test_parameter_patterns(parameter, value, allowed):

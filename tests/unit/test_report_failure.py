@@ -227,3 +227,18 @@ def test_reporter_imports_no_dataframe_library():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("failure_reason", "said"),
+    [
+        ("ClientError: No S3 objects found", "ClientError: No S3 objects found"),
+        ("AlgorithmError: framework error: \nTraceback (most recent call last):\n  File x\n"
+         "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter found: etaa",
+         "AlgorithmError: UserError: Extraneous hyperparameter found: etaa"),
+        ("AlgorithmError: see the log\ntrain.csv: no rows", "AlgorithmError: train.csv: no rows"),
+        ("Please retry\nsomething: bad", "something: bad"),
+    ],
+)  # fmt: skip
+def test_a_sagemaker_failure_reason_is_said_on_one_line(failure_reason: str, said: str) -> None:
+    assert failure.one_line(failure_reason) == said

@@ -153,6 +153,8 @@ def render_report(
     sums, fsums = hierarchy.aggregate(window, coarse), hierarchy.aggregate(forecast, coarse)
     tsums = hierarchy.aggregate(truth, coarse) if truth is not None else None
     horizon_days = f"d_{last_day + 1}..d_{last_day + horizon}"
+    backtest_days = f"d_{last_day - horizon + 1}..d_{last_day}"
+    optimistic = "early stopping chose the number of trees on those days"
     if score is not None:
         kind, shown_score = "WRMSSE", score
         sentence = (
@@ -161,9 +163,8 @@ def render_report(
         )
         if backtest is not None:
             sentence += (
-                f" The same method's backtest on d_{last_day - horizon + 1}..d_{last_day} "
-                f"scored {backtest.wrmsse:.3f} (optimistic: early stopping chose the number of "
-                "trees on those days)."
+                f" The same method's backtest on {backtest_days} scored {backtest.wrmsse:.3f} "
+                f"(optimistic: {optimistic})."
             )
     elif backtest is not None:
         kind, shown_score = "backtest WRMSSE", backtest
@@ -171,8 +172,8 @@ def render_report(
         sentence = (
             (why if truth_uploaded else "No truth was uploaded")
             + ", so this is a backtest: the WRMSSE of the same method "
-            f"forecasting d_{last_day - horizon + 1}..d_{last_day} from the days before them. "
-            "It is optimistic: early stopping chose the number of trees on those days. "
+            f"forecasting {backtest_days} from the days before them. It is optimistic: "
+            f"{optimistic}. "
             f"The forecast of {horizon_days} itself is not scored."
         )
     else:

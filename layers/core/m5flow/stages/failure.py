@@ -279,5 +279,7 @@ def one_line(failure_reason: str) -> str:
     lines = [line.strip() for line in failure_reason.splitlines() if line.strip()]
     if len(lines) <= 1:
         return failure_reason.strip()
-    message = re.sub(r"^(?:\w+\.)+(?=\w+: )", "", lines[-1])  # the exception's module path
-    return f"{lines[0].split(':', 1)[0]}: {message}"
+    # The exception's module path goes; a file name such as "train.csv: ..." stays.
+    message = re.sub(r"^(?:\w+\.)+(?=[A-Z]\w*(?:Error|Exception): )", "", lines[-1])
+    kind = re.match(r"\w*Error(?=:)", lines[0])
+    return f"{kind[0]}: {message}" if kind else message
