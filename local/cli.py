@@ -55,7 +55,7 @@ def _synth(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for path in write_synthetic_m5(out, args.series, seed=args.seed).values():
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    for name in (schema.TRUTH_FILE, naming.OVERRIDES_FILE) if existing else ():
+    for name in (naming.TRUTH_FILE, naming.OVERRIDES_FILE) if existing else ():
         if (out / name).exists():
             print(f"note: {out / name} was left as it was; it belongs to the replaced data")
     print(f"{args.series} series in {time.perf_counter() - started:.1f} s")
@@ -135,11 +135,8 @@ def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     if not data_dir.is_dir():
         return f"{data_dir}: no such folder"
     message = f"missing input(s) in {data_dir}: {', '.join(absent)}"
-    if schema.SALES_FILE in absent and (data_dir / "sales_train_validation.csv").exists():
-        message += (
-            " (sales_train_validation.csv is Kaggle's first-stage file, which stops at d_1913; "
-            f"m5flow needs {schema.SALES_FILE})"
-        )
+    if schema.SALES_FILE in absent and (data_dir / naming.KAGGLE_FIRST_STAGE_SALES).exists():
+        message += naming.first_stage_hint()
     return message
 
 
@@ -147,7 +144,7 @@ def _local_run(args: argparse.Namespace) -> int:
     from m5flow_local.router.template import parameter_problems, template_parameters
 
     data_dir, out = Path(args.data), Path(args.out)
-    optional = (schema.TRUTH_FILE, naming.OVERRIDES_FILE)
+    optional = (naming.TRUTH_FILE, naming.OVERRIDES_FILE)
     files = [name for name in (*schema.INPUT_FILES, *optional) if (data_dir / name).is_file()]
     missing = [name for name in schema.INPUT_FILES if name not in files]
     if missing:

@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from m5flow import naming
 from m5flow.synth import write_synthetic_m5
 
 # moto's server logs every request at INFO; the tests' own output is what matters.
@@ -107,9 +108,11 @@ def bus(moto_endpoint: str, request: pytest.FixtureRequest):
                 QueueUrl=self.url, AttributeNames=["QueueArn"]
             )["Attributes"]["QueueArn"]
 
-        def watch(self, dataset: str) -> None:
-            rule = f"watch-{suffix}-{dataset}"
-            pattern = {"source": ["m5flow"], "detail": {"dataset": [dataset]}}
+        def watch(self, dataset: str, field: str = "dataset") -> None:
+            """Capture the events whose detail has `field` (the dataset, or e.g. the key) equal
+            to `dataset`."""
+            rule = f"watch-{suffix}-{naming.sanitize(dataset)}"
+            pattern = {"source": ["m5flow"], "detail": {field: [dataset]}}
             self.events.put_rule(Name=rule, EventPattern=json.dumps(pattern))
             self.events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": self.arn}])
 

@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import xgboost as xgb
 
-from m5flow import schema
+from m5flow import naming, schema
 from m5flow.features import FeatureConfig, build_block, feature_names, series_facts
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
@@ -118,7 +118,7 @@ def with_truth(data: M5Data) -> tuple[M5Data, np.ndarray | None]:
     """The real data extended with the final window's truth, for scoring only."""
     import pandas as pd
 
-    truth = pd.read_csv(REAL / schema.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(np.float32)
+    truth = pd.read_csv(REAL / naming.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(np.float32)
     return data, truth
 
 

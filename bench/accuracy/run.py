@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m5flow import schema, scoring, submission
+from m5flow import naming, schema, scoring, submission
 from m5flow.hierarchy import Hierarchy
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
@@ -52,11 +52,11 @@ def write_window(data_dir: Path, origin: int) -> None:
     keep = list(schema.SALES_ID_COLUMNS) + [f"d_{d}" for d in range(1, origin + 1)]
     sales[keep].to_csv(data_dir / schema.SALES_FILE, index=False)
     if origin == 1941:
-        truth = pd.read_csv(REAL / schema.TRUTH_FILE)
+        truth = pd.read_csv(REAL / naming.TRUTH_FILE)
     else:
         days = [f"d_{d}" for d in range(origin + 1, origin + 29)]
         truth = sales[["id", *days]]
-    truth.to_csv(data_dir / schema.TRUTH_FILE, index=False)
+    truth.to_csv(data_dir / naming.TRUTH_FILE, index=False)
     for name in (schema.CALENDAR_FILE, schema.PRICES_FILE):
         (data_dir / name).write_bytes((REAL / name).read_bytes())
 
@@ -76,9 +76,9 @@ def run_pipeline(data_dir: Path, out: Path, parameters: dict[str, str]) -> dict:
 
 def baselines(data_dir: Path) -> dict[str, scoring.Score]:
     data = schema.parse_inputs({n: (data_dir / n).read_bytes() for n in schema.INPUT_FILES})
-    truth_frame = pd.read_csv(data_dir / schema.TRUTH_FILE)
+    truth_frame = pd.read_csv(data_dir / naming.TRUTH_FILE)
     days = [c for c in truth_frame.columns if c.startswith("d_")]
-    truth = submission.aligned_values(schema.TRUTH_FILE, truth_frame, data.ids, days)
+    truth = submission.aligned_values(naming.TRUTH_FILE, truth_frame, data.ids, days)
     hierarchy = Hierarchy.from_data(data)
     weights = scoring.dollar_sales(data.sales, data.prices)
     forecasts = {
@@ -124,7 +124,7 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
         if origin == 1941:
             for path in REFERENCES:
-                score = submission.score_files(data_dir, data_dir / schema.TRUTH_FILE, path)
+                score = submission.score_files(data_dir, data_dir / naming.TRUTH_FILE, path)
                 rows.append({"window": window, "origin": origin, "method": path.stem,
                              "wrmsse": score.wrmsse, "L1": score.levels[1],
                              "L12": score.levels[12]})  # fmt: skip

@@ -18,13 +18,7 @@ RAW_INPUTS = {
     "detail-type": ["Object Created"],
     "detail": {
         "bucket": {"name": [BUCKET]},
-        "object": {
-            "key": [
-                {"wildcard": "raw/*/sales_train_evaluation.csv"},
-                {"wildcard": "raw/*/calendar.csv"},
-                {"wildcard": "raw/*/sell_prices.csv"},
-            ]
-        },
+        "object": {"key": [{"wildcard": "raw/*.csv"}]},
     },
 }
 MANIFESTS = {
@@ -259,9 +253,13 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     ("raw: calendar", RAW_INPUTS, s3_event("raw/demo/calendar.csv"), True),
     ("raw: prices", RAW_INPUTS, s3_event("raw/demo/sell_prices.csv"), True),
     ("raw: nested dataset", RAW_INPUTS, s3_event("raw/2025/q1/calendar.csv"), True),
-    ("raw: optional truth", RAW_INPUTS, s3_event("raw/demo/sales_test_evaluation.csv"), False),
+    # The step itself ignores the truth and refuses a CSV it can never use, with the reason.
+    ("raw: optional truth", RAW_INPUTS, s3_event("raw/demo/sales_test_evaluation.csv"), True),
+    ("raw: kaggle's first stage", RAW_INPUTS, s3_event("raw/demo/sales_train_validation.csv"),
+     True),
     ("raw: overrides", RAW_INPUTS, s3_event("raw/demo/m5flow.json"), False),
-    ("raw: no dataset folder", RAW_INPUTS, s3_event("raw/calendar.csv"), False),
+    ("raw: not a csv", RAW_INPUTS, s3_event("raw/demo/calendar.csv.gz"), False),
+    ("raw: no dataset folder", RAW_INPUTS, s3_event("raw/calendar.csv"), True),
     ("raw: other bucket", RAW_INPUTS, s3_event("raw/demo/calendar.csv", bucket="other"), False),
     ("raw: deleted", RAW_INPUTS, s3_event("raw/demo/calendar.csv", detail_type="Object Deleted"),
      False),

@@ -69,8 +69,18 @@ def _targets(stack, event) -> list[str]:
             {"sales_train_evaluation.csv": "sell_prices.csv"},
             ["ShardFunction"],
         ),
-        # The optional truth and settings files do not start a run by themselves.
-        ("s3_object_created_raw", {"sales_train_evaluation.csv": "sales_test_evaluation.csv"}, []),
+        # Every CSV reaches the shard step, which ignores the truth and refuses what it can
+        # never use (tests/unit/test_handlers.py); the settings file does not start a run.
+        (
+            "s3_object_created_raw",
+            {"sales_train_evaluation.csv": "sales_test_evaluation.csv"},
+            ["ShardFunction"],
+        ),
+        (
+            "s3_object_created_raw",
+            {"sales_train_evaluation.csv": "sales_train_validation.csv"},
+            ["ShardFunction"],
+        ),
         ("s3_object_created_raw", {"sales_train_evaluation.csv": "m5flow.json"}, []),
         ("s3_object_created_raw", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
         ("s3_object_created_manifest", {}, ["StartTrainingFunction"]),

@@ -152,6 +152,46 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     assert events[0]["detail"]["training_jobs"] == jobs
 
 
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("raw/kaggle/sales_train_validation.csv",
+         "raw/kaggle/sales_train_validation.csv: not an m5flow input; a dataset is "
+         "sales_train_evaluation.csv, calendar.csv, sell_prices.csv "
+         "(sales_train_validation.csv is Kaggle's first-stage file, which stops at d_1913; "
+         "m5flow needs sales_train_evaluation.csv)"),
+        ("raw/2016/june/calendar.csv",
+         "raw/2016/june/calendar.csv: an input goes in a dataset's folder, "
+         "raw/<dataset>/calendar.csv"),
+        ("raw/calendar.csv",
+         "raw/calendar.csv: an input goes in a dataset's folder, raw/<dataset>/calendar.csv"),
+    ],
+)  # fmt: skip
+def test_a_csv_that_can_never_start_a_run_is_refused_and_kept(
+    bucket, load_function, bus, key, reason
+):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=b"id,d_1\n")
+    bus.watch(key, field="key")  # which dataset, if any, is what is wrong
+
+    outcome = load_function("ShardFunction").invoke(_created(bucket, key))
+
+    assert outcome["status"] == "rejected"
+    (rejected,) = bus.drain()
+    assert rejected["detail-type"] == "Input Rejected"
+    assert rejected["detail"]["reason"] == reason and rejected["detail"]["key"] == key
+    assert rejected["detail"]["run_id"] is None
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"id,d_1\n"
+
+
+def test_the_truth_alone_starts_nothing_and_says_nothing(bucket, load_function, bus):
+    key = "raw/quiet/sales_test_evaluation.csv"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"id,d_1942\n")
+    bus.watch("quiet")
+    outcome = load_function("ShardFunction").invoke(_created(bucket, key))
+    assert outcome["status"] == "ignored" and bus.drain() == []
+
+
 def test_dataset_settings_file_picks_models_and_hyperparameters(
     bucket, load_function, small_m5, bus
 ):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m5flow import charts, report, schema, scoring
+from m5flow import charts, naming, report, schema, scoring
 from m5flow.hierarchy import Hierarchy
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
@@ -224,7 +224,7 @@ def test_round_axis_steps(span: float, step: float) -> None:
 def test_real_slice_report_has_every_panel(tmp_path: Path) -> None:
     data = schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
     hierarchy = Hierarchy.from_data(data)
-    truth = pd.read_csv(REAL / schema.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(float)
+    truth = pd.read_csv(REAL / naming.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(float)
     forecast = np.tile(data.sales[:, -7:], 4).astype(np.float64)
     weights = scoring.dollar_sales(data.sales, data.prices)
     score = scoring.wrmsse(data.sales, truth, forecast, hierarchy, weights)

@@ -19,6 +19,8 @@ CALENDAR_FILE = "calendar.csv"
 PRICES_FILE = "sell_prices.csv"
 INPUT_FILES = (SALES_FILE, CALENDAR_FILE, PRICES_FILE)
 OVERRIDES_FILE = "m5flow.json"  # the dataset's settings (m5flow.overrides)
+TRUTH_FILE = "sales_test_evaluation.csv"  # optional: the days after the history, to score on
+KAGGLE_FIRST_STAGE_SALES = "sales_train_validation.csv"  # right layout, 28 days short
 RAW_PREFIX = "raw/"
 RUNS_PREFIX = "runs/"
 JOB_PREFIX = "m5flow-"
@@ -39,6 +41,34 @@ def dataset_of(key: str) -> str | None:
     if len(parts) != 3 or parts[0] != RAW_PREFIX.rstrip("/") or not parts[1] or not parts[2]:
         return None
     return parts[1]
+
+
+def misplaced_input(key: str) -> str | None:
+    """Why the raw CSV object `key` can never be part of a dataset, or None if it can.
+
+    Example
+    -------
+    >>> misplaced_input("raw/2016/june/calendar.csv")
+    "raw/2016/june/calendar.csv: an input goes in a dataset's folder, raw/<dataset>/calendar.csv"
+    >>> misplaced_input("raw/june/sales_test_evaluation.csv") is None
+    True
+    """
+    name = key.rsplit("/", 1)[-1]
+    if dataset_of(key) is None:
+        return f"{key}: an input goes in a dataset's folder, {RAW_PREFIX}<dataset>/{name}"
+    if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
+        return None
+    return f"{key}: not an m5flow input; a dataset is {', '.join(INPUT_FILES)}" + (
+        first_stage_hint() if name == KAGGLE_FIRST_STAGE_SALES else ""
+    )
+
+
+def first_stage_hint() -> str:
+    """What to say to a user who brought Kaggle's first-stage sales file."""
+    return (
+        f" ({KAGGLE_FIRST_STAGE_SALES} is Kaggle's first-stage file, which stops at d_1913; "
+        f"m5flow needs {SALES_FILE})"
+    )
 
 
 def run_id(dataset: str, etags: Mapping[str, str], where: str) -> str:

@@ -59,6 +59,11 @@ class EventPublisher:
         self.bus_name = bus_name
         self.ledger = ledger
 
+    def unrecorded(self) -> EventPublisher:
+        """This publisher without its ledger, for an event that belongs to no run (nowhere to
+        record it): a re-delivered trigger may then repeat it."""
+        return EventPublisher(self.client, self.bus_name)
+
     def publish(self, detail_type: DetailType, detail: Mapping[str, Any], *, once: str) -> bool:
         """Send one event unless an earlier delivery already sent the one named `once`.
 

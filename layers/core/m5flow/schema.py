@@ -35,8 +35,6 @@ from m5flow.csvinput import (
 from m5flow.exceptions import InputRejectedError
 from m5flow.naming import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 
-TRUTH_FILE = "sales_test_evaluation.csv"
-
 SALES_ID_COLUMNS = ("id", "item_id", "dept_id", "cat_id", "store_id", "state_id")
 # The M5 hierarchy's id kinds: the sales file's <kind>_id column, M5Data.ids_of(kind).
 ID_KINDS = ("item", "dept", "cat", "store", "state")

@@ -76,7 +76,7 @@ def _scores(
     backtest. The truth file is not an input of the run (uploading or fixing it starts
     nothing), so a wrong one must not cost the user a finished forecast."""
     problems: list[str] = []
-    key = f"{naming.RAW_PREFIX}{manifest.dataset}/{schema.TRUTH_FILE}"
+    key = f"{naming.RAW_PREFIX}{manifest.dataset}/{naming.TRUTH_FILE}"
     etag = storage.etag(key)
     truth = score = backtest = None
     if etag is not None:
@@ -84,12 +84,12 @@ def _scores(
         try:
             frame = pd.read_csv(io.BytesIO(storage.read(key, etag=etag)))
             truth = submission.aligned_values(
-                schema.TRUTH_FILE, frame, data.ids, days, more_rows=True
+                naming.TRUTH_FILE, frame, data.ids, days, more_rows=True
             )
             weights = scoring.dollar_sales(data.sales, data.prices)
             score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
         except (ValueError, ObjectChangedError) as exc:  # ScoringError, pandas' parse errors
-            problems.append(f"not scored against {schema.TRUTH_FILE}: {exc}")
+            problems.append(f"not scored against {naming.TRUTH_FILE}: {exc}")
     try:
         backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
     except (ScoringError, RunFailedError) as exc:

@@ -228,7 +228,7 @@ def report_failure(
     if step.run_id is None:
         # No run to record it under: sent without the ledger, so a re-delivered record may
         # repeat it (with the same request_id).
-        publisher = EventPublisher(publisher.client, publisher.bus_name)
+        publisher = publisher.unrecorded()
     publisher.publish("Run Failed", detail, once=f"invocation-failed-{failure.request_id}")
     return detail
 

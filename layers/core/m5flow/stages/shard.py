@@ -42,8 +42,16 @@ def shard_dataset(
     """
     dataset = naming.dataset_of(key)
     if dataset is None or key.rsplit("/", 1)[-1] not in schema.INPUT_FILES:
-        logger.info("not an m5flow input, ignored", extra={"key": key})
-        return ShardOutcome("ignored")
+        problem = naming.misplaced_input(key)
+        if problem is None:  # the truth or the settings: read when the inputs are complete
+            logger.info("not an input that starts a run, ignored", extra={"key": key})
+            return ShardOutcome("ignored", dataset)
+        # Else the user would wait for a run this object can never start.
+        logger.warning("input rejected", extra={"key": key, "reasons": [problem]})
+        detail = {"run_id": None, "dataset": dataset, "stage": "shard", "reason": problem,
+                  "reasons": [problem], "key": key}  # fmt: skip
+        publisher.unrecorded().publish("Input Rejected", detail, once="input-rejected")
+        return ShardOutcome("rejected", dataset)
     prefix = f"{naming.RAW_PREFIX}{dataset}/"
     run, present, absent = naming.dataset_run(storage, prefix, dataset)
     if run is None:
