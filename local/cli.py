@@ -150,7 +150,9 @@ def _local_run(args: argparse.Namespace) -> int:
     if missing:
         print(_missing_inputs(data_dir, missing), file=sys.stderr)
         return 2
-    parameters = dict(args.parameter)
+    # The console tells the run by its events and job progress; the functions' INFO logs
+    # (CloudWatch's, on AWS) would bury them. `--parameter LogLevel=INFO` brings them back.
+    parameters = {"LogLevel": "WARNING"} | dict(args.parameter)
     problems = parameter_problems(template_parameters(), parameters)
     if not problems:  # past CloudFormation's pattern, the functions read it as JSON
         try:

@@ -37,6 +37,7 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert result.stdout.strip().splitlines()[-1].startswith("forecast ready in ")
+    assert '"level":"INFO"' not in result.stdout  # LogLevel=WARNING: events, not INFO logs
     submission = pd.read_csv(tmp_path / "out" / "submission.csv")
     ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
     assert list(submission["id"]) == list(ids)
