@@ -19,7 +19,6 @@ from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.jobs import stack_hyperparameters
 from m5flow.shards import ShardConfig
-from m5flow.stages.shard import read_inputs, write_run_shards
 from m5flow.storage import DiskStorage
 
 OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")  # what local run copies out
@@ -63,6 +62,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _shard(args: argparse.Namespace) -> int:
+    # Here, not at the top: the step's Powertools logger takes its service name on import,
+    # which must be after a local run has set the functions' environment.
+    from m5flow.stages.shard import read_inputs, write_run_shards
+
     data_dir, out = Path(args.data_dir), Path(args.out_dir)
     if out.exists() and not out.is_dir():
         print(f"OUT_DIR {out} is a file; expected a folder", file=sys.stderr)

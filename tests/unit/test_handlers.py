@@ -184,10 +184,20 @@ def test_a_csv_that_can_never_start_a_run_is_refused_and_kept(
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"id,d_1\n"
 
 
-def test_the_truth_alone_starts_nothing_and_says_nothing(bucket, load_function, bus):
-    key = "raw/quiet/sales_test_evaluation.csv"
-    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"id,d_1942\n")
+@pytest.mark.parametrize(
+    "name", ["sales_test_evaluation.csv", "sample_submission.csv", "sales_train_validation.csv"]
+)
+def test_files_beside_complete_inputs_start_nothing_and_say_nothing(
+    bucket, load_function, small_m5, bus, name
+):
+    """`aws s3 sync` of an unzipped Kaggle folder brings its other files along."""
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="raw/quiet/sales_train_evaluation.csv",
+                  Body=(small_m5 / "sales_train_evaluation.csv").read_bytes())  # fmt: skip
+    key = f"raw/quiet/{name}"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"id,d_1942\n")
     bus.watch("quiet")
+    bus.watch(key, field="key")
     outcome = load_function("ShardFunction").invoke(_created(bucket, key))
     assert outcome["status"] == "ignored" and bus.drain() == []
 

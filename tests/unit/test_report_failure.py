@@ -94,6 +94,22 @@ def test_failed_shard_step_before_all_inputs_arrived_has_no_run(bucket, load_fun
     assert [e["detail"] for e in bus.drain()] == [detail]
 
 
+def test_a_failure_on_a_stray_csv_is_not_the_dataset_s_run(bucket, load_function, bus):
+    """Beside complete inputs, a failure on sample_submission.csv names no run of theirs."""
+    for name in schema.INPUT_FILES:
+        _put(bucket, f"raw/stray/{name}", b"an input")
+    event = _record(
+        bucket,
+        "s3_object_created_raw",
+        **{"raw/demo/sales_train_evaluation.csv": "raw/stray/sample_submission.csv"},
+    )
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert (detail["stage"], detail["dataset"], detail["run_id"]) == ("shard", None, None)
+    assert detail["trigger"] == f"s3://{bucket}/raw/stray/sample_submission.csv"
+
+
 def test_failed_start_training_reads_the_dataset_from_the_manifest(bucket, load_function, bus):
     # The run id holds a sanitised dataset name; the manifest holds the real one.
     bus.watch("demo store")

@@ -121,7 +121,9 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
         run = naming.run_of(key)
         if run is not None:
             return FailedStep(START_TRAINING, run, None, trigger)
-        return FailedStep(SHARD, None, naming.dataset_of(key), trigger)
+        # Only an input names its dataset's run; a stray CSV beside them is not that run's.
+        is_input = key.rsplit("/", 1)[-1] in naming.INPUT_FILES
+        return FailedStep(SHARD, None, naming.dataset_of(key) if is_input else None, trigger)
     if source == "aws.sagemaker":
         for job, output, stage in (
             ("TrainingJobName", "OutputDataConfig", PUBLISH_MODEL),

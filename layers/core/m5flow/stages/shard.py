@@ -43,10 +43,9 @@ def shard_dataset(
     dataset = naming.dataset_of(key)
     if dataset is None or key.rsplit("/", 1)[-1] not in schema.INPUT_FILES:
         problem = naming.misplaced_input(key)
-        if problem is None:  # the truth or the settings: read when the inputs are complete
+        if problem is None or not _explains_a_wait(storage, dataset, key):
             logger.info("not an input that starts a run, ignored", extra={"key": key})
             return ShardOutcome("ignored", dataset)
-        # Else the user would wait for a run this object can never start.
         logger.warning("input rejected", extra={"key": key, "reasons": [problem]})
         detail = {"run_id": None, "dataset": dataset, "stage": "shard", "reason": problem,
                   "reasons": [problem], "key": key}  # fmt: skip
@@ -93,6 +92,19 @@ def shard_dataset(
         logger.info("a concurrent delivery wrote the manifest first", extra={"run_id": run})
     announced = _announce_run_started(storage, publisher, manifest)
     return ShardOutcome("started" if announced else "duplicate", dataset, run)
+
+
+def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
+    """Whether a CSV that is no input leaves its user waiting for a run: it is outside any
+    dataset's folder, or it is Kaggle's first-stage sales file where the dataset lacks the
+    one m5flow reads. Other files beside the inputs (the rest of a synced Kaggle folder, such
+    as sample_submission.csv) are ignored without a word: the run goes on without them."""
+    if dataset is None:
+        return True
+    return (
+        key.rsplit("/", 1)[-1] == naming.KAGGLE_FIRST_STAGE_SALES
+        and storage.etag(f"{naming.RAW_PREFIX}{dataset}/{naming.SALES_FILE}") is None
+    )
 
 
 def read_inputs(
