@@ -106,6 +106,8 @@ CONFIGS["no_season"] = {**CONFIGS["groups_tw11"], "drop": ("month", "mday")}
 CONFIGS["original_no_season"] = {**CONFIGS["original"], "drop": ("month", "mday")}
 CONFIGS["holidays_only"] = {**CONFIGS["no_season"], "holidays": True}
 CONFIGS["original_holidays_only"] = {**CONFIGS["original_no_season"], "holidays": True}
+CONFIGS["half_life_365"] = {**CONFIGS["groups_tw11"], "half_life": 365}
+CONFIGS["half_life_730"] = {**CONFIGS["groups_tw11"], "half_life": 730}
 CONFIGS["no_mday"] = {**CONFIGS["groups_tw11"], "drop": ("mday",)}
 CONFIGS["holidays_mday"] = {**CONFIGS["groups_tw11"], "drop": ("month",), "holidays": True}
 
@@ -219,6 +221,8 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
         train = build_block(data, facts, rows, max(1, first), train_last, features)
         valid = build_block(data, facts, rows, last - valid_days + 1, last, features)
         weight = _weights(data, config.get("weights"))[train.series]
+        if config.get("half_life"):  # recent days count more: a weight that halves each half-life
+            weight = weight * 0.5 ** ((train_last - train.day) / config["half_life"])
         offset = config.get("offset")
 
         def level_of(block, names=names, min_lag=min_lag, offset=offset) -> np.ndarray:
