@@ -56,7 +56,9 @@ def describe(event: dict[str, Any]) -> str:
         secondary = f" ({detail['SecondaryStatus']})" if detail.get("SecondaryStatus") else ""
         reason = f": {detail['FailureReason']}" if detail.get("FailureReason") else ""
         return f"{kind}: {name} {status}{secondary}{reason}"
-    shown = {k: v for k, v in detail.items() if k not in ("inputs", "reasons")}
+    # Said already: the inputs by the uploads, the reasons in `reason`, a job's whole
+    # failure_reason by its SageMaker event just before.
+    shown = {k: v for k, v in detail.items() if k not in ("inputs", "reasons", "failure_reason")}
     return f"{kind}: {json.dumps(shown, default=str)}"
 
 
