@@ -108,6 +108,7 @@ CONFIGS["holidays_only"] = {**CONFIGS["no_season"], "holidays": True}
 CONFIGS["original_holidays_only"] = {**CONFIGS["original_no_season"], "holidays": True}
 CONFIGS["half_life_365"] = {**CONFIGS["groups_tw11"], "half_life": 365}
 CONFIGS["half_life_730"] = {**CONFIGS["groups_tw11"], "half_life": 730}
+CONFIGS["refit"] = {**CONFIGS["groups_tw11"], "refit": True}
 CONFIGS["no_mday"] = {**CONFIGS["groups_tw11"], "drop": ("mday",)}
 CONFIGS["holidays_mday"] = {**CONFIGS["groups_tw11"], "drop": ("month",), "holidays": True}
 
@@ -243,6 +244,13 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             verbose_eval=False,
         )  # fmt: skip
         ROUNDS.append(booster.best_iteration + 1 if not config.get("train_all") else 0)
+        backtester = booster
+        if config.get("refit"):  # again on every day up to the origin, with the trees it chose
+            full = build_block(data, facts, rows, max(1, first), last, features)
+            dfull = xgb.DMatrix(
+                prep(full).T, label=full.label, weight=_weights(data, None)[full.series]
+            )
+            booster = xgb.train(params, dfull, booster.best_iteration + 1, verbose_eval=False)
         future = build_block(
             data, facts, rows, last + (0 if config.get("stack") else previous) + 1,
             last + min_lag, features,
@@ -258,8 +266,8 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             data, facts, rows, last - 28 + previous + 1, last - 28 + min_lag, features,
             drop_before_first_sale=False,
         )  # fmt: skip
-        BACKTESTS.append((past.series, past.day - last + 27, booster.predict(
-            xgb.DMatrix(prep(past).T), iteration_range=(0, booster.best_iteration + 1)
+        BACKTESTS.append((past.series, past.day - last + 27, backtester.predict(
+            xgb.DMatrix(prep(past).T), iteration_range=(0, backtester.best_iteration + 1)
         ) * level_of(past)))  # fmt: skip
         previous = min_lag
     return total / count
