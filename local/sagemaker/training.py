@@ -401,6 +401,12 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
                 backend.report(f"training job {job.name}: {latest}")
 
         exits = _wait(job, procs, report_round)
+        killed = [host for host, code in exits.items() if code == -signal.SIGKILL]
+        if killed and job.stop_reason is None:  # SageMaker says only "exit code: 137"
+            backend.report(
+                f"training job {job.name}: {', '.join(killed)} killed by SIGKILL, on this "
+                "machine most often the kernel's out-of-memory killer (see dmesg)"
+            )
         if job.stop_reason is not None:
             has_model = any(
                 not p.name.startswith(".") for h in hosts for p in (job_dir / h / "model").iterdir()

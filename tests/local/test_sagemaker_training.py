@@ -7,7 +7,9 @@ and distributed training matching single-instance training.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -380,6 +382,37 @@ def test_a_running_job_reports_its_latest_round(
     first, second = rounds()[:2]
     assert re.search(r"round \d+: train-tweedie-nloglik@1.5:[\d.]+ validation-", first), first
     assert first != second  # a line is reported when the job has moved on, not on a timer
+
+
+def test_a_host_killed_from_outside_fails_the_job_and_the_console_says_how(
+    cloud: LocalCloud, csv_prefix: str, tmp_path: Path
+) -> None:
+    """As the kernel's out-of-memory killer would: exit code 137, and a hint on the console."""
+    lines: list[str] = []
+    heard = threading.Condition()
+
+    def progress(line: str) -> None:
+        with heard:
+            lines.append(line)
+            heard.notify_all()
+
+    events = EventLog()
+    local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
+                           progress=progress)  # fmt: skip
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
+    try:
+        hps = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
+        sm.create_training_job(**training_request(cloud, "oom", csv_prefix, hps))
+        with heard:  # said once the hosts are launched
+            assert heard.wait_for(lambda: any("XGBoost log" in line for line in lines), 60)
+        for proc in list(training._LIVE):
+            os.killpg(proc.pid, signal.SIGKILL)
+        final = events.wait_final("oom")["detail"]
+    finally:
+        local.stop()
+    assert final["TrainingJobStatus"] == "Failed"
+    assert final["FailureReason"].endswith("exit code: 137")
+    assert any("algo-1 killed by SIGKILL" in line and "out-of-memory" in line for line in lines)
 
 
 @pytest.fixture(scope="module")
