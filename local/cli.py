@@ -143,17 +143,12 @@ def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     return message
 
 
-def _local_run(args: argparse.Namespace) -> int:
+def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:
+    """The local stack's parameters, `--parameter` over local defaults; None (and each
+    problem printed) when CloudFormation or the functions would refuse them."""
     from m5flow_local.router.template import parameter_problems, template_parameters
 
-    data_dir, out = Path(args.data), Path(args.out)
-    optional = (naming.TRUTH_FILE, naming.OVERRIDES_FILE)
-    files = [name for name in (*schema.INPUT_FILES, *optional) if (data_dir / name).is_file()]
-    missing = [name for name in schema.INPUT_FILES if name not in files]
-    if missing:
-        print(_missing_inputs(data_dir, missing), file=sys.stderr)
-        return 2
-    # The console tells the run by its events and job progress; the functions' INFO logs
+    # The console tells a run by its events and job progress; the functions' INFO logs
     # (CloudWatch's, on AWS) would bury them. `--parameter LogLevel=INFO` brings them back.
     parameters = {"LogLevel": "WARNING"} | dict(args.parameter)
     problems = parameter_problems(template_parameters(), parameters)
@@ -164,14 +159,33 @@ def _local_run(args: argparse.Namespace) -> int:
             problems.append(str(exc))
     if problems:
         print("refused --parameter:", *problems, sep="\n  ", file=sys.stderr)
+        return None
+    return parameters
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C, `kill` (also -INT, which a shell's background job ignores by default) and a
+    closing terminal all stop the local cloud, its jobs and its servers, as Ctrl-C does."""
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, signal.default_int_handler)
+
+
+def _local_run(args: argparse.Namespace) -> int:
+    data_dir, out = Path(args.data), Path(args.out)
+    optional = (naming.TRUTH_FILE, naming.OVERRIDES_FILE)
+    files = [name for name in (*schema.INPUT_FILES, *optional) if (data_dir / name).is_file()]
+    missing = [name for name in schema.INPUT_FILES if name not in files]
+    if missing:
+        print(_missing_inputs(data_dir, missing), file=sys.stderr)
+        return 2
+    parameters = _stack_parameters(args)
+    if parameters is None:
         return 2
     if not _made_folder("--out", out):
         return 2
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
-    # A terminal closing or `kill` stops the run as Ctrl-C does: jobs and servers stop too.
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop_signal, signal.default_int_handler)
+    _stop_on_signals()
     code, outcome = 1, None
     try:
         code, outcome = _run_flow(args, data_dir, out, files, workdir, parameters)
@@ -235,14 +249,16 @@ def _run_flow(
 def _local_up(args: argparse.Namespace) -> int:
     from m5flow_local.cloud import LocalCloud
 
+    parameters = _stack_parameters(args)
+    if parameters is None:
+        return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
-    with LocalCloud(workdir) as cloud:
-        print("export these to point boto3 and the AWS CLI at the local cloud:")
+    with LocalCloud(workdir, parameters=parameters) as cloud:
+        print("export these to point boto3 and the AWS CLI (v2) at the local cloud:")
         for key, value in cloud.environment.items():
             print(f"export {key}={value}")
+        _stop_on_signals()
         print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
-        for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(stop_signal, signal.default_int_handler)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
@@ -339,16 +355,18 @@ def parser() -> argparse.ArgumentParser:
         help="keep the local cloud's job files and logs here (default: a temporary "
         "folder, removed after a forecast)",
     )
-    run.add_argument(
-        "--parameter",
-        action="append",
-        default=[],
-        type=_name_and_value,
-        metavar="NAME=VALUE",
-        help="a template.yaml parameter, e.g. ModelMinLags=7,14,21,28 (repeatable)",
-    )
-    run.set_defaults(run=_local_run)
     up = local.add_parser("up", help="start the local endpoints and keep them up")
+    for command in (run, up):
+        command.add_argument(
+            "--parameter",
+            action="append",
+            default=[],
+            type=_name_and_value,
+            metavar="NAME=VALUE",
+            help="a template.yaml parameter, e.g. ModelMinLags=7,14,21,28 (repeatable; "
+            "LogLevel is WARNING unless given)",
+        )
+    run.set_defaults(run=_local_run)
     up.add_argument(
         "--workdir", help="keep the local cloud's job files and logs here (default: removed)"
     )

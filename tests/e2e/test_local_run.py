@@ -145,3 +145,23 @@ def test_a_stopped_local_run_stops_its_jobs_and_says_where_their_logs_are(small_
     assert "interrupted" in stderr and str(tmp_path / "work") in stderr
     hosts = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True)
     assert hosts.stdout == b""
+
+
+def test_local_up_stops_on_sigint_even_as_a_background_job(tmp_path):
+    """A shell starts `cmd &` with SIGINT ignored; `kill -INT` must stop it all the same."""
+    import signal
+
+    up = subprocess.Popen(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "up"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    assert up.stdout is not None
+    for line in up.stdout:  # until it is up and listening for signals
+        if "Ctrl-C stops" in line:
+            break
+    up.send_signal(signal.SIGINT)
+    stdout, stderr = up.communicate(timeout=60)
+
+    assert up.returncode == 0, stderr
+    assert "stopping the local cloud" in stdout and "removed " in stdout

@@ -161,10 +161,10 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
          "(sales_train_validation.csv is Kaggle's first-stage file, which stops at d_1913; "
          "m5flow needs sales_train_evaluation.csv)"),
         ("raw/2016/june/calendar.csv",
-         "raw/2016/june/calendar.csv: an input goes in a dataset's folder, "
+         "raw/2016/june/calendar.csv: an input goes one folder under raw/, "
          "raw/<dataset>/calendar.csv"),
         ("raw/calendar.csv",
-         "raw/calendar.csv: an input goes in a dataset's folder, raw/<dataset>/calendar.csv"),
+         "raw/calendar.csv: an input goes one folder under raw/, raw/<dataset>/calendar.csv"),
     ],
 )  # fmt: skip
 def test_a_csv_that_can_never_start_a_run_is_refused_and_kept(

@@ -49,13 +49,13 @@ def misplaced_input(key: str) -> str | None:
     Example
     -------
     >>> misplaced_input("raw/2016/june/calendar.csv")
-    "raw/2016/june/calendar.csv: an input goes in a dataset's folder, raw/<dataset>/calendar.csv"
+    'raw/2016/june/calendar.csv: an input goes one folder under raw/, raw/<dataset>/calendar.csv'
     >>> misplaced_input("raw/june/sales_test_evaluation.csv") is None
     True
     """
     name = key.rsplit("/", 1)[-1]
     if dataset_of(key) is None:
-        return f"{key}: an input goes in a dataset's folder, {RAW_PREFIX}<dataset>/{name}"
+        return f"{key}: an input goes one folder under {RAW_PREFIX}, {RAW_PREFIX}<dataset>/{name}"
     if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
         return None
     return f"{key}: not an m5flow input; a dataset is {', '.join(INPUT_FILES)}" + (
