@@ -426,6 +426,16 @@ def test_calendar_must_cover_the_forecast_days(files: dict[str, bytes]) -> None:
     ]
 
 
+def test_missing_days_are_named_beside_a_bad_cell(files: dict[str, bytes]) -> None:
+    """One upload hears of both: which days the file lacks needs only the d column."""
+    lines = files[CALENDAR_FILE].split(b"\n")[: N_DAYS + 20]
+    lines[3] = lines[3].replace(b"-", b"/", 1)  # a date as 2011/01-31
+    files[CALENDAR_FILE] = b"\n".join(lines)
+    reasons = reasons_of(files)
+    assert [r.split(":")[1].strip() for r in reasons] == ["row 4, column date", "column d"]
+    assert "9 day(s) missing" in reasons[1]
+
+
 @pytest.mark.parametrize(
     ("row", "column", "value", "expected"),
     [

@@ -61,16 +61,17 @@ def read_calendar(
             bad |= (values < low) | (values > high)
         report(column, bad, expected)
         numbers[column] = np.where(bad, 0, values).astype(np.int64)
-    report("d", ~frame["d"].str.fullmatch(r"d_[1-9][0-9]*").to_numpy(bool), "d_<day>")
+    day_names = frame["d"].str.fullmatch(r"d_[1-9][0-9]*").to_numpy(bool)
+    report("d", ~day_names, "d_<day>")
     for column in ("event_type_1", "event_type_2"):
         expected = f"one of {', '.join(EVENT_TYPES)}, or empty"
         report(column, ~frame[column].isin(("", *EVENT_TYPES)).to_numpy(), expected)
     dates = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
     report("date", dates.isna().to_numpy(), "a date as YYYY-MM-DD")
-    if reasons:
-        return *nothing, reasons
-    day = frame["d"].str.slice(2).astype(np.int64).to_numpy()
-    report("d", frame["d"].duplicated().to_numpy(), "each day once")
+    # Which days the file holds needs only the d column: said with any bad cell above, so
+    # one upload hears of every problem it can.
+    day = frame["d"].where(day_names, "d_0").str.slice(2).astype(np.int64).to_numpy()
+    report("d", frame["d"].duplicated().to_numpy() & day_names, "each day once")
     have = np.zeros(n_days + 1, dtype=bool)
     have[day[day <= n_days]] = True
     absent = np.flatnonzero(~have[1:]) + 1
