@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -342,77 +342,83 @@ def test_max_runtime_stops_training_and_keeps_saved_model(
     assert booster.num_boosted_rounds() > 0
 
 
+class Console:
+    """The lines a local SageMaker reports to its console, with a blocking wait for one."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._heard = threading.Condition()
+
+    def say(self, line: str) -> None:
+        with self._heard:
+            self.lines.append(line)
+            self._heard.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[str]], bool]) -> None:
+        with self._heard:
+            assert self._heard.wait_for(lambda: predicate(self.lines), 60), self.lines
+
+
+@pytest.fixture
+def console_cloud(tmp_path: Path) -> Iterator[tuple[Any, EventLog, Console]]:
+    """A local SageMaker of this test's own whose console lines are kept."""
+    events, console = EventLog(), Console()
+    local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
+                           progress=console.say)  # fmt: skip
+    try:
+        yield (
+            boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start()),
+            events,
+            console,
+        )
+    finally:
+        local.stop()
+
+
+ENDLESS = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
+
+
 @pytest.mark.parametrize("instances", [1, 2])
 def test_a_running_job_reports_its_latest_round(
     cloud: LocalCloud,
     csv_prefix: str,
-    tmp_path: Path,
+    console_cloud: tuple[Any, EventLog, Console],
     monkeypatch: pytest.MonkeyPatch,
     instances: int,
 ) -> None:
     """Between secondary statuses the console hears the latest evaluation line, not silence
     (on a collective's hosts XGBoost logs it through the tracker, after a logging prefix)."""
     monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.2)
-    lines: list[str] = []
-    heard = threading.Condition()
+    sm, events, console = console_cloud
+    sm.create_training_job(
+        **training_request(cloud, "talkative", csv_prefix, ENDLESS, instances=instances)
+    )
 
-    def progress(line: str) -> None:
-        with heard:
-            lines.append(line)
-            heard.notify_all()
+    def rounds(lines: list[str]) -> list[str]:
+        return [line for line in lines if re.search(r"talkative: round \d+: ", line)]
 
-    events = EventLog()
-    local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
-                           progress=progress)  # fmt: skip
-    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
-    try:
-        hps = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
-        request = training_request(cloud, "talkative", csv_prefix, hps, instances=instances)
-        sm.create_training_job(**request)
-
-        def rounds() -> list[str]:
-            return [line for line in lines if re.search(r"talkative: round \d+: ", line)]
-
-        with heard:
-            assert heard.wait_for(lambda: len(rounds()) >= 2, timeout=60), lines
-        sm.stop_training_job(TrainingJobName="talkative")
-        events.wait_final("talkative")
-    finally:
-        local.stop()
-    first, second = rounds()[:2]
+    console.wait_for(lambda lines: len(rounds(lines)) >= 2)
+    sm.stop_training_job(TrainingJobName="talkative")
+    events.wait_final("talkative")
+    first, second = rounds(console.lines)[:2]
     assert re.search(r"round \d+: train-tweedie-nloglik@1.5:[\d.]+ validation-", first), first
     assert first != second  # a line is reported when the job has moved on, not on a timer
 
 
 def test_a_host_killed_from_outside_fails_the_job_and_the_console_says_how(
-    cloud: LocalCloud, csv_prefix: str, tmp_path: Path
+    cloud: LocalCloud, csv_prefix: str, console_cloud: tuple[Any, EventLog, Console]
 ) -> None:
     """As the kernel's out-of-memory killer would: exit code 137, and a hint on the console."""
-    lines: list[str] = []
-    heard = threading.Condition()
-
-    def progress(line: str) -> None:
-        with heard:
-            lines.append(line)
-            heard.notify_all()
-
-    events = EventLog()
-    local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
-                           progress=progress)  # fmt: skip
-    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
-    try:
-        hps = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
-        sm.create_training_job(**training_request(cloud, "oom", csv_prefix, hps))
-        with heard:  # said once the hosts are launched
-            assert heard.wait_for(lambda: any("XGBoost log" in line for line in lines), 60)
-        for proc in list(training._LIVE):
-            os.killpg(proc.pid, signal.SIGKILL)
-        final = events.wait_final("oom")["detail"]
-    finally:
-        local.stop()
+    sm, events, console = console_cloud
+    sm.create_training_job(**training_request(cloud, "oom", csv_prefix, ENDLESS))
+    console.wait_for(lambda lines: any("XGBoost log" in line for line in lines))  # launched
+    for proc in list(training._LIVE):
+        os.killpg(proc.pid, signal.SIGKILL)
+    final = events.wait_final("oom")["detail"]
     assert final["TrainingJobStatus"] == "Failed"
     assert final["FailureReason"].endswith("exit code: 137")
-    assert any("algo-1 killed by SIGKILL" in line and "out-of-memory" in line for line in lines)
+    assert any("algo-1 killed by SIGKILL" in line and "out-of-memory" in line
+               for line in console.lines)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
