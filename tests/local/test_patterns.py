@@ -18,7 +18,7 @@ RAW_INPUTS = {
     "detail-type": ["Object Created"],
     "detail": {
         "bucket": {"name": [BUCKET]},
-        "object": {"key": [{"wildcard": "raw/*.csv"}]},
+        "object": {"key": [{"wildcard": "raw/*.csv"}, {"wildcard": "raw/*.CSV"}]},
     },
 }
 MANIFESTS = {
@@ -259,6 +259,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
      True),
     ("raw: overrides", RAW_INPUTS, s3_event("raw/demo/m5flow.json"), False),
     ("raw: not a csv", RAW_INPUTS, s3_event("raw/demo/calendar.csv.gz"), False),
+    ("raw: capital letters", RAW_INPUTS, s3_event("raw/demo/CALENDAR.CSV"), True),
     ("raw: no dataset folder", RAW_INPUTS, s3_event("raw/calendar.csv"), True),
     ("raw: other bucket", RAW_INPUTS, s3_event("raw/demo/calendar.csv", bucket="other"), False),
     ("raw: deleted", RAW_INPUTS, s3_event("raw/demo/calendar.csv", detail_type="Object Deleted"),

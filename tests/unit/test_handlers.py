@@ -163,6 +163,8 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
         ("raw/2016/june/calendar.csv",
          "raw/2016/june/calendar.csv: an input goes one folder under raw/, "
          "raw/<dataset>/calendar.csv"),
+        ("raw/upper/CALENDAR.CSV",
+         "raw/upper/CALENDAR.CSV: file names are case-sensitive; an input is named calendar.csv"),
         ("raw/calendar.csv",
          "raw/calendar.csv: an input goes one folder under raw/, raw/<dataset>/calendar.csv"),
     ],
@@ -185,7 +187,13 @@ def test_a_csv_that_can_never_start_a_run_is_refused_and_kept(
 
 
 @pytest.mark.parametrize(
-    "name", ["sales_test_evaluation.csv", "sample_submission.csv", "sales_train_validation.csv"]
+    "name",
+    [
+        "sales_test_evaluation.csv",
+        "sample_submission.csv",
+        "sales_train_validation.csv",
+        "SALES_TRAIN_EVALUATION.CSV",
+    ],
 )
 def test_files_beside_complete_inputs_start_nothing_and_say_nothing(
     bucket, load_function, small_m5, bus, name

@@ -58,6 +58,8 @@ def misplaced_input(key: str) -> str | None:
         return f"{key}: an input goes one folder under {RAW_PREFIX}, {RAW_PREFIX}<dataset>/{name}"
     if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
         return None
+    if name.lower() in INPUT_FILES:
+        return f"{key}: file names are case-sensitive; an input is named {name.lower()}"
     return f"{key}: not an m5flow input; a dataset is {', '.join(INPUT_FILES)}" + (
         first_stage_hint() if name == KAGGLE_FIRST_STAGE_SALES else ""
     )

@@ -96,14 +96,17 @@ def shard_dataset(
 
 def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
     """Whether a CSV that is no input leaves its user waiting for a run: it is outside any
-    dataset's folder, or it is Kaggle's first-stage sales file where the dataset lacks the
-    one m5flow reads. Other files beside the inputs (the rest of a synced Kaggle folder, such
-    as sample_submission.csv) are ignored without a word: the run goes on without them."""
+    dataset's folder, or it stands in for an input the dataset lacks (Kaggle's first-stage
+    sales file, or an input's name in other letter case). Other files beside the inputs (the
+    rest of a synced Kaggle folder, such as sample_submission.csv) are ignored without a
+    word: the run goes on without them."""
     if dataset is None:
         return True
+    name = key.rsplit("/", 1)[-1]
+    stands_for = naming.SALES_FILE if name == naming.KAGGLE_FIRST_STAGE_SALES else name.lower()
     return (
-        key.rsplit("/", 1)[-1] == naming.KAGGLE_FIRST_STAGE_SALES
-        and storage.etag(f"{naming.RAW_PREFIX}{dataset}/{naming.SALES_FILE}") is None
+        stands_for in naming.INPUT_FILES
+        and storage.etag(f"{naming.RAW_PREFIX}{dataset}/{stands_for}") is None
     )
 
 
