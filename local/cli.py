@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from importlib.metadata import version
@@ -170,6 +170,25 @@ def _stop_on_signals() -> None:
         signal.signal(stop_signal, signal.default_int_handler)
 
 
+def _until_a_stop_signal() -> None:
+    """Block until a stop signal, whose handler raises KeyboardInterrupt here.
+
+    Python runs handlers in the main thread only, and the kernel may hand the signal to any
+    of the local cloud's threads, which leaves a plain wait in the main thread asleep. The
+    wakeup fd is written whichever thread takes it, so a blocking read on it always wakes.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end)
+    try:
+        while True:
+            os.read(read_end, 1)  # one byte per signal; the handler runs right after
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
+
+
 def _local_run(args: argparse.Namespace) -> int:
     data_dir, out = Path(args.data), Path(args.out)
     optional = (naming.TRUTH_FILE, naming.OVERRIDES_FILE)
@@ -260,7 +279,7 @@ def _local_up(args: argparse.Namespace) -> int:
         _stop_on_signals()
         print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
         try:
-            threading.Event().wait()
+            _until_a_stop_signal()
         except KeyboardInterrupt:
             print("stopping the local cloud")
     if not args.workdir:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from m5flow_local.router.template import FunctionSpec
+from m5flow_local.router.template import FunctionSpec, function_arn
 
 _env_lock = threading.RLock()
 
@@ -72,7 +72,7 @@ class LocalFunction:
             "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
         }
-        self.arn = f"arn:aws:lambda:{region}:{account}:function:{spec.logical_id}"
+        self.arn = function_arn(region, account, spec.logical_id)
         self._handler: Callable[[dict[str, Any], Any], Any] | None = None
 
     def _load(self) -> Callable[[dict[str, Any], Any], Any]:

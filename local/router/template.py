@@ -125,6 +125,11 @@ class _Resolver:
         return "".join(out) + rest
 
 
+def function_arn(region: str, account: str, logical_id: str) -> str:
+    """A local function's ARN: its logical id is its name."""
+    return f"arn:aws:lambda:{region}:{account}:function:{logical_id}"
+
+
 def parameter_problems(specs: Mapping[str, Any], overrides: Mapping[str, str]) -> list[str]:
     """What CloudFormation would refuse in `overrides`, one line per problem: an unknown
     name, or a value outside the parameter's Type, AllowedValues, AllowedPattern or bounds."""
@@ -203,10 +208,10 @@ def load_stack(
             os.environ.pop("AWS_DEFAULT_REGION", None)
         else:
             os.environ["AWS_DEFAULT_REGION"] = saved_region
-    # The local runtime's function ARNs (router.runtime.LocalFunction.arn), where the template
-    # names a function by its ARN (the failure rule).
+    # Where the template names a function by its ARN (the failure rule): the ARNs the local
+    # runtime gives them.
     function_arns = {
-        f"{logical_id}.Arn": f"arn:aws:lambda:{region}:{account}:function:{logical_id}"
+        f"{logical_id}.Arn": function_arn(region, account, logical_id)
         for logical_id, resource in template["Resources"].items()
         if resource["Type"] == "AWS::Serverless::Function"
     }

@@ -5,8 +5,8 @@ download each channel's S3 objects to every host's ``input/data/<channel>/``
 (``ShardedByS3Key``: object *i* in key order to host *i mod N*; ``FullyReplicated``:
 all objects to every host), start one algorithm process per instance
 (``algorithm.py``) joined by XGBoost's collective, wait for them (blocking waits,
-no polling; while they run, the latest evaluation line of the first host's log reaches the
-console every 30 s, as SageMaker's console shows an algorithm's metrics), then tar the
+no polling; the first host's evaluation lines reach the console as they are written, at
+most one every 30 s, as SageMaker's console shows an algorithm's metrics), then tar the
 model directory into ``<S3OutputPath>/<job>/output/model.tar.gz``.
 ``StopTrainingJob`` and ``MaxRuntimeInSeconds`` send SIGTERM (SIGKILL 120 s later,
 AWS's grace period); the job ends ``Stopped`` with secondary status ``Stopped``
@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import signal
@@ -31,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 120
-PROGRESS_SECONDS = 30.0  # how often a running job's latest evaluation line is reported
+PROGRESS_SECONDS = 30.0  # at most one evaluation line per job reaches the console this often
 XGBOOST_IMAGE = "sagemaker-xgboost"
 LOCAL_HOST_IP = "127.0.0.1"
 # XGBoost's "[41]\ttrain-rmse:1.2\tvalidation-...", after a logging prefix on a collective's
@@ -230,26 +230,47 @@ def _reap(job: TrainingJob, host: str, proc: subprocess.Popen[bytes]) -> None:
     job.control.put(("exit", host, code))
 
 
+def _tee(output: Any, log: Path, on_round: Callable[[str], None] | None) -> None:
+    """Copy a host's output into its log as it comes (a blocking read until the host
+    exits), handing each evaluation line to `on_round`."""
+    with output, log.open("wb") as sink:
+        for raw in output:
+            sink.write(raw)
+            sink.flush()  # the log is read while the job runs
+            found = _ROUND.search(raw.decode(errors="replace").rstrip("\n"))
+            if on_round is not None and found:
+                try:
+                    on_round(f"round {found[1]}: {' '.join(found[2].split())}")
+                except Exception:  # a console that cannot print must not block the host
+                    LOG.exception("progress report failed")
+
+
 def _launch(
     job: TrainingJob,
     params: dict[str, Any],
     hosts: list[str],
     job_dir: Path,
     tracker_port: int | None,
+    on_round: Callable[[str], None],
 ) -> dict[str, subprocess.Popen[bytes]]:
     env = _child_env(params)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for host in hosts:
         config = _host_config(params, hosts, host, job_dir, tracker_port)
-        with open(job_dir / host / "algo.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "m5flow_local.sagemaker.algorithm", str(config)],
-                cwd=job_dir / host,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "m5flow_local.sagemaker.algorithm", str(config)],
+            cwd=job_dir / host,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        threading.Thread(
+            target=_tee,
+            args=(proc.stdout, job_dir / host / "algo.log", on_round if host == hosts[0] else None),
+            name=f"log-{job.name}-{host}",
+            daemon=True,
+        ).start()
         procs[host] = proc
         with _LIVE_LOCK:
             _LIVE.add(proc)
@@ -265,26 +286,14 @@ def _signal_all(procs: dict[str, subprocess.Popen[bytes]], kill: bool = False) -
             proc.kill() if kill else proc.terminate()
 
 
-def _wait(
-    job: TrainingJob, procs: dict[str, subprocess.Popen[bytes]], quiet: Callable[[], None]
-) -> dict[str, int]:
-    """Block until every host exits; a failure or a stop request ends the others.
-
-    `quiet` is called after each PROGRESS_SECONDS without a host exiting or a stop request.
-    """
+def _wait(job: TrainingJob, procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int]:
+    """Block until every host exits; a failure or a stop request ends the others."""
     exits: dict[str, int] = {}
     stopping = False
     killer: threading.Timer | None = None
     try:
         while len(exits) < len(procs):
-            try:
-                message = job.control.get(timeout=PROGRESS_SECONDS)
-            except queue.Empty:
-                try:
-                    quiet()
-                except Exception:  # a console that cannot print must not orphan the hosts
-                    LOG.exception("progress report of training job %s failed", job.name)
-                continue
+            message = job.control.get()
             if message[0] == "exit":
                 exits[message[1]] = message[2]
                 if message[2] != 0 and not stopping:
@@ -300,20 +309,6 @@ def _wait(
         if killer is not None:
             killer.cancel()
     return exits
-
-
-def _latest_round(log: Path) -> str | None:
-    """The last evaluation line in a host's log, as "round 41: train-rmse:1.2 ..."."""
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - 4096))
-            tail = handle.read().decode(errors="replace")
-    except FileNotFoundError:
-        return None
-    rounds = [match for line in tail.splitlines() if (match := _ROUND.search(line))]
-    if not rounds:
-        return None
-    return f"round {rounds[-1][1]}: {' '.join(rounds[-1][2].split())}"
 
 
 def _failure_reason(job_dir: Path, hosts: list[str], exits: dict[str, int]) -> str:
@@ -389,18 +384,18 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         )
         if len(hosts) > 1:
             tracker = _Tracker(len(hosts))
-        procs = _launch(job, params, hosts, job_dir, tracker.port if tracker else None)
+        last_report = [float("-inf")]
+
+        def report_round(line: str) -> None:  # throttled as lines arrive: no timer runs
+            if time.monotonic() - last_report[0] >= PROGRESS_SECONDS:
+                last_report[0] = time.monotonic()
+                backend.report(f"training job {job.name}: {line}")
+
+        port = tracker.port if tracker else None
+        procs = _launch(job, params, hosts, job_dir, port, report_round)
         hosts_shown = hosts[0] if len(hosts) == 1 else f"algo-{{1..{len(hosts)}}}"
         backend.report(f"training job {job.name}: XGBoost log {job_dir}/{hosts_shown}/algo.log")
-        reported: list[str | None] = [None]
-
-        def report_round() -> None:
-            latest = _latest_round(job_dir / hosts[0] / "algo.log")
-            if latest is not None and latest != reported[0]:
-                reported[0] = latest
-                backend.report(f"training job {job.name}: {latest}")
-
-        exits = _wait(job, procs, report_round)
+        exits = _wait(job, procs)
         killed = [host for host, code in exits.items() if code == -signal.SIGKILL]
         if killed and job.stop_reason is None:  # SageMaker says only "exit code: 137"
             backend.report(
