@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from m5flow.exceptions import InputRejectedError
 from m5flow.jobs import stack_hyperparameters
 from m5flow.shards import ShardConfig
 from m5flow.storage import DiskStorage
+from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped
 
 OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")  # what local run copies out
 
@@ -163,32 +163,6 @@ def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:
     return parameters
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C, `kill` (also -INT, which a shell's background job ignores by default) and a
-    closing terminal all stop the local cloud, its jobs and its servers, as Ctrl-C does."""
-    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop_signal, signal.default_int_handler)
-
-
-def _until_a_stop_signal() -> None:
-    """Block until a stop signal, whose handler raises KeyboardInterrupt here.
-
-    Python runs handlers in the main thread only, and the kernel may hand the signal to any
-    of the local cloud's threads, which leaves a plain wait in the main thread asleep. The
-    wakeup fd is written whichever thread takes it, so a blocking read on it always wakes.
-    """
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    previous = signal.set_wakeup_fd(write_end)
-    try:
-        while True:
-            os.read(read_end, 1)  # one byte per signal; the handler runs right after
-    finally:
-        signal.set_wakeup_fd(previous)
-        os.close(read_end)
-        os.close(write_end)
-
-
 def _local_run(args: argparse.Namespace) -> int:
     data_dir, out = Path(args.data), Path(args.out)
     optional = (naming.TRUTH_FILE, naming.OVERRIDES_FILE)
@@ -204,7 +178,7 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
-    _stop_on_signals()
+    stop_on_signals()
     code, outcome = 1, None
     try:
         code, outcome = _run_flow(args, data_dir, out, files, workdir, parameters)
@@ -248,7 +222,7 @@ def _run_flow(
         ordered = sorted(files, key=lambda name: name in schema.INPUT_FILES)
         cloud.upload_dataset(data_dir, dataset, tuple(ordered))
         try:
-            outcome = cloud.wait_for_outcome(dataset, timeout=args.timeout)
+            outcome = unless_stopped(partial(cloud.wait_for_outcome, dataset, args.timeout))
         except LocalRunFailedError as exc:
             return 1, f"FAILED: {exc}"
         detail = outcome.get("detail", {})
@@ -276,10 +250,10 @@ def _local_up(args: argparse.Namespace) -> int:
         print("export these to point boto3 and the AWS CLI (v2) at the local cloud:")
         for key, value in cloud.environment.items():
             print(f"export {key}={value}")
-        _stop_on_signals()
+        stop_on_signals()
         print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
         try:
-            _until_a_stop_signal()
+            until_stopped()
         except KeyboardInterrupt:
             print("stopping the local cloud")
     if not args.workdir:

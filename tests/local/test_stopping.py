@@ -1,0 +1,37 @@
+"""The local commands' waits end on a stop signal, whichever thread the kernel hands it to."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from m5flow_local.stopping import unless_stopped
+
+
+def test_a_wait_returns_its_value_or_raises_its_error():
+    assert unless_stopped(lambda: 42) == 42
+    with pytest.raises(TimeoutError, match="no forecast"):
+        unless_stopped(lambda: (_ for _ in ()).throw(TimeoutError("no forecast")))
+
+
+def test_a_stop_signal_taken_by_another_thread_stops_the_wait():
+    """The case a plain wait in the main thread sleeps through: the signal lands elsewhere."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    never = threading.Event()
+
+    def signal_this_thread_soon() -> None:  # as the kernel may pick any of the cloud's threads
+        time.sleep(0.3)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    threading.Thread(target=signal_this_thread_soon, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            unless_stopped(lambda: never.wait(timeout=20))  # a plain wait: 20 s, then no raise
+    finally:
+        never.set()
+        signal.signal(signal.SIGINT, previous)
+    assert time.monotonic() - started < 10
