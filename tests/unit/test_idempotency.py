@@ -177,18 +177,16 @@ def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
 
     # A concurrent delivery, moments later, leaves it to the sender it presumes alive.
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
-    assert publisher.announced("died-000000000000", "run-failed-x")
-    assert not publisher.resend_abandoned("died-000000000000", "run-failed-x")
+    assert publisher.settle("died-000000000000", "run-failed-x") == "announced"  # not resent
     # Lambda's retry, a minute later, finds it abandoned and sends it, as recorded.
     later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
     monkeypatch.setattr(notifications.time, "time", lambda: later)
-    assert not publisher.announced("died-000000000000", "run-failed-x")
     if resend_as_recorded:
-        assert publisher.resend_abandoned("died-000000000000", "run-failed-x") is True
+        assert publisher.settle("died-000000000000", "run-failed-x") == "resent"
     else:
         assert publisher.publish("Run Failed", detail, once="run-failed-x") is True
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
-    assert not publisher.resend_abandoned("died-000000000000", "run-failed-x")
+    assert publisher.settle("died-000000000000", "run-failed-x") == "announced"
     (sent,) = bus.drain()
     assert sent["detail-type"] == "Run Failed" and sent["detail"] == detail
 
@@ -219,12 +217,12 @@ def test_retries_racing_for_an_abandoned_announcement_send_it_once(bucket, bus, 
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         sent = list(pool.map(
-            lambda _: publisher.resend_abandoned("race-000000000000", "forecast-ready"), range(4)
+            lambda _: publisher.settle("race-000000000000", "forecast-ready"), range(4)
         ))  # fmt: skip
 
-    assert sorted(sent) == [False, False, False, True]
+    assert sorted(sent) == ["announced", "announced", "announced", "resent"]
     assert [e["detail"] for e in bus.drain()] == [detail]
-    assert publisher.announced("race-000000000000", "forecast-ready")
+    assert publisher.settle("race-000000000000", "forecast-ready") == "announced"
 
 
 def test_a_slow_sender_refused_after_a_takeover_leaves_the_sent_record(bucket, bus, monkeypatch):
@@ -239,12 +237,12 @@ def test_a_slow_sender_refused_after_a_takeover_leaves_the_sent_record(bucket, b
 
     def overtaken_then_refused(*_: object) -> None:
         monkeypatch.setattr(notifications.time, "time", lambda: later)
-        assert retry.resend_abandoned("slow-000000000000", "forecast-ready")
+        assert retry.settle("slow-000000000000", "forecast-ready") == "resent"
         raise RuntimeError("EventBridge refused the slow sender's event")
 
     monkeypatch.setattr(slow, "_put", overtaken_then_refused)
     with pytest.raises(RuntimeError, match="refused"):
         slow.publish("Forecast Ready", detail, once="forecast-ready")
 
-    assert retry.announced("slow-000000000000", "forecast-ready")  # not withdrawn
+    assert retry.settle("slow-000000000000", "forecast-ready") == "announced"  # not withdrawn
     assert [e["detail"] for e in bus.drain()] == [detail]

@@ -87,18 +87,6 @@ class EventPublisher:
         self._send(key, record, etag)
         return True
 
-    def announced(self, run_id: str, once: str) -> bool:
-        """Whether the announcement `once` of the run was sent, or is being sent right now."""
-        if self.ledger is None:
-            return False
-        read = self._read(ledger_key(run_id, once))
-        return read is not None and not _abandoned(read[1])
-
-    def resend_abandoned(self, run_id: str, once: str) -> bool:
-        """Send the announcement `once` as recorded, if a killed sender left it unsent;
-        returns whether it did. Lets a retry finish without redoing the work before it."""
-        return self.settle(run_id, once) == "resent"
-
     def settle(self, run_id: str, once: str) -> Literal["absent", "announced", "resent"]:
         """Where the announcement `once` of the run stands, finishing it if need be, from one
         read of its record: never made, sent or being sent, or resent by this call for a
