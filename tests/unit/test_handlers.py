@@ -412,17 +412,31 @@ def test_a_new_item_is_left_out_of_the_score_not_the_run(
     assert metrics["wrmsse"]["wrmsse"] == 0.0
 
 
-def test_a_wrong_truth_file_costs_the_score_not_the_forecast(bucket, load_function, small_m5, bus):
-    bus.watch("bad-truth")
-    _upload(bucket, "bad-truth", small_m5)
+@pytest.mark.parametrize(
+    ("first_day", "bad_cell", "named"),
+    [
+        (1914, None, "missing column(s) d_1942"),
+        # inf once broke the report's axes and so the whole forecast
+        (1942, "inf", "2 value(s) are not units sold, 0 to 16,777,216, e.g. "),
+        (1942, "1e200", "2 value(s) are not units sold"),
+    ],
+)
+def test_a_wrong_truth_file_costs_the_score_not_the_forecast(
+    bucket, load_function, small_m5, bus, first_day, bad_cell, named
+):
+    dataset = f"bad-truth-{first_day}-{bad_cell}".replace("+", "").replace(".", "")
+    bus.watch(dataset)
+    _upload(bucket, dataset, small_m5)
     ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
-    wrong_days = pd.DataFrame({"id": ids, **{f"d_{1913 + h}": 1.0 for h in range(1, 29)}})
+    truth = pd.DataFrame({"id": ids, **{f"d_{first_day + h}": "1" for h in range(28)}})
+    if bad_cell:
+        truth.loc[3, "d_1950"], truth.loc[4, "d_1951"] = bad_cell, "-2"
     boto3.client("s3").put_object(
         Bucket=bucket,
-        Key="raw/bad-truth/sales_test_evaluation.csv",
-        Body=wrong_days.to_csv(index=False).encode(),
+        Key=f"raw/{dataset}/sales_test_evaluation.csv",
+        Body=truth.to_csv(index=False).encode(),
     )
-    run = _shard(bucket, load_function, "bad-truth")
+    run = _shard(bucket, load_function, dataset)
     bus.drain()
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
 
@@ -436,7 +450,7 @@ def test_a_wrong_truth_file_costs_the_score_not_the_forecast(bucket, load_functi
     assert ready["detail-type"] == "Forecast Ready" and headline["scored_on"] == "backtest"
     (problem,) = headline["score_problems"]
     assert problem.startswith("not scored against sales_test_evaluation.csv: ")
-    assert "missing column(s) d_1942" in problem
+    assert named in problem
     metrics = json.loads(
         boto3.client("s3")
         .get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"]

@@ -26,13 +26,20 @@ def _named(ids: np.ndarray) -> str:
 
 
 def aligned_values(
-    name: str, frame: pd.DataFrame, ids: np.ndarray, columns: list[str], *, more_rows: bool = False
+    name: str,
+    frame: pd.DataFrame,
+    ids: np.ndarray,
+    columns: list[str],
+    *,
+    more_rows: bool = False,
+    units: bool = False,
 ) -> np.ndarray:
     """Rows of `frame` in the order of `ids`, or a ScoringError naming every mismatch.
 
     `more_rows`: rows of other series are ignored, as a truth file may hold them (Kaggle's
     sales_test_evaluation.csv covers all 30,490 series, a run perhaps a slice); a
-    submission's extra rows are still an error.
+    submission's extra rows are still an error. `units`: the values are units sold (a
+    truth), 0 to the sales file's bound; a forecast need only be finite.
     """
     problems = []
     absent = [c for c in ["id", *columns] if c not in frame.columns]
@@ -78,10 +85,22 @@ def aligned_values(
             f"{name}: column(s) {_named(bad.index[bad].to_numpy())} hold empty or non-numeric "
             "values; expected a number in every cell"
         )
+    numbers = values.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        wrong = ~np.isfinite(numbers) & ~values.isna().to_numpy()
+        if units:
+            wrong |= (numbers < 0) | (numbers > schema.MAX_UNITS)
+    if wrong.any():
+        row, column = (int(i[0]) for i in np.nonzero(wrong))
+        expected = f"units sold, 0 to {schema.MAX_UNITS:,}" if units else "finite numbers"
+        problems.append(
+            f"{name}: {int(wrong.sum())} value(s) are not {expected}, e.g. "
+            f"{file_ids[row]} {columns[column]}: {frame[columns[column]].iloc[row]}"
+        )
     if problems:
         raise ScoringError("; ".join(problems))
     rows = pd.Index(file_ids).get_indexer(ids)
-    return values.to_numpy(dtype=np.float64)[rows]
+    return numbers[rows]
 
 
 def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
@@ -125,7 +144,9 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
             f"expected d_{data.last_day + 1}..d_{data.last_day + max(horizon, 1)}, "
             f"the days after the history's last day d_{data.last_day}"
         )
-    truth = aligned_values(Path(truth_csv).name, truth_frame, data.ids, days, more_rows=True)
+    truth = aligned_values(
+        Path(truth_csv).name, truth_frame, data.ids, days, more_rows=True, units=True
+    )
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     forecast = aligned_values(
         Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps

@@ -84,11 +84,12 @@ def _scores(
         try:
             frame = pd.read_csv(io.BytesIO(storage.read(key, etag=etag)))
             truth = submission.aligned_values(
-                naming.TRUTH_FILE, frame, data.ids, days, more_rows=True
+                naming.TRUTH_FILE, frame, data.ids, days, more_rows=True, units=True
             )
             weights = scoring.dollar_sales(data.sales, data.prices)
             score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
         except (ValueError, ObjectChangedError) as exc:  # ScoringError, pandas' parse errors
+            truth = None  # nor plotted
             problems.append(f"not scored against {naming.TRUTH_FILE}: {exc}")
     try:
         backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
