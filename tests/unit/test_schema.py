@@ -232,10 +232,17 @@ def test_not_utf8(files: dict[str, bytes]) -> None:
     assert reasons_of(files) == ["calendar.csv: row 4: found byte 0xff; expected UTF-8 text"]
 
 
-def test_byte_order_mark_and_crlf_are_accepted(files: dict[str, bytes]) -> None:
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r"])  # Windows; old Mac (Excel for Mac)
+def test_byte_order_mark_and_other_line_ends_are_accepted(
+    files: dict[str, bytes], line_end: bytes
+) -> None:
     expected = parse_inputs(files)
-    files[SALES_FILE] = b"\xef\xbb\xbf" + files[SALES_FILE].replace(b"\n", b"\r\n")
-    np.testing.assert_array_equal(parse_inputs(files).sales, expected.sales)
+    for name in (SALES_FILE, CALENDAR_FILE, PRICES_FILE):
+        files[name] = b"\xef\xbb\xbf" + files[name].replace(b"\n", line_end)
+    parsed = parse_inputs(files)
+    np.testing.assert_array_equal(parsed.sales, expected.sales)
+    np.testing.assert_array_equal(parsed.weekly_prices, expected.weekly_prices)
+    assert parsed.calendar.equals(expected.calendar)
 
 
 def test_every_problem_of_a_file_is_reported_at_once(files: dict[str, bytes]) -> None:

@@ -45,7 +45,8 @@ def quoted(value: object) -> str:
 
 
 def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
-    """The CSV text of one upload: size-checked, gunzipped, without a byte-order mark.
+    """The CSV text of one upload: size-checked, gunzipped, without a byte-order mark, rows
+    ending in LF (or CRLF).
 
     A `.csv` object whose bytes are gzip is accepted and decompressed: `aws s3 cp` of a
     gzipped file, or an upload with Content-Encoding gzip, keeps the name, and refusing it
@@ -68,6 +69,10 @@ def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
             found = f"a {kind} archive"
             raise InputRejectedError([problem(name, "content", found, "a CSV, plain or gzip")])
     payload = payload.removeprefix(b"\xef\xbb\xbf")
+    first_cr = payload.find(b"\r")
+    if first_cr >= 0 and payload[first_cr + 1 : first_cr + 2] != b"\n":
+        # A lone CR ends each row (Excel for Mac's "CSV (Macintosh)"); read it as CRLF is read
+        payload = payload.replace(b"\r", b"\n")
     if not payload or payload.isspace():
         raise InputRejectedError([problem(name, "content", "an empty file", "a header and rows")])
     if not payload.isascii():
