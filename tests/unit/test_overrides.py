@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from m5flow.exceptions import InputRejectedError
-from m5flow.jobs import DEFAULT_HYPERPARAMETERS, merge_hyperparameters
+from m5flow.jobs import DEFAULT_HYPERPARAMETERS, merge_hyperparameters, stack_hyperparameters
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.shards import ShardConfig
 
@@ -67,6 +67,10 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
         (b'{"min_lags": [0, 28]}', ["min_lags must be at least 1"]),
         (b'{"hyperparameters": "eta=0.1"}', ["hyperparameters must be an object"]),
         (b'{"hyperparameters": {"eta": true}}', ["'eta' must be a string or a number"]),
+        # Python's json takes these; XGBoost then trains on eta=nan and every forecast is NaN
+        (b'{"hyperparameters": {"eta": NaN}}', ["not valid UTF-8 JSON", "NaN is not a JSON"]),
+        (b'{"hyperparameters": {"eta": -Infinity}}', ["-Infinity is not a JSON number"]),
+        (b'{"min_lags": [28], "min_lags": [7, 28]}', ["'min_lags' given more than once"]),
     ],
 )
 def test_a_wrong_file_is_refused_with_its_reason(payload: bytes, phrases: list[str]) -> None:
@@ -85,3 +89,24 @@ def test_every_problem_of_a_file_is_named_at_once() -> None:
     assert len(reasons) == 3
     assert "unknown setting 'minlags'" in reasons[0] and "unknown setting 'model'" in reasons[1]
     assert "must end at the horizon" in reasons[2]
+
+
+def test_a_byte_order_mark_is_allowed_and_whole_numbers_go_on_as_integers() -> None:
+    """As the CSVs: Notepad saves a BOM. The container refuses "6.0" for max_depth."""
+    overrides = parse_overrides(b'\xef\xbb\xbf{"hyperparameters": {"max_depth": 6.0, "eta": 0.5}}')
+    assert overrides.hyperparameters == {"max_depth": "6", "eta": "0.5"}
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ('{"eta": NaN}', "NaN is not a JSON number"),
+        ('{"eta": [0.1]}', "hyperparameter 'eta' must be a string or a number"),
+        ('{"eta": 0.1, "eta": 0.2}', "'eta' given more than once"),
+    ],
+)
+def test_the_stacks_hyperparameters_are_held_to_the_same_rules(text: str, phrase: str) -> None:
+    with pytest.raises(ValueError, match="the Hyperparameters parameter") as caught:
+        stack_hyperparameters(text)
+    assert phrase in str(caught.value)
+    assert stack_hyperparameters('{"max_depth": 6.0, "x": null}') == {"max_depth": "6", "x": None}

@@ -66,11 +66,8 @@ class JobSettings:
         if env.get("OBJECTIVE"):
             overrides.setdefault("objective", env["OBJECTIVE"])
         if env.get("NUM_ROUND"):
-            overrides.setdefault("num_round", int(env["NUM_ROUND"]))
-        hyperparameters = merge_hyperparameters(
-            DEFAULT_HYPERPARAMETERS,
-            {str(k): None if v is None else str(v) for k, v in overrides.items()},
-        )
+            overrides.setdefault("num_round", str(int(env["NUM_ROUND"])))
+        hyperparameters = merge_hyperparameters(DEFAULT_HYPERPARAMETERS, overrides)
         return cls(
             bucket=env["DATA_BUCKET"],
             role_arn=env.get("SAGEMAKER_ROLE_ARN", ""),
@@ -85,21 +82,81 @@ class JobSettings:
         )
 
 
-def stack_hyperparameters(text: str) -> dict[str, Any]:
-    """The stack's `Hyperparameters` parameter (HYPERPARAMETERS), which must be a JSON object.
+def strict_json(text: str | bytes) -> Any:
+    """Parse JSON as RFC 8259 has it, from text or UTF-8 bytes (a byte-order mark allowed).
+
+    Python's parser also takes NaN and Infinity, which no JSON tool writes and XGBoost then
+    trains on, and lets a repeated key's last value win in silence; a settings file with
+    either is refused up front rather than failing a run at training or at assembly.
 
     Raises
     ------
     ValueError
-        Naming the parameter and what is wrong with it, if it is not a JSON object.
+        Not UTF-8, not JSON, NaN or Infinity, or a key repeated within one object.
+    """
+
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"key(s) {', '.join(map(repr, repeated))} given more than once")
+        return dict(pairs)
+
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    return json.loads(
+        text.removeprefix("\ufeff"), parse_constant=no_constant, object_pairs_hook=unique_keys
+    )
+
+
+def hyperparameter_strings(
+    values: Mapping[str, object], source: str
+) -> tuple[dict[str, str | None], list[str]]:
+    """Hyperparameters as SageMaker takes them (strings; None drops a value), and a reason
+    for each that is not a string, a number or null. `source` names where they came from.
+
+    A whole number written as 6.0 goes on as "6": JSON has one kind of number, and the
+    container refuses "6.0" for an integer hyperparameter such as max_depth.
+    """
+    strings: dict[str, str | None] = {}
+    reasons: list[str] = []
+    for name, value in values.items():
+        if value is None or isinstance(value, str):
+            strings[name] = value
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            reasons.append(
+                f"{source}: hyperparameter {name!r} must be a string or a number "
+                f"(or null to drop the stack's value), found {json.dumps(value)}"
+            )
+        elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            strings[name] = str(int(value))
+        else:
+            strings[name] = str(value)
+    return strings, reasons
+
+
+def stack_hyperparameters(text: str) -> dict[str, str | None]:
+    """The stack's `Hyperparameters` parameter (HYPERPARAMETERS), which must be a JSON object
+    of strings, numbers and nulls.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and what is wrong with it.
     """
     try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as exc:
+        overrides = strict_json(text)
+    except ValueError as exc:
         raise ValueError(f"the Hyperparameters parameter is not JSON ({exc}): {text!r}") from None
     if not isinstance(overrides, dict):
         raise ValueError(f"the Hyperparameters parameter must be a JSON object, got {text!r}")
-    return overrides
+    strings, reasons = hyperparameter_strings(overrides, "the Hyperparameters parameter")
+    if reasons:
+        raise ValueError("; ".join(reasons))
+    return strings
 
 
 def merge_hyperparameters(

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from m5flow.exceptions import InputRejectedError
+from m5flow.jobs import hyperparameter_strings, strict_json
 from m5flow.naming import OVERRIDES_FILE
 from m5flow.shards import ShardConfig
 
@@ -62,18 +63,9 @@ def _hyperparameters(value: object, reasons: list[str]) -> dict[str, str | None]
             f"found {json.dumps(value)}"
         )
         return {}
-    out: dict[str, str | None] = {}
-    for name, setting in value.items():
-        if setting is None:
-            out[name] = None
-        elif isinstance(setting, bool) or not isinstance(setting, str | int | float):
-            reasons.append(
-                f"{OVERRIDES_FILE}: hyperparameter {name!r} must be a string or a number "
-                f"(or null to drop the stack's value), found {json.dumps(setting)}"
-            )
-        else:
-            out[name] = str(setting)  # SageMaker takes every hyperparameter as a string
-    return out
+    strings, problems = hyperparameter_strings(value, OVERRIDES_FILE)
+    reasons += problems
+    return strings
 
 
 def parse_overrides(payload: bytes | None) -> DatasetOverrides:
@@ -82,14 +74,14 @@ def parse_overrides(payload: bytes | None) -> DatasetOverrides:
     Raises
     ------
     InputRejectedError
-        With one reason per problem: not UTF-8 JSON, not an object, an unknown setting, or
-        a setting of the wrong shape.
+        With one reason per problem: not UTF-8 JSON (NaN, Infinity and a repeated key
+        included), not an object, an unknown setting, or a setting of the wrong shape.
     """
     if payload is None:
         return DatasetOverrides()
     try:
-        raw = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = strict_json(payload)
+    except ValueError as exc:  # also UnicodeDecodeError and json.JSONDecodeError
         raise InputRejectedError([f"{OVERRIDES_FILE}: not valid UTF-8 JSON ({exc})"]) from None
     if not isinstance(raw, Mapping):
         found = type(raw).__name__
