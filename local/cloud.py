@@ -85,7 +85,7 @@ class LocalCloud:
         parameters: dict[str, str] | None = None,
         echo: Callable[[str], None] | None = print,
     ) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # the training hosts run in their own folders
         self.parameters = parameters or {}
         self.echo = echo or (lambda _line: None)
         self.bucket = BUCKET

@@ -13,27 +13,19 @@ import pandas as pd
 from m5flow.schema import INPUT_FILES, SALES_FILE
 
 
-def _local_run(data: Path, out: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _local_run(
+    data: Path, out: Path, timeout: float = 600, *more: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "m5flow_local.cli",
-            "local",
-            "run",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(data),
+         "--out", str(out), *more],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )  # fmt: skip
 
 
 def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
-    result = _local_run(small_m5, tmp_path / "out")
+    # A relative --workdir once reached the training hosts as is, and they run elsewhere.
+    result = _local_run(small_m5, tmp_path / "out", 600, "--workdir", "work", cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert result.stdout.strip().splitlines()[-1].startswith("forecast ready in ")
