@@ -77,8 +77,9 @@ def _shard(args: argparse.Namespace) -> int:
         print(_missing_inputs(data_dir, absent), file=sys.stderr)
         return 2
     started = time.perf_counter()
+    config = ShardConfig(train_format=args.format)
     try:
-        data, overrides = read_inputs(source, "", present)
+        data, overrides = read_inputs(source, "", present, config)
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
@@ -95,7 +96,6 @@ def _shard(args: argparse.Namespace) -> int:
     # A run folder left by an earlier call (other --min-lags) would keep shards of models
     # this manifest does not list.
     shutil.rmtree(out / naming.run_prefix(run), ignore_errors=True)
-    config = ShardConfig(train_format=args.format)
     manifest = write_run_shards(target, run, dataset, inputs, data, overrides, config)
     target.write(naming.manifest_key(run), manifest.to_json())
     for model in manifest.models:

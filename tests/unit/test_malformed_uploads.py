@@ -46,6 +46,14 @@ def _sales_cell(files: Files, column: str, value: object) -> bytes:
     return _csv(sales)
 
 
+def _sales_only_in_the_last_days(files: Files, days: int) -> bytes:
+    """Every series launched within the validation window: nothing before it to train on."""
+    sales = _frame(files, SALES_FILE)
+    day_columns = [c for c in sales.columns if c.startswith("d_")]
+    sales[day_columns[:-days]] = 0
+    return _csv(sales)
+
+
 def _first_id_bytes(files: Files) -> bytes:
     return files[SALES_FILE].split(b"\n")[1].split(b",")[0]
 
@@ -77,6 +85,8 @@ CORPUS: dict[str, tuple[Callable[[Files], Files], str, str]] = {
     "settings not JSON": (lambda f: {OVERRIDES_FILE: b"{min_lags: [28]}"}, OVERRIDES_FILE, "not valid UTF-8 JSON"),
     "settings misspelt": (lambda f: {OVERRIDES_FILE: b'{"min_lag": [28]}'}, OVERRIDES_FILE, "unknown setting 'min_lag'"),
     "settings models short of the horizon": (lambda f: {OVERRIDES_FILE: b'{"min_lags": [7, 14]}'}, OVERRIDES_FILE, "must end at the horizon"),
+    "no sale before the validation window": (lambda f: {SALES_FILE: _sales_only_in_the_last_days(f, 10)}, SALES_FILE, "d_1..d_1913: found no sale in any series"),
+    "settings hyperparameter NaN": (lambda f: {OVERRIDES_FILE: b'{"hyperparameters": {"eta": NaN}}'}, OVERRIDES_FILE, "NaN is not a JSON number"),
     "settings hyperparameter a list": (lambda f: {OVERRIDES_FILE: b'{"hyperparameters": {"eta": [0.1]}}'}, OVERRIDES_FILE, "'eta' must be a string or a number"),
 }  # fmt: skip
 

@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from m5flow import naming
+from m5flow.csvinput import problem
 from m5flow.features import Block, FeatureConfig, build_block, feature_names, series_facts
 from m5flow.schema import HORIZON, ID_KINDS, M5Data
 from m5flow.storage import Storage
@@ -90,6 +91,23 @@ class ShardConfig:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
+
+
+def nothing_to_train(data: M5Data, config: ShardConfig) -> list[str]:
+    """A reason when no series sells before the validation window, else none.
+
+    Training rows start at each series' first sale, so such data would start a run whose
+    training channels are empty, and SageMaker would fail it with a reason about S3.
+    """
+    validation_start = data.last_day - config.validation_days + 1
+    if (data.sales[:, : validation_start - 1] > 0).any():
+        return []
+    where = f"days d_1..d_{validation_start - 1}"
+    expected = (
+        f"some sales before d_{validation_start} (the last {config.validation_days} days "
+        "only validate the models; training needs the days before them)"
+    )
+    return [problem(naming.SALES_FILE, where, "no sale in any series", expected)]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from m5flow.exceptions import InputRejectedError
 from m5flow.notifications import EventPublisher
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
-from m5flow.shards import Manifest, ShardConfig, write_shards
+from m5flow.shards import Manifest, ShardConfig, nothing_to_train, write_shards
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, Storage
 
 logger = Logger(child=True)
@@ -64,7 +64,7 @@ def shard_dataset(
 
     inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
     try:
-        data, overrides = read_inputs(storage, prefix, present)
+        data, overrides = read_inputs(storage, prefix, present, config)
     except ObjectChangedError as exc:
         # This set of inputs is gone; the event of the upload that replaced it starts its run.
         logger.info("an input was replaced while reading", extra={"run_id": run, "why": str(exc)})
@@ -111,10 +111,11 @@ def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
 
 
 def read_inputs(
-    storage: Storage, prefix: str, present: Mapping[str, str]
+    storage: Storage, prefix: str, present: Mapping[str, str], config: ShardConfig | None = None
 ) -> tuple[M5Data, DatasetOverrides]:
     """Parse the three inputs and the dataset's settings, the versions `present` names
-    (ObjectChangedError if one was replaced since); one rejection names every problem."""
+    (ObjectChangedError if one was replaced since), and check that the run they make has
+    something to train on; one rejection names every problem."""
     reasons: list[str] = []
     overrides = DatasetOverrides()
     if naming.OVERRIDES_FILE in present:
@@ -129,6 +130,8 @@ def read_inputs(
         )
     except InputRejectedError as exc:
         reasons += exc.reasons
+    else:
+        reasons += nothing_to_train(data, overrides.shard_config(config))
     if reasons:
         raise InputRejectedError(reasons)
     return data, overrides
