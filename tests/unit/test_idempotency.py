@@ -154,6 +154,19 @@ def test_the_same_files_in_two_stacks_name_different_jobs():
     assert staging == naming.run_id("demo", dict(reversed(etags.items())), "s3://staging-data/")
 
 
+@pytest.mark.parametrize(
+    "names",
+    [("store a", "store_a"), ("日本", "データ"), ("x" * 40 + "-spring", "x" * 40 + "-autumn")],
+)
+def test_the_same_files_in_two_datasets_make_two_runs(names):
+    """Names alike once sanitised and cut short: the second was dropped as a duplicate."""
+    from m5flow import naming
+
+    etags = {name: f"etag-{name}" for name in INPUT_FILES}
+    first, second = (naming.run_id(name, etags, "s3://data/") for name in names)
+    assert first != second
+
+
 @pytest.mark.parametrize("resend_as_recorded", [False, True])
 def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
     bucket, bus, monkeypatch, resend_as_recorded

@@ -80,10 +80,13 @@ def run_id(dataset: str, etags: Mapping[str, str], where: str) -> str:
     SageMaker job names are unique per account and region, and an ETag is the content's
     MD5: without `where`, the same files uploaded to two stacks (staging and production)
     would name the same jobs, and the second stack would take the first's as its own. The
-    id stays a valid SageMaker name once prefixed with `m5flow-` and suffixed with a model
-    tag such as `-h1`.
+    dataset's own name is hashed too: the readable part is sanitised and cut short, so
+    `store a`, `store_a` and two long names alike at the start would otherwise share a run,
+    and the second would be dropped as a duplicate of the first. The id stays a valid
+    SageMaker name once prefixed with `m5flow-` and suffixed with a model tag such as `-h1`.
     """
-    text = "\n".join([where, *(f"{n}={etags[n].strip(chr(34))}" for n in sorted(etags))])
+    files = (f"{n}={etags[n].strip(chr(34))}" for n in sorted(etags))
+    text = "\n".join([where, dataset, *files])
     digest = hashlib.sha256(text.encode()).hexdigest()[:_RUN_HASH_CHARS]
     room = _MAX_NAME - len(JOB_PREFIX) - len(digest) - 1 - 8  # 8: room for a model suffix
     return f"{sanitize(dataset)[:room].rstrip('-')}-{digest}"
