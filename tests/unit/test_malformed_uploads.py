@@ -72,6 +72,7 @@ CORPUS: dict[str, tuple[Callable[[Files], Files], str, str]] = {
     "id inconsistent with item": (lambda f: {SALES_FILE: _sales_cell(f, "item_id", "FOODS_9_999")}, SALES_FILE, "item_id_store_id"),
     "spreadsheet formula id": (lambda f: {SALES_FILE: _sales_cell(f, "id", "=HYPERLINK(1)")}, SALES_FILE, "=HYPERLINK(1)"),
     "non-UTF-8 bytes": (lambda f: {SALES_FILE: f[SALES_FILE].replace(_first_id_bytes(f), _first_id_bytes(f) + "\xe9".encode("latin-1"), 1)}, SALES_FILE, "UTF-8"),
+    "UTF-16 without a byte-order mark": (lambda f: {CALENDAR_FILE: f[CALENDAR_FILE].decode().encode("utf-16-le")}, CALENDAR_FILE, "row 1: found a NUL byte (UTF-16 text"),
     "calendar too short": (lambda f: {CALENDAR_FILE: _csv(_frame(f, CALENDAR_FILE).iloc[:1900])}, CALENDAR_FILE, "first d_1901"),
     "calendar missing column": (lambda f: {CALENDAR_FILE: _csv(_frame(f, CALENDAR_FILE).drop(columns=["snap_TX"]))}, CALENDAR_FILE, "snap_TX"),
     "prices for unknown items only": (lambda f: {PRICES_FILE: _csv(_frame(f, PRICES_FILE).assign(item_id="NOPE_1_001"))}, PRICES_FILE, "no price"),

@@ -57,7 +57,7 @@ def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
     Raises
     ------
     InputRejectedError
-        Too large, a corrupt gzip stream, an archive, an empty file, or not UTF-8.
+        Too large, a corrupt gzip stream, an archive, an empty file, or not UTF-8 text.
     """
     if len(payload) > max_bytes:
         found = f"{len(payload):,} bytes"
@@ -82,6 +82,11 @@ def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
             row = payload.count(b"\n", 0, exc.start) + 1
             found = f"byte {payload[exc.start]:#04x}"
             raise InputRejectedError([problem(name, f"row {row}", found, "UTF-8 text")]) from None
+    nul = payload.find(b"\x00")
+    if nul >= 0:  # UTF-8 allows it, no CSV holds it: UTF-16 without its byte-order mark
+        row = payload.count(b"\n", 0, nul) + 1
+        found = "a NUL byte (UTF-16 text, or not text)"
+        raise InputRejectedError([problem(name, f"row {row}", found, "UTF-8 text")])
     if not payload.endswith(b"\n"):
         # pyarrow cannot infer the columns of a lone header without its line end; a copy is
         # made only then, which any editor's "no newline at end of file" can cause
