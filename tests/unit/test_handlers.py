@@ -289,6 +289,64 @@ def test_publish_model_reports_failed_training(bucket, load_function, small_m5, 
     assert failed["detail"]["failure_reason"] == event["detail"]["FailureReason"]
 
 
+def _two_model_run(bucket: str, load_function, data_dir: Path, bus, dataset: str) -> str:
+    """A run of models h14 and h28 (the dataset's m5flow.json); its events so far drained."""
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key=f"raw/{dataset}/m5flow.json", Body=b'{"min_lags": [14, 28]}'
+    )
+    return _run_started(bucket, load_function, data_dir, bus, dataset)
+
+
+def _model_event(bucket: str, run: str, name: str, model: str) -> dict:
+    """A sample state-change event (of model h28), made the event of another model's job."""
+    return sample_event(
+        name,
+        **{"m5flow-data-123456789012": bucket, RUN_IN_SAMPLES: run, "-h28": f"-{model}",
+           "/h28/": f"/{model}/"},
+    )  # fmt: skip
+
+
+def test_a_run_fails_once_and_its_other_models_stop_there(bucket, load_function, small_m5, bus):
+    """Four models could fail four times: a subscriber got a mail per failed job, and the
+    surviving models went on to transforms (and events) for a run that could never finish."""
+    run = _two_model_run(bucket, load_function, small_m5, bus, "fails-once")
+
+    publish = load_function("PublishModelFunction")
+    publish.invoke(_model_event(bucket, run, "sagemaker_training_failed", "h14"))
+    survivor = publish.invoke(_model_event(bucket, run, "sagemaker_training_completed", "h28"))
+    load_function("AssembleForecastFunction").invoke(
+        _model_event(bucket, run, "sagemaker_transform_failed", "h28")
+    )
+
+    (failed,) = bus.drain()  # the first failure only; the later one is logged
+    assert failed["detail-type"] == "Run Failed"
+    assert f"-{run}-h14 Failed" in failed["detail"]["reason"]
+    assert survivor["transform_job"] is None
+    sagemaker = boto3.client("sagemaker")
+    with pytest.raises(sagemaker.exceptions.ClientError):
+        sagemaker.describe_transform_job(TransformJobName=f"m5flow-{run}-h28")
+
+
+def test_a_transform_that_lost_an_input_shard_fails_the_run(bucket, load_function, small_m5, bus):
+    """Its siblings would otherwise wait for that shard's output forever: nothing polls."""
+    run = _two_model_run(bucket, load_function, small_m5, bus, "lost-shard")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    s3 = boto3.client("s3")
+    lost = _keys(bucket, f"runs/{run}/predictions/h14/")[0]
+    s3.delete_object(Bucket=bucket, Key=lost)  # as if its inference shard had been deleted
+
+    assemble = load_function("AssembleForecastFunction")
+    assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h28"))
+    assert bus.drain() == []  # h28's outputs are all there: it waits for h14, as it should
+    assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h14"))
+
+    (failed,) = bus.drain()
+    assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "assemble"
+    shard = lost.replace("/predictions/", "/inference/").removesuffix(".out")
+    assert "without an output for 1 of its " in failed["detail"]["reason"]
+    assert shard in failed["detail"]["reason"]
+
+
 def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:
     """What Batch Transform would write: `id,day,prediction` per inference row, where the
     prediction of horizon day h after the last sales day is h - 0.5, and the backtest's

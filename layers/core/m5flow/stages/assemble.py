@@ -22,8 +22,8 @@ from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher
 from m5flow.schema import M5Data
-from m5flow.shards import Manifest, channel_prefix
-from m5flow.stages.failure import announce_job_failure
+from m5flow.shards import Manifest, ModelShards, channel_prefix
+from m5flow.stages.failure import announce_job_failure, announce_run_failure
 from m5flow.storage import ObjectChangedError, Storage
 
 logger = Logger(child=True)
@@ -41,14 +41,15 @@ def _output_key(manifest: Manifest, model: str, input_key: str) -> str:
     return f"{channel_prefix(manifest.run_id, 'predictions', model)}{relative}.out"
 
 
+def _missing_outputs(storage: Storage, manifest: Manifest, model: ModelShards) -> list[str]:
+    """The model's inference shards that have no transform output (`.out`) yet."""
+    have = set(storage.list(channel_prefix(manifest.run_id, "predictions", model.name)))
+    return [s.key for s in model.inference if _output_key(manifest, model.name, s.key) not in have]
+
+
 def _pending_models(storage: Storage, manifest: Manifest) -> list[str]:
     """Models whose transform output is not complete yet (one `.out` per inference shard)."""
-    pending = []
-    for model in manifest.models:
-        have = set(storage.list(channel_prefix(manifest.run_id, "predictions", model.name)))
-        if any(_output_key(manifest, model.name, s.key) not in have for s in model.inference):
-            pending.append(model.name)
-    return pending
+    return [m.name for m in manifest.models if _missing_outputs(storage, manifest, m)]
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,27 @@ def assemble_forecast(
     are still running, the job failed, or another delivery already announced it.
     """
     name = transform["TransformJobName"]
-    _, run, _ = jobs.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
+    _, run, model_name = jobs.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     if transform["TransformJobStatus"] != "Completed":
         announce_job_failure(
             publisher, transform, kind="transform", run=run, dataset=manifest.dataset
         )
+        return None
+    model = manifest.model(model_name)
+    missing = _missing_outputs(storage, manifest, model)
+    if missing:
+        # A completed transform writes one output per input object it found: an inference
+        # shard deleted during the run. Without this, the siblings would wait for it forever.
+        reason = (
+            f"transform job {name} completed without an output for {len(missing)} of its "
+            f"{len(model.inference)} inference shards, e.g. {missing[0]} (deleted during "
+            "the run?); the forecast would miss their series"
+        )
+        announce_run_failure(
+            publisher, {"run_id": run, "dataset": manifest.dataset, "stage": "assemble",
+                        "job": name, "reason": reason},
+        )  # fmt: skip
         return None
     announcement = publisher.settle(run, FORECAST_READY)
     if announcement == "resent":
@@ -151,10 +167,9 @@ def assemble_forecast(
     except (RunFailedError, ObjectChangedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
-        publisher.publish(
-            "Run Failed",
+        announce_run_failure(
+            publisher,
             {"run_id": run, "dataset": manifest.dataset, "stage": "assemble", "reason": reason},
-            once="run-failed-assemble",
         )
         return None
     values = frame.drop(columns="id").to_numpy()

@@ -31,6 +31,9 @@ from m5flow.notifications import EventPublisher
 from m5flow.storage import ObjectMissingError, Storage
 
 logger = Logger(child=True)
+# A run fails once: its first failure is announced, and any later one (a sibling model's
+# job, another delivery's crash) is logged only, so a subscriber gets one mail per run.
+RUN_FAILED = "run-failed"
 
 # The step each pipeline function performs, by what triggers it (DESIGN.md section 1).
 SHARD = "shard"
@@ -193,8 +196,8 @@ def report_failure(
     record : Mapping
         The `detail` of a `Lambda Function Invocation Result - Failure` event.
 
-    Each failed invocation is announced once per run (the ledger name is the failed
-    invocation's request id).
+    The run's first failure is announced; a later one is logged only
+    (`announce_run_failure`).
 
     Returns
     -------
@@ -231,14 +234,14 @@ def report_failure(
         # No run to record it under: sent without the ledger, so a re-delivered record may
         # repeat it (with the same request_id).
         publisher = publisher.unrecorded()
-    publisher.publish("Run Failed", detail, once=f"invocation-failed-{failure.request_id}")
+    announce_run_failure(publisher, detail)
     return detail
 
 
 def announce_job_failure(
     publisher: EventPublisher, job: Mapping[str, Any], *, kind: str, run: str, dataset: str
 ) -> None:
-    """Announce `Run Failed` for a SageMaker job that ended without completing, once per job.
+    """Announce `Run Failed` for a SageMaker job that ended without completing.
 
     `job` is the state-change event's detail and `kind` is "training" or "transform": the
     detail's field prefix and the `stage` of the event. The event's `reason` is one line;
@@ -257,7 +260,19 @@ def announce_job_failure(
         "failure_reason": failure_reason,
     }
     logger.error(f"{kind} did not complete", extra=detail)
-    publisher.publish("Run Failed", detail, once=f"run-failed-{name}")
+    announce_run_failure(publisher, detail)
+
+
+def announce_run_failure(publisher: EventPublisher, detail: Mapping[str, Any]) -> bool:
+    """Announce `Run Failed` unless the run already failed; True when this call sent it.
+
+    A failure that belongs to no run (`run_id` None) goes through an unrecorded publisher
+    and is always sent.
+    """
+    sent = publisher.publish("Run Failed", detail, once=RUN_FAILED)
+    if not sent:
+        logger.warning("the run had failed before; this failure is logged only", extra=dict(detail))
+    return sent
 
 
 def one_line(failure_reason: str) -> str:

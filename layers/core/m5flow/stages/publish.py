@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.notifications import EventPublisher
 from m5flow.shards import Manifest
-from m5flow.stages.failure import announce_job_failure
+from m5flow.stages.failure import RUN_FAILED, announce_job_failure
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -26,7 +26,8 @@ def publish_model(
     """React to a training job's final state (`training`: the event's detail).
 
     Completed: create the model and its transform job; return the transform job's name, or
-    None when an earlier delivery already created it (the announcement is still sent once).
+    None when an earlier delivery already created it (the announcement is still sent once)
+    or the run has already failed (nothing is created).
     Failed or Stopped: announce `Run Failed` with SageMaker's reason and create nothing.
     """
     name = training["TrainingJobName"]
@@ -38,6 +39,11 @@ def publish_model(
         )
         return None
 
+    if publisher.settle(run, RUN_FAILED) != "absent":
+        # A sibling's job or a step already failed the run: its forecast can never be
+        # assembled, so no model, no transform, and no event after its `Run Failed`.
+        logger.warning("the run has failed; no transform", extra={"run_id": run, "job": name})
+        return None
     artifact = (training.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if not artifact:  # Some deliveries omit it; the job itself always knows.
         artifact = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"][

@@ -10,6 +10,7 @@ from m5flow import jobs, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import EventPublisher
 from m5flow.shards import Manifest
+from m5flow.stages.failure import announce_run_failure
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -32,15 +33,14 @@ def start_training(
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
     except RunFailedError as exc:
         logger.error("refusing to train", extra={"run_id": manifest.run_id, "reason": exc.reason})
-        publisher.publish(
-            "Run Failed",
+        announce_run_failure(
+            publisher,
             {
                 "run_id": manifest.run_id,
                 "dataset": manifest.dataset,
                 "stage": exc.stage,
                 "reason": exc.reason,
             },
-            once="run-failed-start-training",
         )
         return []
     created = []
