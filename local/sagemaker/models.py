@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from m5flow_local.sagemaker import events
+from m5flow_local.sagemaker import events, s3io
 from m5flow_local.sagemaker.exceptions import ResourceInUseError, ValidationError
 from m5flow_local.sagemaker.resources import (
     JOB_NAME_PATTERN,
@@ -282,6 +282,10 @@ class SageMakerBackend:
         name = check_name(params.get("ModelName"), "modelName", MODEL_NAME_PATTERN)
         if "PrimaryContainer" not in params and not params.get("Containers"):
             raise ValidationError("Either PrimaryContainer or Containers must be specified.")
+        containers = [params.get("PrimaryContainer") or {}, *(params.get("Containers") or [])]
+        for url in (c["ModelDataUrl"] for c in containers if c.get("ModelDataUrl")):
+            if not s3io.exists(s3io.client(self.region), url):  # as SageMaker checks it
+                raise ValidationError(f"Could not find model data at {url}.")
         with self.lock:
             arn = self.arn("model", name)
             if name in self.models:

@@ -27,6 +27,18 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def exists(s3: Any, uri: str) -> bool:
+    """Whether the object ``s3://bucket/key`` exists."""
+    bucket, key = split_uri(uri)
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchBucket"):
+            return False
+        raise
+    return True
+
+
 def join_key(prefix: str, *parts: str) -> str:
     """Append parts to a key prefix with exactly one ``/`` between them."""
     key = prefix.rstrip("/")

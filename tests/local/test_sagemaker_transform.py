@@ -309,11 +309,22 @@ def test_model_and_transform_errors_use_aws_codes(
 ) -> None:
     name, _ = model
     model_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}"
+    model_data = cloud.sm.describe_model(ModelName=name)["PrimaryContainer"]["ModelDataUrl"]
+    with pytest.raises(ClientError) as no_data:
+        cloud.sm.create_model(
+            ModelName="no-data",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{cloud.bucket}/gone.tar.gz"},
+        )
+    assert no_data.value.response["Error"]["Code"] == "ValidationException"
+    assert no_data.value.response["Error"]["Message"] == (
+        f"Could not find model data at s3://{cloud.bucket}/gone.tar.gz."
+    )
     with pytest.raises(ClientError) as dup_model:
         cloud.sm.create_model(
             ModelName=name,
             ExecutionRoleArn=ROLE,
-            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"},
+            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_data},
         )
     assert dup_model.value.response["Error"]["Code"] == "ValidationException"
     assert dup_model.value.response["Error"]["Message"] == (
@@ -348,7 +359,7 @@ def test_model_and_transform_errors_use_aws_codes(
     cloud.sm.create_model(
         ModelName="short-lived",
         ExecutionRoleArn=ROLE,
-        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://x/y"},
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_data},
     )
     cloud.sm.delete_model(ModelName="short-lived")
     with pytest.raises(ClientError) as gone:
