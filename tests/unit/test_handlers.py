@@ -347,6 +347,25 @@ def test_a_transform_that_lost_an_input_shard_fails_the_run(bucket, load_functio
     assert shard in failed["detail"]["reason"]
 
 
+def test_the_same_files_again_after_a_failure_say_why_nothing_starts(
+    bucket, load_function, small_m5, bus, capsys
+):
+    """A user's retry of a failed run is a duplicate of it: silent, it looked like a hang."""
+    run = _run_started(bucket, load_function, small_m5, bus, "retried")
+    load_function("PublishModelFunction").invoke(
+        _training_event(bucket, run, "sagemaker_training_failed")
+    )
+    bus.drain()
+    capsys.readouterr()
+
+    again = load_function("ShardFunction").invoke(_created(bucket, f"raw/retried/{SALES_FILE}"))
+
+    assert again["status"] == "duplicate" and bus.drain() == []
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if "failed" in x]
+    assert line["level"] == "WARNING" and line["run_id"] == run
+    assert "upload them under a new raw/<dataset>/" in line["message"]
+
+
 def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:
     """What Batch Transform would write: `id,day,prediction` per inference row, where the
     prediction of horizon day h after the last sales day is h - 0.5, and the backtest's

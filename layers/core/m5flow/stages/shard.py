@@ -13,6 +13,7 @@ from m5flow.notifications import EventPublisher
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, nothing_to_train, write_shards
+from m5flow.stages.failure import RUN_FAILED
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, Storage
 
 logger = Logger(child=True)
@@ -60,6 +61,14 @@ def shard_dataset(
         # Sharded before: a re-delivery, or a retry after a crash before the announcement.
         manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
         announced = _announce_run_started(storage, publisher, manifest)
+        if not announced and publisher.settle(run, RUN_FAILED) != "absent":
+            # Most likely a user's retry, which the same files can never be: say so.
+            logger.warning(
+                "these inputs already made a run, which failed; the same files make the "
+                f"same run, so upload them under a new {naming.RAW_PREFIX}<dataset>/ to run "
+                "them again",
+                extra={"run_id": run, "dataset": dataset},
+            )
         return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
     inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
