@@ -88,7 +88,7 @@ CORPUS: dict[str, tuple[Callable[[Files], Files], str, str]] = {
     "settings models short of the horizon": (lambda f: {OVERRIDES_FILE: b'{"min_lags": [7, 14]}'}, OVERRIDES_FILE, "must end at the horizon"),
     "no sale before the validation window": (lambda f: {SALES_FILE: _sales_only_in_the_last_days(f, 10)}, SALES_FILE, "d_1..d_1913: found no sale in any series"),
     "settings hyperparameter NaN": (lambda f: {OVERRIDES_FILE: b'{"hyperparameters": {"eta": NaN}}'}, OVERRIDES_FILE, "NaN is not a JSON number"),
-    "settings hyperparameter a list": (lambda f: {OVERRIDES_FILE: b'{"hyperparameters": {"eta": [0.1]}}'}, OVERRIDES_FILE, "'eta' must be a string or a number"),
+    "settings hyperparameter a list": (lambda f: {OVERRIDES_FILE: b'{"hyperparameters": {"eta": [0.1]}}'}, OVERRIDES_FILE, "'eta' must be a string or a finite number"),
 }  # fmt: skip
 
 

@@ -66,10 +66,11 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
         (b'{"min_lags": [28, 7]}', ["min_lags must be increasing"]),
         (b'{"min_lags": [0, 28]}', ["min_lags must be at least 1"]),
         (b'{"hyperparameters": "eta=0.1"}', ["hyperparameters must be an object"]),
-        (b'{"hyperparameters": {"eta": true}}', ["'eta' must be a string or a number"]),
+        (b'{"hyperparameters": {"eta": true}}', ["'eta' must be a string or a finite number"]),
         # Python's json takes these; XGBoost then trains on eta=nan and every forecast is NaN
         (b'{"hyperparameters": {"eta": NaN}}', ["not valid UTF-8 JSON", "NaN is not a JSON"]),
         (b'{"hyperparameters": {"eta": -Infinity}}', ["-Infinity is not a JSON number"]),
+        (b'{"hyperparameters": {"eta": 1e400}}', ["'eta' must be a string or a finite number"]),
         (b'{"min_lags": [28], "min_lags": [7, 28]}', ["'min_lags' given more than once"]),
     ],
 )
@@ -101,7 +102,7 @@ def test_a_byte_order_mark_is_allowed_and_whole_numbers_go_on_as_integers() -> N
     ("text", "phrase"),
     [
         ('{"eta": NaN}', "NaN is not a JSON number"),
-        ('{"eta": [0.1]}', "hyperparameter 'eta' must be a string or a number"),
+        ('{"eta": [0.1]}', "hyperparameter 'eta' must be a string or a finite number"),
         ('{"eta": 0.1, "eta": 0.2}', "'eta' given more than once"),
     ],
 )

@@ -83,6 +83,29 @@ def test_the_reporter_names_the_run_the_shard_step_made(bucket, load_function, b
     assert (detail["stage"], detail["dataset"], detail["run_id"]) == ("shard", "agree", run)
 
 
+def test_a_crashed_step_is_said_once_and_does_not_stop_a_run_another_delivery_makes(
+    bucket, load_function, bus, small_m5
+):
+    """Three deliveries of one upload that all crash are one Run Failed; and the run that a
+    later delivery (or the user's re-upload) then makes still gets its transforms."""
+    from tests.unit.test_handlers import _shard, _training_event, _upload
+
+    bus.watch("flaky")
+    _upload(bucket, "flaky", small_m5)
+    report = load_function("ReportFailureFunction")
+    for _ in range(3):
+        report.invoke(_record(bucket, "s3_object_created_raw", **{"raw/demo/": "raw/flaky/"}))
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
+
+    run = _shard(bucket, load_function, "flaky")
+    published = load_function("PublishModelFunction").invoke(
+        _training_event(bucket, run, "sagemaker_training_completed")
+    )
+
+    assert published["transform_job"] == f"m5flow-{run}-h28"
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Started", "Transform Started"]
+
+
 def test_failed_shard_step_before_all_inputs_arrived_has_no_run(bucket, load_function, bus):
     bus.watch("early")
     _put(bucket, f"raw/early/{schema.SALES_FILE}", b"only the sales")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 from m5flow import naming
@@ -116,7 +117,8 @@ def hyperparameter_strings(
     values: Mapping[str, object], source: str
 ) -> tuple[dict[str, str | None], list[str]]:
     """Hyperparameters as SageMaker takes them (strings; None drops a value), and a reason
-    for each that is not a string, a number or null. `source` names where they came from.
+    for each that is not a string, a finite number or null (1e400 parses as infinity).
+    `source` names where they came from.
 
     A whole number written as 6.0 goes on as "6": JSON has one kind of number, and the
     container refuses "6.0" for an integer hyperparameter such as max_depth.
@@ -126,9 +128,9 @@ def hyperparameter_strings(
     for name, value in values.items():
         if value is None or isinstance(value, str):
             strings[name] = value
-        elif isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
             reasons.append(
-                f"{source}: hyperparameter {name!r} must be a string or a number "
+                f"{source}: hyperparameter {name!r} must be a string or a finite number "
                 f"(or null to drop the stack's value), found {json.dumps(value)}"
             )
         elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:

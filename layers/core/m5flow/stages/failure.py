@@ -31,8 +31,10 @@ from m5flow.notifications import EventPublisher
 from m5flow.storage import ObjectMissingError, Storage
 
 logger = Logger(child=True)
-# A run fails once: its first failure is announced, and any later one (a sibling model's
-# job, another delivery's crash) is logged only, so a subscriber gets one mail per run.
+# A failure that leaves the run unable to finish (a model's job failed, a step refused) is
+# announced once per run under this name; a later one (a sibling model's job) is logged only,
+# and once it is recorded no transform starts. A Lambda that crashed is announced once per run
+# and step instead, and stops nothing: another delivery of its event may still do the work.
 RUN_FAILED = "run-failed"
 
 # The step each pipeline function performs, by what triggers it (DESIGN.md section 1).
@@ -196,8 +198,8 @@ def report_failure(
     record : Mapping
         The `detail` of a `Lambda Function Invocation Result - Failure` event.
 
-    The run's first failure is announced; a later one is logged only
-    (`announce_run_failure`).
+    Announced once per run and step: three deliveries of one upload that all crashed make
+    one event. It does not fail the run for good (see RUN_FAILED).
 
     Returns
     -------
@@ -234,7 +236,7 @@ def report_failure(
         # No run to record it under: sent without the ledger, so a re-delivered record may
         # repeat it (with the same request_id).
         publisher = publisher.unrecorded()
-    announce_run_failure(publisher, detail)
+    announce_run_failure(publisher, detail, once=f"invocation-failed-{step.stage}")
     return detail
 
 
@@ -263,13 +265,16 @@ def announce_job_failure(
     announce_run_failure(publisher, detail)
 
 
-def announce_run_failure(publisher: EventPublisher, detail: Mapping[str, Any]) -> bool:
-    """Announce `Run Failed` unless the run already failed; True when this call sent it.
+def announce_run_failure(
+    publisher: EventPublisher, detail: Mapping[str, Any], once: str = RUN_FAILED
+) -> bool:
+    """Announce `Run Failed` unless an earlier failure of the run was announced under the
+    same name `once`; True when this call sent it.
 
     A failure that belongs to no run (`run_id` None) goes through an unrecorded publisher
     and is always sent.
     """
-    sent = publisher.publish("Run Failed", detail, once=RUN_FAILED)
+    sent = publisher.publish("Run Failed", detail, once=once)
     if not sent:
         logger.warning("the run had failed before; this failure is logged only", extra=dict(detail))
     return sent
