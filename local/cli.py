@@ -251,8 +251,8 @@ def _local_up(args: argparse.Namespace) -> int:
         for key, value in cloud.environment.items():
             print(f"export {key}={value}")
         stop_on_signals()
-        print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
-        try:
+        try:  # the line below tells a script it may signal now: the handler must be ready
+            print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
             until_stopped()
         except KeyboardInterrupt:
             print("stopping the local cloud")
