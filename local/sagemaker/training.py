@@ -237,8 +237,10 @@ def _tee(output: Any, log: Path, on_round: Callable[[str], None] | None) -> None
         for raw in output:
             sink.write(raw)
             sink.flush()  # the log is read while the job runs
+            if on_round is None:
+                continue
             found = _ROUND.search(raw.decode(errors="replace").rstrip("\n"))
-            if on_round is not None and found:
+            if found:
                 try:
                     on_round(f"round {found[1]}: {' '.join(found[2].split())}")
                 except Exception:  # a console that cannot print must not block the host

@@ -47,9 +47,14 @@ def _missing_outputs(storage: Storage, manifest: Manifest, model: ModelShards) -
     return [s.key for s in model.inference if _output_key(manifest, model.name, s.key) not in have]
 
 
-def _pending_models(storage: Storage, manifest: Manifest) -> list[str]:
-    """Models whose transform output is not complete yet (one `.out` per inference shard)."""
-    return [m.name for m in manifest.models if _missing_outputs(storage, manifest, m)]
+def _pending_models(storage: Storage, manifest: Manifest, complete: str) -> list[str]:
+    """Models whose transform output is not complete yet (one `.out` per inference shard),
+    other than `complete`, whose outputs the caller has just listed."""
+    return [
+        m.name
+        for m in manifest.models
+        if m.name != complete and _missing_outputs(storage, manifest, m)
+    ]
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ def assemble_forecast(
         # A late re-delivery (or a retry that lost the take-over): nothing to redo.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
         return None
-    pending = _pending_models(storage, manifest)
+    pending = _pending_models(storage, manifest, complete=model.name)
     if pending:
         logger.info(
             "waiting for sibling transforms", extra={"run_id": run, "predictions_missing": pending}
