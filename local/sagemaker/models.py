@@ -186,32 +186,47 @@ class SageMakerBackend:
     def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             jobs = list(self.training_jobs.values())
+        return self._page(jobs, params, "TrainingJobSummaries")
+
+    def _page(
+        self,
+        items: list[Any],
+        params: dict[str, Any],
+        key: str,
+        *,
+        with_status: bool = True,
+    ) -> dict[str, Any]:
+        """One page of a List* call: SageMaker's filters, sort orders and NextToken paging.
+
+        Shared by training jobs, models and transform jobs, whose List* requests differ only
+        in which of these filters they accept (models have no status).
+        """
         contains = params.get("NameContains")
-        status = params.get("StatusEquals")
+        wanted = params.get("StatusEquals") if with_status else None
         bounds = {
-            "CreationTimeAfter": lambda j, t: j.creation_time > t,
-            "CreationTimeBefore": lambda j, t: j.creation_time < t,
-            "LastModifiedTimeAfter": lambda j, t: j.last_modified > t,
-            "LastModifiedTimeBefore": lambda j, t: j.last_modified < t,
+            "CreationTimeAfter": lambda i, t: i.creation_time > t,
+            "CreationTimeBefore": lambda i, t: i.creation_time < t,
+            "LastModifiedTimeAfter": lambda i, t: i.last_modified > t,
+            "LastModifiedTimeBefore": lambda i, t: i.last_modified < t,
         }
         selected = [
-            j
-            for j in jobs
-            if (contains is None or contains in j.name)
-            and (status is None or j.status == status)
-            and all(test(j, float(params[key])) for key, test in bounds.items() if key in params)
+            i
+            for i in items
+            if (contains is None or contains in i.name)
+            and (wanted is None or i.status == wanted)
+            and all(test(i, float(params[name])) for name, test in bounds.items() if name in params)
         ]
         sort_by = params.get("SortBy", "CreationTime")
-        key_fn: Callable[[TrainingJob], Any] = {
-            "Name": lambda j: j.name,
-            "Status": lambda j: j.status,
-        }.get(sort_by, lambda j: j.creation_time)
-        selected.sort(key=key_fn, reverse=params.get("SortOrder", "Ascending") == "Descending")
+        order: Callable[[Any], Any] = {
+            "Name": lambda i: i.name,
+            "Status": lambda i: i.status,
+        }.get(sort_by, lambda i: i.creation_time)
+        selected.sort(key=order, reverse=params.get("SortOrder", "Ascending") == "Descending")
         start = int(params.get("NextToken") or 0)
         size = int(params.get("MaxResults") or 10)
         with self.lock:
-            page = [j.summary() for j in selected[start : start + size]]
-        out: dict[str, Any] = {"TrainingJobSummaries": page}
+            page = [i.summary() for i in selected[start : start + size]]
+        out: dict[str, Any] = {key: page}
         if start + size < len(selected):
             out["NextToken"] = str(start + size)
         return out
@@ -303,6 +318,11 @@ class SageMakerBackend:
     def describe_model(self, name: Any) -> dict[str, Any]:
         return self.get_model(name).describe()
 
+    def list_models(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            models = list(self.models.values())
+        return self._page(models, params, "Models", with_status=False)
+
     def delete_model(self, name: Any) -> None:
         model = self.get_model(name)
         with self.lock:
@@ -347,6 +367,11 @@ class SageMakerBackend:
         job = self.get_transform_job(name)
         with self.lock:
             return job.describe()
+
+    def list_transform_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            jobs = list(self.transform_jobs.values())
+        return self._page(jobs, params, "TransformJobSummaries")
 
     def stop_transform_job(self, name: Any) -> None:
         job = self.get_transform_job(name)

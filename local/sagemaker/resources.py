@@ -192,6 +192,10 @@ class Model:
         out["EnableNetworkIsolation"] = bool(self.request.get("EnableNetworkIsolation", False))
         return out
 
+    def summary(self) -> dict[str, Any]:
+        """The ListModels entry."""
+        return {"ModelName": self.name, "ModelArn": self.arn, "CreationTime": self.creation_time}
+
     def container(self) -> dict[str, Any]:
         """The container serving the model: the primary one, or the first of ``Containers``."""
         if "PrimaryContainer" in self.request:
@@ -213,6 +217,26 @@ class TransformJob:
     end_time: float | None = None
     stop_requested: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+
+    @property
+    def last_modified(self) -> float:
+        """A transform changes state when created, started and finished; the latest of these."""
+        return self.end_time or self.start_time or self.creation_time
+
+    def summary(self) -> dict[str, Any]:
+        """The ListTransformJobs entry."""
+        out: dict[str, Any] = {
+            "TransformJobName": self.name,
+            "TransformJobArn": self.arn,
+            "CreationTime": self.creation_time,
+        }
+        if self.end_time is not None:
+            out["TransformEndTime"] = self.end_time
+        out["LastModifiedTime"] = self.last_modified
+        out["TransformJobStatus"] = self.status
+        if self.status == "Failed" and self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        return out
 
     def describe(self) -> dict[str, Any]:
         """The DescribeTransformJob response (timestamps in epoch seconds)."""

@@ -37,9 +37,11 @@ def _actions(backend: SageMakerBackend) -> dict[str, Callable[[dict[str, Any]], 
         "CreateModel": b.create_model,
         "DescribeModel": lambda p: b.describe_model(p.get("ModelName")),
         "DeleteModel": lambda p: b.delete_model(p.get("ModelName")),
+        "ListModels": b.list_models,
         "CreateTransformJob": b.create_transform_job,
         "DescribeTransformJob": lambda p: b.describe_transform_job(p.get("TransformJobName")),
         "StopTransformJob": lambda p: b.stop_transform_job(p.get("TransformJobName")),
+        "ListTransformJobs": b.list_transform_jobs,
     }
 
 

@@ -410,3 +410,34 @@ def test_stop_transform_job(cloud: LocalCloud, model: tuple[str, Any]) -> None:
     ]
     listing = cloud.s3.list_objects_v2(Bucket=cloud.bucket, Prefix="runs/stop/predictions/")
     assert len(listing.get("Contents", [])) < 40
+
+
+def test_transform_jobs_and_models_are_listed(cloud: LocalCloud, model: tuple[str, Any]) -> None:
+    """ListTransformJobs and ListModels answer as SageMaker does, so that a user of
+    `m5flow local up` sees their jobs with the calls they would make on AWS."""
+    name, _ = model
+    rng = np.random.default_rng(8)
+    put(cloud, "runs/listed/inference/a.csv", _csv(_inference_rows(rng, 5, 0)))
+    for job in ("listed-1", "listed-2"):
+        detail = _transform(
+            cloud, job, name, "runs/listed/inference", f"runs/listed/{job}", PIPELINE_PROCESSING
+        )
+        assert detail["TransformJobStatus"] == "Completed"
+
+    listed = cloud.sm.list_transform_jobs(NameContains="listed-", SortOrder="Descending")
+    summaries = listed["TransformJobSummaries"]
+    assert [s["TransformJobName"] for s in summaries] == ["listed-2", "listed-1"]
+    assert {s["TransformJobStatus"] for s in summaries} == {"Completed"}
+    assert summaries[0]["LastModifiedTime"] >= summaries[0]["CreationTime"]
+    first = cloud.sm.list_transform_jobs(NameContains="listed-", MaxResults=1)
+    assert len(first["TransformJobSummaries"]) == 1
+    rest = cloud.sm.list_transform_jobs(NameContains="listed-", NextToken=first["NextToken"])
+    assert [s["TransformJobName"] for s in rest["TransformJobSummaries"]] == ["listed-2"]
+    assert "NextToken" not in rest
+    failed = cloud.sm.list_transform_jobs(StatusEquals="Failed", MaxResults=100)
+    assert {s["TransformJobStatus"] for s in failed["TransformJobSummaries"]} <= {"Failed"}
+    assert "listed-1" not in {s["TransformJobName"] for s in failed["TransformJobSummaries"]}
+
+    models = cloud.sm.list_models(NameContains=name)["Models"]
+    assert [m["ModelName"] for m in models] == [name]
+    assert models[0]["ModelArn"].endswith(f":model/{name}")
