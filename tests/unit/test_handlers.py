@@ -341,7 +341,8 @@ def test_a_transform_that_lost_an_input_shard_fails_the_run(bucket, load_functio
     assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h14"))
 
     (failed,) = bus.drain()
-    assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "assemble"
+    assert failed["detail-type"] == "Run Failed"
+    assert failed["detail"]["stage"] == "assemble_forecast"
     shard = lost.replace("/predictions/", "/inference/").removesuffix(".out")
     assert "without an output for 1 of its " in failed["detail"]["reason"]
     assert shard in failed["detail"]["reason"]

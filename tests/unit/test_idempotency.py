@@ -90,6 +90,19 @@ def test_failed_announcement_is_withdrawn_so_the_retry_sends_it(bucket, bus):
     assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
 
 
+def test_an_event_of_no_run_is_sent_every_time_and_recorded_nowhere(bucket, bus):
+    """A refusal that belongs to no run (a CSV outside any dataset's folder) has no run to
+    record it under: a ledger-holding publisher must neither drop the second one as a
+    duplicate of the first nor write an `events/None/` record that would."""
+    bus.watch("runless")
+    _, publisher = _stage(bucket)
+    detail = {"run_id": None, "dataset": "runless", "reason": "x", "stage": "shard"}
+    assert publisher.publish("Input Rejected", detail, once="input-rejected") is True
+    assert publisher.publish("Input Rejected", detail, once="input-rejected") is True
+    assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected"] * 2
+    assert _keys(bucket, "events/") == []
+
+
 def test_a_read_names_the_version_it_wants(bucket, tmp_path):
     """A run reads the inputs it was named after, or learns that they were replaced."""
     for storage in (S3Storage(boto3.client("s3"), bucket), DiskStorage(tmp_path)):
@@ -119,7 +132,8 @@ def test_an_input_replaced_during_the_run_fails_it_with_the_reason(
 
     assert result["submission"] is None
     (failed,) = bus.drain()
-    assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "assemble"
+    assert failed["detail-type"] == "Run Failed"
+    assert failed["detail"]["stage"] == "assemble_forecast"
     assert f"raw/replaced/{CALENDAR_FILE} was replaced" in failed["detail"]["reason"]
     assert _keys(bucket, f"runs/{run}/forecast/") == []
 

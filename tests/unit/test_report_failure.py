@@ -7,6 +7,7 @@ failed event is also checked on its own, over a folder standing in for the bucke
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -281,3 +282,12 @@ def test_reporter_imports_no_dataframe_library():
 )  # fmt: skip
 def test_a_sagemaker_failure_reason_is_said_on_one_line(failure_reason: str, said: str) -> None:
     assert failure.one_line(failure_reason) == said
+
+
+def test_every_stage_a_failure_can_name_is_in_the_readme():
+    """Subscribers write rules on `stage`: the README's list must be the code's vocabulary."""
+    from m5flow.notifications import Stage
+
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    listed = readme.split("`stage` is one of ", 1)[1].split(":", 1)[0]
+    assert sorted(re.findall(r"`([a-z_]+)`", listed)) == sorted(stage.value for stage in Stage)

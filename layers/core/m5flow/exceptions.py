@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from m5flow.notifications import Stage
+
 
 class M5flowError(Exception):
     """Base class of every error the core raises on purpose."""
@@ -18,7 +23,7 @@ class InputRejectedError(M5flowError):
 class RunFailedError(M5flowError):
     """Raised when a run cannot continue (a failed job, an inconsistent manifest)."""
 
-    def __init__(self, stage: str, reason: str) -> None:
+    def __init__(self, stage: Stage, reason: str) -> None:
         self.stage = stage
         self.reason = reason
         super().__init__(f"{stage}: {reason}")

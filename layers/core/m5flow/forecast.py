@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from m5flow.exceptions import RunFailedError
+from m5flow.notifications import Stage
 
 
 def read_predictions(bodies: Iterable[bytes]) -> pd.DataFrame:
@@ -35,7 +36,8 @@ def read_predictions(bodies: Iterable[bytes]) -> pd.DataFrame:
         ]
     except pa.ArrowInvalid as exc:
         raise RunFailedError(
-            "assemble_forecast", f"a Batch Transform output is not id,day,prediction rows: {exc}"
+            Stage.ASSEMBLE_FORECAST,
+            f"a Batch Transform output is not id,day,prediction rows: {exc}",
         ) from None
     if not tables:
         return pd.DataFrame({"id": [], "day": [], "prediction": []})
@@ -56,7 +58,7 @@ def submission(
     outside = (days < 1) | (days > horizon)
     if outside.any():
         raise RunFailedError(
-            "assemble_forecast",
+            Stage.ASSEMBLE_FORECAST,
             f"prediction for day d_{int(predictions['day'][outside].iloc[0])} is outside "
             f"d_{first_day}..d_{first_day + horizon - 1}",
         )
@@ -73,7 +75,7 @@ def submission(
     missing = wide.isna().any(axis=1)
     if missing.any():
         raise RunFailedError(
-            "assemble_forecast",
+            Stage.ASSEMBLE_FORECAST,
             f"{int(missing.sum())} series have no prediction for some days, e.g. "
             f"{wide.index[missing][0]}",
         )
@@ -88,7 +90,7 @@ def _refuse(predictions: pd.DataFrame, bad: np.ndarray, what: str) -> None:
     if bad.any():
         row = predictions[bad].iloc[0]
         raise RunFailedError(
-            "assemble_forecast",
+            Stage.ASSEMBLE_FORECAST,
             f"{int(bad.sum())} {what}, e.g. {row['id']} d_{int(row['day'])}: {row['prediction']}",
         )
 

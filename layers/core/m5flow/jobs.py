@@ -16,6 +16,7 @@ from typing import Any
 from m5flow import naming
 from m5flow.exceptions import RunFailedError
 from m5flow.images import xgboost_image_uri
+from m5flow.notifications import Stage
 from m5flow.shards import CSV, Manifest, ModelShards, channel_prefix
 
 # Chosen on 28-day backtests of the real M5 slice ending by d_1941 (bench/accuracy/README.md):
@@ -219,7 +220,7 @@ def check_distribution(model: ModelShards, instance_count: int) -> None:
     """
     if instance_count > 1 and len(model.train) < instance_count:
         raise RunFailedError(
-            "start_training",
+            Stage.START_TRAINING,
             f"model {model.name} has {len(model.train)} training shard(s) but "
             f"TrainingInstanceCount is {instance_count}: ShardedByS3Key gives each host whole "
             "objects, so some hosts would get no data; lower TrainingInstanceCount or shard "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, Literal
 
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectMissingError, Storage
@@ -35,6 +36,22 @@ DetailType = Literal[
 TERMINAL: tuple[DetailType, ...] = ("Forecast Ready", "Input Rejected", "Run Failed")
 
 
+class Stage(StrEnum):
+    """The `stage` of an `Input Rejected` or `Run Failed`: what failed, in one vocabulary so
+    that a subscriber's rule on `stage` sees every failure of it.
+
+    The four pipeline steps are named after their functions; `training` and `transform` are
+    the SageMaker jobs between them, which fail on their own.
+    """
+
+    SHARD = "shard"
+    START_TRAINING = "start_training"
+    TRAINING = "training"
+    PUBLISH_MODEL = "publish_model"
+    TRANSFORM = "transform"
+    ASSEMBLE_FORECAST = "assemble_forecast"
+
+
 EVENTS_PREFIX = "events/"
 # A sender is slow after this many seconds without EventBridge's answer, and presumed dead:
 # far above a PutEvents call, below Lambda's first retry of an asynchronous invocation (60 s).
@@ -49,7 +66,9 @@ def ledger_key(run_id: str, name: str) -> str:
 class EventPublisher:
     """Puts m5flow events on an EventBridge bus through a boto3 `events` client.
 
-    With a `ledger` (the data bucket), each announcement is sent at most once per name.
+    With a `ledger` (the data bucket), each announcement of a run is sent at most once per
+    name. An event that belongs to no run (`run_id` None) has nowhere to be recorded: it is
+    always sent, and a re-delivered trigger may repeat it.
     """
 
     def __init__(
@@ -59,11 +78,6 @@ class EventPublisher:
         self.bus_name = bus_name
         self.ledger = ledger
 
-    def unrecorded(self) -> EventPublisher:
-        """This publisher without its ledger, for an event that belongs to no run (nowhere to
-        record it): a re-delivered trigger may then repeat it."""
-        return EventPublisher(self.client, self.bus_name)
-
     def publish(self, detail_type: DetailType, detail: Mapping[str, Any], *, once: str) -> bool:
         """Send one event unless an earlier delivery already sent the one named `once`.
 
@@ -72,18 +86,19 @@ class EventPublisher:
         """
         if "run_id" not in detail or "dataset" not in detail:
             raise ValueError(f"{detail_type} detail must carry run_id and dataset: {detail}")
+        if self.ledger is None or detail["run_id"] is None:
+            self._put(detail_type, detail)
+            return True
         key = ledger_key(str(detail["run_id"]), once)
         record = {"detail-type": detail_type, "detail": dict(detail), "sent": False,
                   "recorded": time.time()}  # fmt: skip
-        etag = None
-        if self.ledger is not None:
-            try:
-                etag = self.ledger.write(key, _encoded(record), if_absent=True)
-            except AlreadyExistsError:
-                claimed = self._claim_abandoned(key, self._read(key), record)
-                if claimed is None:
-                    return False
-                etag = claimed[0]
+        try:
+            etag = self.ledger.write(key, _encoded(record), if_absent=True)
+        except AlreadyExistsError:
+            claimed = self._claim_abandoned(key, self._read(key), record)
+            if claimed is None:
+                return False
+            etag = claimed[0]
         self._send(key, record, etag)
         return True
 
@@ -108,14 +123,14 @@ class EventPublisher:
     def _send(self, key: str, record: Mapping[str, Any], etag: str | None) -> None:
         """Put the recorded event on the bus, then mark its record sent. If EventBridge
         refuses it, withdraw the record, unless a retry has taken it over meanwhile."""
+        assert self.ledger is not None
         try:
             self._put(record["detail-type"], record["detail"])
         except Exception:
-            if self.ledger is not None and self.ledger.etag(key) == etag:
+            if self.ledger.etag(key) == etag:
                 self.ledger.delete(key)
             raise
-        if self.ledger is not None:
-            self.ledger.write(key, _encoded({**record, "sent": True}))
+        self.ledger.write(key, _encoded({**record, "sent": True}))
 
     def _read(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """The record at `key` and its ETag; None when there is none."""

@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 from m5flow import forecast, jobs, naming, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.hierarchy import Hierarchy
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ModelShards, channel_prefix
 from m5flow.stages.failure import announce_job_failure, announce_run_failure
@@ -133,7 +133,7 @@ def assemble_forecast(
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     if transform["TransformJobStatus"] != "Completed":
         announce_job_failure(
-            publisher, transform, kind="transform", run=run, dataset=manifest.dataset
+            publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset
         )
         return None
     model = manifest.model(model_name)
@@ -147,8 +147,8 @@ def assemble_forecast(
             "the run?); the forecast would miss their series"
         )
         announce_run_failure(
-            publisher, {"run_id": run, "dataset": manifest.dataset, "stage": "assemble",
-                        "job": name, "reason": reason},
+            publisher, {"run_id": run, "dataset": manifest.dataset,
+                        "stage": Stage.ASSEMBLE_FORECAST, "job": name, "reason": reason},
         )  # fmt: skip
         return None
     announcement = publisher.settle(run, FORECAST_READY)
@@ -171,10 +171,11 @@ def assemble_forecast(
         data, predictions, frame = _read_forecast(storage, manifest)
     except (RunFailedError, ObjectChangedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
+        stage = exc.stage if isinstance(exc, RunFailedError) else Stage.ASSEMBLE_FORECAST
         logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
         announce_run_failure(
             publisher,
-            {"run_id": run, "dataset": manifest.dataset, "stage": "assemble", "reason": reason},
+            {"run_id": run, "dataset": manifest.dataset, "stage": stage, "reason": reason},
         )
         return None
     values = frame.drop(columns="id").to_numpy()

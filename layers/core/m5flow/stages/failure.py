@@ -27,7 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from m5flow import naming
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import EventPublisher, Stage
 from m5flow.storage import ObjectMissingError, Storage
 
 logger = Logger(child=True)
@@ -37,19 +37,14 @@ logger = Logger(child=True)
 # and step instead, and stops nothing: another delivery of its event may still do the work.
 RUN_FAILED = "run-failed"
 
-# The step each pipeline function performs, by what triggers it (DESIGN.md section 1).
-SHARD = "shard"
-START_TRAINING = "start_training"
-PUBLISH_MODEL = "publish_model"
-ASSEMBLE_FORECAST = "assemble_forecast"
 # CloudFormation names a function `<stack>-<LogicalId>-<suffix>`: the step of a record that
 # comes without its event (Lambda leaves out payloads too large for the destination) is read
 # from there.
 _STAGE_OF_FUNCTION = {
-    "ShardFunction": SHARD,
-    "StartTrainingFunction": START_TRAINING,
-    "PublishModelFunction": PUBLISH_MODEL,
-    "AssembleForecastFunction": ASSEMBLE_FORECAST,
+    "ShardFunction": Stage.SHARD,
+    "StartTrainingFunction": Stage.START_TRAINING,
+    "PublishModelFunction": Stage.PUBLISH_MODEL,
+    "AssembleForecastFunction": Stage.ASSEMBLE_FORECAST,
 }
 _RUN_ID = re.compile(r"(?P<dataset>.+)-[0-9a-f]{12}")
 
@@ -125,14 +120,14 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
         trigger = f"s3://{bucket}/{key}"
         run = naming.run_of(key)
         if run is not None:
-            return FailedStep(START_TRAINING, run, None, trigger)
+            return FailedStep(Stage.START_TRAINING, run, None, trigger)
         # Only an input names its dataset's run; a stray CSV beside them is not that run's.
         is_input = key.rsplit("/", 1)[-1] in naming.INPUT_FILES
-        return FailedStep(SHARD, None, naming.dataset_of(key) if is_input else None, trigger)
+        return FailedStep(Stage.SHARD, None, naming.dataset_of(key) if is_input else None, trigger)
     if source == "aws.sagemaker":
         for job, output, stage in (
-            ("TrainingJobName", "OutputDataConfig", PUBLISH_MODEL),
-            ("TransformJobName", "TransformOutput", ASSEMBLE_FORECAST),
+            ("TrainingJobName", "OutputDataConfig", Stage.PUBLISH_MODEL),
+            ("TransformJobName", "TransformOutput", Stage.ASSEMBLE_FORECAST),
         ):
             if job in detail:
                 path = str((detail.get(output) or {}).get("S3OutputPath", ""))
@@ -232,10 +227,8 @@ def report_failure(
         "trigger": step.trigger,
     }
     logger.error("pipeline function failed", extra=detail)
-    if step.run_id is None:
-        # No run to record it under: sent without the ledger, so a re-delivered record may
-        # repeat it (with the same request_id).
-        publisher = publisher.unrecorded()
+    # Without a run there is nowhere to record it: a re-delivered record may repeat it (with
+    # the same request_id).
     announce_run_failure(publisher, detail, once=f"invocation-failed-{step.stage}")
     return detail
 
@@ -271,8 +264,7 @@ def announce_run_failure(
     """Announce `Run Failed` unless an earlier failure of the run was announced under the
     same name `once`; True when this call sent it.
 
-    A failure that belongs to no run (`run_id` None) goes through an unrecorded publisher
-    and is always sent.
+    A failure that belongs to no run (`run_id` None) is always sent (`EventPublisher`).
     """
     sent = publisher.publish("Run Failed", detail, once=once)
     if not sent:

@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from m5flow import jobs, naming
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import EventPublisher, Stage
 from m5flow.shards import Manifest
 from m5flow.stages.failure import RUN_FAILED, announce_job_failure
 from m5flow.storage import Storage
@@ -35,7 +35,7 @@ def publish_model(
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     if training["TrainingJobStatus"] != "Completed":
         announce_job_failure(
-            publisher, training, kind="training", run=run, dataset=manifest.dataset
+            publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset
         )
         return None
 

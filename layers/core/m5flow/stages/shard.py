@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import EventPublisher, Stage
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, nothing_to_train, write_shards
@@ -48,9 +48,9 @@ def shard_dataset(
             logger.info("not an input that starts a run, ignored", extra={"key": key})
             return ShardOutcome("ignored", dataset)
         logger.warning("input rejected", extra={"key": key, "reasons": [problem]})
-        detail = {"run_id": None, "dataset": dataset, "stage": "shard", "reason": problem,
+        detail = {"run_id": None, "dataset": dataset, "stage": Stage.SHARD, "reason": problem,
                   "reasons": [problem], "key": key}  # fmt: skip
-        publisher.unrecorded().publish("Input Rejected", detail, once="input-rejected")
+        publisher.publish("Input Rejected", detail, once="input-rejected")
         return ShardOutcome("rejected", dataset)
     prefix = f"{naming.RAW_PREFIX}{dataset}/"
     run, present, absent = naming.dataset_run(storage, prefix, dataset)
@@ -85,7 +85,7 @@ def shard_dataset(
             {
                 "run_id": run,
                 "dataset": dataset,
-                "stage": "shard",
+                "stage": Stage.SHARD,
                 "reason": "; ".join(exc.reasons),
                 "reasons": exc.reasons,
                 "inputs": inputs,
