@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from m5flow import naming
 from m5flow.notifications import SOURCE, TERMINAL
 from m5flow_local.router.bus import EventRouter, Invocation
 from m5flow_local.router.runtime import LocalFunction
@@ -238,8 +239,9 @@ class LocalCloud:
         """Upload the given files of `data_dir` to raw/<dataset>/, as a user would."""
         s3 = boto3.client("s3")
         for name in files:
-            s3.upload_file(str(Path(data_dir) / name), self.bucket, f"raw/{dataset}/{name}")
-            self._say("upload", f"s3://{self.bucket}/raw/{dataset}/{name}")
+            key = naming.raw_prefix(dataset) + name
+            s3.upload_file(str(Path(data_dir) / name), self.bucket, key)
+            self._say("upload", f"s3://{self.bucket}/{key}")
 
     def wait_for_outcome(self, dataset: str, timeout: float) -> dict[str, Any]:
         """Block until the dataset's run ends (a terminal m5flow event or a crashed handler)."""

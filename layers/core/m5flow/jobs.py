@@ -17,7 +17,7 @@ from m5flow import naming
 from m5flow.exceptions import RunFailedError
 from m5flow.images import xgboost_image_uri
 from m5flow.notifications import Stage
-from m5flow.shards import CSV, Manifest, ModelShards, channel_prefix
+from m5flow.shards import CSV, Manifest, ModelShards
 
 # Chosen on 28-day backtests of the real M5 slice ending by d_1941 (bench/accuracy/README.md):
 # the original blog settings with a tweedie power near Poisson, histogram trees, and early
@@ -244,7 +244,7 @@ def training_request(
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
                     "S3Uri": _s3_prefix(
-                        settings.bucket, channel_prefix(manifest.run_id, name, model.name)
+                        settings.bucket, naming.channel_prefix(manifest.run_id, name, model.name)
                     ),
                     "S3DataDistributionType": dist,
                 }
@@ -266,7 +266,7 @@ def training_request(
         "InputDataConfig": channels,
         "OutputDataConfig": {
             "S3OutputPath": _s3_prefix(
-                settings.bucket, f"{naming.run_prefix(manifest.run_id)}model/{model.name}/"
+                settings.bucket, naming.channel_prefix(manifest.run_id, "model", model.name)
             ),
             **({"KmsKeyId": key} if key else {}),
         },
@@ -310,7 +310,8 @@ def transform_request(
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
                     "S3Uri": _s3_prefix(
-                        settings.bucket, channel_prefix(manifest.run_id, "inference", model.name)
+                        settings.bucket,
+                        naming.channel_prefix(manifest.run_id, "inference", model.name),
                     ),
                 }
             },
@@ -320,7 +321,7 @@ def transform_request(
         },
         "TransformOutput": {
             "S3OutputPath": _s3_prefix(
-                settings.bucket, channel_prefix(manifest.run_id, "predictions", model.name)
+                settings.bucket, naming.channel_prefix(manifest.run_id, "predictions", model.name)
             ),
             "Accept": CSV,
             "AssembleWith": "Line",
@@ -334,15 +335,3 @@ def transform_request(
         "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
         "Tags": _tags(manifest, model),
     }
-
-
-def run_and_model_of(s3_uri: str) -> tuple[str, str, str]:
-    """Return (bucket, run, model) of an m5flow job path `s3://<bucket>/runs/<run>/<kind>/<model>/`."""
-    without_scheme = s3_uri.removeprefix("s3://")
-    bucket, _, key = without_scheme.partition("/")
-    parts = key.strip("/").split("/")
-    if len(parts) < 4 or parts[0] != "runs":
-        raise ValueError(
-            f"{s3_uri} is not an m5flow run path s3://<bucket>/runs/<run>/<kind>/<model>/"
-        )
-    return bucket, parts[1], parts[3]

@@ -27,6 +27,7 @@ JOB_PREFIX = "m5flow-"
 # SageMaker's rule for job and model names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
 _MAX_NAME = 63
 _RUN_HASH_CHARS = 12
+_RUN_ID = re.compile(rf"(?P<dataset>.+)-[0-9a-f]{{{_RUN_HASH_CHARS}}}")
 
 
 def sanitize(text: str) -> str:
@@ -41,6 +42,16 @@ def dataset_of(key: str) -> str | None:
     if len(parts) != 3 or parts[0] != RAW_PREFIX.rstrip("/") or not parts[1] or not parts[2]:
         return None
     return parts[1]
+
+
+def raw_prefix(dataset: str) -> str:
+    """raw/<dataset>/: where a dataset's inputs, truth and settings are uploaded."""
+    return f"{RAW_PREFIX}{dataset}/"
+
+
+def is_input(key: str) -> bool:
+    """Whether `key` is one of the three inputs of a dataset, raw/<dataset>/<input>."""
+    return dataset_of(key) is not None and key.rsplit("/", 1)[-1] in INPUT_FILES
 
 
 def misplaced_input(key: str) -> str | None:
@@ -92,12 +103,46 @@ def run_id(dataset: str, etags: Mapping[str, str], where: str) -> str:
     return f"{sanitize(dataset)[:room].rstrip('-')}-{digest}"
 
 
+def dataset_of_run_id(run: str) -> str | None:
+    """The sanitised dataset name a run id starts with (`run_id`); None if `run` is not one.
+
+    Example
+    -------
+    >>> dataset_of_run_id("store-a-3f2a9c1b7e4d"), dataset_of_run_id("store-a")
+    ('store-a', None)
+    """
+    match = _RUN_ID.fullmatch(run)
+    return match["dataset"] if match else None
+
+
+def split_s3_uri(s3_uri: str) -> tuple[str, str]:
+    """(bucket, key) of `s3://<bucket>/<key>`."""
+    bucket, _, key = s3_uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def run_of(key: str) -> str | None:
     """Return the run of an object key `runs/<run>/...`, else None."""
     parts = key.split("/")
     if len(parts) < 3 or parts[0] != RUNS_PREFIX.rstrip("/") or not parts[1]:
         return None
     return parts[1]
+
+
+def run_and_model_of(s3_uri: str) -> tuple[str, str, str]:
+    """Return (bucket, run, model) of an m5flow job path `s3://<bucket>/runs/<run>/<kind>/<model>/`."""
+    bucket, key = split_s3_uri(s3_uri)
+    parts = key.strip("/").split("/")
+    if len(parts) < 4 or run_of(key) is None:
+        raise ValueError(
+            f"{s3_uri} is not an m5flow run path s3://<bucket>/runs/<run>/<kind>/<model>/"
+        )
+    return bucket, parts[1], parts[3]
+
+
+def channel_prefix(run: str, channel: str, model: str) -> str:
+    """runs/<run>/<channel>/<model>/: one pure prefix per SageMaker channel or output."""
+    return f"{run_prefix(run)}{channel}/{model}/"
 
 
 def job_name(run: str, model: str) -> str:

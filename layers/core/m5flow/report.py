@@ -119,7 +119,8 @@ def render_report(
     hierarchy, ids
         The series' M5 levels (`hierarchy.Hierarchy`) and their ids, in row order.
     facts
-        Shown as a table, in order (run id, dataset, models...); lists are joined.
+        Shown as a table, in order (run id, dataset, models...); lists are joined. The
+        series, history and horizon, which the arrays tell, follow the run id and dataset.
     truth
         (n_series, h) actual sales after the origin, drawn when given.
     truth_uploaded
@@ -202,13 +203,14 @@ def render_report(
     big = f"{shown_score.wrmsse:.3f}" if shown_score else "—"
     run_facts = {"series": f"{n:,}", "history": f"d_1..d_{last_day}"}
     run_facts["horizon"] = f"{horizon_days} ({horizon} days)"
+    first = {key: value for key, value in facts.items() if key in ("run id", "dataset")}
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>m5flow report '
         f"{title}</title><style>{_STYLE}</style></head><body><main>",
         f'<h1>m5flow forecast report</h1><div class="sub">{title}</div>',
         f'<div class="card headline"><div class="big">{big}<small>{kind}</small></div>'
         f"<p>{escape(sentence)}</p></div>",
-        "<h2>Run</h2>" + _facts_table(dict(facts) | run_facts),
+        "<h2>Run</h2>" + _facts_table(first | run_facts | dict(facts)),
     ]
     if shown_score is not None:
         chart = level_chart(shown_score)

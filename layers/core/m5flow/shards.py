@@ -170,11 +170,6 @@ class Manifest:
         raise KeyError(f"manifest of run {self.run_id} lists no model {name!r}")
 
 
-def channel_prefix(run: str, channel: str, model: str) -> str:
-    """runs/<run>/<channel>/<model>/: one pure prefix per SageMaker channel."""
-    return f"{naming.run_prefix(run)}{channel}/{model}/"
-
-
 def groups(
     data: M5Data, group_by: tuple[str, ...], min_series: int = 1
 ) -> Iterator[tuple[str, np.ndarray]]:
@@ -320,7 +315,7 @@ def _group_writer(
             tally = [0]
             body = encode_training(blocks(rows, first, final, tally), model.feature_names, ext)
             if tally[0]:
-                key = f"{channel_prefix(run, channel, model.name)}{group}.{ext}"
+                key = f"{naming.channel_prefix(run, channel, model.name)}{group}.{ext}"
                 storage.write(key, body)
                 written[channel] = ShardInfo(key, tally[0], len(body))
         tally = [0]
@@ -329,7 +324,7 @@ def _group_writer(
             blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False),
         )
         body = encode_inference(inference, data.ids, model.feature_names)
-        key = f"{channel_prefix(run, 'inference', model.name)}{group}.csv"
+        key = f"{naming.channel_prefix(run, 'inference', model.name)}{group}.csv"
         storage.write(key, body)
         written["inference"] = ShardInfo(key, tally[0], len(body))
         return written

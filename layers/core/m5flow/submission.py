@@ -15,6 +15,7 @@ import pandas as pd
 from m5flow import schema
 from m5flow.exceptions import ScoringError
 from m5flow.hierarchy import Hierarchy
+from m5flow.schema import M5Data
 from m5flow.scoring import Score, dollar_sales, wrmsse
 
 _SHOWN = 5  # ids named in an error message
@@ -103,6 +104,25 @@ def aligned_values(
     return numbers[rows]
 
 
+def score_against_truth(
+    data: M5Data,
+    truth_name: str,
+    truth_frame: pd.DataFrame,
+    forecast: np.ndarray,
+    hierarchy: Hierarchy | None = None,
+) -> tuple[np.ndarray, Score]:
+    """The truth aligned to the history's series, and the forecast's WRMSSE against it.
+
+    The truth's day columns must be the forecast's: d_<T+1>..d_<T+h> for h = its columns.
+    Weights are the dollar sales of the history's last 28 days, as the M5 scored them.
+    """
+    days = [f"d_{data.last_day + k}" for k in range(1, forecast.shape[1] + 1)]
+    truth = aligned_values(truth_name, truth_frame, data.ids, days, more_rows=True, units=True)
+    weights = dollar_sales(data.sales, data.prices)
+    hierarchy = hierarchy or Hierarchy.from_data(data)
+    return truth, wrmsse(data.sales, truth, forecast, hierarchy, weights)
+
+
 def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     """Score an M5 submission file against a truth file, on the history in `data_dir`.
 
@@ -144,12 +164,8 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
             f"expected d_{data.last_day + 1}..d_{data.last_day + max(horizon, 1)}, "
             f"the days after the history's last day d_{data.last_day}"
         )
-    truth = aligned_values(
-        Path(truth_csv).name, truth_frame, data.ids, days, more_rows=True, units=True
-    )
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     forecast = aligned_values(
         Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps
     )
-    weights = dollar_sales(data.sales, data.prices)
-    return wrmsse(data.sales, truth, forecast, Hierarchy.from_data(data), weights)
+    return score_against_truth(data, Path(truth_csv).name, truth_frame, forecast)[1]

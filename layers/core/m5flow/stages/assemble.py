@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from aws_lambda_powertools import Logger
 
-from m5flow import forecast, jobs, naming, report, schema, scoring, submission
+from m5flow import forecast, naming, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import M5Data
-from m5flow.shards import Manifest, ModelShards, channel_prefix
+from m5flow.shards import Manifest, ModelShards
 from m5flow.stages.failure import announce_job_failure, announce_run_failure
 from m5flow.storage import ObjectChangedError, Storage
 
@@ -37,13 +37,13 @@ BACKTEST_NOTE = (
 
 
 def _output_key(manifest: Manifest, model: str, input_key: str) -> str:
-    relative = input_key.removeprefix(channel_prefix(manifest.run_id, "inference", model))
-    return f"{channel_prefix(manifest.run_id, 'predictions', model)}{relative}.out"
+    relative = input_key.removeprefix(naming.channel_prefix(manifest.run_id, "inference", model))
+    return f"{naming.channel_prefix(manifest.run_id, 'predictions', model)}{relative}.out"
 
 
 def _missing_outputs(storage: Storage, manifest: Manifest, model: ModelShards) -> list[str]:
     """The model's inference shards that have no transform output (`.out`) yet."""
-    have = set(storage.list(channel_prefix(manifest.run_id, "predictions", model.name)))
+    have = set(storage.list(naming.channel_prefix(manifest.run_id, "predictions", model.name)))
     return [s.key for s in model.inference if _output_key(manifest, model.name, s.key) not in have]
 
 
@@ -82,18 +82,15 @@ def _scores(
     backtest. The truth file is not an input of the run (uploading or fixing it starts
     nothing), so a wrong one must not cost the user a finished forecast."""
     problems: list[str] = []
-    key = f"{naming.RAW_PREFIX}{manifest.dataset}/{naming.TRUTH_FILE}"
+    key = naming.raw_prefix(manifest.dataset) + naming.TRUTH_FILE
     etag = storage.etag(key)
     truth = score = backtest = None
     if etag is not None:
-        days = [f"d_{manifest.last_day + h}" for h in range(1, manifest.horizon + 1)]
         try:
             frame = pd.read_csv(io.BytesIO(storage.read(key, etag=etag)))
-            truth = submission.aligned_values(
-                naming.TRUTH_FILE, frame, data.ids, days, more_rows=True, units=True
+            truth, score = submission.score_against_truth(
+                data, naming.TRUTH_FILE, frame, values, hierarchy
             )
-            weights = scoring.dollar_sales(data.sales, data.prices)
-            score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights)
         except (ValueError, ObjectChangedError) as exc:  # ScoringError, pandas' parse errors
             truth = None  # nor plotted
             problems.append(f"not scored against {naming.TRUTH_FILE}: {exc}")
@@ -129,7 +126,7 @@ def assemble_forecast(
     are still running, the job failed, or another delivery already announced it.
     """
     name = transform["TransformJobName"]
-    _, run, model_name = jobs.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
+    _, run, model_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     if transform["TransformJobStatus"] != "Completed":
         announce_job_failure(
@@ -188,7 +185,7 @@ def assemble_forecast(
         forecast=values,
         hierarchy=hierarchy,
         ids=data.ids,
-        facts=_facts(manifest, data, scores),
+        facts=_facts(manifest, scores),
         truth=scores.truth,
         truth_uploaded=scores.truth_uploaded,
         score=scores.score,
@@ -277,14 +274,11 @@ def _metrics(
     return metrics
 
 
-def _facts(manifest: Manifest, data: M5Data, scores: Scores) -> dict[str, object]:
+def _facts(manifest: Manifest, scores: Scores) -> dict[str, object]:
     """The report's table of the run."""
     facts: dict[str, object] = {
         "run id": manifest.run_id,
         "dataset": manifest.dataset,
-        "series": len(data.ids),
-        "history": f"d_1..d_{data.last_day}",
-        "horizon": f"d_{data.last_day + 1}..d_{data.last_day + manifest.horizon}",
         "models": [
             f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
         ],

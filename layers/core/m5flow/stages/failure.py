@@ -46,7 +46,6 @@ _STAGE_OF_FUNCTION = {
     "PublishModelFunction": Stage.PUBLISH_MODEL,
     "AssembleForecastFunction": Stage.ASSEMBLE_FORECAST,
 }
-_RUN_ID = re.compile(r"(?P<dataset>.+)-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -105,11 +104,6 @@ class FailedStep:
     trigger: str | None  # the object or the SageMaker job the event was about
 
 
-def _bucket_and_key(s3_uri: str) -> tuple[str, str]:
-    bucket, _, key = s3_uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep:
     """Stage, run and dataset as far as the failed event alone tells them."""
     detail = (payload or {}).get("detail") or {}
@@ -122,8 +116,8 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
         if run is not None:
             return FailedStep(Stage.START_TRAINING, run, None, trigger)
         # Only an input names its dataset's run; a stray CSV beside them is not that run's.
-        is_input = key.rsplit("/", 1)[-1] in naming.INPUT_FILES
-        return FailedStep(Stage.SHARD, None, naming.dataset_of(key) if is_input else None, trigger)
+        dataset = naming.dataset_of(key) if naming.is_input(key) else None
+        return FailedStep(Stage.SHARD, None, dataset, trigger)
     if source == "aws.sagemaker":
         for job, output, stage in (
             ("TrainingJobName", "OutputDataConfig", Stage.PUBLISH_MODEL),
@@ -131,7 +125,7 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
         ):
             if job in detail:
                 path = str((detail.get(output) or {}).get("S3OutputPath", ""))
-                run = naming.run_of(_bucket_and_key(path)[1])
+                run = naming.run_of(naming.split_s3_uri(path)[1])
                 return FailedStep(stage, run, None, str(detail[job]))
     stage = next(
         (s for fragment, s in _STAGE_OF_FUNCTION.items() if fragment in function_name),
@@ -146,13 +140,12 @@ def _dataset_of_run(storage: Storage, run: str) -> str | None:
     try:
         return str(json.loads(storage.read(naming.manifest_key(run)))["dataset"])
     except (ObjectMissingError, ValueError, KeyError, TypeError):
-        match = _RUN_ID.fullmatch(run)
-        return match["dataset"] if match else None
+        return naming.dataset_of_run_id(run)
 
 
 def _run_of_dataset(storage: Storage, dataset: str) -> str | None:
     """The run the dataset's current inputs map to, or None while one is absent."""
-    return naming.dataset_run(storage, f"{naming.RAW_PREFIX}{dataset}/", dataset)[0]
+    return naming.dataset_run(storage, naming.raw_prefix(dataset), dataset)[0]
 
 
 def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:

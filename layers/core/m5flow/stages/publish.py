@@ -31,7 +31,7 @@ def publish_model(
     Failed or Stopped: announce `Run Failed` with SageMaker's reason and create nothing.
     """
     name = training["TrainingJobName"]
-    _, run, model_name = jobs.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
+    _, run, model_name = naming.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     if training["TrainingJobStatus"] != "Completed":
         announce_job_failure(

@@ -42,7 +42,7 @@ def shard_dataset(
     written (or loses the conditional write of it), and the announcement is sent once.
     """
     dataset = naming.dataset_of(key)
-    if dataset is None or key.rsplit("/", 1)[-1] not in schema.INPUT_FILES:
+    if dataset is None or not naming.is_input(key):
         problem = naming.misplaced_input(key)
         if problem is None or not _explains_a_wait(storage, dataset, key):
             logger.info("not an input that starts a run, ignored", extra={"key": key})
@@ -52,7 +52,7 @@ def shard_dataset(
                   "reasons": [problem], "key": key}  # fmt: skip
         publisher.publish("Input Rejected", detail, once="input-rejected")
         return ShardOutcome("rejected", dataset)
-    prefix = f"{naming.RAW_PREFIX}{dataset}/"
+    prefix = naming.raw_prefix(dataset)
     run, present, absent = naming.dataset_run(storage, prefix, dataset)
     if run is None:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
@@ -115,7 +115,7 @@ def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
     stands_for = naming.SALES_FILE if name == naming.KAGGLE_FIRST_STAGE_SALES else name.lower()
     return (
         stands_for in naming.INPUT_FILES
-        and storage.etag(f"{naming.RAW_PREFIX}{dataset}/{stands_for}") is None
+        and storage.etag(naming.raw_prefix(dataset) + stands_for) is None
     )
 
 
