@@ -16,7 +16,7 @@ from pathlib import Path
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
-from m5flow.jobs import stack_hyperparameters
+from m5flow.hyperparameters import stack_hyperparameters
 from m5flow.shards import ShardConfig
 from m5flow.storage import DiskStorage
 from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped

@@ -160,9 +160,7 @@ def _collective_env(port: int, host: str) -> dict[str, Any]:
     return {"DMLC_TRACKER_URI": LOCAL_HOST_IP, "DMLC_TRACKER_PORT": port, "DMLC_TASK_ID": host}
 
 
-def _distributed_train(
-    cfg: dict[str, Any], include: bool, run: dict[str, Any], train_args: dict[str, Any]
-) -> None:
+def _distributed_train(include: bool, run: dict[str, Any], train_args: dict[str, Any]) -> None:
     """Two collectives, as the container's ``rabit_run``: agree on who has data, then train.
 
     Ranks follow the sorted host names (``sortby="task"``), so the master is the
@@ -257,7 +255,7 @@ def sagemaker_train(run: dict[str, Any]) -> None:
             LOG.warning("Host %s does not have training data.", run["current_host"])
         if missing_validation:
             LOG.warning("Host %s does not have validation data.", run["current_host"])
-        _distributed_train(cfg, include, run, train_args)
+        _distributed_train(include, run, train_args)
     elif train_dm is not None:
         if missing_validation:
             raise UserError(f"No data in validation channel path {val_path}")

@@ -35,12 +35,6 @@ class ResourceInUseError(SageMakerError):
     code = "ResourceInUse"
 
 
-class ResourceNotFoundError(SageMakerError):
-    """Raised when an action needs a resource that does not exist (AWS's ``ResourceNotFound``)."""
-
-    code = "ResourceNotFound"
-
-
 class ToolkitError(Exception):
     """Raised inside the algorithm when training cannot go on (toolkit's ``BaseToolkitError``).
 

@@ -105,14 +105,6 @@ class LocalSageMaker:
         LOG.info("local SageMaker listening on %s", url)
         return url
 
-    @property
-    def url(self) -> str | None:
-        """The endpoint URL while serving, else None."""
-        if self._server is None:
-            return None
-        bound_host, bound_port = self._server.server_address[:2]
-        return f"http://{bound_host}:{bound_port}"
-
     def stop(self) -> None:
         """Stop serving, stop running jobs (their processes too) and flush pending events."""
         if self._server is not None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from m5flow.exceptions import InputRejectedError
-from m5flow.jobs import DEFAULT_HYPERPARAMETERS, merge_hyperparameters, stack_hyperparameters
+from m5flow.hyperparameters import (
+    DEFAULT_HYPERPARAMETERS,
+    merge_hyperparameters,
+    stack_hyperparameters,
+)
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.shards import ShardConfig
 

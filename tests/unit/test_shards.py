@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -
     assert all(s.key.startswith("runs/run-1/train/h28/") for s in model.train)
     assert sum(s.rows for s in model.inference) == 290 * 28 * 2
     assert Manifest.from_json(manifest.to_json()) == manifest
+    other = json.loads(manifest.to_json()) | {"version": manifest.version + 1}
+    with pytest.raises(ValueError, match=r"manifest version 2: this m5flow reads version 1"):
+        Manifest.from_json(json.dumps(other).encode())
 
 
 def test_parquet_shards_hold_the_block_label_first(data: M5Data, tmp_path: Path) -> None:

@@ -1,10 +1,20 @@
 """m5flow core: everything the Lambda handlers share, with no AWS calls in its math.
 
-Modules by concern: `schema` (the M5 input files), `features` (column-wise features on the
-wide sales matrix), `shards` (training/validation/inference tables and the manifest),
-`naming` (run and job names), `notifications` (the events m5flow emits), `jobs` (SageMaker
-request bodies), `forecast` (turning predictions into a submission), `storage` (S3 or disk),
-and `stages` (one function per pipeline step, called by the thin handlers).
+Modules by concern:
+- the upload: `csvinput` (decoding and reading CSVs), `schema` (the three M5 files, checked),
+  `calendar_prices` (calendar and prices against the sales), `overrides` (a dataset's
+  m5flow.json);
+- the models' data: `features` (column-wise features on the wide sales matrix), `shards`
+  (training/validation/inference tables and the manifest);
+- SageMaker: `hyperparameters` (defaults, overrides, merging), `jobs` (request bodies),
+  `images` (the built-in XGBoost image per region);
+- the results: `forecast` (predictions to a submission), `hierarchy` and `scoring` (the 12
+  M5 levels and WRMSSE), `submission` (submission and truth files), `report` and `charts`
+  (the HTML report);
+- plumbing: `naming` (run, job and S3 key names), `notifications` (the events m5flow emits),
+  `storage` (S3 or disk), `exceptions`;
+- `stages`: one function per pipeline step, called by the thin handlers;
+- `synth`: M5-shaped generated data for demos, tests and benchmarks.
 """
 
 __version__ = "0.1.0"

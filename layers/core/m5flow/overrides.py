@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from m5flow.exceptions import InputRejectedError
-from m5flow.jobs import hyperparameter_strings, strict_json
+from m5flow.hyperparameters import hyperparameter_strings, strict_json
 from m5flow.naming import OVERRIDES_FILE
 from m5flow.shards import ShardConfig
 

@@ -151,6 +151,12 @@ class Manifest:
     @classmethod
     def from_json(cls, body: bytes) -> Manifest:
         raw = json.loads(body)
+        if raw.get("version") != MANIFEST_VERSION:
+            # A stack updated while a run was in flight: say so rather than misread it.
+            raise ValueError(
+                f"manifest version {raw.get('version')!r}: this m5flow reads version "
+                f"{MANIFEST_VERSION}; upload the dataset again under a new name to rerun it"
+            )
         models = [
             ModelShards(
                 name=m["name"],
