@@ -105,7 +105,12 @@ class FailedStep:
 
 
 def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep:
-    """Stage, run and dataset as far as the failed event alone tells them."""
+    """Stage, run and dataset as far as the failed event alone tells them.
+
+    Read field by field rather than through Powertools' event classes, which raise on a
+    missing field: the payload that failed may be any event, or malformed. The S3 key is
+    URL-encoded, as the shard handler's `S3EventBridgeNotificationEvent` decodes it.
+    """
     detail = (payload or {}).get("detail") or {}
     source = (payload or {}).get("source")
     if source == "aws.s3" and isinstance(detail.get("object"), Mapping):

@@ -53,6 +53,8 @@ def publish_model(
     try:
         sagemaker.create_model(**jobs.model_request(manifest, model, artifact, settings))
     except sagemaker.exceptions.ClientError as exc:
+        # CreateModel has no ResourceInUse: a model that exists is a ValidationException
+        # whose message alone says so ('Cannot create already existing model "arn:..."').
         if "already existing model" not in exc.response.get("Error", {}).get("Message", ""):
             raise
         logger.info("model already exists", extra={"model": name})
