@@ -38,7 +38,7 @@ def _made_folder(option: str, path: Path) -> bool:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from m5flow.synth import write_synthetic_m5
+    from m5flow_local.synth import write_synthetic_m5
 
     out = Path(args.out)
     if not _made_folder("--out", out):

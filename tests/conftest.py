@@ -12,7 +12,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from m5flow import naming
-from m5flow.synth import write_synthetic_m5
+from m5flow_local.synth import write_synthetic_m5
 
 # moto's server logs every request at INFO; the tests' own output is what matters.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)

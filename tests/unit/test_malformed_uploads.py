@@ -16,7 +16,7 @@ import pytest
 
 from m5flow.naming import OVERRIDES_FILE
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
-from m5flow.synth import write_synthetic_m5
+from m5flow_local.synth import write_synthetic_m5
 from tests.unit.test_handlers import _created, _keys
 
 Files = dict[str, bytes]

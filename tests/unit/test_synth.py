@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import re
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m5flow.synth import write_synthetic_m5
+from m5flow_local import synth
+from m5flow_local.synth import write_synthetic_m5
 
 REAL = Path(__file__).parents[3] / "shared" / "m5-real"
 FILES = ("sales_train_evaluation.csv", "calendar.csv", "sell_prices.csv")
@@ -186,3 +188,8 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
         assert a[name].read_bytes() == b[name].read_bytes()
     for name in ("sales_train_evaluation.csv", "sell_prices.csv"):
         assert a[name].read_bytes() != c[name].read_bytes()
+
+
+def test_docstring_examples_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the example writes its files here
+    assert doctest.testmod(synth, optionflags=doctest.ELLIPSIS).failed == 0

@@ -13,8 +13,10 @@ Modules by concern:
   (the HTML report);
 - plumbing: `naming` (run, job and S3 key names), `notifications` (the events m5flow emits),
   `storage` (S3 or disk), `exceptions`;
-- `stages`: one function per pipeline step, called by the thin handlers;
-- `synth`: M5-shaped generated data for demos, tests and benchmarks.
+- `stages`: one function per pipeline step, called by the thin handlers.
+
+Generated data for demos and tests (`m5flow synth`) is not here but in `local/synth.py`:
+nothing deployed needs it.
 """
 
 __version__ = "0.1.0"
