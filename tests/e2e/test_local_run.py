@@ -64,6 +64,16 @@ def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_
         (data / name).write_bytes((small_m5 / name).read_bytes())
     settings = {"min_lags": [28], "hyperparameters": {"num_round": 25}}
     (data / "m5flow.json").write_text(json.dumps(settings))
+    # And one item not yet on the shelf in its store: never sold, never priced.
+    sales = pd.read_csv(data / SALES_FILE)
+    unlaunched = sales.iloc[0]
+    sales.iloc[0, 6:] = 0
+    sales.to_csv(data / SALES_FILE, index=False)
+    prices = pd.read_csv(data / "sell_prices.csv")
+    mine = (prices["store_id"] == unlaunched["store_id"]) & (
+        prices["item_id"] == unlaunched["item_id"]
+    )
+    prices[~mine].to_csv(data / "sell_prices.csv", index=False)
 
     result = _local_run(data, tmp_path / "out")
 
@@ -72,6 +82,12 @@ def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_
     report = (tmp_path / "out" / "report.html").read_text()
     assert "h28 (days 1-28)" in report and "h7 " not in report
     assert "num_round=25" in report
+    assert "forecast 0: never sold" in report and "never sold and have no price" in report
+    submission = pd.read_csv(tmp_path / "out" / "submission.csv").set_index("id")
+    assert (submission.loc[unlaunched["id"]] == 0).all()
+    assert submission.drop(index=unlaunched["id"]).to_numpy().sum() > 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["never_sold"] == {"series": 1, "ids": [unlaunched["id"]]}
 
 
 def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tmp_path):

@@ -26,6 +26,12 @@ def test_rows_follow_the_ids_and_negative_predictions_are_clipped() -> None:
     assert frame[["F1", "F2"]].to_numpy().tolist() == [[1.0, 2.0], [0.0, 2.0]]
 
 
+def test_a_series_that_never_sold_is_forecast_zero() -> None:
+    never_sold = np.array([False, True])
+    frame = submission(_predictions(), IDS, 11, 2, never_sold=never_sold)
+    assert frame[["F1", "F2"]].to_numpy().tolist() == [[1.0, 2.0], [0.0, 0.0]]
+
+
 @pytest.mark.parametrize(
     ("predictions", "reason"),
     [

@@ -12,6 +12,7 @@ import io
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from m5flow import csvinput
@@ -515,13 +516,30 @@ def test_prices_missing_columns(files: dict[str, bytes]) -> None:
     ]
 
 
-def test_every_series_needs_a_price(files: dict[str, bytes]) -> None:
+def test_every_series_that_sold_needs_a_price(files: dict[str, bytes]) -> None:
     lines = files[PRICES_FILE].decode().split("\n")
     files[PRICES_FILE] = "\n".join(x for x in lines if not x.startswith("TX_1,FOODS")).encode()
     assert reasons_of(files) == [
-        "sell_prices.csv: rows: found no price for 1 of 4 series, the first store_id TX_1 "
-        "item_id FOODS_3_002; expected a price for every item in every store"
+        "sell_prices.csv: rows: found no price for 1 of 4 series that sold, the first store_id "
+        "TX_1 item_id FOODS_3_002; expected a price for every item in every store where it sold"
     ]
+
+
+def test_a_series_not_yet_on_the_shelf_needs_no_price(files: dict[str, bytes]) -> None:
+    """Never sold and never priced: an item not launched there yet, kept with a notice."""
+    lines = files[PRICES_FILE].decode().split("\n")
+    files[PRICES_FILE] = "\n".join(x for x in lines if not x.startswith("TX_1,FOODS")).encode()
+    sales = pd.read_csv(io.BytesIO(files[SALES_FILE]))
+    unlaunched = (sales["store_id"] == "TX_1") & (sales["cat_id"] == "FOODS")
+    sales.loc[unlaunched, [c for c in sales.columns if c.startswith("d_")]] = 0
+    files[SALES_FILE] = sales.to_csv(index=False).encode()
+    data = parse_inputs(files)
+    (row,) = np.flatnonzero(unlaunched)
+    assert np.isnan(data.weekly_prices[row]).all()
+    assert data.notices == (
+        "sell_prices.csv: 1 series never sold and have no price (the first: store_id TX_1 "
+        "item_id FOODS_3_002); they are forecast 0",
+    )
 
 
 def test_missing_price_weeks_are_carried_forward(files: dict[str, bytes]) -> None:

@@ -254,14 +254,16 @@ def _typed_weekly(
 
 def read_prices(
     name: str, payload: bytes, ids: dict[str, np.ndarray], calendar: pd.DataFrame,
-    all_weeks: np.ndarray, typed: Future[pa.Table] | None = None,
+    all_weeks: np.ndarray, sold: np.ndarray, typed: Future[pa.Table] | None = None,
 ) -> tuple[Prices | None, list[str]]:  # fmt: skip
     """Weekly prices of every series over the calendar's weeks, carried forward.
 
     Prices of items or stores not in the sales are ignored (the real M5 slice has some);
     a week without a price takes the week before's, and is counted and reported as a
-    notice; a series with no price at all is refused. `typed`: the read started by
-    `read_typed_prices`, if any.
+    notice. A series with no price at all is refused if it ever sold (`sold`, per series):
+    its sales have no dollar value to weigh its errors by; one that never sold is an item
+    not yet on the shelf, kept with a notice (it is forecast 0). `typed`: the read started
+    by `read_typed_prices`, if any.
     """
     header = header_of(payload)
     reasons = missing_columns(name, header, PRICES_COLUMNS)
@@ -287,16 +289,23 @@ def read_prices(
     started = np.logical_or.accumulate(observed, axis=1)
     weekly = np.where(started, np.take_along_axis(weekly, latest, axis=1), np.float32(np.nan))
     unpriced = ~started[:, -1]
+    if (unpriced & sold).any():
+        row = first_of(unpriced & sold)
+        found = (f"no price for {int((unpriced & sold).sum()):,} of {n_series:,} series that "
+                 f"sold, the first store_id {ids['store_id'][row]} item_id "
+                 f"{ids['item_id'][row]}")  # fmt: skip
+        expected = "a price for every item in every store where it sold"
+        return None, [problem(name, "rows", found, expected)]
+    notices: tuple[str, ...] = ()
     if unpriced.any():
         row = first_of(unpriced)
-        found = (f"no price for {int(unpriced.sum()):,} of {n_series:,} series, the first "
-                 f"store_id {ids['store_id'][row]} item_id {ids['item_id'][row]}")  # fmt: skip
-        return None, [problem(name, "rows", found, "a price for every item in every store")]
+        notices = (f"{name}: {int(unpriced.sum()):,} series never sold and have no price "
+                   f"(the first: store_id {ids['store_id'][row]} item_id "
+                   f"{ids['item_id'][row]}); they are forecast 0",)  # fmt: skip
     carried = started & ~observed
-    notices = ()
     if carried.any():
         first = first_of(carried.any(axis=1))
-        notices = (f"{name}: {int(carried.sum()):,} missing week(s) of "
+        notices += (f"{name}: {int(carried.sum()):,} missing week(s) of "
                    f"{int(carried.any(axis=1).sum()):,} series took the week before's price "
                    f"(first: store_id {ids['store_id'][first]} item_id {ids['item_id'][first]}"
                    f" week {weeks[first_of(carried[first])]})",)  # fmt: skip

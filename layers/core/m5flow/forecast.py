@@ -45,9 +45,17 @@ def read_predictions(bodies: Iterable[bytes]) -> pd.DataFrame:
 
 
 def submission(
-    predictions: pd.DataFrame, ids: np.ndarray, first_day: int, horizon: int
+    predictions: pd.DataFrame,
+    ids: np.ndarray,
+    first_day: int,
+    horizon: int,
+    never_sold: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Pivot predictions into `id,F1..F<horizon>`, one row per id, in the order of `ids`.
+
+    Series marked `never_sold` (no sale before `first_day`) are forecast 0. The models learn
+    only from days after a series' first sale, so for one that never sold they would forecast
+    what a product sells once launched (about 0.5 to 1 a day), for items that may never sell.
 
     Raises
     ------
@@ -82,6 +90,8 @@ def submission(
     values = wide.to_numpy()
     # Unit sales cannot be negative; objectives other than tweedie/poisson can dip below 0.
     wide[:] = np.clip(values, 0.0, None)
+    if never_sold is not None:
+        wide.iloc[np.flatnonzero(never_sold)] = 0.0
     return wide.rename_axis("id").reset_index().rename_axis(None, axis=1)
 
 

@@ -293,7 +293,13 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     if reasons:
         raise InputRejectedError(reasons)
     priced, reasons = read_prices(
-        PRICES_FILE, payloads.pop(PRICES_FILE), ids, calendar, weeks, typed_prices
+        PRICES_FILE,
+        payloads.pop(PRICES_FILE),
+        ids,
+        calendar,
+        weeks,
+        sales.max(axis=1) > 0,
+        typed_prices,
     )
     if priced is None:
         raise InputRejectedError(reasons)

@@ -141,6 +141,7 @@ class Manifest:
     content_type: str
     models: list[ModelShards]
     missing_price_weeks: int = 0
+    notices: list[str] = field(default_factory=list)  # what the inputs' reading repaired
     # The dataset's m5flow.json hyperparameters, over the stack's (None: drop the stack's).
     hyperparameters: dict[str, str | None] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
@@ -396,4 +397,5 @@ def write_shards(
         content_type=CONTENT_TYPES[config.train_format],
         models=models,
         missing_price_weeks=data.missing_price_weeks,
+        notices=list(data.notices),
     )

@@ -111,8 +111,10 @@ def _backtest(
     past = predictions[predictions["day"] <= data.last_day]
     if past.empty:
         return None
-    matrix = forecast.submission(past, data.ids, origin + 1, horizon).drop(columns="id")
     history = data.sales[:, :origin]
+    matrix = forecast.submission(
+        past, data.ids, origin + 1, horizon, never_sold=history.max(axis=1) == 0
+    ).drop(columns="id")
     weights = scoring.dollar_sales(history, data.prices[:, :origin])
     return scoring.wrmsse(history, data.sales[:, origin:], matrix.to_numpy(), hierarchy, weights)
 
@@ -185,7 +187,7 @@ def assemble_forecast(
         forecast=values,
         hierarchy=hierarchy,
         ids=data.ids,
-        facts=_facts(manifest, scores),
+        facts=_facts(manifest, data, scores),
         truth=scores.truth,
         truth_uploaded=scores.truth_uploaded,
         score=scores.score,
@@ -239,8 +241,14 @@ def _read_forecast(
         for shard in model.inference
     )
     future = predictions[predictions["day"] > data.last_day]
-    frame = forecast.submission(future, data.ids, manifest.last_day + 1, manifest.horizon)
+    frame = forecast.submission(
+        future, data.ids, manifest.last_day + 1, manifest.horizon, never_sold=_never_sold(data)
+    )
     return data, predictions, frame
+
+
+def _never_sold(data: M5Data) -> np.ndarray:
+    return data.sales.max(axis=1) == 0
 
 
 def _scored_on(scores: Scores) -> str:
@@ -271,10 +279,13 @@ def _metrics(
         metrics["backtest_note"] = BACKTEST_NOTE
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
+    never_sold = data.ids[_never_sold(data)]
+    if len(never_sold):
+        metrics["never_sold"] = {"series": len(never_sold), "ids": never_sold[:10].tolist()}
     return metrics
 
 
-def _facts(manifest: Manifest, scores: Scores) -> dict[str, object]:
+def _facts(manifest: Manifest, data: M5Data, scores: Scores) -> dict[str, object]:
     """The report's table of the run."""
     facts: dict[str, object] = {
         "run id": manifest.run_id,
@@ -283,6 +294,12 @@ def _facts(manifest: Manifest, scores: Scores) -> dict[str, object]:
             f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
         ],
     }
+    never_sold = data.ids[_never_sold(data)]
+    if len(never_sold):
+        shown = ", ".join(never_sold[:3].tolist()) + (" ..." if len(never_sold) > 3 else "")
+        facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({shown})"
+    if manifest.notices:
+        facts["notices"] = list(manifest.notices)
     if scores.problems:
         facts["not scored"] = list(scores.problems)
     if manifest.hyperparameters:

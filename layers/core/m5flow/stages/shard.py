@@ -175,6 +175,7 @@ def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest:
             "models": [m.name for m in models],
             "shards": sum(len(m.train) + len(m.validation) + len(m.inference) for m in models),
             "missing_price_weeks": manifest.missing_price_weeks,
+            "notices": manifest.notices,
             "hyperparameter_overrides": manifest.hyperparameters,
             "manifest": storage.uri(naming.manifest_key(manifest.run_id)),
         },
