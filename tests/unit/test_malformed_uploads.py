@@ -62,7 +62,9 @@ CORPUS: dict[str, tuple[Callable[[Files], Files], str, str]] = {
     # name: (how the upload goes wrong, the file named, a phrase of the reason)
     "empty file": (lambda f: {SALES_FILE: b""}, SALES_FILE, "empty"),
     "header only": (lambda f: {SALES_FILE: f[SALES_FILE].split(b"\n")[0] + b"\n"}, SALES_FILE, "header only"),
-    "semicolon delimiter": (lambda f: {SALES_FILE: f[SALES_FILE].replace(b",", b";")}, SALES_FILE, "no column id"),
+    "semicolon delimiter": (lambda f: {SALES_FILE: f[SALES_FILE].replace(b",", b";")}, SALES_FILE, "header: found columns separated by semicolons"),
+    "tab delimiter": (lambda f: {PRICES_FILE: f[PRICES_FILE].replace(b",", b"\t")}, PRICES_FILE, "expected comma-separated values (CSV)"),
+    "history cut at the start": (lambda f: {SALES_FILE: _csv(_frame(f, SALES_FILE).drop(columns=["d_1", "d_2"]))}, SALES_FILE, "found d_3; expected d_1, the calendar's first day"),
     "missing d_ column": (lambda f: {SALES_FILE: _csv(_frame(f, SALES_FILE).drop(columns=["d_100"]))}, SALES_FILE, "expected d_100"),
     "negative sales": (lambda f: {SALES_FILE: _sales_cell(f, "d_50", -1)}, SALES_FILE, "row 4, column d_50: found '-1'"),
     "fractional sales": (lambda f: {SALES_FILE: _sales_cell(f, "d_50", 1.5)}, SALES_FILE, "found '1.5'"),
@@ -113,6 +115,8 @@ def test_malformed_upload_is_rejected_with_a_reason_and_nothing_written(
     assert event["detail-type"] == "Input Rejected"
     reason = event["detail"]["reason"]
     assert f"{named_file}:" in reason and phrase in reason, reason
+    # Readable: no reason echoes a whole line of the file (an M5 header is 15 KB).
+    assert max(len(line) for line in event["detail"]["reasons"]) < 500, reason
     assert _keys(bucket, "runs/") == []
     for name, body in files.items():
         assert s3.get_object(Bucket=bucket, Key=f"raw/{dataset}/{name}")["Body"].read() == body

@@ -125,8 +125,25 @@ def header_of(payload: bytes) -> list[str]:
     return next(csv.reader([line]), [])
 
 
+_SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "vertical bars"}
+_SHOWN_NAME = 40  # characters of a column name a reason shows
+
+
+def _shown(column: str) -> str:
+    return column if len(column) <= _SHOWN_NAME else column[:_SHOWN_NAME] + "..."
+
+
 def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> list[str]:
-    """Reasons for repeated column names and for expected columns that are absent."""
+    """Reasons for repeated column names and for expected columns that are absent.
+
+    A header that is one column holding another separator (a spreadsheet's tab-separated
+    or European semicolon export) gets that one reason, not an echo of the whole line.
+    """
+    if len(header) == 1:
+        found = [word for sep, word in _SEPARATORS.items() if header[0].count(sep) >= 2]
+        if found:
+            line = f"columns separated by {found[0]} ({_shown(header[0])!r})"
+            return [problem(name, "header", line, "comma-separated values (CSV)")]
     reasons = [
         problem(name, f"column {column!r}", f"{header.count(column)} columns of that name",
                 "each column once")
@@ -134,7 +151,7 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
     ]  # fmt: skip
     missing = [c for c in expected if c not in header]
     if missing:
-        shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
+        shown = ", ".join(map(_shown, header[:8])) + (", ..." if len(header) > 8 else "")
         reasons.append(
             problem(name, "header", f"no column {', '.join(missing)} (columns: {shown})",
                     f"the columns {', '.join(expected)}")

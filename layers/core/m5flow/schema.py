@@ -115,7 +115,13 @@ def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
     for k, (position, column) in enumerate(zip(positions, days, strict=True), start=1):
         if column != f"d_{k}":
             where = f"column {position}"
-            return days, [problem(name, where, column, f"d_{k} (d_1, d_2, ... without gaps)")]
+            expected = f"d_{k} (d_1, d_2, ... without gaps)"
+            if k == 1:  # a history cut at the start, as people do to save space
+                expected = (
+                    "d_1, the calendar's first day: the history starts there (to upload "
+                    "less, number the days from d_1 in both the sales and calendar.csv)"
+                )
+            return days, [problem(name, where, column, expected)]
     if len(days) < MIN_DAYS:
         found = f"{len(days)} day columns"
         reasons.append(problem(name, "header", found, f"at least {MIN_DAYS}, d_1..d_{MIN_DAYS}"))
@@ -169,7 +175,7 @@ def _sales(name: str, payload: bytes) -> tuple[dict[str, np.ndarray], np.ndarray
     header = header_of(payload)
     reasons = missing_columns(name, header, SALES_ID_COLUMNS)
     days, day_reasons = _day_columns(name, header)
-    reasons += day_reasons
+    reasons += day_reasons if len(header) > 1 else []  # one column: the header says it all
     if reasons:
         return {}, np.empty((0, len(days)), np.float32), reasons
     if tuple(header[: len(SALES_ID_COLUMNS)]) == SALES_ID_COLUMNS:
