@@ -479,7 +479,7 @@ def test_calendar_bad_cell(
         ("sell_price", "-1.5", "a positive price below 1,000,000"),
         ("sell_price", "cheap", "a positive price below 1,000,000"),
         ("sell_price", "1e300", "a positive price below 1,000,000"),
-        ("wm_yr_wk", "11099", "a week of calendar.csv (a wm_yr_wk)"),
+        ("wm_yr_wk", "11101.5", "a week of calendar.csv (a wm_yr_wk)"),
         ("wm_yr_wk", "week", "a week of calendar.csv (a wm_yr_wk)"),
         ("store_id", "", "a value"),
     ],
@@ -489,6 +489,17 @@ def test_prices_bad_cell(files: dict[str, bytes], column: str, value: str, expec
     assert reasons_of(files) == [
         f"sell_prices.csv: row 7, column {column}: found {value!r}; expected {expected}"
     ]
+
+
+def test_prices_of_weeks_before_or_after_the_calendar_are_ignored(
+    files: dict[str, bytes],
+) -> None:
+    """A history cut to fewer days (sales and calendar from a later d_1) keeps its prices."""
+    plain = parse_inputs(dict(files))
+    extra = b"CA_1,FOODS_3_002,11001,9.99\nCA_1,FOODS_3_002,99999,9.99\n"
+    files[PRICES_FILE] = files[PRICES_FILE] + extra
+    data = parse_inputs(files)
+    np.testing.assert_array_equal(data.weekly_prices, plain.weekly_prices)
 
 
 def test_prices_row_of_the_wrong_width(files: dict[str, bytes]) -> None:

@@ -140,7 +140,11 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
         checks = (
             ("store_id", text["store_id"] == "", "a value"),
             ("item_id", text["item_id"] == "", "a value"),
-            ("wm_yr_wk", ~np.isin(week, weeks), "a week of calendar.csv (a wm_yr_wk)"),
+            (
+                "wm_yr_wk",
+                ~np.isin(week, weeks) & ~((week < weeks[0]) | (week > weeks[-1])),
+                "a week of calendar.csv (a wm_yr_wk)",
+            ),
             ("sell_price", ~_usable_price(price), f"a positive price below {_MAX_PRICE:,.0f}"),
         )
     repeated = pd.DataFrame(text).duplicated(["store_id", "item_id", "wm_yr_wk"]).to_numpy()
@@ -226,13 +230,17 @@ def _typed_weekly(
     Raises
     ------
     _BadCell
-        At anything the text read must explain: an empty cell, an unknown week, a week
-        that is not a whole number, a price not above 0, a (store, item, week) given twice.
+        At anything the text read must explain: an empty cell, a week inside the calendar's
+        range that is not one of its weeks, a week that is not a whole number, a price not
+        above 0, a (store, item, week) given twice.
+
+    Weeks before or after the calendar are ignored: a history cut to fewer days keeps its
+    prices file whole.
     """
     store_of, item_of, series_at = _series_lookup(ids)
     lowest = int(all_weeks[0])
-    column_of = np.full(int(all_weeks[-1]) - lowest + 2, -2, dtype=np.int64)  # -2: unknown
-    column_of[all_weeks - lowest] = -1  # in the calendar, after the forecast days
+    column_of = np.full(int(all_weeks[-1]) - lowest + 1, -2, dtype=np.int64)  # -2: unknown
+    column_of[all_weeks - lowest] = -1  # in the calendar, after the forecast days: unused
     column_of[weeks - lowest] = np.arange(len(weeks))
     weekly = np.full((len(ids["id"]), len(weeks)), np.nan, dtype=np.float32)
     rows = table.num_rows
@@ -240,7 +248,10 @@ def _typed_weekly(
         series = series_at[_codes(batch.column(0), store_of), _codes(batch.column(1), item_of)]
         week = batch.column(2).to_numpy()
         price = batch.column(3).to_numpy()
-        column = column_of[np.clip(week - lowest, -1, len(column_of) - 1).astype(np.int64)]
+        inside = (week >= lowest) & (week <= all_weeks[-1])
+        column = np.where(
+            inside, column_of[np.clip(week - lowest, 0, len(column_of) - 1).astype(np.int64)], -1
+        )
         if (column == -2).any() or (week != np.floor(week)).any() or not _usable_price(price).all():
             raise _BadCell
         used = np.flatnonzero((series >= 0) & (column >= 0))
