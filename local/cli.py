@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -83,6 +84,8 @@ def _shard(args: argparse.Namespace) -> int:
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
+    if not _made_folder("OUT_DIR", out):  # made only once the inputs are known good
+        return 2
     print(
         f"read and checked {len(data.ids):,} series x {data.last_day:,} days "
         f"({time.perf_counter() - started:.1f} s)"
@@ -135,6 +138,8 @@ def _score(args: argparse.Namespace) -> int:
 def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     """Why a folder is not a dataset: no folder, or which inputs are absent (and what looks
     like them: Kaggle's first-stage file has the right layout but 28 days fewer)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        return f"{data_dir} is a file; expected a folder with the three M5 files"
     if not data_dir.is_dir():
         return f"{data_dir}: no such folder"
     message = f"missing input(s) in {data_dir}: {', '.join(absent)}"
@@ -176,6 +181,8 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     if not _made_folder("--out", out):
         return 2
+    if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
+        return 2
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     stop_on_signals()
@@ -216,6 +223,9 @@ def _run_flow(
     from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
     dataset = naming.sanitize(args.dataset or data_dir.resolve().name)
+    if args.dataset and dataset != args.dataset:
+        print(f"note: --dataset {args.dataset!r} is uploaded as raw/{dataset}/ (letters, digits "
+              "and single dashes)")  # fmt: skip
     started = time.perf_counter()
     with LocalCloud(workdir, parameters=parameters) as cloud:
         # The truth and the settings go first: the last input to arrive starts the run.
@@ -240,10 +250,12 @@ def _run_flow(
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from m5flow_local.cloud import LocalCloud
+    from m5flow_local.cloud import LocalCloud, print_line
 
     parameters = _stack_parameters(args)
     if parameters is None:
+        return 2
+    if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     with LocalCloud(workdir, parameters=parameters) as cloud:
@@ -255,7 +267,7 @@ def _local_up(args: argparse.Namespace) -> int:
             print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
             until_stopped()
         except KeyboardInterrupt:
-            print("stopping the local cloud")
+            print_line("stopping the local cloud")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"removed {workdir} and its job logs (--workdir keeps them)")
@@ -282,6 +294,32 @@ def _at_least_one(text: str) -> int:
     return number
 
 
+def _not_negative(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more: {text!r}")
+    return number
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0: {text!r}")
+    return seconds
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, found an empty name")
+    return text
+
+
 def _name_and_value(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not name or not equals:
@@ -298,8 +336,10 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--series", type=_at_least_one, required=True, help="item-store series (M5: 30490)"
     )
-    synth.add_argument("--out", required=True, help="folder for the three M5 files")
-    synth.add_argument("--seed", type=int, default=0, help="the same seed, the same bytes")
+    synth.add_argument("--out", type=_folder, required=True, help="folder for the three M5 files")
+    synth.add_argument(
+        "--seed", type=_not_negative, default=0, help="the same seed, the same bytes"
+    )
     synth.add_argument("--force", action="store_true", help="replace M5 files already in --out")
     synth.set_defaults(run=_synth)
 
@@ -338,10 +378,12 @@ def parser() -> argparse.ArgumentParser:
         help="folder with the three M5 files (and, optional, sales_test_evaluation.csv "
         "to score on and m5flow.json with the dataset's settings)",
     )
-    run.add_argument("--out", required=True, help="where submission.csv and the report go")
+    run.add_argument(
+        "--out", type=_folder, required=True, help="where submission.csv and the report go"
+    )
     run.add_argument("--dataset", help="dataset name (default: the data folder's name)")
     run.add_argument(
-        "--timeout", type=float, default=3600, help="seconds to wait for the forecast (3600)"
+        "--timeout", type=_seconds, default=3600, help="seconds to wait for the forecast (3600)"
     )
     run.add_argument(
         "--workdir",
@@ -369,7 +411,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except BrokenPipeError:
+        # `m5flow score ... | head`: the reader stopped reading. As the Python docs advise,
+        # point stdout at devnull so the flush at exit does not raise again; 141 is what a
+        # writer killed by SIGPIPE exits with.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,14 @@ _CREDENTIALS = {
 
 class LocalRunFailedError(Exception):
     """Raised when a local run ends without a forecast (rejected input, failed job, crash)."""
+
+
+def print_line(text: str) -> None:
+    """Print one console line in a single write: events, job progress and the command's own
+    lines come from several threads, and `print` writes the text and its newline apart,
+    so two lines could share one."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -84,7 +93,7 @@ class LocalCloud:
         workdir: Path,
         *,
         parameters: dict[str, str] | None = None,
-        echo: Callable[[str], None] | None = print,
+        echo: Callable[[str], None] | None = print_line,
     ) -> None:
         self.workdir = Path(workdir).resolve()  # the training hosts run in their own folders
         self.parameters = parameters or {}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from m5flow_local.router.normalize import normalize
+from m5flow_local.router.normalize import MultipartCompletions, normalize
 from m5flow_local.router.patterns import matches
 from m5flow_local.router.runtime import LambdaTimeoutError, LocalFunction
 from m5flow_local.router.template import StackSpec
@@ -67,6 +67,7 @@ class EventRouter:
         # writes hundreds of objects, each an event) must not leave the events piling up in
         # moto's queue, whose sends slow down as it grows.
         self._inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._multipart = MultipartCompletions()
         self._receiver = threading.Thread(
             target=self._receive, name="m5flow-bus-receiver", daemon=True
         )
@@ -176,7 +177,7 @@ class EventRouter:
             )
             for message in response.get("Messages", []):
                 event = normalize(json.loads(message["Body"]), self.account)
-                if event is not None:
+                if event is not None and not self._multipart.repeated(event):
                     self._inbox.put(event)
                 self.sqs.delete_message(
                     QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]

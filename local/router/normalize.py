@@ -2,8 +2,9 @@
 
 moto's S3 -> EventBridge notifications differ from AWS's: a constant event id, `eTag` for
 `etag`, `version-id: "null"` on unversioned buckets, the key not URL-encoded, `reason`
-"ObjectCreated" instead of the API call, and an extra "Object Tags Added" event for every
-plain upload. Events that went through moto's PutEvents lose their `account` on the way to
+"ObjectCreated" instead of the API call, an extra "Object Tags Added" event for every
+plain upload, and two "Object Created" for a multipart upload (its completion also puts
+the object). Events that went through moto's PutEvents lose their `account` on the way to
 an SQS target.
 """
 
@@ -14,6 +15,31 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
+
+
+class MultipartCompletions:
+    """Remembers the multipart uploads already announced, to drop moto's second event."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, str, str]] = set()
+
+    def repeated(self, event: dict[str, Any]) -> bool:
+        """True for a second "Object Created" of the same completed multipart upload."""
+        detail = event.get("detail", {})
+        if event.get("detail-type") != "Object Created" or detail.get("reason") != _MULTIPART:
+            return False
+        obj = detail.get("object", {})
+        bucket = detail.get("bucket", {}).get("name", "")
+        # The version tells a second upload of the same bytes (the same ETag) from a repeat;
+        # on an unversioned bucket there is none, and such a second upload is dropped too.
+        upload = (bucket, obj.get("key", ""), obj["etag"], obj.get("version-id", ""))
+        if upload in self._seen:
+            return True
+        self._seen.add(upload)
+        return False
+
+
+_MULTIPART = "CompleteMultipartUpload"
 
 
 def normalize(event: dict[str, Any], account: str) -> dict[str, Any] | None:
@@ -36,5 +62,7 @@ def normalize(event: dict[str, Any], account: str) -> dict[str, Any] | None:
     if "key" in obj:
         obj["key"] = quote_plus(obj["key"], safe="/")
     if detail.get("reason") == "ObjectCreated":
-        detail["reason"] = "PutObject"
+        # A multipart upload's ETag ends in -<parts>; AWS names the call that completed it.
+        multipart = "-" in str(obj.get("etag", ""))
+        detail["reason"] = _MULTIPART if multipart else "PutObject"
     return event

@@ -153,3 +153,30 @@ def test_score_explains_a_submission_of_only_validation_rows(tmp_path):
 
     assert result.returncode == 2
     assert "no row for 290 series" in result.stderr and "*_validation rows" in result.stderr
+
+
+def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(tmp_path):
+    (tmp_path / "afile").touch()
+    (tmp_path / "empty.csv").touch()
+    data = tmp_path / "data"
+    assert _m5flow("synth", "--series", "3", "--out", str(data)).returncode == 0
+    truth = str(REAL_M5 / "sales_test_evaluation.csv")
+    cases = [
+        (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"),
+          "--workdir", str(tmp_path / "afile")], "--workdir", "is a file; expected a folder"),
+        (["local", "up", "--workdir", "/proc/no-such"], "--workdir", "cannot make the folder"),
+        (["shard", str(data), "/proc/no-such"], "OUT_DIR", "cannot make the folder"),
+        (["score", truth, str(tmp_path / "empty.csv")], "empty.csv", "not a CSV table"),
+        (["synth", "--series", "3", "--out", str(data), "--seed", "-1"], "--seed", "0 or more"),
+        (["synth", "--series", "3", "--out", ""], "--out", "empty name"),
+        (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "0"],
+         "--timeout", "above 0"),
+        (["local", "run", "--data", str(tmp_path / "afile"), "--out", str(tmp_path / "o")],
+         "afile", "is a file; expected a folder"),
+    ]  # fmt: skip
+    for args, named, reason in cases:
+        result = _m5flow(*args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert named in result.stderr and reason in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "kept in" not in result.stderr  # nothing started, nothing to keep

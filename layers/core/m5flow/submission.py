@@ -104,6 +104,14 @@ def aligned_values(
     return numbers[rows]
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A submission or truth file, or a ScoringError saying why it is not a CSV table."""
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError, ParserError
+        raise ScoringError(f"{path.name}: not a CSV table ({exc})") from None
+
+
 def score_against_truth(
     data: M5Data,
     truth_name: str,
@@ -154,7 +162,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     data = schema.parse_inputs(
         {name: (Path(data_dir) / name).read_bytes() for name in schema.INPUT_FILES}
     )
-    truth_frame = pd.read_csv(truth_csv)
+    truth_frame = _read_csv(Path(truth_csv))
     days = [c for c in truth_frame.columns if c.startswith("d_")]
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
@@ -166,6 +174,6 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
         )
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     forecast = aligned_values(
-        Path(submission_csv).name, pd.read_csv(submission_csv), data.ids, steps
+        Path(submission_csv).name, _read_csv(Path(submission_csv)), data.ids, steps
     )
     return score_against_truth(data, Path(truth_csv).name, truth_frame, forecast)[1]
