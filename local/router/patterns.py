@@ -10,6 +10,10 @@ as absent, ``null`` as a value. Strings never equal numbers, ``true`` never ``1`
 equals ``3.0e2``. Wildcard ``*`` matches any run, ``/`` included. ``anything-but`` matches
 any present leaf the excluded values do not, leaves of another type included. ``cidr``
 floors the block (``10.0.0.5/24`` is ``10.0.0.0/24``) and refuses ``/32`` and ``/128``.
+
+Why not moto's own matcher (``moto.events.models.EventPattern``): it differs from these rules
+where a rule may meet them. It misses a nested pattern against an array of objects, takes
+an empty object for a present field, and lets ``true`` equal ``1`` (checked with moto 5.2).
 """
 
 from __future__ import annotations
