@@ -179,9 +179,9 @@ def _local_run(args: argparse.Namespace) -> int:
     parameters = _stack_parameters(args)
     if parameters is None:
         return 2
-    if not _made_folder("--out", out):
-        return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
+        return 2
+    if not _made_folder("--out", out):
         return 2
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))

@@ -49,9 +49,13 @@ class LocalRunFailedError(Exception):
 def print_line(text: str) -> None:
     """Print one console line in a single write: events, job progress and the command's own
     lines come from several threads, and `print` writes the text and its newline apart,
-    so two lines could share one."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    so two lines could share one. A reader that went away (`| head`) ends the echo quietly:
+    the run goes on, as it would with its output discarded."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def describe(event: dict[str, Any]) -> str:

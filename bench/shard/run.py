@@ -50,8 +50,7 @@ def dataset(cache: Path, series: int) -> Path:
     """The synthetic M5 files for `series` series, generated once."""
     folder = cache / f"m5-synth-{series}-seed0"
     if not (folder / "sell_prices.csv").is_file():
-        sys.path.insert(0, str(CORE))
-        from m5flow_local.synth import write_synthetic_m5
+        from m5flow_local.synth import write_synthetic_m5  # the project's venv has it
 
         print(f"generating {series:,} series into {folder} ...", flush=True)
         write_synthetic_m5(folder, series, seed=0)

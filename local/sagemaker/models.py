@@ -186,7 +186,7 @@ class SageMakerBackend:
     def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             jobs = list(self.training_jobs.values())
-        return self._page(jobs, params, "TrainingJobSummaries")
+        return self._page(jobs, params, "TrainingJobSummaries", order="Ascending")
 
     def _page(
         self,
@@ -195,11 +195,13 @@ class SageMakerBackend:
         key: str,
         *,
         with_status: bool = True,
+        order: str = "Descending",
     ) -> dict[str, Any]:
         """One page of a List* call: SageMaker's filters, sort orders and NextToken paging.
 
         Shared by training jobs, models and transform jobs, whose List* requests differ only
-        in which of these filters they accept (models have no status).
+        in which of these filters they accept (models have no status) and in their default
+        `order` (ListTrainingJobs alone lists the oldest first).
         """
         contains = params.get("NameContains")
         wanted = params.get("StatusEquals") if with_status else None
@@ -217,11 +219,11 @@ class SageMakerBackend:
             and all(test(i, float(params[name])) for name, test in bounds.items() if name in params)
         ]
         sort_by = params.get("SortBy", "CreationTime")
-        order: Callable[[Any], Any] = {
+        sort_key: Callable[[Any], Any] = {
             "Name": lambda i: i.name,
             "Status": lambda i: i.status,
         }.get(sort_by, lambda i: i.creation_time)
-        selected.sort(key=order, reverse=params.get("SortOrder", "Ascending") == "Descending")
+        selected.sort(key=sort_key, reverse=params.get("SortOrder", order) == "Descending")
         start = int(params.get("NextToken") or 0)
         size = int(params.get("MaxResults") or 10)
         with self.lock:

@@ -424,14 +424,20 @@ def test_transform_jobs_and_models_are_listed(cloud: LocalCloud, model: tuple[st
         )
         assert detail["TransformJobStatus"] == "Completed"
 
-    listed = cloud.sm.list_transform_jobs(NameContains="listed-", SortOrder="Descending")
+    # Newest first unless told otherwise: AWS's default for transforms and models (and
+    # not for training jobs, which list oldest first).
+    listed = cloud.sm.list_transform_jobs(NameContains="listed-")
     summaries = listed["TransformJobSummaries"]
     assert [s["TransformJobName"] for s in summaries] == ["listed-2", "listed-1"]
     assert {s["TransformJobStatus"] for s in summaries} == {"Completed"}
     assert summaries[0]["LastModifiedTime"] >= summaries[0]["CreationTime"]
-    first = cloud.sm.list_transform_jobs(NameContains="listed-", MaxResults=1)
-    assert len(first["TransformJobSummaries"]) == 1
-    rest = cloud.sm.list_transform_jobs(NameContains="listed-", NextToken=first["NextToken"])
+    first = cloud.sm.list_transform_jobs(
+        NameContains="listed-", SortOrder="Ascending", MaxResults=1
+    )
+    assert [s["TransformJobName"] for s in first["TransformJobSummaries"]] == ["listed-1"]
+    rest = cloud.sm.list_transform_jobs(
+        NameContains="listed-", SortOrder="Ascending", NextToken=first["NextToken"]
+    )
     assert [s["TransformJobName"] for s in rest["TransformJobSummaries"]] == ["listed-2"]
     assert "NextToken" not in rest
     failed = cloud.sm.list_transform_jobs(StatusEquals="Failed", MaxResults=100)

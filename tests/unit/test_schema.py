@@ -500,6 +500,11 @@ def test_prices_of_weeks_before_or_after_the_calendar_are_ignored(
     files[PRICES_FILE] = files[PRICES_FILE] + extra
     data = parse_inputs(files)
     np.testing.assert_array_equal(data.weekly_prices, plain.weekly_prices)
+    # Outside the calendar or not, a week must still be a whole number, and is named.
+    files[PRICES_FILE] += b"CA_1,FOODS_3_002,99999.5,9.99\nCA_1,FOODS_3_002,inf,9.99\n"
+    reasons = reasons_of(files)
+    assert len(reasons) == 1 and "column wm_yr_wk: found '99999.5'" in reasons[0], reasons
+    assert "(2 in all)" in reasons[0]
 
 
 def test_prices_row_of_the_wrong_width(files: dict[str, bytes]) -> None:

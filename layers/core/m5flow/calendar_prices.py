@@ -137,12 +137,15 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
     week = pd.to_numeric(pd.Series(text["wm_yr_wk"]), errors="coerce").to_numpy(np.float64)
     price = pd.to_numeric(pd.Series(text["sell_price"]), errors="coerce").to_numpy(np.float64)
     with np.errstate(invalid="ignore"):
+        # Weeks before or after the calendar are ignored (`_typed_weekly`), if whole numbers.
+        outside = (week < weeks[0]) | (week > weeks[-1])
+        whole = np.isfinite(week) & (week == np.floor(week))
         checks = (
             ("store_id", text["store_id"] == "", "a value"),
             ("item_id", text["item_id"] == "", "a value"),
             (
                 "wm_yr_wk",
-                ~np.isin(week, weeks) & ~((week < weeks[0]) | (week > weeks[-1])),
+                (~np.isin(week, weeks) & ~outside) | ~whole,
                 "a week of calendar.csv (a wm_yr_wk)",
             ),
             ("sell_price", ~_usable_price(price), f"a positive price below {_MAX_PRICE:,.0f}"),
@@ -252,7 +255,8 @@ def _typed_weekly(
         column = np.where(
             inside, column_of[np.clip(week - lowest, 0, len(column_of) - 1).astype(np.int64)], -1
         )
-        if (column == -2).any() or (week != np.floor(week)).any() or not _usable_price(price).all():
+        whole = np.isfinite(week) & (week == np.floor(week))
+        if (column == -2).any() or not whole.all() or not _usable_price(price).all():
             raise _BadCell
         used = np.flatnonzero((series >= 0) & (column >= 0))
         cell = series[used] * len(weeks) + column[used]

@@ -255,7 +255,8 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     Returns
     -------
     M5Data
-        Its `notices` say what was repaired (price weeks carried forward).
+        Its `notices` say what was repaired or let through: price weeks carried forward,
+        series never sold and never priced.
 
     Raises
     ------

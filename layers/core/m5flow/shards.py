@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,8 @@ from m5flow.storage import Storage
 PARQUET = "application/x-parquet"
 CSV = "text/csv"
 CONTENT_TYPES = {"parquet": PARQUET, "csv": CSV}
+# Raised only for a change an older reader would misread; a new field is not one (older
+# readers drop fields they do not know).
 MANIFEST_VERSION = 1
 _SERIES_PER_BLOCK = 256  # series built and encoded at once: about 70 MB of training block
 PARQUET_OPTIONS = {
@@ -168,7 +170,8 @@ class Manifest:
             )
             for m in raw.pop("models")
         ]
-        return cls(models=models, **raw)
+        known = {f.name for f in fields(cls)}
+        return cls(models=models, **{k: v for k, v in raw.items() if k in known})
 
     def model(self, name: str) -> ModelShards:
         for model in self.models:
