@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from importlib.metadata import version
@@ -284,24 +285,21 @@ def _min_lags(text: str) -> tuple[int, ...]:
     return lags
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1: {text!r}")
-    return number
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`."""
 
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of at least {minimum}: {text!r}"
+            )
+        return number
 
-def _not_negative(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more: {text!r}")
-    return number
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -334,11 +332,11 @@ def parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synth", help="generate M5-format files")
     synth.add_argument(
-        "--series", type=_at_least_one, required=True, help="item-store series (M5: 30490)"
+        "--series", type=_whole_number(1), required=True, help="item-store series (M5: 30490)"
     )
     synth.add_argument("--out", type=_folder, required=True, help="folder for the three M5 files")
     synth.add_argument(
-        "--seed", type=_not_negative, default=0, help="the same seed, the same bytes"
+        "--seed", type=_whole_number(0), default=0, help="the same seed, the same bytes"
     )
     synth.add_argument("--force", action="store_true", help="replace M5 files already in --out")
     synth.set_defaults(run=_synth)

@@ -167,7 +167,7 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
         (["local", "up", "--workdir", "/proc/no-such"], "--workdir", "cannot make the folder"),
         (["shard", str(data), "/proc/no-such"], "OUT_DIR", "cannot make the folder"),
         (["score", truth, str(tmp_path / "empty.csv")], "empty.csv", "not a CSV table"),
-        (["synth", "--series", "3", "--out", str(data), "--seed", "-1"], "--seed", "0 or more"),
+        (["synth", "--series", "3", "--out", str(data), "--seed", "-1"], "--seed", "at least 0"),
         (["synth", "--series", "3", "--out", ""], "--out", "empty name"),
         (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "0"],
          "--timeout", "above 0"),
