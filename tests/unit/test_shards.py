@@ -186,6 +186,23 @@ def test_workers_do_not_change_a_byte(data: M5Data, tmp_path: Path) -> None:
         ).read_bytes()
 
 
+def test_the_order_of_the_sales_rows_changes_no_byte(data: M5Data, tmp_path: Path) -> None:
+    """The training job subsamples rows by position: the same series in another order
+    must make the same shards, or a re-sorted file would get another forecast."""
+    header, *rows = (REAL_M5 / INPUT_FILES[0]).read_bytes().splitlines(keepends=True)
+    files = {name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES}
+    files[INPUT_FILES[0]] = header + b"".join(reversed(rows))
+    reordered = parse_inputs(files)
+    assert list(reordered.ids) == list(reversed(data.ids))
+    one, _ = shard(data, tmp_path / "one")
+    two, _ = shard(reordered, tmp_path / "two")
+    assert one.models == two.models  # the notices name the first series in file order
+    for info in one.models[0].train + one.models[0].validation + one.models[0].inference:
+        assert (tmp_path / "one" / info.key).read_bytes() == (
+            tmp_path / "two" / info.key
+        ).read_bytes()
+
+
 def test_a_failing_write_stops_the_step(data: M5Data, tmp_path: Path) -> None:
     class Full(DiskStorage):
         def write(self, key: str, body: bytes, **conditions) -> str:

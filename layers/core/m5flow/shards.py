@@ -183,19 +183,23 @@ class Manifest:
 def groups(
     data: M5Data, group_by: tuple[str, ...], min_series: int = 1
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """(shard name, series indices) of each group, in name order.
+    """(shard name, series indices) of each group, in name order; a group's series in id order.
 
     Groups smaller than `min_series` are merged with the next ones (the shard is named
     `<first>__<last>`): on a small upload, one object per store and department would mean
     hundreds of tiny objects, each an S3 request and an event, for a few series each.
+
+    Ordering by id makes the shards, and so the forecast, the same whatever the order of
+    the sales file's rows: the training job's row subsampling draws by position.
     """
     columns = [data.ids_of(g) for g in group_by]
     keys = np.array(["_".join(parts) for parts in zip(*columns, strict=True)])
+    by_id = np.argsort(data.ids, kind="stable")
     names: list[str] = []
     members: list[np.ndarray] = []
     for key in np.unique(keys):
         names.append(_object_name(key))
-        members.append(np.flatnonzero(keys == key))
+        members.append(by_id[keys[by_id] == key])
         if sum(len(m) for m in members) >= min_series:
             yield _merged(names, members)
             names, members = [], []
@@ -217,7 +221,7 @@ def _object_name(key: str) -> str:
 
 def _merged(names: list[str], members: list[np.ndarray]) -> tuple[str, np.ndarray]:
     name = names[0] if len(names) == 1 else f"{names[0]}__{names[-1]}"
-    return name, np.sort(np.concatenate(members))
+    return name, np.concatenate(members)  # groups in name order, each in id order
 
 
 def _float_table(columns: list[np.ndarray], names: list[str]) -> pa.Table:
