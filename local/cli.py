@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from m5flow.exceptions import InputRejectedError
 from m5flow.hyperparameters import stack_hyperparameters
 from m5flow.shards import ShardConfig
 from m5flow.storage import DiskStorage
+from m5flow_local.console import discard_stdout, print_line
 from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped
 
 OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")  # what local run copies out
@@ -251,7 +251,7 @@ def _run_flow(
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from m5flow_local.cloud import LocalCloud, print_line
+    from m5flow_local.cloud import LocalCloud
 
     parameters = _stack_parameters(args)
     if parameters is None:
@@ -411,12 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except BrokenPipeError:
-        # `m5flow score ... | head`: the reader stopped reading. As the Python docs advise,
-        # point stdout at devnull so the flush at exit does not raise again; 141 is what a
-        # writer killed by SIGPIPE exits with.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError:  # `m5flow score ... | head`: the reader stopped reading
+        discard_stdout()
+        return 141  # what a writer killed by SIGPIPE exits with
 
 
 if __name__ == "__main__":

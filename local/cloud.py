@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from m5flow import naming
 from m5flow.notifications import SOURCE, TERMINAL
+from m5flow_local.console import print_line
 from m5flow_local.router.bus import EventRouter, Invocation
 from m5flow_local.router.runtime import LocalFunction
 from m5flow_local.router.template import load_stack
@@ -44,18 +44,6 @@ _CREDENTIALS = {
 
 class LocalRunFailedError(Exception):
     """Raised when a local run ends without a forecast (rejected input, failed job, crash)."""
-
-
-def print_line(text: str) -> None:
-    """Print one console line in a single write: events, job progress and the command's own
-    lines come from several threads, and `print` writes the text and its newline apart,
-    so two lines could share one. A reader that went away (`| head`) ends the echo quietly:
-    the run goes on, as it would with its output discarded."""
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def describe(event: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
 
+_MULTIPART = "CompleteMultipartUpload"
+
 
 class MultipartCompletions:
     """Remembers the multipart uploads already announced, to drop moto's second event."""
@@ -37,9 +39,6 @@ class MultipartCompletions:
             return True
         self._seen.add(upload)
         return False
-
-
-_MULTIPART = "CompleteMultipartUpload"
 
 
 def normalize(event: dict[str, Any], account: str) -> dict[str, Any] | None:

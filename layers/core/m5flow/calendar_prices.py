@@ -130,6 +130,13 @@ def _usable_price(price: np.ndarray) -> np.ndarray:
         return np.isfinite(price) & (price > 0) & (price < _MAX_PRICE)
 
 
+def _whole_weeks(week: np.ndarray) -> np.ndarray:
+    """Which week numbers are whole (finite) numbers: the rule for every week, in the
+    calendar's range or not."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(week) & (week == np.floor(week))
+
+
 def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[str]:
     """Name the bad cells of a prices table read as text."""
     reasons = []
@@ -139,7 +146,7 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
     with np.errstate(invalid="ignore"):
         # Weeks before or after the calendar are ignored (`_typed_weekly`), if whole numbers.
         outside = (week < weeks[0]) | (week > weeks[-1])
-        whole = np.isfinite(week) & (week == np.floor(week))
+        whole = _whole_weeks(week)
         checks = (
             ("store_id", text["store_id"] == "", "a value"),
             ("item_id", text["item_id"] == "", "a value"),
@@ -255,8 +262,7 @@ def _typed_weekly(
         column = np.where(
             inside, column_of[np.clip(week - lowest, 0, len(column_of) - 1).astype(np.int64)], -1
         )
-        whole = np.isfinite(week) & (week == np.floor(week))
-        if (column == -2).any() or not whole.all() or not _usable_price(price).all():
+        if (column == -2).any() or not _whole_weeks(week).all() or not _usable_price(price).all():
             raise _BadCell
         used = np.flatnonzero((series >= 0) & (column >= 0))
         cell = series[used] * len(weeks) + column[used]

@@ -84,6 +84,11 @@ class M5Data:
     def last_day(self) -> int:
         return self.sales.shape[1]
 
+    @functools.cached_property
+    def never_sold(self) -> np.ndarray:
+        """bool per series: no sale on any day of the history (forecast 0, see `forecast`)."""
+        return self.sales.max(axis=1) == 0
+
     def ids_of(self, kind: str) -> np.ndarray:
         """The `kind` id (one of ID_KINDS) of every series."""
         if kind not in ID_KINDS:

@@ -242,13 +242,9 @@ def _read_forecast(
     )
     future = predictions[predictions["day"] > data.last_day]
     frame = forecast.submission(
-        future, data.ids, manifest.last_day + 1, manifest.horizon, never_sold=_never_sold(data)
+        future, data.ids, manifest.last_day + 1, manifest.horizon, never_sold=data.never_sold
     )
     return data, predictions, frame
-
-
-def _never_sold(data: M5Data) -> np.ndarray:
-    return data.sales.max(axis=1) == 0
 
 
 def _scored_on(scores: Scores) -> str:
@@ -279,7 +275,7 @@ def _metrics(
         metrics["backtest_note"] = BACKTEST_NOTE
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
-    never_sold = data.ids[_never_sold(data)]
+    never_sold = data.ids[data.never_sold]
     if len(never_sold):
         metrics["never_sold"] = {"series": len(never_sold), "ids": never_sold[:10].tolist()}
     return metrics
@@ -294,7 +290,7 @@ def _facts(manifest: Manifest, data: M5Data, scores: Scores) -> dict[str, object
             f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
         ],
     }
-    never_sold = data.ids[_never_sold(data)]
+    never_sold = data.ids[data.never_sold]
     if len(never_sold):
         shown = ", ".join(never_sold[:3].tolist()) + (" ..." if len(never_sold) > 3 else "")
         facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({shown})"
