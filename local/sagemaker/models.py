@@ -37,6 +37,7 @@ from m5flow_local.sagemaker.resources import (
     TrainingJob,
     TransformJob,
     check_name,
+    check_tags,
     clip_reason,
     tags_map,
 )
@@ -130,6 +131,7 @@ class SageMakerBackend:
         from m5flow_local.sagemaker import training
 
         name = check_name(params.get("TrainingJobName"), "trainingJobName", JOB_NAME_PATTERN)
+        check_tags(params.get("Tags"))
         training.validate_request(params)
         now = time.time()
         with self.lock:
@@ -297,6 +299,7 @@ class SageMakerBackend:
     # ----------------------------------------------------------------- models
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
         name = check_name(params.get("ModelName"), "modelName", MODEL_NAME_PATTERN)
+        check_tags(params.get("Tags"))
         if "PrimaryContainer" not in params and not params.get("Containers"):
             raise ValidationError("Either PrimaryContainer or Containers must be specified.")
         containers = [params.get("PrimaryContainer") or {}, *(params.get("Containers") or [])]
@@ -335,6 +338,7 @@ class SageMakerBackend:
         from m5flow_local.sagemaker import transform
 
         name = check_name(params.get("TransformJobName"), "transformJobName", JOB_NAME_PATTERN)
+        check_tags(params.get("Tags"))
         model = self.get_model(params.get("ModelName"))
         transform.validate_request(params, model, self.region)
         now = time.time()

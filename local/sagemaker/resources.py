@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,52 @@ def clip_reason(reason: str) -> str:
         return reason
     head = reason.split("\n", 1)[0][:200] + "\n...\n"
     return head + reason[-(FAILURE_REASON_MAX - len(head)) :]
+
+
+TAG_PATTERN = r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
+_TAG_SYMBOLS = frozenset("_.:/=+-@")
+_MAX_TAGS = 50
+
+
+def check_tags(tags: Any) -> None:
+    """Validate a Create* request's ``Tags`` as SageMaker does (keys 1-128 and values 0-256
+    characters of letters, spaces, numbers and ``_.:/=+-@``; at most 50), with AWS's wording.
+
+    Raises
+    ------
+    ValidationError
+        ``1 validation error detected: Value 'a,b' at 'tags.2.member.value' failed to
+        satisfy constraint: Member must satisfy regular expression pattern: <pattern>``
+    """
+    tags = tags or []
+    if len(tags) > _MAX_TAGS:
+        raise ValidationError(
+            f"1 validation error detected: Value '{tags}' at 'tags' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {_MAX_TAGS}"
+        )
+    for number, tag in enumerate(tags, start=1):
+        for part, low, high in (("Key", 1, 128), ("Value", 0, 256)):
+            text = tag.get(part, "")
+            where = f"tags.{number}.member.{part.lower()}"
+            allowed = all(
+                unicodedata.category(char)[0] in "LZN" or char in _TAG_SYMBOLS for char in text
+            )
+            if not allowed:
+                raise ValidationError(
+                    f"1 validation error detected: Value '{text}' at '{where}' failed to "
+                    f"satisfy constraint: Member must satisfy regular expression pattern: "
+                    f"{TAG_PATTERN}"
+                )
+            if not low <= len(text) <= high:
+                bound = (
+                    "greater than or equal to 1"
+                    if len(text) < low
+                    else f"less than or equal to {high}"
+                )
+                raise ValidationError(
+                    f"1 validation error detected: Value '{text}' at '{where}' failed to "
+                    f"satisfy constraint: Member must have length {bound}"
+                )
 
 
 def tags_map(tags: list[dict[str, str]] | None) -> dict[str, str]:

@@ -302,6 +302,25 @@ def test_api_errors_use_aws_codes_and_messages(
         "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
     )
 
+    # The pipeline tags jobs with the dataset's folder name, which may hold any character.
+    tagged = training_request(cloud, "bad-tag", csv_prefix, TWEEDIE)
+    tagged["Tags"] = [
+        {"Key": "m5flow:run", "Value": "r"},
+        {"Key": "m5flow:dataset", "Value": "M5 (2016)"},
+    ]
+    with pytest.raises(ClientError) as bad_tag:
+        cloud.sm.create_training_job(**tagged)
+    assert bad_tag.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'M5 (2016)' at 'tags.2.member.value' failed to "
+        "satisfy constraint: Member must satisfy regular expression pattern: "
+        "([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)"
+    )
+    tagged["Tags"] = [{"Key": "m5flow:dataset", "Value": "x" * 257}]
+    with pytest.raises(
+        ClientError, match=r"at 'tags\.1\.member\.value' .* less than or equal to 256"
+    ):
+        cloud.sm.create_training_job(**tagged)
+
     listed = cloud.sm.list_training_jobs(NameContains="bad-", MaxResults=100)
     assert [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]] == ["bad-power"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from m5flow.exceptions import RunFailedError
-from m5flow.jobs import JobSettings, training_request, transform_request
+from m5flow.jobs import JobSettings, model_request, training_request, transform_request
 from m5flow.shards import PARQUET, Manifest, ModelShards, ShardInfo
 
 ENV = {
@@ -15,11 +15,11 @@ ENV = {
 }
 
 
-def _manifest(train_shards: int) -> Manifest:
+def _manifest(train_shards: int, dataset: str = "d") -> Manifest:
     shards = [ShardInfo(f"runs/r-1/train/h28/{i}.parquet", 10, 100) for i in range(train_shards)]
     model = ModelShards("h28", 28, (1, 28), ["lag28"], train=shards,
                         validation=shards[:1], inference=shards[:1])  # fmt: skip
-    return Manifest("r-1", "d", {}, 1941, 28, 3, PARQUET, [model])
+    return Manifest("r-1", dataset, {}, 1941, 28, 3, PARQUET, [model])
 
 
 def test_defaults_use_the_regions_builtin_image_and_one_replicated_host():
@@ -75,3 +75,25 @@ def test_hyperparameter_overrides_are_merged_as_strings():
         JobSettings.from_env({**ENV, "HYPERPARAMETERS": "[1]"})
     with pytest.raises(ValueError, match="the Hyperparameters parameter is not JSON"):
         JobSettings.from_env({**ENV, "HYPERPARAMETERS": "{eta: 0.3}"})
+
+
+@pytest.mark.parametrize(
+    ("dataset", "tagged"),
+    [
+        ("M5 (2016), west", "M5 _2016__ west"),
+        ("café/ü-2016", "café/ü-2016"),
+        ("a" * 300, "a" * 256),
+    ],
+)
+def test_every_request_tags_the_dataset_as_sagemaker_accepts_it(dataset: str, tagged: str):
+    """A dataset is named by its S3 folder; SageMaker refuses tag values with `(` or `,`
+    and over 256 characters, which would fail the run at training for its name alone."""
+    settings = JobSettings.from_env(ENV)
+    manifest = _manifest(1, dataset)
+    model = manifest.models[0]
+    for request in (
+        training_request(manifest, model, settings),
+        model_request(manifest, model, "s3://bkt/model.tar.gz", settings),
+        transform_request(manifest, model, settings),
+    ):
+        assert {"Key": "m5flow:dataset", "Value": tagged} in request["Tags"]

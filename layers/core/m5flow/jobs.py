@@ -80,7 +80,7 @@ def _kms(settings: JobSettings) -> str:
 def _tags(manifest: Manifest, model: ModelShards) -> list[dict[str, str]]:
     return [
         {"Key": "m5flow:run", "Value": manifest.run_id},
-        {"Key": "m5flow:dataset", "Value": manifest.dataset},
+        {"Key": "m5flow:dataset", "Value": naming.tag_value(manifest.dataset)},
         {"Key": "m5flow:model", "Value": model.name},
     ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -28,12 +29,34 @@ JOB_PREFIX = "m5flow-"
 _MAX_NAME = 63
 _RUN_HASH_CHARS = 12
 _RUN_ID = re.compile(rf"(?P<dataset>.+)-[0-9a-f]{{{_RUN_HASH_CHARS}}}")
+# SageMaker's rule for tag values: ([\p{L}\p{Z}\p{N}_.:/=+\-@]*), at most 256 characters
+_TAG_SYMBOLS = frozenset("_.:/=+-@")
+_MAX_TAG_VALUE = 256
 
 
 def sanitize(text: str) -> str:
     """Map `text` onto SageMaker's name alphabet: letters, digits, single inner dashes."""
     cleaned = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-")
     return cleaned or "x"
+
+
+def tag_value(text: str) -> str:
+    """Fit `text` into a SageMaker tag value: each character SageMaker refuses becomes `_`,
+    and the value is cut at 256 characters.
+
+    A dataset is named by its S3 folder, which may hold any character; SageMaker refuses a
+    job whose tags hold `(` or `,`, so the run would fail at training for its name alone.
+
+    Example
+    -------
+    >>> tag_value("M5 (2016), west")
+    'M5 _2016__ west'
+    """
+    kept = (
+        char if unicodedata.category(char)[0] in "LZN" or char in _TAG_SYMBOLS else "_"
+        for char in text
+    )
+    return "".join(kept)[:_MAX_TAG_VALUE]
 
 
 def dataset_of(key: str) -> str | None:
