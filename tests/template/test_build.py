@@ -2,8 +2,8 @@
 
 One build per session of this module (about a minute: it downloads the layer wheels). The
 import test runs what the build produced under CPython 3.12 with nothing else on the path but
-the AWS SDK, which the Lambda runtime provides, so a module the layers lack fails here and not
-on the first cold start.
+an AWS SDK after the layers, as the Lambda runtime has it, so a module the layers lack fails
+here and not on the first cold start, and the SDK the core layer pins is the one loaded.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ _SMOKE = textwrap.dedent(
     app = importlib.import_module("app")
     assert callable(app.lambda_handler)
     loaded = {name: getattr(sys.modules.get(name), "__file__", None)
-              for name in ("m5flow", "pandas", "pyarrow", "numpy", "boto3")}
+              for name in ("m5flow", "pandas", "pyarrow", "numpy", "boto3", "botocore")}
     print(json.dumps(loaded))
     """
 )
@@ -181,6 +181,9 @@ def test_every_built_function_imports_under_python312(build, runtime_sdk):
         loaded = json.loads(out.strip().splitlines()[-1])
         code, layers = _built_functions(build_dir)[name]
         assert loaded["m5flow"].startswith(str(layers[0])), (name, loaded)
+        # The layer's SDK, not the runtime's: Lambda puts layers first on the path.
+        assert loaded["boto3"].startswith(str(layers[0])), (name, loaded)
+        assert loaded["botocore"].startswith(str(layers[0])), (name, loaded)
         if loaded["pandas"] is not None:
             assert loaded["pandas"].startswith(str(build_dir / "DataFrameLayer")), (name, loaded)
     # The failure reporter runs without the dataframe layer (template.yaml, ReportFailure).
