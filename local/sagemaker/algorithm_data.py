@@ -243,6 +243,35 @@ def _link_inputs(data_path: str, work_dir: Path) -> str:
     return str(work_dir)
 
 
+def _parquet_matrix(files_path: str) -> Any:
+    """The matrix the container loads Parquet into (``pq.read_table(path).to_pandas()
+    .to_numpy()``): the same values in the same column-major layout, so the same DMatrix
+    and the same model, with less memory at the peak.
+
+    The container holds the Arrow table and pandas' copy of it at once before adding the
+    DMatrix (8 bytes a cell). Here each column is moved into the matrix and dropped from the
+    table as it goes. It matters locally, where a run's training jobs share one machine's
+    memory instead of having an instance each: one host of a tenth of M5 (4.7 M rows x 34
+    columns, 40 rounds) peaked at 2.5 GB instead of 3.2 GB. All-float tables only; other
+    column types take pandas' conversion, whose type rules are the container's.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(files_path)
+    if not all(pa.types.is_floating(column.type) for column in table.schema):
+        return table.to_pandas().to_numpy()
+    dtype = np.result_type(*(column.type.to_pandas_dtype() for column in table.schema))
+    matrix = np.empty((table.num_rows, table.num_columns), dtype=dtype, order="F")
+    for index in range(matrix.shape[1]):
+        matrix[:, index] = table.column(0).to_numpy()
+        table = table.remove_column(0)
+    del table
+    pa.default_memory_pool().release_unused()
+    return matrix
+
+
 def get_dmatrix(data_path: str, content_type: str, work_dir: Path, csv_weights: int = 0) -> Any:
     """Load a channel into an ``xgboost.DMatrix`` (label in column 0) like the container.
 
@@ -271,11 +300,10 @@ def get_dmatrix(data_path: str, content_type: str, work_dir: Path, csv_weights: 
         except Exception as exc:
             raise UserError(f"Failed to load libsvm data with exception:\n{exc}") from exc
     elif content_type == PARQUET:
-        import pyarrow.parquet as pq
-
         try:
-            data = pq.read_table(files_path).to_pandas().to_numpy()
+            data = _parquet_matrix(files_path)
             dmatrix = xgb.DMatrix(data[:, 1:], label=data[:, 0])
+            del data
         except Exception as exc:
             raise UserError(f"Failed to load parquet data with exception:\n{exc}") from exc
     else:
