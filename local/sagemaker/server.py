@@ -16,6 +16,7 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from m5flow_local.sagemaker.capacity import MemoryGate
 from m5flow_local.sagemaker.models import SageMakerBackend
 from m5flow_local.sagemaker.responses import SageMakerResponses
 
@@ -44,6 +45,9 @@ class LocalSageMaker:
     progress
         Receives a line for each step no event announces (a training job's secondary
         status, where its logs are), for a console to show.
+    memory
+        The gate that starts training jobs only while this machine's memory can hold them
+        (`capacity.MemoryGate`; default: what the operating system reports available).
 
     Example
     -------
@@ -61,9 +65,11 @@ class LocalSageMaker:
         region: str = "us-east-1",
         account_id: str = "123456789012",
         progress: Callable[[str], None] | None = None,
+        memory: MemoryGate | None = None,
     ) -> None:
         self.emit = emit
         self.progress = progress
+        self.memory = memory
         self.workdir = Path(workdir)
         self.region = region
         self.account_id = account_id
@@ -88,6 +94,7 @@ class LocalSageMaker:
             region=self.region,
             account_id=self.account_id,
             progress=self.progress,
+            memory=self.memory,
         )
         self._server = make_server(
             host,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m5flow_local.sagemaker import s3io
+from m5flow_local.sagemaker.capacity import host_memory_estimate
 from m5flow_local.sagemaker.exceptions import ValidationError
 from m5flow_local.sagemaker.resources import DEFAULT_MAX_RUNTIME
 
@@ -355,6 +356,33 @@ def _metrics(job_dir: Path, hosts: list[str]) -> list[dict[str, Any]]:
     return []
 
 
+def _admit(backend: SageMakerBackend, job: TrainingJob, hosts: list[str], job_dir: Path) -> bool:
+    """Wait until this machine's memory can hold the job's hosts beside the training jobs
+    running (`capacity`); False if the job is stopped while it waits."""
+    content_types = {
+        channel["ChannelName"]: channel.get("ContentType", "")
+        for channel in job.request.get("InputDataConfig") or []
+    }
+    need = sum(
+        host_memory_estimate(
+            (job_dir / host / "input" / "data" / name, content_type)
+            for name, content_type in content_types.items()
+        )
+        for host in hosts
+    )
+
+    def waiting(held: int, budget: int) -> None:
+        backend.mark_training(
+            job,
+            "Downloading",
+            f"Input data downloaded; waiting for memory: this job needs about "
+            f"{need / 1e9:.1f} GB, and the training jobs running hold {held / 1e9:.1f} GB "
+            f"of the {budget / 1e9:.1f} GB this machine had available",
+        )
+
+    return backend.memory.admit(job.name, need, lambda: job.stop_reason is not None, waiting)
+
+
 def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
     """The job thread: download, train, upload, and set the final status."""
     params = job.request
@@ -366,11 +394,7 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
     max_runtime = (params.get("StoppingCondition") or {}).get(
         "MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME
     )
-    timer = threading.Timer(
-        max_runtime, backend.request_training_stop, args=(job, "MaxRuntimeExceeded")
-    )
-    timer.daemon = True
-    timer.start()
+    timer: threading.Timer | None = None
     tracker: _Tracker | None = None
     try:
         s3 = s3io.client(backend.region)
@@ -378,9 +402,16 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if job_dir.exists():
             shutil.rmtree(job_dir)
         _download_channels(s3, params, hosts, job_dir, backend.region)
-        if job.stop_reason is not None:
+        if job.stop_reason is not None or not _admit(backend, job, hosts, job_dir):
             backend.finish_training(job, "Stopped")
             return
+        # From here on: waiting for this machine's memory is not run time, as waiting for
+        # instances is not on SageMaker.
+        timer = threading.Timer(
+            max_runtime, backend.request_training_stop, args=(job, "MaxRuntimeExceeded")
+        )
+        timer.daemon = True
+        timer.start()
         backend.mark_training(
             job, "Training", "Training image download completed. Training in progress."
         )
@@ -429,6 +460,8 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
             f"(local: {type(exc).__name__}: {exc})",
         )
     finally:
-        timer.cancel()
+        backend.memory.release(job.name)
+        if timer is not None:
+            timer.cancel()
         if tracker is not None:
             tracker.close()

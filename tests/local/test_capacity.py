@@ -1,0 +1,198 @@
+"""Training jobs share this machine's memory: a job that would not fit waits for one to end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from m5flow_local.sagemaker import LocalSageMaker
+from m5flow_local.sagemaker.capacity import (
+    BYTES_PER_PARQUET_CELL,
+    BYTES_PER_TEXT_BYTE,
+    HOST_BASE_BYTES,
+    MemoryGate,
+    host_memory_estimate,
+)
+from tests.local.conftest_sagemaker import (
+    ACCOUNT,
+    REGION,
+    EventLog,
+    LocalCloud,
+    csv_bytes,
+    put,
+    training_request,
+    tweedie_data,
+)
+
+GB = 10**9
+LONG = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "1000000"}
+SHORT = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "5"}
+
+
+def _admit_in_thread(gate: MemoryGate, job: str, need: int, stop: threading.Event):
+    """Run `gate.admit` in a thread; return the thread, its result list and its waits."""
+    result: list[bool] = []
+    waits: list[tuple[int, int]] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            gate.admit(job, need, stop.is_set, lambda held, budget: waits.append((held, budget)))
+        )
+    )
+    thread.start()
+    return thread, result, waits
+
+
+def test_jobs_that_fit_together_start_together_and_the_next_waits_for_an_end() -> None:
+    gate = MemoryGate(lambda: 10 * GB)
+    never = threading.Event()
+    assert gate.admit("a", 4 * GB, never.is_set, pytest.fail)
+    assert gate.admit("b", 5 * GB, never.is_set, pytest.fail)
+    thread, result, waits = _admit_in_thread(gate, "c", 3 * GB, never)
+    thread.join(0.3)
+    assert thread.is_alive() and waits == [(9 * GB, 10 * GB)]
+    gate.release("b")  # 4 + 3 fit in 10
+    thread.join(5)
+    assert result == [True] and waits == [(9 * GB, 10 * GB)]
+
+
+def test_a_job_too_large_for_the_machine_still_starts_once_nothing_else_runs() -> None:
+    """The estimate may be wrong: refusing on it would fail runs that could finish."""
+    gate = MemoryGate(lambda: 10 * GB)
+    never = threading.Event()
+    assert gate.admit("small", 1 * GB, never.is_set, pytest.fail)
+    thread, result, _ = _admit_in_thread(gate, "huge", 50 * GB, never)
+    thread.join(0.3)
+    assert thread.is_alive()
+    gate.release("small")
+    thread.join(5)
+    assert result == [True]
+
+
+def test_a_stopped_job_leaves_the_queue_holding_nothing() -> None:
+    gate = MemoryGate(lambda: 10 * GB)
+    never, stop = threading.Event(), threading.Event()
+    assert gate.admit("running", 8 * GB, never.is_set, pytest.fail)
+    thread, result, _ = _admit_in_thread(gate, "queued", 8 * GB, stop)
+    thread.join(0.3)
+    stop.set()
+    gate.wake()
+    thread.join(5)
+    assert result == [False]
+    gate.release("running")
+    assert gate.admit("next", 9 * GB, never.is_set, pytest.fail)  # "queued" held nothing
+
+
+def test_the_budget_is_measured_again_whenever_no_job_holds_memory() -> None:
+    """Memory other programs took between runs is respected."""
+    available = [10 * GB]
+    gate = MemoryGate(lambda: available[0])
+    never = threading.Event()
+    assert gate.admit("a", 4 * GB, never.is_set, pytest.fail)
+    gate.release("a")
+    available[0] = 6 * GB
+    assert gate.admit("b", 4 * GB, never.is_set, pytest.fail)
+    thread, result, waits = _admit_in_thread(gate, "c", 4 * GB, never)
+    thread.join(0.3)
+    assert waits == [(4 * GB, 6 * GB)]
+    gate.release("b")
+    thread.join(5)
+    assert result == [True]
+
+
+def test_memory_estimate_counts_parquet_cells_and_text_bytes(tmp_path: Path) -> None:
+    parquet_dir, csv_dir = tmp_path / "train", tmp_path / "validation"
+    parquet_dir.mkdir()
+    csv_dir.mkdir()
+    table = pa.table({f"c{i}": np.zeros(1000, np.float32) for i in range(5)})
+    pq.write_table(table, parquet_dir / "a.parquet")
+    pq.write_table(table, parquet_dir / "b.parquet")
+    (parquet_dir / ".hidden").write_text("x" * 10)  # not data: the algorithm refuses it anyway
+    (csv_dir / "v.csv").write_text("1,2,3\n" * 100)
+    estimate = host_memory_estimate([(parquet_dir, "application/x-parquet"), (csv_dir, "text/csv")])
+    assert (
+        estimate == HOST_BASE_BYTES + 2 * 5000 * BYTES_PER_PARQUET_CELL + 600 * BYTES_PER_TEXT_BYTE
+    )
+
+
+@pytest.fixture(scope="module")
+def small_machine(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCloud]:
+    """A local SageMaker on a machine with room for one training job at a time."""
+    events = EventLog()
+    workdir = tmp_path_factory.mktemp("sagemaker")
+    local = LocalSageMaker(
+        events.emit,
+        workdir,
+        region=REGION,
+        account_id=ACCOUNT,
+        memory=MemoryGate(lambda: HOST_BASE_BYTES + 50 * 2**20),
+    )
+    url = local.start()
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="m5flow-capacity")
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=url)
+    cloud = LocalCloud(sm=sm, s3=s3, events=events, workdir=workdir, bucket="m5flow-capacity")
+    rng = np.random.default_rng(3)
+    put(cloud, "runs/cap/train/part-0.csv", csv_bytes(tweedie_data(rng, 400)))
+    put(cloud, "runs/cap/validation/part-0.csv", csv_bytes(tweedie_data(rng, 100)))
+    try:
+        yield cloud
+    finally:
+        local.stop()
+
+
+def _wait_for_message(cloud: LocalCloud, job: str, text: str) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        described = cloud.sm.describe_training_job(TrainingJobName=job)
+        if text in described["SecondaryStatusTransitions"][-1].get("StatusMessage", ""):
+            return described
+        time.sleep(0.1)
+    raise TimeoutError(f"{job} never said {text!r}: {described['SecondaryStatusTransitions']}")
+
+
+def test_a_job_that_does_not_fit_beside_a_running_one_trains_after_it(
+    small_machine: LocalCloud,
+) -> None:
+    cloud = small_machine
+    cloud.sm.create_training_job(**training_request(cloud, "cap-first", "runs/cap", LONG))
+    _wait_for_message(cloud, "cap-first", "Training in progress")
+    cloud.sm.create_training_job(**training_request(cloud, "cap-second", "runs/cap", SHORT))
+    waiting = _wait_for_message(cloud, "cap-second", "waiting for memory")
+    assert waiting["TrainingJobStatus"] == "InProgress"
+    assert waiting["SecondaryStatus"] == "Downloading"
+    cloud.sm.stop_training_job(TrainingJobName="cap-first")
+    first = cloud.events.wait_final("cap-first")["detail"]
+    second = cloud.events.wait_final("cap-second")["detail"]
+    assert first["TrainingJobStatus"] == "Stopped"
+    assert second["TrainingJobStatus"] == "Completed", second.get("FailureReason")
+    training = next(t for t in second["SecondaryStatusTransitions"] if t["Status"] == "Training")
+    assert training["StartTime"] >= first["TrainingEndTime"]
+
+
+def test_a_job_stopped_while_it_waits_for_memory_ends_stopped_without_training(
+    small_machine: LocalCloud,
+) -> None:
+    cloud = small_machine
+    cloud.sm.create_training_job(**training_request(cloud, "cap-running", "runs/cap", LONG))
+    _wait_for_message(cloud, "cap-running", "Training in progress")
+    cloud.sm.create_training_job(**training_request(cloud, "cap-queued", "runs/cap", SHORT))
+    _wait_for_message(cloud, "cap-queued", "waiting for memory")
+    cloud.sm.stop_training_job(TrainingJobName="cap-queued")
+    queued = cloud.events.wait_final("cap-queued", timeout=30)["detail"]
+    assert queued["TrainingJobStatus"] == "Stopped"
+    assert "Training" not in [t["Status"] for t in queued["SecondaryStatusTransitions"]]
+    assert cloud.sm.describe_training_job(TrainingJobName="cap-running")["SecondaryStatus"] == (
+        "Training"
+    )
+    cloud.sm.stop_training_job(TrainingJobName="cap-running")
+    assert cloud.events.wait_final("cap-running")["detail"]["TrainingJobStatus"] == "Stopped"
