@@ -2,9 +2,9 @@
 
 SageMaker gives each training job instances of its own; here the hosts of every job run on
 one machine. A run starts its models' training jobs together (four with the default horizon
-groups), and from about a sixth of M5's series on, their hosts together need more memory
-than a 24 GB machine has: the kernel then kills one of them (exit code 137) and the run
-fails although each job alone would fit. So a job whose hosts would not fit beside the jobs
+groups), and from about 6,000 series on (a fifth of M5), their hosts together need more
+memory than a 24 GB machine has: the kernel then kills one of them (exit code 137) and the
+run fails although each job alone would fit. So a job whose hosts would not fit beside the jobs
 already training waits after its download, as a SageMaker job waits for capacity, and
 starts when one of them ends. A job too large even alone still starts once nothing else
 trains: the estimate can be wrong, and refusing a job on an estimate would fail runs that

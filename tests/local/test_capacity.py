@@ -160,14 +160,19 @@ def _wait_for_message(cloud: LocalCloud, job: str, text: str) -> dict:
     raise TimeoutError(f"{job} never said {text!r}: {described['SecondaryStatusTransitions']}")
 
 
+def _queue_behind(cloud: LocalCloud, running: str, queued: str) -> dict:
+    """Start `running` (long) and, once it trains, `queued` (short); return `queued` waiting."""
+    cloud.sm.create_training_job(**training_request(cloud, running, "runs/cap", LONG))
+    _wait_for_message(cloud, running, "Training in progress")
+    cloud.sm.create_training_job(**training_request(cloud, queued, "runs/cap", SHORT))
+    return _wait_for_message(cloud, queued, "waiting for memory")
+
+
 def test_a_job_that_does_not_fit_beside_a_running_one_trains_after_it(
     small_machine: LocalCloud,
 ) -> None:
     cloud = small_machine
-    cloud.sm.create_training_job(**training_request(cloud, "cap-first", "runs/cap", LONG))
-    _wait_for_message(cloud, "cap-first", "Training in progress")
-    cloud.sm.create_training_job(**training_request(cloud, "cap-second", "runs/cap", SHORT))
-    waiting = _wait_for_message(cloud, "cap-second", "waiting for memory")
+    waiting = _queue_behind(cloud, "cap-first", "cap-second")
     assert waiting["TrainingJobStatus"] == "InProgress"
     assert waiting["SecondaryStatus"] == "Downloading"
     cloud.sm.stop_training_job(TrainingJobName="cap-first")
@@ -183,10 +188,7 @@ def test_a_job_stopped_while_it_waits_for_memory_ends_stopped_without_training(
     small_machine: LocalCloud,
 ) -> None:
     cloud = small_machine
-    cloud.sm.create_training_job(**training_request(cloud, "cap-running", "runs/cap", LONG))
-    _wait_for_message(cloud, "cap-running", "Training in progress")
-    cloud.sm.create_training_job(**training_request(cloud, "cap-queued", "runs/cap", SHORT))
-    _wait_for_message(cloud, "cap-queued", "waiting for memory")
+    _queue_behind(cloud, "cap-running", "cap-queued")
     cloud.sm.stop_training_job(TrainingJobName="cap-queued")
     queued = cloud.events.wait_final("cap-queued", timeout=30)["detail"]
     assert queued["TrainingJobStatus"] == "Stopped"
