@@ -14,6 +14,7 @@ could finish.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -33,24 +34,24 @@ def _data_files(directory: Path) -> Iterable[Path]:
     return (p for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.startswith("."))
 
 
-def host_memory_estimate(channels: Iterable[tuple[Path, str]]) -> int:
-    """Bytes a training host will need at its peak, from its downloaded channels, given as
-    (directory, content type) pairs: Parquet by its cells (row and column counts from the
-    files' footers), other formats by their size."""
+def host_memory_estimate(channel_dirs: Iterable[Path], parquet: bool) -> int:
+    """Bytes a training host will need at its peak, from its downloaded channels: Parquet
+    by its cells (row and column counts from the files' footers), other formats by their
+    size. `parquet` is the train channel's content type, which the algorithm reads every
+    channel as."""
     import pyarrow.parquet as pq
 
     total = HOST_BASE_BYTES
-    for directory, content_type in channels:
+    for directory in channel_dirs:
         for path in _data_files(directory):
-            if "parquet" in content_type:
-                try:
-                    metadata = pq.read_metadata(path)
-                except Exception:  # not Parquet after all: the algorithm will say so
-                    total += path.stat().st_size * BYTES_PER_TEXT_BYTE
-                    continue
-                total += metadata.num_rows * metadata.num_columns * BYTES_PER_PARQUET_CELL
-            else:
+            try:
+                metadata = pq.read_metadata(path) if parquet else None
+            except Exception:  # not Parquet after all: the algorithm will say so
+                metadata = None
+            if metadata is None:
                 total += path.stat().st_size * BYTES_PER_TEXT_BYTE
+            else:
+                total += metadata.num_rows * metadata.num_columns * BYTES_PER_PARQUET_CELL
     return total
 
 
@@ -60,17 +61,21 @@ def available_memory() -> int:
 
 
 class MemoryGate:
-    """Admits training jobs while their estimated memory fits in what this machine has.
+    """Admits training jobs, in the order they ask, while their estimated memory fits in
+    what this machine has.
 
     The budget is what the machine has available whenever no job holds memory, so memory
-    taken by other programs between runs is respected. Waiting is on a condition that a
-    job's end (`release`) or a stop request (`wake`) signals: nothing polls.
+    taken by other programs between runs is respected. First come, first served: a large
+    job is not overtaken forever by smaller ones that keep fitting. Waiting is on a
+    condition that a job's end (`release`) or a stop request (`wake`) signals: nothing
+    polls.
     """
 
     def __init__(self, available: Callable[[], int] = available_memory) -> None:
         self._available = available
         self._changed = threading.Condition()
         self._held: dict[str, int] = {}
+        self._queue: deque[str] = deque()
         self._budget = 0
 
     def admit(
@@ -80,23 +85,35 @@ class MemoryGate:
         stopped: Callable[[], bool],
         on_wait: Callable[[int, int], None],
     ) -> bool:
-        """Block until `need` bytes fit beside what running jobs hold, then hold them for
-        `job`. `on_wait(held, budget)` is called once if the job has to wait. Returns
-        False, holding nothing, if `stopped()` turns true first."""
+        """Block until `job` is first in line and `need` bytes fit beside what running jobs
+        hold, then hold them for it. `on_wait(held, budget)` is called once, outside the
+        gate's lock, if the job has to wait. Returns False, holding nothing, if `stopped()`
+        turns true first."""
         told = False
         with self._changed:
-            while not stopped():
-                if not self._held:
-                    self._budget = self._available()
-                held = sum(self._held.values())
-                if not self._held or held + need <= self._budget:
-                    self._held[job] = need
-                    return True
-                if not told:
-                    told = True
-                    on_wait(held, self._budget)
-                self._changed.wait()
-        return False
+            self._queue.append(job)
+            try:
+                while not stopped():
+                    if not self._held:
+                        self._budget = self._available()
+                    held = sum(self._held.values())
+                    first = self._queue[0] == job
+                    if first and (not self._held or held + need <= self._budget):
+                        self._held[job] = need
+                        return True
+                    if not told:
+                        told = True
+                        self._changed.release()  # a slow console must not hold up releases
+                        try:
+                            on_wait(held, self._budget)
+                        finally:
+                            self._changed.acquire()
+                        continue
+                    self._changed.wait()
+                return False
+            finally:
+                self._queue.remove(job)
+                self._changed.notify_all()  # the next in line may fit now
 
     def release(self, job: str) -> None:
         """Give back what `job` held (nothing if it held nothing) and wake waiting jobs."""

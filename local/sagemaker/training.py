@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m5flow_local.sagemaker import s3io
+from m5flow_local.sagemaker.algorithm_data import PARQUET, get_content_type
 from m5flow_local.sagemaker.capacity import host_memory_estimate
-from m5flow_local.sagemaker.exceptions import ValidationError
+from m5flow_local.sagemaker.exceptions import UserError, ValidationError
 from m5flow_local.sagemaker.resources import DEFAULT_MAX_RUNTIME
 
 if TYPE_CHECKING:
@@ -356,22 +357,31 @@ def _metrics(job_dir: Path, hosts: list[str]) -> list[dict[str, Any]]:
     return []
 
 
-def _admit(backend: SageMakerBackend, job: TrainingJob, hosts: list[str], job_dir: Path) -> bool:
+def _admit(
+    backend: SageMakerBackend,
+    job: TrainingJob,
+    hosts: list[str],
+    job_dir: Path,
+    on_wait: Callable[[], None],
+) -> bool:
     """Wait until this machine's memory can hold the job's hosts beside the training jobs
-    running (`capacity`); False if the job is stopped while it waits."""
-    content_types = {
-        channel["ChannelName"]: channel.get("ContentType", "")
-        for channel in job.request.get("InputDataConfig") or []
-    }
+    running (`capacity`), calling `on_wait` first if it must; False if the job is stopped
+    while it waits."""
+    channels = job.request.get("InputDataConfig") or []
+    train = next((c for c in channels if c.get("ChannelName") == "train"), {})
+    try:
+        parquet = get_content_type(train.get("ContentType")) == PARQUET
+    except UserError:  # the algorithm fails the job with the reason
+        parquet = False
     need = sum(
         host_memory_estimate(
-            (job_dir / host / "input" / "data" / name, content_type)
-            for name, content_type in content_types.items()
+            (job_dir / host / "input" / "data" / c["ChannelName"] for c in channels), parquet
         )
         for host in hosts
     )
 
     def waiting(held: int, budget: int) -> None:
+        on_wait()
         backend.mark_training(
             job,
             "Downloading",
@@ -381,6 +391,16 @@ def _admit(backend: SageMakerBackend, job: TrainingJob, hosts: list[str], job_di
         )
 
     return backend.memory.admit(job.name, need, lambda: job.stop_reason is not None, waiting)
+
+
+def _stop_after(seconds: float, backend: SageMakerBackend, job: TrainingJob) -> threading.Timer:
+    """Start MaxRuntimeInSeconds' clock: the job is stopped as MaxRuntimeExceeded after it."""
+    timer = threading.Timer(
+        max(seconds, 0.0), backend.request_training_stop, args=(job, "MaxRuntimeExceeded")
+    )
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
@@ -394,7 +414,14 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
     max_runtime = (params.get("StoppingCondition") or {}).get(
         "MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME
     )
-    timer: threading.Timer | None = None
+    began = time.monotonic()
+    timer = _stop_after(max_runtime, backend, job)
+    waiting_since: list[float] = []
+
+    def pause_runtime() -> None:  # waiting for memory is not run time, as waiting for
+        timer.cancel()  # instances is not on SageMaker
+        waiting_since.append(time.monotonic())
+
     tracker: _Tracker | None = None
     try:
         s3 = s3io.client(backend.region)
@@ -402,16 +429,11 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if job_dir.exists():
             shutil.rmtree(job_dir)
         _download_channels(s3, params, hosts, job_dir, backend.region)
-        if job.stop_reason is not None or not _admit(backend, job, hosts, job_dir):
+        if job.stop_reason is not None or not _admit(backend, job, hosts, job_dir, pause_runtime):
             backend.finish_training(job, "Stopped")
             return
-        # From here on: waiting for this machine's memory is not run time, as waiting for
-        # instances is not on SageMaker.
-        timer = threading.Timer(
-            max_runtime, backend.request_training_stop, args=(job, "MaxRuntimeExceeded")
-        )
-        timer.daemon = True
-        timer.start()
+        if waiting_since:
+            timer = _stop_after(max_runtime - (waiting_since[0] - began), backend, job)
         backend.mark_training(
             job, "Training", "Training image download completed. Training in progress."
         )
@@ -461,7 +483,6 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         )
     finally:
         backend.memory.release(job.name)
-        if timer is not None:
-            timer.cancel()
+        timer.cancel()
         if tracker is not None:
             tracker.close()

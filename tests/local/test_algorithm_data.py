@@ -33,7 +33,7 @@ def _container_matrix(path: Path) -> np.ndarray:
     ],
     ids=["float32 with nulls", "float64 and float32", "int64 with a null", "bool and int"],
 )
-def test_parquet_matrix_equals_the_containers(tmp_path: Path, columns: dict) -> None:
+def test_parquet_matrix_equals_the_containers(tmp_path: Path, columns: dict[str, pa.Array]) -> None:
     """Same dtype, values (NaN where null) and column-major layout, in several row groups
     and files, so XGBoost builds the same DMatrix and trains the same model."""
     folder = tmp_path / "train"
@@ -47,3 +47,19 @@ def test_parquet_matrix_equals_the_containers(tmp_path: Path, columns: dict) -> 
     assert got.shape == expected.shape == (6, 2)
     np.testing.assert_array_equal(got, expected)  # NaN equals NaN here
     assert got.flags.f_contiguous == expected.flags.f_contiguous
+
+
+def test_a_file_written_by_pandas_is_read_as_pandas_reads_it(tmp_path: Path) -> None:
+    """pandas stores its index and column types in the schema; the container's to_pandas()
+    honours them, so a float index is not a feature and a nullable Float64 stays object."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"label": [1.0, 2.0, 3.0], "x": [0.5, 1.5, 2.5]}, index=[0.1, 0.2, 0.3])
+    frame.to_parquet(tmp_path / "indexed.parquet")
+    expected = _container_matrix(tmp_path / "indexed.parquet")
+    got = _parquet_matrix(str(tmp_path / "indexed.parquet"))
+    assert got.shape == expected.shape == (3, 2)
+    np.testing.assert_array_equal(got, expected)
+    nullable = pd.DataFrame({"label": pd.array([1.0, None], dtype="Float64"), "x": [1.0, 2.0]})
+    nullable.to_parquet(tmp_path / "nullable.parquet")
+    assert _parquet_matrix(str(tmp_path / "nullable.parquet")).dtype == object

@@ -37,7 +37,9 @@ LONG = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "1000000"}
 SHORT = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "5"}
 
 
-def _admit_in_thread(gate: MemoryGate, job: str, need: int, stop: threading.Event):
+def _admit_in_thread(
+    gate: MemoryGate, job: str, need: int, stop: threading.Event
+) -> tuple[threading.Thread, list[bool], list[tuple[int, int]]]:
     """Run `gate.admit` in a thread; return the thread, its result list and its waits."""
     result: list[bool] = []
     waits: list[tuple[int, int]] = []
@@ -74,6 +76,23 @@ def test_a_job_too_large_for_the_machine_still_starts_once_nothing_else_runs() -
     gate.release("small")
     thread.join(5)
     assert result == [True]
+
+
+def test_jobs_start_in_the_order_they_asked() -> None:
+    """A large job is not overtaken forever by smaller ones that keep fitting."""
+    gate = MemoryGate(lambda: 10 * GB)
+    never = threading.Event()
+    assert gate.admit("a", 6 * GB, never.is_set, pytest.fail)
+    large, large_result, _ = _admit_in_thread(gate, "large", 9 * GB, never)
+    large.join(0.3)
+    small, small_result, _ = _admit_in_thread(gate, "small", 1 * GB, never)
+    small.join(0.3)
+    assert large.is_alive() and small.is_alive()  # "small" would fit, but "large" asked first
+    gate.release("a")
+    large.join(5)
+    assert large_result == [True]
+    small.join(5)
+    assert small_result == [True]  # 9 + 1 fit in 10
 
 
 def test_a_stopped_job_leaves_the_queue_holding_nothing() -> None:
@@ -114,11 +133,15 @@ def test_memory_estimate_counts_parquet_cells_and_text_bytes(tmp_path: Path) -> 
     table = pa.table({f"c{i}": np.zeros(1000, np.float32) for i in range(5)})
     pq.write_table(table, parquet_dir / "a.parquet")
     pq.write_table(table, parquet_dir / "b.parquet")
-    (parquet_dir / ".hidden").write_text("x" * 10)  # not data: the algorithm refuses it anyway
+    (parquet_dir / ".hidden").write_text("x" * 10)  # not data: never loaded
     (csv_dir / "v.csv").write_text("1,2,3\n" * 100)
-    estimate = host_memory_estimate([(parquet_dir, "application/x-parquet"), (csv_dir, "text/csv")])
-    assert (
-        estimate == HOST_BASE_BYTES + 2 * 5000 * BYTES_PER_PARQUET_CELL + 600 * BYTES_PER_TEXT_BYTE
+    # The train channel's type is every channel's: a CSV file among Parquet counts by size.
+    assert host_memory_estimate([parquet_dir, csv_dir], parquet=True) == (
+        HOST_BASE_BYTES + 2 * 5000 * BYTES_PER_PARQUET_CELL + 600 * BYTES_PER_TEXT_BYTE
+    )
+    parquet_size = sum(p.stat().st_size for p in parquet_dir.glob("*.parquet"))
+    assert host_memory_estimate([parquet_dir, csv_dir], parquet=False) == (
+        HOST_BASE_BYTES + (parquet_size + 600) * BYTES_PER_TEXT_BYTE
     )
 
 
@@ -198,3 +221,18 @@ def test_a_job_stopped_while_it_waits_for_memory_ends_stopped_without_training(
     )
     cloud.sm.stop_training_job(TrainingJobName="cap-running")
     assert cloud.events.wait_final("cap-running")["detail"]["TrainingJobStatus"] == "Stopped"
+
+
+def test_waiting_for_memory_does_not_count_against_max_runtime(small_machine: LocalCloud) -> None:
+    """As waiting for instances does not on SageMaker: a job that waited longer than its
+    MaxRuntimeInSeconds still trains."""
+    cloud = small_machine
+    cloud.sm.create_training_job(**training_request(cloud, "cap-ahead", "runs/cap", LONG))
+    _wait_for_message(cloud, "cap-ahead", "Training in progress")
+    patient = training_request(cloud, "cap-patient", "runs/cap", SHORT, max_runtime=10)
+    cloud.sm.create_training_job(**patient)
+    _wait_for_message(cloud, "cap-patient", "waiting for memory")
+    time.sleep(12)
+    cloud.sm.stop_training_job(TrainingJobName="cap-ahead")
+    done = cloud.events.wait_final("cap-patient")["detail"]
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")

@@ -52,9 +52,9 @@ def tag_value(text: str) -> str:
     >>> tag_value("M5 (2016), west")
     'M5 _2016__ west'
     """
-    kept = (
+    kept = (  # composed first: a name from macOS's file system has its accents apart
         char if unicodedata.category(char)[0] in "LZN" or char in _TAG_SYMBOLS else "_"
-        for char in text
+        for char in unicodedata.normalize("NFC", text)
     )
     return "".join(kept)[:_MAX_TAG_VALUE]
 
