@@ -360,6 +360,13 @@ def test_lifecycle_keeps_runs_unless_told_and_cleans_up_versions(translated, exp
     # Current objects expire only with RunRetentionDays > 0, and then runs/ with events/.
     expiring = {r["Prefix"] for r in rules.values() if "ExpirationInDays" in r}
     assert expiring == ({"runs/", "events/"} if expire else set())
+    # S3 refuses a rule's legacy Prefix overlapping another's; and delete markers are
+    # cleaned with or without a number of days.
+    prefixes = [r.get("Prefix", "") for r in rules.values() if "Prefix" in r]
+    assert len(prefixes) == len(set(prefixes)) == 2
+    for rule in rules.values():
+        if "Prefix" in rule:
+            assert ("ExpirationInDays" in rule) != ("ExpiredObjectDeleteMarker" in rule), rule
     assert all(r.get("Prefix") != "raw/" for r in rules.values())  # user input is never touched
 
 
