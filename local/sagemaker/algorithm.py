@@ -228,8 +228,9 @@ def sagemaker_train(run: dict[str, Any]) -> None:
         data.validate_data_file_path(train_path, file_type)
     if val_size > 0:
         data.validate_data_file_path(val_path, file_type)
+    bins = data.quantile_bins(cfg, len(run["hosts"]))
     train_dm = (
-        data.get_dmatrix(train_path, file_type, host_dir / "tmp" / "train", csv_weights)
+        data.get_dmatrix(train_path, file_type, host_dir / "tmp" / "train", csv_weights, bins)
         if train_size > 0
         else None
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,41 +246,72 @@ def _link_inputs(data_path: str, work_dir: Path) -> str:
 
 def _parquet_matrix(files_path: str) -> Any:
     """The matrix the container loads Parquet into (``pq.read_table(path).to_pandas()
-    .to_numpy()``): the same values in the same column-major layout, so the same DMatrix
-    and the same model, with less memory at the peak.
+    .to_numpy()``): the same values, rows and column-major layout, so the same model, with
+    less memory at the peak.
 
-    The container holds the Arrow table and pandas' copy of it at once before adding the
-    DMatrix (8 bytes a cell). Here each column is moved into the matrix and dropped from the
-    table as it goes. It matters locally, where a run's training jobs share one machine's
-    memory instead of having an instance each: one host of a tenth of M5 (4.7 M rows x 34
-    columns, 40 rounds) peaked at 2.5 GB instead of 3.2 GB. Plain float columns only (as
-    m5flow's shards have); a file written by pandas, whose schema carries its index and
-    column types, or other column types take pandas' conversion, as in the container.
+    The container holds the whole Arrow table and pandas' copy of it at once. Here the
+    files are read one at a time, in the order `read_table` reads them, into the matrix.
+    It matters locally, where a run's training jobs share one machine's memory instead of
+    having an instance each. Plain float columns alike in every file only (as m5flow's
+    shards are); a file written by pandas, whose schema carries its index and column types,
+    other column types or files that differ take pandas' conversion, as in the container.
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(files_path)
+    dataset = pq.ParquetDataset(files_path)
+    schema = dataset.schema
     plain_floats = (
-        table.num_columns > 0
-        and table.schema.pandas_metadata is None  # pandas' index and extension types
-        and all(pa.types.is_floating(column.type) for column in table.schema)
+        len(schema) > 0
+        and schema.pandas_metadata is None  # pandas' index and extension types
+        and all(pa.types.is_floating(column.type) for column in schema)
+        and all(pq.read_schema(path).equals(schema) for path in dataset.files)
     )
     if not plain_floats:
-        return table.to_pandas().to_numpy()
-    dtype = np.result_type(*(column.type.to_pandas_dtype() for column in table.schema))
-    matrix = np.empty((table.num_rows, table.num_columns), dtype=dtype, order="F")
-    for index in range(matrix.shape[1]):
-        matrix[:, index] = table.column(0).to_numpy()
-        table = table.remove_column(0)
-    del table
-    pa.default_memory_pool().release_unused()
+        return pq.read_table(files_path).to_pandas().to_numpy()
+    rows = [pq.read_metadata(path).num_rows for path in dataset.files]
+    dtype = np.result_type(*(column.type.to_pandas_dtype() for column in schema))
+    matrix = np.empty((sum(rows), len(schema)), dtype=dtype, order="F")
+    start = 0
+    for path, count in zip(dataset.files, rows, strict=True):
+        table = pq.read_table(path)
+        for index, column in enumerate(table.columns):
+            matrix[start : start + count, index] = column.to_numpy()
+        start += count
+        del table, column
+        pa.default_memory_pool().release_unused()
     return matrix
 
 
-def get_dmatrix(data_path: str, content_type: str, work_dir: Path, csv_weights: int = 0) -> Any:
+def quantile_bins(hyperparameters: Mapping[str, Any], host_count: int) -> int | None:
+    """The bins of a QuantileDMatrix for the training data (`get_dmatrix`), or None for the
+    container's DMatrix.
+
+    Only one host growing `hist` trees: several hosts sketch their bins together while
+    training, through a collective that does not exist yet when the data loads. Takes
+    hyperparameters as given or as validated; a `max_bin` that is not a whole number (which
+    validation refuses) gets None.
+    """
+    if hyperparameters.get("tree_method") != "hist" or host_count != 1:
+        return None
+    bins = str(hyperparameters.get("max_bin", 256))
+    return int(bins) if bins.isdigit() else None
+
+
+def get_dmatrix(
+    data_path: str,
+    content_type: str,
+    work_dir: Path,
+    csv_weights: int = 0,
+    quantile_bins: int | None = None,
+) -> Any:
     """Load a channel into an ``xgboost.DMatrix`` (label in column 0) like the container.
+
+    With `quantile_bins`, Parquet becomes an ``xgboost.QuantileDMatrix`` of that many bins
+    instead: it keeps each cell's histogram bin (a byte) rather than the cell (8 bytes with
+    its column index), and `hist` trees grown from it on one host are the DMatrix's, split
+    for split (`tests/local/test_algorithm_data.py`). The caller decides when that holds.
 
     Raises
     ------
@@ -308,7 +340,10 @@ def get_dmatrix(data_path: str, content_type: str, work_dir: Path, csv_weights: 
     elif content_type == PARQUET:
         try:
             data = _parquet_matrix(files_path)
-            dmatrix = xgb.DMatrix(data[:, 1:], label=data[:, 0])
+            if quantile_bins is None:
+                dmatrix = xgb.DMatrix(data[:, 1:], label=data[:, 0])
+            else:
+                dmatrix = xgb.QuantileDMatrix(data[:, 1:], label=data[:, 0], max_bin=quantile_bins)
             del data
         except Exception as exc:
             raise UserError(f"Failed to load parquet data with exception:\n{exc}") from exc

@@ -2,8 +2,8 @@
 
 SageMaker gives each training job instances of its own; here the hosts of every job run on
 one machine. A run starts its models' training jobs together (four with the default horizon
-groups), and from about 6,000 series on (a fifth of M5), their hosts together need more
-memory than a 24 GB machine has: the kernel then kills one of them (exit code 137) and the
+groups), and from about 9,000 series on (under a third of M5), their hosts together need
+more memory than a 24 GB machine has: the kernel then kills one of them (exit code 137) and the
 run fails although each job alone would fit. So a job whose hosts would not fit beside the jobs
 already training waits after its download, as a SageMaker job waits for capacity, and
 starts when one of them ends. A job too large even alone still starts once nothing else
@@ -20,10 +20,13 @@ from pathlib import Path
 
 import psutil
 
-# A training host's peak, measured with local/sagemaker/algorithm.py: 4.7 M rows x 34 float32
-# Parquet columns peaked at 2.5 GB (the DMatrix's 8 bytes a cell, the matrix it is built
-# from, XGBoost's histogram index and gradients), about 16 bytes a cell over the base.
+# A training host's peak over its data, measured with local/sagemaker/algorithm.py on one
+# host of 4.7 M rows x 34 float32 Parquet columns (a tenth of M5, default hyperparameters):
+# 2.5 GB with the container's DMatrix (8 bytes a cell, the matrix it is built from,
+# XGBoost's histogram index and gradients), 1.9 GB with a QuantileDMatrix (the bins
+# only). Per cell over the base: 14 and 10 bytes; the margin covers other data.
 BYTES_PER_PARQUET_CELL = 16
+BYTES_PER_QUANTILE_CELL = 11
 # CSV and libsvm go through XGBoost's own parser: its DMatrix holds 8 bytes a cell, which
 # take 2-8 bytes of text; 3 bytes per byte of text leaves room for the parser's buffers.
 BYTES_PER_TEXT_BYTE = 3
@@ -34,11 +37,15 @@ def _data_files(directory: Path) -> Iterable[Path]:
     return (p for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.startswith("."))
 
 
-def host_memory_estimate(channel_dirs: Iterable[Path], parquet: bool) -> int:
+def host_memory_estimate(
+    channel_dirs: Iterable[Path], parquet: bool, quantile: bool = False
+) -> int:
     """Bytes a training host will need at its peak, from its downloaded channels: Parquet
     by its cells (row and column counts from the files' footers), other formats by their
     size. `parquet` is the train channel's content type, which the algorithm reads every
-    channel as."""
+    channel as; `quantile`, whether it loads the training data as a QuantileDMatrix
+    (`algorithm_data.quantile_bins`)."""
+    per_cell = BYTES_PER_QUANTILE_CELL if quantile else BYTES_PER_PARQUET_CELL
     import pyarrow.parquet as pq
 
     total = HOST_BASE_BYTES
@@ -51,7 +58,7 @@ def host_memory_estimate(channel_dirs: Iterable[Path], parquet: bool) -> int:
             if metadata is None:
                 total += path.stat().st_size * BYTES_PER_TEXT_BYTE
             else:
-                total += metadata.num_rows * metadata.num_columns * BYTES_PER_PARQUET_CELL
+                total += metadata.num_rows * metadata.num_columns * per_cell
     return total
 
 

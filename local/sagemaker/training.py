@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m5flow_local.sagemaker import s3io
-from m5flow_local.sagemaker.algorithm_data import PARQUET, get_content_type
+from m5flow_local.sagemaker.algorithm_data import PARQUET, get_content_type, quantile_bins
 from m5flow_local.sagemaker.capacity import host_memory_estimate
 from m5flow_local.sagemaker.exceptions import UserError, ValidationError
 from m5flow_local.sagemaker.resources import DEFAULT_MAX_RUNTIME
@@ -373,9 +373,12 @@ def _admit(
         parquet = get_content_type(train.get("ContentType")) == PARQUET
     except UserError:  # the algorithm fails the job with the reason
         parquet = False
+    quantile = quantile_bins(job.request.get("HyperParameters") or {}, len(hosts)) is not None
     need = sum(
         host_memory_estimate(
-            (job_dir / host / "input" / "data" / c["ChannelName"] for c in channels), parquet
+            (job_dir / host / "input" / "data" / c["ChannelName"] for c in channels),
+            parquet,
+            quantile,
         )
         for host in hosts
     )

@@ -16,6 +16,7 @@ import pytest
 from m5flow_local.sagemaker import LocalSageMaker
 from m5flow_local.sagemaker.capacity import (
     BYTES_PER_PARQUET_CELL,
+    BYTES_PER_QUANTILE_CELL,
     BYTES_PER_TEXT_BYTE,
     HOST_BASE_BYTES,
     MemoryGate,
@@ -138,6 +139,9 @@ def test_memory_estimate_counts_parquet_cells_and_text_bytes(tmp_path: Path) -> 
     # The train channel's type is every channel's: a CSV file among Parquet counts by size.
     assert host_memory_estimate([parquet_dir, csv_dir], parquet=True) == (
         HOST_BASE_BYTES + 2 * 5000 * BYTES_PER_PARQUET_CELL + 600 * BYTES_PER_TEXT_BYTE
+    )
+    assert host_memory_estimate([parquet_dir, csv_dir], parquet=True, quantile=True) == (
+        HOST_BASE_BYTES + 2 * 5000 * BYTES_PER_QUANTILE_CELL + 600 * BYTES_PER_TEXT_BYTE
     )
     parquet_size = sum(p.stat().st_size for p in parquet_dir.glob("*.parquet"))
     assert host_memory_estimate([parquet_dir, csv_dir], parquet=False) == (
