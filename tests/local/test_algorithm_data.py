@@ -125,6 +125,11 @@ def test_quantile_bins_grow_the_dmatrixs_trees_split_for_split(tmp_path: Path) -
         ({"tree_method": "approx"}, 1, None),
         ({}, 1, None),
         ({"tree_method": "hist", "max_bin": "many"}, 1, None),  # validation refuses it
+        ({"tree_method": "hist", "max_bin": "0"}, 1, None),  # fails at training, as there
+        ({"tree_method": "hist", "booster": "dart"}, 1, 256),
+        ({"tree_method": "hist", "booster": "gblinear"}, 1, None),
+        ({"tree_method": "hist", "updater": "grow_colmaker,prune"}, 1, None),
+        ({"tree_method": "hist", "process_type": "update"}, 1, None),
     ],
 )
 def test_quantile_bins_only_for_one_host_growing_hist_trees(
