@@ -317,9 +317,9 @@ def get_dmatrix(
     """Load a channel into an ``xgboost.DMatrix`` (label in column 0) like the container.
 
     With `quantile_bins`, Parquet becomes an ``xgboost.QuantileDMatrix`` of that many bins
-    instead: it keeps each cell's histogram bin (a byte) rather than the cell (8 bytes with
-    its column index), and `hist` trees grown from it on one host are the DMatrix's, split
-    for split (`tests/local/test_algorithm_data.py`). The caller decides when that holds.
+    instead: it keeps each cell's histogram bin index rather than the cell and its column
+    index (8 bytes), and `hist` trees grown from it on one host are the DMatrix's, split for
+    split (`tests/local/test_algorithm_data.py`). `quantile_bins()` says when that holds.
 
     Raises
     ------

@@ -3,10 +3,10 @@
 SageMaker gives each training job instances of its own; here the hosts of every job run on
 one machine. A run starts its models' training jobs together (four with the default horizon
 groups), and from about 9,000 series on (under a third of M5), their hosts together need
-more memory than a 24 GB machine has: the kernel then kills one of them (exit code 137) and the
-run fails although each job alone would fit. So a job whose hosts would not fit beside the jobs
-already training waits after its download, as a SageMaker job waits for capacity, and
-starts when one of them ends. A job too large even alone still starts once nothing else
+more memory than a 24 GB machine has: the kernel then kills one of them (exit code 137) and
+the run fails although each job alone would fit. So a job whose hosts would not fit beside
+the jobs already training waits after its download, as a SageMaker job waits for capacity,
+and starts when one of them ends. A job too large even alone still starts once nothing else
 trains: the estimate can be wrong, and refusing a job on an estimate would fail runs that
 could finish.
 """
@@ -45,9 +45,9 @@ def host_memory_estimate(
     size. `parquet` is the train channel's content type, which the algorithm reads every
     channel as; `quantile`, whether it loads the training data as a QuantileDMatrix
     (`algorithm_data.quantile_bins`)."""
-    per_cell = BYTES_PER_QUANTILE_CELL if quantile else BYTES_PER_PARQUET_CELL
     import pyarrow.parquet as pq
 
+    per_cell = BYTES_PER_QUANTILE_CELL if quantile else BYTES_PER_PARQUET_CELL
     total = HOST_BASE_BYTES
     for directory in channel_dirs:
         for path in _data_files(directory):
