@@ -262,15 +262,16 @@ def _parquet_matrix(files_path: str) -> Any:
 
     dataset = pq.ParquetDataset(files_path)
     schema = dataset.schema
+    footers = [pq.read_metadata(path) for path in dataset.files]
     plain_floats = (
         len(schema) > 0
         and schema.pandas_metadata is None  # pandas' index and extension types
         and all(pa.types.is_floating(column.type) for column in schema)
-        and all(pq.read_schema(path).equals(schema) for path in dataset.files)
+        and all(footer.schema.to_arrow_schema().equals(schema) for footer in footers)
     )
     if not plain_floats:
         return pq.read_table(files_path).to_pandas().to_numpy()
-    rows = [pq.read_metadata(path).num_rows for path in dataset.files]
+    rows = [footer.num_rows for footer in footers]
     dtype = np.result_type(*(column.type.to_pandas_dtype() for column in schema))
     matrix = np.empty((sum(rows), len(schema)), dtype=dtype, order="F")
     start = 0

@@ -38,8 +38,24 @@ LONG = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "1000000"}
 SHORT = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "5"}
 
 
+NEVER = threading.Event()  # a stop request that never comes
+
+
+def _admit_now(gate: MemoryGate, job: str, need: int) -> bool:
+    """`gate.admit` for a job that must not wait."""
+    return gate.admit(job, need, NEVER.is_set, pytest.fail)
+
+
+def _machine_running(*jobs: tuple[str, int]) -> MemoryGate:
+    """A gate on a machine with 10 GB available, holding memory for these running jobs."""
+    gate = MemoryGate(lambda: 10 * GB)
+    for job, need in jobs:
+        assert _admit_now(gate, job, need)
+    return gate
+
+
 def _admit_in_thread(
-    gate: MemoryGate, job: str, need: int, stop: threading.Event
+    gate: MemoryGate, job: str, need: int, stop: threading.Event = NEVER
 ) -> tuple[threading.Thread, list[bool], list[tuple[int, int]]]:
     """Run `gate.admit` in a thread; return the thread, its result list and its waits."""
     result: list[bool] = []
@@ -54,11 +70,8 @@ def _admit_in_thread(
 
 
 def test_jobs_that_fit_together_start_together_and_the_next_waits_for_an_end() -> None:
-    gate = MemoryGate(lambda: 10 * GB)
-    never = threading.Event()
-    assert gate.admit("a", 4 * GB, never.is_set, pytest.fail)
-    assert gate.admit("b", 5 * GB, never.is_set, pytest.fail)
-    thread, result, waits = _admit_in_thread(gate, "c", 3 * GB, never)
+    gate = _machine_running(("a", 4 * GB), ("b", 5 * GB))
+    thread, result, waits = _admit_in_thread(gate, "c", 3 * GB)
     thread.join(0.3)
     assert thread.is_alive() and waits == [(9 * GB, 10 * GB)]
     gate.release("b")  # 4 + 3 fit in 10
@@ -68,10 +81,8 @@ def test_jobs_that_fit_together_start_together_and_the_next_waits_for_an_end() -
 
 def test_a_job_too_large_for_the_machine_still_starts_once_nothing_else_runs() -> None:
     """The estimate may be wrong: refusing on it would fail runs that could finish."""
-    gate = MemoryGate(lambda: 10 * GB)
-    never = threading.Event()
-    assert gate.admit("small", 1 * GB, never.is_set, pytest.fail)
-    thread, result, _ = _admit_in_thread(gate, "huge", 50 * GB, never)
+    gate = _machine_running(("small", 1 * GB))
+    thread, result, _ = _admit_in_thread(gate, "huge", 50 * GB)
     thread.join(0.3)
     assert thread.is_alive()
     gate.release("small")
@@ -81,12 +92,10 @@ def test_a_job_too_large_for_the_machine_still_starts_once_nothing_else_runs() -
 
 def test_jobs_start_in_the_order_they_asked() -> None:
     """A large job is not overtaken forever by smaller ones that keep fitting."""
-    gate = MemoryGate(lambda: 10 * GB)
-    never = threading.Event()
-    assert gate.admit("a", 6 * GB, never.is_set, pytest.fail)
-    large, large_result, _ = _admit_in_thread(gate, "large", 9 * GB, never)
+    gate = _machine_running(("a", 6 * GB))
+    large, large_result, _ = _admit_in_thread(gate, "large", 9 * GB)
     large.join(0.3)
-    small, small_result, _ = _admit_in_thread(gate, "small", 1 * GB, never)
+    small, small_result, _ = _admit_in_thread(gate, "small", 1 * GB)
     small.join(0.3)
     assert large.is_alive() and small.is_alive()  # "small" would fit, but "large" asked first
     gate.release("a")
@@ -97,9 +106,8 @@ def test_jobs_start_in_the_order_they_asked() -> None:
 
 
 def test_a_stopped_job_leaves_the_queue_holding_nothing() -> None:
-    gate = MemoryGate(lambda: 10 * GB)
-    never, stop = threading.Event(), threading.Event()
-    assert gate.admit("running", 8 * GB, never.is_set, pytest.fail)
+    gate = _machine_running(("running", 8 * GB))
+    stop = threading.Event()
     thread, result, _ = _admit_in_thread(gate, "queued", 8 * GB, stop)
     thread.join(0.3)
     stop.set()
@@ -107,19 +115,18 @@ def test_a_stopped_job_leaves_the_queue_holding_nothing() -> None:
     thread.join(5)
     assert result == [False]
     gate.release("running")
-    assert gate.admit("next", 9 * GB, never.is_set, pytest.fail)  # "queued" held nothing
+    assert _admit_now(gate, "next", 9 * GB)  # "queued" held nothing
 
 
 def test_the_budget_is_measured_again_whenever_no_job_holds_memory() -> None:
     """Memory other programs took between runs is respected."""
     available = [10 * GB]
     gate = MemoryGate(lambda: available[0])
-    never = threading.Event()
-    assert gate.admit("a", 4 * GB, never.is_set, pytest.fail)
+    assert _admit_now(gate, "a", 4 * GB)
     gate.release("a")
     available[0] = 6 * GB
-    assert gate.admit("b", 4 * GB, never.is_set, pytest.fail)
-    thread, result, waits = _admit_in_thread(gate, "c", 4 * GB, never)
+    assert _admit_now(gate, "b", 4 * GB)
+    thread, result, waits = _admit_in_thread(gate, "c", 4 * GB)
     thread.join(0.3)
     assert waits == [(4 * GB, 6 * GB)]
     gate.release("b")
