@@ -73,6 +73,35 @@ class _SaveModelEveryRound:
         signal.signal(signal.SIGTERM, lambda signo, frame: os._exit(0))
 
 
+class _FollowThreadShare:
+    """Before training and after each round, set `nthread` to the share of this machine's
+    cores the platform last wrote for this host (`capacity`), which changes as other jobs
+    start and end. The container has an instance's cores to itself and needs no such thing;
+    the trees do not depend on the thread count."""
+
+    def __init__(self, threads_file: Path) -> None:
+        import xgboost as xgb
+
+        told = [""]
+
+        def follow(model: Any) -> None:
+            threads = threads_file.read_text()
+            if threads != told[0]:
+                told[0] = threads
+                model.set_param("nthread", int(threads))
+
+        class _Callback(xgb.callback.TrainingCallback):
+            def before_training(self, model: Any) -> Any:
+                follow(model)
+                return model
+
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                follow(model)
+                return False
+
+        self.callback = _Callback()
+
+
 def _final_metrics(history: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
     """Last logged value of each metric the platform scrapes (``validation:<metric>``)."""
     metrics = []
@@ -92,7 +121,7 @@ def train_job(
     model_dir: Path,
     output_dir: Path,
     is_master: bool,
-    default_nthread: int,
+    threads_file: Path,
 ) -> None:
     """Train one model on this host's data and, on the master, save it (``train.py``)."""
     import xgboost as xgb
@@ -114,8 +143,6 @@ def train_job(
             early_stopping_metric = tuning[-1]
         elif eval_metric:
             early_stopping_metric = eval_metric[-1]
-    # Local machines are small: one thread per host unless the job asks for more.
-    cfg.setdefault("nthread", default_nthread)
 
     LOG.info("Train matrix has %s rows and %s columns", train_dm.num_row(), train_dm.num_col())
     watchlist = [(train_dm, "train")]
@@ -124,6 +151,8 @@ def train_job(
     callbacks: list[Any] = [xgb.callback.EvaluationMonitor()]
     if save_on_termination == "true":
         callbacks.append(_SaveModelEveryRound(model_dir, is_master).callback)
+    if "nthread" not in cfg:  # as the container, XGBoost takes the cores it is given
+        callbacks.append(_FollowThreadShare(threads_file).callback)
     if val_dm is not None and early_stopping_metric and early_stopping_rounds:
         callbacks.append(
             xgb.callback.EarlyStopping(
@@ -247,7 +276,7 @@ def sagemaker_train(run: dict[str, Any]) -> None:
         "val_dm": val_dm,
         "model_dir": Path(run["model_dir"]),
         "output_dir": Path(run["output_dir"]),
-        "default_nthread": run["default_nthread"],
+        "threads_file": Path(run["threads_file"]),
     }
     hosts = run["hosts"]
     if len(hosts) > 1:

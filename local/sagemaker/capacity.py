@@ -1,4 +1,4 @@
-"""This machine's memory, shared by the local training jobs.
+"""This machine's memory and cores, shared by the local training jobs.
 
 SageMaker gives each training job instances of its own; here the hosts of every job run on
 one machine. A run starts its models' training jobs together (four with the default horizon
@@ -9,10 +9,20 @@ the jobs already training waits after its download, as a SageMaker job waits for
 and starts when one of them ends. A job too large even alone still starts once nothing else
 trains: the estimate can be wrong, and refusing a job on an estimate would fail runs that
 could finish.
+
+The cores are shared too. On SageMaker XGBoost uses every core of a job's instances; here
+the hosts training at a time share this machine's cores, at least one thread each, and the
+share is told again whenever a job starts or ends: a job that trains alone (the jobs of a
+large run train one after another, and the last of a small run's four ends alone) uses
+every core, and jobs training together never ask for more threads than there are cores.
+Trees do not depend on it: XGBoost 1.7's exact, approx and hist methods grow the same
+model file, byte for byte, on 1 to 4 threads ('gblinear' with its default shotgun updater
+is not deterministic on more than one, as in the container).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -67,9 +77,16 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-class MemoryGate:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class Capacity:
     """Admits training jobs, in the order they ask, while their estimated memory fits in
-    what this machine has.
+    what this machine has, and shares its cores among the hosts of the jobs it holds.
 
     The budget is what the machine has available whenever no job holds memory, so memory
     taken by other programs between runs is respected. First come, first served: a large
@@ -78,10 +95,16 @@ class MemoryGate:
     polls.
     """
 
-    def __init__(self, available: Callable[[], int] = available_memory) -> None:
+    def __init__(
+        self, available: Callable[[], int] = available_memory, cores: int | None = None
+    ) -> None:
         self._available = available
+        self._cores = cores or usable_cores()
         self._changed = threading.Condition()
         self._held: dict[str, int] = {}
+        self._hosts: dict[str, int] = {}
+        self._told: dict[str, Callable[[int], None]] = {}
+        self._share = 0  # threads per host last told
         self._queue: deque[str] = deque()
         self._budget = 0
 
@@ -91,11 +114,18 @@ class MemoryGate:
         need: int,
         stopped: Callable[[], bool],
         on_wait: Callable[[int, int], None],
-    ) -> bool:
+        hosts: int = 1,
+        on_share: Callable[[int], None] = lambda threads: None,
+    ) -> int | None:
         """Block until `job` is first in line and `need` bytes fit beside what running jobs
         hold, then hold them for it. `on_wait(held, budget)` is called once, outside the
-        gate's lock, if the job has to wait. Returns False, holding nothing, if `stopped()`
-        turns true first."""
+        lock, if the job has to wait. Returns the threads each of its `hosts` may use (this
+        machine's cores over the hosts training, this job's included; at least one), or
+        None, holding nothing, if `stopped()` turns true first.
+
+        `on_share(threads)` is called with that share before this returns and again each
+        time it changes until `release`, under the lock so that shares arrive in order: it
+        must be quick (the local SageMaker writes a file each host reads between rounds)."""
         told = False
         with self._changed:
             self._queue.append(job)
@@ -107,7 +137,10 @@ class MemoryGate:
                     first = self._queue[0] == job
                     if first and (not self._held or held + need <= self._budget):
                         self._held[job] = need
-                        return True
+                        self._hosts[job] = hosts
+                        self._told[job] = on_share
+                        on_share(self._reshare(job))
+                        return self._share
                     if not told:
                         told = True
                         self._changed.release()  # a slow console must not hold up releases
@@ -117,7 +150,7 @@ class MemoryGate:
                             self._changed.acquire()
                         continue
                     self._changed.wait()
-                return False
+                return None
             finally:
                 self._queue.remove(job)
                 self._changed.notify_all()  # the next in line may fit now
@@ -126,7 +159,21 @@ class MemoryGate:
         """Give back what `job` held (nothing if it held nothing) and wake waiting jobs."""
         with self._changed:
             self._held.pop(job, None)
+            if self._hosts.pop(job, None) is not None:
+                del self._told[job]
+                self._reshare()
             self._changed.notify_all()
+
+    def _reshare(self, new_job: str | None = None) -> int:
+        """Divide the cores among the hosts held now; tell the jobs already told (not
+        `new_job`) if their share changed. Called with the lock held."""
+        share = max(1, self._cores // sum(self._hosts.values())) if self._hosts else 0
+        if share != self._share:
+            for job, tell in self._told.items():
+                if job != new_job:
+                    tell(share)
+        self._share = share
+        return share
 
     def wake(self) -> None:
         """Wake waiting jobs so that a stopped one can leave."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from m5flow_local.sagemaker import events, s3io
-from m5flow_local.sagemaker.capacity import MemoryGate
+from m5flow_local.sagemaker.capacity import Capacity
 from m5flow_local.sagemaker.exceptions import ResourceInUseError, ValidationError
 from m5flow_local.sagemaker.resources import (
     JOB_NAME_PATTERN,
@@ -57,9 +57,9 @@ class SageMakerBackend:
         Where jobs keep their files (``training/<job>/...``, ``transform/<job>/...``).
     region, account_id
         Used in ARNs and events.
-    memory
-        Admits training jobs while this machine's memory holds them (default: what the
-        operating system reports available).
+    capacity
+        Admits training jobs while this machine's memory holds them and shares its cores
+        among them (default: what the operating system reports available).
     """
 
     def __init__(
@@ -70,10 +70,10 @@ class SageMakerBackend:
         region: str,
         account_id: str,
         progress: Callable[[str], None] | None = None,
-        memory: MemoryGate | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.emit = emit
-        self.memory = memory or MemoryGate()  # the training jobs share this machine's memory
+        self.capacity = capacity or Capacity()  # the training jobs share this machine
         self.progress = progress  # a line per step no event announces (the console's view)
         self.workdir = Path(workdir)
         self.region = region
@@ -190,7 +190,7 @@ class SageMakerBackend:
         """Enter ``Stopping`` at once (with its event), then tell the job thread to stop."""
         if self.mark_training_stopping(job, reason):
             job.control.put(("stop",))
-            self.memory.wake()  # the job may be waiting for memory
+            self.capacity.wake()  # the job may be waiting for memory
 
     def list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
         with self.lock:

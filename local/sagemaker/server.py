@@ -16,7 +16,7 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from m5flow_local.sagemaker.capacity import MemoryGate
+from m5flow_local.sagemaker.capacity import Capacity
 from m5flow_local.sagemaker.models import SageMakerBackend
 from m5flow_local.sagemaker.responses import SageMakerResponses
 
@@ -45,9 +45,9 @@ class LocalSageMaker:
     progress
         Receives a line for each step no event announces (a training job's secondary
         status, where its logs are), for a console to show.
-    memory
-        The gate that starts training jobs only while this machine's memory can hold them
-        (`capacity.MemoryGate`; default: what the operating system reports available).
+    capacity
+        Starts training jobs only while this machine's memory can hold them, and shares its
+        cores among them (`capacity.Capacity`; default: what the operating system reports).
 
     Example
     -------
@@ -65,11 +65,11 @@ class LocalSageMaker:
         region: str = "us-east-1",
         account_id: str = "123456789012",
         progress: Callable[[str], None] | None = None,
-        memory: MemoryGate | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.emit = emit
         self.progress = progress
-        self.memory = memory
+        self.capacity = capacity
         self.workdir = Path(workdir)
         self.region = region
         self.account_id = account_id
@@ -94,7 +94,7 @@ class LocalSageMaker:
             region=self.region,
             account_id=self.account_id,
             progress=self.progress,
-            memory=self.memory,
+            capacity=self.capacity,
         )
         self._server = make_server(
             host,

@@ -151,7 +151,11 @@ def _download_channels(
 
 
 def _host_config(
-    params: dict[str, Any], hosts: list[str], host: str, job_dir: Path, tracker_port: int | None
+    params: dict[str, Any],
+    hosts: list[str],
+    host: str,
+    job_dir: Path,
+    tracker_port: int | None,
 ) -> Path:
     host_dir = job_dir / host
     channels = _channel_settings(params)
@@ -165,7 +169,7 @@ def _host_config(
         "model_dir": str(host_dir / "model"),
         "output_dir": str(host_dir / "output"),
         "tracker_port": tracker_port,
-        "default_nthread": 1,
+        "threads_file": str(_threads_file(job_dir, host)),
     }
     (host_dir / "model").mkdir(parents=True, exist_ok=True)
     (host_dir / "output").mkdir(parents=True, exist_ok=True)
@@ -174,11 +178,29 @@ def _host_config(
     return path
 
 
-def _child_env(params: dict[str, Any]) -> dict[str, str]:
+def _threads_file(job_dir: Path, host: str) -> Path:
+    """Where a host reads, between rounds, how many threads it may use (`capacity`)."""
+    return job_dir / host / "threads"
+
+
+def _share_threads(job_dir: Path, hosts: list[str]) -> Callable[[int], None]:
+    def tell(threads: int) -> None:
+        for host in hosts:
+            path = _threads_file(job_dir, host)
+            part = path.with_name(".threads.part")  # a host never reads half a number
+            part.write_text(str(threads))
+            part.replace(path)
+
+    return tell
+
+
+def _child_env(params: dict[str, Any], threads: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(params.get("Environment") or {})
-    threads = str((params.get("HyperParameters") or {}).get("nthread", "1"))
-    env["OMP_NUM_THREADS"] = threads if threads.isdigit() else "1"
+    asked = (params.get("HyperParameters") or {}).get("nthread")
+    with contextlib.suppress(ValueError):  # else the algorithm fails the job with the reason
+        threads = max(int(asked), 1) if asked is not None else threads  # int(" 2") is 2
+    env["OMP_NUM_THREADS"] = str(threads)
     # Two cores here: idle OpenMP workers must not spin while the collective waits.
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     env["PYTHONUNBUFFERED"] = "1"
@@ -255,9 +277,10 @@ def _launch(
     hosts: list[str],
     job_dir: Path,
     tracker_port: int | None,
+    threads: int,
     on_round: Callable[[str], None],
 ) -> dict[str, subprocess.Popen[bytes]]:
-    env = _child_env(params)
+    env = _child_env(params, threads)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for host in hosts:
         config = _host_config(params, hosts, host, job_dir, tracker_port)
@@ -363,10 +386,10 @@ def _admit(
     hosts: list[str],
     job_dir: Path,
     on_wait: Callable[[], None],
-) -> bool:
+) -> int | None:
     """Wait until this machine's memory can hold the job's hosts beside the training jobs
-    running (`capacity`), calling `on_wait` first if it must; False if the job is stopped
-    while it waits."""
+    running (`capacity`), calling `on_wait` first if it must; return the threads each host
+    may use, or None if the job is stopped while it waits."""
     channels = job.request.get("InputDataConfig") or []
     train = next((c for c in channels if c.get("ChannelName") == "train"), {})
     try:
@@ -393,7 +416,14 @@ def _admit(
             f"of the {budget / 1e9:.1f} GB this machine had available",
         )
 
-    return backend.memory.admit(job.name, need, lambda: job.stop_reason is not None, waiting)
+    return backend.capacity.admit(
+        job.name,
+        need,
+        lambda: job.stop_reason is not None,
+        waiting,
+        hosts=len(hosts),
+        on_share=_share_threads(job_dir, hosts),
+    )
 
 
 def _stop_after(seconds: float, backend: SageMakerBackend, job: TrainingJob) -> threading.Timer:
@@ -432,7 +462,10 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
         if job_dir.exists():
             shutil.rmtree(job_dir)
         _download_channels(s3, params, hosts, job_dir, backend.region)
-        if job.stop_reason is not None or not _admit(backend, job, hosts, job_dir, pause_runtime):
+        threads = (
+            _admit(backend, job, hosts, job_dir, pause_runtime) if job.stop_reason is None else None
+        )
+        if threads is None:
             backend.finish_training(job, "Stopped")
             return
         if waiting_since:
@@ -450,7 +483,7 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
                 backend.report(f"training job {job.name}: {line}")
 
         port = tracker.port if tracker else None
-        procs = _launch(job, params, hosts, job_dir, port, report_round)
+        procs = _launch(job, params, hosts, job_dir, port, threads, report_round)
         hosts_shown = hosts[0] if len(hosts) == 1 else f"algo-{{1..{len(hosts)}}}"
         backend.report(f"training job {job.name}: XGBoost log {job_dir}/{hosts_shown}/algo.log")
         exits = _wait(job, procs)
@@ -485,7 +518,7 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
             f"(local: {type(exc).__name__}: {exc})",
         )
     finally:
-        backend.memory.release(job.name)
+        backend.capacity.release(job.name)
         timer.cancel()
         if tracker is not None:
             tracker.close()

@@ -87,7 +87,8 @@ def test_files_that_differ_take_the_containers_conversion(tmp_path: Path) -> Non
 
 def test_quantile_bins_grow_the_dmatrixs_trees_split_for_split(tmp_path: Path) -> None:
     """One host, `hist` trees: the QuantileDMatrix (a byte a cell) trains the very model the
-    container's DMatrix (8 bytes a cell) does, early stopping, subsampling and NaNs included."""
+    container's DMatrix (8 bytes a cell) does, early stopping, subsampling and NaNs included;
+    and on any number of threads (the hosts training at a time share the cores: `capacity`)."""
     import xgboost as xgb
 
     rng = np.random.default_rng(5)
@@ -101,18 +102,24 @@ def test_quantile_bins_grow_the_dmatrixs_trees_split_for_split(tmp_path: Path) -
     validation = get_dmatrix(str(tmp_path / "validation"), PARQUET, tmp_path / "tmp-v")
     params = {"objective": "reg:tweedie", "tweedie_variance_power": 1.1, "tree_method": "hist",
               "max_bin": 64, "subsample": 0.7, "colsample_bytree": 0.7, "max_depth": 4,
-              "eval_metric": "poisson-nloglik", "nthread": 1}  # fmt: skip
+              "eval_metric": "poisson-nloglik"}  # fmt: skip
     models = []
-    for bins, work in ((None, "tmp-d"), (64, "tmp-q")):
-        train = get_dmatrix(str(tmp_path / "train"), PARQUET, tmp_path / work, quantile_bins=bins)
+    for bins, threads in ((None, 1), (64, 1), (None, 3), (64, 2)):
+        work = tmp_path / f"tmp-{bins}-{threads}"
+        train = get_dmatrix(str(tmp_path / "train"), PARQUET, work, quantile_bins=bins)
         assert isinstance(train, xgb.QuantileDMatrix) == (bins is not None)
         evals = [(train, "train"), (validation, "validation")]
         booster = xgb.train(
-            params, train, 500, evals=evals, early_stopping_rounds=10, verbose_eval=False
+            {**params, "nthread": threads},
+            train,
+            500,
+            evals=evals,
+            early_stopping_rounds=10,
+            verbose_eval=False,
         )
         models.append(booster.save_raw("json"))
     assert 10 < booster.num_boosted_rounds() < 500
-    assert models[0] == models[1]
+    assert all(model == models[0] for model in models[1:])
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
-"""Training jobs share this machine's memory: a job that would not fit waits for one to end."""
+"""Training jobs share this machine's memory and cores: a job that would not fit waits for one
+to end, and the hosts training at a time share the cores, told again as jobs start and end."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,12 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from m5flow_local.sagemaker import LocalSageMaker
+from m5flow_local.sagemaker.algorithm import _FollowThreadShare
 from m5flow_local.sagemaker.capacity import (
     BYTES_PER_PARQUET_CELL,
     BYTES_PER_QUANTILE_CELL,
     BYTES_PER_TEXT_BYTE,
     HOST_BASE_BYTES,
-    MemoryGate,
+    Capacity,
     host_memory_estimate,
 )
 from tests.local.conftest_sagemaker import (
@@ -41,24 +44,27 @@ SHORT = {"objective": "reg:tweedie", "max_depth": "3", "num_round": "5"}
 NEVER = threading.Event()  # a stop request that never comes
 
 
-def _admit_now(gate: MemoryGate, job: str, need: int) -> bool:
-    """`gate.admit` for a job that must not wait."""
-    return gate.admit(job, need, NEVER.is_set, pytest.fail)
+def _admit_now(gate: Capacity, job: str, need: int, hosts: int = 1) -> int:
+    """`gate.admit` for a job that must not wait; the threads each of its hosts gets."""
+    threads = gate.admit(job, need, NEVER.is_set, pytest.fail, hosts=hosts)
+    assert threads is not None
+    return threads
 
 
-def _machine_running(*jobs: tuple[str, int]) -> MemoryGate:
-    """A gate on a machine with 10 GB available, holding memory for these running jobs."""
-    gate = MemoryGate(lambda: 10 * GB)
+def _machine_running(*jobs: tuple[str, int]) -> Capacity:
+    """A gate on a machine with 10 GB available and 2 cores, holding memory for these
+    running jobs."""
+    gate = Capacity(lambda: 10 * GB, cores=2)
     for job, need in jobs:
-        assert _admit_now(gate, job, need)
+        _admit_now(gate, job, need)
     return gate
 
 
 def _admit_in_thread(
-    gate: MemoryGate, job: str, need: int, stop: threading.Event = NEVER
-) -> tuple[threading.Thread, list[bool], list[tuple[int, int]]]:
+    gate: Capacity, job: str, need: int, stop: threading.Event = NEVER
+) -> tuple[threading.Thread, list[int | None], list[tuple[int, int]]]:
     """Run `gate.admit` in a thread; return the thread, its result list and its waits."""
-    result: list[bool] = []
+    result: list[int | None] = []
     waits: list[tuple[int, int]] = []
     thread = threading.Thread(
         target=lambda: result.append(
@@ -76,7 +82,7 @@ def test_jobs_that_fit_together_start_together_and_the_next_waits_for_an_end() -
     assert thread.is_alive() and waits == [(9 * GB, 10 * GB)]
     gate.release("b")  # 4 + 3 fit in 10
     thread.join(5)
-    assert result == [True] and waits == [(9 * GB, 10 * GB)]
+    assert result == [1] and waits == [(9 * GB, 10 * GB)]  # a thread each of the 2 cores
 
 
 def test_a_job_too_large_for_the_machine_still_starts_once_nothing_else_runs() -> None:
@@ -87,7 +93,7 @@ def test_a_job_too_large_for_the_machine_still_starts_once_nothing_else_runs() -
     assert thread.is_alive()
     gate.release("small")
     thread.join(5)
-    assert result == [True]
+    assert result == [2]  # alone: both cores
 
 
 def test_jobs_start_in_the_order_they_asked() -> None:
@@ -100,9 +106,9 @@ def test_jobs_start_in_the_order_they_asked() -> None:
     assert large.is_alive() and small.is_alive()  # "small" would fit, but "large" asked first
     gate.release("a")
     large.join(5)
-    assert large_result == [True]
+    assert large_result == [2]
     small.join(5)
-    assert small_result == [True]  # 9 + 1 fit in 10
+    assert small_result == [1]  # 9 + 1 fit in 10
 
 
 def test_a_stopped_job_leaves_the_queue_holding_nothing() -> None:
@@ -113,25 +119,78 @@ def test_a_stopped_job_leaves_the_queue_holding_nothing() -> None:
     stop.set()
     gate.wake()
     thread.join(5)
-    assert result == [False]
+    assert result == [None]
     gate.release("running")
-    assert _admit_now(gate, "next", 9 * GB)  # "queued" held nothing
+    assert _admit_now(gate, "next", 9 * GB) == 2  # "queued" held nothing
 
 
 def test_the_budget_is_measured_again_whenever_no_job_holds_memory() -> None:
     """Memory other programs took between runs is respected."""
     available = [10 * GB]
-    gate = MemoryGate(lambda: available[0])
-    assert _admit_now(gate, "a", 4 * GB)
+    gate = Capacity(lambda: available[0], cores=2)
+    _admit_now(gate, "a", 4 * GB)
     gate.release("a")
     available[0] = 6 * GB
-    assert _admit_now(gate, "b", 4 * GB)
+    _admit_now(gate, "b", 4 * GB)
     thread, result, waits = _admit_in_thread(gate, "c", 4 * GB)
     thread.join(0.3)
     assert waits == [(4 * GB, 6 * GB)]
     gate.release("b")
     thread.join(5)
-    assert result == [True]
+    assert result == [2]
+
+
+def test_the_cores_are_shared_again_whenever_a_job_starts_or_ends() -> None:
+    """At least one thread a host, however many hosts train; each job hears of every change
+    while it holds its place, and only of changes."""
+    gate = Capacity(lambda: 100 * GB, cores=4)
+    told: dict[str, list[int]] = {}
+
+    def admit(job: str, hosts: int = 1) -> int | None:
+        told[job] = []
+        return gate.admit(job, GB, NEVER.is_set, pytest.fail, hosts, told[job].append)
+
+    assert admit("alone") == 4
+    assert admit("second") == 2
+    assert admit("three-hosts", hosts=3) == 1
+    assert admit("one-more") == 1
+    gate.release("three-hosts")
+    gate.release("one-more")
+    gate.release("second")
+    assert told == {
+        "alone": [4, 2, 1, 2, 4],
+        "second": [2, 1, 2],
+        "three-hosts": [1],
+        "one-more": [1],  # no change when "three-hosts" left: 4 cores over 3 hosts
+    }
+    gate.release("alone")
+    assert admit("two-hosts", hosts=2) == 2
+    assert told["two-hosts"] == [2]
+
+
+def test_a_host_follows_its_thread_share_between_rounds(tmp_path: Path) -> None:
+    """The trees stay the same (test_algorithm_data); the threads follow the platform."""
+    import xgboost as xgb
+
+    threads_file = tmp_path / "threads"
+    threads_file.write_text("3")
+
+    class ShareChangesAfterRound2(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+            if epoch == 2:
+                threads_file.write_text("1")
+            return False
+
+    def trained_on(rounds: int) -> str:
+        table = tweedie_data(np.random.default_rng(1), 300)
+        data = xgb.DMatrix(table[:, 1:], label=table[:, 0])
+        callbacks = [ShareChangesAfterRound2(), _FollowThreadShare(threads_file).callback]
+        booster = xgb.train({"max_depth": 2}, data, rounds, callbacks=callbacks)
+        return json.loads(booster.save_config())["learner"]["generic_param"]["nthread"]
+
+    assert trained_on(2) == "3"
+    threads_file.write_text("3")
+    assert trained_on(4) == "1"
 
 
 def test_memory_estimate_counts_parquet_cells_and_text_bytes(tmp_path: Path) -> None:
@@ -168,7 +227,7 @@ def small_machine(
         workdir,
         region=REGION,
         account_id=ACCOUNT,
-        memory=MemoryGate(lambda: HOST_BASE_BYTES + 50 * 2**20),
+        capacity=Capacity(lambda: HOST_BASE_BYTES + 50 * 2**20, cores=2),
     )
     url = local.start()
     s3 = boto3.client("s3", region_name=REGION)
@@ -216,6 +275,9 @@ def test_a_job_that_does_not_fit_beside_a_running_one_trains_after_it(
     assert second["TrainingJobStatus"] == "Completed", second.get("FailureReason")
     training = next(t for t in second["SecondaryStatusTransitions"] if t["Status"] == "Training")
     assert training["StartTime"] >= first["TrainingEndTime"]
+    for job in ("cap-first", "cap-second"):  # each trained alone: on both cores
+        host = json.loads((cloud.workdir / "training" / job / "algo-1" / "config.json").read_text())
+        assert Path(host["threads_file"]).read_text() == "2"
 
 
 def test_a_job_stopped_while_it_waits_for_memory_ends_stopped_without_training(
