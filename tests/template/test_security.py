@@ -7,6 +7,7 @@ of each optional feature (KMS key, notification e-mail, run retention).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from m5flow.images import xgboost_image_uri
 from m5flow.notifications import TERMINAL
 from m5flow_local.router.template import TEMPLATE_PATH, load_stack
 from tests.template.test_template import SAMPLE_BUCKET, _tool
@@ -29,7 +31,7 @@ FUNCTIONS = (*PIPELINE_FUNCTIONS, "ReportFailureFunction")
 BUCKET_ARN = "${DataBucket.Arn}"
 DEFAULT_BUS = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
 # Actions that have no resource type, so IAM accepts them only on "*" (each scoped otherwise).
-RESOURCELESS_ACTIONS = {"cloudwatch:PutMetricData"}
+RESOURCELESS_ACTIONS = {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 # The AWS managed policy SAM attaches to every function role: CloudWatch Logs writes only.
 SAM_BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
@@ -229,6 +231,8 @@ def test_roles_reach_only_the_stacks_bucket_bus_and_jobs(translated, conditions)
         r"log-group:/aws/sagemaker/\*",
         re.escape("${SageMakerExecutionRole.Arn}"),
         re.escape("${KmsKeyArn}"),
+        # The built-in image's repository, in whichever AWS account hosts it in the region.
+        r"arn:\$\{AWS::Partition\}:ecr:\$\{AWS::Region\}:\*:repository/sagemaker-xgboost",
         r"\*",  # resourceless actions only (test_no_statement_allows_everything)
     )
     for logical_id, statement in _identity_statements(resources):
@@ -256,6 +260,30 @@ def test_sagemaker_role_is_limited_to_the_runs_prefix(translated):
         for r in _listed(s["Resource"])
     }
     assert writes == {f"{BUCKET_ARN}/runs/*/model/*", f"{BUCKET_ARN}/runs/*/predictions/*"}
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "cn-north-1", "us-gov-west-1"])
+def test_sagemaker_role_may_pull_from_the_built_in_image_repository_only(translated, region):
+    """SageMaker pulls the job's image with the execution role's rights. Any account's
+    `sagemaker-xgboost` repository in the region: the accounts are in m5flow.images, and a
+    copy of that table in the template could drift from it."""
+    role = _branch(translated)["SageMakerExecutionRole"]
+    pulls = [s for s in _statements(role) if "ecr:BatchGetImage" in _listed(s["Action"])]
+    assert len(pulls) == 1
+    image = xgboost_image_uri(region)
+    account, _, _, image_region, *_ = image.split("/")[0].split(".")
+    partition = {"cn": "aws-cn", "us-gov": "aws-us-gov"}.get(region.rsplit("-", 2)[0], "aws")
+    repository = f"arn:{partition}:ecr:{image_region}:{account}:repository/sagemaker-xgboost"
+    (resource,) = _listed(pulls[0]["Resource"])
+    pattern = _text(resource).replace("${AWS::Partition}", partition)
+    assert fnmatch.fnmatchcase(repository, pattern.replace("${AWS::Region}", region))
+    assert not fnmatch.fnmatchcase(
+        repository.replace("sagemaker-xgboost", "other"), pattern.replace("${AWS::Region}", region)
+    )
+    token = next(
+        s for s in _statements(role) if "ecr:GetAuthorizationToken" in _listed(s["Action"])
+    )
+    assert token["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
 
 
 def test_functions_write_only_where_their_step_writes(translated):
