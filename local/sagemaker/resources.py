@@ -134,6 +134,9 @@ class TrainingJob:
     last_modified: float = 0.0
     start_time: float | None = None
     end_time: float | None = None
+    # Seconds it waited for this machine's memory (`capacity`): on SageMaker a job waits for
+    # instances before its TrainingStartTime, unbilled, so they are not training time.
+    waited: float = 0.0
     transitions: list[dict[str, Any]] = field(default_factory=list)
     model_artifacts: str | None = None
     final_metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -191,7 +194,7 @@ class TrainingJob:
         ):
             out[key] = bool(req.get(key, False))
         if self.start_time is not None and self.end_time is not None:
-            seconds = max(1, round(self.end_time - self.start_time))
+            seconds = max(1, round(self.end_time - self.start_time - self.waited))
             out["TrainingTimeInSeconds"] = seconds
             out["BillableTimeInSeconds"] = seconds
         for key in ("CheckpointConfig", "Environment", "ExperimentConfig", "RetryStrategy"):

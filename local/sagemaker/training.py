@@ -469,6 +469,7 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
             backend.finish_training(job, "Stopped")
             return
         if waiting_since:
+            job.waited = time.monotonic() - waiting_since[0]
             timer = _stop_after(max_runtime - (waiting_since[0] - began), backend, job)
         backend.mark_training(
             job, "Training", "Training image download completed. Training in progress."

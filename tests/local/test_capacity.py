@@ -296,9 +296,9 @@ def test_a_job_stopped_while_it_waits_for_memory_ends_stopped_without_training(
     assert cloud.events.wait_final("cap-running")["detail"]["TrainingJobStatus"] == "Stopped"
 
 
-def test_waiting_for_memory_does_not_count_against_max_runtime(small_machine: LocalCloud) -> None:
+def test_waiting_for_memory_is_neither_run_time_nor_training_time(small_machine: LocalCloud) -> None:
     """As waiting for instances does not on SageMaker: a job that waited longer than its
-    MaxRuntimeInSeconds still trains."""
+    MaxRuntimeInSeconds still trains, and is billed for its download and training only."""
     cloud = small_machine
     cloud.sm.create_training_job(**training_request(cloud, "cap-ahead", "runs/cap", LONG))
     _wait_for_message(cloud, "cap-ahead", "Training in progress")
@@ -309,3 +309,8 @@ def test_waiting_for_memory_does_not_count_against_max_runtime(small_machine: Lo
     cloud.sm.stop_training_job(TrainingJobName="cap-ahead")
     done = cloud.events.wait_final("cap-patient")["detail"]
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+    described = cloud.sm.describe_training_job(TrainingJobName="cap-patient")
+    elapsed = (described["TrainingEndTime"] - described["TrainingStartTime"]).total_seconds()
+    assert elapsed >= 12  # nor is it training time, billed
+    assert described["TrainingTimeInSeconds"] <= elapsed - 11
+    assert described["BillableTimeInSeconds"] == described["TrainingTimeInSeconds"]
