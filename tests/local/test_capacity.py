@@ -296,7 +296,9 @@ def test_a_job_stopped_while_it_waits_for_memory_ends_stopped_without_training(
     assert cloud.events.wait_final("cap-running")["detail"]["TrainingJobStatus"] == "Stopped"
 
 
-def test_waiting_for_memory_is_neither_run_time_nor_training_time(small_machine: LocalCloud) -> None:
+def test_waiting_for_memory_is_neither_run_time_nor_training_time(
+    small_machine: LocalCloud,
+) -> None:
     """As waiting for instances does not on SageMaker: a job that waited longer than its
     MaxRuntimeInSeconds still trains, and is billed for its download and training only."""
     cloud = small_machine
