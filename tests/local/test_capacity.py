@@ -25,6 +25,7 @@ from m5flow_local.sagemaker.capacity import (
     Capacity,
     host_memory_estimate,
 )
+from m5flow_local.sagemaker.training import _child_env
 from tests.local.conftest_sagemaker import (
     ACCOUNT,
     REGION,
@@ -166,6 +167,19 @@ def test_the_cores_are_shared_again_whenever_a_job_starts_or_ends() -> None:
     gate.release("alone")
     assert admit("two-hosts", hosts=2) == 2
     assert told["two-hosts"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("nthread", "threads"),
+    [(None, "3"), ("2", "2"), (" 2", "2"), ("+4", "4"), ("many", "3")],  # "many": refused later
+)
+def test_a_jobs_own_nthread_sets_its_hosts_openmp_threads(
+    nthread: str | None, threads: str
+) -> None:
+    """XGBoost builds the DMatrix on OpenMP's default threads: the job's nthread (as the
+    container reads it) or else the share."""
+    hyperparameters = {} if nthread is None else {"nthread": nthread}
+    assert _child_env({"HyperParameters": hyperparameters}, 3)["OMP_NUM_THREADS"] == threads
 
 
 def test_a_host_follows_its_thread_share_between_rounds(tmp_path: Path) -> None:
