@@ -37,9 +37,10 @@ from m5flow_local.sagemaker.resources import (
     Model,
     TrainingJob,
     TransformJob,
-    check_name,
-    check_tags,
+    check_request,
     clip_reason,
+    name_violations,
+    tag_violations,
     tags_map,
 )
 
@@ -136,8 +137,11 @@ class SageMakerBackend:
     def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         from m5flow_local.sagemaker import training
 
-        name = check_name(params.get("TrainingJobName"), "trainingJobName", JOB_NAME_PATTERN)
-        check_tags(params.get("Tags"))
+        name = params.get("TrainingJobName")
+        check_request(
+            name_violations(name, "trainingJobName", JOB_NAME_PATTERN),
+            tag_violations(params.get("Tags")),
+        )
         training.validate_request(params)
         now = time.time()
         with self.lock:
@@ -305,8 +309,11 @@ class SageMakerBackend:
 
     # ----------------------------------------------------------------- models
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = check_name(params.get("ModelName"), "modelName", MODEL_NAME_PATTERN)
-        check_tags(params.get("Tags"))
+        name = params.get("ModelName")
+        check_request(
+            name_violations(name, "modelName", MODEL_NAME_PATTERN),
+            tag_violations(params.get("Tags")),
+        )
         if "PrimaryContainer" not in params and not params.get("Containers"):
             raise ValidationError("Either PrimaryContainer or Containers must be specified.")
         containers = [params.get("PrimaryContainer") or {}, *(params.get("Containers") or [])]
@@ -344,8 +351,11 @@ class SageMakerBackend:
     def create_transform_job(self, params: dict[str, Any]) -> dict[str, Any]:
         from m5flow_local.sagemaker import transform
 
-        name = check_name(params.get("TransformJobName"), "transformJobName", JOB_NAME_PATTERN)
-        check_tags(params.get("Tags"))
+        name = params.get("TransformJobName")
+        check_request(
+            name_violations(name, "transformJobName", JOB_NAME_PATTERN),
+            tag_violations(params.get("Tags")),
+        )
         model = self.get_model(params.get("ModelName"))
         transform.validate_request(params, model, self.region)
         now = time.time()

@@ -3,7 +3,8 @@
 Each record keeps its request as given and its mutable state, and renders its
 Describe response (timestamps in epoch seconds) the way SageMaker shows it, with
 the defaults SageMaker fills in.  The helpers here carry AWS's exact wording for
-name validation and the 1024-character limit of ``FailureReason``.
+the constraints of names and tags (every one a request breaks, in one message) and the
+1024-character limit of ``FailureReason``.
 """
 
 from __future__ import annotations
@@ -24,26 +25,39 @@ FAILURE_REASON_MAX = 1024
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
-def check_name(value: Any, field_name: str, pattern: str, max_len: int = 63) -> str:
-    """Validate a resource name with AWS's exact message.
+def _violation(value: Any, where: str, constraint: str) -> str:
+    return f"Value '{value}' at '{where}' failed to satisfy constraint: Member must {constraint}"
+
+
+def name_violations(value: Any, field_name: str, pattern: str, max_len: int = 63) -> list[str]:
+    """What is wrong with a resource name, in AWS's words (see `check_request`)."""
+    if not isinstance(value, str):
+        return [_violation(value, field_name, f"satisfy regular expression pattern: {pattern}")]
+    violations = []
+    if not re.fullmatch(pattern.lstrip("^"), value):
+        violations.append(
+            _violation(value, field_name, f"satisfy regular expression pattern: {pattern}")
+        )
+    if len(value) > max_len:
+        violations.append(
+            _violation(value, field_name, f"have length less than or equal to {max_len}")
+        )
+    return violations
+
+
+def check_request(*violations: list[str]) -> None:
+    """Refuse a request with every constraint it breaks, as AWS's front end does.
 
     Raises
     ------
     ValidationError
-        ``1 validation error detected: Value 'x_y' at 'trainingJobName' failed to satisfy
-        constraint: Member must satisfy regular expression pattern: <pattern>``
+        ``2 validation errors detected: Value 'x_y' at 'trainingJobName' failed to satisfy
+        constraint: Member must satisfy regular expression pattern: <pattern>; Value ...``
     """
-    if not isinstance(value, str) or not re.fullmatch(pattern.lstrip("^"), value):
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
-            f"constraint: Member must satisfy regular expression pattern: {pattern}"
-        )
-    if len(value) > max_len:
-        raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
-            f"constraint: Member must have length less than or equal to {max_len}"
-        )
-    return value
+    found = [violation for group in violations for violation in group]
+    if found:
+        errors = "error" if len(found) == 1 else "errors"
+        raise ValidationError(f"{len(found)} validation {errors} detected: {'; '.join(found)}")
 
 
 def clip_reason(reason: str) -> str:
@@ -62,22 +76,14 @@ _TAG_SYMBOLS = frozenset("_.:/=+-@")
 _MAX_TAGS = 50
 
 
-def check_tags(tags: Any) -> None:
-    """Validate a Create* request's ``Tags`` as SageMaker does (keys 1-128 and values 0-256
-    characters of letters, spaces, numbers and ``_.:/=+-@``; at most 50), with AWS's wording.
-
-    Raises
-    ------
-    ValidationError
-        ``1 validation error detected: Value 'a,b' at 'tags.2.member.value' failed to
-        satisfy constraint: Member must satisfy regular expression pattern: <pattern>``
-    """
+def tag_violations(tags: Any) -> list[str]:
+    """What is wrong with a Create* request's ``Tags``, in AWS's words, as SageMaker checks
+    them: keys 1-128 and values 0-256 characters of letters, spaces, numbers and
+    ``_.:/=+-@``; at most 50 (see `check_request`)."""
     tags = tags or []
     if len(tags) > _MAX_TAGS:
-        raise ValidationError(
-            f"1 validation error detected: Value '{tags}' at 'tags' failed to satisfy "
-            f"constraint: Member must have length less than or equal to {_MAX_TAGS}"
-        )
+        return [_violation(tags, "tags", f"have length less than or equal to {_MAX_TAGS}")]
+    violations = []
     for number, tag in enumerate(tags, start=1):
         for part, low, high in (("Key", 1, 128), ("Value", 0, 256)):
             text = tag.get(part, "")
@@ -86,10 +92,8 @@ def check_tags(tags: Any) -> None:
                 unicodedata.category(char)[0] in "LZN" or char in _TAG_SYMBOLS for char in text
             )
             if not allowed:
-                raise ValidationError(
-                    f"1 validation error detected: Value '{text}' at '{where}' failed to "
-                    f"satisfy constraint: Member must satisfy regular expression pattern: "
-                    f"{TAG_PATTERN}"
+                violations.append(
+                    _violation(text, where, f"satisfy regular expression pattern: {TAG_PATTERN}")
                 )
             if not low <= len(text) <= high:
                 bound = (
@@ -97,10 +101,8 @@ def check_tags(tags: Any) -> None:
                     if len(text) < low
                     else f"less than or equal to {high}"
                 )
-                raise ValidationError(
-                    f"1 validation error detected: Value '{text}' at '{where}' failed to "
-                    f"satisfy constraint: Member must have length {bound}"
-                )
+                violations.append(_violation(text, where, f"have length {bound}"))
+    return violations
 
 
 def tags_map(tags: list[dict[str, str]] | None) -> dict[str, str]:

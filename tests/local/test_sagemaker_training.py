@@ -321,6 +321,22 @@ def test_api_errors_use_aws_codes_and_messages(
     ):
         cloud.sm.create_training_job(**tagged)
 
+    # AWS names every constraint a request breaks, in one message.
+    worst = training_request(cloud, "bad_" + "x" * 63, csv_prefix, TWEEDIE)
+    worst["Tags"] = [{"Key": "k" * 129, "Value": "a,b"}]
+    with pytest.raises(ClientError) as everything:
+        cloud.sm.create_training_job(**worst)
+    message = everything.value.response["Error"]["Message"]
+    assert message.startswith("4 validation errors detected: Value 'bad_xxx")
+    assert [part.split(" failed")[0].split(" at ")[1] for part in message.split("; ")] == [
+        "'trainingJobName'",
+        "'trainingJobName'",
+        "'tags.1.member.key'",
+        "'tags.1.member.value'",
+    ]
+    assert "Member must have length less than or equal to 63" in message
+    assert "Member must have length less than or equal to 128" in message
+
     listed = cloud.sm.list_training_jobs(NameContains="bad-", MaxResults=100)
     assert [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]] == ["bad-power"]
 
