@@ -26,6 +26,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -84,6 +85,16 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class _Holding:
+    """What an admitted job holds: its estimated memory, its hosts, and how to tell it its
+    share of the cores."""
+
+    need: int
+    hosts: int
+    tell: Callable[[int], None]
+
+
 class Capacity:
     """Admits training jobs, in the order they ask, while their estimated memory fits in
     what this machine has, and shares its cores among the hosts of the jobs it holds.
@@ -101,9 +112,7 @@ class Capacity:
         self._available = available
         self._cores = cores or usable_cores()
         self._changed = threading.Condition()
-        self._held: dict[str, int] = {}
-        self._hosts: dict[str, int] = {}
-        self._told: dict[str, Callable[[int], None]] = {}
+        self._held: dict[str, _Holding] = {}
         self._share = 0  # threads per host last told
         self._queue: deque[str] = deque()
         self._budget = 0
@@ -133,12 +142,10 @@ class Capacity:
                 while not stopped():
                     if not self._held:
                         self._budget = self._available()
-                    held = sum(self._held.values())
+                    held = sum(holding.need for holding in self._held.values())
                     first = self._queue[0] == job
                     if first and (not self._held or held + need <= self._budget):
-                        self._held[job] = need
-                        self._hosts[job] = hosts
-                        self._told[job] = on_share
+                        self._held[job] = _Holding(need, hosts, on_share)
                         on_share(self._reshare(job))
                         return self._share
                     if not told:
@@ -158,20 +165,19 @@ class Capacity:
     def release(self, job: str) -> None:
         """Give back what `job` held (nothing if it held nothing) and wake waiting jobs."""
         with self._changed:
-            self._held.pop(job, None)
-            if self._hosts.pop(job, None) is not None:
-                del self._told[job]
+            if self._held.pop(job, None) is not None:
                 self._reshare()
             self._changed.notify_all()
 
     def _reshare(self, new_job: str | None = None) -> int:
         """Divide the cores among the hosts held now; tell the jobs already told (not
         `new_job`) if their share changed. Called with the lock held."""
-        share = max(1, self._cores // sum(self._hosts.values())) if self._hosts else 0
+        hosts = sum(holding.hosts for holding in self._held.values())
+        share = max(1, self._cores // hosts) if hosts else 0
         if share != self._share:
-            for job, tell in self._told.items():
+            for job, holding in self._held.items():
                 if job != new_job:
-                    tell(share)
+                    holding.tell(share)
         self._share = share
         return share
 

@@ -151,11 +151,7 @@ def _download_channels(
 
 
 def _host_config(
-    params: dict[str, Any],
-    hosts: list[str],
-    host: str,
-    job_dir: Path,
-    tracker_port: int | None,
+    params: dict[str, Any], hosts: list[str], host: str, job_dir: Path, tracker_port: int | None
 ) -> Path:
     host_dir = job_dir / host
     channels = _channel_settings(params)
