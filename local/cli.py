@@ -156,7 +156,10 @@ def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:
 
     # The console tells a run by its events and job progress; the functions' INFO logs
     # (CloudWatch's, on AWS) would bury them. `--parameter LogLevel=INFO` brings them back.
-    parameters = {"LogLevel": "WARNING"} | dict(args.parameter)
+    # Here every "instance" is a process on this one machine, so more of them per job add
+    # no memory, only need more: one host keeps its data as a QuantileDMatrix, which hosts
+    # that sketch their bins together cannot (local/sagemaker/algorithm_data.py).
+    parameters = {"LogLevel": "WARNING", "TrainingInstanceCount": "1"} | dict(args.parameter)
     problems = parameter_problems(template_parameters(), parameters)
     if not problems:  # past CloudFormation's pattern, the functions read it as JSON
         try:
@@ -397,7 +400,7 @@ def parser() -> argparse.ArgumentParser:
             type=_name_and_value,
             metavar="NAME=VALUE",
             help="a template.yaml parameter, e.g. ModelMinLags=7,14,21,28 (repeatable; "
-            "LogLevel is WARNING unless given)",
+            "LogLevel is WARNING and TrainingInstanceCount 1 unless given)",
         )
     run.set_defaults(run=_local_run)
     up.add_argument(

@@ -115,13 +115,25 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(small_m5),
          "--out", str(tmp_path / "out"), "--parameter", "NumRounds=50",
-         "--parameter", "ModelMinLags=7,14"],
+         "--parameter", "ModelMinLags=7,14", "--parameter", "TrainingInstanceCount=0"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
     assert "NumRounds: not a parameter of template.yaml" in result.stderr
     assert "ModelMinLags=7,14: must be increasing minimum lags" in result.stderr
+    assert "TrainingInstanceCount=0: must be auto, or a whole number from 1 to 20" in result.stderr
     assert "local cloud up" not in result.stdout  # refused before anything started
+
+
+def test_local_jobs_train_on_one_host_unless_told_otherwise():
+    """On one machine more hosts add no memory (README: Local mode); `auto` stays a choice."""
+    from argparse import Namespace
+
+    from m5flow_local.cli import _stack_parameters
+
+    assert _stack_parameters(Namespace(parameter=[]))["TrainingInstanceCount"] == "1"
+    told = _stack_parameters(Namespace(parameter=[("TrainingInstanceCount", "auto")]))
+    assert told == {"LogLevel": "WARNING", "TrainingInstanceCount": "auto"}
 
 
 def test_local_run_refuses_hyperparameters_that_are_not_json(small_m5, tmp_path):

@@ -536,6 +536,13 @@ def test_model_min_lags_reaches_the_shard_function(translated):
         ("Hyperparameters", '{\n  "eta": "0.1"\n}', True),  # as a file would hold it
         ("Hyperparameters", "eta=0.1", False),
         ("Hyperparameters", "", False),
+        ("TrainingInstanceCount", "auto", True),
+        ("TrainingInstanceCount", "1", True),
+        ("TrainingInstanceCount", "20", True),
+        ("TrainingInstanceCount", "0", False),
+        ("TrainingInstanceCount", "21", False),
+        ("TrainingInstanceCount", "Auto", False),
+        ("TrainingInstanceCount", "", False),
     ],
 )  # fmt: skip
 def test_parameter_patterns(parameter, value, allowed):

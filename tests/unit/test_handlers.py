@@ -150,6 +150,9 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     events = bus.drain()
     assert [e["detail-type"] for e in events] == ["Training Started"]
     assert events[0]["detail"]["training_jobs"] == jobs
+    # TrainingInstanceCount=auto (the default) sizes each job: small data, one instance.
+    assert events[0]["detail"]["instance_type"] == "ml.m5.xlarge"
+    assert events[0]["detail"]["instances"] == dict.fromkeys(jobs, 1)
 
 
 @pytest.mark.parametrize(

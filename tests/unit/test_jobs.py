@@ -45,6 +45,27 @@ def test_several_hosts_shard_by_key_and_validation_stays_replicated():
     assert distribution == {"train": "ShardedByS3Key", "validation": "FullyReplicated"}
 
 
+def test_auto_is_the_default_and_sizes_each_job_from_its_manifest():
+    assert JobSettings.from_env(ENV).training_instance_count is None
+    assert JobSettings.from_env({**ENV, "TRAINING_INSTANCE_COUNT": "auto"}) == JobSettings.from_env(
+        ENV
+    )
+    shards = [ShardInfo(f"runs/r-1/train/h7/{i}.parquet", 700_000, 1) for i in range(70)]
+    big = ModelShards("h7", 7, (1, 7), [f"f{i}" for i in range(33)], train=shards)
+    manifest = Manifest("r-1", "d", {}, 1941, 28, 30_490, PARQUET, [big])
+
+    request = training_request(manifest, big, JobSettings.from_env(ENV))
+    # 49 M rows of 34 cells: about 31 GiB on one host; 24 shards a host fit an ml.m5.xlarge.
+    assert request["ResourceConfig"]["InstanceCount"] == 3
+    train = request["InputDataConfig"][0]["DataSource"]["S3DataSource"]
+    assert train["S3DataDistributionType"] == "ShardedByS3Key"
+
+    fixed = JobSettings.from_env({**ENV, "TRAINING_INSTANCE_COUNT": "2"})
+    assert training_request(manifest, big, fixed)["ResourceConfig"]["InstanceCount"] == 2
+    larger = JobSettings.from_env({**ENV, "TRAINING_INSTANCE_TYPE": "ml.r5.4xlarge"})
+    assert training_request(manifest, big, larger)["ResourceConfig"]["InstanceCount"] == 1
+
+
 def test_more_hosts_than_training_objects_is_refused_with_a_reason():
     settings = JobSettings.from_env({**ENV, "TRAINING_INSTANCE_COUNT": "4"})
     manifest = _manifest(3)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from m5flow import naming
+from m5flow import instances, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.hyperparameters import (
     DEFAULT_HYPERPARAMETERS,
@@ -40,7 +40,8 @@ class JobSettings:
     image: str
     hyperparameters: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
     training_instance_type: str = "ml.m5.xlarge"
-    training_instance_count: int = 1
+    # None ("auto"): as many as each model's data needs (`training_instance_count`).
+    training_instance_count: int | None = None
     transform_instance_type: str = "ml.m5.xlarge"
     max_training_seconds: int = 7200
     volume_gb: int = 30
@@ -62,11 +63,32 @@ class JobSettings:
             or xgboost_image_uri(env.get("AWS_REGION", "us-east-1")),
             hyperparameters=hyperparameters,
             training_instance_type=env.get("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
-            training_instance_count=int(env.get("TRAINING_INSTANCE_COUNT", "1")),
+            training_instance_count=_instance_count(env.get("TRAINING_INSTANCE_COUNT")),
             transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
             max_training_seconds=int(env.get("MAX_TRAINING_SECONDS", "7200")),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
         )
+
+
+def _instance_count(value: str | None) -> int | None:
+    """TrainingInstanceCount: a number, or None for `auto` (also when unset)."""
+    value = (value or instances.AUTO).strip()
+    return None if value == instances.AUTO else int(value)
+
+
+def training_instance_count(model: ModelShards, settings: JobSettings) -> int:
+    """The instances of `model`'s training job: the stack's number, else as many as its
+    data needs (`instances.instances_needed`).
+
+    Raises
+    ------
+    RunFailedError
+        A number that would leave hosts without data, or data no instance count holds.
+    """
+    if settings.training_instance_count is None:
+        return instances.instances_needed(model, settings.training_instance_type)
+    check_distribution(model, settings.training_instance_count)
+    return settings.training_instance_count
 
 
 def _s3_prefix(bucket: str, prefix: str) -> str:
@@ -105,8 +127,8 @@ def training_request(
     manifest: Manifest, model: ModelShards, settings: JobSettings
 ) -> dict[str, Any]:
     """Keyword arguments of `create_training_job` for one model of a run."""
-    check_distribution(model, settings.training_instance_count)
-    distribution = "ShardedByS3Key" if settings.training_instance_count > 1 else "FullyReplicated"
+    instance_count = training_instance_count(model, settings)
+    distribution = "ShardedByS3Key" if instance_count > 1 else "FullyReplicated"
 
     def channel(name: str, dist: str) -> dict[str, Any]:
         return {
@@ -145,7 +167,7 @@ def training_request(
         },
         "ResourceConfig": {
             "InstanceType": settings.training_instance_type,
-            "InstanceCount": settings.training_instance_count,
+            "InstanceCount": instance_count,
             "VolumeSizeInGB": settings.volume_gb,
             **({"VolumeKmsKeyId": key} if key else {}),
         },

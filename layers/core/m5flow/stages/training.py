@@ -6,10 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from m5flow import jobs, naming
+from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import EventPublisher
-from m5flow.shards import Manifest
+from m5flow.shards import Manifest, ModelShards
 from m5flow.stages.failure import announce_run_failure
 from m5flow.storage import Storage
 
@@ -44,7 +44,8 @@ def start_training(
         )
         return []
     created = []
-    for request in requests:
+    for model, request in zip(manifest.models, requests, strict=True):
+        _log_host_memory(manifest.run_id, model, request["ResourceConfig"])
         try:
             sagemaker.create_training_job(**request)
         except sagemaker.exceptions.ResourceInUse:
@@ -57,9 +58,30 @@ def start_training(
             "run_id": manifest.run_id,
             "dataset": manifest.dataset,
             "training_jobs": [request["TrainingJobName"] for request in requests],
-            "instance_count": settings.training_instance_count,
+            "instance_type": settings.training_instance_type,
+            "instances": {
+                r["TrainingJobName"]: r["ResourceConfig"]["InstanceCount"] for r in requests
+            },
             "manifest": naming.manifest_key(manifest.run_id),
         },
         once="training-started",
     )
     return created
+
+
+def _log_host_memory(run: str, model: ModelShards, resources: dict[str, Any]) -> None:
+    """Log what each host of a model's job is estimated to need, and warn when a stack's
+    fixed TrainingInstanceCount leaves that above the instance's memory (the job would
+    most likely end in an out-of-memory exit)."""
+    count, instance_type = resources["InstanceCount"], resources["InstanceType"]
+    need, memory = instances.host_memory(model, count), instances.instance_memory(instance_type)
+    extra = {"run_id": run, "model": model.name, "instance_type": instance_type,
+             "instance_count": count, "host_gib": round(need / instances.GIB, 2)}  # fmt: skip
+    if memory is not None and need > memory * instances.USABLE_FRACTION:
+        logger.warning(
+            f"each host may need more memory than {instance_type} has: consider "
+            f"TrainingInstanceCount={instances.AUTO} or a larger TrainingInstanceType",
+            extra=extra | {"instance_gib": memory / instances.GIB},
+        )
+    else:
+        logger.info("training hosts", extra=extra)
