@@ -292,6 +292,29 @@ def test_publish_model_reports_failed_training(bucket, load_function, small_m5, 
     assert failed["detail"]["failure_reason"] == event["detail"]["FailureReason"]
 
 
+@pytest.mark.parametrize(
+    ("secondary", "reason"),
+    [
+        ("MaxRuntimeExceeded", "the training job reached MaxRuntimeInSeconds (7200 s) and was "
+         "stopped; raise the stack's MaxTrainingSeconds, or lower num_round"),
+        ("Stopped", "the training job was stopped"),
+    ],
+)  # fmt: skip
+def test_publish_model_says_why_a_training_job_stopped(
+    bucket, load_function, small_m5, bus, secondary, reason
+):
+    run = _run_started(bucket, load_function, small_m5, bus, f"stop-{secondary.lower()}")
+    event = _training_event(bucket, run, "sagemaker_training_failed")
+    del event["detail"]["FailureReason"]  # SageMaker gives none for a stopped job
+    event["detail"] |= {"TrainingJobStatus": "Stopped", "SecondaryStatus": secondary}
+
+    assert load_function("PublishModelFunction").invoke(event)["transform_job"] is None
+
+    (failed,) = bus.drain()
+    name = event["detail"]["TrainingJobName"]
+    assert failed["detail"]["reason"] == f"training job {name} Stopped: {reason}"
+
+
 def _two_model_run(bucket: str, load_function, data_dir: Path, bus, dataset: str) -> str:
     """A run of models h14 and h28 (the dataset's m5flow.json); its events so far drained."""
     boto3.client("s3").put_object(

@@ -242,7 +242,7 @@ def announce_job_failure(
     """
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
-    failure_reason = job.get("FailureReason") or f"the {kind} job was {status.lower()}"
+    failure_reason = job.get("FailureReason") or _stop_reason(job, kind, status)
     detail = {
         "run_id": run,
         "dataset": dataset,
@@ -254,6 +254,19 @@ def announce_job_failure(
     }
     logger.error(f"{kind} did not complete", extra=detail)
     announce_run_failure(publisher, detail)
+
+
+def _stop_reason(job: Mapping[str, Any], kind: str, status: str) -> str:
+    """Why a job that SageMaker gave no FailureReason ended: a training job stopped at its
+    time limit says so (SecondaryStatus MaxRuntimeExceeded), with the setting to change."""
+    if job.get("SecondaryStatus") == "MaxRuntimeExceeded":
+        limit = (job.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        seconds = f" ({limit} s)" if limit else ""
+        return (
+            f"the {kind} job reached MaxRuntimeInSeconds{seconds} and was stopped; raise the "
+            "stack's MaxTrainingSeconds, or lower num_round"
+        )
+    return f"the {kind} job was {status.lower()}"
 
 
 def announce_run_failure(
