@@ -8,6 +8,7 @@ from m5flow.exceptions import RunFailedError
 from m5flow.instances import (
     GIB,
     USABLE_FRACTION,
+    has_local_storage,
     host_memory,
     instance_memory,
     instances_needed,
@@ -100,3 +101,14 @@ def test_data_no_count_of_the_type_holds_is_refused_with_what_to_change():
 def test_auto_cannot_size_an_unknown_type_and_says_to_set_a_number():
     with pytest.raises(RunFailedError, match=r"cannot size ml\.c4\.8xlarge.*to a number"):
         instances_needed(_model([10], 0), "ml.c4.8xlarge")
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "local"),
+    [("ml.m5.xlarge", False), ("ml.p3.2xlarge", False), ("ml.c5n.xlarge", False),
+     ("ml.m5d.large", True), ("ml.c5d.9xlarge", True), ("ml.r5d.xlarge", True),
+     ("ml.m6id.xlarge", True), ("ml.m5ad.xlarge", True), ("ml.p4d.24xlarge", True),
+     ("ml.g4dn.xlarge", True), ("ml.g5.2xlarge", True), ("ml.p3dn.24xlarge", True)],
+)  # fmt: skip
+def test_types_with_instance_storage_are_known(instance_type, local):
+    assert has_local_storage(instance_type) is local

@@ -73,6 +73,22 @@ def test_more_hosts_than_training_objects_is_refused_with_a_reason():
         training_request(manifest, manifest.models[0], settings)
 
 
+def test_no_volume_key_for_types_whose_local_disks_encrypt_themselves():
+    """SageMaker refuses VolumeKmsKeyId with local-storage types (m5d, g4dn...)."""
+    settings = JobSettings.from_env(
+        {**ENV, "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/k",
+         "TRAINING_INSTANCE_TYPE": "ml.m5d.2xlarge", "TRANSFORM_INSTANCE_TYPE": "ml.g4dn.xlarge"}
+    )  # fmt: skip
+    manifest = _manifest(1)
+    training = training_request(manifest, manifest.models[0], settings)
+    transform = transform_request(manifest, manifest.models[0], settings)
+    assert "VolumeKmsKeyId" not in training["ResourceConfig"]
+    assert "VolumeKmsKeyId" not in transform["TransformResources"]
+    # the outputs in S3 are still encrypted with the key
+    assert training["OutputDataConfig"]["KmsKeyId"] == settings.kms_key_arn
+    assert transform["TransformOutput"]["KmsKeyId"] == settings.kms_key_arn
+
+
 def test_kms_key_encrypts_volumes_and_outputs():
     settings = JobSettings.from_env({**ENV, "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:1:key/k"})
     manifest = _manifest(1)

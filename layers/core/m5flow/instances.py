@@ -41,6 +41,8 @@ _GIB_PER_VCPU = {
     **dict.fromkeys(("r5", "r5d", "r6i", "r7i"), 8.0),
     "p3": 7.625,
 }
+# Families with instance storage whose names do not end in "d" (m5d, c5d, r5d, p4d... do).
+_LOCAL_STORAGE_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3dn", "p5", "trn1", "trn1n", "inf2"}
 _INSTANCE_TYPE = re.compile(r"ml\.(?P<family>[a-z0-9]+)\.(?:(?P<large>large)|(?P<n>\d*)xlarge)")
 
 
@@ -57,6 +59,20 @@ def instance_memory(instance_type: str) -> int | None:
         return None
     vcpus = 2 if match["large"] else 4 * int(match["n"] or 1)
     return int(_GIB_PER_VCPU[match["family"]] * vcpus * GIB)
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """Whether the type's volumes are local NVMe disks, which the instance encrypts with its
+    own hardware: SageMaker then refuses a VolumeKmsKeyId (CreateTrainingJob's ResourceConfig,
+    CreateTransformJob's TransformResources).
+
+    Example
+    -------
+    >>> [has_local_storage(t) for t in ("ml.m5.xlarge", "ml.m5d.xlarge", "ml.g4dn.xlarge")]
+    [False, True, True]
+    """
+    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else ""
+    return family in _LOCAL_STORAGE_FAMILIES or bool(re.fullmatch(r"[a-z]+\d[a-z]*d", family))
 
 
 def host_memory(model: ModelShards, hosts: int) -> int:

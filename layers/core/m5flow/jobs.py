@@ -99,6 +99,12 @@ def _kms(settings: JobSettings) -> str:
     return settings.kms_key_arn.strip()
 
 
+def _volume_kms(key: str, instance_type: str) -> dict[str, str]:
+    """VolumeKmsKeyId, unless the type's own hardware encrypts its local volumes (then
+    SageMaker refuses the key)."""
+    return {"VolumeKmsKeyId": key} if key and not instances.has_local_storage(instance_type) else {}
+
+
 def _tags(manifest: Manifest, model: ModelShards) -> list[dict[str, str]]:
     return [
         {"Key": "m5flow:run", "Value": manifest.run_id},
@@ -169,7 +175,7 @@ def training_request(
             "InstanceType": settings.training_instance_type,
             "InstanceCount": instance_count,
             "VolumeSizeInGB": settings.volume_gb,
-            **({"VolumeKmsKeyId": key} if key else {}),
+            **_volume_kms(key, settings.training_instance_type),
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_training_seconds},
         "HyperParameters": hyperparameters,
@@ -225,7 +231,7 @@ def transform_request(
         "TransformResources": {
             "InstanceType": settings.transform_instance_type,
             "InstanceCount": 1,
-            **({"VolumeKmsKeyId": key} if key else {}),
+            **_volume_kms(key, settings.transform_instance_type),
         },
         "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
         "Tags": _tags(manifest, model),
