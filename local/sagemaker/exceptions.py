@@ -35,6 +35,12 @@ class ResourceInUseError(SageMakerError):
     code = "ResourceInUse"
 
 
+class ResourceLimitExceededError(SageMakerError):
+    """Raised when a request would take more instances than a service quota allows."""
+
+    code = "ResourceLimitExceeded"
+
+
 class ToolkitError(Exception):
     """Raised inside the algorithm when training cannot go on (toolkit's ``BaseToolkitError``).
 

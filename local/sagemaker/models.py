@@ -23,13 +23,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from m5flow_local.sagemaker import events, s3io
 from m5flow_local.sagemaker.capacity import Capacity
-from m5flow_local.sagemaker.exceptions import ResourceInUseError, ValidationError
+from m5flow_local.sagemaker.exceptions import (
+    ResourceInUseError,
+    ResourceLimitExceededError,
+    ValidationError,
+)
 from m5flow_local.sagemaker.resources import (
     JOB_NAME_PATTERN,
     MODEL_NAME_PATTERN,
@@ -61,6 +65,10 @@ class SageMakerBackend:
     capacity
         Admits training jobs while this machine's memory holds them and shares its cores
         among them (default: what the operating system reports available).
+    quotas
+        Service quotas "<instance type> for training job usage": the most instances of a
+        type that training jobs in progress may hold at once. A type not in it has no limit,
+        as this machine has none (`capacity` shares what it has instead).
     """
 
     def __init__(
@@ -72,9 +80,11 @@ class SageMakerBackend:
         account_id: str,
         progress: Callable[[str], None] | None = None,
         capacity: Capacity | None = None,
+        quotas: Mapping[str, int] | None = None,
     ) -> None:
         self.emit = emit
         self.capacity = capacity or Capacity()  # the training jobs share this machine
+        self.quotas = dict(quotas or {})
         self.progress = progress  # a line per step no event announces (the console's view)
         self.workdir = Path(workdir)
         self.region = region
@@ -150,6 +160,7 @@ class SageMakerBackend:
                     "Training job names must be unique within an AWS account and region, and a "
                     f"training job with this name already exists ({self.arn('training-job', name)})"
                 )
+            self._check_quota(params.get("ResourceConfig") or {})
             job = TrainingJob(
                 name=name,
                 arn=self.arn("training-job", name),
@@ -306,6 +317,32 @@ class SageMakerBackend:
             else:
                 job.transition("Stopped", "Training job stopped", now)
             self.queue_event(events.TRAINING_DETAIL_TYPE, job)
+
+    def _check_quota(self, resources: Mapping[str, Any]) -> None:
+        """Refuse instances beyond the type's quota, in AWS's words (call with the lock)."""
+
+        def instances(of: Mapping[str, Any]) -> int:
+            return int(of.get("InstanceCount", 1))
+
+        kind = resources.get("InstanceType")
+        quota = self.quotas.get(str(kind))
+        if quota is None:
+            return
+        running = [
+            job.request.get("ResourceConfig") or {}
+            for job in self.training_jobs.values()
+            if job.status not in TERMINAL
+        ]
+        in_use = sum(instances(held) for held in running if held.get("InstanceType") == kind)
+        delta = instances(resources)
+        if in_use + delta > quota:
+            raise ResourceLimitExceededError(
+                f"The account-level service limit '{kind} for training job usage' is {quota} "
+                f"Instances, with current utilization of {in_use} Instances and a request delta "
+                f"of {delta} Instances. Please use AWS Service Quotas to request an increase "
+                "for this quota. If AWS Service Quotas is not available, contact AWS support to "
+                "request an increase for this quota."
+            )
 
     # ----------------------------------------------------------------- models
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,10 @@ class LocalSageMaker:
     capacity
         Starts training jobs only while this machine's memory can hold them, and shares its
         cores among them (`capacity.Capacity`; default: what the operating system reports).
+    quotas
+        Instances of a type that training jobs may hold at once (AWS's "<type> for training
+        job usage"), beyond which CreateTrainingJob fails with ResourceLimitExceeded; none
+        by default.
 
     Example
     -------
@@ -66,10 +70,12 @@ class LocalSageMaker:
         account_id: str = "123456789012",
         progress: Callable[[str], None] | None = None,
         capacity: Capacity | None = None,
+        quotas: Mapping[str, int] | None = None,
     ) -> None:
         self.emit = emit
         self.progress = progress
         self.capacity = capacity
+        self.quotas = quotas
         self.workdir = Path(workdir)
         self.region = region
         self.account_id = account_id
@@ -95,6 +101,7 @@ class LocalSageMaker:
             account_id=self.account_id,
             progress=self.progress,
             capacity=self.capacity,
+            quotas=self.quotas,
         )
         self._server = make_server(
             host,

@@ -377,6 +377,48 @@ def test_max_runtime_stops_training_and_keeps_saved_model(
     assert booster.num_boosted_rounds() > 0
 
 
+def test_a_quota_refuses_instances_beyond_it_until_jobs_end(
+    cloud: LocalCloud, csv_prefix: str, tmp_path: Path
+) -> None:
+    """Instances of a type held by training jobs in progress count against its quota
+    ("<type> for training job usage"); AWS's error and wording; freed when a job ends."""
+    events = EventLog()
+    local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
+                           quotas={"ml.m5.large": 3})  # fmt: skip
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
+    endless = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
+    try:
+        sm.create_training_job(
+            **training_request(cloud, "q-two", csv_prefix, endless, instances=2,
+                               distribution={"train": "ShardedByS3Key"})
+        )  # fmt: skip
+        with pytest.raises(sm.exceptions.ResourceLimitExceeded) as refused:
+            sm.create_training_job(
+                **training_request(cloud, "q-more", csv_prefix, endless, instances=2,
+                                   distribution={"train": "ShardedByS3Key"})
+            )  # fmt: skip
+        assert refused.value.response["Error"]["Message"] == (
+            "The account-level service limit 'ml.m5.large for training job usage' is 3 "
+            "Instances, with current utilization of 2 Instances and a request delta of 2 "
+            "Instances. Please use AWS Service Quotas to request an increase for this quota. "
+            "If AWS Service Quotas is not available, contact AWS support to request an "
+            "increase for this quota."
+        )
+        with pytest.raises(ClientError, match="Requested resource not found"):  # none kept
+            sm.describe_training_job(TrainingJobName="q-more")
+        other_type = training_request(cloud, "q-other", csv_prefix, endless)
+        other_type["ResourceConfig"]["InstanceType"] = "ml.m5.xlarge"  # no quota here
+        sm.create_training_job(**other_type)
+        sm.stop_training_job(TrainingJobName="q-two")
+        events.wait_final("q-two")
+        sm.create_training_job(  # the stopped job's instances are free again
+            **training_request(cloud, "q-more", csv_prefix, endless, instances=2,
+                               distribution={"train": "ShardedByS3Key"})
+        )  # fmt: skip
+    finally:
+        local.stop()
+
+
 class Console:
     """The lines a local SageMaker reports to its console, with a blocking wait for one."""
 

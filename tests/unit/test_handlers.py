@@ -589,6 +589,50 @@ def test_assemble_forecast_reports_failed_transform(bucket, load_function, small
     assert _keys(bucket, f"runs/{run}/forecast/") == []
 
 
+def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Two of four jobs fit the account's quota: the run cannot finish, so it says what it
+    needs and stops the two; a late delivery of the manifest event starts nothing."""
+    from m5flow.jobs import JobSettings
+    from m5flow.notifications import EventPublisher
+    from m5flow.stages.training import start_training
+    from m5flow.storage import S3Storage
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota")
+    storage = S3Storage(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    settings = JobSettings.from_env(
+        {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
+    )
+    local = LocalSageMaker(lambda event: None, tmp_path, quotas={"ml.m5.xlarge": 2})
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    try:
+        manifest = f"runs/{run}/manifest.json"
+        created = start_training(storage, sagemaker, publisher, manifest, settings)
+
+        assert created == [f"m5flow-{run}-h7", f"m5flow-{run}-h14"]
+        (failed,) = bus.drain()
+        assert failed["detail-type"] == "Run Failed"
+        assert failed["detail"]["stage"] == "start_training"
+        reason = failed["detail"]["reason"]
+        assert reason.startswith(
+            f"SageMaker refused training job m5flow-{run}-h21 (ResourceLimitExceeded: The "
+            "account-level service limit 'ml.m5.xlarge for training job usage' is 2 Instances"
+        )
+        assert "The run's 4 training jobs need 4 ml.m5.xlarge instances at once" in reason
+        for name in created:
+            status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+            assert status in ("Stopping", "Stopped")
+
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == []
+        assert bus.drain() == []
+        assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
+    finally:
+        local.stop()
+
+
 def test_start_training_refuses_more_hosts_than_shards_with_run_failed(
     bucket, load_function, small_m5, bus
 ):

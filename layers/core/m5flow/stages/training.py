@@ -8,9 +8,9 @@ from aws_lambda_powertools import Logger
 
 from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import EventPublisher, Stage
 from m5flow.shards import Manifest, ModelShards
-from m5flow.stages.failure import announce_run_failure
+from m5flow.stages.failure import RUN_FAILED, announce_run_failure
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -29,6 +29,10 @@ def start_training(
     counted as done, and `Training Started` is announced once per run.
     """
     manifest = Manifest.from_json(storage.read(manifest_key))
+    if publisher.settle(manifest.run_id, RUN_FAILED) != "absent":
+        # A late delivery after the run failed (a quota refused it): start nothing more.
+        logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
+        return []
     try:
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
     except RunFailedError as exc:
@@ -44,13 +48,16 @@ def start_training(
         )
         return []
     created = []
-    for model, request in zip(manifest.models, requests, strict=True):
+    for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
         _log_host_memory(manifest.run_id, model, request["ResourceConfig"])
         try:
             sagemaker.create_training_job(**request)
         except sagemaker.exceptions.ResourceInUse:
             logger.info("training job already exists", extra={"job": request["TrainingJobName"]})
             continue
+        except sagemaker.exceptions.ResourceLimitExceeded as exc:
+            _refused_by_quota(sagemaker, publisher, manifest, requests, index, exc)
+            return created
         created.append(request["TrainingJobName"])
     publisher.publish(
         "Training Started",
@@ -85,3 +92,43 @@ def _log_host_memory(run: str, model: ModelShards, resources: dict[str, Any]) ->
         )
     else:
         logger.info("training hosts", extra=extra)
+
+
+def _refused_by_quota(
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    requests: list[dict[str, Any]],
+    refused: int,
+    error: Any,
+) -> None:
+    """A service quota refused a job of the run: the run cannot finish, so announce
+    `Run Failed` with what it needs, then stop the jobs it started (they are billed).
+
+    Not left to Lambda's retries: a quota below what the run needs refuses every retry, and
+    meanwhile the jobs already started would train to no end.
+    """
+    resources = [request["ResourceConfig"] for request in requests]
+    needed = sum(r["InstanceCount"] for r in resources)
+    kind = resources[refused]["InstanceType"]
+    reason = (
+        f"SageMaker refused training job {requests[refused]['TrainingJobName']} "
+        f"(ResourceLimitExceeded: {error.response['Error']['Message']}) The run's "
+        f"{len(requests)} training jobs need {needed} {kind} instances at once: raise that "
+        "quota in Service Quotas, or choose a TrainingInstanceType with more memory (fewer "
+        "instances a job)"
+    )
+    announce_run_failure(
+        publisher,
+        {
+            "run_id": manifest.run_id,
+            "dataset": manifest.dataset,
+            "stage": Stage.START_TRAINING,
+            "reason": reason,
+        },
+    )
+    for request in requests[:refused]:
+        try:
+            sagemaker.stop_training_job(TrainingJobName=request["TrainingJobName"])
+        except sagemaker.exceptions.ClientError as exc:  # ended already
+            logger.info("not stopped", extra={"job": request["TrainingJobName"], "why": str(exc)})
