@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import boto3
@@ -629,6 +630,52 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
         assert start_training(storage, sagemaker, publisher, manifest, settings) == []
         assert bus.drain() == []
         assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
+    finally:
+        local.stop()
+
+
+def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_reason(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """The same files uploaded again after their runs/ expired (RunRetentionDays) make the
+    same job names, which SageMaker never frees: say so instead of waiting forever."""
+    from m5flow.jobs import JobSettings, training_request
+    from m5flow.notifications import EventPublisher
+    from m5flow.shards import Manifest
+    from m5flow.stages.training import CLOCK_SKEW_SECONDS, start_training
+    from m5flow.storage import S3Storage
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    run = _run_started(bucket, load_function, small_m5, bus, "expired")
+    storage = S3Storage(boto3.client("s3"), bucket)
+    manifest_key = f"runs/{run}/manifest.json"
+    manifest = Manifest.from_json(storage.read(manifest_key))
+    settings = JobSettings.from_env(
+        {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
+    )
+    local = LocalSageMaker(lambda event: None, tmp_path)  # moto's takes a name twice
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    try:
+        earlier = training_request(manifest, manifest.models[0], settings)
+        sagemaker.create_training_job(**earlier)  # the earlier run's job
+        time.sleep(CLOCK_SKEW_SECONDS + 1.2)  # S3's Last-Modified has whole seconds
+        storage.write(manifest_key, manifest.to_json())  # sharded again after the expiry
+
+        created = start_training(
+            storage, sagemaker, EventPublisher(boto3.client("events"), ledger=storage),
+            manifest_key, settings,
+        )  # fmt: skip
+
+        assert created == []
+        (failed,) = bus.drain()
+        assert failed["detail-type"] == "Run Failed"
+        assert failed["detail"]["stage"] == "start_training"
+        assert failed["detail"]["reason"].startswith(
+            f"training job m5flow-{run}-h7 already exists, created "
+        )
+        assert "upload them under a new raw/<dataset>/" in failed["detail"]["reason"]
+        jobs = sagemaker.list_training_jobs()["TrainingJobSummaries"]
+        assert [job["TrainingJobName"] for job in jobs] == [f"m5flow-{run}-h7"]
     finally:
         local.stop()
 

@@ -57,6 +57,10 @@ class Storage(abc.ABC):
         """Return the object's ETag, or None when there is no such object."""
 
     @abc.abstractmethod
+    def modified(self, key: str) -> float | None:
+        """When the object was last written (POSIX seconds), or None when there is none."""
+
+    @abc.abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Return the keys under `prefix`, sorted."""
 
@@ -106,13 +110,20 @@ class S3Storage(Storage):
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def etag(self, key: str) -> str | None:
+        head = self._head(key)
+        return None if head is None else str(head["ETag"]).strip('"')
+
+    def modified(self, key: str) -> float | None:
+        head = self._head(key)
+        return None if head is None else float(head["LastModified"].timestamp())
+
+    def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except self.client.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return str(head["ETag"]).strip('"')
 
     def list(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -164,6 +175,10 @@ class DiskStorage(Storage):
     def etag(self, key: str) -> str | None:
         path = self.root / key
         return _md5(path.read_bytes()) if path.is_file() else None
+
+    def modified(self, key: str) -> float | None:
+        path = self.root / key
+        return path.stat().st_mtime if path.is_file() else None
 
     def list(self, prefix: str) -> list[str]:
         return sorted(

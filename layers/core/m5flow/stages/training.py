@@ -14,6 +14,9 @@ from m5flow.stages.failure import RUN_FAILED, announce_run_failure
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
+# S3 and SageMaker clocks may differ by this much: a job of this run is never created
+# earlier than its manifest was written, less this.
+CLOCK_SKEW_SECONDS = 2.0
 
 
 def start_training(
@@ -47,18 +50,25 @@ def start_training(
             },
         )
         return []
-    created = []
+    created: list[str] = []
     for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
         _log_host_memory(manifest.run_id, model, request["ResourceConfig"])
+        name = request["TrainingJobName"]
         try:
             sagemaker.create_training_job(**request)
         except sagemaker.exceptions.ResourceInUse:
-            logger.info("training job already exists", extra={"job": request["TrainingJobName"]})
-            continue
+            reason = _taken_before(sagemaker, name, storage.modified(manifest_key))
+            if reason is None:
+                logger.info("training job already exists", extra={"job": name})
+                continue
         except sagemaker.exceptions.ResourceLimitExceeded as exc:
-            _refused_by_quota(sagemaker, publisher, manifest, requests, index, exc)
-            return created
-        created.append(request["TrainingJobName"])
+            reason = _quota_reason(requests, index, exc.response["Error"]["Message"])
+        else:
+            created.append(name)
+            continue
+        started = [r["TrainingJobName"] for r in requests[:index]]
+        _fail_run(sagemaker, publisher, manifest, reason, stop=started)
+        return created
     publisher.publish(
         "Training Started",
         {
@@ -94,30 +104,45 @@ def _log_host_memory(run: str, model: ModelShards, resources: dict[str, Any]) ->
         logger.info("training hosts", extra=extra)
 
 
-def _refused_by_quota(
-    sagemaker: Any,
-    publisher: EventPublisher,
-    manifest: Manifest,
-    requests: list[dict[str, Any]],
-    refused: int,
-    error: Any,
-) -> None:
-    """A service quota refused a job of the run: the run cannot finish, so announce
-    `Run Failed` with what it needs, then stop the jobs it started (they are billed).
+def _taken_before(sagemaker: Any, name: str, manifest_written: float | None) -> str | None:
+    """Why job `name` cannot be this run's, if an earlier run of the same inputs created it
+    (its `runs/<run>/` since expired, or deleted): SageMaker never frees a job name, so
+    this run would wait forever for jobs that ended long ago. None for a job of this run,
+    created after its manifest by an earlier delivery of the same event."""
+    created = sagemaker.describe_training_job(TrainingJobName=name)["CreationTime"]
+    if manifest_written is None or created.timestamp() >= manifest_written - CLOCK_SKEW_SECONDS:
+        return None
+    return (
+        f"training job {name} already exists, created {created:%Y-%m-%d %H:%M} UTC by an "
+        "earlier run of these same inputs whose files under runs/ have since gone; SageMaker "
+        f"never frees a job name, so upload them under a new {naming.RAW_PREFIX}<dataset>/ "
+        "to run them again"
+    )
 
-    Not left to Lambda's retries: a quota below what the run needs refuses every retry, and
-    meanwhile the jobs already started would train to no end.
-    """
+
+def _quota_reason(requests: list[dict[str, Any]], refused: int, message: str) -> str:
+    """Why a service quota stops the run, and what the whole run needs at once."""
     resources = [request["ResourceConfig"] for request in requests]
     needed = sum(r["InstanceCount"] for r in resources)
-    kind = resources[refused]["InstanceType"]
-    reason = (
+    return (
         f"SageMaker refused training job {requests[refused]['TrainingJobName']} "
-        f"(ResourceLimitExceeded: {error.response['Error']['Message']}) The run's "
-        f"{len(requests)} training jobs need {needed} {kind} instances at once: raise that "
-        "quota in Service Quotas, or choose a TrainingInstanceType with more memory (fewer "
+        f"(ResourceLimitExceeded: {message}) The run's {len(requests)} training jobs need "
+        f"{needed} {resources[refused]['InstanceType']} instances at once: raise that quota "
+        "in Service Quotas, or choose a TrainingInstanceType with more memory (fewer "
         "instances a job)"
     )
+
+
+def _fail_run(
+    sagemaker: Any, publisher: EventPublisher, manifest: Manifest, reason: str, stop: list[str]
+) -> None:
+    """The run cannot finish: announce `Run Failed`, then stop the jobs it started, which
+    would otherwise train (billed) to no end.
+
+    Not left to Lambda's retries: a quota below what the run needs, or a job name taken,
+    refuses every retry too.
+    """
+    logger.error("the run cannot train", extra={"run_id": manifest.run_id, "reason": reason})
     announce_run_failure(
         publisher,
         {
@@ -127,8 +152,8 @@ def _refused_by_quota(
             "reason": reason,
         },
     )
-    for request in requests[:refused]:
+    for name in stop:
         try:
-            sagemaker.stop_training_job(TrainingJobName=request["TrainingJobName"])
+            sagemaker.stop_training_job(TrainingJobName=name)
         except sagemaker.exceptions.ClientError as exc:  # ended already
-            logger.info("not stopped", extra={"job": request["TrainingJobName"], "why": str(exc)})
+            logger.info("not stopped", extra={"job": name, "why": str(exc)})
