@@ -97,6 +97,44 @@ def test_shard_writes_shards_then_manifest_once(bucket, load_function, small_m5,
     assert bus.drain() == []
 
 
+def test_inputs_past_the_size_limit_are_rejected_before_any_is_read(
+    bucket, small_m5, bus, monkeypatch
+):
+    """Sized by HEAD: a file far past the limit is refused, not loaded into the function's
+    memory first (which would end in an out-of-memory crash instead of a reason)."""
+    from m5flow import schema
+    from m5flow.notifications import EventPublisher
+    from m5flow.stages.shard import shard_dataset
+    from m5flow.storage import S3Storage
+
+    bus.watch("huge")
+    _upload(bucket, "huge", small_m5)
+    storage = S3Storage(boto3.client("s3"), bucket)
+    reads: list[str] = []
+    real_read = storage.read
+
+    def read(key: str, **kwargs):
+        reads.append(key)
+        return real_read(key, **kwargs)
+
+    monkeypatch.setattr(storage, "read", read)
+    monkeypatch.setattr(schema, "MAX_INPUT_BYTES", 4_000)  # every input of small_m5 is larger
+
+    outcome = shard_dataset(storage, EventPublisher(boto3.client("events"), ledger=storage),
+                            f"raw/huge/{SALES_FILE}")  # fmt: skip
+
+    assert outcome.status == "rejected"
+    assert not [key for key in reads if key.startswith("raw/")]
+    (event,) = bus.drain()
+    assert event["detail-type"] == "Input Rejected"
+    sizes = {name: (small_m5 / name).stat().st_size for name in INPUT_FILES}
+    assert event["detail"]["reasons"] == [
+        f"{name}: size: found {size:,} bytes; expected at most 4,000 bytes"
+        for name, size in sizes.items()
+    ]
+    assert _keys(bucket, "runs/") == []
+
+
 def test_shard_rejects_malformed_sales_and_writes_nothing(
     bucket, load_function, small_m5, bus, tmp_path
 ):

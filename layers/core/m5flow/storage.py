@@ -57,6 +57,10 @@ class Storage(abc.ABC):
         """Return the object's ETag, or None when there is no such object."""
 
     @abc.abstractmethod
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is no such object."""
+
+    @abc.abstractmethod
     def modified(self, key: str) -> float | None:
         """When the object was last written (POSIX seconds), or None when there is none."""
 
@@ -112,6 +116,10 @@ class S3Storage(Storage):
     def etag(self, key: str) -> str | None:
         head = self._head(key)
         return None if head is None else str(head["ETag"]).strip('"')
+
+    def size(self, key: str) -> int | None:
+        head = self._head(key)
+        return None if head is None else int(head["ContentLength"])
 
     def modified(self, key: str) -> float | None:
         head = self._head(key)
@@ -175,6 +183,10 @@ class DiskStorage(Storage):
     def etag(self, key: str) -> str | None:
         path = self.root / key
         return _md5(path.read_bytes()) if path.is_file() else None
+
+    def size(self, key: str) -> int | None:
+        path = self.root / key
+        return path.stat().st_size if path.is_file() else None
 
     def modified(self, key: str) -> float | None:
         path = self.root / key

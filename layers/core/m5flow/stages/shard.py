@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from aws_lambda_powertools import Logger
 
 from m5flow import naming, schema
+from m5flow.csvinput import problem
 from m5flow.exceptions import InputRejectedError
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.overrides import DatasetOverrides, parse_overrides
@@ -125,6 +126,15 @@ def read_inputs(
     """Parse the three inputs and the dataset's settings, the versions `present` names
     (ObjectChangedError if one was replaced since), and check that the run they make has
     something to train on; one rejection names every problem."""
+    # Sized before any is read: a file far past the limit (a wrong one under an input's
+    # name) would take the function's memory before the limit could be checked on its bytes.
+    too_large = [
+        problem(name, "size", f"{size:,} bytes", f"at most {schema.MAX_INPUT_BYTES:,} bytes")
+        for name in schema.INPUT_FILES
+        if (size := storage.size(prefix + name) or 0) > schema.MAX_INPUT_BYTES
+    ]
+    if too_large:
+        raise InputRejectedError(too_large)
     reasons: list[str] = []
     overrides = DatasetOverrides()
     if naming.OVERRIDES_FILE in present:
