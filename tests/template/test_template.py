@@ -69,8 +69,8 @@ def _targets(stack, event) -> list[str]:
             {"sales_train_evaluation.csv": "sell_prices.csv"},
             ["ShardFunction"],
         ),
-        # Every CSV reaches the shard step, which ignores the truth and refuses what it can
-        # never use (tests/unit/test_handlers.py); the settings file does not start a run.
+        # Every object under raw/ reaches the shard step, which ignores the truth and
+        # refuses what it can never use (tests/unit/test_handlers.py).
         (
             "s3_object_created_raw",
             {"sales_train_evaluation.csv": "sales_test_evaluation.csv"},
@@ -81,7 +81,15 @@ def _targets(stack, event) -> list[str]:
             {"sales_train_evaluation.csv": "sales_train_validation.csv"},
             ["ShardFunction"],
         ),
-        ("s3_object_created_raw", {"sales_train_evaluation.csv": "m5flow.json"}, []),
+        # Every object under raw/: a compressed or misnamed input is refused with its reason;
+        # the settings file and other files are ignored there (they start nothing).
+        (
+            "s3_object_created_raw",
+            {"sales_train_evaluation.csv": "calendar.csv.gz"},
+            ["ShardFunction"],
+        ),
+        ("s3_object_created_raw", {"sales_train_evaluation.csv": "m5flow.json"}, ["ShardFunction"]),
+        ("s3_object_created_raw", {"raw/demo/": "runs/demo/"}, []),
         ("s3_object_created_raw", {SAMPLE_BUCKET: "someone-elses-bucket"}, []),
         ("s3_object_created_manifest", {}, ["StartTrainingFunction"]),
         # Shards land under runs/ too, but only the manifest starts training.

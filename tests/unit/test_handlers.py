@@ -209,9 +209,21 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
          "raw/upper/CALENDAR.CSV: file names are case-sensitive; an input is named calendar.csv"),
         ("raw/calendar.csv",
          "raw/calendar.csv: an input goes one folder under raw/, raw/<dataset>/calendar.csv"),
+        ("raw/mixed/Calendar.Csv",
+         "raw/mixed/Calendar.Csv: file names are case-sensitive; an input is named calendar.csv"),
+        ("raw/gz/sell_prices.csv.gz",
+         "raw/gz/sell_prices.csv.gz: upload it as raw/gz/sell_prices.csv (gzip is read under "
+         "that name)"),
+        ("raw/zip/calendar.zip",
+         "raw/zip/calendar.zip: archives are not read; extract it and upload "
+         "raw/zip/calendar.csv"),
+        ("raw/kaggle-zip/m5-forecasting-accuracy.zip",
+         "raw/kaggle-zip/m5-forecasting-accuracy.zip: the competition's zip archive; unzip it "
+         "and upload sales_train_evaluation.csv, calendar.csv, sell_prices.csv to "
+         "raw/kaggle-zip/"),
     ],
 )  # fmt: skip
-def test_a_csv_that_can_never_start_a_run_is_refused_and_kept(
+def test_a_file_that_can_never_start_a_run_is_refused_and_kept(
     bucket, load_function, bus, key, reason
 ):
     s3 = boto3.client("s3")
@@ -235,6 +247,10 @@ def test_a_csv_that_can_never_start_a_run_is_refused_and_kept(
         "sample_submission.csv",
         "sales_train_validation.csv",
         "SALES_TRAIN_EVALUATION.CSV",
+        "sales_train_evaluation.csv.gz",
+        "m5-forecasting-accuracy.zip",
+        "notes.txt",
+        "m5flow.json",
     ],
 )
 def test_files_beside_complete_inputs_start_nothing_and_say_nothing(

@@ -22,6 +22,8 @@ INPUT_FILES = (SALES_FILE, CALENDAR_FILE, PRICES_FILE)
 OVERRIDES_FILE = "m5flow.json"  # the dataset's settings (m5flow.overrides)
 TRUTH_FILE = "sales_test_evaluation.csv"  # optional: the days after the history, to score on
 KAGGLE_FIRST_STAGE_SALES = "sales_train_validation.csv"  # right layout, 28 days short
+KAGGLE_ARCHIVE = "m5-forecasting-accuracy.zip"  # what Kaggle's download button gives
+_COMPRESSED = (".gz", ".gzip", ".zip", ".bz2", ".xz", ".zst", ".7z")
 RAW_PREFIX = "raw/"
 RUNS_PREFIX = "runs/"
 JOB_PREFIX = "m5flow-"
@@ -77,8 +79,33 @@ def is_input(key: str) -> bool:
     return dataset_of(key) is not None and key.rsplit("/", 1)[-1] in INPUT_FILES
 
 
+def stands_for(name: str) -> str | None:
+    """The input a file name stands in for, or None: the input itself, its name in other
+    letters, compressed (`calendar.csv.gz`, `calendar.zip`), Kaggle's first-stage sales
+    file, or Kaggle's archive of the whole competition (for the sales file).
+
+    Example
+    -------
+    >>> [stands_for(n) for n in ("Calendar.CSV", "sell_prices.csv.gz", "notes.txt")]
+    ['calendar.csv', 'sell_prices.csv', None]
+    """
+    lower = name.lower()
+    if lower in (KAGGLE_FIRST_STAGE_SALES, KAGGLE_ARCHIVE):
+        return SALES_FILE
+    stem = lower.removesuffix(lower[lower.rfind(".") :]) if _is_compressed(lower) else lower
+    for candidate in (stem, f"{stem}.csv"):
+        if candidate in INPUT_FILES:
+            return candidate
+    return None
+
+
+def _is_compressed(name: str) -> bool:
+    return name.endswith(_COMPRESSED)
+
+
 def misplaced_input(key: str) -> str | None:
-    """Why the raw CSV object `key` can never be part of a dataset, or None if it can.
+    """Why the raw object `key` can never be part of a dataset, or None if it can (or it is
+    no CSV and stands in for no input, so it says nothing about one).
 
     Example
     -------
@@ -86,12 +113,28 @@ def misplaced_input(key: str) -> str | None:
     'raw/2016/june/calendar.csv: an input goes one folder under raw/, raw/<dataset>/calendar.csv'
     >>> misplaced_input("raw/june/sales_test_evaluation.csv") is None
     True
+    >>> misplaced_input("raw/may/calendar.csv.gz")
+    'raw/may/calendar.csv.gz: upload it as raw/may/calendar.csv (gzip is read under that name)'
     """
     name = key.rsplit("/", 1)[-1]
-    if dataset_of(key) is None:
+    target = stands_for(name)
+    dataset = dataset_of(key)
+    if dataset is None:
+        if target is None and not name.lower().endswith(".csv"):
+            return None
         return f"{key}: an input goes one folder under {RAW_PREFIX}, {RAW_PREFIX}<dataset>/{name}"
     if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
         return None
+    where = raw_prefix(dataset)
+    if name.lower() == KAGGLE_ARCHIVE:
+        return (
+            f"{key}: the competition's zip archive; unzip it and upload "
+            f"{', '.join(INPUT_FILES)} to {where}"
+        )
+    if target is not None and _is_compressed(name.lower()):
+        if name.lower().endswith((".gz", ".gzip")):
+            return f"{key}: upload it as {where}{target} (gzip is read under that name)"
+        return f"{key}: archives are not read; extract it and upload {where}{target}"
     if name.lower() in INPUT_FILES:
         return f"{key}: file names are case-sensitive; an input is named {name.lower()}"
     return f"{key}: not an m5flow input; a dataset is {', '.join(INPUT_FILES)}" + (

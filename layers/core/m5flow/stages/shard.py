@@ -105,19 +105,16 @@ def shard_dataset(
 
 
 def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
-    """Whether a CSV that is no input leaves its user waiting for a run: it is outside any
-    dataset's folder, or it stands in for an input the dataset lacks (Kaggle's first-stage
-    sales file, or an input's name in other letter case). Other files beside the inputs (the
-    rest of a synced Kaggle folder, such as sample_submission.csv) are ignored without a
-    word: the run goes on without them."""
+    """Whether a file that is no input leaves its user waiting for a run: a CSV outside any
+    dataset's folder, or a file that stands in for an input the dataset lacks
+    (`naming.stands_for`: Kaggle's first-stage sales file or archive, an input's name in
+    other letters or compressed). Other files beside the inputs (the rest of a synced Kaggle
+    folder, such as sample_submission.csv) are ignored without a word: the run goes on
+    without them."""
     if dataset is None:
         return True
-    name = key.rsplit("/", 1)[-1]
-    stands_for = naming.SALES_FILE if name == naming.KAGGLE_FIRST_STAGE_SALES else name.lower()
-    return (
-        stands_for in naming.INPUT_FILES
-        and storage.etag(naming.raw_prefix(dataset) + stands_for) is None
-    )
+    stands_for = naming.stands_for(key.rsplit("/", 1)[-1])
+    return stands_for is not None and storage.etag(naming.raw_prefix(dataset) + stands_for) is None
 
 
 def read_inputs(
