@@ -7,6 +7,7 @@ handlers use `S3Storage`, and `m5flow shard DATA_DIR OUT_DIR` uses `DiskStorage`
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ class ObjectMissingError(M5flowError):
 
 class ObjectChangedError(M5flowError):
     """Raised by a read that names an ETag when the object has been replaced since."""
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What a HEAD request tells of an object."""
+
+    etag: str
+    size: int
+    modified: float  # POSIX seconds (S3: whole seconds)
+    version: str | None  # None on an unversioned bucket or a folder
 
 
 class Storage(abc.ABC):
@@ -53,20 +64,17 @@ class Storage(abc.ABC):
         """Remove `key` (on a versioned bucket: hide it behind a delete marker)."""
 
     @abc.abstractmethod
-    def etag(self, key: str) -> str | None:
-        """Return the object's ETag, or None when there is no such object."""
-
-    @abc.abstractmethod
-    def size(self, key: str) -> int | None:
-        """The object's size in bytes, or None when there is no such object."""
-
-    @abc.abstractmethod
-    def modified(self, key: str) -> float | None:
-        """When the object was last written (POSIX seconds), or None when there is none."""
+    def head(self, key: str) -> ObjectHead | None:
+        """The object's ETag, size, time written and version, or None when there is none."""
 
     @abc.abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Return the keys under `prefix`, sorted."""
+
+    def etag(self, key: str) -> str | None:
+        """Return the object's ETag, or None when there is no such object."""
+        head = self.head(key)
+        return None if head is None else head.etag
 
 
 class S3Storage(Storage):
@@ -113,25 +121,20 @@ class S3Storage(Storage):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def etag(self, key: str) -> str | None:
-        head = self._head(key)
-        return None if head is None else str(head["ETag"]).strip('"')
-
-    def size(self, key: str) -> int | None:
-        head = self._head(key)
-        return None if head is None else int(head["ContentLength"])
-
-    def modified(self, key: str) -> float | None:
-        head = self._head(key)
-        return None if head is None else float(head["LastModified"].timestamp())
-
-    def _head(self, key: str) -> dict[str, Any] | None:
+    def head(self, key: str) -> ObjectHead | None:
         try:
-            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
         except self.client.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+        version = head.get("VersionId")
+        return ObjectHead(
+            etag=str(head["ETag"]).strip('"'),
+            size=int(head["ContentLength"]),
+            modified=float(head["LastModified"].timestamp()),
+            version=None if version in (None, "null") else str(version),  # "null": unversioned
+        )
 
     def list(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -180,17 +183,12 @@ class DiskStorage(Storage):
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
 
-    def etag(self, key: str) -> str | None:
+    def head(self, key: str) -> ObjectHead | None:
         path = self.root / key
-        return _md5(path.read_bytes()) if path.is_file() else None
-
-    def size(self, key: str) -> int | None:
-        path = self.root / key
-        return path.stat().st_size if path.is_file() else None
-
-    def modified(self, key: str) -> float | None:
-        path = self.root / key
-        return path.stat().st_mtime if path.is_file() else None
+        if not path.is_file():
+            return None
+        stat = path.stat()  # a folder keeps no versions
+        return ObjectHead(_md5(path.read_bytes()), stat.st_size, stat.st_mtime, None)
 
     def list(self, prefix: str) -> list[str]:
         return sorted(

@@ -125,10 +125,12 @@ def read_inputs(
     something to train on; one rejection names every problem."""
     # Sized before any is read: a file far past the limit (a wrong one under an input's
     # name) would take the function's memory before the limit could be checked on its bytes.
+    heads = {name: storage.head(prefix + name) for name in schema.INPUT_FILES}
+    limit = schema.MAX_INPUT_BYTES
     too_large = [
-        problem(name, "size", f"{size:,} bytes", f"at most {schema.MAX_INPUT_BYTES:,} bytes")
-        for name in schema.INPUT_FILES
-        if (size := storage.size(prefix + name) or 0) > schema.MAX_INPUT_BYTES
+        problem(name, "size", f"{head.size:,} bytes", f"at most {limit:,} bytes")
+        for name, head in heads.items()
+        if head is not None and head.size > limit
     ]
     if too_large:
         raise InputRejectedError(too_large)

@@ -57,7 +57,8 @@ def start_training(
         try:
             sagemaker.create_training_job(**request)
         except sagemaker.exceptions.ResourceInUse:
-            reason = _taken_before(sagemaker, name, storage.modified(manifest_key))
+            written = storage.head(manifest_key)
+            reason = _taken_before(sagemaker, name, written.modified if written else None)
             if reason is None:
                 logger.info("training job already exists", extra={"job": name})
                 continue
