@@ -430,26 +430,48 @@ def test_a_transform_that_lost_an_input_shard_fails_the_run(bucket, load_functio
 
 
 def test_the_same_files_again_after_a_failure_say_why_nothing_starts(
-    bucket, load_function, small_m5, bus, capsys, caplog
+    bucket, load_function, small_m5, bus
 ):
-    """A user's retry of a failed run is a duplicate of it: silent, it looked like a hang."""
+    """A user's retry of a failed run is the same run: said once per upload (silent, it
+    looked like a hang); a re-delivery of that upload's events says nothing more."""
     run = _run_started(bucket, load_function, small_m5, bus, "retried")
     load_function("PublishModelFunction").invoke(
         _training_event(bucket, run, "sagemaker_training_failed")
     )
     bus.drain()
-    capsys.readouterr()
-    caplog.clear()
+    shard = load_function("ShardFunction")
+    assert shard.invoke(_created(bucket, f"raw/retried/{SALES_FILE}"))["status"] == "duplicate"
+    assert bus.drain() == []  # a re-delivery of the run's own upload
 
-    again = load_function("ShardFunction").invoke(_created(bucket, f"raw/retried/{SALES_FILE}"))
+    _upload(bucket, "retried", small_m5)  # the user's retry: the same bytes, new versions
+    for name in INPUT_FILES:  # one event per file, each finding the same three versions
+        again = shard.invoke(_created(bucket, f"raw/retried/{name}"))
+        assert again == {"status": "rejected", "dataset": "retried", "run_id": run}
 
-    assert again["status"] == "duplicate" and bus.drain() == []
-    # Powertools prints JSON, or hands the record to pytest's handler, by test order.
-    logged = capsys.readouterr().out + "\n".join(
-        f"{r.levelname} {r.getMessage()}" for r in caplog.records
+    (refused,) = bus.drain()
+    assert refused["detail-type"] == "Input Rejected" and refused["detail"]["run_id"] == run
+    assert refused["detail"]["reason"] == (
+        f"these files already made run {run}, which failed; the same files make the same run, "
+        "so uploading them again starts nothing: to run them again, upload them under a new "
+        "raw/<dataset>/ (or change its m5flow.json)"
     )
-    assert "already made a run, which failed" in logged
-    assert "upload them under a new raw/<dataset>/" in logged and "WARNING" in logged
+    versions = {n: i["version"] for n, i in refused["detail"]["inputs"].items()}
+    assert sorted(versions) == sorted(INPUT_FILES) and all(versions.values())
+
+
+def test_a_malformed_upload_sent_again_is_refused_again(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    for name in INPUT_FILES:
+        (tmp_path / name).write_bytes((small_m5 / name).read_bytes())
+    (tmp_path / "calendar.csv").write_text("date,wm_yr_wk\n")
+    bus.watch("twice")
+    shard = load_function("ShardFunction")
+    for _ in range(2):
+        _upload(bucket, "twice", tmp_path)
+        assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "rejected"
+        assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "duplicate"
+    assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected", "Input Rejected"]
 
 
 def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:

@@ -67,10 +67,13 @@ def test_unchanged_reupload_is_the_same_run_and_a_changed_input_a_new_one(
     _upload(bucket, "reupload", tmp_path, (SALES_FILE,))
     new = shard.invoke(event)
 
-    assert first["status"] == "started" and again == {**first, "status": "duplicate"}
+    # The same files again are the same run: refused, with why, instead of starting nothing
+    # in silence; a changed file is a new run.
+    assert first["status"] == "started" and again == {**first, "status": "rejected"}
     assert new["status"] == "started" and new["run_id"] != first["run_id"]
-    runs = [e["detail"]["run_id"] for e in bus.drain() if e["detail-type"] == "Run Started"]
-    assert runs == [first["run_id"], new["run_id"]]
+    events = [(e["detail-type"], e["detail"]["run_id"]) for e in bus.drain()]
+    assert events == [("Run Started", first["run_id"]), ("Input Rejected", first["run_id"]),
+                      ("Run Started", new["run_id"])]  # fmt: skip
 
 
 def test_failed_announcement_is_withdrawn_so_the_retry_sends_it(bucket, bus):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -58,21 +60,21 @@ def shard_dataset(
     if run is None:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
+    versions = _versions(storage, prefix)
     if storage.etag(naming.manifest_key(run)) is not None:
-        # Sharded before: a re-delivery, or a retry after a crash before the announcement.
+        # Sharded before: a re-delivery, a retry after a crash before the announcement, or
+        # the same files uploaded again.
         manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
         announced = _announce_run_started(storage, publisher, manifest)
-        if not announced and publisher.settle(run, RUN_FAILED) != "absent":
-            # Most likely a user's retry, which the same files can never be: say so.
-            logger.warning(
-                "these inputs already made a run, which failed; the same files make the "
-                f"same run, so upload them under a new {naming.RAW_PREFIX}<dataset>/ to run "
-                "them again",
-                extra={"run_id": run, "dataset": dataset},
-            )
+        if not announced and _refuse_a_second_upload(storage, publisher, manifest, versions):
+            return ShardOutcome("rejected", dataset, run)
         return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
-    inputs = {name: {"key": prefix + name, "etag": etag} for name, etag in present.items()}
+    inputs = {
+        name: {"key": prefix + name, "etag": etag}
+        | ({"version": versions[name]} if versions.get(name) else {})
+        for name, etag in present.items()
+    }
     try:
         data, overrides = read_inputs(storage, prefix, present, config)
     except ObjectChangedError as exc:
@@ -91,7 +93,8 @@ def shard_dataset(
                 "reasons": exc.reasons,
                 "inputs": inputs,
             },
-            once="input-rejected",
+            # Once per upload: the same files uploaded again are refused again, out loud.
+            once=f"input-rejected-{_upload_of(versions)}",
         )
         return ShardOutcome("rejected" if announced else "duplicate", dataset, run)
 
@@ -102,6 +105,59 @@ def shard_dataset(
         logger.info("a concurrent delivery wrote the manifest first", extra={"run_id": run})
     announced = _announce_run_started(storage, publisher, manifest)
     return ShardOutcome("started" if announced else "duplicate", dataset, run)
+
+
+def _versions(storage: Storage, prefix: str) -> dict[str, str | None]:
+    """The version id of each input under `prefix` (None: absent, or an unversioned bucket)."""
+    heads = {name: storage.head(prefix + name) for name in schema.INPUT_FILES}
+    return {name: head.version if head else None for name, head in heads.items()}
+
+
+def _refuse_a_second_upload(
+    storage: Storage,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    versions: Mapping[str, str | None],
+) -> bool:
+    """Say, once per set of uploaded versions, that the same files uploaded again start
+    nothing: the same files make the same run. True when the inputs are other versions than
+    the run's own (an upload since), False for a re-delivery of the run's own uploads.
+
+    Without versions (an unversioned bucket, or a run recorded before m5flow kept them) a
+    second upload cannot be told from a re-delivery: only a run that failed is logged, as the
+    likeliest reason to upload its files again.
+    """
+    run = manifest.run_id
+    failed = publisher.settle(run, RUN_FAILED) != "absent"
+    recorded = {name: manifest.inputs.get(name, {}).get("version") for name in versions}
+    known = all(versions.values()) and all(recorded.values())
+    if known and versions == recorded:
+        return False
+    again = (
+        f"these files already made run {run}{', which failed' if failed else ''}; the same "
+        "files make the same run, so uploading them again starts nothing: to run them again, "
+        f"upload them under a new {naming.RAW_PREFIX}<dataset>/ (or change its "
+        f"{naming.OVERRIDES_FILE})"
+    )
+    if not known:
+        if failed:
+            logger.warning(again, extra={"run_id": run, "dataset": manifest.dataset})
+        return False
+    logger.warning("input rejected", extra={"run_id": run, "reasons": [again]})
+    inputs = {name: {**manifest.inputs.get(name, {}), "version": version}
+              for name, version in versions.items()}  # fmt: skip
+    detail = {"run_id": run, "dataset": manifest.dataset, "stage": Stage.SHARD,
+              "reason": again, "reasons": [again], "inputs": inputs}  # fmt: skip
+    publisher.publish("Input Rejected", detail, once=f"uploaded-again-{_upload_of(versions)}")
+    return True
+
+
+def _upload_of(versions: Mapping[str, str | None]) -> str:
+    """A short name for one set of uploaded versions ("unversioned" without them): the
+    events of one upload of the three files find the same set, a second upload another."""
+    if not all(versions.values()):
+        return "unversioned"
+    return hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
