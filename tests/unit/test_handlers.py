@@ -268,6 +268,25 @@ def test_files_beside_complete_inputs_start_nothing_and_say_nothing(
     assert outcome["status"] == "ignored" and bus.drain() == []
 
 
+def test_a_stand_in_beside_its_input_still_uploading_says_nothing(bucket, load_function, bus):
+    """`aws s3 sync` of a Kaggle folder: the first-stage sales file may land while the final
+    one is still going up in parts; refusing it then would be a false alarm."""
+    s3 = boto3.client("s3")
+    key = "raw/syncing/sales_train_validation.csv"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"id,d_1\n")
+    bus.watch(key, field="key")
+    sales = "raw/syncing/sales_train_evaluation.csv"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=sales)["UploadId"]
+    shard = load_function("ShardFunction")
+
+    assert shard.invoke(_created(bucket, key))["status"] == "ignored"
+    assert bus.drain() == []
+
+    s3.abort_multipart_upload(Bucket=bucket, Key=sales, UploadId=upload)  # it never came
+    assert shard.invoke(_created(bucket, key))["status"] == "rejected"
+    assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected"]
+
+
 def test_dataset_settings_file_picks_models_and_hyperparameters(
     bucket, load_function, small_m5, bus
 ):

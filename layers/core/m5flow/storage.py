@@ -71,6 +71,11 @@ class Storage(abc.ABC):
     def list(self, prefix: str) -> list[str]:
         """Return the keys under `prefix`, sorted."""
 
+    def uploading(self, key: str) -> bool:
+        """Whether an upload of `key` has begun and not yet finished (S3: a multipart
+        upload in progress; a folder has none)."""
+        return False
+
     def etag(self, key: str) -> str | None:
         """Return the object's ETag, or None when there is no such object."""
         head = self.head(key)
@@ -135,6 +140,10 @@ class S3Storage(Storage):
             modified=float(head["LastModified"].timestamp()),
             version=None if version in (None, "null") else str(version),  # "null": unversioned
         )
+
+    def uploading(self, key: str) -> bool:
+        listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        return any(upload["Key"] == key for upload in listed.get("Uploads", []))
 
     def list(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -170,7 +170,12 @@ def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
     if dataset is None:
         return True
     stands_for = naming.stands_for(key.rsplit("/", 1)[-1])
-    return stands_for is not None and storage.etag(naming.raw_prefix(dataset) + stands_for) is None
+    if stands_for is None:
+        return False
+    # The input itself may still be on its way: `aws s3 sync` of a Kaggle folder uploads
+    # the first-stage and final sales files side by side, in parts, and either may land first.
+    missing = naming.raw_prefix(dataset) + stands_for
+    return storage.etag(missing) is None and not storage.uploading(missing)
 
 
 def read_inputs(
