@@ -66,7 +66,7 @@ def shard_dataset(
         # the same files uploaded again.
         manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
         announced = _announce_run_started(storage, publisher, manifest)
-        if not announced and _refuse_a_second_upload(storage, publisher, manifest, versions):
+        if not announced and _refuse_a_second_upload(publisher, manifest, versions):
             return ShardOutcome("rejected", dataset, run)
         return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
@@ -114,10 +114,7 @@ def _versions(storage: Storage, prefix: str) -> dict[str, str | None]:
 
 
 def _refuse_a_second_upload(
-    storage: Storage,
-    publisher: EventPublisher,
-    manifest: Manifest,
-    versions: Mapping[str, str | None],
+    publisher: EventPublisher, manifest: Manifest, versions: Mapping[str, str | None]
 ) -> bool:
     """Say, once per set of uploaded versions, that the same files uploaded again start
     nothing: the same files make the same run. True when the inputs are other versions than
