@@ -217,6 +217,11 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
         ("raw/zip/calendar.zip",
          "raw/zip/calendar.zip: archives are not read; extract it and upload "
          "raw/zip/calendar.csv"),
+        ("raw/calendar.csv.gz",
+         "raw/calendar.csv.gz: an input goes one folder under raw/, raw/<dataset>/calendar.csv"),
+        ("raw/m5-forecasting-accuracy.zip",
+         "raw/m5-forecasting-accuracy.zip: the competition's zip archive; unzip it and upload "
+         "sales_train_evaluation.csv, calendar.csv, sell_prices.csv to raw/<dataset>/"),
         ("raw/kaggle-zip/m5-forecasting-accuracy.zip",
          "raw/kaggle-zip/m5-forecasting-accuracy.zip: the competition's zip archive; unzip it "
          "and upload sales_train_evaluation.csv, calendar.csv, sell_prices.csv to "

@@ -108,7 +108,8 @@ def test_auto_cannot_size_an_unknown_type_and_says_to_set_a_number():
     [("ml.m5.xlarge", False), ("ml.p3.2xlarge", False), ("ml.c5n.xlarge", False),
      ("ml.m5d.large", True), ("ml.c5d.9xlarge", True), ("ml.r5d.xlarge", True),
      ("ml.m6id.xlarge", True), ("ml.m5ad.xlarge", True), ("ml.p4d.24xlarge", True),
-     ("ml.g4dn.xlarge", True), ("ml.g5.2xlarge", True), ("ml.p3dn.24xlarge", True)],
+     ("ml.g4dn.xlarge", True), ("ml.g5.2xlarge", True), ("ml.p3dn.24xlarge", True),
+     ("ml.p4de.24xlarge", True), ("ml.p5en.48xlarge", True)],
 )  # fmt: skip
 def test_types_with_instance_storage_are_known(instance_type, local):
     assert has_local_storage(instance_type) is local

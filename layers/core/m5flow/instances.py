@@ -42,7 +42,9 @@ _GIB_PER_VCPU = {
     "p3": 7.625,
 }
 # Families with instance storage whose names do not end in "d" (m5d, c5d, r5d, p4d... do).
-_LOCAL_STORAGE_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3dn", "p5", "trn1", "trn1n", "inf2"}
+_LOCAL_STORAGE_FAMILIES = frozenset(
+    ("g4dn", "g5", "g6", "g6e", "p3dn", "p4de", "p5", "p5e", "p5en", "trn1", "trn1n", "inf2")
+)
 _INSTANCE_TYPE = re.compile(r"ml\.(?P<family>[a-z0-9]+)\.(?:(?P<large>large)|(?P<n>\d*)xlarge)")
 
 

@@ -122,7 +122,13 @@ def misplaced_input(key: str) -> str | None:
     if dataset is None:
         if target is None and not name.lower().endswith(".csv"):
             return None
-        return f"{key}: an input goes one folder under {RAW_PREFIX}, {RAW_PREFIX}<dataset>/{name}"
+        if name.lower() == KAGGLE_ARCHIVE:
+            return (
+                f"{key}: the competition's zip archive; unzip it and upload "
+                f"{', '.join(INPUT_FILES)} to {RAW_PREFIX}<dataset>/"
+            )
+        where = f"{RAW_PREFIX}<dataset>/{target or name}"
+        return f"{key}: an input goes one folder under {RAW_PREFIX}, {where}"
     if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
         return None
     where = raw_prefix(dataset)

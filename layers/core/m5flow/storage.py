@@ -7,6 +7,7 @@ handlers use `S3Storage`, and `m5flow shard DATA_DIR OUT_DIR` uses `DiskStorage`
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ class S3Storage(Storage):
         )
 
     def uploading(self, key: str) -> bool:
+        # The exact key sorts first under its own prefix: the first page holds it.
         listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
         return any(upload["Key"] == key for upload in listed.get("Uploads", []))
 
@@ -196,8 +198,10 @@ class DiskStorage(Storage):
         path = self.root / key
         if not path.is_file():
             return None
+        with path.open("rb") as handle:  # streamed: an input may be hundreds of MB
+            digest = hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False))
         stat = path.stat()  # a folder keeps no versions
-        return ObjectHead(_md5(path.read_bytes()), stat.st_size, stat.st_mtime, None)
+        return ObjectHead(digest.hexdigest(), stat.st_size, stat.st_mtime, None)
 
     def list(self, prefix: str) -> list[str]:
         return sorted(
@@ -214,6 +218,4 @@ def _changed(where: str, etag: str | None) -> str:
 
 
 def _md5(body: bytes) -> str:
-    import hashlib
-
     return hashlib.md5(body, usedforsecurity=False).hexdigest()

@@ -172,7 +172,13 @@ def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
     # The input itself may still be on its way: `aws s3 sync` of a Kaggle folder uploads
     # the first-stage and final sales files side by side, in parts, and either may land first.
     missing = naming.raw_prefix(dataset) + stands_for
-    return storage.etag(missing) is None and not storage.uploading(missing)
+    if storage.etag(missing) is not None:
+        return False
+    if storage.uploading(missing):
+        # Abandoned uploads count too, until the bucket's lifecycle rule aborts them.
+        logger.info("its input is still being uploaded", extra={"key": key, "input": missing})
+        return False
+    return True
 
 
 def read_inputs(
@@ -184,6 +190,9 @@ def read_inputs(
     # Sized before any is read: a file far past the limit (a wrong one under an input's
     # name) would take the function's memory before the limit could be checked on its bytes.
     heads = {name: storage.head(prefix + name) for name in schema.INPUT_FILES}
+    for name, head in heads.items():
+        if head is None or head.etag != present[name]:  # replaced since the run was named
+            raise ObjectChangedError(_changed_input(storage, prefix + name, present[name]))
     limit = schema.MAX_INPUT_BYTES
     too_large = [
         problem(name, "size", f"{head.size:,} bytes", f"at most {limit:,} bytes")
@@ -248,3 +257,7 @@ def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest:
         },
         once="run-started",
     )
+
+
+def _changed_input(storage: Storage, key: str, etag: str) -> str:
+    return f"{storage.uri(key)} is no longer ETag {etag}: replaced since the run was named"
