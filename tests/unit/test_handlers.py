@@ -467,10 +467,15 @@ def test_the_same_files_again_after_a_failure_say_why_nothing_starts(
     assert shard.invoke(_created(bucket, f"raw/retried/{SALES_FILE}"))["status"] == "duplicate"
     assert bus.drain() == []  # a re-delivery of the run's own upload
 
-    _upload(bucket, "retried", small_m5)  # the user's retry: the same bytes, new versions
-    for name in INPUT_FILES:  # one event per file, each finding the same three versions
-        again = shard.invoke(_created(bucket, f"raw/retried/{name}"))
-        assert again == {"status": "rejected", "dataset": "retried", "run_id": run}
+    # The user's retry, one file at a time as a slow upload lands: the same bytes, new
+    # versions. Part way it is no request yet; the last file completes it.
+    outcomes = []
+    for name in INPUT_FILES:
+        _upload(bucket, "retried", small_m5, (name,))
+        outcomes.append(shard.invoke(_created(bucket, f"raw/retried/{name}"))["status"])
+    assert outcomes == ["duplicate", "duplicate", "rejected"]
+    again = shard.invoke(_created(bucket, f"raw/retried/{SALES_FILE}"))  # re-delivered
+    assert again == {"status": "duplicate", "dataset": "retried", "run_id": run}
 
     (refused,) = bus.drain()
     assert refused["detail-type"] == "Input Rejected" and refused["detail"]["run_id"] == run
@@ -491,10 +496,14 @@ def test_a_malformed_upload_sent_again_is_refused_again(
     (tmp_path / "calendar.csv").write_text("date,wm_yr_wk\n")
     bus.watch("twice")
     shard = load_function("ShardFunction")
-    for _ in range(2):
-        _upload(bucket, "twice", tmp_path)
-        assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "rejected"
-        assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "duplicate"
+    _upload(bucket, "twice", tmp_path)
+    assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "rejected"
+    assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "duplicate"
+    outcomes = []
+    for name in INPUT_FILES:  # again, one file at a time: refused once, when complete
+        _upload(bucket, "twice", tmp_path, (name,))
+        outcomes.append(shard.invoke(_created(bucket, f"raw/twice/{name}"))["status"])
+    assert outcomes == ["duplicate", "duplicate", "rejected"]
     assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected", "Input Rejected"]
 
 
@@ -758,13 +767,15 @@ def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_re
     try:
         earlier = training_request(manifest, manifest.models[0], settings)
         sagemaker.create_training_job(**earlier)  # the earlier run's job
+        publisher = EventPublisher(boto3.client("events"), ledger=storage)
+        # ... which failed; its ledger record outlived its runs/ (expired a day apart)
+        stale = {"run_id": run, "dataset": "expired", "stage": "training", "reason": "old"}
+        assert publisher.publish("Run Failed", stale, once="run-failed")
+        assert [e["detail"]["reason"] for e in bus.drain()] == ["old"]
         time.sleep(CLOCK_SKEW_SECONDS + 1.2)  # S3's Last-Modified has whole seconds
         storage.write(manifest_key, manifest.to_json())  # sharded again after the expiry
 
-        created = start_training(
-            storage, sagemaker, EventPublisher(boto3.client("events"), ledger=storage),
-            manifest_key, settings,
-        )  # fmt: skip
+        created = start_training(storage, sagemaker, publisher, manifest_key, settings)
 
         assert created == []
         (failed,) = bus.drain()

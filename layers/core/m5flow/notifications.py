@@ -120,6 +120,15 @@ class EventPublisher:
         self._send(key, claimed[1], claimed[0])
         return "resent"
 
+    def recorded(self, run_id: str, name_prefix: str) -> list[dict[str, Any]]:
+        """The records of the run's announcements whose names start with `name_prefix`
+        (`detail`, `recorded`: when, `sent`), none without a ledger."""
+        if self.ledger is None:
+            return []
+        keys = self.ledger.list(ledger_key(run_id, name_prefix).removesuffix(".json"))
+        reads = (self._read(key) for key in keys)
+        return [read[1] for read in reads if read is not None]
+
     def _send(self, key: str, record: Mapping[str, Any], etag: str | None) -> None:
         """Put the recorded event on the bus, then mark its record sent. If EventBridge
         refuses it, withdraw the record, unless a retry has taken it over meanwhile."""

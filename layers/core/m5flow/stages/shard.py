@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
@@ -20,6 +21,8 @@ from m5flow.stages.failure import RUN_FAILED
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, Storage
 
 logger = Logger(child=True)
+# Names of the shard step's refusals in a run's ledger, each followed by its upload's name.
+_REFUSED, _AGAIN = "input-rejected", "uploaded-again"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ def shard_dataset(
         | ({"version": versions[name]} if versions.get(name) else {})
         for name, etag in present.items()
     }
+    refused = [_versions_of(r["detail"]) for r in publisher.recorded(run, f"{_REFUSED}-")]
+    if refused and all(versions.values()) and _compared(versions, refused) != "new":
+        # This set was refused before: a re-delivery, or part of it uploaded again.
+        logger.info("refused before; not read again", extra={"run_id": run})
+        return ShardOutcome("duplicate", dataset, run)
     try:
         data, overrides = read_inputs(storage, prefix, present, config)
     except ObjectChangedError as exc:
@@ -94,7 +102,7 @@ def shard_dataset(
                 "inputs": inputs,
             },
             # Once per upload: the same files uploaded again are refused again, out loud.
-            once=f"input-rejected-{_upload_of(versions)}",
+            once=f"{_REFUSED}-{_upload_of(versions)}",
         )
         return ShardOutcome("rejected" if announced else "duplicate", dataset, run)
 
@@ -116,9 +124,11 @@ def _versions(storage: Storage, prefix: str) -> dict[str, str | None]:
 def _refuse_a_second_upload(
     publisher: EventPublisher, manifest: Manifest, versions: Mapping[str, str | None]
 ) -> bool:
-    """Say, once per set of uploaded versions, that the same files uploaded again start
-    nothing: the same files make the same run. True when the inputs are other versions than
-    the run's own (an upload since), False for a re-delivery of the run's own uploads.
+    """Say, once per upload, that the same files uploaded again start nothing: the same
+    files make the same run. True when all three inputs are versions uploaded since the run
+    (and any second upload already refused); False for a re-delivery of the run's own
+    uploads, or while a second upload is only part way (one file re-sent by a sync tool
+    is no request to run again).
 
     Without versions (an unversioned bucket, or a run recorded before m5flow kept them) a
     second upload cannot be told from a re-delivery: only a run that failed is logged, as the
@@ -126,27 +136,50 @@ def _refuse_a_second_upload(
     """
     run = manifest.run_id
     failed = publisher.settle(run, RUN_FAILED) != "absent"
-    recorded = {name: manifest.inputs.get(name, {}).get("version") for name in versions}
-    known = all(versions.values()) and all(recorded.values())
-    if known and versions == recorded:
-        return False
+    recorded = _versions_of({"inputs": manifest.inputs})
     again = (
         f"these files already made run {run}{', which failed' if failed else ''}; the same "
         "files make the same run, so uploading them again starts nothing: to run them again, "
         f"upload them under a new {naming.RAW_PREFIX}<dataset>/ (or change its "
         f"{naming.OVERRIDES_FILE})"
     )
-    if not known:
+    if not (all(versions.values()) and all(recorded.values())):
         if failed:
             logger.warning(again, extra={"run_id": run, "dataset": manifest.dataset})
+        return False
+    again_before = publisher.recorded(run, f"{_AGAIN}-")
+    earlier = [recorded, *(_versions_of(r["detail"]) for r in again_before)]
+    verdict = _compared(versions, earlier)
+    if verdict != "new":
+        if verdict == "partial":
+            logger.info("part of a second upload of the run's files", extra={"run_id": run})
         return False
     logger.warning("input rejected", extra={"run_id": run, "reasons": [again]})
     inputs = {name: {**manifest.inputs.get(name, {}), "version": version}
               for name, version in versions.items()}  # fmt: skip
     detail = {"run_id": run, "dataset": manifest.dataset, "stage": Stage.SHARD,
               "reason": again, "reasons": [again], "inputs": inputs}  # fmt: skip
-    publisher.publish("Input Rejected", detail, once=f"uploaded-again-{_upload_of(versions)}")
+    publisher.publish("Input Rejected", detail, once=f"{_AGAIN}-{_upload_of(versions)}")
     return True
+
+
+def _versions_of(announced: Mapping[str, Any]) -> dict[str, str | None]:
+    """The input versions a manifest or an announcement's detail records (`inputs`)."""
+    inputs = announced.get("inputs") or {}
+    return {name: (inputs.get(name) or {}).get("version") for name in schema.INPUT_FILES}
+
+
+def _compared(
+    versions: Mapping[str, str | None], earlier: list[dict[str, str | None]]
+) -> Literal["seen", "new", "partial"]:
+    """How a set of input versions stands to sets acted on before: one of them (a
+    re-delivery), new in every file against each (a whole upload since), or in between (an
+    upload under way, or one file sent again)."""
+    if any(dict(versions) == seen for seen in earlier):
+        return "seen"
+    if all(all(versions[n] != seen.get(n) for n in versions) for seen in earlier):
+        return "new"
+    return "partial"
 
 
 def _upload_of(versions: Mapping[str, str | None]) -> str:

@@ -32,10 +32,18 @@ def start_training(
     counted as done, and `Training Started` is announced once per run.
     """
     manifest = Manifest.from_json(storage.read(manifest_key))
+    head = storage.head(manifest_key)
+    written = head.modified if head else None
+    # A `Run Failed` recorded before this manifest was written belongs to an earlier run of
+    # the same inputs (whose runs/ expired or was deleted): this one announces its own.
+    failure = RUN_FAILED
     if publisher.settle(manifest.run_id, RUN_FAILED) != "absent":
-        # A late delivery after the run failed (a quota refused it): start nothing more.
-        logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
-        return []
+        failed_at = [r["recorded"] for r in publisher.recorded(manifest.run_id, RUN_FAILED)]
+        if written is None or max(failed_at, default=written) >= written - CLOCK_SKEW_SECONDS:
+            # A late delivery after this run failed (a quota refused it): start nothing more.
+            logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
+            return []
+        failure = f"{RUN_FAILED}-{head.etag if head else 'manifest'}"
     try:
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
     except RunFailedError as exc:
@@ -57,8 +65,7 @@ def start_training(
         try:
             sagemaker.create_training_job(**request)
         except sagemaker.exceptions.ResourceInUse:
-            written = storage.head(manifest_key)
-            reason = _taken_before(sagemaker, name, written.modified if written else None)
+            reason = _taken_before(sagemaker, name, written)
             if reason is None:
                 logger.info("training job already exists", extra={"job": name})
                 continue
@@ -68,7 +75,7 @@ def start_training(
             created.append(name)
             continue
         started = [r["TrainingJobName"] for r in requests[:index]]
-        _fail_run(sagemaker, publisher, manifest, reason, stop=started)
+        _fail_run(sagemaker, publisher, manifest, reason, stop=started, once=failure)
         return created
     publisher.publish(
         "Training Started",
@@ -135,7 +142,13 @@ def _quota_reason(requests: list[dict[str, Any]], refused: int, message: str) ->
 
 
 def _fail_run(
-    sagemaker: Any, publisher: EventPublisher, manifest: Manifest, reason: str, stop: list[str]
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    reason: str,
+    *,
+    stop: list[str],
+    once: str,
 ) -> None:
     """The run cannot finish: announce `Run Failed`, then stop the jobs it started, which
     would otherwise train (billed) to no end.
@@ -152,6 +165,7 @@ def _fail_run(
             "stage": Stage.START_TRAINING,
             "reason": reason,
         },
+        once=once,
     )
     for name in stop:
         try:
