@@ -111,6 +111,17 @@ CONFIGS["half_life_730"] = {**CONFIGS["groups_tw11"], "half_life": 730}
 CONFIGS["refit"] = {**CONFIGS["groups_tw11"], "refit": True}
 CONFIGS["no_mday"] = {**CONFIGS["groups_tw11"], "drop": ("mday",)}
 CONFIGS["holidays_mday"] = {**CONFIGS["groups_tw11"], "drop": ("month",), "holidays": True}
+# Session 10: the squared error WRMSSE itself scores (forecasts clipped at 0, as the
+# pipeline's are), and leaf-wise trees instead of depth-wise ones.
+_NO_POWER = {k: v for k, v in _TW11.items() if k != "tweedie_variance_power"}
+CONFIGS["squared_error"] = {
+    **CONFIGS["groups_tw11"],
+    "params": _NO_POWER | {"objective": "reg:squarederror", "eval_metric": "rmse"},
+}
+CONFIGS["leafwise"] = {
+    **CONFIGS["groups_tw11"],
+    "params": {**_TW11, "grow_policy": "lossguide", "max_depth": 0, "max_leaves": 31},
+}
 
 
 def load_real() -> M5Data:
@@ -256,9 +267,9 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             last + min_lag, features,
             drop_before_first_sale=False,
         )  # fmt: skip
-        pred = booster.predict(
+        pred = np.maximum(0, booster.predict(  # sales are never negative (m5flow.forecast)
             xgb.DMatrix(prep(future).T), iteration_range=(0, booster.best_iteration + 1)
-        ) * level_of(future)
+        )) * level_of(future)  # fmt: skip
         np.add.at(total, (future.series, future.day - last - 1), pred)
         np.add.at(count, (future.series, future.day - last - 1), 1)
         # As the pipeline's inference shards: the same horizon days, from 28 days earlier.
