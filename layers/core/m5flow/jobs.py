@@ -87,7 +87,7 @@ def training_instance_count(model: ModelShards, settings: JobSettings) -> int:
     """
     if settings.training_instance_count is None:
         return instances.instances_needed(model, settings.training_instance_type)
-    check_distribution(model, settings.training_instance_count)
+    _check_distribution(model, settings.training_instance_count)
     return settings.training_instance_count
 
 
@@ -113,7 +113,7 @@ def _tags(manifest: Manifest, model: ModelShards) -> list[dict[str, str]]:
     ]
 
 
-def check_distribution(model: ModelShards, instance_count: int) -> None:
+def _check_distribution(model: ModelShards, instance_count: int) -> None:
     """Refuse settings that would leave training hosts idle.
 
     With ShardedByS3Key each host reads whole objects, so fewer training objects than hosts
