@@ -66,7 +66,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _shard(args: argparse.Namespace) -> int:
     # Here, not at the top: the step's Powertools logger takes its service name on import,
     # which must be after a local run has set the functions' environment.
-    from m5flow.stages.shard import read_inputs, write_run_shards
+    from m5flow.stages.shard import input_records, read_inputs, write_run_shards
 
     data_dir, out = Path(args.data_dir), Path(args.out_dir)
     if out.exists() and not out.is_dir():
@@ -93,7 +93,7 @@ def _shard(args: argparse.Namespace) -> int:
     )
     for notice in data.notices:
         print(f"note: {notice}")
-    inputs = {name: {"key": name, "etag": etag} for name, etag in present.items()}
+    inputs = input_records("", present)
     if args.min_lags:  # given on the command line: over m5flow.json's
         overrides = replace(overrides, min_lags=args.min_lags)
     target = DiskStorage(out)

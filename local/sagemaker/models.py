@@ -41,10 +41,8 @@ from m5flow_local.sagemaker.resources import (
     Model,
     TrainingJob,
     TransformJob,
-    check_request,
+    check_name_and_tags,
     clip_reason,
-    name_violations,
-    tag_violations,
     tags_map,
 )
 
@@ -147,11 +145,7 @@ class SageMakerBackend:
     def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         from m5flow_local.sagemaker import training
 
-        name = params.get("TrainingJobName")
-        check_request(
-            name_violations(name, "trainingJobName", JOB_NAME_PATTERN),
-            tag_violations(params.get("Tags")),
-        )
+        name = check_name_and_tags(params, "TrainingJobName", JOB_NAME_PATTERN)
         training.validate_request(params)
         now = time.time()
         with self.lock:
@@ -346,11 +340,7 @@ class SageMakerBackend:
 
     # ----------------------------------------------------------------- models
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = params.get("ModelName")
-        check_request(
-            name_violations(name, "modelName", MODEL_NAME_PATTERN),
-            tag_violations(params.get("Tags")),
-        )
+        name = check_name_and_tags(params, "ModelName", MODEL_NAME_PATTERN)
         if "PrimaryContainer" not in params and not params.get("Containers"):
             raise ValidationError("Either PrimaryContainer or Containers must be specified.")
         containers = [params.get("PrimaryContainer") or {}, *(params.get("Containers") or [])]
@@ -388,11 +378,7 @@ class SageMakerBackend:
     def create_transform_job(self, params: dict[str, Any]) -> dict[str, Any]:
         from m5flow_local.sagemaker import transform
 
-        name = params.get("TransformJobName")
-        check_request(
-            name_violations(name, "transformJobName", JOB_NAME_PATTERN),
-            tag_violations(params.get("Tags")),
-        )
+        name = check_name_and_tags(params, "TransformJobName", JOB_NAME_PATTERN)
         model = self.get_model(params.get("ModelName"))
         transform.validate_request(params, model, self.region)
         now = time.time()

@@ -13,6 +13,7 @@ import queue
 import re
 import threading
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,15 @@ def clip_reason(reason: str) -> str:
 TAG_PATTERN = r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
 _TAG_SYMBOLS = frozenset("_.:/=+-@")
 _MAX_TAGS = 50
+
+
+def check_name_and_tags(params: Mapping[str, Any], name_key: str, pattern: str) -> Any:
+    """Validate a Create* request's name (`name_key`, e.g. ``TrainingJobName``) and ``Tags``
+    together, as SageMaker does (one message naming every violation); return the name."""
+    name = params.get(name_key)
+    field_name = name_key[0].lower() + name_key[1:]
+    check_request(name_violations(name, field_name, pattern), tag_violations(params.get("Tags")))
+    return name
 
 
 def tag_violations(tags: Any) -> list[str]:

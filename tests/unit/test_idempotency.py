@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import boto3
 import pandas as pd
@@ -12,7 +13,13 @@ import pytest
 from m5flow.notifications import EventPublisher
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 from m5flow.stages.shard import shard_dataset
-from m5flow.storage import DiskStorage, ObjectChangedError, ObjectMissingError, S3Storage
+from m5flow.storage import (
+    DiskStorage,
+    ObjectChangedError,
+    ObjectHead,
+    ObjectMissingError,
+    S3Storage,
+)
 from tests.unit.test_handlers import _created, _keys, _upload
 
 
@@ -145,8 +152,9 @@ def test_an_input_replaced_while_the_shard_step_reads_leaves_it_to_the_newer_eve
     bucket, small_m5, bus
 ):
     class ReplacedAfterHead(S3Storage):
-        def etag(self, key: str) -> str | None:  # the calendar HEAD saw, since replaced
-            return "0" * 32 if key.endswith(CALENDAR_FILE) else super().etag(key)
+        def head(self, key: str) -> ObjectHead | None:  # the calendar HEAD saw, since replaced
+            head = super().head(key)
+            return replace(head, etag="0" * 32) if head and key.endswith(CALENDAR_FILE) else head
 
     bus.watch("raced")
     _upload(bucket, "raced", small_m5)

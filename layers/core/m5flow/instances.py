@@ -73,7 +73,8 @@ def has_local_storage(instance_type: str) -> bool:
     >>> [has_local_storage(t) for t in ("ml.m5.xlarge", "ml.m5d.xlarge", "ml.g4dn.xlarge")]
     [False, True, True]
     """
-    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else ""
+    match = _INSTANCE_TYPE.fullmatch(instance_type)
+    family = match["family"] if match else ""
     return family in _LOCAL_STORAGE_FAMILIES or bool(re.fullmatch(r"[a-z]+\d[a-z]*d", family))
 
 

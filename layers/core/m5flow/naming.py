@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m5flow.storage import Storage
+    from m5flow.storage import ObjectHead, Storage
 
 SALES_FILE = "sales_train_evaluation.csv"
 CALENDAR_FILE = "calendar.csv"
@@ -232,16 +232,18 @@ def manifest_key(run: str) -> str:
 
 def dataset_run(
     storage: Storage, prefix: str, dataset: str
-) -> tuple[str | None, dict[str, str], list[str]]:
-    """The run the inputs under `prefix` make (None while one is absent), their ETags
-    (m5flow.json's too, when there: changed settings make a new run), and the names of the
-    three inputs still absent.
+) -> tuple[str | None, dict[str, ObjectHead], list[str]]:
+    """The run the inputs under `prefix` make (None while one is absent), what a HEAD says
+    of each present one (m5flow.json's too, when there: changed settings make a new run),
+    and the names of the three inputs still absent.
 
     The shard step names its run here, and so do the failure reporter (for a crashed shard
-    step) and `m5flow shard`: one place, so that all read the same objects and `where`.
+    step) and `m5flow shard`: one place, so that all read the same objects and `where`. The
+    heads are those versions' ETags, sizes and version ids, so the step asks S3 once.
     """
-    etags = {name: storage.etag(prefix + name) for name in (*INPUT_FILES, OVERRIDES_FILE)}
-    absent = [name for name in INPUT_FILES if etags[name] is None]
-    present = {name: str(etag) for name, etag in etags.items() if etag is not None}
-    run = None if absent else run_id(dataset, present, storage.uri(""))
+    heads = {name: storage.head(prefix + name) for name in (*INPUT_FILES, OVERRIDES_FILE)}
+    absent = [name for name in INPUT_FILES if heads[name] is None]
+    present = {name: head for name, head in heads.items() if head is not None}
+    etags = {name: head.etag for name, head in present.items()}
+    run = None if absent else run_id(dataset, etags, storage.uri(""))
     return run, present, absent

@@ -18,7 +18,7 @@ from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, nothing_to_train, write_shards
 from m5flow.stages.failure import RUN_FAILED
-from m5flow.storage import AlreadyExistsError, ObjectChangedError, Storage
+from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectHead, Storage
 
 logger = Logger(child=True)
 # Names of the shard step's refusals in a run's ledger, each followed by its upload's name.
@@ -63,7 +63,7 @@ def shard_dataset(
     if run is None:
         logger.info("waiting for the other inputs", extra={"dataset": dataset, "absent": absent})
         return ShardOutcome("waiting", dataset)
-    versions = _versions(storage, prefix)
+    versions = {name: present[name].version for name in schema.INPUT_FILES}
     if storage.etag(naming.manifest_key(run)) is not None:
         # Sharded before: a re-delivery, a retry after a crash before the announcement, or
         # the same files uploaded again.
@@ -73,11 +73,7 @@ def shard_dataset(
             return ShardOutcome("rejected", dataset, run)
         return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
-    inputs = {
-        name: {"key": prefix + name, "etag": etag}
-        | ({"version": versions[name]} if versions.get(name) else {})
-        for name, etag in present.items()
-    }
+    inputs = input_records(prefix, present)
     refused = [_versions_of(r["detail"]) for r in publisher.recorded(run, f"{_REFUSED}-")]
     if refused and all(versions.values()) and _compared(versions, refused) != "new":
         # This set was refused before: a re-delivery, or part of it uploaded again.
@@ -115,10 +111,14 @@ def shard_dataset(
     return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
 
-def _versions(storage: Storage, prefix: str) -> dict[str, str | None]:
-    """The version id of each input under `prefix` (None: absent, or an unversioned bucket)."""
-    heads = {name: storage.head(prefix + name) for name in schema.INPUT_FILES}
-    return {name: head.version if head else None for name, head in heads.items()}
+def input_records(prefix: str, present: Mapping[str, ObjectHead]) -> dict[str, dict[str, str]]:
+    """What a manifest records of the files a run was made from: key, ETag and, on a
+    versioned bucket, the version id (which tells a second upload from a re-delivery)."""
+    return {
+        name: {"key": prefix + name, "etag": head.etag}
+        | ({"version": head.version} if head.version else {})
+        for name, head in present.items()
+    }
 
 
 def _refuse_a_second_upload(
@@ -215,22 +215,21 @@ def _explains_a_wait(storage: Storage, dataset: str | None, key: str) -> bool:
 
 
 def read_inputs(
-    storage: Storage, prefix: str, present: Mapping[str, str], config: ShardConfig | None = None
+    storage: Storage,
+    prefix: str,
+    present: Mapping[str, ObjectHead],
+    config: ShardConfig | None = None,
 ) -> tuple[M5Data, DatasetOverrides]:
     """Parse the three inputs and the dataset's settings, the versions `present` names
     (ObjectChangedError if one was replaced since), and check that the run they make has
     something to train on; one rejection names every problem."""
     # Sized before any is read: a file far past the limit (a wrong one under an input's
     # name) would take the function's memory before the limit could be checked on its bytes.
-    heads = {name: storage.head(prefix + name) for name in schema.INPUT_FILES}
-    for name, head in heads.items():
-        if head is None or head.etag != present[name]:  # replaced since the run was named
-            raise ObjectChangedError(_changed_input(storage, prefix + name, present[name]))
     limit = schema.MAX_INPUT_BYTES
     too_large = [
-        problem(name, "size", f"{head.size:,} bytes", f"at most {limit:,} bytes")
-        for name, head in heads.items()
-        if head is not None and head.size > limit
+        problem(name, "size", f"{present[name].size:,} bytes", f"at most {limit:,} bytes")
+        for name in schema.INPUT_FILES
+        if present[name].size > limit
     ]
     if too_large:
         raise InputRejectedError(too_large)
@@ -239,12 +238,16 @@ def read_inputs(
     if naming.OVERRIDES_FILE in present:
         settings = prefix + naming.OVERRIDES_FILE
         try:
-            overrides = parse_overrides(storage.read(settings, etag=present[naming.OVERRIDES_FILE]))
+            etag = present[naming.OVERRIDES_FILE].etag
+            overrides = parse_overrides(storage.read(settings, etag=etag))
         except InputRejectedError as exc:
             reasons += exc.reasons
     try:
         data = schema.parse_inputs(
-            {name: storage.read(prefix + name, etag=present[name]) for name in schema.INPUT_FILES}
+            {
+                name: storage.read(prefix + name, etag=present[name].etag)
+                for name in schema.INPUT_FILES
+            }
         )
     except InputRejectedError as exc:
         reasons += exc.reasons
@@ -290,7 +293,3 @@ def _announce_run_started(storage: Storage, publisher: EventPublisher, manifest:
         },
         once="run-started",
     )
-
-
-def _changed_input(storage: Storage, key: str, etag: str) -> str:
-    return f"{storage.uri(key)} is no longer ETag {etag}: replaced since the run was named"

@@ -46,17 +46,8 @@ def start_training(
         failure = f"{RUN_FAILED}-{head.etag if head else 'manifest'}"
     try:
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
-    except RunFailedError as exc:
-        logger.error("refusing to train", extra={"run_id": manifest.run_id, "reason": exc.reason})
-        announce_run_failure(
-            publisher,
-            {
-                "run_id": manifest.run_id,
-                "dataset": manifest.dataset,
-                "stage": exc.stage,
-                "reason": exc.reason,
-            },
-        )
+    except RunFailedError as exc:  # settings the run's data cannot train with
+        _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
         return []
     created: list[str] = []
     for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
