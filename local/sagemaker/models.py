@@ -64,9 +64,10 @@ class SageMakerBackend:
         Admits training jobs while this machine's memory holds them and shares its cores
         among them (default: what the operating system reports available).
     quotas
-        Service quotas "<instance type> for training job usage": the most instances of a
-        type that training jobs in progress may hold at once. A type not in it has no limit,
-        as this machine has none (`capacity` shares what it has instead).
+        Service quotas by AWS's names, "<instance type> for training job usage" and
+        "<instance type> for transform job usage": the most instances of a type that jobs
+        of that kind in progress may hold at once. A quota not in it has no limit, as this
+        machine has none (`capacity` shares what it has instead).
     """
 
     def __init__(
@@ -154,7 +155,7 @@ class SageMakerBackend:
                     "Training job names must be unique within an AWS account and region, and a "
                     f"training job with this name already exists ({self.arn('training-job', name)})"
                 )
-            self._check_quota(params.get("ResourceConfig") or {})
+            self._check_quota("training", params.get("ResourceConfig") or {})
             job = TrainingJob(
                 name=name,
                 arn=self.arn("training-job", name),
@@ -312,26 +313,29 @@ class SageMakerBackend:
                 job.transition("Stopped", "Training job stopped", now)
             self.queue_event(events.TRAINING_DETAIL_TYPE, job)
 
-    def _check_quota(self, resources: Mapping[str, Any]) -> None:
-        """Refuse instances beyond the type's quota, in AWS's words (call with the lock)."""
+    def _check_quota(self, usage: str, resources: Mapping[str, Any]) -> None:
+        """Refuse instances beyond the quota "<type> for <usage> job usage" (usage:
+        "training" or "transform"), in AWS's words (call with the lock)."""
 
         def instances(of: Mapping[str, Any]) -> int:
             return int(of.get("InstanceCount", 1))
 
         kind = resources.get("InstanceType")
-        quota = self.quotas.get(str(kind))
+        quota_name = f"{kind} for {usage} job usage"
+        quota = self.quotas.get(quota_name)
         if quota is None:
             return
-        running = [
-            job.request.get("ResourceConfig") or {}
-            for job in self.training_jobs.values()
-            if job.status not in TERMINAL
-        ]
-        in_use = sum(instances(held) for held in running if held.get("InstanceType") == kind)
+        jobs, field = (
+            (self.training_jobs, "ResourceConfig")
+            if usage == "training"
+            else (self.transform_jobs, "TransformResources")
+        )
+        held = [job.request.get(field) or {} for job in jobs.values() if job.status not in TERMINAL]
+        in_use = sum(instances(of) for of in held if of.get("InstanceType") == kind)
         delta = instances(resources)
         if in_use + delta > quota:
             raise ResourceLimitExceededError(
-                f"The account-level service limit '{kind} for training job usage' is {quota} "
+                f"The account-level service limit '{quota_name}' is {quota} "
                 f"Instances, with current utilization of {in_use} Instances and a request delta "
                 f"of {delta} Instances. Please use AWS Service Quotas to request an increase "
                 "for this quota. If AWS Service Quotas is not available, contact AWS support to "
@@ -388,6 +392,7 @@ class SageMakerBackend:
                     "Job name must be unique within an AWS account and region, and a job with "
                     f"this name already exists ({self.arn('transform-job', name)})"
                 )
+            self._check_quota("transform", params.get("TransformResources") or {})
             job = TransformJob(
                 name=name, arn=self.arn("transform-job", name), request=params, creation_time=now
             )

@@ -49,9 +49,9 @@ class LocalSageMaker:
         Starts training jobs only while this machine's memory can hold them, and shares its
         cores among them (`capacity.Capacity`; default: what the operating system reports).
     quotas
-        Instances of a type that training jobs may hold at once (AWS's "<type> for training
-        job usage"), beyond which CreateTrainingJob fails with ResourceLimitExceeded; none
-        by default.
+        Instances of a type that training or transform jobs may hold at once, by AWS's quota
+        names ("<type> for training job usage", "<type> for transform job usage"), beyond
+        which the Create call fails with ResourceLimitExceeded; none by default.
 
     Example
     -------

@@ -384,7 +384,7 @@ def test_a_quota_refuses_instances_beyond_it_until_jobs_end(
     ("<type> for training job usage"); AWS's error and wording; freed when a job ends."""
     events = EventLog()
     local = LocalSageMaker(events.emit, tmp_path, region=REGION, account_id=ACCOUNT,
-                           quotas={"ml.m5.large": 3})  # fmt: skip
+                           quotas={"ml.m5.large for training job usage": 3})  # fmt: skip
     sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=local.start())
     endless = {**TWEEDIE, "eta": "0.001", "num_round": "100000000"}
     try:

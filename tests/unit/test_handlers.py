@@ -716,7 +716,9 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
     settings = JobSettings.from_env(
         {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
     )
-    local = LocalSageMaker(lambda event: None, tmp_path, quotas={"ml.m5.xlarge": 2})
+    local = LocalSageMaker(
+        lambda event: None, tmp_path, quotas={"ml.m5.xlarge for training job usage": 2}
+    )
     sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
     try:
         manifest = f"runs/{run}/manifest.json"
@@ -731,7 +733,7 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
             f"SageMaker refused training job m5flow-{run}-h21 (ResourceLimitExceeded: The "
             "account-level service limit 'ml.m5.xlarge for training job usage' is 2 Instances"
         )
-        assert "The run's 4 training jobs need 4 ml.m5.xlarge instances at once" in reason
+        assert "The run's 4 training jobs need up to 4 ml.m5.xlarge instances at once" in reason
         for name in created:
             status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
             assert status in ("Stopping", "Stopped")
@@ -739,6 +741,59 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
         assert start_training(storage, sagemaker, publisher, manifest, settings) == []
         assert bus.drain() == []
         assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
+    finally:
+        local.stop()
+
+
+def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """A model trained but its transform is refused by a quota: the forecast needs every
+    model, so the run fails now with what it needs (not after two Lambda retries), a
+    sibling still training is stopped, and a second delivery creates nothing."""
+    from m5flow.jobs import JobSettings, training_request
+    from m5flow.notifications import EventPublisher
+    from m5flow.stages.publish import publish_model
+    from m5flow.storage import S3Storage
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    run = _run_started(bucket, load_function, small_m5, bus, "tquota")
+    storage = S3Storage(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    settings = JobSettings.from_env(
+        {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
+    )
+    quotas = {f"{settings.transform_instance_type} for transform job usage": 0}
+    local = LocalSageMaker(lambda event: None, tmp_path, quotas=quotas)
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    try:
+        manifest = Manifest.from_json(storage.read(f"runs/{run}/manifest.json"))
+        sibling = training_request(manifest, manifest.models[0], settings)
+        sibling["HyperParameters"] |= {"eta": "0.001", "num_round": "100000000"}
+        sagemaker.create_training_job(**sibling)  # h7, still training
+        trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
+        artifact = trained["ModelArtifacts"]["S3ModelArtifacts"]
+        storage.write(artifact.split(f"{bucket}/", 1)[1], b"model")
+
+        assert publish_model(storage, sagemaker, publisher, trained, settings) is None
+
+        (failed,) = bus.drain()
+        assert failed["detail-type"] == "Run Failed"
+        assert failed["detail"]["stage"] == "publish_model"
+        reason = failed["detail"]["reason"]
+        assert reason.startswith(
+            f"SageMaker refused transform job m5flow-{run}-h28 (ResourceLimitExceeded: The "
+            f"account-level service limit '{settings.transform_instance_type} for transform "
+            "job usage' is 0 Instances"
+        )
+        assert "The run's 4 transform jobs need up to 4 " in reason
+        name = sibling["TrainingJobName"]
+        status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+        assert status in ("Stopping", "Stopped")
+
+        assert publish_model(storage, sagemaker, publisher, trained, settings) is None
+        assert bus.drain() == []
+        assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
     finally:
         local.stop()
 

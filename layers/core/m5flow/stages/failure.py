@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -281,6 +281,51 @@ def announce_run_failure(
     if not sent:
         logger.warning("the run had failed before; this failure is logged only", extra=dict(detail))
     return sent
+
+
+def fail_run(
+    sagemaker: Any,
+    publisher: EventPublisher,
+    detail: Mapping[str, Any],
+    *,
+    stop_training: Sequence[str] = (),
+    stop_transform: Sequence[str] = (),
+    once: str = RUN_FAILED,
+) -> None:
+    """A step found the run cannot finish: announce `Run Failed` (`detail`: run_id,
+    dataset, stage, reason), then stop the run's jobs named, which would otherwise go on,
+    billed, to no end (one that never started or has ended is logged and passed over).
+
+    Not left to Lambda's retries: a quota below what the run needs, or a job name taken,
+    refuses every retry too.
+    """
+    logger.error("the run cannot finish", extra=dict(detail))
+    announce_run_failure(publisher, detail, once=once)
+    stops = [(sagemaker.stop_training_job, "TrainingJobName", name) for name in stop_training]
+    stops += [(sagemaker.stop_transform_job, "TransformJobName", name) for name in stop_transform]
+    for stop, field, name in stops:
+        try:
+            stop(**{field: name})
+        except sagemaker.exceptions.ClientError as exc:
+            logger.info("not stopped", extra={"job": name, "why": str(exc)})
+
+
+def quota_reason(
+    kind: str, requests: Sequence[Mapping[str, Any]], refused: int, message: str
+) -> str:
+    """Why a service quota stops the run (`kind`: "training" or "transform"), and what the
+    run's jobs of that kind need at once: SageMaker's message names the quota only."""
+    field = "ResourceConfig" if kind == "training" else "TransformResources"
+    resources = [request[field] for request in requests]
+    needed = sum(int(r["InstanceCount"]) for r in resources)
+    name = requests[refused][f"{kind.capitalize()}JobName"]
+    return (
+        f"SageMaker refused {kind} job {name} (ResourceLimitExceeded: {message}) The run's "
+        f"{len(requests)} {kind} jobs need up to {needed} {resources[refused]['InstanceType']} "
+        "instances at once: raise that quota in Service Quotas, or choose a "
+        f"{kind.capitalize()}InstanceType "
+        + ("with more memory (fewer instances a job)" if kind == "training" else "it allows")
+    )
 
 
 def one_line(failure_reason: str) -> str:

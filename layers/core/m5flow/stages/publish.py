@@ -9,8 +9,8 @@ from aws_lambda_powertools import Logger
 
 from m5flow import jobs, naming
 from m5flow.notifications import EventPublisher, Stage
-from m5flow.shards import Manifest
-from m5flow.stages.failure import RUN_FAILED, announce_job_failure
+from m5flow.shards import Manifest, ModelShards
+from m5flow.stages.failure import RUN_FAILED, announce_job_failure, fail_run, quota_reason
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -27,7 +27,8 @@ def publish_model(
 
     Completed: create the model and its transform job; return the transform job's name, or
     None when an earlier delivery already created it (the announcement is still sent once)
-    or the run has already failed (nothing is created).
+    or the run has already failed (nothing is created). A transform quota that refuses the
+    job fails the run and stops the other models' jobs.
     Failed or Stopped: announce `Run Failed` with SageMaker's reason and create nothing.
     """
     name = training["TrainingJobName"]
@@ -65,6 +66,10 @@ def publish_model(
     except sagemaker.exceptions.ResourceInUse:
         logger.info("transform job already exists", extra={"job": request["TransformJobName"]})
         created = None
+    except sagemaker.exceptions.ResourceLimitExceeded as exc:
+        message = exc.response["Error"]["Message"]
+        _fail_on_quota(sagemaker, publisher, manifest, model, settings, message)
+        return None
     publisher.publish(
         "Transform Started",
         {
@@ -77,3 +82,30 @@ def publish_model(
         once=f"transform-started-{model.name}",
     )
     return created
+
+
+def _fail_on_quota(
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    refused: ModelShards,
+    settings: jobs.JobSettings,
+    message: str,
+) -> None:
+    """A transform quota refused a model's job: the forecast needs every model, so the run
+    fails now, saying what it needs, and the other models' jobs are stopped (a transform
+    still running, or a training job whose model would never be used).
+
+    Before, Lambda retried twice and the failure queue announced the crash, while the
+    siblings' transforms ran on to no end."""
+    requests = [jobs.transform_request(manifest, model, settings) for model in manifest.models]
+    others = [r["TransformJobName"] for r, m in zip(requests, manifest.models, strict=True)
+              if m.name != refused.name]  # fmt: skip
+    index = [m.name for m in manifest.models].index(refused.name)
+    detail = {
+        "run_id": manifest.run_id,
+        "dataset": manifest.dataset,
+        "stage": Stage.PUBLISH_MODEL,
+        "reason": quota_reason("transform", requests, index, message),
+    }
+    fail_run(sagemaker, publisher, detail, stop_training=others, stop_transform=others)

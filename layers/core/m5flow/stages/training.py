@@ -10,7 +10,7 @@ from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.shards import Manifest, ModelShards
-from m5flow.stages.failure import RUN_FAILED, announce_run_failure
+from m5flow.stages.failure import RUN_FAILED, fail_run, quota_reason
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -61,7 +61,7 @@ def start_training(
                 logger.info("training job already exists", extra={"job": name})
                 continue
         except sagemaker.exceptions.ResourceLimitExceeded as exc:
-            reason = _quota_reason(requests, index, exc.response["Error"]["Message"])
+            reason = quota_reason("training", requests, index, exc.response["Error"]["Message"])
         else:
             created.append(name)
             continue
@@ -119,19 +119,6 @@ def _taken_before(sagemaker: Any, name: str, manifest_written: float | None) -> 
     )
 
 
-def _quota_reason(requests: list[dict[str, Any]], refused: int, message: str) -> str:
-    """Why a service quota stops the run, and what the whole run needs at once."""
-    resources = [request["ResourceConfig"] for request in requests]
-    needed = sum(r["InstanceCount"] for r in resources)
-    return (
-        f"SageMaker refused training job {requests[refused]['TrainingJobName']} "
-        f"(ResourceLimitExceeded: {message}) The run's {len(requests)} training jobs need "
-        f"{needed} {resources[refused]['InstanceType']} instances at once: raise that quota "
-        "in Service Quotas, or choose a TrainingInstanceType with more memory (fewer "
-        "instances a job)"
-    )
-
-
 def _fail_run(
     sagemaker: Any,
     publisher: EventPublisher,
@@ -141,25 +128,7 @@ def _fail_run(
     stop: list[str],
     once: str,
 ) -> None:
-    """The run cannot finish: announce `Run Failed`, then stop the jobs it started, which
-    would otherwise train (billed) to no end.
-
-    Not left to Lambda's retries: a quota below what the run needs, or a job name taken,
-    refuses every retry too.
-    """
-    logger.error("the run cannot train", extra={"run_id": manifest.run_id, "reason": reason})
-    announce_run_failure(
-        publisher,
-        {
-            "run_id": manifest.run_id,
-            "dataset": manifest.dataset,
-            "stage": Stage.START_TRAINING,
-            "reason": reason,
-        },
-        once=once,
-    )
-    for name in stop:
-        try:
-            sagemaker.stop_training_job(TrainingJobName=name)
-        except sagemaker.exceptions.ClientError as exc:  # ended already
-            logger.info("not stopped", extra={"job": name, "why": str(exc)})
+    """Announce that the run cannot train, and stop the training jobs it had started."""
+    detail = {"run_id": manifest.run_id, "dataset": manifest.dataset,
+              "stage": Stage.START_TRAINING, "reason": reason}  # fmt: skip
+    fail_run(sagemaker, publisher, detail, stop_training=stop, once=once)
