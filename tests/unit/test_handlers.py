@@ -699,23 +699,30 @@ def test_assemble_forecast_reports_failed_transform(bucket, load_function, small
     assert _keys(bucket, f"runs/{run}/forecast/") == []
 
 
+def _step_parts(bucket: str):
+    """The storage, publisher and job settings a step gets from its handler, for calling a
+    step directly against a SageMaker of the test's own."""
+    from m5flow.jobs import JobSettings
+    from m5flow.notifications import EventPublisher
+    from m5flow.storage import S3Storage
+
+    storage = S3Storage(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    role = "arn:aws:iam::123456789012:role/m5flow"
+    settings = JobSettings.from_env({"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": role})
+    return storage, publisher, settings
+
+
 def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
     bucket, load_function, small_m5, bus, tmp_path
 ):
     """Two of four jobs fit the account's quota: the run cannot finish, so it says what it
     needs and stops the two; a late delivery of the manifest event starts nothing."""
-    from m5flow.jobs import JobSettings
-    from m5flow.notifications import EventPublisher
     from m5flow.stages.training import start_training
-    from m5flow.storage import S3Storage
     from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "quota")
-    storage = S3Storage(boto3.client("s3"), bucket)
-    publisher = EventPublisher(boto3.client("events"), ledger=storage)
-    settings = JobSettings.from_env(
-        {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
-    )
+    storage, publisher, settings = _step_parts(bucket)
     local = LocalSageMaker(
         lambda event: None, tmp_path, quotas={"ml.m5.xlarge for training job usage": 2}
     )
@@ -751,18 +758,12 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     """A model trained but its transform is refused by a quota: the forecast needs every
     model, so the run fails now with what it needs (not after two Lambda retries), a
     sibling still training is stopped, and a second delivery creates nothing."""
-    from m5flow.jobs import JobSettings, training_request
-    from m5flow.notifications import EventPublisher
+    from m5flow.jobs import training_request
     from m5flow.stages.publish import publish_model
-    from m5flow.storage import S3Storage
     from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "tquota")
-    storage = S3Storage(boto3.client("s3"), bucket)
-    publisher = EventPublisher(boto3.client("events"), ledger=storage)
-    settings = JobSettings.from_env(
-        {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
-    )
+    storage, publisher, settings = _step_parts(bucket)
     quotas = {f"{settings.transform_instance_type} for transform job usage": 0}
     local = LocalSageMaker(lambda event: None, tmp_path, quotas=quotas)
     sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
@@ -803,26 +804,20 @@ def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_re
 ):
     """The same files uploaded again after their runs/ expired (RunRetentionDays) make the
     same job names, which SageMaker never frees: say so instead of waiting forever."""
-    from m5flow.jobs import JobSettings, training_request
-    from m5flow.notifications import EventPublisher
+    from m5flow.jobs import training_request
     from m5flow.shards import Manifest
     from m5flow.stages.training import CLOCK_SKEW_SECONDS, start_training
-    from m5flow.storage import S3Storage
     from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "expired")
-    storage = S3Storage(boto3.client("s3"), bucket)
+    storage, publisher, settings = _step_parts(bucket)
     manifest_key = f"runs/{run}/manifest.json"
     manifest = Manifest.from_json(storage.read(manifest_key))
-    settings = JobSettings.from_env(
-        {"DATA_BUCKET": bucket, "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/m5flow"}
-    )
     local = LocalSageMaker(lambda event: None, tmp_path)  # moto's takes a name twice
     sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
     try:
         earlier = training_request(manifest, manifest.models[0], settings)
         sagemaker.create_training_job(**earlier)  # the earlier run's job
-        publisher = EventPublisher(boto3.client("events"), ledger=storage)
         # ... which failed; its ledger record outlived its runs/ (expired a day apart)
         stale = {"run_id": run, "dataset": "expired", "stage": "training", "reason": "old"}
         assert publisher.publish("Run Failed", stale, once="run-failed")
