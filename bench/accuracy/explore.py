@@ -123,6 +123,23 @@ CONFIGS["leafwise"] = {
     "params": {**_TW11, "grow_policy": "lossguide", "max_depth": 0, "max_leaves": 31},
 }
 
+# Session 11: fewer identity codes (a tree can memorise an item by its code), a yearly
+# rolling level, the same weekday's mean of the five weekly lags, and tweedie powers between.
+CONFIGS["no_item"] = {**CONFIGS["groups_tw11"], "drop": ("item_code",)}
+CONFIGS["no_item_dept"] = {**CONFIGS["groups_tw11"], "drop": ("item_code", "dept_code")}
+CONFIGS["roll364"] = {
+    **CONFIGS["groups_tw11"],
+    "features": lambda m: replace(
+        FeatureConfig.for_min_lag(m), rolling_windows=(7, 28, 56, 112, 364)
+    ),
+}
+CONFIGS["wday_mean"] = {**CONFIGS["groups_tw11"], "wday_mean": True}
+for _power in (1.2, 1.3):
+    CONFIGS[f"tw{int(_power * 10)}"] = {
+        **CONFIGS["groups_tw11"],
+        "params": {**_TW11, "tweedie_variance_power": _power},
+    }
+
 
 def load_real() -> M5Data:
     return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
@@ -222,6 +239,9 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             matrix = _relative(matrix, names, min_lag) if config.get("relative") else matrix
             dropped = [names.index(name) for name in config.get("drop", ())]
             matrix = np.delete(matrix, dropped, axis=0) if dropped else matrix
+            if config.get("wday_mean"):  # the same weekday's mean over the last 5 weeks
+                weekly = [names.index(f"lag{min_lag + 7 * k}") for k in range(5)]
+                matrix = np.vstack([matrix, np.nanmean(block.features[weekly], axis=0)[None]])
             if config.get("holidays"):
                 matrix = np.vstack([matrix, _holiday_season(data, block.day)[None]])
             return matrix
