@@ -555,11 +555,54 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     assert metrics["backtest_wrmsse"]["wrmsse"] == 0.0
     assert ready["detail"]["headline"]["backtest_wrmsse"] == 0.0
 
-    # A second delivery of the same completion announces nothing new, and redoes nothing.
+    # A second delivery of the same completion announces nothing new, and redoes nothing,
+    # even once the predictions were cleared away as scratch (no `Run Failed` after it).
     s3.delete_object(Bucket=bucket, Key=f"runs/{run}/forecast/report.html")
+    for key in _keys(bucket, f"runs/{run}/predictions/"):
+        s3.delete_object(Bucket=bucket, Key=key)
     assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
     assert bus.drain() == []
     assert f"runs/{run}/forecast/report.html" not in _keys(bucket, f"runs/{run}/forecast/")
+
+
+def test_a_completion_after_the_run_failed_assembles_nothing(bucket, load_function, small_m5, bus):
+    """A sibling's job failed the run: a later completion neither reads the predictions
+    (minutes, at full scale) nor announces anything."""
+    from m5flow.stages.failure import RUN_FAILED
+
+    run = _run_started(bucket, load_function, small_m5, bus, "failed-first")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    _, publisher, _ = _step_parts(bucket)
+    detail = {"run_id": run, "dataset": "failed-first", "stage": "training", "reason": "x"}
+    assert publisher.publish("Run Failed", detail, once=RUN_FAILED)
+    bus.drain()
+
+    event = _training_event(bucket, run, "sagemaker_transform_completed")
+    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+
+    assert bus.drain() == []
+    assert _keys(bucket, f"runs/{run}/forecast/") == []
+
+
+def test_an_input_deleted_during_the_run_fails_it_with_the_reason(
+    bucket, load_function, small_m5, bus
+):
+    run = _run_started(bucket, load_function, small_m5, bus, "deleted")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    boto3.client("s3").delete_object(Bucket=bucket, Key="raw/deleted/calendar.csv")
+
+    event = _training_event(bucket, run, "sagemaker_transform_completed")
+    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+
+    (failed,) = bus.drain()
+    assert failed["detail-type"] == "Run Failed"
+    assert failed["detail"]["stage"] == "assemble_forecast"
+    assert failed["detail"]["reason"] == (
+        f"s3://{bucket}/raw/deleted/calendar.csv does not exist: an input was deleted while "
+        "the run trained, and the forecast is assembled from its rows; upload the three files "
+        "again to forecast them"
+    )
+    assert _keys(bucket, f"runs/{run}/forecast/") == []
 
 
 def _upload_perfect_truth(bucket: str, dataset: str, ids: pd.Series) -> None:

@@ -134,6 +134,19 @@ def test_without_truth_or_score_there_is_no_level_chart() -> None:
     assert "history" in page.text and "actual" not in page.text  # the legend without truth
 
 
+def test_an_unusable_truth_without_a_backtest_is_not_called_absent() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    facts = {"not scored": ["not scored against sales_test_evaluation.csv: no row for 2 series"]}
+    html = report.render_report(
+        history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=facts,
+        truth_uploaded=True,
+    )  # fmt: skip
+    assert (
+        "No score: the uploaded truth could not be used and the backtest could not be scored "
+        "(see 'not scored')." in parse(html).text
+    )
+
+
 def test_a_backtest_is_the_headline_when_no_truth_was_uploaded() -> None:
     history, forecast, _, hierarchy, ids = small_case()
     backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)

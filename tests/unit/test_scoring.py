@@ -12,7 +12,7 @@ import pytest
 from m5flow import schema, scoring
 from m5flow.exceptions import ScoringError
 from m5flow.hierarchy import LEVELS, Hierarchy
-from m5flow.submission import score_files
+from m5flow.submission import aligned_values, read_table, score_files
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "m5-real"
 REFERENCE = REAL / "reference"
@@ -255,6 +255,18 @@ def test_score_files_names_duplicates_and_empty_cells(files) -> None:
         score_files(data_dir, *_write(tmp, truth, submission))
     assert f"duplicate id(s) {submission['id'].iloc[0]}" in str(caught.value)
     assert "column(s) F7 hold empty or non-numeric values" in str(caught.value)
+
+
+def test_ids_are_read_as_written_not_guessed() -> None:
+    """pandas' guesses made 0001 the number 1 and NA a missing value: rows that then
+    matched no series of the run."""
+    frame = read_table("truth.csv", b"id,d_1,d_2\n0001,1,\nNA,2,3\n")
+    ids = np.array(["0001", "NA"])
+    with pytest.raises(ScoringError, match=r"column\(s\) d_2 hold empty or non-numeric") as caught:
+        aligned_values("truth.csv", frame, ids, ["d_1", "d_2"])
+    assert "no row for" not in str(caught.value)
+    frame.loc[0, "d_2"] = "4"
+    assert aligned_values("truth.csv", frame, ids, ["d_1", "d_2"]).tolist() == [[1, 4], [2, 3]]
 
 
 def test_score_files_refuses_truth_days_that_do_not_follow_the_history(files) -> None:

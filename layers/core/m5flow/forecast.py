@@ -14,31 +14,46 @@ from m5flow.exceptions import RunFailedError
 from m5flow.notifications import Stage
 
 
-def read_predictions(bodies: Iterable[bytes]) -> pd.DataFrame:
+def read_predictions(outputs: Iterable[tuple[str, bytes, int]]) -> pd.DataFrame:
     """Parse Batch Transform outputs (headerless `id,day,prediction` rows) into one frame.
+
+    Each output comes as (its key, its body, the rows of the inference shard it scored):
+    a transform writes one line per input line, so any other count is a broken output,
+    named here rather than found later as series without predictions.
 
     Raises
     ------
     RunFailedError
-        When an output is not rows of a name, a whole day number and a number.
+        When an output is not rows of a name, a whole day number and a number (an empty
+        field is not read as missing), or holds a row count other than its shard's.
     """
-    try:
-        tables = [
-            pacsv.read_csv(
-                io.BytesIO(body),
-                read_options=pacsv.ReadOptions(column_names=["id", "day", "prediction"]),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={"id": pa.string(), "day": pa.int32(), "prediction": pa.float64()}
-                ),
+    options = pacsv.ConvertOptions(
+        column_types={"id": pa.string(), "day": pa.int32(), "prediction": pa.float64()},
+        null_values=[],
+        strings_can_be_null=False,
+    )
+    names = pacsv.ReadOptions(column_names=["id", "day", "prediction"])
+    tables = []
+    for key, body, rows in outputs:
+        try:
+            table = (
+                pacsv.read_csv(io.BytesIO(body), read_options=names, convert_options=options)
+                if body.strip()
+                else pa.table({"id": pa.array([], pa.string())})
             )
-            for body in bodies
-            if body.strip()
-        ]
-    except pa.ArrowInvalid as exc:
-        raise RunFailedError(
-            Stage.ASSEMBLE_FORECAST,
-            f"a Batch Transform output is not id,day,prediction rows: {exc}",
-        ) from None
+        except pa.ArrowInvalid as exc:
+            raise RunFailedError(
+                Stage.ASSEMBLE_FORECAST,
+                f"Batch Transform output {key} is not id,day,prediction rows: {exc}",
+            ) from None
+        if table.num_rows != rows:
+            raise RunFailedError(
+                Stage.ASSEMBLE_FORECAST,
+                f"Batch Transform output {key} holds {table.num_rows} rows; its inference "
+                f"shard has {rows}",
+            )
+        if rows:
+            tables.append(table)
     if not tables:
         return pd.DataFrame({"id": [], "day": [], "prediction": []})
     return pa.concat_tables(tables).to_pandas()
@@ -60,7 +75,8 @@ def submission(
     Raises
     ------
     RunFailedError
-        When a series or a day is missing or a prediction is not a finite number.
+        When a series or a day is missing, a series is not one of `ids`, or a prediction is
+        not a finite number.
     """
     days = predictions["day"] - first_day + 1
     outside = (days < 1) | (days > horizon)
@@ -70,6 +86,10 @@ def submission(
             f"prediction for day d_{int(predictions['day'][outside].iloc[0])} is outside "
             f"d_{first_day}..d_{first_day + horizon - 1}",
         )
+    # A series not in the run (an output of a stray object) would vanish in the reindex.
+    _refuse(
+        predictions, ~predictions["id"].isin(ids).to_numpy(), "predictions of series not in the run"
+    )
     unreadable = ~np.isfinite(predictions["prediction"].to_numpy(np.float64))
     _refuse(predictions, unreadable, "predictions are not finite numbers")
     # Two models (or shards) forecasting the same day: averaging would hide the mistake.

@@ -22,7 +22,11 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
+from aws_lambda_powertools import Logger
+
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectMissingError, Storage
+
+logger = Logger(child=True)
 
 SOURCE = "m5flow"
 DetailType = Literal[
@@ -139,7 +143,12 @@ class EventPublisher:
             if self.ledger.etag(key) == etag:
                 self.ledger.delete(key)
             raise
-        self.ledger.write(key, _encoded({**record, "sent": True}))
+        try:
+            self.ledger.write(key, _encoded({**record, "sent": True}))
+        except Exception:
+            # The event is out: failing the step now would have Lambda's retry find the
+            # record unsent and long claimed, and send the event a second time.
+            logger.exception("event sent; its record not marked sent", extra={"record": key})
 
     def _read(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """The record at `key` and its ETag; None when there is none."""

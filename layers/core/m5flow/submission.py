@@ -7,6 +7,7 @@ fix a file in one go.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +105,22 @@ def aligned_values(
     return numbers[rows]
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A submission or truth file, or a ScoringError saying why it is not a CSV table."""
+def read_table(name: str, source: Path | bytes) -> pd.DataFrame:
+    """A submission or truth file as text cells, or a ScoringError saying why it is not a
+    CSV table.
+
+    Nothing is guessed: an id such as 0001 or NA stays itself (a guessed number or missing
+    value would match no series), and `aligned_values` reads the numbers, naming any cell
+    that is not one.
+    """
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(
+            io.BytesIO(source) if isinstance(source, bytes) else source,
+            dtype=str,
+            keep_default_na=False,
+        )
     except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError, ParserError
-        raise ScoringError(f"{path.name}: not a CSV table ({exc})") from None
+        raise ScoringError(f"{name}: not a CSV table ({exc})") from None
 
 
 def score_against_truth(
@@ -162,7 +173,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     data = schema.parse_inputs(
         {name: (Path(data_dir) / name).read_bytes() for name in schema.INPUT_FILES}
     )
-    truth_frame = _read_csv(Path(truth_csv))
+    truth_frame = read_table(Path(truth_csv).name, Path(truth_csv))
     days = [c for c in truth_frame.columns if c.startswith("d_")]
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
@@ -174,6 +185,9 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
         )
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     forecast = aligned_values(
-        Path(submission_csv).name, _read_csv(Path(submission_csv)), data.ids, steps
+        Path(submission_csv).name,
+        read_table(Path(submission_csv).name, Path(submission_csv)),
+        data.ids,
+        steps,
     )
     return score_against_truth(data, Path(truth_csv).name, truth_frame, forecast)[1]

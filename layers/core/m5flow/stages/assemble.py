@@ -7,7 +7,6 @@ makes sure `Forecast Ready` is announced once even when two finish together.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ModelShards
-from m5flow.stages.failure import announce_job_failure, announce_run_failure
-from m5flow.storage import ObjectChangedError, Storage
+from m5flow.stages.failure import RUN_FAILED, announce_job_failure, announce_run_failure
+from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 
 logger = Logger(child=True)
 FORECAST_READY = "forecast-ready"  # the announcement's name in the run's ledger
@@ -87,11 +86,11 @@ def _scores(
     truth = score = backtest = None
     if etag is not None:
         try:
-            frame = pd.read_csv(io.BytesIO(storage.read(key, etag=etag)))
+            frame = submission.read_table(naming.TRUTH_FILE, storage.read(key, etag=etag))
             truth, score = submission.score_against_truth(
                 data, naming.TRUTH_FILE, frame, values, hierarchy
             )
-        except (ValueError, ObjectChangedError) as exc:  # ScoringError, pandas' parse errors
+        except (ValueError, ObjectChangedError, ObjectMissingError) as exc:  # ScoringError...
             truth = None  # nor plotted
             problems.append(f"not scored against {naming.TRUTH_FILE}: {exc}")
     try:
@@ -124,8 +123,10 @@ def assemble_forecast(
 ) -> str | None:
     """React to a transform job's final state (`transform`: the event's detail).
 
-    Returns the submission key when this delivery announced the forecast; None when siblings
-    are still running, the job failed, or another delivery already announced it.
+    Returns the submission key when this delivery wrote and announced the forecast; None
+    when siblings are still running, the run failed (this job or before), or the forecast
+    was written before (another delivery announced it, or this one re-sent its lost
+    announcement).
     """
     name = transform["TransformJobName"]
     _, run, model_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
@@ -134,6 +135,20 @@ def assemble_forecast(
         announce_job_failure(
             publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset
         )
+        return None
+    announcement = publisher.settle(run, FORECAST_READY)
+    if announcement == "resent":
+        # The forecast was written before its record: only the announcement was lost.
+        logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
+        return None
+    if announcement == "announced":
+        # A late re-delivery (or a retry that lost the take-over): nothing to redo, even if
+        # the run's predictions/ have since been cleared away.
+        logger.info("forecast already announced", extra={"run_id": run, "job": name})
+        return None
+    if publisher.settle(run, RUN_FAILED) != "absent":
+        # A sibling's job or an earlier assembly failed the run: no forecast can follow.
+        logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
         return None
     model = manifest.model(model_name)
     missing = _missing_outputs(storage, manifest, model)
@@ -150,15 +165,6 @@ def assemble_forecast(
                         "stage": Stage.ASSEMBLE_FORECAST, "job": name, "reason": reason},
         )  # fmt: skip
         return None
-    announcement = publisher.settle(run, FORECAST_READY)
-    if announcement == "resent":
-        # The forecast was written before its record: only the announcement was lost.
-        logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
-        return None
-    if announcement == "announced":
-        # A late re-delivery (or a retry that lost the take-over): nothing to redo.
-        logger.info("forecast already announced", extra={"run_id": run, "job": name})
-        return None
     pending = _pending_models(storage, manifest, complete=model.name)
     if pending:
         logger.info(
@@ -168,7 +174,7 @@ def assemble_forecast(
 
     try:
         data, predictions, frame = _read_forecast(storage, manifest)
-    except (RunFailedError, ObjectChangedError) as exc:
+    except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         stage = exc.stage if isinstance(exc, RunFailedError) else Stage.ASSEMBLE_FORECAST
         logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
@@ -223,23 +229,31 @@ def _read_forecast(
     Raises
     ------
     RunFailedError
-        When the predictions cannot make a submission (missing, repeated, not finite).
+        When the predictions cannot make a submission (missing, repeated, not finite), or
+        an input was deleted.
     ObjectChangedError
         When an input was replaced after the run began: the run reads the versions it was
         named after and sharded from, and a replaced file is another run's.
     """
     inputs = manifest.inputs
-    data = schema.parse_inputs(
-        {
+    try:
+        payloads = {
             name: storage.read(inputs[name]["key"], etag=inputs[name]["etag"])
             for name in schema.INPUT_FILES
         }
-    )
-    predictions = forecast.read_predictions(
-        storage.read(_output_key(manifest, model.name, shard.key))
+    except ObjectMissingError as exc:
+        raise RunFailedError(
+            Stage.ASSEMBLE_FORECAST,
+            f"{exc}: an input was deleted while the run trained, and the forecast is "
+            "assembled from its rows; upload the three files again to forecast them",
+        ) from None
+    data = schema.parse_inputs(payloads)
+    outputs = [
+        (_output_key(manifest, model.name, shard.key), shard.rows)
         for model in manifest.models
         for shard in model.inference
-    )
+    ]
+    predictions = forecast.read_predictions((key, storage.read(key), rows) for key, rows in outputs)
     future = predictions[predictions["day"] > data.last_day]
     frame = forecast.submission(
         future, data.ids, manifest.last_day + 1, manifest.horizon, never_sold=data.never_sold
