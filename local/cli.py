@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from dataclasses import replace
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
@@ -39,11 +41,23 @@ def _made_folder(option: str, path: Path) -> bool:
     return True
 
 
+def _writable(option: str, path: Path) -> bool:
+    """Whether a file can be written in folder `path`, or say why not: found out before a
+    run, not after it, when its outputs would have nowhere to go."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".m5flow-probe-"):
+            pass
+    except OSError as exc:
+        print(f"{option} {path}: cannot write there ({exc.strerror or exc})", file=sys.stderr)
+        return False
+    return True
+
+
 def _synth(args: argparse.Namespace) -> int:
     from m5flow_local.synth import write_synthetic_m5
 
     out = Path(args.out)
-    if not _made_folder("--out", out):
+    if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
     existing = [name for name in schema.INPUT_FILES if (out / name).exists()]
     if existing and not args.force:
@@ -85,8 +99,8 @@ def _shard(args: argparse.Namespace) -> int:
     except InputRejectedError as exc:
         print("input rejected:", *exc.reasons, sep="\n  ", file=sys.stderr)
         return 1
-    if not _made_folder("OUT_DIR", out):  # made only once the inputs are known good
-        return 2
+    if not _made_folder("OUT_DIR", out) or not _writable("OUT_DIR", out):
+        return 2  # made only once the inputs are known good
     print(
         f"read and checked {len(data.ids):,} series x {data.last_day:,} days "
         f"({time.perf_counter() - started:.1f} s)"
@@ -119,6 +133,10 @@ def _score(args: argparse.Namespace) -> int:
     from m5flow.submission import score_files
 
     truth = Path(args.truth)
+    for name, path in (("TRUTH", truth), ("SUBMISSION", Path(args.submission))):
+        if not path.is_file():
+            print(f"cannot score: {name} {path}: no such file", file=sys.stderr)
+            return 2
     data_dir = Path(args.data) if args.data else truth.parent
     history = [name for name in schema.INPUT_FILES if not (data_dir / name).is_file()]
     if history:
@@ -185,7 +203,7 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
-    if not _made_folder("--out", out):
+    if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
@@ -196,16 +214,20 @@ def _local_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         code, outcome = 130, "interrupted: the local cloud and its jobs are stopped"
     finally:
-        if code == 0 and not args.workdir:
+        # Stopped before the local cloud wrote anything: there is nothing to keep.
+        empty = not args.workdir and not any(workdir.iterdir())
+        if empty or (code == 0 and not args.workdir):
             shutil.rmtree(workdir, ignore_errors=True)
-            print(f"removed {workdir}, the local cloud's job files and logs (--workdir keeps them)")
+            if not empty:
+                print(f"removed {workdir}, the local cloud's job files and logs "
+                      "(--workdir keeps them)")  # fmt: skip
         elif code != 0:
             print(f"the local cloud's job files and logs are kept in {workdir}", file=sys.stderr)
-            if earlier:
-                print(
-                    f"note: {', '.join(earlier)} in {out} are an earlier run's, not this one's",
-                    file=sys.stderr,
-                )
+        if code != 0 and earlier:
+            print(
+                f"note: {', '.join(earlier)} in {out} are an earlier run's, not this one's",
+                file=sys.stderr,
+            )
         if outcome is not None:  # last, where `tail` finds it
             print(outcome, file=sys.stdout if code == 0 else sys.stderr)
     return code
@@ -242,15 +264,36 @@ def _run_flow(
         detail = outcome.get("detail", {})
         if outcome.get("detail-type") != "Forecast Ready":
             return 1, f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}"
-        for uri_field in ("submission", "metrics", "report"):
-            uri = detail.get(uri_field)
-            if uri:
-                key = uri.removeprefix(f"s3://{cloud.bucket}/")
-                cloud.download(key, out / key.rsplit("/", 1)[-1])
+        keys = [
+            detail[field].removeprefix(f"s3://{cloud.bucket}/")
+            for field in ("submission", "metrics", "report")
+            if detail.get(field)
+        ]
+        try:
+            _download(cloud, keys, out)
+        except OSError as exc:  # the local S3 goes with this process: keep them elsewhere
+            kept = workdir / "forecast"
+            _download(cloud, keys, kept)
+            return 1, f"FAILED to write the forecast to {out} ({exc}); it is in {kept}"
     return 0, (
         f"forecast ready in {time.perf_counter() - started:.0f} s: "
         f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
     )
+
+
+def _download(cloud: Any, keys: list[str], out: Path) -> None:
+    """Copy the run's outputs into `out` whole or not at all: each into a hidden folder
+    there first, then all moved into place, so that an interrupted copy leaves no mix of
+    this run's files and an earlier run's."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".m5flow-download-", dir=out))
+    try:
+        for key in keys:
+            cloud.download(key, staging / key.rsplit("/", 1)[-1])
+        for path in staging.iterdir():
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _local_up(args: argparse.Namespace) -> int:
@@ -261,20 +304,22 @@ def _local_up(args: argparse.Namespace) -> int:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
+    stop_on_signals()  # before the servers start: a Ctrl-C while they do stops them too
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
-    with LocalCloud(workdir, parameters=parameters) as cloud:
-        print("export these to point boto3 and the AWS CLI (v2) at the local cloud:")
-        for key, value in cloud.environment.items():
-            print(f"export {key}={value}")
-        stop_on_signals()
-        try:  # the line below tells a script it may signal now: the handler must be ready
+    try:
+        with LocalCloud(workdir, parameters=parameters) as cloud:
+            print("export these to point boto3 and the AWS CLI (v2) at the local cloud:")
+            for key, value in cloud.environment.items():
+                print(f"export {key}={value}")
+            # The line below tells a script it may signal now.
             print(f"upload to s3://{cloud.bucket}/raw/<dataset>/ ; Ctrl-C stops", flush=True)
             until_stopped()
-        except KeyboardInterrupt:
-            print_line("stopping the local cloud")
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-        print(f"removed {workdir} and its job logs (--workdir keeps them)")
+    except KeyboardInterrupt:
+        print_line("stopped the local cloud")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+            print(f"removed {workdir} and its job logs (--workdir keeps them)")
     return 0
 
 
@@ -345,8 +390,16 @@ def parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_synth)
 
     shard = commands.add_parser("shard", help="run the shard step on local files, no AWS")
-    shard.add_argument("data_dir", help="folder with the three M5 files (and m5flow.json)")
-    shard.add_argument("out_dir", help="where runs/<run>/ and its manifest.json go")
+    shard.add_argument(
+        "data_dir", type=_folder, metavar="DATA_DIR",
+        help="folder with the three M5 files (and m5flow.json)",
+    )  # fmt: skip
+    shard.add_argument(
+        "out_dir",
+        type=_folder,
+        metavar="OUT_DIR",
+        help="where runs/<run>/ and its manifest.json go",
+    )
     shard.add_argument(
         "--format",
         choices=["parquet", "csv"],
@@ -375,6 +428,7 @@ def parser() -> argparse.ArgumentParser:
     run = local.add_parser("run", help="run the whole flow locally on a folder of M5 files")
     run.add_argument(
         "--data",
+        type=_folder,
         required=True,
         help="folder with the three M5 files (and, optional, sales_test_evaluation.csv "
         "to score on and m5flow.json with the dataset's settings)",
@@ -382,7 +436,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", type=_folder, required=True, help="where submission.csv and the report go"
     )
-    run.add_argument("--dataset", help="dataset name (default: the data folder's name)")
+    run.add_argument(
+        "--dataset",
+        help="dataset name: raw/<dataset>/ (default: the data folder's name; either is "
+        "made letters, digits and single dashes)",
+    )
     run.add_argument(
         "--timeout", type=_seconds, default=3600, help="seconds to wait for the forecast (3600)"
     )
@@ -417,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `m5flow score ... | head`: the reader stopped reading
         discard_stdout()
         return 141  # what a writer killed by SIGPIPE exits with
+    except KeyboardInterrupt:  # synth, shard, score: nothing half-written is left in place
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -100,7 +100,11 @@ class LocalCloud:
         self.environment: dict[str, str] = {}
 
     def __enter__(self) -> LocalCloud:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a Ctrl-C while the servers start: stop the ones that did
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -256,10 +260,26 @@ class LocalCloud:
 
         with self.outcomes.condition:
             if not self.outcomes.condition.wait_for(lambda: found() is not None, timeout=timeout):
-                raise LocalRunFailedError(f"no forecast for {dataset} within {timeout:.0f} s")
+                running = self._jobs_in_progress()
+                raise LocalRunFailedError(
+                    f"no forecast for {dataset} within {timeout:.0f} s (--timeout waits "
+                    "longer); "
+                    + (f"still running: {', '.join(running)}" if running else "no job running")
+                )
             event = found()
         assert event is not None
         return event
+
+    def _jobs_in_progress(self) -> list[str]:
+        """The SageMaker jobs not yet ended, as "<kind> job <name>", asked as a user would."""
+        sagemaker = boto3.client("sagemaker")
+        training = sagemaker.list_training_jobs(StatusEquals="InProgress")
+        transform = sagemaker.list_transform_jobs(StatusEquals="InProgress")
+        return [
+            f"training job {job['TrainingJobName']}" for job in training["TrainingJobSummaries"]
+        ] + [
+            f"transform job {job['TransformJobName']}" for job in transform["TransformJobSummaries"]
+        ]
 
     def download(self, key: str, path: Path) -> None:
         boto3.client("s3").download_file(self.bucket, key, str(path))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,16 +404,25 @@ def write_synthetic_m5(out_dir: Path, n_series: int, seed: int = 0) -> dict[str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in schema.INPUT_FILES}
-    cal = _write_calendar(paths[schema.CALENDAR_FILE])
-    rng = np.random.default_rng(seed)
-    series = _Series.layout(n_series)
-    demand = _Demand.draw(rng, series)
-    header = [*schema.SALES_ID_COLUMNS, *(f"d_{t}" for t in range(1, N_TRAIN_DAYS + 1))]
-    with paths[schema.SALES_FILE].open("wb") as f:
-        f.write((",".join(header) + "\n").encode())
-        for a in range(0, n_series, CHUNK_SERIES):
-            rows = slice(a, min(a + CHUNK_SERIES, n_series))
-            sales = _draw_sales(rng, rows, series, demand, cal)
-            f.write(_encode_rows(series.line_prefixes(rows), sales))
-    _write_prices(paths[schema.PRICES_FILE], series, demand)
+    # Written under hidden names and moved into place together at the end: an interrupted
+    # call leaves the folder as it was, never a cut-off sales file that passes every check.
+    partial = {name: out_dir / f".{name}.partial" for name in schema.INPUT_FILES}
+    try:
+        cal = _write_calendar(partial[schema.CALENDAR_FILE])
+        rng = np.random.default_rng(seed)
+        series = _Series.layout(n_series)
+        demand = _Demand.draw(rng, series)
+        header = [*schema.SALES_ID_COLUMNS, *(f"d_{t}" for t in range(1, N_TRAIN_DAYS + 1))]
+        with partial[schema.SALES_FILE].open("wb") as f:
+            f.write((",".join(header) + "\n").encode())
+            for a in range(0, n_series, CHUNK_SERIES):
+                rows = slice(a, min(a + CHUNK_SERIES, n_series))
+                sales = _draw_sales(rng, rows, series, demand, cal)
+                f.write(_encode_rows(series.line_prefixes(rows), sales))
+        _write_prices(partial[schema.PRICES_FILE], series, demand)
+        for name, path in partial.items():
+            os.replace(path, paths[name])
+    finally:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
     return paths

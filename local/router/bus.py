@@ -24,6 +24,7 @@ from m5flow_local.router.runtime import LambdaTimeoutError, LocalFunction
 from m5flow_local.router.template import StackSpec
 
 _LONG_POLL_SECONDS = 1  # bounds how long stop() waits; messages arrive as soon as sent
+_ROUTER = "event router"  # the "function" of a failure of the router itself
 
 
 @dataclass(frozen=True)
@@ -170,19 +171,29 @@ class EventRouter:
 
     def _receive(self) -> None:
         while not self._stopped.is_set():
-            response = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=_LONG_POLL_SECONDS,
-            )
-            for message in response.get("Messages", []):
-                event = normalize(json.loads(message["Body"]), self.account)
-                if event is not None and not self._multipart.repeated(event):
-                    self._inbox.put(event)
-                self.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+            try:
+                self._receive_once()
+            except Exception:
+                # A dead receiver would leave the run waiting in silence for events that never
+                # come: say why, and go on.
+                self.on_invocation(Invocation(_ROUTER, {}, error=traceback.format_exc()))
+                self._stopped.wait(_LONG_POLL_SECONDS)
+
+    def _receive_once(self) -> None:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=_LONG_POLL_SECONDS,
+        )
+        for message in response.get("Messages", []):
+            event = normalize(json.loads(message["Body"]), self.account)
+            if event is not None and not self._multipart.repeated(event):
+                self._inbox.put(event)
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def _work(self) -> None:
         while (event := self._inbox.get()) is not None:
-            self.deliver(event)
+            try:
+                self.deliver(event)
+            except Exception:  # reported as a failed delivery; the next event goes on
+                self.on_invocation(Invocation(_ROUTER, event, error=traceback.format_exc()))

@@ -173,6 +173,15 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
          "--timeout", "above 0"),
         (["local", "run", "--data", str(tmp_path / "afile"), "--out", str(tmp_path / "o")],
          "afile", "is a file; expected a folder"),
+        # Found out before the run, not after it, when the forecast had nowhere to go.
+        (["local", "run", "--data", str(data), "--out", "/proc/sys"], "--out /proc/sys",
+         "cannot write there"),
+        (["synth", "--series", "3", "--out", "/proc/sys"], "--out /proc/sys", "cannot write"),
+        (["shard", str(data), "/proc/sys"], "OUT_DIR /proc/sys", "cannot write there"),
+        (["score", str(tmp_path / "nope.csv"), str(tmp_path / "empty.csv")],
+         f"TRUTH {tmp_path / 'nope.csv'}", "no such file"),
+        (["local", "run", "--data", "", "--out", str(tmp_path / "o")], "--data", "empty name"),
+        (["shard", "", str(tmp_path / "o")], "DATA_DIR", "empty name"),
     ]  # fmt: skip
     for args, named, reason in cases:
         result = _m5flow(*args)

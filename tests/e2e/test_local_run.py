@@ -184,4 +184,4 @@ def test_local_up_stops_on_sigint_even_as_a_background_job(tmp_path):
     stdout, stderr = up.communicate(timeout=60)
 
     assert up.returncode == 0, stderr
-    assert "stopping the local cloud" in stdout and "removed " in stdout
+    assert "stopped the local cloud" in stdout and "removed " in stdout

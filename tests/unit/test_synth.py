@@ -193,3 +193,18 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
 def test_docstring_examples_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the example writes its files here
     assert doctest.testmod(synth, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_a_write_cut_short_leaves_the_earlier_files_whole(tmp_path, monkeypatch) -> None:
+    """Files are moved into place together at the end: an interrupted `m5flow synth --force`
+    once left a cut-off sales file beside the earlier prices, which passed every check."""
+    before = {p.name: p.read_bytes() for p in write_synthetic_m5(tmp_path, 5).values()}
+
+    def interrupted(*_args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "_write_prices", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_m5(tmp_path, 40, seed=1)
+
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
