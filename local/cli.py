@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `m5flow score ... | head`: the reader stopped reading
         discard_stdout()
         return 141  # what a writer killed by SIGPIPE exits with
-    except KeyboardInterrupt:  # synth, shard, score: nothing half-written is left in place
+    except KeyboardInterrupt:  # synth, shard, score: one line, not a traceback
         print("interrupted", file=sys.stderr)
         return 130
 

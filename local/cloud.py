@@ -259,27 +259,28 @@ class LocalCloud:
             return None
 
         with self.outcomes.condition:
-            if not self.outcomes.condition.wait_for(lambda: found() is not None, timeout=timeout):
-                running = self._jobs_in_progress()
-                raise LocalRunFailedError(
-                    f"no forecast for {dataset} within {timeout:.0f} s (--timeout waits "
-                    "longer); "
-                    + (f"still running: {', '.join(running)}" if running else "no job running")
-                )
+            self.outcomes.condition.wait_for(lambda: found() is not None, timeout=timeout)
             event = found()
-        assert event is not None
+        if event is None:
+            raise LocalRunFailedError(
+                f"no forecast for {dataset} within {timeout:g} s (--timeout waits longer); "
+                + self._jobs_in_progress()
+            )
         return event
 
-    def _jobs_in_progress(self) -> list[str]:
-        """The SageMaker jobs not yet ended, as "<kind> job <name>", asked as a user would."""
+    def _jobs_in_progress(self) -> str:
+        """Which SageMaker jobs had not ended, asked as a user would."""
         sagemaker = boto3.client("sagemaker")
-        training = sagemaker.list_training_jobs(StatusEquals="InProgress")
-        transform = sagemaker.list_transform_jobs(StatusEquals="InProgress")
-        return [
-            f"training job {job['TrainingJobName']}" for job in training["TrainingJobSummaries"]
-        ] + [
-            f"transform job {job['TransformJobName']}" for job in transform["TransformJobSummaries"]
-        ]
+        running = []
+        try:
+            for kind in ("Training", "Transform"):
+                pages = sagemaker.get_paginator(f"list_{kind.lower()}_jobs")
+                for page in pages.paginate(StatusEquals="InProgress"):
+                    running += [f"{kind.lower()} job {job[f'{kind}JobName']}"
+                                for job in page[f"{kind}JobSummaries"]]  # fmt: skip
+        except Exception as exc:  # the timeout is the news; the jobs only add to it
+            return f"its jobs could not be listed ({exc})"
+        return f"still running: {', '.join(running)}" if running else "no job was running"
 
     def download(self, key: str, path: Path) -> None:
         boto3.client("s3").download_file(self.bucket, key, str(path))

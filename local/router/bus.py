@@ -25,6 +25,7 @@ from m5flow_local.router.template import StackSpec
 
 _LONG_POLL_SECONDS = 1  # bounds how long stop() waits; messages arrive as soon as sent
 _ROUTER = "event router"  # the "function" of a failure of the router itself
+_RECEIVE_ATTEMPTS = 5  # reads of the bus in a row that fail before the router says so
 
 
 @dataclass(frozen=True)
@@ -170,13 +171,17 @@ class EventRouter:
         )
 
     def _receive(self) -> None:
+        failures = 0
         while not self._stopped.is_set():
             try:
                 self._receive_once()
+                failures = 0
             except Exception:
-                # A dead receiver would leave the run waiting in silence for events that never
-                # come: say why, and go on.
-                self.on_invocation(Invocation(_ROUTER, {}, error=traceback.format_exc()))
+                # A receiver that died would leave the run waiting in silence for events
+                # never read: a passing error is tried again, a lasting one reported.
+                failures += 1
+                if failures == _RECEIVE_ATTEMPTS:
+                    self.on_invocation(Invocation(_ROUTER, {}, error=traceback.format_exc()))
                 self._stopped.wait(_LONG_POLL_SECONDS)
 
     def _receive_once(self) -> None:
@@ -186,9 +191,14 @@ class EventRouter:
             WaitTimeSeconds=_LONG_POLL_SECONDS,
         )
         for message in response.get("Messages", []):
-            event = normalize(json.loads(message["Body"]), self.account)
-            if event is not None and not self._multipart.repeated(event):
-                self._inbox.put(event)
+            try:
+                event = normalize(json.loads(message["Body"]), self.account)
+                if event is not None and not self._multipart.repeated(event):
+                    self._inbox.put(event)
+            except Exception:  # this message only: the rest of the batch goes on
+                self.on_invocation(
+                    Invocation(_ROUTER, {"Body": message.get("Body")}, error=traceback.format_exc())
+                )
             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def _work(self) -> None:

@@ -377,6 +377,14 @@ def test_max_runtime_stops_training_and_keeps_saved_model(
     assert booster.num_boosted_rounds() > 0
 
 
+def test_a_quota_by_another_name_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A bare instance type ('ml.m5.large': 3) names no AWS quota: taken silently, it would
+    limit nothing and a test of a quota would pass for the wrong reason."""
+    local = LocalSageMaker(lambda event: None, tmp_path, quotas={"ml.m5.large": 3})
+    with pytest.raises(ValueError, match="quota names are AWS's"):
+        local.start()
+
+
 def test_a_quota_refuses_instances_beyond_it_until_jobs_end(
     cloud: LocalCloud, csv_prefix: str, tmp_path: Path
 ) -> None:

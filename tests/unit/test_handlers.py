@@ -795,6 +795,34 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
         local.stop()
 
 
+def test_an_earlier_run_s_failure_neither_stops_nor_silences_the_new_run(
+    bucket, load_function, small_m5, bus
+):
+    """An earlier run of the same inputs failed before any job started, and its runs/
+    expired while its ledger stayed (lifecycle expiry can part them by a day). The new run
+    of those inputs trains: its models still get their transforms, and its own failure is
+    announced, not taken for the old one."""
+    from m5flow.stages.failure import RUN_FAILED
+
+    run = _run_started(bucket, load_function, small_m5, bus, "stale")
+    storage, publisher, _ = _step_parts(bucket)
+    old = {"run_id": run, "dataset": "stale", "stage": "start_training", "reason": "old"}
+    assert publisher.publish("Run Failed", old, once=RUN_FAILED)
+    bus.drain()
+    time.sleep(1.2)  # S3's Last-Modified has whole seconds
+    manifest_key = f"runs/{run}/manifest.json"
+    storage.write(manifest_key, storage.read(manifest_key))  # the new run's manifest
+    publish = load_function("PublishModelFunction")
+
+    completed = publish.invoke(_training_event(bucket, run, "sagemaker_training_completed"))
+    failed = publish.invoke(_training_event(bucket, run, "sagemaker_training_failed"))
+
+    assert completed["transform_job"] == f"m5flow-{run}-h28" and failed["transform_job"] is None
+    events = bus.drain()
+    assert [e["detail-type"] for e in events] == ["Transform Started", "Run Failed"]
+    assert events[1]["detail"]["stage"] == "training"
+
+
 def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     bucket, load_function, small_m5, bus, tmp_path
 ):

@@ -100,31 +100,31 @@ def test_failed_announcement_is_withdrawn_so_the_retry_sends_it(bucket, bus):
     assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
 
 
-def test_an_event_sent_whose_record_cannot_be_marked_does_not_fail_the_step(bucket, bus):
+@pytest.mark.parametrize("refusals", [1, 3])
+def test_an_event_sent_whose_record_cannot_be_marked_does_not_fail_the_step(bucket, bus, refusals):
     """EventBridge took the event, then S3 refused the 'sent' mark: raising would have
-    Lambda retry the step a minute later, find the record unsent and long claimed, and
-    send the event again."""
+    Lambda retry the step a minute later, find the record unsent and long claimed, and send
+    the event again. A passing refusal is tried again; a lasting one is logged."""
+    refused = []
 
     class MarkRefused(S3Storage):
         def write(self, key, data, **kwargs):
-            if b'"sent": true' in data:
+            if b'"sent": true' in data and len(refused) < refusals:
+                refused.append(key)
                 raise OSError("S3 is unavailable")
             return super().write(key, data, **kwargs)
 
     bus.watch("unmarked")
-    publisher = EventPublisher(
-        boto3.client("events"), ledger=MarkRefused(boto3.client("s3"), bucket)
-    )
-    detail = {
-        "run_id": "unmarked-000000000000",
-        "dataset": "unmarked",
-        "reason": "x",
-        "stage": "shard",
-    }
+    ledger = MarkRefused(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=ledger)
+    run = f"unmarked{refusals}-000000000000"
+    detail = {"run_id": run, "dataset": "unmarked", "reason": "x", "stage": "shard"}
 
     assert publisher.publish("Run Failed", detail, once="run-failed") is True
     assert publisher.publish("Run Failed", detail, once="run-failed") is False
     assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
+    record = json.loads(ledger.read(f"events/{run}/run-failed.json"))
+    assert record["sent"] is (refusals < 3)
 
 
 def test_an_event_of_no_run_is_sent_every_time_and_recorded_nowhere(bucket, bus):

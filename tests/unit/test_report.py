@@ -130,7 +130,7 @@ def test_without_truth_or_score_there_is_no_level_chart() -> None:
     )
     page = parse(html)
     assert "error by aggregation level" not in page.svgs
-    assert "No score: no truth was uploaded and no backtest was run." in page.text
+    assert "No score: no truth was uploaded and there is no backtest score." in page.text
     assert "history" in page.text and "actual" not in page.text  # the legend without truth
 
 
@@ -142,8 +142,8 @@ def test_an_unusable_truth_without_a_backtest_is_not_called_absent() -> None:
         truth_uploaded=True,
     )  # fmt: skip
     assert (
-        "No score: the uploaded truth could not be used and the backtest could not be scored "
-        "(see 'not scored')." in parse(html).text
+        "No score: the uploaded truth could not be used and there is no backtest score (see "
+        "'not scored')." in parse(html).text
     )
 
 

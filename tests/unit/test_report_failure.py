@@ -291,3 +291,29 @@ def test_every_stage_a_failure_can_name_is_in_the_readme():
     readme = " ".join((REPO_ROOT / "README.md").read_text().split())
     listed = readme.split("`stage` is one of ", 1)[1].split(":", 1)[0]
     assert sorted(re.findall(r"`([a-z_]+)`", listed)) == sorted(stage.value for stage in Stage)
+
+
+@pytest.mark.parametrize(
+    ("quota", "in_use", "advice"),
+    [
+        (2, 0, "raise that quota in Service Quotas, or choose a TransformInstanceType it allows"),
+        (4, 3, "the quota holds that, but other jobs held 3; to run these files again once "
+               "they end, upload them under a new raw/<dataset>/"),
+    ],
+)  # fmt: skip
+def test_a_quota_refusal_says_whether_the_run_alone_would_fit(quota, in_use, advice) -> None:
+    requests = [
+        {"TransformJobName": f"m5flow-r-h{h}",
+         "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}}
+        for h in (7, 14, 21, 28)
+    ]  # fmt: skip
+    message = (
+        f"The account-level service limit 'ml.m5.xlarge for transform job usage' is {quota} "
+        f"Instances, with current utilization of {in_use} Instances and a request delta of 1 "
+        "Instances."
+    )
+    reason = failure.quota_reason("transform", requests, 2, message)
+    assert reason.startswith("SageMaker refused transform job m5flow-r-h21 (ResourceLimit")
+    assert f"The run's 4 transform jobs need up to 4 ml.m5.xlarge instances at once: {advice}" in (
+        reason
+    )

@@ -11,7 +11,8 @@ the delivery that wins the write announces it. The record doubles as the run's h
 The record says "not yet sent" until EventBridge has accepted the event. A delivery that
 died in between (a Lambda timeout, a crash) leaves it so; a retry that finds such a record
 older than `ABANDONED_AFTER` sends the event itself, so an announcement is never lost, at
-the price of a rare duplicate if the first sender was only slow.
+the price of a rare duplicate if the first sender was only slow, or sent the event and then
+could not mark its record after three tries.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aws_lambda_powertools import Logger
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectMissingError, Storage
 
 logger = Logger(child=True)
+_MARK_ATTEMPTS = 3  # writes of a sent event's record before giving up (0.5 s, then 1 s apart)
 
 SOURCE = "m5flow"
 DetailType = Literal[
@@ -143,12 +145,19 @@ class EventPublisher:
             if self.ledger.etag(key) == etag:
                 self.ledger.delete(key)
             raise
-        try:
-            self.ledger.write(key, _encoded({**record, "sent": True}))
-        except Exception:
-            # The event is out: failing the step now would have Lambda's retry find the
-            # record unsent and long claimed, and send the event a second time.
-            logger.exception("event sent; its record not marked sent", extra={"record": key})
+        # The event is out: failing the step now would have Lambda's retry, a minute on,
+        # find the record unsent and long claimed, and send the event again. So the mark is
+        # tried a few times, then given up with a log line; a step that reads the record
+        # later may then still send it a second time (the rare duplicate the module allows).
+        for attempt in range(_MARK_ATTEMPTS):
+            try:
+                self.ledger.write(key, _encoded({**record, "sent": True}))
+                return
+            except Exception:
+                if attempt == _MARK_ATTEMPTS - 1:
+                    logger.exception("event sent; its record not marked", extra={"record": key})
+                else:
+                    time.sleep(0.5 * 2**attempt)
 
     def _read(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """The record at `key` and its ETag; None when there is none."""

@@ -180,14 +180,10 @@ def render_report(
     else:
         kind, shown_score = "not scored", None
         truth_part = (
-            "the uploaded truth could not be used" if truth_uploaded else ("no truth was uploaded")
+            "the uploaded truth could not be used" if truth_uploaded else "no truth was uploaded"
         )
-        backtest_part = (
-            "the backtest could not be scored (see 'not scored')"
-            if "not scored" in facts
-            else "no backtest was run"
-        )
-        sentence = f"No score: {truth_part} and {backtest_part}."
+        why = " (see 'not scored')" if "not scored" in facts else ""
+        sentence = f"No score: {truth_part} and there is no backtest score{why}."
 
     if shown_score is not None and shown_score.unscored:
         sentence += (

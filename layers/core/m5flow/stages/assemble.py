@@ -22,7 +22,7 @@ from m5flow.hierarchy import Hierarchy
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ModelShards
-from m5flow.stages.failure import RUN_FAILED, announce_job_failure, announce_run_failure
+from m5flow.stages.failure import announce_job_failure, announce_run_failure, failure_name
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 
 logger = Logger(child=True)
@@ -131,10 +131,12 @@ def assemble_forecast(
     name = transform["TransformJobName"]
     _, run, model_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
+    failure = failure_name(storage, run)
     if transform["TransformJobStatus"] != "Completed":
         announce_job_failure(
-            publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset
-        )
+            publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset,
+            once=failure,
+        )  # fmt: skip
         return None
     announcement = publisher.settle(run, FORECAST_READY)
     if announcement == "resent":
@@ -146,7 +148,7 @@ def assemble_forecast(
         # the run's predictions/ have since been cleared away.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
         return None
-    if publisher.settle(run, RUN_FAILED) != "absent":
+    if publisher.settle(run, failure) != "absent":
         # A sibling's job or an earlier assembly failed the run: no forecast can follow.
         logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
         return None
@@ -163,6 +165,7 @@ def assemble_forecast(
         announce_run_failure(
             publisher, {"run_id": run, "dataset": manifest.dataset,
                         "stage": Stage.ASSEMBLE_FORECAST, "job": name, "reason": reason},
+            once=failure,
         )  # fmt: skip
         return None
     pending = _pending_models(storage, manifest, complete=model.name)
@@ -181,6 +184,7 @@ def assemble_forecast(
         announce_run_failure(
             publisher,
             {"run_id": run, "dataset": manifest.dataset, "stage": stage, "reason": reason},
+            once=failure,
         )
         return None
     values = frame.drop(columns="id").to_numpy()

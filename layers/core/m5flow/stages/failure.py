@@ -27,7 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from m5flow import naming
-from m5flow.notifications import EventPublisher, Stage
+from m5flow.notifications import EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectMissingError, Storage
 
 logger = Logger(child=True)
@@ -177,6 +177,23 @@ def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:
     return step
 
 
+def failure_name(storage: Storage, run: str) -> str:
+    """The ledger name the run's final `Run Failed` goes under: RUN_FAILED, unless a record
+    of that name is older than the run's manifest.
+
+    Such a record belongs to an earlier run of the same inputs whose runs/ expired or was
+    deleted while its ledger (events/) stayed, which lifecycle expiry, rounded to midnight,
+    allows for a day: the run now under runs/ is a new one, whose steps must neither stop at
+    the old failure nor be silenced by it, so it announces under
+    `run-failed-<manifest ETag>`. Both times are S3's own (Last-Modified), one clock.
+    """
+    manifest = storage.head(naming.manifest_key(run))
+    record = storage.head(ledger_key(run, RUN_FAILED))
+    if manifest is None or record is None or record.modified >= manifest.modified:
+        return RUN_FAILED
+    return f"{RUN_FAILED}-{manifest.etag}"
+
+
 def report_failure(
     storage: Storage, publisher: EventPublisher, record: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -232,13 +249,20 @@ def report_failure(
 
 
 def announce_job_failure(
-    publisher: EventPublisher, job: Mapping[str, Any], *, kind: str, run: str, dataset: str
+    publisher: EventPublisher,
+    job: Mapping[str, Any],
+    *,
+    kind: str,
+    run: str,
+    dataset: str,
+    once: str = RUN_FAILED,
 ) -> None:
     """Announce `Run Failed` for a SageMaker job that ended without completing.
 
     `job` is the state-change event's detail and `kind` is "training" or "transform": the
     detail's field prefix and the `stage` of the event. The event's `reason` is one line;
-    SageMaker's whole `FailureReason` goes with it as `failure_reason`.
+    SageMaker's whole `FailureReason` goes with it as `failure_reason`; `once` is the run's
+    `failure_name`.
     """
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
@@ -253,7 +277,7 @@ def announce_job_failure(
         "failure_reason": failure_reason,
     }
     logger.error(f"{kind} did not complete", extra=detail)
-    announce_run_failure(publisher, detail)
+    announce_run_failure(publisher, detail, once=once)
 
 
 def _stop_reason(job: Mapping[str, Any], kind: str, status: str) -> str:
@@ -292,37 +316,60 @@ def fail_run(
     stop_transform: Sequence[str] = (),
     once: str = RUN_FAILED,
 ) -> None:
-    """A step found the run cannot finish: announce `Run Failed` (`detail`: run_id,
-    dataset, stage, reason), then stop the run's jobs named, which would otherwise go on,
-    billed, to no end (one that never started or has ended is logged and passed over).
+    """A step found the run cannot finish: stop the run's jobs named, which would otherwise
+    go on, billed, to no end, then announce `Run Failed` (`detail`: run_id, dataset, stage,
+    reason) under `once`, the run's `failure_name`.
 
+    Stopped first: a retry after the announcement would find the run failed and stop
+    nothing. A job that never started or has ended is passed over; a stop that fails
+    otherwise is logged as a warning and does not keep the failure from being announced.
     Not left to Lambda's retries: a quota below what the run needs, or a job name taken,
     refuses every retry too.
     """
     logger.error("the run cannot finish", extra=dict(detail))
-    announce_run_failure(publisher, detail, once=once)
     stops = [(sagemaker.stop_training_job, "TrainingJobName", name) for name in stop_training]
     stops += [(sagemaker.stop_transform_job, "TransformJobName", name) for name in stop_transform]
     for stop, field, name in stops:
         try:
             stop(**{field: name})
         except sagemaker.exceptions.ClientError as exc:
-            logger.info("not stopped", extra={"job": name, "why": str(exc)})
+            ended = exc.response.get("Error", {}).get("Code") == "ValidationException"
+            (logger.info if ended else logger.warning)(
+                "not stopped", extra={"job": name, "why": str(exc)}
+            )
+        except Exception as exc:  # botocore's connection and timeout errors
+            logger.warning("not stopped", extra={"job": name, "why": repr(exc)})
+    announce_run_failure(publisher, detail, once=once)
 
 
 def quota_reason(
     kind: str, requests: Sequence[Mapping[str, Any]], refused: int, message: str
 ) -> str:
     """Why a service quota stops the run (`kind`: "training" or "transform"), and what the
-    run's jobs of that kind need at once: SageMaker's message names the quota only."""
+    run's jobs of that kind need at once: SageMaker's message names the quota only.
+
+    The run fails even when the quota would hold it alone and other jobs of the account
+    hold the instances: Lambda's two retries span about three minutes, and a run given up
+    after them would be left half-started instead.
+    """
     field = "ResourceConfig" if kind == "training" else "TransformResources"
     resources = [request[field] for request in requests]
     needed = sum(int(r["InstanceCount"]) for r in resources)
     name = requests[refused][f"{kind.capitalize()}JobName"]
-    return (
+    reason = (
         f"SageMaker refused {kind} job {name} (ResourceLimitExceeded: {message}) The run's "
         f"{len(requests)} {kind} jobs need up to {needed} {resources[refused]['InstanceType']} "
-        "instances at once: raise that quota in Service Quotas, or choose a "
+        "instances at once: "
+    )
+    quota = re.search(r"is (\d+) Instances, with current utilization of (\d+)", message)
+    if quota and int(quota[1]) >= needed:
+        return reason + (
+            f"the quota holds that, but other jobs held {quota[2]}; to run these files "
+            f"again once they end, upload them under a new {naming.RAW_PREFIX}<dataset>/ "
+            "(SageMaker never frees a job name)"
+        )
+    return reason + (
+        "raise that quota in Service Quotas, or choose a "
         f"{kind.capitalize()}InstanceType "
         + ("with more memory (fewer instances a job)" if kind == "training" else "it allows")
     )

@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.shards import Manifest, ModelShards
-from m5flow.stages.failure import RUN_FAILED, announce_job_failure, fail_run, quota_reason
+from m5flow.stages.failure import announce_job_failure, fail_run, failure_name, quota_reason
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -34,13 +34,15 @@ def publish_model(
     name = training["TrainingJobName"]
     _, run, model_name = naming.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
+    failure = failure_name(storage, run)
     if training["TrainingJobStatus"] != "Completed":
         announce_job_failure(
-            publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset
-        )
+            publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset,
+            once=failure,
+        )  # fmt: skip
         return None
 
-    if publisher.settle(run, RUN_FAILED) != "absent":
+    if publisher.settle(run, failure) != "absent":
         # A sibling's job or a step already failed the run: its forecast can never be
         # assembled, so no model, no transform, and no event after its `Run Failed`.
         logger.warning("the run has failed; no transform", extra={"run_id": run, "job": name})
@@ -68,7 +70,7 @@ def publish_model(
         created = None
     except sagemaker.exceptions.ResourceLimitExceeded as exc:
         message = exc.response["Error"]["Message"]
-        _fail_on_quota(sagemaker, publisher, manifest, model, settings, message)
+        _fail_on_quota(sagemaker, publisher, manifest, model, settings, message, failure)
         return None
     publisher.publish(
         "Transform Started",
@@ -91,6 +93,7 @@ def _fail_on_quota(
     refused: ModelShards,
     settings: jobs.JobSettings,
     message: str,
+    failure: str,
 ) -> None:
     """A transform quota refused a model's job: the forecast needs every model, so the run
     fails now, saying what it needs, and the other models' jobs are stopped (a transform
@@ -108,4 +111,6 @@ def _fail_on_quota(
         "stage": Stage.PUBLISH_MODEL,
         "reason": quota_reason("transform", requests, index, message),
     }
-    fail_run(sagemaker, publisher, detail, stop_training=others, stop_transform=others)
+    fail_run(
+        sagemaker, publisher, detail, stop_training=others, stop_transform=others, once=failure
+    )

@@ -17,7 +17,7 @@ from m5flow.notifications import EventPublisher, Stage
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import Manifest, ShardConfig, nothing_to_train, write_shards
-from m5flow.stages.failure import RUN_FAILED
+from m5flow.stages.failure import failure_name
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectHead, Storage
 
 logger = Logger(child=True)
@@ -69,7 +69,7 @@ def shard_dataset(
         # the same files uploaded again.
         manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
         announced = _announce_run_started(storage, publisher, manifest)
-        if not announced and _refuse_a_second_upload(publisher, manifest, versions):
+        if not announced and _refuse_a_second_upload(storage, publisher, manifest, versions):
             return ShardOutcome("rejected", dataset, run)
         return ShardOutcome("started" if announced else "duplicate", dataset, run)
 
@@ -122,7 +122,10 @@ def input_records(prefix: str, present: Mapping[str, ObjectHead]) -> dict[str, d
 
 
 def _refuse_a_second_upload(
-    publisher: EventPublisher, manifest: Manifest, versions: Mapping[str, str | None]
+    storage: Storage,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    versions: Mapping[str, str | None],
 ) -> bool:
     """Say, once per upload, that the same files uploaded again start nothing: the same
     files make the same run. True when all three inputs are versions uploaded since the run
@@ -135,7 +138,7 @@ def _refuse_a_second_upload(
     likeliest reason to upload its files again.
     """
     run = manifest.run_id
-    failed = publisher.settle(run, RUN_FAILED) != "absent"
+    failed = publisher.settle(run, failure_name(storage, run)) != "absent"
     recorded = _versions_of({"inputs": manifest.inputs})
     again = (
         f"these files already made run {run}{', which failed' if failed else ''}; the same "

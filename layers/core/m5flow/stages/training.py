@@ -10,7 +10,7 @@ from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.shards import Manifest, ModelShards
-from m5flow.stages.failure import RUN_FAILED, fail_run, quota_reason
+from m5flow.stages.failure import fail_run, failure_name, quota_reason
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -34,16 +34,11 @@ def start_training(
     manifest = Manifest.from_json(storage.read(manifest_key))
     head = storage.head(manifest_key)
     written = head.modified if head else None
-    # A `Run Failed` recorded before this manifest was written belongs to an earlier run of
-    # the same inputs (whose runs/ expired or was deleted): this one announces its own.
-    failure = RUN_FAILED
-    if publisher.settle(manifest.run_id, RUN_FAILED) != "absent":
-        failed_at = [r["recorded"] for r in publisher.recorded(manifest.run_id, RUN_FAILED)]
-        if written is None or max(failed_at, default=written) >= written - CLOCK_SKEW_SECONDS:
-            # A late delivery after this run failed (a quota refused it): start nothing more.
-            logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
-            return []
-        failure = f"{RUN_FAILED}-{head.etag if head else 'manifest'}"
+    failure = failure_name(storage, manifest.run_id)
+    if publisher.settle(manifest.run_id, failure) != "absent":
+        # A late delivery after this run failed (a quota refused it): start nothing more.
+        logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
+        return []
     try:
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
     except RunFailedError as exc:  # settings the run's data cannot train with

@@ -1,12 +1,14 @@
-"""The local event router never dies in silence: a run waiting on it learns why at once."""
+"""A run waiting on the local cloud learns why the wait ended: the router never dies in
+silence, and a timeout says what was still going."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import boto3
+import pytest
 
-from m5flow_local.cloud import LocalCloud
+from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
 
 def test_a_router_that_cannot_read_the_bus_ends_the_wait_with_the_reason(tmp_path: Path) -> None:
@@ -21,3 +23,12 @@ def test_a_router_that_cannot_read_the_bus_ends_the_wait_with_the_reason(tmp_pat
     assert outcome["source"] == "lambda"
     assert outcome["detail"]["function"] == "event router"
     assert "QueueDoesNotExist" in outcome["detail"]["reason"]
+
+
+def test_a_timeout_names_the_option_and_what_was_running(tmp_path: Path) -> None:
+    with LocalCloud(tmp_path, echo=None) as cloud, pytest.raises(LocalRunFailedError) as ended:
+        cloud.wait_for_outcome("quiet", timeout=0.5)
+
+    assert str(ended.value) == (
+        "no forecast for quiet within 0.5 s (--timeout waits longer); no job was running"
+    )
