@@ -140,6 +140,16 @@ for _power in (1.2, 1.3):
         "params": {**_TW11, "tweedie_variance_power": _power},
     }
 
+# Regularisation the default has none of (session 11, second batch).
+for _name, _change in {
+    "lambda10": {"lambda": 10},
+    "mcw50": {"min_child_weight": 50},
+    "sample05": {"subsample": 0.5, "colsample_bytree": 0.5},
+    "depth4": {"max_depth": 4},
+    "depth6": {"max_depth": 6},
+}.items():
+    CONFIGS[_name] = {**CONFIGS["groups_tw11"], "params": {**_TW11, **_change}}
+
 
 def load_real() -> M5Data:
     return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
