@@ -316,17 +316,19 @@ def fail_run(
     stop_transform: Sequence[str] = (),
     once: str = RUN_FAILED,
 ) -> None:
-    """A step found the run cannot finish: stop the run's jobs named, which would otherwise
-    go on, billed, to no end, then announce `Run Failed` (`detail`: run_id, dataset, stage,
-    reason) under `once`, the run's `failure_name`.
+    """A step found the run cannot finish: announce `Run Failed` (`detail`: run_id, dataset,
+    stage, reason) under `once`, the run's `failure_name`, then stop the run's jobs named,
+    which would otherwise go on, billed, to no end.
 
-    Stopped first: a retry after the announcement would find the run failed and stop
-    nothing. A job that never started or has ended is passed over; a stop that fails
-    otherwise is logged as a warning and does not keep the failure from being announced.
-    Not left to Lambda's retries: a quota below what the run needs, or a job name taken,
-    refuses every retry too.
+    Announced first, so that a stopped job's own `Stopped` event, which the next step
+    announces under the same name, cannot take the place of this reason. No stop may raise
+    after it (a retry would find the run failed and stop nothing): a job that never started
+    or has ended is passed over, any other refusal logged as a warning. Not left to
+    Lambda's retries: a quota below what the run needs, or a job name taken, refuses every
+    retry too.
     """
     logger.error("the run cannot finish", extra=dict(detail))
+    announce_run_failure(publisher, detail, once=once)
     stops = [(sagemaker.stop_training_job, "TrainingJobName", name) for name in stop_training]
     stops += [(sagemaker.stop_transform_job, "TransformJobName", name) for name in stop_transform]
     for stop, field, name in stops:
@@ -339,7 +341,6 @@ def fail_run(
             )
         except Exception as exc:  # botocore's connection and timeout errors
             logger.warning("not stopped", extra={"job": name, "why": repr(exc)})
-    announce_run_failure(publisher, detail, once=once)
 
 
 def quota_reason(

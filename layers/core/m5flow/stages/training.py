@@ -123,7 +123,7 @@ def _fail_run(
     stop: list[str],
     once: str,
 ) -> None:
-    """Announce that the run cannot train, and stop the training jobs it had started."""
+    """Announce that the run cannot train, then stop the training jobs it had started."""
     detail = {"run_id": manifest.run_id, "dataset": manifest.dataset,
               "stage": Stage.START_TRAINING, "reason": reason}  # fmt: skip
     fail_run(sagemaker, publisher, detail, stop_training=stop, once=once)
