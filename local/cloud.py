@@ -64,6 +64,44 @@ def describe(event: dict[str, Any]) -> str:
     return f"{kind}: {json.dumps(shown, default=str)}"
 
 
+def said(function: str, result: Any) -> str:
+    """A handler's result in words: its JSON alone ("submission": null) reads like an error
+    where it only means another delivery or a sibling does the work."""
+    if not isinstance(result, dict):
+        return json.dumps(result, default=str)
+    run = result.get("run_id")
+    words = {
+        ("ShardFunction", "started"): f"started run {run}",
+        ("ShardFunction", "waiting"): f"{result.get('dataset')}: waiting for all three inputs",
+        ("ShardFunction", "duplicate"): f"run {run} is already under way (its inputs' events)",
+        ("ShardFunction", "rejected"): f"{result.get('dataset')}: refused (Input Rejected)",
+        ("ShardFunction", "ignored"): "not an input: ignored",
+        ("ShardFunction", "superseded"): "an input was replaced while read: its event goes on",
+    }.get((function, result.get("status")))
+    jobs = result.get("training_jobs")
+    if function == "StartTrainingFunction" and isinstance(jobs, list):
+        words = (
+            f"created training jobs {', '.join(jobs)}"
+            if jobs
+            else ("created nothing (done before, or failed)")
+        )
+    if function == "PublishModelFunction" and "transform_job" in result:
+        job = result["transform_job"]
+        words = (
+            f"created transform job {job}"
+            if job
+            else ("created nothing (done before, or the run failed)")
+        )
+    if function == "AssembleForecastFunction" and "submission" in result:
+        key = result["submission"]
+        words = (
+            f"wrote {key}"
+            if key
+            else "nothing to write yet (other models pending, written before, or failed)"
+        )
+    return words or json.dumps(result, default=str)
+
+
 @dataclass
 class _Outcomes:
     """Terminal m5flow events and failed invocations, for callers waiting on a run."""
@@ -221,8 +259,9 @@ class LocalCloud:
 
     def _on_invocation(self, invocation: Invocation) -> None:
         if invocation.error is None:
-            result = json.dumps(invocation.result, default=str)
-            self._say("lambda", f"{invocation.function} -> {result}")
+            self._say(
+                "lambda", f"{invocation.function}: {said(invocation.function, invocation.result)}"
+            )
             return
         self._say(
             "lambda",
@@ -245,8 +284,8 @@ class LocalCloud:
         s3 = boto3.client("s3")
         for name in files:
             key = naming.raw_prefix(dataset) + name
+            self._say("upload", f"s3://{self.bucket}/{key}")  # before its own event's line
             s3.upload_file(str(Path(data_dir) / name), self.bucket, key)
-            self._say("upload", f"s3://{self.bucket}/{key}")
 
     def wait_for_outcome(self, dataset: str, timeout: float) -> dict[str, Any]:
         """Block until the dataset's run ends (a terminal m5flow event or a crashed handler)."""

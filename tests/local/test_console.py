@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from m5flow_local.cloud import describe
+import pytest
+
+from m5flow_local.cloud import describe, said
 
 
 def test_a_run_failed_line_says_the_reason_once() -> None:
@@ -29,3 +31,26 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
         line == "aws.sagemaker | SageMaker Training Job State Change: j Failed (Failed): "
         "ClientError: no data"
     )
+
+
+@pytest.mark.parametrize(
+    ("function", "result", "line"),
+    [
+        ("ShardFunction", {"status": "duplicate", "dataset": "d", "run_id": "d-1"},
+         "run d-1 is already under way (its inputs' events)"),
+        ("ShardFunction", {"status": "started", "dataset": "d", "run_id": "d-1"},
+         "started run d-1"),
+        ("StartTrainingFunction", {"training_jobs": ["m5flow-d-1-h7", "m5flow-d-1-h28"]},
+         "created training jobs m5flow-d-1-h7, m5flow-d-1-h28"),
+        ("PublishModelFunction", {"transform_job": None},
+         "created nothing (done before, or the run failed)"),
+        ("AssembleForecastFunction", {"submission": None},
+         "nothing to write yet (other models pending, written before, or failed)"),
+        ("AssembleForecastFunction", {"submission": "runs/d-1/forecast/submission.csv"},
+         "wrote runs/d-1/forecast/submission.csv"),
+        ("ReportFailureFunction", {"stage": "shard"}, '{"stage": "shard"}'),
+    ],
+)  # fmt: skip
+def test_a_handler_result_is_said_in_words(function, result, line) -> None:
+    """`{"submission": null}` read like an error where a sibling only does the work."""
+    assert said(function, result) == line
