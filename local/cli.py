@@ -110,12 +110,20 @@ def _shard(args: argparse.Namespace) -> int:
     inputs = input_records("", present)
     if args.min_lags:  # given on the command line: over m5flow.json's
         overrides = replace(overrides, min_lags=args.min_lags)
-    target = DiskStorage(out)
-    # A run folder left by an earlier call (other --min-lags) would keep shards of models
-    # this manifest does not list.
-    shutil.rmtree(out / naming.run_prefix(run), ignore_errors=True)
-    manifest = write_run_shards(target, run, dataset, inputs, data, overrides, config)
-    target.write(naming.manifest_key(run), manifest.to_json())
+    # Written in a hidden folder and moved in whole: an interrupted call leaves the earlier
+    # run folder as it was, and a finished one replaces it (whose other --min-lags would
+    # otherwise leave shards of models this manifest does not list).
+    staging = Path(tempfile.mkdtemp(prefix=".m5flow-shard-", dir=out))
+    try:
+        target = DiskStorage(staging)
+        manifest = write_run_shards(target, run, dataset, inputs, data, overrides, config)
+        target.write(naming.manifest_key(run), manifest.to_json())
+        final = out / naming.run_prefix(run)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging / naming.run_prefix(run), final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for model in manifest.models:
         for channel in ("train", "validation", "inference"):
             shards = getattr(model, channel)

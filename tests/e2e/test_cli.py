@@ -189,3 +189,23 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
         assert named in result.stderr and reason in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr, result.stderr
         assert "kept in" not in result.stderr  # nothing started, nothing to keep
+
+
+def test_an_interrupted_shard_leaves_the_earlier_run_folder_whole(tmp_path, monkeypatch):
+    """The run folder is built in a hidden folder and moved in: a Ctrl-C part way once left
+    a folder of some shards and no manifest, the earlier one already deleted."""
+    from m5flow.stages import shard
+    from m5flow_local import cli
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    assert _m5flow("synth", "--series", "12", "--out", str(data)).returncode == 0
+    assert _m5flow("shard", str(data), str(out), "--min-lags", "28").returncode == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shard, "write_run_shards", interrupted)
+    assert cli.main(["shard", str(data), str(out), "--min-lags", "7,28"]) == 130
+
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
