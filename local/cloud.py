@@ -83,14 +83,14 @@ def said(function: str, result: Any) -> str:
         words = (
             f"created training jobs {', '.join(jobs)}"
             if jobs
-            else ("created nothing (done before, or failed)")
+            else "created nothing (done before, or failed)"
         )
     if function == "PublishModelFunction" and "transform_job" in result:
         job = result["transform_job"]
         words = (
             f"created transform job {job}"
             if job
-            else ("created nothing (done before, or the run failed)")
+            else "created nothing (done before, or the run failed)"
         )
     if function == "AssembleForecastFunction" and "submission" in result:
         key = result["submission"]
