@@ -64,6 +64,22 @@ def describe(event: dict[str, Any]) -> str:
     return f"{kind}: {json.dumps(shown, default=str)}"
 
 
+# What a step's result field holds when it made something, and what its absence means.
+_MADE = {
+    "StartTrainingFunction": (
+        "training_jobs", "created training jobs {}", "created nothing (done before, or failed)"
+    ),
+    "PublishModelFunction": (
+        "transform_job", "created transform job {}",
+        "created nothing (done before, or the run failed)",
+    ),
+    "AssembleForecastFunction": (
+        "submission", "wrote {}",
+        "nothing to write yet (other models pending, written before, or failed)",
+    ),
+}  # fmt: skip
+
+
 def said(function: str, result: Any) -> str:
     """A handler's result in words: its JSON alone ("submission": null) reads like an error
     where it only means another delivery or a sibling does the work."""
@@ -78,27 +94,12 @@ def said(function: str, result: Any) -> str:
         ("ShardFunction", "ignored"): "not an input: ignored",
         ("ShardFunction", "superseded"): "an input was replaced while read: its event goes on",
     }.get((function, result.get("status")))
-    jobs = result.get("training_jobs")
-    if function == "StartTrainingFunction" and isinstance(jobs, list):
-        words = (
-            f"created training jobs {', '.join(jobs)}"
-            if jobs
-            else "created nothing (done before, or failed)"
-        )
-    if function == "PublishModelFunction" and "transform_job" in result:
-        job = result["transform_job"]
-        words = (
-            f"created transform job {job}"
-            if job
-            else "created nothing (done before, or the run failed)"
-        )
-    if function == "AssembleForecastFunction" and "submission" in result:
-        key = result["submission"]
-        words = (
-            f"wrote {key}"
-            if key
-            else "nothing to write yet (other models pending, written before, or failed)"
-        )
+    if function in _MADE:
+        field, made, nothing = _MADE[function]
+        if field in result:
+            value = result[field]
+            shown = ", ".join(value) if isinstance(value, list) else value
+            words = made.format(shown) if value else nothing
     return words or json.dumps(result, default=str)
 
 

@@ -28,7 +28,7 @@ from aws_lambda_powertools import Logger
 
 from m5flow import naming
 from m5flow.notifications import EventPublisher, Stage, ledger_key
-from m5flow.storage import ObjectMissingError, Storage
+from m5flow.storage import ObjectHead, ObjectMissingError, Storage
 
 logger = Logger(child=True)
 # A failure that leaves the run unable to finish (a model's job failed, a step refused) is
@@ -177,7 +177,7 @@ def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:
     return step
 
 
-def failure_name(storage: Storage, run: str) -> str:
+def failure_name(storage: Storage, run: str, manifest: ObjectHead | None = None) -> str:
     """The ledger name the run's final `Run Failed` goes under: RUN_FAILED, unless a record
     of that name is older than the run's manifest.
 
@@ -186,8 +186,9 @@ def failure_name(storage: Storage, run: str) -> str:
     allows for a day: the run now under runs/ is a new one, whose steps must neither stop at
     the old failure nor be silenced by it, so it announces under
     `run-failed-<manifest ETag>`. Both times are S3's own (Last-Modified), one clock.
+    `manifest`: the manifest's HEAD, when the caller has it already.
     """
-    manifest = storage.head(naming.manifest_key(run))
+    manifest = manifest or storage.head(naming.manifest_key(run))
     record = storage.head(ledger_key(run, RUN_FAILED))
     if manifest is None or record is None or record.modified >= manifest.modified:
         return RUN_FAILED

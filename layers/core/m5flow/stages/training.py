@@ -34,7 +34,7 @@ def start_training(
     manifest = Manifest.from_json(storage.read(manifest_key))
     head = storage.head(manifest_key)
     written = head.modified if head else None
-    failure = failure_name(storage, manifest.run_id)
+    failure = failure_name(storage, manifest.run_id, head)
     if publisher.settle(manifest.run_id, failure) != "absent":
         # A late delivery after this run failed (a quota refused it): start nothing more.
         logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
