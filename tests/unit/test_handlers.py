@@ -97,6 +97,50 @@ def test_shard_writes_shards_then_manifest_once(bucket, load_function, small_m5,
     assert bus.drain() == []
 
 
+def test_a_failed_shard_write_starts_nothing_and_its_retry_completes(bucket, small_m5, bus):
+    """A write that fails midway (S3 refuses, the function dies) leaves no manifest, so no
+    training starts on a partial shard set; Lambda's retry then writes the run whole."""
+    from m5flow.notifications import EventPublisher
+    from m5flow.stages.shard import shard_dataset
+    from m5flow.storage import S3Storage
+
+    class FailingOnce(S3Storage):
+        failed = False
+
+        def write(self, key: str, body: bytes, **conditions) -> str:
+            if "/train/h21/" in key and not FailingOnce.failed:
+                FailingOnce.failed = True
+                raise OSError("S3 refused the write")
+            return super().write(key, body, **conditions)
+
+    bus.watch("partial")
+    _upload(bucket, "partial", small_m5)
+    storage = FailingOnce(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    key = f"raw/partial/{SALES_FILE}"
+
+    with pytest.raises(OSError, match="S3 refused the write"):
+        shard_dataset(storage, publisher, key)
+    assert _keys(bucket, "runs/")  # some shards were written ...
+    assert not [k for k in _keys(bucket, "runs/") if k.endswith("manifest.json")]  # ... no manifest
+    assert bus.drain() == []
+
+    outcome = shard_dataset(storage, publisher, key)
+    assert outcome.status == "started"
+    manifest = Manifest.from_json(
+        boto3.client("s3")
+        .get_object(Bucket=bucket, Key=f"runs/{outcome.run_id}/manifest.json")["Body"]
+        .read()
+    )
+    written = set(_keys(bucket, f"runs/{outcome.run_id}/"))
+    assert all(
+        shard.key in written
+        for model in manifest.models
+        for shard in model.train + model.validation + model.inference
+    )
+    assert [e["detail-type"] for e in bus.drain()] == ["Run Started"]
+
+
 def test_inputs_past_the_size_limit_are_rejected_before_any_is_read(
     bucket, small_m5, bus, monkeypatch
 ):

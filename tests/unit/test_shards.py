@@ -203,7 +203,7 @@ def test_the_order_of_the_sales_rows_changes_no_byte(data: M5Data, tmp_path: Pat
         ).read_bytes()
 
 
-def test_a_failing_write_stops_the_step(data: M5Data, tmp_path: Path) -> None:
+def test_a_failing_write_is_raised_from_its_worker(data: M5Data, tmp_path: Path) -> None:
     class Full(DiskStorage):
         def write(self, key: str, body: bytes, **conditions) -> str:
             if "FOODS_3" in key:
@@ -211,8 +211,9 @@ def test_a_failing_write_stops_the_step(data: M5Data, tmp_path: Path) -> None:
             return super().write(key, body, **conditions)
 
     with pytest.raises(OSError, match="No space left"):
-        write_shards(data, Full(tmp_path), "run-1", "demo", INPUTS)
-    assert not list(tmp_path.glob("**/manifest.json"))
+        write_shards(
+            data, Full(tmp_path), "run-1", "demo", INPUTS, shard_config=ShardConfig(workers=2)
+        )
 
 
 def test_tiny_upload_shards(tmp_path: Path) -> None:

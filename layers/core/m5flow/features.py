@@ -214,8 +214,12 @@ def build_block(
 
     Example
     -------
-    >>> facts = series_facts(data, config)  # doctest: +SKIP
-    >>> block = build_block(data, facts, np.arange(10), 1, 1913, config)  # doctest: +SKIP
+    >>> facts = series_facts(data, config)
+    >>> block = build_block(data, facts, np.arange(10), 1, 1913, config)
+    >>> block.features.shape == (len(feature_names(config)), len(block))
+    True
+    >>> bool(np.all(block.day >= facts.first_sale_day[block.series]))  # no day before a first sale
+    True
     """
     days = np.arange(first_day, last_day + 1)
     n, width, lag = len(rows), len(days), config.min_lag

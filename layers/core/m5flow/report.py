@@ -142,8 +142,11 @@ def render_report(
 
     Example
     -------
-    >>> html = render_report(history=h, forecast=f, hierarchy=hy, ids=ids,
-    ...                      facts={"run id": "demo"})  # doctest: +SKIP
+    >>> html = render_report(history=data.sales, forecast=data.sales[:, -28:],
+    ...                      hierarchy=Hierarchy.from_data(data), ids=data.ids,
+    ...                      facts={"run id": "demo"})
+    >>> html.startswith("<!DOCTYPE html>"), html.count("<svg") > 10
+    (True, True)
     """
     n, last_day = history.shape
     horizon = forecast.shape[1]

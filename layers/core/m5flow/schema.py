@@ -271,7 +271,9 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
 
     Example
     -------
-    >>> data = parse_inputs({n: (folder / n).read_bytes() for n in INPUT_FILES})  # doctest: +SKIP
+    >>> data = parse_inputs({n: (folder / n).read_bytes() for n in INPUT_FILES})
+    >>> data.sales.shape, data.last_day
+    ((30, 1941), 1941)
     """
     from m5flow.calendar_prices import (  # they import this module
         read_calendar,

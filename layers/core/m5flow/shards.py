@@ -365,7 +365,9 @@ def write_shards(
 
     Example
     -------
-    >>> manifest = write_shards(data, DiskStorage(out), "run-1", "demo", {})  # doctest: +SKIP
+    >>> manifest = write_shards(data, DiskStorage(out), "run-1", "demo", {})
+    >>> [(model.name, model.horizon_days) for model in manifest.models]
+    [('h7', (1, 7)), ('h14', (8, 14)), ('h21', (15, 21)), ('h28', (22, 28))]
     """
     config = shard_config or ShardConfig()
     workers = config.workers or len(os.sched_getaffinity(0))

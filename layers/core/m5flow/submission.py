@@ -164,7 +164,9 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
 
     Example
     -------
-    >>> print(format_score(score_files(m5_dir, truth, submission)))  # doctest: +SKIP
+    >>> print(format_score(score_files(m5_dir, truth, submission)))  # a perfect forecast
+    WRMSSE  0.0000
+    ...
     """
     absent = [n for n in (*schema.INPUT_FILES,) if not (Path(data_dir) / n).is_file()]
     absent += [str(p) for p in (truth_csv, submission_csv) if not Path(p).is_file()]

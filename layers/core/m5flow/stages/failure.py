@@ -162,7 +162,7 @@ def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:
 
     Example
     -------
-    >>> failed_step(storage, InvocationFailure.from_record(event["detail"])).stage  # doctest: +SKIP
+    >>> failed_step(storage, InvocationFailure.from_record(event["detail"])).stage.value
     'shard'
     """
     step = _locate(failure.payload, failure.function_name)
