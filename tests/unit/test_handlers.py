@@ -141,6 +141,20 @@ def test_a_failed_shard_write_starts_nothing_and_its_retry_completes(bucket, sma
     assert [e["detail-type"] for e in bus.drain()] == ["Run Started"]
 
 
+def test_shard_decodes_the_key_s3_sends_url_encoded(bucket, load_function, small_m5, bus):
+    """S3's events carry keys URL-encoded ('my store' as 'my+store'): the run is of the
+    dataset as uploaded."""
+    bus.watch("my store")
+    _upload(bucket, "my store", small_m5)
+    encoded = f"raw/my+store/{SALES_FILE}"
+
+    result = load_function("ShardFunction").invoke(_created(bucket, encoded))
+
+    assert result["status"] == "started" and result["dataset"] == "my store"
+    (started,) = bus.drain()
+    assert started["detail"]["dataset"] == "my store"
+
+
 def test_inputs_past_the_size_limit_are_rejected_before_any_is_read(
     bucket, small_m5, bus, monkeypatch
 ):
@@ -395,6 +409,51 @@ def test_publish_model_creates_model_and_transform(bucket, load_function, small_
     model = sagemaker.describe_model(ModelName=transform["ModelName"])
     assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/output/model.tar.gz")
     assert [e["detail-type"] for e in bus.drain()] == ["Transform Started"]
+
+
+def test_publish_model_asks_the_job_for_an_artifact_its_event_left_out(
+    bucket, load_function, small_m5, bus
+):
+    run = _run_started(bucket, load_function, small_m5, bus, "no-artifact")
+    load_function("StartTrainingFunction").invoke(_manifest_created(bucket, run))
+    bus.drain()
+    event = _training_event(bucket, run, "sagemaker_training_completed")
+    del event["detail"]["ModelArtifacts"]
+    sagemaker = boto3.client("sagemaker")
+    job = sagemaker.describe_training_job(TrainingJobName=event["detail"]["TrainingJobName"])
+
+    result = load_function("PublishModelFunction").invoke(event)
+
+    transform = sagemaker.describe_transform_job(TransformJobName=result["transform_job"])
+    model = sagemaker.describe_model(ModelName=transform["ModelName"])
+    artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert model["PrimaryContainer"]["ModelDataUrl"] == artifact
+    (started,) = bus.drain()
+    assert started["detail"]["model_artifact"] == artifact
+
+
+def test_publish_model_raises_a_model_refusal_it_does_not_know(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Only "already existing model" means done; any other refusal (here: no model data
+    at the artifact's URL) is raised, for Lambda's retries and then the failure report."""
+    from botocore.exceptions import ClientError
+
+    from m5flow.stages.publish import publish_model
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    run = _run_started(bucket, load_function, small_m5, bus, "no-model-data")
+    storage, publisher, settings = _step_parts(bucket)
+    local = LocalSageMaker(lambda event: None, tmp_path)
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    try:
+        trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
+        with pytest.raises(ClientError, match="Could not find model data at s3://"):
+            publish_model(storage, sagemaker, publisher, trained, settings)
+        assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
+        assert bus.drain() == []
+    finally:
+        local.stop()
 
 
 def test_publish_model_reports_failed_training(bucket, load_function, small_m5, bus):
@@ -772,6 +831,34 @@ def test_a_wrong_truth_file_costs_the_score_not_the_forecast(
     assert "The uploaded truth could not be used" in page and "No truth was uploaded" not in page
 
 
+def test_a_backtest_that_cannot_be_scored_costs_the_score_not_the_forecast(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """No sales in the 28 days before the backtest's origin leave no dollar weights to
+    score it by: the forecast is still written and announced, saying why it is unscored."""
+    sales = pd.read_csv(small_m5 / SALES_FILE)
+    sales[[f"d_{d}" for d in range(1886, 1914)]] = 0
+    data_dir = tmp_path / "quiet"
+    shutil.copytree(small_m5, data_dir)
+    sales.to_csv(data_dir / SALES_FILE, index=False)
+    run = _run_started(bucket, load_function, data_dir, bus, "quiet")
+    _write_predictions(bucket, run, sales)
+
+    result = load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+
+    assert result["submission"] == f"runs/{run}/forecast/submission.csv"
+    (ready,) = bus.drain()
+    headline = ready["detail"]["headline"]
+    assert ready["detail-type"] == "Forecast Ready" and headline["scored_on"] == "nothing"
+    (problem,) = headline["score_problems"]
+    assert problem.startswith("no backtest score: ") and "weight" in problem
+    forecast = set(_keys(bucket, f"runs/{run}/forecast/"))
+    assert forecast == {f"runs/{run}/forecast/{name}"
+                        for name in ("submission.csv", "metrics.json", "report.html")}  # fmt: skip
+
+
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])
 def test_assemble_forecast_reports_failed_transform(bucket, load_function, small_m5, bus, status):
     dataset = f"tf-{status.lower()}"
@@ -783,6 +870,10 @@ def test_assemble_forecast_reports_failed_transform(bucket, load_function, small
 
     (failed,) = bus.drain()
     assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "transform"
+    name = event["detail"]["TransformJobName"]
+    assert failed["detail"]["reason"] == (
+        f"transform job {name} {status}: ClientError: See job logs for more information"
+    )
     assert _keys(bucket, f"runs/{run}/forecast/") == []
 
 
