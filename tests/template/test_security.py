@@ -443,23 +443,26 @@ def test_failure_rule_feeds_the_queue_and_the_reporter(translated):
     assert permission["SourceArn"] == {"Fn::GetAtt": ["FailureRule", "Arn"]}
 
 
-def test_failure_queue_keeps_records_encrypted_for_14_days_and_alarms(translated):
-    queue = translated["FailureQueue"]["Properties"]
+@pytest.mark.parametrize("email", [False, True])
+def test_failure_queue_keeps_records_encrypted_for_14_days_and_alarms(translated, email):
+    resources = _branch(translated, HasNotificationEmail=email)
+    queue = resources["FailureQueue"]["Properties"]
     assert queue["SqsManagedSseEnabled"] is True
     assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
-    # Only the stack's rules may send to it: the failure rule, and each pipeline rule's
-    # dead-letter config (events EventBridge could not deliver).
-    statements = translated["FailureQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    # Only the stack's rules may send to it: the failure rule, and every rule's dead-letter
+    # config (events EventBridge could not deliver), the e-mail rule's too when it exists.
+    statements = resources["FailureQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     (allow,) = [s for s in statements if s["Effect"] == "Allow"]
     senders = {arn["Fn::GetAtt"][0] for arn in allow["Condition"]["ArnEquals"]["aws:SourceArn"]}
-    pipeline_rules = {
+    rules = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::Events::Rule"}
+    dead_lettered = {
         logical_id
-        for logical_id, r in translated.items()
-        if r["Type"] == "AWS::Events::Rule"
-        and any("DeadLetterConfig" in t for t in r["Properties"]["Targets"])
+        for logical_id in rules
+        if any("DeadLetterConfig" in t for t in resources[logical_id]["Properties"]["Targets"])
     }
-    assert senders == pipeline_rules and "FailureRule" in senders
-    alarm = translated["FailureAlarm"]["Properties"]
+    assert senders == dead_lettered == rules and "FailureRule" in senders
+    assert ("NotificationRule" in senders) is email
+    alarm = resources["FailureAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == (
         "AWS/SQS",
         "ApproximateNumberOfMessagesVisible",
@@ -496,7 +499,13 @@ def test_email_subscribes_to_the_terminal_events_through_an_encrypted_topic(tran
     )
     rule = resources["NotificationRule"]["Properties"]
     assert rule["EventPattern"] == {"source": ["m5flow"], "detail-type": list(TERMINAL)}
-    assert rule["Targets"] == [{"Id": "NotificationTopic", "Arn": {"Ref": "NotificationTopic"}}]
+    assert rule["Targets"] == [
+        {
+            "Id": "NotificationTopic",
+            "Arn": {"Ref": "NotificationTopic"},
+            "DeadLetterConfig": {"Arn": {"Fn::GetAtt": ["FailureQueue", "Arn"]}},
+        }
+    ]
     statements = resources["NotificationTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     publishers = {
         s["Principal"]["Service"]: s["Condition"]["ArnEquals"]["aws:SourceArn"]
@@ -512,6 +521,27 @@ def test_email_subscribes_to_the_terminal_events_through_an_encrypted_topic(tran
 
 
 # --------------------------------------------------------------------------- parameters
+
+
+def test_each_function_logs_to_its_own_group_kept_for_log_retention_days(translated):
+    functions = [
+        logical_id for logical_id, r in translated.items() if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert len(functions) == 5
+    for function in functions:
+        group = translated[function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        properties = translated[group]["Properties"]
+        assert properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert properties["LogGroupName"] == {
+            "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}/{function}"
+        }
+
+
+def test_max_training_seconds_stays_within_what_sagemaker_takes():
+    from cfnlint.decode import cfn_yaml
+
+    parameter = cfn_yaml.load(str(TEMPLATE_PATH))["Parameters"]["MaxTrainingSeconds"]
+    assert parameter["MaxValue"] == 28 * 24 * 3600  # SageMaker refuses a longer MaxRuntime
 
 
 def test_model_min_lags_reaches_the_shard_function(translated):
@@ -543,6 +573,11 @@ def test_model_min_lags_reaches_the_shard_function(translated):
         ("TrainingInstanceCount", "21", False),
         ("TrainingInstanceCount", "Auto", False),
         ("TrainingInstanceCount", "", False),
+        ("TrainingInstanceType", "ml.m5.xlarge", True),
+        ("TrainingInstanceType", "ml.p4de.24xlarge", True),
+        ("TrainingInstanceType", "m5.xlarge", False),  # SageMaker types start with ml.
+        ("TransformInstanceType", "ml.c5.large", True),
+        ("TransformInstanceType", "ml.m5.xlarge ", False),
     ],
 )  # fmt: skip
 def test_parameter_patterns(parameter, value, allowed):

@@ -135,3 +135,21 @@ def test_every_request_tags_the_dataset_as_sagemaker_accepts_it(dataset: str, ta
         transform_request(manifest, model, settings),
     ):
         assert {"Key": "m5flow:dataset", "Value": tagged} in request["Tags"]
+
+
+@pytest.mark.parametrize(("hosts", "encrypted"), [("1", False), ("2", True)])
+def test_containers_run_without_a_network_and_hosts_talk_encrypted(hosts, encrypted):
+    settings = JobSettings.from_env({**ENV, "TRAINING_INSTANCE_COUNT": hosts})
+    manifest = _manifest(3)
+    training = training_request(manifest, manifest.models[0], settings)
+    assert training["EnableNetworkIsolation"] is True
+    assert training["EnableInterContainerTrafficEncryption"] is encrypted
+    model = model_request(manifest, manifest.models[0], "s3://bkt/m.tar.gz", settings)
+    assert model["EnableNetworkIsolation"] is True
+
+
+def test_number_parameters_with_a_fraction_still_start_the_function():
+    """CloudFormation's Number lets "7200.5" through: the settings read it, not crash."""
+    settings = JobSettings.from_env({**ENV, "MAX_TRAINING_SECONDS": "7200.5", "NUM_ROUND": "300.0"})
+    assert settings.max_training_seconds == 7200
+    assert settings.hyperparameters["num_round"] == "300"

@@ -54,7 +54,7 @@ class JobSettings:
         if env.get("OBJECTIVE"):
             overrides.setdefault("objective", env["OBJECTIVE"])
         if env.get("NUM_ROUND"):
-            overrides.setdefault("num_round", str(int(env["NUM_ROUND"])))
+            overrides.setdefault("num_round", str(_whole(env["NUM_ROUND"])))
         hyperparameters = merge_hyperparameters(DEFAULT_HYPERPARAMETERS, overrides)
         return cls(
             bucket=env["DATA_BUCKET"],
@@ -65,9 +65,15 @@ class JobSettings:
             training_instance_type=env.get("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
             training_instance_count=_instance_count(env.get("TRAINING_INSTANCE_COUNT")),
             transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
-            max_training_seconds=int(env.get("MAX_TRAINING_SECONDS", "7200")),
+            max_training_seconds=_whole(env.get("MAX_TRAINING_SECONDS", "7200")),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
         )
+
+
+def _whole(value: str) -> int:
+    """A CloudFormation Number parameter as a whole number: the template's checks let
+    "7200.5" through, and a function that cannot start would fail every run."""
+    return int(float(value))
 
 
 def _instance_count(value: str | None) -> int | None:
@@ -179,6 +185,10 @@ def training_request(
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_training_seconds},
         "HyperParameters": hyperparameters,
+        # Built-in XGBoost needs no network: SageMaker itself reads the channels and writes
+        # the model. Hosts of one job still reach each other, encrypted.
+        "EnableNetworkIsolation": True,
+        "EnableInterContainerTrafficEncryption": instance_count > 1,
         "Tags": _tags(manifest, model),
     }
 
@@ -191,6 +201,7 @@ def model_request(
         "ModelName": naming.job_name(manifest.run_id, model.name),
         "ExecutionRoleArn": settings.role_arn,
         "PrimaryContainer": {"Image": settings.image, "ModelDataUrl": artifact_uri},
+        "EnableNetworkIsolation": True,  # its transform jobs, too, run with no network
         "Tags": _tags(manifest, model),
     }
 
