@@ -64,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from m5flow.instances import BYTES_PER_CELL, GIB, HOST_BASE_BYTES, host_memory
-    from m5flow.shards import Manifest
+    from m5flow.manifest import Manifest
 
     print(f"| format | model | rows | cells | peak GiB | estimate GiB | ratio | bytes a cell "
           f"(estimate {BYTES_PER_CELL}) |\n|---|---|---|---|---|---|---|---|")  # fmt: skip

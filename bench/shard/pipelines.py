@@ -100,7 +100,8 @@ def floor(data_dir: Path, out: Path) -> dict:
     import pyarrow.csv as pacsv
 
     from m5flow.features import Block, FeatureConfig, feature_names
-    from m5flow.shards import ModelShards, ShardInfo, encode_inference, encode_training
+    from m5flow.manifest import ModelShards, ShardInfo
+    from m5flow.shards import encode_inference, encode_training
     from m5flow.storage import DiskStorage
 
     saved, names = blocks_dir(data_dir), feature_names(FeatureConfig())

@@ -16,8 +16,8 @@ import boto3
 import pandas as pd
 import pytest
 
+from m5flow.manifest import Manifest
 from m5flow.schema import INPUT_FILES, SALES_FILE
-from m5flow.shards import Manifest
 from tests.conftest import sample_event
 
 RUN_IN_SAMPLES = "demo-3f2a9c1b7e4d"
@@ -1011,7 +1011,7 @@ def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_re
     """The same files uploaded again after their runs/ expired (RunRetentionDays) make the
     same job names, which SageMaker never frees: say so instead of waiting forever."""
     from m5flow.jobs import training_request
-    from m5flow.shards import Manifest
+    from m5flow.manifest import Manifest
     from m5flow.stages.training import CLOCK_SKEW_SECONDS, start_training
     from m5flow_local.sagemaker import LocalSageMaker
 

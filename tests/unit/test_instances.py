@@ -13,7 +13,7 @@ from m5flow.instances import (
     instance_memory,
     instances_needed,
 )
-from m5flow.shards import ModelShards, ShardInfo
+from m5flow.manifest import ModelShards, ShardInfo
 
 # Items per department in M5; each store x department is one training shard of the h7 model.
 M5_DEPARTMENTS = {"FOODS_1": 216, "FOODS_2": 398, "FOODS_3": 823, "HOBBIES_1": 416,

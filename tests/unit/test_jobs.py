@@ -6,7 +6,7 @@ import pytest
 
 from m5flow.exceptions import RunFailedError
 from m5flow.jobs import JobSettings, model_request, training_request, transform_request
-from m5flow.shards import PARQUET, Manifest, ModelShards, ShardInfo
+from m5flow.manifest import PARQUET, Manifest, ModelShards, ShardInfo
 
 ENV = {
     "DATA_BUCKET": "bkt",

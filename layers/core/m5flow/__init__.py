@@ -5,7 +5,7 @@ Modules by concern:
   `calendar_prices` (calendar and prices against the sales), `overrides` (a dataset's
   m5flow.json);
 - the models' data: `features` (column-wise features on the wide sales matrix), `shards`
-  (training/validation/inference tables and the manifest);
+  (training/validation/inference tables), `manifest` (what a run trains, read by every step);
 - SageMaker: `hyperparameters` (defaults, overrides, merging), `jobs` (request bodies),
   `images` (the built-in XGBoost image per region);
 - the results: `forecast` (predictions to a submission), `hierarchy` and `scoring` (the 12

@@ -16,8 +16,8 @@ import math
 import re
 
 from m5flow.exceptions import RunFailedError
+from m5flow.manifest import ModelShards
 from m5flow.notifications import Stage
-from m5flow.shards import ModelShards
 
 GIB = 2**30
 # A host's peak bytes per cell (row x column, label included) of the data it loads. The

@@ -19,8 +19,8 @@ from m5flow.hyperparameters import (
     stack_hyperparameters,
 )
 from m5flow.images import xgboost_image_uri
+from m5flow.manifest import CSV, Manifest, ModelShards
 from m5flow.notifications import Stage
-from m5flow.shards import CSV, Manifest, ModelShards
 
 # Inference rows are `id,day,features...`: the model sees the features, and the output keeps
 # id, day and the prediction. SageMaker's slices are end-inclusive.

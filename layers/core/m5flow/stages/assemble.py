@@ -19,9 +19,9 @@ from aws_lambda_powertools import Logger
 from m5flow import forecast, naming, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.hierarchy import Hierarchy
+from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import M5Data
-from m5flow.shards import Manifest, ModelShards
 from m5flow.stages.failure import announce_job_failure, announce_run_failure, failure_name
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 

@@ -13,10 +13,11 @@ from aws_lambda_powertools import Logger
 from m5flow import naming, schema
 from m5flow.csvinput import problem
 from m5flow.exceptions import InputRejectedError
+from m5flow.manifest import Manifest
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
-from m5flow.shards import Manifest, ShardConfig, nothing_to_train, write_shards
+from m5flow.shards import ShardConfig, nothing_to_train, write_shards
 from m5flow.stages.failure import failure_name
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectHead, Storage
 

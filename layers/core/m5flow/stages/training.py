@@ -8,8 +8,8 @@ from aws_lambda_powertools import Logger
 
 from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
+from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
-from m5flow.shards import Manifest, ModelShards
 from m5flow.stages.failure import fail_run, failure_name, quota_reason
 from m5flow.storage import Storage
 

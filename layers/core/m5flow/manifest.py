@@ -1,0 +1,86 @@
+"""The run manifest: every model to train and the shards of its channels.
+
+Apart from the shard writer (`shards`) because the steps that only read it to start jobs,
+start training and publish a model, need no dataframe library: it is plain JSON read with
+the standard library, so those two functions ship without pandas and pyarrow and start in
+a fraction of the time and memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+PARQUET = "application/x-parquet"
+CSV = "text/csv"
+# Raised only for a change an older reader would misread; a new field is not one (older
+# readers drop fields they do not know).
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    key: str
+    rows: int
+    bytes: int
+
+
+@dataclass
+class ModelShards:
+    """One model to train: its feature set and the shards of its three channels."""
+
+    name: str
+    min_lag: int
+    horizon_days: tuple[int, int]  # first and last horizon day this model forecasts
+    feature_names: list[str] = field(default_factory=list)
+    train: list[ShardInfo] = field(default_factory=list)
+    validation: list[ShardInfo] = field(default_factory=list)
+    inference: list[ShardInfo] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    run_id: str
+    dataset: str
+    inputs: dict[str, dict[str, str]]  # file name -> {"key", "etag"}
+    last_day: int
+    horizon: int
+    series: int
+    content_type: str
+    models: list[ModelShards]
+    missing_price_weeks: int = 0
+    notices: list[str] = field(default_factory=list)  # what the inputs' reading repaired
+    # The dataset's m5flow.json hyperparameters, over the stack's (None: drop the stack's).
+    hyperparameters: dict[str, str | None] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Manifest:
+        raw = json.loads(body)
+        if raw.get("version") != MANIFEST_VERSION:
+            # A stack updated while a run was in flight: say so rather than misread it.
+            raise ValueError(
+                f"manifest version {raw.get('version')!r}: this m5flow reads version "
+                f"{MANIFEST_VERSION}; upload the dataset again under a new name to rerun it"
+            )
+        models = [
+            ModelShards(
+                name=m["name"],
+                min_lag=m["min_lag"],
+                horizon_days=tuple(m["horizon_days"]),
+                feature_names=m["feature_names"],
+                **{c: [ShardInfo(**s) for s in m[c]] for c in ("train", "validation", "inference")},
+            )
+            for m in raw.pop("models")
+        ]
+        known = {f.name for f in fields(cls)}
+        return cls(models=models, **{k: v for k, v in raw.items() if k in known})
+
+    def model(self, name: str) -> ModelShards:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"manifest of run {self.run_id} lists no model {name!r}")
