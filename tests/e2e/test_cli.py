@@ -36,7 +36,10 @@ def test_score_refuses_a_submission_missing_series(tmp_path):
         "score", str(REAL_M5 / "sales_test_evaluation.csv"), str(tmp_path / "short.csv")
     )
     assert result.returncode == 2
-    assert "short.csv" in result.stderr
+    assert (
+        "cannot score: short.csv: no row for 3 series: FOODS_3_377_WI_3_evaluation, "
+        "FOODS_3_586_WI_3_evaluation, FOODS_3_702_WI_3_evaluation\n"
+    ) in result.stderr, result.stderr
 
 
 def test_synth_then_shard_on_disk(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -58,11 +59,17 @@ def test_feature_names_are_pinned() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"min_lag": 28, "lags": (7, 28)}, {"rolling_windows": (1, 7)}, {"categorical": ("aisle",)}],
-)
-def test_config_refuses_features_that_would_look_ahead_or_make_no_sense(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+    ("kwargs", "refusal"),
+    [({"min_lag": 28, "lags": (7, 28)}, "every lag must be >= min_lag=28 >= 1: (7, 28)"),
+     ({"min_lag": 0}, "every lag must be >= min_lag=0 >= 1: (28, 35, 42, 49, 56, 364)"),
+     ({"rolling_windows": (1, 7)}, "rolling windows need 2 days or more: (1, 7)"),
+     ({"categorical": ("aisle",)},
+      "categorical must be among ('item', 'dept', 'cat', 'store', 'state'): {'aisle'}")],
+)  # fmt: skip
+def test_config_refuses_features_that_would_look_ahead_or_make_no_sense(
+    kwargs: dict, refusal: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(refusal)):
         FeatureConfig(**kwargs)
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import boto3
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 
 from m5flow.notifications import EventPublisher
 from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
@@ -300,13 +301,17 @@ def test_a_slow_sender_refused_after_a_takeover_leaves_the_sent_record(bucket, b
     detail = {"run_id": "slow-000000000000", "dataset": "slow"}
     later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
 
-    def overtaken_then_refused(*_: object) -> None:
+    def overtaken_then_refused(detail_type, event_detail) -> None:
+        # While the slow sender waits on PutEvents, a retry finds its record abandoned and
+        # sends the event; then EventBridge refuses the slow sender (a real refusal: moto's
+        # EventBridge has no bus of that name).
         monkeypatch.setattr(notifications.time, "time", lambda: later)
         assert retry.settle("slow-000000000000", "forecast-ready") == "resent"
-        raise RuntimeError("EventBridge refused the slow sender's event")
+        slow.bus_name = "no-such-bus"
+        EventPublisher._put(slow, detail_type, event_detail)
 
     monkeypatch.setattr(slow, "_put", overtaken_then_refused)
-    with pytest.raises(RuntimeError, match="refused"):
+    with pytest.raises(ClientError, match="Event bus no-such-bus does not exist"):
         slow.publish("Forecast Ready", detail, once="forecast-ready")
 
     assert retry.settle("slow-000000000000", "forecast-ready") == "announced"  # not withdrawn

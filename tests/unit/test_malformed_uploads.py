@@ -84,7 +84,7 @@ CORPUS: dict[str, tuple[Callable[[Files], Files], str, str]] = {
     "prices header only, no line end": (lambda f: {PRICES_FILE: f[PRICES_FILE].split(b"\n")[0]}, PRICES_FILE, "header only"),
     "weekday not the date's": (lambda f: {CALENDAR_FILE: _csv(_frame(f, CALENDAR_FILE).assign(wday=lambda c: c["wday"] % 7 + 1))}, CALENDAR_FILE, "column wday"),
     "very wide sales": (lambda f: {SALES_FILE: _csv(pd.concat([_frame(f, SALES_FILE), pd.DataFrame(0, index=range(20), columns=[f"d_{d}" for d in range(1942, 4942)])], axis=1))}, CALENDAR_FILE, "missing"),
-    "prices not a CSV": (lambda f: {PRICES_FILE: b"\x00\x01\x02 binary \xff\xfe"}, PRICES_FILE, PRICES_FILE),
+    "prices not a CSV": (lambda f: {PRICES_FILE: b"\x00\x01\x02 binary \xff\xfe"}, PRICES_FILE, "row 1: found byte 0xff; expected UTF-8 text"),
     "settings not JSON": (lambda f: {OVERRIDES_FILE: b"{min_lags: [28]}"}, OVERRIDES_FILE, "not valid UTF-8 JSON"),
     "settings misspelt": (lambda f: {OVERRIDES_FILE: b'{"min_lag": [28]}'}, OVERRIDES_FILE, "unknown setting 'min_lag'"),
     "settings models short of the horizon": (lambda f: {OVERRIDES_FILE: b'{"min_lags": [7, 14]}'}, OVERRIDES_FILE, "must end at the horizon"),

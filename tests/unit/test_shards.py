@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from m5flow.features import FeatureConfig, build_block, series_facts
+from m5flow.manifest import PARQUET, Manifest
 from m5flow.schema import INPUT_FILES, M5Data, parse_inputs
-from m5flow.shards import PARQUET, Manifest, ShardConfig, groups, write_shards
+from m5flow.shards import ShardConfig, groups, write_shards
 from m5flow.storage import DiskStorage
 from tests.conftest import REAL_M5
 from tests.unit.test_schema import tiny_files
@@ -227,12 +229,23 @@ def test_tiny_upload_shards(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"group_by": ("aisle",)}, {"min_lags": (7, 14)}, {"min_lags": (14, 7, 28)},
-     {"train_format": "json"}, {"workers": 0}, {"validation_days": 27}, {"min_lags": ()}],
+    ("kwargs", "refusal"),
+    [({"group_by": ("aisle",)},
+      "group_by must use ('item', 'dept', 'cat', 'store', 'state'), got ('aisle',)"),
+     ({"group_by": ()}, "group_by must use ('item', 'dept', 'cat', 'store', 'state'), got ()"),
+     ({"min_lags": (7, 14)}, "min_lags must end at the horizon, 28: (7, 14)"),
+     ({"min_lags": (14, 7, 28)}, "min_lags must be increasing: (14, 7, 28)"),
+     ({"min_lags": (7, 7, 28)}, "min_lags must be increasing: (7, 7, 28)"),
+     ({"min_lags": (0, 28)}, "min_lags must be at least 1 (a day old): (0, 28)"),
+     ({"min_lags": ()}, "min_lags must name at least one model, ending at 28"),
+     ({"train_format": "json"}, "train_format must be one of ['csv', 'parquet']"),
+     ({"validation_days": 27}, "validation_days must be at least the horizon, 28"),
+     ({"history_days": 0}, "history_days must be at least 1"),
+     ({"min_series": 0}, "min_series must be at least 1: 0"),
+     ({"workers": 0}, "workers must be at least 1: 0")],
 )  # fmt: skip
-def test_config_is_checked(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+def test_config_is_checked(kwargs: dict, refusal: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(refusal)):
         ShardConfig(**kwargs)
 
 
