@@ -241,6 +241,31 @@ def test_roles_reach_only_the_stacks_bucket_bus_and_jobs(translated, conditions)
             assert any(re.fullmatch(p, text) for p in allowed), (logical_id, text)
 
 
+def test_functions_touch_only_sagemaker_jobs_and_models_tagged_with_their_stack(translated):
+    """Job names share the m5flow- prefix across every stack in the account: the stack tag
+    (m5flow.jobs.STACK_TAG, from STACK_NAME) keeps one stack's functions off another's."""
+    from m5flow.jobs import STACK_TAG
+
+    assert translated["ShardFunction"]["Properties"]["Environment"]["Variables"]["STACK_NAME"] == {
+        "Ref": "AWS::StackName"
+    }
+    checked = 0
+    for logical_id, statement in _identity_statements(_branch(translated, HasKmsKey=True)):
+        actions = [a for a in _listed(statement["Action"]) if a.startswith("sagemaker:")]
+        if not actions:
+            continue
+        creating = {a for a in actions if a.startswith("sagemaker:Create")} | (
+            {"sagemaker:AddTags"} & set(actions)
+        )
+        key = "aws:RequestTag" if creating else "aws:ResourceTag"
+        assert not creating or creating == set(actions), (logical_id, actions)  # one kind each
+        assert statement["Condition"] == {
+            "StringEquals": {f"{key}/{STACK_TAG}": {"Ref": "AWS::StackName"}}
+        }, (logical_id, actions)
+        checked += 1
+    assert checked == 6  # start_training: 2 statements; publish_model: 4
+
+
 def test_sagemaker_role_is_limited_to_the_runs_prefix(translated):
     role = _branch(translated, HasKmsKey=True)["SageMakerExecutionRole"]
     s3 = [s for s in _statements(role) if any(a.startswith("s3:") for a in _listed(s["Action"]))]

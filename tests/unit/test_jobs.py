@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from m5flow.exceptions import RunFailedError
-from m5flow.jobs import JobSettings, model_request, training_request, transform_request
+from m5flow.jobs import (
+    STACK_TAG,
+    JobSettings,
+    model_request,
+    training_request,
+    transform_request,
+)
 from m5flow.manifest import PARQUET, Manifest, ModelShards, ShardInfo
 
 ENV = {
@@ -135,6 +141,20 @@ def test_every_request_tags_the_dataset_as_sagemaker_accepts_it(dataset: str, ta
         transform_request(manifest, model, settings),
     ):
         assert {"Key": "m5flow:dataset", "Value": tagged} in request["Tags"]
+
+
+@pytest.mark.parametrize("stack", ["m5flow", ""])
+def test_every_request_carries_the_stack_tag_its_permissions_require(stack: str):
+    settings = JobSettings.from_env({**ENV, "STACK_NAME": stack} if stack else ENV)
+    manifest = _manifest(1)
+    model = manifest.models[0]
+    for request in (
+        training_request(manifest, model, settings),
+        model_request(manifest, model, "s3://bkt/model.tar.gz", settings),
+        transform_request(manifest, model, settings),
+    ):
+        tagged = [tag["Value"] for tag in request["Tags"] if tag["Key"] == STACK_TAG]
+        assert tagged == ([stack] if stack else [])  # local tools without a stack: none
 
 
 @pytest.mark.parametrize(("hosts", "encrypted"), [("1", False), ("2", True)])

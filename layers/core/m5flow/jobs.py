@@ -29,6 +29,8 @@ TRANSFORM_DATA_PROCESSING = {
     "JoinSource": "Input",
     "OutputFilter": "$[0,1,-1]",
 }
+# The tag template.yaml's SageMaker permissions require, valued with the stack's name.
+STACK_TAG = "m5flow:stack"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class JobSettings:
     max_training_seconds: int = 7200
     volume_gb: int = 30
     kms_key_arn: str = ""  # encrypts job volumes and outputs when set
+    stack: str = ""  # the CloudFormation stack, tagged on every job and model it creates
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobSettings:
@@ -67,6 +70,7 @@ class JobSettings:
             transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
             max_training_seconds=_whole(env.get("MAX_TRAINING_SECONDS", "7200")),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
+            stack=env.get("STACK_NAME", ""),
         )
 
 
@@ -111,12 +115,17 @@ def _volume_kms(key: str, instance_type: str) -> dict[str, str]:
     return {"VolumeKmsKeyId": key} if key and not instances.has_local_storage(instance_type) else {}
 
 
-def _tags(manifest: Manifest, model: ModelShards) -> list[dict[str, str]]:
-    return [
+def _tags(manifest: Manifest, model: ModelShards, settings: JobSettings) -> list[dict[str, str]]:
+    """The run's tags, and the stack's: its functions may create, describe and stop only
+    what carries their stack's tag (template.yaml), not another stack's jobs in the account."""
+    tags = [
         {"Key": "m5flow:run", "Value": manifest.run_id},
         {"Key": "m5flow:dataset", "Value": naming.tag_value(manifest.dataset)},
         {"Key": "m5flow:model", "Value": model.name},
     ]
+    if settings.stack:
+        tags.append({"Key": STACK_TAG, "Value": settings.stack})
+    return tags
 
 
 def _check_distribution(model: ModelShards, instance_count: int) -> None:
@@ -189,7 +198,7 @@ def training_request(
         # the model. Hosts of one job still reach each other, encrypted.
         "EnableNetworkIsolation": True,
         "EnableInterContainerTrafficEncryption": instance_count > 1,
-        "Tags": _tags(manifest, model),
+        "Tags": _tags(manifest, model, settings),
     }
 
 
@@ -202,7 +211,7 @@ def model_request(
         "ExecutionRoleArn": settings.role_arn,
         "PrimaryContainer": {"Image": settings.image, "ModelDataUrl": artifact_uri},
         "EnableNetworkIsolation": True,  # its transform jobs, too, run with no network
-        "Tags": _tags(manifest, model),
+        "Tags": _tags(manifest, model, settings),
     }
 
 
@@ -245,5 +254,5 @@ def transform_request(
             **_volume_kms(key, settings.transform_instance_type),
         },
         "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
-        "Tags": _tags(manifest, model),
+        "Tags": _tags(manifest, model, settings),
     }
