@@ -14,7 +14,7 @@ from m5flow.schema import INPUT_FILES
 from m5flow_local.cloud import LocalCloud
 
 
-def _routed_so_far(cloud: LocalCloud, events: Any) -> None:
+def _wait_until_routed(cloud: LocalCloud, events: Any) -> None:
     """Return once every event already on the bus has been routed, and every handler those
     events started has returned: a sentinel put now is routed after them, since moto hands
     the queue's messages over in order and the router routes them one at a time. Without it,
@@ -62,7 +62,7 @@ def test_redelivered_events_start_nothing_and_announce_nothing(small_m5, tmp_pat
         assert outcome["detail-type"] == "Forecast Ready"
         run = outcome["detail"]["run_id"]
         events, s3, sagemaker = (boto3.client(s) for s in ("events", "s3", "sagemaker"))
-        _routed_so_far(cloud, events)
+        _wait_until_routed(cloud, events)
         announced_before = _announced(cloud)
         ledger_before = _ledger(s3, cloud.bucket, run)
         made_before = _sagemaker_resources(sagemaker)
@@ -93,7 +93,7 @@ def test_redelivered_events_start_nothing_and_announce_nothing(small_m5, tmp_pat
                 thread.start()
             for thread in threads:
                 thread.join()
-        _routed_so_far(cloud, events)
+        _wait_until_routed(cloud, events)
 
         assert all(r.error is None for r in results), [r.error for r in results if r.error]
         by_function: dict[str, list] = {}

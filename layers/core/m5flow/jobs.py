@@ -48,7 +48,7 @@ class JobSettings:
     max_training_seconds: int = 7200
     volume_gb: int = 30
     kms_key_arn: str = ""  # encrypts job volumes and outputs when set
-    stack: str = ""  # the CloudFormation stack, tagged on every job and model it creates
+    stack_name: str = ""  # the CloudFormation stack, tagged on every job and model it creates
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobSettings:
@@ -70,7 +70,7 @@ class JobSettings:
             transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
             max_training_seconds=_whole(env.get("MAX_TRAINING_SECONDS", "7200")),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
-            stack=env.get("STACK_NAME", ""),
+            stack_name=env.get("STACK_NAME", ""),
         )
 
 
@@ -123,8 +123,8 @@ def _tags(manifest: Manifest, model: ModelShards, settings: JobSettings) -> list
         {"Key": "m5flow:dataset", "Value": naming.tag_value(manifest.dataset)},
         {"Key": "m5flow:model", "Value": model.name},
     ]
-    if settings.stack:
-        tags.append({"Key": STACK_TAG, "Value": settings.stack})
+    if settings.stack_name:
+        tags.append({"Key": STACK_TAG, "Value": settings.stack_name})
     return tags
 
 

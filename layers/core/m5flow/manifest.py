@@ -1,9 +1,10 @@
 """The run manifest: every model to train and the shards of its channels.
 
-Apart from the shard writer (`shards`) because the steps that only read it to start jobs,
-start training and publish a model, need no dataframe library: it is plain JSON read with
-the standard library, so those two functions ship without pandas and pyarrow and start in
-a fraction of the time and memory.
+Kept apart from the shard writer (`shards`) for the two steps that read it only to start
+jobs, start training and publish a model: it is plain JSON, read with the standard library,
+so their functions ship without pandas and pyarrow, and start in a fraction of the time and
+memory. Nothing those two steps import may need a dataframe library (tests/template checks
+the built functions import without it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training, validation and inference shards, and the manifest that announces them.
+"""Training, validation and inference shards, and the manifest (`m5flow.manifest`) listing them.
 
 Shards are written one group (by default one store x department) at a time by a few worker
 threads, so memory stays bounded by the largest groups in flight rather than the dataset,

@@ -324,9 +324,9 @@ def fail_run(
     Announced first, so that a stopped job's own `Stopped` event, which the next step
     announces under the same name, cannot take the place of this reason. No stop may raise
     after it (a retry would find the run failed and stop nothing): a job that has ended is
-    passed over, any other refusal logged as a warning. On AWS that includes a job that
-    never started: the stack-tag permissions (template.yaml) find no tag on it to match, so
-    IAM refuses the stop (AccessDenied) before SageMaker could say it does not exist. Not left to
+    passed over, any other refusal logged as a warning: on AWS, a sibling's job that never
+    started may be refused by IAM (the stop needs the stack's tag, template.yaml) rather than
+    reported missing by SageMaker; either way nothing runs to stop. Not left to
     Lambda's retries: a quota below what the run needs, or a job name taken, refuses every
     retry too.
     """
