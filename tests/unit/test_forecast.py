@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from m5flow.exceptions import RunFailedError
-from m5flow.forecast import read_predictions, submission
+from m5flow.forecast import closed_days, read_predictions, submission
+from m5flow.schema import INPUT_FILES, parse_inputs
+from tests.conftest import REAL_M5
 
 IDS = np.array(["B_1_evaluation", "A_1_evaluation"])
 
@@ -30,6 +32,57 @@ def test_a_series_that_never_sold_is_forecast_zero() -> None:
     never_sold = np.array([False, True])
     frame = submission(_predictions(), IDS, 11, 2, never_sold=never_sold)
     assert frame[["F1", "F2"]].to_numpy().tolist() == [[1.0, 2.0], [0.0, 0.0]]
+
+
+def test_a_closed_day_is_forecast_zero_for_every_series() -> None:
+    frame = submission(_predictions(), IDS, 11, 2, closed=np.array([True, False]))
+    assert frame[["F1", "F2"]].to_numpy().tolist() == [[0.0, 2.0], [0.0, 2.0]]
+
+
+DATES = np.arange("2012-01-01", "2017-02-01", dtype="datetime64[D]")
+DEC_25 = np.char.endswith(DATES.astype(str), "12-25")
+
+
+def _closed_in(totals: np.ndarray, first: str) -> list[str]:
+    """The dates `closed_days` finds in the 28 days from `first`, from the totals before."""
+    first_day = int(np.flatnonzero(np.datetime64(first) == DATES)[0]) + 1
+    found = closed_days(totals[: first_day - 1], DATES, first_day, 28)
+    return [str(d) for d in DATES[first_day - 1 : first_day + 27][found]]
+
+
+@pytest.mark.parametrize(
+    ("first", "sales_on_dec_25", "closed"),
+    [
+        ("2014-12-10", 1.0, ["2014-12-25"]),  # closed in 2012 and 2013
+        ("2013-12-10", 1.0, []),  # only 2012 before it: one year is no rule
+        ("2015-12-10", 4.0, ["2015-12-25"]),  # under 5% of the 100 a day around it
+        ("2015-12-10", 6.0, []),  # 6%: a quiet day, not a closed one
+        ("2016-06-01", 1.0, []),  # no closed date in the horizon
+    ],
+)
+def test_a_date_closed_in_every_earlier_year_is_a_closed_day(first, sales_on_dec_25, closed):
+    totals = np.where(DEC_25, sales_on_dec_25, 100.0)
+    assert _closed_in(totals, first) == closed
+
+
+def test_one_year_open_on_the_date_keeps_it_open() -> None:
+    totals = np.where(DEC_25, 1.0, 100.0)
+    totals[np.datetime64("2013-12-25") == DATES] = 90.0
+    assert _closed_in(totals, "2015-12-10") == []
+    totals[: int(np.flatnonzero(np.datetime64("2014-01-01") == DATES)[0])] = 0.0
+    # A year with nothing sold around the date (before the history's first sale) says nothing.
+    assert _closed_in(totals, "2016-12-10") == ["2016-12-25"]
+
+
+def test_on_the_real_slice_christmas_is_the_only_closed_day() -> None:
+    data = parse_inputs({n: (REAL_M5 / n).read_bytes() for n in INPUT_FILES})
+    dates = pd.to_datetime(data.calendar["date"]).to_numpy()
+    totals = data.sales.sum(axis=0)
+    found = {}
+    for first_day in range(800, 1942, 28):  # every 28-day window from 2013 on
+        closed = closed_days(totals[: first_day - 1], dates, first_day, 28)
+        found |= {first_day + h: str(dates[first_day - 1 + h])[:10] for h in np.flatnonzero(closed)}
+    assert found == {1062: "2013-12-25", 1427: "2014-12-25", 1792: "2015-12-25"}
 
 
 @pytest.mark.parametrize(

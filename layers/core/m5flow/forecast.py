@@ -13,6 +13,12 @@ import pyarrow.csv as pacsv
 from m5flow.exceptions import RunFailedError
 from m5flow.notifications import Stage
 
+# A day whose total sales were under this share of the week before and the week after, in
+# every earlier year the history holds its date (at least CLOSED_YEARS), was a closed day.
+CLOSED_SHARE = 0.05
+CLOSED_YEARS = 2
+_WEEK = 7
+
 
 def read_predictions(outputs: Iterable[tuple[str, bytes, int]]) -> pd.DataFrame:
     """Parse Batch Transform outputs (headerless `id,day,prediction` rows) into one frame.
@@ -59,18 +65,54 @@ def read_predictions(outputs: Iterable[tuple[str, bytes, int]]) -> pd.DataFrame:
     return pa.concat_tables(tables).to_pandas()
 
 
+def closed_days(totals: np.ndarray, dates: np.ndarray, first_day: int, horizon: int) -> np.ndarray:
+    """Which of the `horizon` days from `first_day` fall on a date the stores closed on.
+
+    `totals`: units sold per day over every series, d_1..d_<first_day - 1>; `dates`: the
+    datetime64 of d_1 onwards, through the horizon. A date counts as closed when, in every
+    earlier year whose history holds it with a week either side (at least CLOSED_YEARS),
+    that day sold under CLOSED_SHARE of those two weeks' daily mean. M5's stores close on
+    Christmas Day (1 to 8 units in the real slice, against about 1,400 a day around it);
+    the models see the calendar but no closure, and forecast an ordinary day there, which
+    cost 0.05 of WRMSSE on a window holding Christmas (bench/accuracy/README.md).
+
+    Example
+    -------
+    >>> dates = np.arange("2013-12-01", "2016-12-31", dtype="datetime64[D]")
+    >>> totals = np.where(np.char.endswith(dates.astype(str), "12-25"), 1.0, 100.0)
+    >>> first = int(np.flatnonzero(dates == np.datetime64("2015-12-20"))[0]) + 1
+    >>> np.flatnonzero(closed_days(totals[: first - 1], dates, first, 28)) + 1  # horizon days
+    array([6])
+    """
+    history = first_day - 1
+    when = pd.DatetimeIndex(dates[: history + horizon])
+    month_day = (when.month * 100 + when.day).to_numpy()
+    closed = np.zeros(horizon, dtype=bool)
+    for h in range(horizon):
+        same_date = np.flatnonzero(month_day[:history] == month_day[history + h])
+        verdicts = []
+        for day in same_date[(same_date >= _WEEK) & (same_date + _WEEK < history)]:
+            around = np.r_[totals[day - _WEEK : day], totals[day + 1 : day + 1 + _WEEK]].mean()
+            if around > 0:  # a history with nothing sold around the date tells nothing
+                verdicts.append(totals[day] < CLOSED_SHARE * around)
+        closed[h] = len(verdicts) >= CLOSED_YEARS and all(verdicts)
+    return closed
+
+
 def submission(
     predictions: pd.DataFrame,
     ids: np.ndarray,
     first_day: int,
     horizon: int,
     never_sold: np.ndarray | None = None,
+    closed: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Pivot predictions into `id,F1..F<horizon>`, one row per id, in the order of `ids`.
 
     Series marked `never_sold` (no sale before `first_day`) are forecast 0. The models learn
     only from days after a series' first sale, so for one that never sold they would forecast
     what a product sells once launched (about 0.5 to 1 a day), for items that may never sell.
+    Horizon days marked `closed` (`closed_days`) are forecast 0 for every series.
 
     Raises
     ------
@@ -112,6 +154,8 @@ def submission(
     wide[:] = np.clip(values, 0.0, None)
     if never_sold is not None:
         wide.iloc[np.flatnonzero(never_sold)] = 0.0
+    if closed is not None:
+        wide.iloc[:, np.flatnonzero(closed)] = 0.0
     return wide.rename_axis("id").reset_index().rename_axis(None, axis=1)
 
 

@@ -112,7 +112,12 @@ def _backtest(
         return None
     history = data.sales[:, :origin]
     matrix = forecast.submission(
-        past, data.ids, origin + 1, horizon, never_sold=history.max(axis=1) == 0
+        past,
+        data.ids,
+        origin + 1,
+        horizon,
+        never_sold=history.max(axis=1) == 0,
+        closed=_closed(data, origin + 1, horizon),
     ).drop(columns="id")
     weights = scoring.dollar_sales(history, data.prices[:, :origin])
     return scoring.wrmsse(history, data.sales[:, origin:], matrix.to_numpy(), hierarchy, weights)
@@ -176,7 +181,7 @@ def assemble_forecast(
         return None
 
     try:
-        data, predictions, frame = _read_forecast(storage, manifest)
+        data, predictions, frame, closed = _read_forecast(storage, manifest)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         stage = exc.stage if isinstance(exc, RunFailedError) else Stage.ASSEMBLE_FORECAST
@@ -197,14 +202,14 @@ def assemble_forecast(
         forecast=values,
         hierarchy=hierarchy,
         ids=data.ids,
-        facts=_facts(manifest, data, scores),
+        facts=_facts(manifest, data, scores, closed),
         truth=scores.truth,
         truth_uploaded=scores.truth_uploaded,
         score=scores.score,
         backtest=scores.backtest,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
-    metrics = _metrics(manifest, data, values, scores)
+    metrics = _metrics(manifest, data, values, scores, closed)
     prefix = f"{naming.run_prefix(run)}forecast/"
     # Concurrent deliveries write identical bytes; the announcement below is sent once.
     storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
@@ -225,10 +230,19 @@ def assemble_forecast(
     return prefix + "submission.csv" if announced else None
 
 
+def _closed(data: M5Data, first_day: int, horizon: int) -> np.ndarray:
+    """The horizon days from `first_day` that fall on a date the stores close on, judged
+    from the sales before it (`forecast.closed_days`)."""
+    totals = data.sales[:, : first_day - 1].sum(axis=0)
+    dates = pd.to_datetime(data.calendar["date"]).to_numpy()
+    return forecast.closed_days(totals, dates, first_day, horizon)
+
+
 def _read_forecast(
     storage: Storage, manifest: Manifest
-) -> tuple[M5Data, pd.DataFrame, pd.DataFrame]:
-    """The run's inputs, every prediction, and the submission frame (`id,F1..`).
+) -> tuple[M5Data, pd.DataFrame, pd.DataFrame, list[str]]:
+    """The run's inputs, every prediction, the submission frame (`id,F1..`), and the dates
+    of the horizon days forecast 0 as closed days.
 
     Raises
     ------
@@ -259,10 +273,17 @@ def _read_forecast(
     ]
     predictions = forecast.read_predictions((key, storage.read(key), rows) for key, rows in outputs)
     future = predictions[predictions["day"] > data.last_day]
+    closed = _closed(data, data.last_day + 1, manifest.horizon)
     frame = forecast.submission(
-        future, data.ids, manifest.last_day + 1, manifest.horizon, never_sold=data.never_sold
+        future,
+        data.ids,
+        manifest.last_day + 1,
+        manifest.horizon,
+        never_sold=data.never_sold,
+        closed=closed,
     )
-    return data, predictions, frame
+    dates = data.calendar["date"].to_numpy()[data.last_day : data.last_day + manifest.horizon]
+    return data, predictions, frame, [str(date) for date in dates[closed]]
 
 
 def _scored_on(scores: Scores) -> str:
@@ -270,7 +291,7 @@ def _scored_on(scores: Scores) -> str:
 
 
 def _metrics(
-    manifest: Manifest, data: M5Data, values: np.ndarray, scores: Scores
+    manifest: Manifest, data: M5Data, values: np.ndarray, scores: Scores, closed: list[str]
 ) -> dict[str, object]:
     """metrics.json: what was forecast and how it scored, or why it was not scored."""
     score, backtest = scores.score, scores.backtest
@@ -293,13 +314,17 @@ def _metrics(
         metrics["backtest_note"] = BACKTEST_NOTE
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
+    if closed:
+        metrics["closed_days"] = closed  # forecast 0: the stores closed on them every year
     never_sold = data.ids[data.never_sold]
     if len(never_sold):
         metrics["never_sold"] = {"series": len(never_sold), "ids": never_sold[:10].tolist()}
     return metrics
 
 
-def _facts(manifest: Manifest, data: M5Data, scores: Scores) -> dict[str, object]:
+def _facts(
+    manifest: Manifest, data: M5Data, scores: Scores, closed: list[str]
+) -> dict[str, object]:
     """The report's table of the run."""
     facts: dict[str, object] = {
         "run id": manifest.run_id,
@@ -312,6 +337,10 @@ def _facts(manifest: Manifest, data: M5Data, scores: Scores) -> dict[str, object
     if len(never_sold):
         shown = ", ".join(never_sold[:3].tolist()) + (" ..." if len(never_sold) > 3 else "")
         facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({shown})"
+    if closed:
+        facts["forecast 0: closed days"] = [
+            f"{date} (the stores closed on it in every earlier year)" for date in closed
+        ]
     if manifest.notices:
         facts["notices"] = list(manifest.notices)
     if scores.problems:
