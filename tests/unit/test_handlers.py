@@ -776,6 +776,18 @@ def test_a_new_item_is_left_out_of_the_score_not_the_run(
     assert metrics["wrmsse"]["wrmsse"] == 0.0
 
 
+def _forecast_ready(bucket: str, load_function, run: str, bus) -> dict:
+    """Assemble a run whose predictions are all written: the submission is written and
+    `Forecast Ready` announced. Returns the announcement's headline."""
+    result = load_function("AssembleForecastFunction").invoke(
+        _training_event(bucket, run, "sagemaker_transform_completed")
+    )
+    assert result["submission"] == f"runs/{run}/forecast/submission.csv"
+    (ready,) = bus.drain()
+    assert ready["detail-type"] == "Forecast Ready"
+    return ready["detail"]["headline"]
+
+
 @pytest.mark.parametrize(
     ("first_day", "bad_cell", "named"),
     [
@@ -804,14 +816,9 @@ def test_a_wrong_truth_file_costs_the_score_not_the_forecast(
     bus.drain()
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
 
-    result = load_function("AssembleForecastFunction").invoke(
-        _training_event(bucket, run, "sagemaker_transform_completed")
-    )
+    headline = _forecast_ready(bucket, load_function, run, bus)
 
-    assert result["submission"] == f"runs/{run}/forecast/submission.csv"
-    (ready,) = bus.drain()
-    headline = ready["detail"]["headline"]
-    assert ready["detail-type"] == "Forecast Ready" and headline["scored_on"] == "backtest"
+    assert headline["scored_on"] == "backtest"
     (problem,) = headline["score_problems"]
     assert problem.startswith("not scored against sales_test_evaluation.csv: ")
     assert named in problem
@@ -844,14 +851,9 @@ def test_a_backtest_that_cannot_be_scored_costs_the_score_not_the_forecast(
     run = _run_started(bucket, load_function, data_dir, bus, "quiet")
     _write_predictions(bucket, run, sales)
 
-    result = load_function("AssembleForecastFunction").invoke(
-        _training_event(bucket, run, "sagemaker_transform_completed")
-    )
+    headline = _forecast_ready(bucket, load_function, run, bus)
 
-    assert result["submission"] == f"runs/{run}/forecast/submission.csv"
-    (ready,) = bus.drain()
-    headline = ready["detail"]["headline"]
-    assert ready["detail-type"] == "Forecast Ready" and headline["scored_on"] == "nothing"
+    assert headline["scored_on"] == "nothing"
     (problem,) = headline["score_problems"]
     assert problem.startswith("no backtest score: ") and "weight" in problem
     forecast = set(_keys(bucket, f"runs/{run}/forecast/"))
