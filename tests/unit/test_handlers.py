@@ -610,7 +610,7 @@ def test_a_malformed_upload_sent_again_is_refused_again(
     assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected", "Input Rejected"]
 
 
-def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:
+def _write_predictions(bucket: str, run: str, sales: pd.DataFrame, last_day: int = 1941) -> None:
     """What Batch Transform would write: `id,day,prediction` per inference row, where the
     prediction of horizon day h after the last sales day is h - 0.5, and the backtest's
     prediction of an earlier day is that day's true sales (in `sales`, the input file)."""
@@ -623,9 +623,11 @@ def _write_predictions(bucket: str, run: str, sales: pd.DataFrame) -> None:
         rows = pd.read_csv(
             io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
         )
-        past = [truth.at[i, f"d_{d}"] for i, d in zip(rows[0], rows[1], strict=True) if d <= 1941]
-        prediction = rows[1] - 1941 - 0.5
-        prediction[rows[1] <= 1941] = past
+        past = [
+            truth.at[i, f"d_{d}"] for i, d in zip(rows[0], rows[1], strict=True) if d <= last_day
+        ]
+        prediction = rows[1] - last_day - 0.5
+        prediction[rows[1] <= last_day] = past
         out = rows[[0, 1]].assign(prediction=prediction)
         key = shard.key.replace("/inference/", "/predictions/") + ".out"
         s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
@@ -774,6 +776,38 @@ def test_a_new_item_is_left_out_of_the_score_not_the_run(
     item, store = sales.loc[0, "item_id"], sales.loc[0, "store_id"]
     assert f"item x store {item} / {store}" in metrics["wrmsse"]["unscored_examples"]
     assert metrics["wrmsse"]["wrmsse"] == 0.0
+
+
+def test_a_day_the_stores_closed_on_every_year_is_forecast_zero(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Sales up to d_1773 (2015-11-27): the horizon holds Christmas Day, on which the
+    generated stores close every year, as M5's do."""
+    sales = pd.read_csv(small_m5 / SALES_FILE)
+    sales = sales.drop(columns=[f"d_{d}" for d in range(1774, 1942)])
+    data_dir = tmp_path / "december"
+    shutil.copytree(small_m5, data_dir)
+    sales.to_csv(data_dir / SALES_FILE, index=False)
+    run = _run_started(bucket, load_function, data_dir, bus, "december")
+    _write_predictions(bucket, run, sales, last_day=1773)
+
+    _forecast_ready(bucket, load_function, run, bus)
+
+    s3 = boto3.client("s3")
+    frame = pd.read_csv(
+        io.BytesIO(
+            s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/submission.csv")["Body"].read()
+        )
+    )
+    christmas = 1792 - 1773  # d_1792 is 2015-12-25
+    assert (frame[f"F{christmas}"] == 0).all()
+    assert (frame.drop(columns=["id", f"F{christmas}"]) > 0).all().all()
+    metrics = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
+    )
+    assert metrics["closed_days"] == ["2015-12-25"]
+    page = s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/report.html")["Body"].read()
+    assert b"2015-12-25 (the stores closed on it in every earlier year)" in page
 
 
 def _forecast_ready(bucket: str, load_function, run: str, bus) -> dict:
