@@ -670,6 +670,41 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     assert f"runs/{run}/forecast/report.html" not in _keys(bucket, f"runs/{run}/forecast/")
 
 
+def test_a_forecast_whose_announcer_died_is_announced_by_the_retry_not_rebuilt(
+    bucket, load_function, small_m5, bus, monkeypatch
+):
+    """The assembly wrote the forecast and its ledger record, then died before PutEvents
+    (a Lambda timeout): the retry sends the recorded event and writes nothing again."""
+    from m5flow import notifications
+    from m5flow.stages.assemble import assemble_forecast
+
+    run = _run_started(bucket, load_function, small_m5, bus, "died-assembling")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    storage, publisher, _ = _step_parts(bucket)
+    transform = _training_event(bucket, run, "sagemaker_transform_completed")["detail"]
+
+    def killed(*_: object) -> None:
+        raise SystemExit  # what a Lambda timeout looks like from inside: no except runs
+
+    monkeypatch.setattr(publisher, "_put", killed)
+    with pytest.raises(SystemExit):
+        assemble_forecast(storage, publisher, transform)
+    monkeypatch.undo()
+    assert bus.drain() == []
+    s3 = boto3.client("s3")
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=f"runs/{run}/forecast/")["Versions"]
+
+    later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
+    monkeypatch.setattr(notifications.time, "time", lambda: later)
+    assert assemble_forecast(storage, publisher, transform) is None  # resent, not rebuilt
+
+    (ready,) = bus.drain()
+    assert ready["detail-type"] == "Forecast Ready"
+    assert ready["detail"]["submission"] == f"s3://{bucket}/runs/{run}/forecast/submission.csv"
+    again = s3.list_object_versions(Bucket=bucket, Prefix=f"runs/{run}/forecast/")["Versions"]
+    assert [v["VersionId"] for v in again] == [v["VersionId"] for v in versions]
+
+
 def test_a_completion_after_the_run_failed_assembles_nothing(bucket, load_function, small_m5, bus):
     """A sibling's job failed the run: a later completion neither reads the predictions
     (minutes, at full scale) nor announces anything."""
