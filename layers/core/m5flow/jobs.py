@@ -116,8 +116,8 @@ def _volume_kms(key: str, instance_type: str) -> dict[str, str]:
 
 
 def _tags(manifest: Manifest, model: ModelShards, settings: JobSettings) -> list[dict[str, str]]:
-    """The run's tags, and the stack's: its functions may create, describe and stop only
-    what carries their stack's tag (template.yaml), not another stack's jobs in the account."""
+    """The run's tags, and the stack's: its functions may create, stop and retag only what
+    carries their stack's tag (template.yaml), not another stack's jobs in the account."""
     tags = [
         {"Key": "m5flow:run", "Value": manifest.run_id},
         {"Key": "m5flow:dataset", "Value": naming.tag_value(manifest.dataset)},
