@@ -113,8 +113,10 @@ def _shard(args: argparse.Namespace) -> int:
     # Written in a hidden folder and moved in whole: an interrupted call leaves the earlier
     # run folder as it was, and a finished one replaces it (whose other --min-lags would
     # otherwise leave shards of models this manifest does not list).
-    staging = Path(tempfile.mkdtemp(prefix=".m5flow-shard-", dir=out))
-    try:
+    with tempfile.TemporaryDirectory(
+        prefix=".m5flow-shard-", dir=out, ignore_cleanup_errors=True
+    ) as folder:
+        staging = Path(folder)
         target = DiskStorage(staging)
         manifest = write_run_shards(target, run, dataset, inputs, data, overrides, config)
         target.write(naming.manifest_key(run), manifest.to_json())
@@ -122,8 +124,6 @@ def _shard(args: argparse.Namespace) -> int:
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging / naming.run_prefix(run), final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for model in manifest.models:
         for channel in ("train", "validation", "inference"):
             shards = getattr(model, channel)
@@ -294,14 +294,14 @@ def _download(cloud: Any, keys: list[str], out: Path) -> None:
     there first, then all moved into place, so that an interrupted copy leaves no mix of
     this run's files and an earlier run's."""
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".m5flow-download-", dir=out))
-    try:
+    with tempfile.TemporaryDirectory(
+        prefix=".m5flow-download-", dir=out, ignore_cleanup_errors=True
+    ) as folder:
+        staging = Path(folder)
         for key in keys:
             cloud.download(key, staging / key.rsplit("/", 1)[-1])
         for path in staging.iterdir():
             os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _local_up(args: argparse.Namespace) -> int:
