@@ -217,6 +217,39 @@ def test_pass_role_only_passes_the_sagemaker_role_to_sagemaker(translated):
     assert sorted(passing) == ["PublishModelFunctionRole", "StartTrainingFunctionRole"]
 
 
+def test_roles_trust_one_service_and_sagemaker_only_for_this_account_and_region(translated):
+    """The function roles are SAM's (Lambda may take them); the jobs' role is taken by
+    SageMaker only when it acts for a resource of this account and region, as AWS's
+    confused-deputy guide has it for training jobs, models and transform jobs."""
+    trusted = {}
+    for logical_id, resource in _branch(translated).items():
+        if resource["Type"] == "AWS::IAM::Role":
+            (statement,) = _listed(resource["Properties"]["AssumeRolePolicyDocument"]["Statement"])
+            assert statement["Effect"] == "Allow" and statement["Action"] in (
+                "sts:AssumeRole",
+                ["sts:AssumeRole"],
+            ), logical_id
+            (service,) = _listed(statement["Principal"]["Service"])
+            trusted[logical_id] = (service, statement.get("Condition"))
+    role = trusted.pop("SageMakerExecutionRole")
+    assert {service for service, _ in trusted.values()} == {"lambda.amazonaws.com"}
+    service, condition = role
+    assert service == "sagemaker.amazonaws.com"
+    (pattern,) = _listed(condition["ArnLike"]["aws:SourceArn"]["Fn::Sub"])
+    here = {"${AWS::Partition}": "aws", "${AWS::Region}": "eu-west-1"}
+    here["${AWS::AccountId}"] = "123456789012"
+    for name, value in here.items():
+        pattern = pattern.replace(name, value)
+    ours = "arn:aws:sagemaker:eu-west-1:123456789012:"
+    for source in ("training-job/m5flow-a-h7", "transform-job/m5flow-a-h7", "*"):
+        assert fnmatch.fnmatchcase(ours + source, pattern), source
+    for other in (
+        "arn:aws:sagemaker:eu-west-1:210987654321:",
+        "arn:aws:sagemaker:us-east-1:123456789012:",
+    ):
+        assert not fnmatch.fnmatchcase(other + "training-job/m5flow-a-h7", pattern), other
+
+
 @pytest.mark.parametrize("conditions", BRANCHES)
 def test_roles_reach_only_the_stacks_bucket_bus_and_jobs(translated, conditions):
     resources = _branch(translated, **conditions)
