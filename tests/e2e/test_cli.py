@@ -169,7 +169,7 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
           "--workdir", str(tmp_path / "afile")], "--workdir", "is a file; expected a folder"),
         (["local", "up", "--workdir", "/proc/no-such"], "--workdir", "cannot make the folder"),
         (["shard", str(data), "/proc/no-such"], "OUT_DIR", "cannot make the folder"),
-        (["score", truth, str(tmp_path / "empty.csv")], "empty.csv", "not a CSV table"),
+        (["score", truth, str(tmp_path / "empty.csv")], "empty.csv", "found an empty file"),
         (["synth", "--series", "3", "--out", str(data), "--seed", "-1"], "--seed", "at least 0"),
         (["synth", "--series", "3", "--out", ""], "--out", "empty name"),
         (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "0"],

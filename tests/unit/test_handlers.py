@@ -6,10 +6,12 @@ duplicates and really trains, is exercised in tests/local and tests/e2e.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -745,26 +747,37 @@ def test_an_input_deleted_during_the_run_fails_it_with_the_reason(
     assert _keys(bucket, f"runs/{run}/forecast/") == []
 
 
-def _upload_perfect_truth(bucket: str, dataset: str, ids: pd.Series) -> None:
+def _upload_perfect_truth(
+    bucket: str, dataset: str, ids: pd.Series, encode: Callable[[str], bytes] = str.encode
+) -> None:
     """The truth `_write_predictions` forecasts exactly: every level's error is zero."""
     truth = pd.DataFrame({"id": ids, **{f"d_{1941 + h}": h - 0.5 for h in range(1, 29)}})
     boto3.client("s3").put_object(
         Bucket=bucket,
         Key=f"raw/{dataset}/sales_test_evaluation.csv",
-        Body=truth.to_csv(index=False).encode(),
+        Body=encode(truth.to_csv(index=False)),
     )
 
 
+def _excel_gzipped(text: str) -> bytes:
+    """A truth file as a Windows export, gzipped under its .csv name, as inputs may be."""
+    return gzip.compress(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+
+
 # A truth file of more series than the run: Kaggle's, for all 30,490, beside a slice.
-@pytest.mark.parametrize("other_series", [[], ["X_1_001_WI_3_evaluation"]])
+@pytest.mark.parametrize(
+    ("other_series", "encode"),
+    [([], str.encode), (["X_1_001_WI_3_evaluation"], str.encode), ([], _excel_gzipped)],
+)
 def test_assemble_forecast_scores_against_an_uploaded_truth(
-    bucket, load_function, small_m5, bus, other_series
+    bucket, load_function, small_m5, bus, other_series, encode
 ):
-    dataset = f"truth-{len(other_series)}"
+    dataset = f"truth-{len(other_series)}-{'gz' if encode is _excel_gzipped else 'plain'}"
     bus.watch(dataset)
     _upload(bucket, dataset, small_m5)
     ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
-    _upload_perfect_truth(bucket, dataset, pd.concat([ids, pd.Series(other_series, dtype=str)]))
+    all_ids = pd.concat([ids, pd.Series(other_series, dtype=str)])
+    _upload_perfect_truth(bucket, dataset, all_ids, encode)
     run = _shard(bucket, load_function, dataset)
     bus.drain()
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from m5flow import schema
-from m5flow.exceptions import ScoringError
+from m5flow.csvinput import decoded
+from m5flow.exceptions import InputRejectedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
 from m5flow.scoring import Score, dollar_sales, wrmsse
@@ -111,14 +112,16 @@ def read_table(name: str, source: Path | bytes) -> pd.DataFrame:
 
     Nothing is guessed: an id such as 0001 or NA stays itself (a guessed number or missing
     value would match no series), and `aligned_values` reads the numbers, naming any cell
-    that is not one.
+    that is not one. The bytes are taken as the inputs' are (`csvinput.decoded`): gzip under
+    the `.csv` name, a byte-order mark and CR line ends are read, so a truth file uploaded
+    the way its sales file was is scored too.
     """
+    payload = source if isinstance(source, bytes) else source.read_bytes()
     try:
-        return pd.read_csv(
-            io.BytesIO(source) if isinstance(source, bytes) else source,
-            dtype=str,
-            keep_default_na=False,
-        )
+        text = decoded(name, payload, schema.MAX_INPUT_BYTES)
+        return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
+    except InputRejectedError as exc:
+        raise ScoringError(str(exc)) from None  # it names the file and what is wrong
     except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError, ParserError
         raise ScoringError(f"{name}: not a CSV table ({exc})") from None
 
