@@ -163,8 +163,9 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
-    """Why a folder is not a dataset: no folder, or which inputs are absent (and what looks
-    like them: Kaggle's first-stage file has the right layout but 28 days fewer)."""
+    """Why a folder is not a dataset: no folder, or which inputs are absent, and what in
+    the folder looks like them (Kaggle's first-stage file has the right layout but 28 days
+    fewer; `calendar.csv.gz` is read once it is named `calendar.csv`)."""
     if data_dir.exists() and not data_dir.is_dir():
         return f"{data_dir} is a file; expected a folder with the three M5 files"
     if not data_dir.is_dir():
@@ -172,7 +173,23 @@ def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     message = f"missing input(s) in {data_dir}: {', '.join(absent)}"
     if schema.SALES_FILE in absent and (data_dir / naming.KAGGLE_FIRST_STAGE_SALES).exists():
         message += naming.first_stage_hint()
+    for path in sorted(data_dir.iterdir()):
+        target = naming.stands_for(path.name)
+        if target in absent and path.name != naming.KAGGLE_FIRST_STAGE_SALES:
+            message += f"; {_look_alike(path.name, target)}"
     return message
+
+
+def _look_alike(name: str, target: str) -> str:
+    """What to do with a file in the data folder that stands for the absent input `target`."""
+    lower = name.lower()
+    if lower == naming.KAGGLE_ARCHIVE:
+        return f"{name} is the competition's zip archive: unzip it in this folder"
+    if lower.endswith((".gz", ".gzip")):
+        return f"rename {name} to {target} (gzip is read under that name)"
+    if lower != target:
+        return f"extract {name} as {target} (archives are not read)"
+    return f"rename {name} to {target} (file names are case-sensitive)"
 
 
 def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:

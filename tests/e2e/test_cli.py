@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -129,6 +130,25 @@ def test_shard_names_kaggles_first_stage_file(tmp_path):
     result = _m5flow("shard", str(data), str(tmp_path / "out"))
     assert result.returncode == 2
     assert "missing input(s)" in result.stderr and "stops at d_1913" in result.stderr
+
+
+def test_a_missing_input_names_the_file_that_looks_like_it(tmp_path):
+    data = tmp_path / "data"
+    assert _m5flow("synth", "--series", "12", "--out", str(data)).returncode == 0
+    calendar = data / "calendar.csv"
+    (data / "calendar.csv.gz").write_bytes(gzip.compress(calendar.read_bytes()))
+    calendar.unlink()
+    (data / "sell_prices.csv").rename(data / "Sell_Prices.CSV")
+    result = _m5flow("shard", str(data), str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        f"missing input(s) in {data}: calendar.csv, sell_prices.csv"
+        "; rename Sell_Prices.CSV to sell_prices.csv (file names are case-sensitive)"
+        "; rename calendar.csv.gz to calendar.csv (gzip is read under that name)"
+    )
+    (data / "calendar.csv.gz").rename(calendar)
+    (data / "Sell_Prices.CSV").rename(data / "sell_prices.csv")
+    assert _m5flow("shard", str(data), str(tmp_path / "out")).returncode == 0
 
 
 def test_score_says_where_it_looked_for_the_history(tmp_path):
