@@ -558,6 +558,23 @@ def test_a_series_not_yet_on_the_shelf_needs_no_price(files: dict[str, bytes]) -
     )
 
 
+def test_sales_before_the_first_price_are_let_through_with_a_notice(
+    files: dict[str, bytes],
+) -> None:
+    """A prices file that starts three weeks late: the run goes on, and says so."""
+    lines = files[PRICES_FILE].decode().split("\n")
+    late = tuple(f"CA_1,FOODS_3_002,{week}," for week in (11101, 11102, 11103))
+    files[PRICES_FILE] = "\n".join(x for x in lines if not x.startswith(late)).encode()
+    data = parse_inputs(files)
+    units = data.sales[2, :21].sum()
+    assert units > 0 and np.isnan(data.prices[2, :21]).all() and not np.isnan(data.prices[2, 21])
+    assert data.notices == (
+        f"sell_prices.csv: 1 series sold {units:,.0f} unit(s) before their first price (the "
+        "first: store_id CA_1 item_id FOODS_3_002, priced from d_22); those days train "
+        "without a price, so check that the prices file starts early enough",
+    )
+
+
 def test_missing_price_weeks_are_carried_forward(files: dict[str, bytes]) -> None:
     lines = files[PRICES_FILE].decode().split("\n")
     gone = ("CA_1,FOODS_3_002,11103,", "CA_1,FOODS_3_002,11104,")

@@ -332,3 +332,29 @@ def read_prices(
                    f" week {weeks[first_of(carried[first])]})",)  # fmt: skip
     day_week = np.searchsorted(weeks, calendar["wm_yr_wk"].to_numpy())
     return Prices(weekly.astype(np.float32), day_week, int(carried.sum()), notices), []
+
+
+def sold_before_priced(
+    name: str, ids: dict[str, np.ndarray], sales: np.ndarray, prices: Prices
+) -> tuple[str, ...]:
+    """A notice for series that sold before their first price, or none.
+
+    M5 prices an item from its launch week on, so units sold earlier point at a prices file
+    that starts too late (cut, or exported from a later date). The run goes on, since the
+    last 28 days' prices are all the weights need, but those days train without a price.
+    """
+    priced = ~np.isnan(prices.weekly)
+    first_priced_day = np.searchsorted(prices.day_week, priced.argmax(axis=1))
+    sold = sales > 0
+    first_sale = np.where(sold.any(axis=1), sold.argmax(axis=1), sales.shape[1])
+    early = (first_sale < first_priced_day) & priced.any(axis=1)
+    if not early.any():
+        return ()
+    units = sum(float(sales[s, : first_priced_day[s]].sum()) for s in np.flatnonzero(early))
+    row = first_of(early)
+    first = f"store_id {ids['store_id'][row]} item_id {ids['item_id'][row]}"
+    return (
+        f"{name}: {int(early.sum()):,} series sold {units:,.0f} unit(s) before their first "
+        f"price (the first: {first}, priced from d_{first_priced_day[row] + 1}); those days "
+        "train without a price, so check that the prices file starts early enough",
+    )

@@ -261,7 +261,7 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     -------
     M5Data
         Its `notices` say what was repaired or let through: price weeks carried forward,
-        series never sold and never priced.
+        series never sold and never priced, sales before a series' first price.
 
     Raises
     ------
@@ -279,6 +279,7 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
         read_calendar,
         read_prices,
         read_typed_prices,
+        sold_before_priced,
     )
 
     reasons: list[str] = []
@@ -329,5 +330,5 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
         weekly_prices=priced.weekly,
         day_week=priced.day_week,
         missing_price_weeks=priced.missing_weeks,
-        notices=priced.notices,
+        notices=priced.notices + sold_before_priced(PRICES_FILE, ids, sales, priced),
     )
