@@ -246,6 +246,29 @@ def test_byte_order_mark_and_other_line_ends_are_accepted(
     assert parsed.calendar.equals(expected.calendar)
 
 
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_rows_of_bare_separators_are_read_as_blank_rows(
+    files: dict[str, bytes], line_end: str
+) -> None:
+    """A spreadsheet saves a row whose cells were cleared as `,,,,`: in the middle of a file
+    or after its last row, it holds nothing and is skipped like a blank row."""
+    expected = parse_inputs(files)
+    for name in (SALES_FILE, CALENDAR_FILE, PRICES_FILE):
+        lines = files[name].decode().rstrip("\n").split("\n")
+        cleared = "," * lines[0].count(",")
+        lines = [*lines[:3], cleared, *lines[3:], cleared, cleared]
+        files[name] = (line_end.join(lines) + line_end).encode()
+    parsed = parse_inputs(files)
+    np.testing.assert_array_equal(parsed.sales, expected.sales)
+    np.testing.assert_array_equal(parsed.weekly_prices, expected.weekly_prices)
+    assert parsed.calendar.equals(expected.calendar)
+    # A row with a value in any cell is a row: an id left out is still named
+    sales = files[SALES_FILE].decode().split(line_end)
+    sales[1] = "," + sales[1].split(",", 1)[1]
+    files[SALES_FILE] = line_end.join(sales).encode()
+    assert "sales_train_evaluation.csv: row 2, column id: " in "; ".join(reasons_of(files))
+
+
 def test_every_problem_of_a_file_is_reported_at_once(files: dict[str, bytes]) -> None:
     edit(files, SALES_FILE, 3, "d_5", "-1")
     edit(files, SALES_FILE, 4, "d_9", "x")

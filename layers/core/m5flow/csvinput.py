@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +31,8 @@ _ARCHIVES = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb
 _ROWS_QUOTED = 3  # rows of the wrong width named one by one before "and N more"
 _COMMA, _NEWLINE, _ZERO = ord(","), ord("\n"), ord("0")
 _CHUNK_BYTES = 4 << 20
+# A row of bare separators: what a spreadsheet writes for a row whose cells were cleared
+_SEPARATORS_ONLY = re.compile(rb"^,+\r?$", re.MULTILINE)
 
 
 def problem(name: str, where: str, found: str, expected: str, count: int = 1) -> str:
@@ -46,7 +49,8 @@ def quoted(value: object) -> str:
 
 def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
     """The CSV text of one upload: size-checked, gunzipped, without a byte-order mark, rows
-    ending in LF (or CRLF).
+    ending in LF (or CRLF), rows of bare separators (`,,,,`: a spreadsheet's cleared rows)
+    left blank, as blank rows are read.
 
     A `.csv` object whose bytes are gzip is accepted and decompressed: `aws s3 cp` of a
     gzipped file, or an upload with Content-Encoding gzip, keeps the name, and refusing it
@@ -73,6 +77,8 @@ def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
     if first_cr >= 0 and payload[first_cr + 1 : first_cr + 2] != b"\n":
         # A lone CR ends each row (Excel for Mac's "CSV (Macintosh)"); read it as CRLF is read
         payload = payload.replace(b"\r", b"\n")
+    if b"\n," in payload:  # rows of bare separators left by a spreadsheet are blank rows
+        payload = _SEPARATORS_ONLY.sub(b"", payload)
     if not payload or payload.isspace():
         raise InputRejectedError([problem(name, "content", "an empty file", "a header and rows")])
     if not payload.isascii():
