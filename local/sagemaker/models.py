@@ -155,7 +155,7 @@ class SageMakerBackend:
     def create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         from m5flow_local.sagemaker import training
 
-        name = check_name_and_tags(params, "TrainingJobName", JOB_NAME_PATTERN)
+        name = check_name_and_tags("CreateTrainingJob", params, "TrainingJobName", JOB_NAME_PATTERN)
         training.validate_request(params)
         now = time.time()
         with self.lock:
@@ -353,7 +353,7 @@ class SageMakerBackend:
 
     # ----------------------------------------------------------------- models
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        name = check_name_and_tags(params, "ModelName", MODEL_NAME_PATTERN)
+        name = check_name_and_tags("CreateModel", params, "ModelName", MODEL_NAME_PATTERN)
         if "PrimaryContainer" not in params and not params.get("Containers"):
             raise ValidationError("Either PrimaryContainer or Containers must be specified.")
         containers = [params.get("PrimaryContainer") or {}, *(params.get("Containers") or [])]
@@ -391,7 +391,9 @@ class SageMakerBackend:
     def create_transform_job(self, params: dict[str, Any]) -> dict[str, Any]:
         from m5flow_local.sagemaker import transform
 
-        name = check_name_and_tags(params, "TransformJobName", JOB_NAME_PATTERN)
+        name = check_name_and_tags(
+            "CreateTransformJob", params, "TransformJobName", JOB_NAME_PATTERN
+        )
         model = self.get_model(params.get("ModelName"))
         transform.validate_request(params, model, self.region)
         now = time.time()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from m5flow_local.sagemaker.exceptions import ValidationError
+from m5flow_local.sagemaker.shapes import shape_violations
 
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
 MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?"
@@ -77,12 +78,19 @@ _TAG_SYMBOLS = frozenset("_.:/=+-@")
 _MAX_TAGS = 50
 
 
-def check_name_and_tags(params: Mapping[str, Any], name_key: str, pattern: str) -> Any:
-    """Validate a Create* request's name (`name_key`, e.g. ``TrainingJobName``) and ``Tags``
+def check_name_and_tags(
+    operation: str, params: Mapping[str, Any], name_key: str, pattern: str
+) -> Any:
+    """Validate a Create* request (`operation`, e.g. ``CreateTrainingJob``): its name
+    (`name_key`, e.g. ``TrainingJobName``), ``Tags`` and the API model's other limits
     together, as SageMaker does (one message naming every violation); return the name."""
     name = params.get(name_key)
     field_name = name_key[0].lower() + name_key[1:]
-    check_request(name_violations(name, field_name, pattern), tag_violations(params.get("Tags")))
+    check_request(
+        name_violations(name, field_name, pattern),
+        tag_violations(params.get("Tags")),
+        shape_violations(operation, dict(params)),
+    )
     return name
 
 

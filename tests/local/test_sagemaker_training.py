@@ -337,6 +337,23 @@ def test_api_errors_use_aws_codes_and_messages(
     assert "Member must have length less than or equal to 63" in message
     assert "Member must have length less than or equal to 128" in message
 
+    # What botocore lets through and SageMaker's API model still refuses: an instance type
+    # that does not exist, a hyperparameter value or name over its length.
+    beyond = training_request(cloud, "bad-shape", csv_prefix, TWEEDIE)
+    beyond["ResourceConfig"]["InstanceType"] = "ml.m5.3xlarge"
+    beyond["HyperParameters"] = {**TWEEDIE, "eta": "0." + "1" * 2499, "k" * 257: "1"}
+    with pytest.raises(ClientError) as shape:
+        cloud.sm.create_training_job(**beyond)
+    message = shape.value.response["Error"]["Message"]
+    assert message.startswith("3 validation errors detected: ")
+    assert (
+        "Value 'ml.m5.3xlarge' at 'resourceConfig.instanceType' failed to satisfy constraint: "
+        "Member must satisfy enum value set: [ml.m4.xlarge, "
+    ) in message
+    too_long = "failed to satisfy constraint: Member must have length less than or equal to"
+    assert f"at 'hyperParameters.eta' {too_long} 2500" in message
+    assert f"at 'hyperParameters.key' {too_long} 256" in message
+
     listed = cloud.sm.list_training_jobs(NameContains="bad-", MaxResults=100)
     assert [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]] == ["bad-power"]
 

@@ -63,7 +63,23 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
 @pytest.mark.parametrize(
     ("payload", "phrases"),
     [
-        (b"[28]", ["expected an object", "found list"]),
+        (b"[28]", ["expected an object", "found [28]"]),
+        (b"null", ["expected an object", "found null"]),
+        (b'{"min_lags": [28.5]}', ["min_lags must be a list of whole numbers", "found [28.5]"]),
+        # A long wrong value is quoted by its head, not whole
+        (b'{"hyperparameters": [' + b"1," * 50_000 + b"1]}", ["found [1, 1, ", "(150,003 chars)"]),
+        (
+            b'{"hyperparameters": {"eta": "' + b"1" * 2501 + b'"}}',
+            ["'eta' is longer than SageMaker takes (2500 characters)"],
+        ),
+        (
+            b'{"hyperparameters": {"' + b"k" * 257 + b'": "1"}}',
+            ["is longer than SageMaker takes (256 characters)"],
+        ),
+        (
+            b'{"hyperparameters": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            ["not valid UTF-8 JSON (nested too deeply)"],
+        ),
         (b"\xff{}", ["not valid UTF-8 JSON"]),
         (b'{"min_lags": "28"}', ["min_lags must be a list of whole numbers", 'found "28"']),
         (b'{"min_lags": [true]}', ["min_lags must be a list of whole numbers"]),
@@ -82,7 +98,7 @@ def test_a_wrong_file_is_refused_with_its_reason(payload: bytes, phrases: list[s
     with pytest.raises(InputRejectedError) as caught:
         parse_overrides(payload)
     (reason,) = caught.value.reasons
-    assert reason.startswith("m5flow.json: ")
+    assert reason.startswith("m5flow.json: ") and len(reason) < 300
     for phrase in phrases:
         assert phrase in reason
 
@@ -100,6 +116,7 @@ def test_a_byte_order_mark_is_allowed_and_whole_numbers_go_on_as_integers() -> N
     """As the CSVs: Notepad saves a BOM. The container refuses "6.0" for max_depth."""
     overrides = parse_overrides(b'\xef\xbb\xbf{"hyperparameters": {"max_depth": 6.0, "eta": 0.5}}')
     assert overrides.hyperparameters == {"max_depth": "6", "eta": "0.5"}
+    assert parse_overrides(b'{"min_lags": [14.0, 28]}').min_lags == (14, 28)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,18 @@ DEFAULT_HYPERPARAMETERS: dict[str, str] = {
 }
 
 
+# SageMaker's limits on a job's HyperParameters (its API model): longer is refused there.
+MAX_NAME_CHARS, MAX_VALUE_CHARS = 256, 2500
+_SHOWN_CHARS = 80  # of a wrong value quoted in a reason
+
+
+def shown(value: object) -> str:
+    """A JSON value as a reason quotes it: as JSON, its first characters if it is long (a
+    whole 300 KB value once made one reason of 450 KB)."""
+    text = json.dumps(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text):,} chars)"
+
+
 def strict_json(text: str | bytes) -> Any:
     """Parse JSON as RFC 8259 has it, from text or UTF-8 bytes (a byte-order mark allowed).
 
@@ -58,9 +70,12 @@ def strict_json(text: str | bytes) -> Any:
 
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    return json.loads(
-        text.removeprefix("\ufeff"), parse_constant=no_constant, object_pairs_hook=unique_keys
-    )
+    try:
+        return json.loads(
+            text.removeprefix("\ufeff"), parse_constant=no_constant, object_pairs_hook=unique_keys
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def hyperparameter_strings(
@@ -76,17 +91,28 @@ def hyperparameter_strings(
     strings: dict[str, str | None] = {}
     reasons: list[str] = []
     for name, value in values.items():
-        if value is None or isinstance(value, str):
+        if len(name) > MAX_NAME_CHARS:
+            reasons.append(
+                f"{source}: hyperparameter name {shown(name)} is longer than SageMaker takes "
+                f"({MAX_NAME_CHARS} characters)"
+            )
+        elif value is None or isinstance(value, str):
             strings[name] = value
         elif isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
             reasons.append(
                 f"{source}: hyperparameter {name!r} must be a string or a finite number "
-                f"(or null to drop the stack's value), found {json.dumps(value)}"
+                f"(or null to drop the stack's value), found {shown(value)}"
             )
         elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             strings[name] = str(int(value))
         else:
             strings[name] = str(value)
+        if len(strings.get(name) or "") > MAX_VALUE_CHARS:
+            del strings[name]
+            reasons.append(
+                f"{source}: hyperparameter {name!r} is longer than SageMaker takes "
+                f"({MAX_VALUE_CHARS} characters), found {shown(value)}"
+            )
     return strings, reasons
 
 

@@ -13,12 +13,11 @@ problem, like a malformed CSV, before anything of the run is written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from m5flow.exceptions import InputRejectedError
-from m5flow.hyperparameters import hyperparameter_strings, strict_json
+from m5flow.hyperparameters import hyperparameter_strings, shown, strict_json
 from m5flow.naming import OVERRIDES_FILE
 from m5flow.shards import ShardConfig
 
@@ -40,27 +39,31 @@ class DatasetOverrides:
 
 
 def _min_lags(value: object, reasons: list[str]) -> tuple[int, ...] | None:
+    # JSON has one kind of number: 28.0 is the whole number 28, as for hyperparameters
     if not isinstance(value, list) or not all(
-        isinstance(lag, int) and not isinstance(lag, bool) for lag in value
+        not isinstance(lag, bool)
+        and (isinstance(lag, int) or (isinstance(lag, float) and lag.is_integer()))
+        for lag in value
     ):
         reasons.append(
             f"{OVERRIDES_FILE}: min_lags must be a list of whole numbers such as [7, 14, 21, 28], "
-            f"found {json.dumps(value)}"
+            f"found {shown(value)}"
         )
         return None
+    lags = tuple(int(lag) for lag in value)
     try:
-        ShardConfig(min_lags=tuple(value))
+        ShardConfig(min_lags=lags)
     except ValueError as exc:
         reasons.append(f"{OVERRIDES_FILE}: {exc}")
         return None
-    return tuple(value)
+    return lags
 
 
 def _hyperparameters(value: object, reasons: list[str]) -> dict[str, str | None]:
     if not isinstance(value, dict):
         reasons.append(
             f"{OVERRIDES_FILE}: hyperparameters must be an object of name: value, "
-            f"found {json.dumps(value)}"
+            f"found {shown(value)}"
         )
         return {}
     strings, problems = hyperparameter_strings(value, OVERRIDES_FILE)
@@ -84,7 +87,7 @@ def parse_overrides(payload: bytes | None) -> DatasetOverrides:
     except ValueError as exc:  # also UnicodeDecodeError and json.JSONDecodeError
         raise InputRejectedError([f"{OVERRIDES_FILE}: not valid UTF-8 JSON ({exc})"]) from None
     if not isinstance(raw, Mapping):
-        found = type(raw).__name__
+        found = shown(raw)
         raise InputRejectedError(
             [f'{OVERRIDES_FILE}: expected an object such as {{"min_lags": [28]}}, found {found}']
         )
