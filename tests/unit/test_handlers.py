@@ -1089,6 +1089,68 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
         local.stop()
 
 
+def test_a_request_sagemaker_refuses_as_malformed_fails_the_run_at_once(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """An instance type SageMaker does not have passes botocore and the template's pattern;
+    SageMaker's front end refuses it, and would again on every retry: the run fails with
+    that reason now (training: no job created; transform: the sibling jobs stopped)."""
+    from dataclasses import replace
+
+    from m5flow.jobs import training_request
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.training import start_training
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    storage, publisher, settings = _step_parts(bucket)
+    local = LocalSageMaker(lambda event: None, tmp_path)
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    refused = "Value 'ml.m5.3xlarge' at '{}.instanceType' failed to satisfy constraint: "
+    try:
+        run = _run_started(bucket, load_function, small_m5, bus, "no-such-type")
+        wrong = replace(settings, training_instance_type="ml.m5.3xlarge")
+        assert (
+            start_training(storage, sagemaker, publisher, f"runs/{run}/manifest.json", wrong) == []
+        )
+        (failed,) = bus.drain()
+        assert (failed["detail-type"], failed["detail"]["stage"]) == (
+            "Run Failed",
+            "start_training",
+        )
+        reason = failed["detail"]["reason"]
+        assert reason.startswith(
+            f"SageMaker refused training job m5flow-{run}-h7 (ValidationException: 1 validation "
+            f"error detected: {refused.format('resourceConfig')}Member must satisfy enum value "
+            "set: "
+        )
+        assert reason.endswith("); the stack's parameters (TrainingImage, the instance types, "
+                               "Hyperparameters) or the dataset's m5flow.json set it")  # fmt: skip
+        assert len(reason) < 1000
+        assert sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
+
+        run = _run_started(bucket, load_function, small_m5, bus, "no-such-transform-type")
+        manifest = Manifest.from_json(storage.read(f"runs/{run}/manifest.json"))
+        sibling = training_request(manifest, manifest.models[0], settings)
+        sibling["HyperParameters"] |= {"eta": "0.001", "num_round": "100000000"}
+        sagemaker.create_training_job(**sibling)  # h7, still training
+        trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
+        artifact = trained["ModelArtifacts"]["S3ModelArtifacts"]
+        storage.write(artifact.split(f"{bucket}/", 1)[1], b"model")
+        wrong = replace(settings, transform_instance_type="ml.m5.3xlarge")
+        assert publish_model(storage, sagemaker, publisher, trained, wrong) is None
+        (failed,) = bus.drain()
+        assert (failed["detail-type"], failed["detail"]["stage"]) == ("Run Failed", "publish_model")
+        assert failed["detail"]["reason"].startswith(
+            f"SageMaker refused transform job m5flow-{run}-h28 (ValidationException: 1 "
+            f"validation error detected: {refused.format('transformResources')}"
+        )
+        status = sagemaker.describe_training_job(TrainingJobName=sibling["TrainingJobName"])
+        assert status["TrainingJobStatus"] in ("Stopping", "Stopped")
+        assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
+    finally:
+        local.stop()
+
+
 def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_reason(
     bucket, load_function, small_m5, bus, tmp_path
 ):

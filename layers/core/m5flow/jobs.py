@@ -139,8 +139,9 @@ def _check_distribution(model: ModelShards, instance_count: int) -> None:
             Stage.START_TRAINING,
             f"model {model.name} has {len(model.train)} training shard(s) but "
             f"TrainingInstanceCount is {instance_count}: ShardedByS3Key gives each host whole "
-            "objects, so some hosts would get no data; lower TrainingInstanceCount or shard "
-            "into more groups",
+            "objects, so some hosts would get no data; set "
+            f"TrainingInstanceCount to {instances.AUTO}, which sizes each job from its shards, "
+            f"or to {len(model.train)} or fewer",
         )
 
 

@@ -379,6 +379,39 @@ def quota_reason(
     )
 
 
+_REFUSAL_CHARS = 600  # of SageMaker's message: an enum violation lists 200-odd types
+
+
+def is_refusal(exc: Exception) -> bool:
+    """Whether SageMaker refused a request for breaking its API model's constraints ("1
+    validation error detected: Value 'ml.x' at 'resourceConfig.instanceType' failed to
+    satisfy constraint: ..."): sent again it is refused again, so the run fails with the
+    reason at once. Other ValidationExceptions ("Could not assume role", "Could not find
+    model data") may pass, and go on to Lambda's retries and the failure report."""
+    error = (getattr(exc, "response", None) or {}).get("Error", {})
+    message = str(error.get("Message", ""))
+    return error.get("Code") == "ValidationException" and bool(
+        re.match(r"\d+ validation errors? detected: ", message)
+    )
+
+
+def refusal_reason(request: str, message: str) -> str:
+    """Why SageMaker refused `request` (e.g. "training job m5flow-x-h7"), and what sets it.
+
+    Example
+    -------
+    >>> refusal_reason("training job j", "Value 'ml.x' at 'resourceConfig.instanceType' ...")
+    "SageMaker refused training job j (ValidationException: Value 'ml.x' at 'resourceConfig.instanceType' ...); the stack's parameters (TrainingImage, the instance types, Hyperparameters) or the dataset's m5flow.json set it"
+    """  # noqa: E501
+    if len(message) > _REFUSAL_CHARS:
+        message = f"{message[:_REFUSAL_CHARS]}... ({len(message):,} characters)"
+    return (
+        f"SageMaker refused {request} (ValidationException: {message}); the stack's "
+        "parameters (TrainingImage, the instance types, Hyperparameters) or the dataset's "
+        f"{naming.OVERRIDES_FILE} set it"
+    )
+
+
 def one_line(failure_reason: str) -> str:
     """A SageMaker FailureReason on one line.
 

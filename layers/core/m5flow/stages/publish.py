@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -10,7 +10,14 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
-from m5flow.stages.failure import announce_job_failure, fail_run, failure_name, quota_reason
+from m5flow.stages.failure import (
+    announce_job_failure,
+    fail_run,
+    failure_name,
+    is_refusal,
+    quota_reason,
+    refusal_reason,
+)
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -58,9 +65,15 @@ def publish_model(
     except sagemaker.exceptions.ClientError as exc:
         # CreateModel has no ResourceInUse: a model that exists is a ValidationException
         # whose message alone says so ('Cannot create already existing model "arn:..."').
-        if "already existing model" not in exc.response.get("Error", {}).get("Message", ""):
+        message = exc.response.get("Error", {}).get("Message", "")
+        if "already existing model" in message:
+            logger.info("model already exists", extra={"model": name})
+        elif is_refusal(exc):
+            reason = refusal_reason(f"model {name}", message)
+            _fail_model(sagemaker, publisher, manifest, model, settings, failure, lambda *_: reason)
+            return None
+        else:
             raise
-        logger.info("model already exists", extra={"model": name})
     request = jobs.transform_request(manifest, model, settings)
     created: str | None = request["TransformJobName"]
     try:
@@ -70,7 +83,17 @@ def publish_model(
         created = None
     except sagemaker.exceptions.ResourceLimitExceeded as exc:
         message = exc.response["Error"]["Message"]
-        _fail_on_quota(sagemaker, publisher, manifest, model, settings, message, failure)
+
+        def quota(requests: list[dict[str, Any]], index: int) -> str:
+            return quota_reason("transform", requests, index, message)
+
+        _fail_model(sagemaker, publisher, manifest, model, settings, failure, quota)
+        return None
+    except sagemaker.exceptions.ClientError as exc:
+        if not is_refusal(exc):
+            raise
+        reason = refusal_reason(f"transform job {created}", exc.response["Error"]["Message"])
+        _fail_model(sagemaker, publisher, manifest, model, settings, failure, lambda *_: reason)
         return None
     publisher.publish(
         "Transform Started",
@@ -86,18 +109,20 @@ def publish_model(
     return created
 
 
-def _fail_on_quota(
+def _fail_model(
     sagemaker: Any,
     publisher: EventPublisher,
     manifest: Manifest,
     refused: ModelShards,
     settings: jobs.JobSettings,
-    message: str,
     failure: str,
+    reason_of: Callable[[list[dict[str, Any]], int], str],
 ) -> None:
-    """A transform quota refused a model's job: the forecast needs every model, so the run
-    fails now, saying what it needs, and the other models' jobs are stopped (a transform
-    still running, or a training job whose model would never be used).
+    """SageMaker refused a model's model or transform job (a quota, or a malformed
+    request): the forecast needs every model, so the run fails now with the reason
+    `reason_of(the run's transform requests, the refused one's index)`, and the other
+    models' jobs are stopped (a transform still running, or a training job whose model
+    would never be used).
 
     Before, Lambda retried twice and the failure queue announced the crash, while the
     siblings' transforms ran on to no end."""
@@ -109,7 +134,7 @@ def _fail_on_quota(
         "run_id": manifest.run_id,
         "dataset": manifest.dataset,
         "stage": Stage.PUBLISH_MODEL,
-        "reason": quota_reason("transform", requests, index, message),
+        "reason": reason_of(requests, index),
     }
     fail_run(
         sagemaker, publisher, detail, stop_training=others, stop_transform=others, once=failure

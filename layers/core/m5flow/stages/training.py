@@ -10,7 +10,13 @@ from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
-from m5flow.stages.failure import fail_run, failure_name, quota_reason
+from m5flow.stages.failure import (
+    fail_run,
+    failure_name,
+    is_refusal,
+    quota_reason,
+    refusal_reason,
+)
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -57,6 +63,10 @@ def start_training(
                 continue
         except sagemaker.exceptions.ResourceLimitExceeded as exc:
             reason = quota_reason("training", requests, index, exc.response["Error"]["Message"])
+        except sagemaker.exceptions.ClientError as exc:
+            if not is_refusal(exc):
+                raise
+            reason = refusal_reason(f"training job {name}", exc.response["Error"]["Message"])
         else:
             created.append(name)
             continue
