@@ -282,6 +282,20 @@ def test_score_files_refuses_a_short_submission(files) -> None:
         score_files(data_dir, *_write(tmp, truth, submission.drop(columns="F28")))
 
 
+def test_a_short_truth_is_named_as_where_the_days_come_from(files) -> None:
+    data_dir, truth, submission, tmp = files
+    with pytest.raises(ScoringError) as caught:
+        score_files(data_dir, *_write(tmp, truth.iloc[:, :15], submission))
+    assert str(caught.value) == (
+        "submission.csv: unexpected column(s) F15, F16, F17, F18, F19 and 9 more; expected "
+        "id,F1..F14 (the days come from truth.csv, which holds 14: d_1942..d_1955; "
+        "submission.csv has 28 F columns)"
+    )
+    no_days = truth[["id"]].assign(F1=1)  # the two files given the wrong way round
+    with pytest.raises(ScoringError, match=r"\(none\); expected d_1942\.\.d_1969, the days"):
+        score_files(data_dir, *_write(tmp, no_days, submission))
+
+
 def test_score_files_names_absent_files(tmp_path) -> None:
     with pytest.raises(ScoringError, match=r"file\(s\) not found: sales_train_evaluation.csv"):
         score_files(tmp_path, tmp_path / "t.csv", tmp_path / "s.csv")

@@ -8,6 +8,7 @@ fix a file in one go.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -182,21 +183,29 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     data = schema.parse_inputs(
         {name: (Path(data_dir) / name).read_bytes() for name in schema.INPUT_FILES}
     )
-    truth_frame = read_table(Path(truth_csv).name, Path(truth_csv))
+    truth_name, submission_name = Path(truth_csv).name, Path(submission_csv).name
+    truth_frame = read_table(truth_name, Path(truth_csv))
+    submission_frame = read_table(submission_name, Path(submission_csv))
     days = [c for c in truth_frame.columns if c.startswith("d_")]
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
     if not days or days != expected:
+        last = data.last_day + (horizon or schema.HORIZON)
         raise ScoringError(
-            f"{Path(truth_csv).name}: day columns {_named(np.array(days or ['(none)']))}; "
-            f"expected d_{data.last_day + 1}..d_{data.last_day + max(horizon, 1)}, "
-            f"the days after the history's last day d_{data.last_day}"
+            f"{truth_name}: day columns {_named(np.array(days or ['(none)']))}; expected "
+            f"d_{data.last_day + 1}..d_{last}, the days after the history's last day "
+            f"d_{data.last_day}"
         )
     steps = [f"F{k}" for k in range(1, horizon + 1)]
-    forecast = aligned_values(
-        Path(submission_csv).name,
-        read_table(Path(submission_csv).name, Path(submission_csv)),
-        data.ids,
-        steps,
-    )
-    return score_against_truth(data, Path(truth_csv).name, truth_frame, forecast)[1]
+    try:
+        forecast = aligned_values(submission_name, submission_frame, data.ids, steps)
+    except ScoringError as exc:
+        forecast_days = sum(bool(re.fullmatch(r"F\d+", str(c))) for c in submission_frame)
+        if forecast_days in (0, horizon):
+            raise
+        # Which file is short is not for this check to say: name where the days come from.
+        raise ScoringError(
+            f"{exc} (the days come from {truth_name}, which holds {horizon}: "
+            f"{days[0]}..{days[-1]}; {submission_name} has {forecast_days} F columns)"
+        ) from None
+    return score_against_truth(data, truth_name, truth_frame, forecast)[1]
