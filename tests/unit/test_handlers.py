@@ -1042,13 +1042,29 @@ def test_an_earlier_run_s_failure_neither_stops_nor_silences_the_new_run(
     assert events[1]["detail"]["stage"] == "training"
 
 
+def _h28_trained_while_h7_trains(
+    bucket: str, storage, sagemaker, run: str, settings
+) -> tuple[dict, dict]:
+    """Start the run's h7 training job (slow enough to be still training), and give the
+    sample h28 job's completion event a model artifact: (h7's request, h28's detail)."""
+    from m5flow.jobs import training_request
+
+    manifest = Manifest.from_json(storage.read(f"runs/{run}/manifest.json"))
+    sibling = training_request(manifest, manifest.models[0], settings)
+    sibling["HyperParameters"] |= {"eta": "0.001", "num_round": "100000000"}
+    sagemaker.create_training_job(**sibling)
+    trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
+    artifact = trained["ModelArtifacts"]["S3ModelArtifacts"]
+    storage.write(artifact.split(f"{bucket}/", 1)[1], b"model")
+    return sibling, trained
+
+
 def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     bucket, load_function, small_m5, bus, tmp_path
 ):
     """A model trained but its transform is refused by a quota: the forecast needs every
     model, so the run fails now with what it needs (not after two Lambda retries), a
     sibling still training is stopped, and a second delivery creates nothing."""
-    from m5flow.jobs import training_request
     from m5flow.stages.publish import publish_model
     from m5flow_local.sagemaker import LocalSageMaker
 
@@ -1058,13 +1074,7 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     local = LocalSageMaker(lambda event: None, tmp_path, quotas=quotas)
     sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
     try:
-        manifest = Manifest.from_json(storage.read(f"runs/{run}/manifest.json"))
-        sibling = training_request(manifest, manifest.models[0], settings)
-        sibling["HyperParameters"] |= {"eta": "0.001", "num_round": "100000000"}
-        sagemaker.create_training_job(**sibling)  # h7, still training
-        trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
-        artifact = trained["ModelArtifacts"]["S3ModelArtifacts"]
-        storage.write(artifact.split(f"{bucket}/", 1)[1], b"model")
+        sibling, trained = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
 
         assert publish_model(storage, sagemaker, publisher, trained, settings) is None
 
@@ -1097,7 +1107,6 @@ def test_a_request_sagemaker_refuses_as_malformed_fails_the_run_at_once(
     that reason now (training: no job created; transform: the sibling jobs stopped)."""
     from dataclasses import replace
 
-    from m5flow.jobs import training_request
     from m5flow.stages.publish import publish_model
     from m5flow.stages.training import start_training
     from m5flow_local.sagemaker import LocalSageMaker
@@ -1129,13 +1138,7 @@ def test_a_request_sagemaker_refuses_as_malformed_fails_the_run_at_once(
         assert sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
 
         run = _run_started(bucket, load_function, small_m5, bus, "no-such-transform-type")
-        manifest = Manifest.from_json(storage.read(f"runs/{run}/manifest.json"))
-        sibling = training_request(manifest, manifest.models[0], settings)
-        sibling["HyperParameters"] |= {"eta": "0.001", "num_round": "100000000"}
-        sagemaker.create_training_job(**sibling)  # h7, still training
-        trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
-        artifact = trained["ModelArtifacts"]["S3ModelArtifacts"]
-        storage.write(artifact.split(f"{bucket}/", 1)[1], b"model")
+        sibling, trained = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
         wrong = replace(settings, transform_instance_type="ml.m5.3xlarge")
         assert publish_model(storage, sagemaker, publisher, trained, wrong) is None
         (failed,) = bus.drain()
