@@ -12,6 +12,7 @@ sleep loop).
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -93,6 +94,11 @@ def local_cloud(
 
     Test modules wrap this in a module-scoped ``cloud`` fixture that also requests
     ``moto_endpoint`` (tests/conftest.py), which points boto3 at moto's server.
+
+    Every successful response the module's tests receive is also checked, as sent, against
+    the operation's output shape in botocore's SageMaker model (`wire_violations`): botocore
+    drops a member it does not know and does not check the types of those it keeps, so a
+    misspelt or mistyped field would otherwise reach code as a silent None.
     """
     events = EventLog()
     workdir = tmp_path_factory.mktemp("sagemaker")
@@ -102,10 +108,56 @@ def local_cloud(
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=bucket)
     sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=url)
+    violations: list[str] = []
+
+    def check(http_response: Any, model: Any, **_: Any) -> None:
+        if http_response.status_code == 200 and model.output_shape is not None:
+            body = json.loads(http_response.content or b"{}")
+            violations.extend(wire_violations(model.output_shape, body, model.name))
+
+    sm.meta.events.register("after-call.sagemaker", check)
     try:
         yield LocalCloud(sm=sm, s3=s3, events=events, workdir=workdir, bucket=bucket)
     finally:
         local.stop()
+    assert violations == [], "responses unlike SageMaker's model:\n" + "\n".join(violations)
+
+
+_WIRE_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "blob": (str,), "boolean": (bool,), "integer": (int,), "long": (int,),
+    "float": (int, float), "double": (int, float), "timestamp": (int, float),
+}  # fmt: skip
+
+
+def wire_violations(shape: Any, value: Any, where: str) -> list[str]:
+    """How a JSON response body departs from a botocore output `shape`: members the shape
+    lacks, values of the wrong JSON type or outside an enum. Not members it marks required:
+    AWS leaves some out (a failed job's ModelArtifacts, as its own event example shows)."""
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            return [f"{where}: {value!r} is not an object"]
+        found = [f"{where}.{name}: not in the model" for name in value if name not in shape.members]
+        for name, member in value.items():
+            if name in shape.members:
+                found += wire_violations(shape.members[name], member, f"{where}.{name}")
+        return found
+    if kind == "list":
+        if not isinstance(value, list):
+            return [f"{where}: {value!r} is not a list"]
+        return [v for i, item in enumerate(value)
+                for v in wire_violations(shape.member, item, f"{where}[{i}]")]  # fmt: skip
+    if kind == "map":
+        if not isinstance(value, dict):
+            return [f"{where}: {value!r} is not a map"]
+        return [v for key, item in value.items()
+                for v in wire_violations(shape.value, item, f"{where}[{key}]")]  # fmt: skip
+    allowed = _WIRE_TYPES[kind]
+    if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+        return [f"{where}: {value!r} is not a {kind}"]
+    if getattr(shape, "enum", None) and value not in shape.enum:
+        return [f"{where}: {value!r} is not one of {shape.enum}"]
+    return []
 
 
 def tweedie_data(rng: np.random.Generator, rows: int, features: int = 3) -> np.ndarray:
