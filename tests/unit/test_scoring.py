@@ -247,6 +247,15 @@ def test_score_files_names_missing_and_unknown_ids(files) -> None:
     assert "1 id(s) not in the history: NOT_AN_ITEM_CA_1_evaluation" in message
 
 
+def test_rows_of_series_outside_the_history_are_ignored(files) -> None:
+    """A whole Kaggle submission scored on a slice of its series."""
+    data_dir, truth, submission, tmp = files
+    expected = score_files(data_dir, *_write(tmp, truth, submission)).wrmsse
+    more = submission.assign(id="OTHER" + submission["id"], F3="x")
+    score = score_files(data_dir, *_write(tmp, truth, pd.concat([more, submission])))
+    assert score.wrmsse == expected
+
+
 def test_score_files_names_duplicates_and_empty_cells(files) -> None:
     data_dir, truth, submission, tmp = files
     submission = pd.concat([submission, submission.iloc[[0]]])

@@ -35,15 +35,14 @@ def aligned_values(
     ids: np.ndarray,
     columns: list[str],
     *,
-    more_rows: bool = False,
     units: bool = False,
 ) -> np.ndarray:
     """Rows of `frame` in the order of `ids`, or a ScoringError naming every mismatch.
 
-    `more_rows`: rows of other series are ignored, as a truth file may hold them (Kaggle's
-    sales_test_evaluation.csv covers all 30,490 series, a run perhaps a slice); a
-    submission's extra rows are still an error. `units`: the values are units sold (a
-    truth), 0 to the sales file's bound; a forecast need only be finite.
+    Rows of other series are ignored: Kaggle's files cover all 30,490 series (a
+    submission both halves, *_validation too), a run perhaps a slice. They are named only
+    when a series has no row, where a misspelt id would be among them. `units`: the values
+    are units sold (a truth), 0 to the sales file's bound; a forecast need only be finite.
     """
     problems = []
     # Fixed-width text, not object arrays: np.isin compares objects one Python call at a
@@ -57,8 +56,9 @@ def aligned_values(
             f"{columns[0]}..{columns[-1]} (found {shown}{'...' if frame.shape[1] > 8 else ''})"
         )
         raise ScoringError("; ".join(problems))
-    if more_rows:
-        frame = frame[frame["id"].astype(str).isin(ids)]
+    listed = frame["id"].to_numpy(dtype=str)
+    ours = np.isin(listed, ids)
+    others, frame = listed[~ours], frame[ours]
     extra = [c for c in frame.columns if c not in ("id", *columns, *schema.SALES_ID_COLUMNS)]
     if extra:
         problems.append(
@@ -77,15 +77,15 @@ def aligned_values(
     missing = ids[~np.isin(ids, file_ids)]
     if missing.size:
         problem = f"{name}: no row for {missing.size} series: {_named(missing)}"
-        if np.isin(twins, file_ids).any():
+        if np.isin(twins, others).any():
             problem += (
                 " (it has *_validation rows, Kaggle's forecast of d_1914..d_1941; the days "
                 "after the history are the *_evaluation rows)"
             )
+        unknown = others[~np.isin(others, twins)]
+        if unknown.size:
+            problem += f" (its {unknown.size} id(s) not in the history: {_named(unknown)})"
         problems.append(problem)
-    unknown = file_ids[~np.isin(file_ids, ids) & ~np.isin(file_ids, twins)]
-    if unknown.size:
-        problems.append(f"{name}: {unknown.size} id(s) not in the history: {_named(unknown)}")
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=0)
     if bad.any():
@@ -144,7 +144,7 @@ def score_against_truth(
     Weights are the dollar sales of the history's last 28 days, as the M5 scored them.
     """
     days = [f"d_{data.last_day + k}" for k in range(1, forecast.shape[1] + 1)]
-    truth = aligned_values(truth_name, truth_frame, data.ids, days, more_rows=True, units=True)
+    truth = aligned_values(truth_name, truth_frame, data.ids, days, units=True)
     weights = dollar_sales(data.sales, data.prices)
     hierarchy = hierarchy or Hierarchy.from_data(data)
     return truth, wrmsse(data.sales, truth, forecast, hierarchy, weights)
@@ -161,7 +161,8 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     truth_csv
         `id,d_<T+1>..d_<T+h>` (sales_test_evaluation.csv; item_id etc. may be present).
     submission_csv
-        `id,F1..F<h>`; `*_validation` twins of the series (Kaggle's) are ignored.
+        `id,F1..F<h>`; rows of other series (Kaggle's `*_validation` twins, series not in
+        the history: a whole Kaggle submission scored on a slice) are ignored.
 
     Raises
     ------
