@@ -89,7 +89,7 @@ def said(function: str, result: Any) -> str:
     words = {
         ("ShardFunction", "started"): f"started run {run}",
         ("ShardFunction", "waiting"): f"{result.get('dataset')}: waiting for all three inputs",
-        ("ShardFunction", "duplicate"): f"run {run} is already under way (its inputs' events)",
+        ("ShardFunction", "duplicate"): f"these files already made run {run}: nothing to start",
         ("ShardFunction", "rejected"): f"{result.get('dataset')}: refused (Input Rejected)",
         ("ShardFunction", "ignored"): "not an input: ignored",
         ("ShardFunction", "superseded"): "an input was replaced while read: its event goes on",

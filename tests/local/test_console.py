@@ -37,7 +37,7 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
     ("function", "result", "line"),
     [
         ("ShardFunction", {"status": "duplicate", "dataset": "d", "run_id": "d-1"},
-         "run d-1 is already under way (its inputs' events)"),
+         "these files already made run d-1: nothing to start"),
         ("ShardFunction", {"status": "started", "dataset": "d", "run_id": "d-1"},
          "started run d-1"),
         ("StartTrainingFunction", {"training_jobs": ["m5flow-d-1-h7", "m5flow-d-1-h28"]},

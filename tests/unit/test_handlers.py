@@ -279,6 +279,9 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
          "raw/zip/calendar.csv"),
         ("raw/calendar.csv.gz",
          "raw/calendar.csv.gz: an input goes one folder under raw/, raw/<dataset>/calendar.csv"),
+        ("raw/notes.csv",
+         "raw/notes.csv: not an m5flow input; a dataset is one folder under raw/ holding "
+         "sales_train_evaluation.csv, calendar.csv, sell_prices.csv"),
         ("raw/m5-forecasting-accuracy.zip",
          "raw/m5-forecasting-accuracy.zip: the competition's zip archive; unzip it and upload "
          "sales_train_evaluation.csv, calendar.csv, sell_prices.csv to raw/<dataset>/"),
@@ -741,8 +744,9 @@ def test_an_input_deleted_during_the_run_fails_it_with_the_reason(
     assert failed["detail"]["stage"] == "assemble_forecast"
     assert failed["detail"]["reason"] == (
         f"s3://{bucket}/raw/deleted/calendar.csv does not exist: an input was deleted while "
-        "the run trained, and the forecast is assembled from its rows; upload the three files "
-        "again to forecast them"
+        "the run trained, and the forecast is assembled from its rows; to forecast these "
+        "files, upload them under a new raw/<dataset>/ (the same files again would name this "
+        "failed run)"
     )
     assert _keys(bucket, f"runs/{run}/forecast/") == []
 

@@ -127,8 +127,12 @@ def misplaced_input(key: str) -> str | None:
                 f"{key}: the competition's zip archive; unzip it and upload "
                 f"{', '.join(INPUT_FILES)} to {RAW_PREFIX}<dataset>/"
             )
-        where = f"{RAW_PREFIX}<dataset>/{target or name}"
-        return f"{key}: an input goes one folder under {RAW_PREFIX}, {where}"
+        if target is None:  # no input by any name: only where datasets go can be said
+            return (
+                f"{key}: not an m5flow input; a dataset is one folder under {RAW_PREFIX} "
+                f"holding {', '.join(INPUT_FILES)}"
+            )
+        return f"{key}: an input goes one folder under {RAW_PREFIX}, {RAW_PREFIX}<dataset>/{target}"
     if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
         return None
     where = raw_prefix(dataset)

@@ -263,7 +263,8 @@ def _read_forecast(
         raise RunFailedError(
             Stage.ASSEMBLE_FORECAST,
             f"{exc}: an input was deleted while the run trained, and the forecast is "
-            "assembled from its rows; upload the three files again to forecast them",
+            "assembled from its rows; to forecast these files, upload them under a new "
+            f"{naming.RAW_PREFIX}<dataset>/ (the same files again would name this failed run)",
         ) from None
     data = schema.parse_inputs(payloads)
     outputs = [
