@@ -202,8 +202,14 @@ def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:
     # Here every "instance" is a process on this one machine, so more of them per job add
     # no memory, only need more: one host keeps its data as a QuantileDMatrix, which hosts
     # that sketch their bins together cannot (local/sagemaker/algorithm_data.py).
-    parameters = {"LogLevel": "WARNING", "TrainingInstanceCount": "1"} | dict(args.parameter)
-    problems = parameter_problems(template_parameters(), parameters)
+    given: dict[str, str] = {}
+    repeated = []
+    for name, value in args.parameter:  # the last would win in silence
+        if given.get(name, value) != value:
+            repeated.append(f"{name}: given twice, {given[name]!r} and {value!r}; give it once")
+        given[name] = value
+    parameters = {"LogLevel": "WARNING", "TrainingInstanceCount": "1"} | given
+    problems = repeated + parameter_problems(template_parameters(), parameters)
     if not problems:  # past CloudFormation's pattern, the functions read it as JSON
         try:
             stack_hyperparameters(parameters.get("Hyperparameters", "{}"))
