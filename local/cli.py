@@ -174,22 +174,20 @@ def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     if schema.SALES_FILE in absent and (data_dir / naming.KAGGLE_FIRST_STAGE_SALES).exists():
         message += naming.first_stage_hint()
     for path in sorted(data_dir.iterdir()):
-        target = naming.stands_for(path.name)
-        if target in absent and path.name != naming.KAGGLE_FIRST_STAGE_SALES:
-            message += f"; {_look_alike(path.name, target)}"
+        target, kind = naming.stands_for(path.name), naming.stand_in_kind(path.name)
+        if target in absent and kind in _LOOK_ALIKE:
+            message += "; " + _LOOK_ALIKE[kind].format(name=path.name, target=target)
     return message
 
 
-def _look_alike(name: str, target: str) -> str:
-    """What to do with a file in the data folder that stands for the absent input `target`."""
-    lower = name.lower()
-    if lower == naming.KAGGLE_ARCHIVE:
-        return f"{name} is the competition's zip archive: unzip it in this folder"
-    if lower.endswith((".gz", ".gzip")):
-        return f"rename {name} to {target} (gzip is read under that name)"
-    if lower != target:
-        return f"extract {name} as {target} (archives are not read)"
-    return f"rename {name} to {target} (file names are case-sensitive)"
+# What to do with a file in the data folder that stands for an absent input, by
+# `naming.stand_in_kind` (Kaggle's first-stage file has its own hint above).
+_LOOK_ALIKE = {
+    "competition archive": "{name} is the competition's zip archive: unzip it in this folder",
+    "gzip": "rename {name} to {target} (gzip is read under that name)",
+    "archive": "extract {name} as {target} (archives are not read)",
+    "letters": "rename {name} to {target} (file names are case-sensitive)",
+}
 
 
 def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:

@@ -103,6 +103,30 @@ def _is_compressed(name: str) -> bool:
     return name.endswith(_COMPRESSED)
 
 
+def stand_in_kind(name: str) -> str | None:
+    """How a file standing in for an input (`stands_for`) differs from it, which decides
+    what to tell its owner: "competition archive" (Kaggle's zip of everything), "first
+    stage" (Kaggle's first-stage sales file), "gzip", "archive" (other compression), or
+    "letters" (the name in other letters); None for an input's own name or no input.
+
+    Example
+    -------
+    >>> [stand_in_kind(n) for n in ("calendar.csv.gz", "Calendar.CSV", "calendar.csv")]
+    ['gzip', 'letters', None]
+    """
+    lower = name.lower()
+    target = stands_for(name)
+    if target is None or name == target:
+        return None
+    if lower == KAGGLE_ARCHIVE:
+        return "competition archive"
+    if lower == KAGGLE_FIRST_STAGE_SALES:
+        return "first stage"
+    if _is_compressed(lower):
+        return "gzip" if lower.endswith((".gz", ".gzip")) else "archive"
+    return "letters"
+
+
 def misplaced_input(key: str) -> str | None:
     """Why the raw object `key` can never be part of a dataset, or None if it can (or it is
     no CSV and stands in for no input, so it says nothing about one).
@@ -117,12 +141,12 @@ def misplaced_input(key: str) -> str | None:
     'raw/may/calendar.csv.gz: upload it as raw/may/calendar.csv (gzip is read under that name)'
     """
     name = key.rsplit("/", 1)[-1]
-    target = stands_for(name)
+    target, kind = stands_for(name), stand_in_kind(name)
     dataset = dataset_of(key)
     if dataset is None:
         if target is None and not name.lower().endswith(".csv"):
             return None
-        if name.lower() == KAGGLE_ARCHIVE:
+        if kind == "competition archive":
             return (
                 f"{key}: the competition's zip archive; unzip it and upload "
                 f"{', '.join(INPUT_FILES)} to {RAW_PREFIX}<dataset>/"
@@ -136,19 +160,19 @@ def misplaced_input(key: str) -> str | None:
     if name in (*INPUT_FILES, TRUTH_FILE, OVERRIDES_FILE):
         return None
     where = raw_prefix(dataset)
-    if name.lower() == KAGGLE_ARCHIVE:
+    if kind == "competition archive":
         return (
             f"{key}: the competition's zip archive; unzip it and upload "
             f"{', '.join(INPUT_FILES)} to {where}"
         )
-    if target is not None and _is_compressed(name.lower()):
-        if name.lower().endswith((".gz", ".gzip")):
-            return f"{key}: upload it as {where}{target} (gzip is read under that name)"
+    if kind == "gzip":
+        return f"{key}: upload it as {where}{target} (gzip is read under that name)"
+    if kind == "archive":
         return f"{key}: archives are not read; extract it and upload {where}{target}"
-    if name.lower() in INPUT_FILES:
-        return f"{key}: file names are case-sensitive; an input is named {name.lower()}"
+    if kind == "letters":
+        return f"{key}: file names are case-sensitive; an input is named {target}"
     return f"{key}: not an m5flow input; a dataset is {', '.join(INPUT_FILES)}" + (
-        first_stage_hint() if name == KAGGLE_FIRST_STAGE_SALES else ""
+        first_stage_hint() if kind == "first stage" else ""
     )
 
 
