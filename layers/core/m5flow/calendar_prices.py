@@ -335,9 +335,14 @@ def read_prices(
 
 
 def sold_before_priced(
-    name: str, ids: dict[str, np.ndarray], sales: np.ndarray, prices: Prices
+    name: str,
+    ids: dict[str, np.ndarray],
+    sales: np.ndarray,
+    prices: Prices,
+    first_sale: np.ndarray,
 ) -> tuple[str, ...]:
-    """A notice for series that sold before their first price, or none.
+    """A notice for series that sold before their first price, or none. `first_sale`: the
+    0-based day of each series' first sale (the number of days if it never sold).
 
     M5 prices an item from its launch week on, so units sold earlier point at a prices file
     that starts too late (cut, or exported from a later date). The run goes on, since the
@@ -345,8 +350,6 @@ def sold_before_priced(
     """
     priced = ~np.isnan(prices.weekly)
     first_priced_day = np.searchsorted(prices.day_week, priced.argmax(axis=1))
-    sold = sales > 0
-    first_sale = np.where(sold.any(axis=1), sold.argmax(axis=1), sales.shape[1])
     early = (first_sale < first_priced_day) & priced.any(axis=1)
     if not early.any():
         return ()

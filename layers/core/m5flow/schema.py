@@ -307,13 +307,16 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     )
     if reasons:
         raise InputRejectedError(reasons)
+    sold = sales > 0
+    first_sale = np.where(sold.any(axis=1), sold.argmax(axis=1), sales.shape[1])  # 0-based
+    del sold
     priced, reasons = read_prices(
         PRICES_FILE,
         payloads.pop(PRICES_FILE),
         ids,
         calendar,
         weeks,
-        sales.max(axis=1) > 0,
+        first_sale < sales.shape[1],
         typed_prices,
     )
     if priced is None:
@@ -330,5 +333,5 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
         weekly_prices=priced.weekly,
         day_week=priced.day_week,
         missing_price_weeks=priced.missing_weeks,
-        notices=priced.notices + sold_before_priced(PRICES_FILE, ids, sales, priced),
+        notices=priced.notices + sold_before_priced(PRICES_FILE, ids, sales, priced, first_sale),
     )
