@@ -65,18 +65,19 @@ def aligned_values(
             f"{name}: unexpected column(s) {_named(np.array(extra))}; "
             f"expected id,{columns[0]}..{columns[-1]}"
         )
-    file_ids = frame["id"].to_numpy(dtype=str)
+    file_ids = listed[ours]
     counts = pd.Series(file_ids).value_counts()
     if (counts > 1).any():
         problems.append(f"{name}: duplicate id(s) {_named(counts.index[counts > 1].to_numpy())}")
-    # A Kaggle submission also holds the public-leaderboard half (*_validation): not an error.
-    suffix = "_evaluation"
-    twins = np.array(
-        [f"{i.removesuffix(suffix)}_validation" for i in ids if i.endswith(suffix)], dtype=str
-    )
     missing = ids[~np.isin(ids, file_ids)]
     if missing.size:
         problem = f"{name}: no row for {missing.size} series: {_named(missing)}"
+        # A Kaggle submission also holds the public-leaderboard half (*_validation).
+        suffix = "_evaluation"
+        twins = np.array(
+            [f"{i.removesuffix(suffix)}_validation" for i in ids if i.endswith(suffix)],
+            dtype=str,
+        )
         if np.isin(twins, others).any():
             problem += (
                 " (it has *_validation rows, Kaggle's forecast of d_1914..d_1941; the days "
