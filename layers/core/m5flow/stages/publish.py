@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -70,7 +70,7 @@ def publish_model(
             logger.info("model already exists", extra={"model": name})
         elif is_refusal(exc):
             reason = refusal_reason(f"model {name}", message)
-            _fail_model(sagemaker, publisher, manifest, model, settings, failure, lambda *_: reason)
+            _fail_model(sagemaker, publisher, manifest, model, reason, failure)
             return None
         else:
             raise
@@ -82,18 +82,17 @@ def publish_model(
         logger.info("transform job already exists", extra={"job": request["TransformJobName"]})
         created = None
     except sagemaker.exceptions.ResourceLimitExceeded as exc:
-        message = exc.response["Error"]["Message"]
-
-        def quota(requests: list[dict[str, Any]], index: int) -> str:
-            return quota_reason("transform", requests, index, message)
-
-        _fail_model(sagemaker, publisher, manifest, model, settings, failure, quota)
+        # What the run's transforms need at once, beside the quota SageMaker names
+        requests = [jobs.transform_request(manifest, m, settings) for m in manifest.models]
+        index = manifest.models.index(model)
+        reason = quota_reason("transform", requests, index, exc.response["Error"]["Message"])
+        _fail_model(sagemaker, publisher, manifest, model, reason, failure)
         return None
     except sagemaker.exceptions.ClientError as exc:
         if not is_refusal(exc):
             raise
         reason = refusal_reason(f"transform job {created}", exc.response["Error"]["Message"])
-        _fail_model(sagemaker, publisher, manifest, model, settings, failure, lambda *_: reason)
+        _fail_model(sagemaker, publisher, manifest, model, reason, failure)
         return None
     publisher.publish(
         "Transform Started",
@@ -114,27 +113,23 @@ def _fail_model(
     publisher: EventPublisher,
     manifest: Manifest,
     refused: ModelShards,
-    settings: jobs.JobSettings,
+    reason: str,
     failure: str,
-    reason_of: Callable[[list[dict[str, Any]], int], str],
 ) -> None:
     """SageMaker refused a model's model or transform job (a quota, or a malformed
-    request): the forecast needs every model, so the run fails now with the reason
-    `reason_of(the run's transform requests, the refused one's index)`, and the other
-    models' jobs are stopped (a transform still running, or a training job whose model
-    would never be used).
+    request): the forecast needs every model, so the run fails now with `reason`, and the
+    other models' jobs are stopped (a transform still running, or a training job whose
+    model would never be used). Each model's jobs share its name (`naming.job_name`).
 
     Before, Lambda retried twice and the failure queue announced the crash, while the
     siblings' transforms ran on to no end."""
-    requests = [jobs.transform_request(manifest, model, settings) for model in manifest.models]
-    others = [r["TransformJobName"] for r, m in zip(requests, manifest.models, strict=True)
+    others = [naming.job_name(manifest.run_id, m.name) for m in manifest.models
               if m.name != refused.name]  # fmt: skip
-    index = [m.name for m in manifest.models].index(refused.name)
     detail = {
         "run_id": manifest.run_id,
         "dataset": manifest.dataset,
         "stage": Stage.PUBLISH_MODEL,
-        "reason": reason_of(requests, index),
+        "reason": reason,
     }
     fail_run(
         sagemaker, publisher, detail, stop_training=others, stop_transform=others, once=failure
