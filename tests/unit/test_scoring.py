@@ -329,6 +329,14 @@ def _tiny(**changes):
         ({"forecast": np.where(np.eye(3, 2) > 0, np.nan, 1)}, r"forecast is not finite in row"),
         ({"dollar_sales": np.zeros(3)}, "no dollar sales in the weighting window"),
         ({"dollar_sales": np.ones(2)}, r"dollar_sales has shape \(2,\); expected \(3,\)"),
+        (  # squares past float64 would score inf, or a scale of inf would score 0
+            {"forecast": np.where(np.eye(3, 2) > 0, 1e300, 1)},
+            r"level 12 \(item x store\): squared errors overflow .* forecast 1e\+300",
+        ),
+        (
+            {"history": np.where(np.eye(3, 5) > 0, 1e200, TINY_HISTORY)},
+            r"squared errors overflow float64, .* history 1e\+200, truth 3, forecast 4",
+        ),
         (
             {"history": np.array([[0, 0, 0, 0, 2], [0, 0, 0, 0, 1], [0, 0, 0, 0, 3]])},
             r"level 12 \(item x store\): no series with dollar sales can be scaled",
@@ -358,6 +366,8 @@ def test_naive_scale_edges() -> None:
     rows = np.array([[0, 0, 0, 0], [0, 0, 0, 5], [5, 5, 5, 5], [0, 1, 0, 1]], dtype=np.float32)
     np.testing.assert_array_equal(scoring.naive_scale(rows)[2:], [0.0, 1.0])
     assert np.isnan(scoring.naive_scale(rows)[:2]).all()
+    huge = np.array([[0, 1e200, 0], [1e200, 1e200, 1e200]])  # overflows, then inf - inf
+    np.testing.assert_array_equal(scoring.naive_scale(huge), [np.inf, 0.0])
     assert float(scoring.naive_scale(np.array([3.0, 1.0]))) == 4.0
 
 

@@ -70,12 +70,15 @@ def naive_scale(history: np.ndarray) -> np.ndarray:
         block = rows[start : start + _CHUNK_ROWS].astype(np.float64)
         sold = block != 0
         first = np.where(sold.any(axis=1), sold.argmax(axis=1), days)
-        diffs = np.diff(block, axis=1)
-        squares = np.einsum("ij,ij->i", diffs, diffs)
-        # Before the first sale every value is 0, so the only non-zero difference not
-        # counted is the step onto the first sale itself: subtract it (no mask needed).
-        step = np.take_along_axis(block, np.minimum(first, days - 1)[:, None], axis=1)[:, 0]
-        squares -= np.where((first > 0) & (first < days), step**2, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            diffs = np.diff(block, axis=1)
+            squares = np.einsum("ij,ij->i", diffs, diffs)
+            # Before the first sale every value is 0, so the only non-zero difference not
+            # counted is the step onto the first sale itself: subtract it (no mask needed).
+            step = np.take_along_axis(block, np.minimum(first, days - 1)[:, None], axis=1)[:, 0]
+            squares -= np.where((first > 0) & (first < days), step**2, 0.0)
+        # Squares past float64 (inf - inf is NaN) make an infinite scale, not a missing one.
+        squares[np.isnan(squares) & np.isfinite(block).all(axis=1)] = np.inf
         count = np.maximum(days - 1 - first, 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             scale[start : start + _CHUNK_ROWS] = np.where(count > 0, squares / count, np.nan)
@@ -186,8 +189,9 @@ def wrmsse(
         hierarchy.levels.items(), reverse=True
     ):  # bottom first: name the series
         share = level_weights[number] / total
-        scale = naive_scale(histories[number])
-        mse = np.mean(errors[number] ** 2, axis=1)
+        with np.errstate(over="ignore"):  # reported below, as a reason
+            scale = naive_scale(histories[number])
+            mse = np.mean(errors[number] ** 2, axis=1)
         unscalable = (share > 0) & ~(scale > 0)
         weighted = (share > 0) & ~unscalable
         if not weighted.any():
@@ -196,11 +200,28 @@ def wrmsse(
                 "(each sold first on the last history day, or the same every day since)"
             )
         unscored += [f"{level.name} {label}" for label in level.labels[unscalable]]
+        if not (np.isfinite(mse[weighted]).all() and np.isfinite(scale[weighted]).all()):
+            raise ScoringError(_overflow_reason(number, level.name, history, truth, forecast))
         rmsse_ = np.sqrt(mse[weighted] / scale[weighted])
         scores[number] = float(np.sum(share[weighted] * rmsse_) / share[weighted].sum())
     sizes = {k: lv.size for k, lv in hierarchy.levels.items()}
     scores = dict(sorted(scores.items()))
     return Score(float(np.mean(list(scores.values()))), scores, sizes, tuple(unscored))
+
+
+def _overflow_reason(
+    number: int, name: str, history: np.ndarray, truth: np.ndarray, forecast: np.ndarray
+) -> str:
+    """Why a level's squared errors left float64: the largest value of each input, so the
+    reader sees which file holds the absurd number (a forecast of 1e300 is no sales)."""
+    peaks = ", ".join(
+        f"{label} {float(np.max(np.abs(values))):.3g}"
+        for label, values in (("history", history), ("truth", truth), ("forecast", forecast))
+    )
+    return (
+        f"level {number} ({name}): squared errors overflow float64, so no score is "
+        f"meaningful; the largest values are: {peaks}"
+    )
 
 
 def format_score(score: Score) -> str:
