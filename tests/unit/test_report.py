@@ -167,6 +167,28 @@ def test_a_backtest_is_the_headline_when_no_truth_was_uploaded() -> None:
     assert f"{backtest.wrmsse:.3f}" in text
 
 
+def test_the_backtest_forecast_is_drawn_dashed_over_the_last_history_days() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    backtest_forecast = history[:, -28:] + 1.0
+    common = {"history": history, "forecast": forecast, "hierarchy": hierarchy, "ids": ids}
+    backtest = score_of(history[:, :-28], history[:, -28:], backtest_forecast, hierarchy)
+    html = report.render_report(
+        **common, facts=FACTS, backtest=backtest, backtest_forecast=backtest_forecast
+    )
+    dashed = re.findall(
+        r'<polyline points="([^"]+)"[^>]*stroke-dasharray[^>]*><title>backtest<', html
+    )
+    panels = [label for label in parse(html).svgs if label != "error by aggregation level"]
+    assert len(dashed) == len(panels) > 1  # every line chart: total, states, ..., samples
+    assert all(len(points.split()) == 28 for points in dashed)
+    assert "dashed, the backtest's forecast" in html
+    assert "The charts draw the backtest's forecast of d_173..d_200 dashed." in " ".join(
+        parse(html).text
+    )
+    without = report.render_report(**common, facts=FACTS, backtest=backtest)
+    assert "<title>backtest<" not in without and "dashed" not in without
+
+
 def test_uploads_with_many_stores_draw_only_the_largest() -> None:
     n_stores, rng = 15, np.random.default_rng(5)
     stores = np.array([f"S_{k:02d}" for k in range(n_stores)])

@@ -28,6 +28,7 @@ class Line:
     y: np.ndarray
     color: str
     width: float
+    dash: str = ""  # an SVG stroke-dasharray ("4 3"), or solid
 
 
 def _nice_step(span: float, ticks: int = 5) -> float:
@@ -116,17 +117,20 @@ def line_chart(
     )
     for line in lines:
         points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(line.x, line.y, strict=True))
+        dash = f' stroke-dasharray="{line.dash}"' if line.dash else ""
         out.append(
             f'<polyline points="{points}" fill="none" stroke="{line.color}" '
-            f'stroke-width="{line.width}" stroke-linejoin="round">'
+            f'stroke-width="{line.width}" stroke-linejoin="round"{dash}>'
             f"<title>{escape(line.label)}</title></polyline>"
         )
     legend_x = width - right
-    for label, color in reversed(list(dict((ln.label, ln.color) for ln in lines).items())):
-        legend_x -= 7 * len(label) + 30
+    for line in reversed(list({ln.label: ln for ln in lines}.values())):
+        legend_x -= 7 * len(line.label) + 30
+        dash = f' stroke-dasharray="{line.dash}"' if line.dash else ""
         out.append(
-            f'<rect x="{legend_x}" y="8" width="14" height="3" rx="1.5" fill="{color}"/>'
-            f'<text x="{legend_x + 19}" y="13" font-size="11" fill="{INK}">{escape(label)}</text>'
+            f'<line x1="{legend_x}" x2="{legend_x + 14}" y1="9.5" y2="9.5" stroke="{line.color}" '
+            f'stroke-width="3"{dash}/><text x="{legend_x + 19}" y="13" font-size="11" '
+            f'fill="{INK}">{escape(line.label)}</text>'
         )
     out.append("</svg>")
     return "".join(out)

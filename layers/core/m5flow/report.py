@@ -2,7 +2,9 @@
 
 It shows the headline score, the run's facts, the error of each M5 aggregation level, and the
 last weeks of history with the forecast (and the truth, when uploaded) for the total, each
-state, store and category, and a few sample series. Pure: arrays in, a string out.
+state, store and category, and a few sample series. Over the last history weeks, dashed, the
+backtest: what the same method forecast for them, so the score has a picture. Pure: arrays
+in, a string out.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def _panel(
     history: np.ndarray,
     forecast: np.ndarray,
     truth: np.ndarray | None,
+    backtest: np.ndarray | None,
     days: tuple[int, int],
     ticks: list[tuple[int, str]],
     size: tuple[int, int] = (560, 220),
@@ -82,6 +85,9 @@ def _panel(
     if truth is not None:  # the actual line runs on across the origin
         joined_x, joined_y = np.r_[origin, horizon_x], np.r_[history[-1], truth]
         lines.append(Line(label, joined_x, joined_y, ACTUAL, 1.4))
+    if backtest is not None:
+        backtest_x = np.arange(origin - backtest.shape[-1] + 1, origin + 1)
+        lines.append(Line("backtest", backtest_x, backtest, FORECAST, 1.4, dash="4 2"))
     lines.append(Line("forecast", horizon_x, forecast, FORECAST, 2.0))
     return line_chart(title, lines, origin + 0.5, ticks, size, note)
 
@@ -105,6 +111,7 @@ def render_report(
     truth_uploaded: bool = False,
     score: Score | None = None,
     backtest: Score | None = None,
+    backtest_forecast: np.ndarray | None = None,
     dates: np.ndarray | None = None,
     days_shown: int = 120,
 ) -> str:
@@ -129,6 +136,8 @@ def render_report(
         The WRMSSE of `forecast` against `truth`: the headline when given.
     backtest
         Else the headline: the WRMSSE of the same method on the last h history days.
+    backtest_forecast
+        (n_series, h): that backtest's forecast of the last h history days, drawn dashed.
     dates
         datetime64 of d_1..d_T+h (T+h values, e.g. `M5Data.calendar["date"]`), for month
         ticks (default: day-number ticks).
@@ -154,8 +163,12 @@ def render_report(
     ticks = day_ticks(last_day - shown + 1, last_day + horizon, dates)
     window = history[:, -shown:]
     coarse = [1, 2, 3, 4]
+
+    def sums_of(values: np.ndarray | None) -> dict[int, np.ndarray] | None:
+        return None if values is None else hierarchy.aggregate(values, coarse)
+
     sums, fsums = hierarchy.aggregate(window, coarse), hierarchy.aggregate(forecast, coarse)
-    tsums = hierarchy.aggregate(truth, coarse) if truth is not None else None
+    tsums, bsums = sums_of(truth), sums_of(backtest_forecast)
     horizon_days = f"d_{last_day + 1}..d_{last_day + horizon}"
     backtest_days = f"d_{last_day - horizon + 1}..d_{last_day}"
     optimistic = "early stopping chose the number of trees on those days"
@@ -188,6 +201,8 @@ def render_report(
         why = " (see 'not scored')" if "not scored" in facts else ""
         sentence = f"No score: {truth_part} and there is no backtest score{why}."
 
+    if backtest is not None and backtest_forecast is not None:
+        sentence += f" The charts draw the backtest's forecast of {backtest_days} dashed."
     if shown_score is not None and shown_score.unscored:
         sentence += (
             f" {len(shown_score.unscored)} series are left out of their level's score: "
@@ -200,11 +215,12 @@ def render_report(
         hist: np.ndarray,
         fore: np.ndarray,
         actual: np.ndarray | None,
+        back: np.ndarray | None,
         size: tuple[int, int] = (560, 220),
         note: str = "",
     ) -> str:
         days = (last_day - shown + 1, last_day)
-        return _panel(title, hist, fore, actual, days, ticks, size, note)
+        return _panel(title, hist, fore, actual, back, days, ticks, size, note)
 
     title = escape(str(facts.get("run id", "")))
     big = f"{shown_score.wrmsse:.3f}" if shown_score else "—"
@@ -223,27 +239,44 @@ def render_report(
         chart = level_chart(shown_score)
         title = "Error by level" if score is not None else "Backtest error by level"
         parts.append(f'<h2>{title}</h2><div class="card wide">{chart}</div>')
-    total = panel("Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0], (1120, 300))
+    total = panel(
+        "Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0],
+        bsums and bsums[1][0], (1120, 300),
+    )  # fmt: skip
     parts.append(f'<h2>Total</h2><div class="card wide">{total}</div>')
     for number, heading in ((2, "States"), (3, "Stores"), (4, "Categories")):
         labels = hierarchy.levels[number].labels
         # M5 has 3, 10 and 3; another upload may have hundreds: the largest keep the page light.
         largest = np.argsort(-sums[number].sum(axis=1), kind="stable")[:_PANELS_PER_LEVEL]
         charts = [
-            panel(str(labels[g]), sums[number][g], fsums[number][g], tsums and tsums[number][g])
+            panel(
+                str(labels[g]),
+                sums[number][g],
+                fsums[number][g],
+                tsums and tsums[number][g],
+                bsums and bsums[number][g],
+            )
             for g in sorted(largest)
         ]
         if len(labels) > _PANELS_PER_LEVEL:
             heading += f" (the {_PANELS_PER_LEVEL} largest of {len(labels)})"
         parts.append(f"<h2>{escape(heading)}</h2>" + _grid(charts))
     samples = [
-        panel(str(ids[i]), window[i], forecast[i], None if truth is None else truth[i], note=why)
+        panel(
+            str(ids[i]),
+            window[i],
+            forecast[i],
+            None if truth is None else truth[i],
+            None if backtest_forecast is None else backtest_forecast[i],
+            note=why,
+        )
         for i, why in _samples(history, hierarchy.levels[10].codes, shown)
     ]
     parts.append("<h2>Sample series</h2>" + _grid(samples))
     parts.append(
-        f"<footer>m5flow · the last {shown} days of history and the {horizon}-day forecast; "
-        "sums over the series of this run only.</footer></main></body></html>"
+        f"<footer>m5flow · the last {shown} days of history and the {horizon}-day forecast"
+        + ("; dashed, the backtest's forecast of the last days of history" if bsums else "")
+        + "; sums over the series of this run only.</footer></main></body></html>"
     )
     return "\n".join(parts)
 

@@ -66,6 +66,7 @@ class Scores:
     truth_uploaded: bool = False  # also when it could not be used (then see `problems`)
     score: scoring.Score | None = None  # against the truth
     backtest: scoring.Score | None = None
+    backtest_forecast: np.ndarray | None = None  # (series, horizon): the last sales days
     problems: tuple[str, ...] = ()
 
 
@@ -83,7 +84,7 @@ def _scores(
     problems: list[str] = []
     key = naming.raw_prefix(manifest.dataset) + naming.TRUTH_FILE
     etag = storage.etag(key)
-    truth = score = backtest = None
+    truth = score = backtest = backtest_forecast = None
     if etag is not None:
         try:
             frame = submission.read_table(naming.TRUTH_FILE, storage.read(key, etag=etag))
@@ -94,22 +95,25 @@ def _scores(
             truth = None  # nor plotted
             problems.append(f"not scored against {naming.TRUTH_FILE}: {exc}")
     try:
-        backtest = _backtest(predictions, data, hierarchy, manifest.horizon)
+        backtest, backtest_forecast = _backtest(predictions, data, hierarchy, manifest.horizon)
     except (ScoringError, RunFailedError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         problems.append(f"no backtest score: {reason}")
     scored_etag = etag if score is not None else None
-    return Scores(truth, scored_etag, etag is not None, score, backtest, tuple(problems))
+    return Scores(
+        truth, scored_etag, etag is not None, score, backtest, backtest_forecast, tuple(problems)
+    )
 
 
 def _backtest(
     predictions: pd.DataFrame, data: M5Data, hierarchy: Hierarchy, horizon: int
-) -> scoring.Score | None:
-    """Score the predictions the models made for the last `horizon` sales days, if any."""
+) -> tuple[scoring.Score | None, np.ndarray | None]:
+    """Score the predictions the models made for the last `horizon` sales days, if any;
+    return the score and those predictions, (series, horizon), for the report to draw."""
     origin = data.last_day - horizon
     past = predictions[predictions["day"] <= data.last_day]
     if past.empty:
-        return None
+        return None, None
     history = data.sales[:, :origin]
     matrix = forecast.submission(
         past,
@@ -119,8 +123,9 @@ def _backtest(
         never_sold=history.max(axis=1) == 0,
         closed=_closed(data, origin + 1, horizon),
     ).drop(columns="id")
+    values = matrix.to_numpy()
     weights = scoring.dollar_sales(history, data.prices[:, :origin])
-    return scoring.wrmsse(history, data.sales[:, origin:], matrix.to_numpy(), hierarchy, weights)
+    return scoring.wrmsse(history, data.sales[:, origin:], values, hierarchy, weights), values
 
 
 def assemble_forecast(
@@ -207,6 +212,7 @@ def assemble_forecast(
         truth_uploaded=scores.truth_uploaded,
         score=scores.score,
         backtest=scores.backtest,
+        backtest_forecast=scores.backtest_forecast,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
     metrics = _metrics(manifest, data, values, scores, closed)
