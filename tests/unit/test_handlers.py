@@ -906,7 +906,8 @@ def test_a_wrong_truth_file_costs_the_score_not_the_forecast(
 
     assert headline["scored_on"] == "backtest"
     (problem,) = headline["score_problems"]
-    assert problem.startswith("not scored against sales_test_evaluation.csv: ")
+    assert problem.startswith("not scored: sales_test_evaluation.csv: ")
+    assert "csv: sales_test_evaluation.csv" not in problem  # the file named once, not twice
     assert named in problem
     metrics = json.loads(
         boto3.client("s3")

@@ -207,10 +207,18 @@ def test_uploads_with_many_stores_draw_only_the_largest() -> None:
     assert drawn == [f"S_{k:02d}" for k in range(3, 15)]  # the three smallest left out
 
 
-def test_axis_labels_are_exact_at_every_round_step() -> None:
-    assert [charts._number(v) for v in (1250, 2250, 0.025, 0.075, 35000, 0)] == [
-        "1.25k", "2.25k", "0.025", "0.075", "35k", "0",
-    ]  # fmt: skip
+@pytest.mark.parametrize(
+    ("axis", "labels"),
+    [
+        ([0, 0.025, 0.05, 0.075], ["0", "0.025", "0.05", "0.075"]),
+        ([0, 1250, 2500, 3750, 5000], ["0", "1250", "2500", "3750", "5000"]),  # not 1.25k, 5k
+        ([-2500, 0, 12500, 25000, 37500], ["-2.5k", "0", "12.5k", "25k", "37.5k"]),
+        ([0, 5e6, 1e7, 1.5e7], ["0", "5M", "10M", "15M"]),  # was 5000k .. 15000k
+        ([0, 2.5e10, 5e10], ["0", "25B", "50B"]),
+    ],
+)
+def test_axis_labels_are_exact_and_share_one_unit(axis: list[float], labels: list[str]) -> None:
+    assert charts.tick_labels(axis) == labels
 
 
 def test_deterministic_and_self_contained() -> None:
@@ -291,3 +299,69 @@ def test_with_truth_the_backtest_is_named_beside_the_score() -> None:
     text = " ".join(parse(html).text)
     assert "against the uploaded truth" in text
     assert f"backtest on d_173..d_200 scored {backtest.wrmsse:.3f}" in text
+
+
+def _legend_and_title(svg: str) -> tuple[float, str]:
+    """The legend's row (its first text's y) and the title as drawn."""
+    title = re.search(r'font-weight="600"[^>]*>([^<]*)</text>', svg)
+    legend_y = re.search(r'<text x="[\d.]+" y="([\d.]+)" font-size="11"', svg)
+    assert title and legend_y
+    return float(legend_y.group(1)), title.group(1)
+
+
+def test_a_long_title_moves_the_legend_to_a_row_of_its_own_and_is_cut_to_fit() -> None:
+    lines = [
+        charts.Line("actual", np.arange(1, 11), np.ones(10), "#000", 1),
+        charts.Line("backtest", np.arange(5, 11), np.ones(6), "#f00", 1, dash="4 2"),
+        charts.Line("forecast", np.arange(11, 15), np.ones(4), "#f00", 1),
+    ]
+    short = charts.line_chart("CA_1", lines, 10.5, [], note="a note")
+    assert _legend_and_title(short) == (13.0, "CA_1")  # on the title's row
+    m5_id = "HOUSEHOLD_1_474_TX_3_evaluation"  # a real M5 id, which met the legend
+    legend_y, drawn = _legend_and_title(charts.line_chart(m5_id, lines, 10.5, [], note="n"))
+    assert drawn == m5_id and legend_y > 30  # below the note, not over the title
+    endless = "X" * 200
+    svg = charts.line_chart(endless, lines, 10.5, [])
+    assert _legend_and_title(svg)[1] == "X" * 50 + "…"  # 502 px of room at 9.75 px a capital
+    assert f'aria-label="{endless}"' in svg  # the whole title stays the chart's label
+
+
+def test_month_labels_at_the_chart_edges_stay_inside_it() -> None:
+    line = charts.Line("history", np.arange(1, 101), np.ones(100), "#000", 1)
+    svg = charts.line_chart("t", [line], 50.5, [(1, "Jan"), (50, "Feb"), (100, "Mar")])
+    anchors = re.findall(r'text-anchor="(\w+)" fill="[^"]+">(Jan|Feb|Mar)<', svg)
+    assert anchors == [("start", "Jan"), ("middle", "Feb"), ("end", "Mar")]
+
+
+def test_the_wrmsse_label_stays_inside_the_level_chart() -> None:
+    levels = dict.fromkeys(range(1, 13), 0.99)
+    svg = charts.level_chart(scoring.Score(0.99, levels, dict.fromkeys(range(1, 13), 1)))
+    assert re.search(r'text-anchor="end" fill="#e8710a">WRMSSE 0.990<', svg)  # left of its line
+    low = charts.level_chart(scoring.Score(0.5, levels | {1: 0.01}, dict.fromkeys(levels, 1)))
+    assert re.search(r'text-anchor="start" fill="#e8710a">WRMSSE 0.500<', low)
+
+
+def test_series_left_out_are_counted_in_words_and_the_score_named() -> None:
+    history, forecast, truth, hierarchy, ids = small_case()
+    history[0, :-1], history[0, -1] = 0, 5  # a first sale on the last history day: no scale
+    score = score_of(history, truth, forecast, hierarchy)
+    common = {"history": history, "forecast": forecast, "hierarchy": hierarchy, "ids": ids}
+    one = " ".join(parse(report.render_report(**common, facts=FACTS, score=score)).text)
+    assert "1 series is left out of their level's score: " in one
+    assert "...." not in one and score.series[12] == len(ids) - 1
+    history[:6, :-29], history[:6, -29] = 0, 5  # the same, at the backtest's origin
+    backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)
+    many = " ".join(parse(report.render_report(**common, facts=FACTS, backtest=backtest)).text)
+    assert "12 series are left out of their level's backtest score: " in many  # 6, 4, 2
+    assert ", ..." in many and "...." not in many
+
+
+def test_no_sample_series_says_why_instead_of_an_empty_section() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    history[:] = 0
+    page = parse(report.render_report(history=history, forecast=forecast, hierarchy=hierarchy,
+                                      ids=ids, facts=FACTS))  # fmt: skip
+    assert "No series sold in the last 120 days." in page.text
+    assert '<div class="grid"></div>' not in report.render_report(
+        history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=FACTS
+    )

@@ -195,7 +195,7 @@ def test_real_slice_yardstick(real, forecast: str, expected: tuple[float, float,
     got = (score.wrmsse, score.levels[1], score.levels[12])
     assert tuple(round(v, 3) for v in got) == expected
     assert score.wrmsse == pytest.approx(np.mean(list(score.levels.values())))
-    assert score.series[12] == 290
+    assert score.series[12] == np.count_nonzero(weights) < 290  # unsold lately: no weight
 
 
 def test_score_files_reads_a_submission_and_ignores_kaggle_validation_rows(tmp_path) -> None:

@@ -31,7 +31,7 @@ margin-top:18px}.big{font-size:40px;font-weight:650;letter-spacing:-.5px}
 .grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}
 .grid .card,.wide{padding:8px 10px}svg{display:block;width:100%;height:auto}
 table{border-collapse:collapse}td{padding:3px 18px 3px 0;vertical-align:top}
-td:first-child{color:#616e7c}.facts{display:inline-block}footer{margin-top:32px;font-size:12px}
+td:first-child{color:#616e7c;white-space:nowrap}.facts{display:inline-block}footer{margin-top:32px;font-size:12px}
 """
 
 
@@ -204,11 +204,15 @@ def render_report(
     if backtest is not None and backtest_forecast is not None:
         sentence += f" The charts draw the backtest's forecast of {backtest_days} dashed."
     if shown_score is not None and shown_score.unscored:
+        count = len(shown_score.unscored)
+        which = "backtest score" if shown_score is backtest else "score"
+        are = "series is" if count == 1 else "series are"
         sentence += (
-            f" {len(shown_score.unscored)} series are left out of their level's score: "
-            f"their history cannot scale an error (first sale on the last day, or the same "
-            f"every day since): {shown_score.unscored_shown(3)}."
+            f" {count} {are} left out of their level's {which}: "
+            "their history cannot scale an error (a first sale on the last history day, or "
+            f"the same amount every day since the first sale): {shown_score.unscored_shown(3)}"
         )
+        sentence += "" if sentence.endswith("...") else "."
 
     def panel(
         title: str,
@@ -272,7 +276,12 @@ def render_report(
         )
         for i, why in _samples(history, hierarchy.levels[10].codes, shown)
     ]
-    parts.append("<h2>Sample series</h2>" + _grid(samples))
+    if samples:
+        parts.append("<h2>Sample series</h2>" + _grid(samples))
+    else:
+        parts.append(
+            f'<h2>Sample series</h2><p class="note">No series sold in the last {shown} days.</p>'
+        )
     parts.append(
         f"<footer>m5flow · the last {shown} days of history and the {horizon}-day forecast"
         + ("; dashed, the backtest's forecast of the last days of history" if bsums else "")

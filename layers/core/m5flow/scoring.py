@@ -33,7 +33,7 @@ class Score:
 
     wrmsse: float
     levels: dict[int, float]  # level number -> that level's weighted RMSSE; wrmsse = mean
-    series: dict[int, int]  # level number -> number of aggregated series scored
+    series: dict[int, int]  # level number -> aggregated series scored (with a weight and a scale)
     unscored: tuple[str, ...] = ()  # "<level name> <label>" of series their history cannot scale
 
     def as_dict(self) -> dict[str, object]:
@@ -184,6 +184,7 @@ def wrmsse(
     errors = hierarchy.aggregate(truth.astype(np.float64) - forecast)  # sums are linear
     level_weights = hierarchy.aggregate(weights)
     scores: dict[int, float] = {}
+    scored: dict[int, int] = {}
     unscored: list[str] = []
     for number, level in sorted(
         hierarchy.levels.items(), reverse=True
@@ -204,9 +205,10 @@ def wrmsse(
             raise ScoringError(_overflow_reason(number, level.name, history, truth, forecast))
         rmsse_ = np.sqrt(mse[weighted] / scale[weighted])
         scores[number] = float(np.sum(share[weighted] * rmsse_) / share[weighted].sum())
-    sizes = {k: lv.size for k, lv in hierarchy.levels.items()}
+        scored[number] = int(weighted.sum())
     scores = dict(sorted(scores.items()))
-    return Score(float(np.mean(list(scores.values()))), scores, sizes, tuple(unscored))
+    series = dict(sorted(scored.items()))
+    return Score(float(np.mean(list(scores.values()))), scores, series, tuple(unscored))
 
 
 def _overflow_reason(

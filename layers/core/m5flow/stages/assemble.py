@@ -93,7 +93,9 @@ def _scores(
             )
         except (ValueError, ObjectChangedError, ObjectMissingError) as exc:  # ScoringError...
             truth = None  # nor plotted
-            problems.append(f"not scored against {naming.TRUTH_FILE}: {exc}")
+            # The reader's own reasons name the file already ("sales_test_evaluation.csv: ...").
+            named = str(exc).startswith(naming.TRUTH_FILE)
+            problems.append(f"not scored: {exc}" if named else f"not scored against {key}: {exc}")
     try:
         backtest, backtest_forecast = _backtest(predictions, data, hierarchy, manifest.horizon)
     except (ScoringError, RunFailedError) as exc:
