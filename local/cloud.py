@@ -125,9 +125,13 @@ class LocalCloud:
         *,
         parameters: dict[str, str] | None = None,
         echo: Callable[[str], None] | None = print_line,
+        quotas: dict[str, int] | None = None,
     ) -> None:
+        """`quotas`: SageMaker's service quotas to hold the jobs to (`LocalSageMaker`),
+        to rehearse a run that meets one; none by default."""
         self.workdir = Path(workdir).resolve()  # the training hosts run in their own folders
         self.parameters = parameters or {}
+        self.quotas = quotas
         self.echo = echo or (lambda _line: None)
         self.bucket = BUCKET
         self.outcomes = _Outcomes()
@@ -170,6 +174,7 @@ class LocalCloud:
             region=REGION,
             account_id=ACCOUNT,
             progress=lambda line: self._say("job", line),
+            quotas=self.quotas,
         )
         self._set_environment({"AWS_ENDPOINT_URL_SAGEMAKER": self._sagemaker.start()})
         queue_url, failure_queue_url = self._provision(events)

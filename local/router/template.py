@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ class RuleSpec:
 class StackSpec:
     functions: dict[str, FunctionSpec]
     rules: list[RuleSpec]
-    resources: dict[str, dict[str, Any]] = field(repr=False)
+    resources: dict[str, dict[str, Any]] = field(repr=False)  # as translated, unresolved
+    resolve: Callable[[Any], Any] = field(repr=False, default=lambda node: node)  # with local names
 
 
 class _NoManagedPolicies:
@@ -257,4 +258,4 @@ def load_stack(
             if isinstance(target.get("Arn"), dict) and "Fn::GetAtt" in target["Arn"]
         )
         rules.append(RuleSpec(logical_id, resolve(props["EventPattern"]), targets))
-    return StackSpec(functions, rules, resources)
+    return StackSpec(functions, rules, resources, resolve)

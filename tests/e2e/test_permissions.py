@@ -1,0 +1,358 @@
+"""Every AWS call a function makes in the local flow is one its role in template.yaml allows.
+
+moto allows every call, so without this a missing permission would first show as an
+AccessDenied on a real deploy, in the middle of a user's run. Here the local flow runs
+in-process with every boto3 call recorded as the handlers make it (through the same,
+unmodified clients), each call is turned into the IAM requests AWS authorizes for it
+(`_requests`: actions, resource ARNs, condition keys), and each request is evaluated against
+the statements of the calling function's role, as the SAM translator expands the template
+(`_allows`). The roles hold no Deny, so an Allow whose action, resource and conditions all
+match is the whole evaluation. The bucket policy (TLS only) and the KMS key are
+test_security's: the local endpoint has neither.
+
+A call this file cannot map fails the test by name, so a new call cannot slip past it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.client
+import pytest
+
+from m5flow.schema import INPUT_FILES, SALES_FILE
+from m5flow_local.cloud import ACCOUNT, BUCKET, REGION, LocalCloud
+from m5flow_local.router import runtime
+from m5flow_local.router.template import load_stack
+from m5flow_local.sagemaker import s3io
+from tests.conftest import sample_event
+from tests.template.test_security import _branch, _listed, _role_of, _statements
+
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/m5flow-local-sagemaker"
+JOB_ROLE = "SageMakerExecutionRole"  # the caller of the jobs' own S3 reads and writes
+
+
+@dataclass(frozen=True)
+class Call:
+    function: str
+    service: str
+    operation: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One authorization AWS makes for a call: an action on a resource, in a context."""
+
+    action: str
+    resource: str
+    context: dict[str, str] = field(default_factory=dict)
+    creates: bool = False  # the call makes the resource: it has no tags of its own yet
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> list[Call]:
+    """The calls of a run that ends in a forecast scored on an uploaded truth, an upload
+    refused, a training job's failure, a crashed step reported by the failure rule, and a
+    run that meets a quota and stops the jobs it started."""
+    calls: list[Call] = []
+    caller = threading.local()
+    make_api_call = botocore.client.BaseClient._make_api_call
+    invoke = runtime.LocalFunction.invoke
+
+    def recording_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        function = getattr(client, "_m5flow_role", None) or getattr(caller, "function", None)
+        if function is not None:
+            service = client.meta.service_model.service_name
+            calls.append(Call(function, service, operation, dict(params)))
+        return make_api_call(client, operation, params)
+
+    def named_invoke(function: runtime.LocalFunction, event: dict[str, Any]) -> Any:
+        caller.function = function.spec.logical_id
+        try:
+            return invoke(function, event)
+        finally:
+            caller.function = None
+
+    def job_client(region: str) -> Any:
+        """The jobs' S3 client: SageMaker reads and writes with the job's execution role."""
+        client = job_s3_client(region)
+        client._m5flow_role = JOB_ROLE
+        return client
+
+    job_s3_client = s3io.client
+    work = tmp_path_factory.mktemp("permissions")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.client.BaseClient, "_make_api_call", recording_call)
+        patch.setattr(runtime.LocalFunction, "invoke", named_invoke)
+        patch.setattr(s3io, "client", job_client)
+        with LocalCloud(work / "cloud", echo=None) as cloud:
+            _scenarios(cloud, small_m5, work)
+        # Room for two of the run's four training jobs: the run fails and stops the two.
+        quota = {"ml.m5.xlarge for training job usage": 2}
+        with LocalCloud(work / "quota", echo=None, quotas=quota) as cloud:
+            cloud.upload_dataset(small_m5, "quota", INPUT_FILES)
+            outcome = cloud.wait_for_outcome("quota", timeout=300)
+            assert "service limit" in outcome["detail"].get("reason", ""), outcome
+    return calls
+
+
+def _scenarios(cloud: LocalCloud, small_m5: Path, work: Path) -> None:
+    s3 = boto3.client("s3")
+    ids = [line.split(",", 1)[0] for line in (small_m5 / SALES_FILE).read_text().splitlines()]
+    truth = "\n".join(["id," + ",".join(f"d_{1941 + h}" for h in range(1, 29))] +
+                      [f"{i}," + ",".join("1" * 28) for i in ids[1:]])  # fmt: skip
+    s3.put_object(Bucket=cloud.bucket, Key="raw/scored/sales_test_evaluation.csv",
+                  Body=truth.encode())  # fmt: skip
+    cloud.upload_dataset(small_m5, "scored", INPUT_FILES)
+    outcome = cloud.wait_for_outcome("scored", timeout=600)
+    assert outcome["detail-type"] == "Forecast Ready", outcome
+    assert outcome["detail"]["headline"]["scored_on"] == "truth", outcome
+    run = outcome["detail"]["run_id"]
+
+    refused = work / "refused"
+    refused.mkdir()
+    for name in INPUT_FILES:
+        (refused / name).write_bytes((small_m5 / name).read_bytes())
+    (refused / SALES_FILE).write_text("id,d_1\nnot,a,sales,file\n")
+    cloud.upload_dataset(refused, "refused", INPUT_FILES)
+    assert cloud.wait_for_outcome("refused", timeout=120)["detail-type"] == "Input Rejected"
+
+    # A training job's failure, as SageMaker would announce it (delivered after the
+    # forecast: the run is over, so the announcement is the only thing left to do).
+    failed = sample_event("sagemaker_training_failed")
+    job = f"m5flow-{run}-h7"
+    failed["detail"] |= {
+        "TrainingJobName": job,
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{job}",
+        "OutputDataConfig": {"S3OutputPath": f"s3://{cloud.bucket}/runs/{run}/model/h7"},
+    }
+    assert cloud.router is not None
+    results = cloud.router.deliver(failed)
+    assert all(r.error is None for r in results), [r.error for r in results]
+
+    # A crashed step, which the failure rule takes to ReportFailureFunction. moto's state
+    # outlives a local cloud within one process: a run id of its own, announced only here.
+    crashed = f"crashed-{secrets.token_hex(6)}"
+    s3.put_object(Bucket=cloud.bucket, Key=f"runs/{crashed}/manifest.json", Body=b"{not json")
+    with cloud.outcomes.condition:
+        assert cloud.outcomes.condition.wait_for(
+            lambda: any(e["detail"].get("run_id") == crashed for e in cloud.outcomes.events),
+            timeout=120,
+        )
+
+
+# --------------------------------------------------------------------------- IAM requests
+
+
+def _s3_object(params: dict[str, Any]) -> str:
+    return f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
+
+
+def _versioned(action: str, params: dict[str, Any]) -> str:
+    """Reading or deleting a given version is a *Version action of its own."""
+    return action + "Version" if params.get("VersionId") else action
+
+
+def _listing(action: str) -> Callable[[dict[str, Any]], list[Request]]:
+    def requests(params: dict[str, Any]) -> list[Request]:
+        prefix = {"s3:prefix": params.get("Prefix", "")}
+        return [Request(action, f"arn:aws:s3:::{params['Bucket']}", prefix)]
+
+    return requests
+
+
+def _sagemaker_arn(kind: str, name: str) -> str:
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{name.lower()}"
+
+
+def _creating(kind: str, name_key: str, role_key: str | None) -> Callable[..., list[Request]]:
+    """Create* with tags needs AddTags on the new resource too; a role passed, PassRole."""
+
+    def requests(params: dict[str, Any]) -> list[Request]:
+        tags = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in params.get("Tags", [])}
+        arn = _sagemaker_arn(kind, params[name_key])
+        action = "sagemaker:Create" + "".join(p.title() for p in kind.split("-"))
+        found = [Request(action, arn, tags, creates=True)]
+        if tags:
+            found.append(Request("sagemaker:AddTags", arn, tags, creates=True))
+        if role_key:
+            passed = {"iam:PassedToService": "sagemaker.amazonaws.com"}
+            found.append(Request("iam:PassRole", params[role_key], passed))
+        return found
+
+    return requests
+
+
+def _on_job(action: str, kind: str, name_key: str) -> Callable[..., list[Request]]:
+    def requests(params: dict[str, Any]) -> list[Request]:
+        return [Request(action, _sagemaker_arn(kind, params[name_key]))]
+
+    return requests
+
+
+# The calls the functions and the jobs can make (storage.py, stages/, local/sagemaker/s3io.py).
+REQUESTS: dict[tuple[str, str], Callable[[dict[str, Any]], list[Request]]] = {
+    ("s3", "GetObject"): lambda p: [Request(_versioned("s3:GetObject", p), _s3_object(p))],
+    ("s3", "HeadObject"): lambda p: [Request(_versioned("s3:GetObject", p), _s3_object(p))],
+    ("s3", "PutObject"): lambda p: [Request("s3:PutObject", _s3_object(p))],
+    ("s3", "DeleteObject"): lambda p: [Request(_versioned("s3:DeleteObject", p), _s3_object(p))],
+    ("s3", "ListObjectsV2"): _listing("s3:ListBucket"),
+    ("events", "PutEvents"): lambda p: [
+        Request(
+            "events:PutEvents",
+            f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{e.get('EventBusName', 'default')}",
+        )
+        for e in p["Entries"]
+    ],
+    ("sagemaker", "CreateTrainingJob"): _creating("training-job", "TrainingJobName", "RoleArn"),
+    ("sagemaker", "CreateModel"): _creating("model", "ModelName", "ExecutionRoleArn"),
+    ("sagemaker", "CreateTransformJob"): _creating("transform-job", "TransformJobName", None),
+    ("sagemaker", "DescribeTrainingJob"): _on_job(
+        "sagemaker:DescribeTrainingJob", "training-job", "TrainingJobName"
+    ),
+    ("sagemaker", "StopTrainingJob"): _on_job(
+        "sagemaker:StopTrainingJob", "training-job", "TrainingJobName"
+    ),
+    ("sagemaker", "StopTransformJob"): _on_job(
+        "sagemaker:StopTransformJob", "transform-job", "TransformJobName"
+    ),
+}
+
+
+def _requests(call: Call, resource_tags: dict[str, dict[str, str]]) -> list[Request]:
+    """The IAM requests of one call, with the resource's tags where AWS would read them."""
+    mapped = REQUESTS.get((call.service, call.operation))
+    assert mapped, f"{call.function} calls {call.service}:{call.operation}: map it in REQUESTS"
+    return [
+        r if r.creates else Request(r.action, r.resource, {**_tags_of(r.resource, resource_tags),
+                                                           **r.context})
+        for r in mapped(call.params)
+    ]  # fmt: skip
+
+
+def _tags_of(arn: str, resource_tags: dict[str, dict[str, str]]) -> dict[str, str]:
+    return {f"aws:ResourceTag/{k}": v for k, v in resource_tags.get(arn, {}).items()}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _policies() -> dict[str, list[dict[str, Any]]]:
+    """Each function's role statements, resolved against the local cloud's names."""
+    physical = {
+        "DataBucket": BUCKET,
+        "DataBucket.Arn": f"arn:aws:s3:::{BUCKET}",
+        "SageMakerExecutionRole": "m5flow-local-sagemaker",
+        "SageMakerExecutionRole.Arn": ROLE_ARN,
+    }
+    stack = load_stack(physical, region=REGION, account=ACCOUNT)
+    resources = _branch(stack.resources)  # the default parameters' branch of each Fn::If
+    roles = {function: _role_of(resources, function) for function in stack.functions}
+    roles[JOB_ROLE] = resources[JOB_ROLE]
+    return {caller: [stack.resolve(s) for s in _statements(role)] for caller, role in roles.items()}
+
+
+def _condition_holds(operator: str, key: str, wanted: Any, context: dict[str, str]) -> bool:
+    if_exists = operator.endswith("IfExists")
+    base = operator.removesuffix("IfExists")
+    if key not in context:
+        return if_exists
+    value = context[key]
+    patterns = [str(w) for w in _listed(wanted)]
+    if base == "StringEquals":
+        return value in patterns
+    if base in ("StringLike", "ArnLike"):
+        return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+    raise AssertionError(f"condition operator {operator} is not evaluated here: add it")
+
+
+def _allows(statement: dict[str, Any], request: Request) -> bool:
+    assert statement["Effect"] == "Allow", statement  # a Deny would need evaluating first
+    actions = _listed(statement["Action"])
+    if not any(fnmatch.fnmatch(request.action.lower(), a.lower()) for a in actions):
+        return False
+    if not any(fnmatch.fnmatchcase(request.resource, r) for r in _listed(statement["Resource"])):
+        return False
+    return all(
+        _condition_holds(operator, key, wanted, request.context)
+        for operator, block in statement.get("Condition", {}).items()
+        for key, wanted in block.items()
+    )
+
+
+def _made_resources(calls: list[Call]) -> Iterator[tuple[str, dict[str, str]]]:
+    """The tags each SageMaker resource was created with: what aws:ResourceTag reads."""
+    for call in calls:
+        if call.service == "sagemaker" and call.operation.startswith("Create"):
+            for request in REQUESTS[(call.service, call.operation)](call.params):
+                if request.action.startswith("sagemaker:Create"):
+                    yield request.resource, {t["Key"]: t["Value"] for t in call.params["Tags"]}
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_the_scenarios_reach_every_function_and_kind_of_call(recorded: list[Call]) -> None:
+    """What the permission test below covers; it would prove little on fewer calls."""
+    made = {(c.function, c.service, c.operation) for c in recorded}
+    assert {function for function, _, _ in made} == {
+        "ShardFunction", "StartTrainingFunction", "PublishModelFunction",
+        "AssembleForecastFunction", "ReportFailureFunction", JOB_ROLE,
+    }  # fmt: skip
+    # The jobs read their channels and the model, and write the model and the predictions.
+    job_writes = {c.params["Key"].split("/")[2] for c in recorded
+                  if c.function == JOB_ROLE and c.operation == "PutObject"}  # fmt: skip
+    assert job_writes == {"model", "predictions"}
+    assert ("StartTrainingFunction", "sagemaker", "StopTrainingJob") in made
+    assert ("AssembleForecastFunction", "s3", "GetObject") in made
+    truth_read = [c for c in recorded if c.params.get("Key", "").endswith("test_evaluation.csv")]
+    assert {c.function for c in truth_read} == {"AssembleForecastFunction"}
+
+
+def test_every_call_a_function_makes_is_allowed_by_its_role(recorded: list[Call]) -> None:
+    policies = _policies()
+    resource_tags = dict(_made_resources(recorded))
+    denied = {}
+    for call in recorded:
+        for request in _requests(call, resource_tags):
+            if not any(_allows(s, request) for s in policies[call.function]):
+                shown = json.dumps(request.context) if request.context else ""
+                denied.setdefault((call.function, request.action, request.resource), shown)
+    assert not denied, "\n".join(
+        f"{function} needs {action} on {resource} {context}"
+        for (function, action, resource), context in sorted(denied.items())
+    )
+
+
+def test_a_call_outside_the_role_is_denied(recorded: list[Call]) -> None:
+    """The evaluation can fail: calls like the recorded ones, aimed at another bucket,
+    another stack's jobs, a role other than the SageMaker one or the raw uploads, are each
+    refused."""
+    policies = _policies()
+    for function, request in [
+        ("AssembleForecastFunction",
+         Request("s3:GetObject", "arn:aws:s3:::someone-else/raw/x/sales_test_evaluation.csv")),
+        ("AssembleForecastFunction", Request("s3:PutObject", f"arn:aws:s3:::{BUCKET}/raw/x/y")),
+        ("PublishModelFunction",
+         Request("sagemaker:StopTrainingJob", _sagemaker_arn("training-job", "m5flow-x-h7"),
+                 {"aws:ResourceTag/m5flow:stack": "another-stack"})),
+        ("StartTrainingFunction",
+         Request("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/admin",
+                 {"iam:PassedToService": "sagemaker.amazonaws.com"})),
+        # The raw uploads stay as they were: the step that reads them cannot change them.
+        ("ShardFunction", Request("s3:PutObject", f"arn:aws:s3:::{BUCKET}/raw/x/calendar.csv")),
+        ("ShardFunction", Request("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/raw/x/calendar.csv")),
+    ]:  # fmt: skip
+        assert not any(_allows(s, request) for s in policies[function]), (function, request)
