@@ -73,10 +73,6 @@ _MADE = {
         "transform_job", "created transform job {}",
         "created nothing (done before, or the run failed)",
     ),
-    "AssembleForecastFunction": (
-        "submission", "wrote {}",
-        "nothing to write yet (other models pending, written before, or failed)",
-    ),
 }  # fmt: skip
 
 
@@ -100,7 +96,7 @@ def said(function: str, result: Any) -> str:
             value = result[field]
             shown = ", ".join(value) if isinstance(value, list) else value
             words = made.format(shown) if value else nothing
-    return words or json.dumps(result, default=str)
+    return words or result.get("note") or json.dumps(result, default=str)
 
 
 @dataclass

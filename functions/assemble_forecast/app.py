@@ -24,5 +24,5 @@ publisher = EventPublisher(
 @logger.inject_lambda_context
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    submission_key = assemble_forecast(storage, publisher, event.detail)
-    return {"submission": submission_key}
+    assembly = assemble_forecast(storage, publisher, event.detail)
+    return {"submission": assembly.submission, "note": assembly.note}

@@ -44,10 +44,8 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
          "created training jobs m5flow-d-1-h7, m5flow-d-1-h28"),
         ("PublishModelFunction", {"transform_job": None},
          "created nothing (done before, or the run failed)"),
-        ("AssembleForecastFunction", {"submission": None},
-         "nothing to write yet (other models pending, written before, or failed)"),
-        ("AssembleForecastFunction", {"submission": "runs/d-1/forecast/submission.csv"},
-         "wrote runs/d-1/forecast/submission.csv"),
+        ("AssembleForecastFunction", {"submission": None, "note": "h7 predicted; waiting for h28"},
+         "h7 predicted; waiting for h28"),
         ("ReportFailureFunction", {"stage": "shard"}, '{"stage": "shard"}'),
     ],
 )  # fmt: skip

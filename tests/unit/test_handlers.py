@@ -549,9 +549,11 @@ def test_a_transform_that_lost_an_input_shard_fails_the_run(bucket, load_functio
     s3.delete_object(Bucket=bucket, Key=lost)  # as if its inference shard had been deleted
 
     assemble = load_function("AssembleForecastFunction")
-    assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h28"))
+    waiting = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h28"))
     assert bus.drain() == []  # h28's outputs are all there: it waits for h14, as it should
-    assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h14"))
+    assert waiting == {"submission": None, "note": "h28 predicted; waiting for h14"}
+    lost_it = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h14"))
+    assert lost_it["note"].endswith("left shards without output: run failed")
 
     (failed,) = bus.drain()
     assert failed["detail-type"] == "Run Failed"
@@ -670,7 +672,8 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     s3.delete_object(Bucket=bucket, Key=f"runs/{run}/forecast/report.html")
     for key in _keys(bucket, f"runs/{run}/predictions/"):
         s3.delete_object(Bucket=bucket, Key=key)
-    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+    again = load_function("AssembleForecastFunction").invoke(event)
+    assert again == {"submission": None, "note": "the forecast was announced before: nothing to do"}
     assert bus.drain() == []
     assert f"runs/{run}/forecast/report.html" not in _keys(bucket, f"runs/{run}/forecast/")
 
@@ -701,7 +704,8 @@ def test_a_forecast_whose_announcer_died_is_announced_by_the_retry_not_rebuilt(
 
     later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
     monkeypatch.setattr(notifications.time, "time", lambda: later)
-    assert assemble_forecast(storage, publisher, transform) is None  # resent, not rebuilt
+    resent = assemble_forecast(storage, publisher, transform)  # resent, not rebuilt
+    assert resent.submission is None and resent.note.startswith("Forecast Ready sent again")
 
     (ready,) = bus.drain()
     assert ready["detail-type"] == "Forecast Ready"
@@ -723,7 +727,8 @@ def test_a_completion_after_the_run_failed_assembles_nothing(bucket, load_functi
     bus.drain()
 
     event = _training_event(bucket, run, "sagemaker_transform_completed")
-    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+    result = load_function("AssembleForecastFunction").invoke(event)
+    assert result == {"submission": None, "note": "the run has failed: no forecast"}
 
     assert bus.drain() == []
     assert _keys(bucket, f"runs/{run}/forecast/") == []
@@ -955,7 +960,9 @@ def test_assemble_forecast_reports_failed_transform(bucket, load_function, small
     event = _training_event(bucket, run, "sagemaker_transform_failed")
     event["detail"]["TransformJobStatus"] = status
 
-    assert load_function("AssembleForecastFunction").invoke(event)["submission"] is None
+    result = load_function("AssembleForecastFunction").invoke(event)
+    name = event["detail"]["TransformJobName"]
+    assert result == {"submission": None, "note": f"transform job {name} {status}: run failed"}
 
     (failed,) = bus.drain()
     assert failed["detail-type"] == "Run Failed" and failed["detail"]["stage"] == "transform"

@@ -130,15 +130,24 @@ def _backtest(
     return scoring.wrmsse(history, data.sales[:, origin:], values, hierarchy, weights), values
 
 
+@dataclass(frozen=True)
+class Assembly:
+    """What one transform completion did. Four of a run's five deliveries do not assemble,
+    and a bare None read like an error on the console where it meant "a sibling will"."""
+
+    submission: str | None  # the key, when this delivery wrote and announced the forecast
+    note: str  # what it did, in words
+
+
 def assemble_forecast(
     storage: Storage, publisher: EventPublisher, transform: Mapping[str, Any]
-) -> str | None:
+) -> Assembly:
     """React to a transform job's final state (`transform`: the event's detail).
 
-    Returns the submission key when this delivery wrote and announced the forecast; None
-    when siblings are still running, the run failed (this job or before), or the forecast
-    was written before (another delivery announced it, or this one re-sent its lost
-    announcement).
+    The submission key comes back when this delivery wrote and announced the forecast;
+    otherwise the note says why not: siblings still running, the run failed (this job or
+    before), or the forecast was written before (another delivery announced it, or this one
+    re-sent its lost announcement).
     """
     name = transform["TransformJobName"]
     _, run, model_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
@@ -149,21 +158,21 @@ def assemble_forecast(
             publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset,
             once=failure,
         )  # fmt: skip
-        return None
+        return Assembly(None, f"transform job {name} {transform['TransformJobStatus']}: run failed")
     announcement = publisher.settle(run, FORECAST_READY)
     if announcement == "resent":
         # The forecast was written before its record: only the announcement was lost.
         logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
-        return None
+        return Assembly(None, "Forecast Ready sent again: its first sending was lost")
     if announcement == "announced":
         # A late re-delivery (or a retry that lost the take-over): nothing to redo, even if
         # the run's predictions/ have since been cleared away.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
-        return None
+        return Assembly(None, "the forecast was announced before: nothing to do")
     if publisher.settle(run, failure) != "absent":
         # A sibling's job or an earlier assembly failed the run: no forecast can follow.
         logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
-        return None
+        return Assembly(None, "the run has failed: no forecast")
     model = manifest.model(model_name)
     missing = _missing_outputs(storage, manifest, model)
     if missing:
@@ -179,13 +188,13 @@ def assemble_forecast(
                         "stage": Stage.ASSEMBLE_FORECAST, "job": name, "reason": reason},
             once=failure,
         )  # fmt: skip
-        return None
+        return Assembly(None, f"transform job {name} left shards without output: run failed")
     pending = _pending_models(storage, manifest, complete=model.name)
     if pending:
         logger.info(
             "waiting for sibling transforms", extra={"run_id": run, "predictions_missing": pending}
         )
-        return None
+        return Assembly(None, f"{model.name} predicted; waiting for {', '.join(pending)}")
 
     try:
         data, predictions, frame, closed = _read_forecast(storage, manifest)
@@ -198,7 +207,7 @@ def assemble_forecast(
             {"run_id": run, "dataset": manifest.dataset, "stage": stage, "reason": reason},
             once=failure,
         )
-        return None
+        return Assembly(None, "the forecast cannot be assembled: run failed")
     values = frame.drop(columns="id").to_numpy()
     hierarchy = Hierarchy.from_data(data)
     scores = _scores(storage, manifest, data, predictions, values, hierarchy)
@@ -235,7 +244,9 @@ def assemble_forecast(
         },
         once=FORECAST_READY,
     )
-    return prefix + "submission.csv" if announced else None
+    if not announced:  # two completions found every output at once: the other announced it
+        return Assembly(None, "wrote the forecast again; another delivery announced it")
+    return Assembly(prefix + "submission.csv", f"wrote {prefix}submission.csv")
 
 
 def _closed(data: M5Data, first_day: int, horizon: int) -> np.ndarray:
