@@ -201,7 +201,7 @@ def render_report(
         why = " (see 'not scored')" if "not scored" in facts else ""
         sentence = f"No score: {truth_part} and there is no backtest score{why}."
 
-    if backtest is not None and backtest_forecast is not None:
+    if backtest_forecast is not None:
         sentence += f" The charts draw the backtest's forecast of {backtest_days} dashed."
     if shown_score is not None and shown_score.unscored:
         count = len(shown_score.unscored)

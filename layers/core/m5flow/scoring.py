@@ -56,7 +56,8 @@ def naive_scale(history: np.ndarray) -> np.ndarray:
     """Mean squared one-step naive error of each row after its first non-zero value.
 
     Returns float64, one per row of `history` (n, days) or a 0-d array for one series
-    (days,); NaN where fewer than two days remain after the first sale (or none at all).
+    (days,); NaN where fewer than two days remain after the first sale (or none at all),
+    inf where the squares overflow float64.
 
     Example
     -------
@@ -93,8 +94,13 @@ def rmsse(history: np.ndarray, truth: np.ndarray, forecast: np.ndarray) -> float
     >>> rmsse(np.array([0.0, 1.0, 3.0]), np.array([3.0, 3.0]), np.array([1.0, 1.0]))
     1.0
     """
-    mse = float(np.mean((np.asarray(truth, np.float64) - np.asarray(forecast, np.float64)) ** 2))
-    return float(np.sqrt(mse / float(naive_scale(np.asarray(history)))))
+    with np.errstate(over="ignore"):
+        errors = np.asarray(truth, np.float64) - np.asarray(forecast, np.float64)
+        mse = float(np.mean(errors**2))
+    scale = float(naive_scale(np.asarray(history)))
+    if np.isinf(mse) or np.isinf(scale):
+        raise ScoringError(f"squared errors overflow float64 (mean {mse:.3g}, scale {scale:.3g})")
+    return float(np.sqrt(mse / scale))
 
 
 def dollar_sales(sales: np.ndarray, prices: np.ndarray, days: int = WEIGHT_DAYS) -> np.ndarray:
@@ -181,7 +187,8 @@ def wrmsse(
     if total <= 0:
         raise ScoringError("no dollar sales in the weighting window: every weight would be 0")
     histories = hierarchy.aggregate(history)
-    errors = hierarchy.aggregate(truth.astype(np.float64) - forecast)  # sums are linear
+    with np.errstate(over="ignore"):  # reported below, as a reason
+        errors = hierarchy.aggregate(truth.astype(np.float64) - forecast)  # sums are linear
     level_weights = hierarchy.aggregate(weights)
     scores: dict[int, float] = {}
     scored: dict[int, int] = {}

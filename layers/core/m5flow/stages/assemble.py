@@ -163,12 +163,12 @@ def assemble_forecast(
     if announcement == "resent":
         # The forecast was written before its record: only the announcement was lost.
         logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
-        return Assembly(None, "Forecast Ready sent again: its first sending was lost")
+        return Assembly(None, "Forecast Ready sent again: its first sending may have been lost")
     if announcement == "announced":
         # A late re-delivery (or a retry that lost the take-over): nothing to redo, even if
         # the run's predictions/ have since been cleared away.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
-        return Assembly(None, "the forecast was announced before: nothing to do")
+        return Assembly(None, "another delivery announced the forecast, or is: nothing to do")
     if publisher.settle(run, failure) != "absent":
         # A sibling's job or an earlier assembly failed the run: no forecast can follow.
         logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
