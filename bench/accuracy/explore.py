@@ -94,6 +94,10 @@ CONFIGS["npt4_p50"] = {
 CONFIGS["no_year"] = {**CONFIGS["groups_tw11"], "drop": ("year",)}
 CONFIGS["relative"] = {**CONFIGS["groups_tw11"], "relative": True}
 CONFIGS["seeds5"] = {**CONFIGS["groups_tw11"], "seeds": 5}
+# Session 14: three seeds of each side, to score each draw (EXPLORE_SAVE keeps them) and
+# see how much of the year's gain is the luck of one draw.
+CONFIGS["seeds3"] = {**CONFIGS["groups_tw11"], "seeds": 3}
+CONFIGS["original_seeds3"] = {**CONFIGS["original"], "seeds": 3}
 CONFIGS["daily7"] = {**CONFIGS["groups_tw11"], "min_lags": (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)}
 CONFIGS["offset28"] = {**CONFIGS["groups_tw11"], "offset": (28, 0.1)}
 for _cap in (50, 100):
