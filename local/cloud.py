@@ -21,6 +21,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from m5flow import naming
+from m5flow.jobs import one_line
 from m5flow.notifications import SOURCE, TERMINAL
 from m5flow_local.console import print_line
 from m5flow_local.router.bus import EventRouter, Invocation
@@ -56,10 +57,12 @@ def describe(event: dict[str, Any]) -> str:
         name = detail.get("TrainingJobName") or detail.get("TransformJobName")
         status = detail.get("TrainingJobStatus") or detail.get("TransformJobStatus")
         secondary = f" ({detail['SecondaryStatus']})" if detail.get("SecondaryStatus") else ""
-        reason = f": {detail['FailureReason']}" if detail.get("FailureReason") else ""
+        # The container's traceback, once per failed job, buried the story; it stays whole in
+        # the job's log (its path was said) and in the function's ERROR log.
+        reason = f": {one_line(detail['FailureReason'])}" if detail.get("FailureReason") else ""
         return f"{kind}: {name} {status}{secondary}{reason}"
-    # Said already: the inputs by the uploads, the reasons in `reason`, a job's whole
-    # failure_reason by its SageMaker event just before.
+    # Said already: the inputs by the uploads, the reasons in `reason`, a job's failure by
+    # its SageMaker event just before.
     shown = {k: v for k, v in detail.items() if k not in ("inputs", "reasons", "failure_reason")}
     return f"{kind}: {json.dumps(shown, default=str)}"
 

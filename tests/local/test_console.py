@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from m5flow_local.cloud import describe, said
@@ -18,6 +21,20 @@ def test_a_run_failed_line_says_the_reason_once() -> None:
     })  # fmt: skip
     assert line.startswith("m5flow | Run Failed: {")
     assert "AlgorithmError: UserError: bad" in line and "Traceback" not in line
+
+
+def test_a_container_traceback_is_said_in_one_line() -> None:
+    line = describe({
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Training Job State Change",
+        "detail": {"TrainingJobName": "j", "TrainingJobStatus": "Failed",
+                   "FailureReason": "AlgorithmError: framework error: \nTraceback (most recent "
+                   "call last):\n  File x\nsagemaker_algorithm_toolkit.exceptions.UserError: "
+                   "Hyperparameter max_depth: -1 is not in [0, +inf)\n"},
+    })  # fmt: skip
+    assert line.endswith(": j Failed: AlgorithmError: UserError: Hyperparameter max_depth: -1 "
+                         "is not in [0, +inf)")  # fmt: skip
+    assert "\n" not in line
 
 
 def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
@@ -52,3 +69,16 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
 def test_a_handler_result_is_said_in_words(function, result, line) -> None:
     """`{"submission": null}` read like an error where a sibling only does the work."""
     assert said(function, result) == line
+
+
+def test_the_console_imports_no_step_module_before_the_functions_do() -> None:
+    """A step module's Powertools child logger takes its parent from the service name at
+    import: imported by the console first, before a function set it, its ERROR lines came
+    out bare ("training did not complete") instead of as the function's JSON."""
+    code = (
+        "import sys, m5flow_local.cli, m5flow_local.cloud; "
+        "print(sorted(m for m in sys.modules if m.startswith('m5flow.stages')))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+    assert imported == "[]"

@@ -14,7 +14,7 @@ import sys
 import boto3
 import pytest
 
-from m5flow import naming, schema
+from m5flow import jobs, naming, schema
 from m5flow.stages import failure
 from m5flow.storage import DiskStorage
 from tests.conftest import REPO_ROOT, sample_event
@@ -281,7 +281,7 @@ def test_reporter_imports_no_dataframe_library():
     ],
 )  # fmt: skip
 def test_a_sagemaker_failure_reason_is_said_on_one_line(failure_reason: str, said: str) -> None:
-    assert failure.one_line(failure_reason) == said
+    assert jobs.one_line(failure_reason) == said
 
 
 def test_every_stage_a_failure_can_name_is_in_the_readme():

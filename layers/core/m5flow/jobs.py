@@ -2,11 +2,14 @@
 
 Pure functions from a manifest and settings to the keyword arguments of boto3's
 `create_training_job`, `create_model` and `create_transform_job`, so the requests can be
-checked without AWS and the handlers stay thin.
+checked without AWS and the handlers stay thin; and `one_line`, what a job's FailureReason
+says, for the events and the local console alike (this module logs nothing, so the console
+may import it without a Powertools logger of its own).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -257,3 +260,30 @@ def transform_request(
         "DataProcessing": dict(TRANSFORM_DATA_PROCESSING),
         "Tags": _tags(manifest, model, settings),
     }
+
+
+def one_line(failure_reason: str) -> str:
+    """A SageMaker FailureReason on one line.
+
+    An algorithm's error carries the container's traceback between its kind and its
+    message ("AlgorithmError: framework error: \\nTraceback ...\\nExtraneous hyperparameter
+    found: etaa"); the kind and the last line are what a person needs.
+
+    Example
+    -------
+    >>> one_line("AlgorithmError: framework error: \\nTraceback (most recent call last):\\n"
+    ...          "  File ...\\n\\nExtraneous hyperparameter found: etaa")
+    'AlgorithmError: Extraneous hyperparameter found: etaa'
+    >>> one_line("AlgorithmError: framework error: \\nTraceback ...\\n"
+    ...          "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter")
+    'AlgorithmError: UserError: Extraneous hyperparameter'
+    >>> one_line("ClientError: No S3 objects found under S3 URL")
+    'ClientError: No S3 objects found under S3 URL'
+    """
+    lines = [line.strip() for line in failure_reason.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return failure_reason.strip()
+    # The exception's module path goes; a file name such as "train.csv: ..." stays.
+    message = re.sub(r"^(?:\w+\.)+(?=[A-Z]\w*(?:Error|Exception): )", "", lines[-1])
+    kind = re.match(r"\w*Error(?=:)", lines[0])
+    return f"{kind[0]}: {message}" if kind else message

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from m5flow import naming
+from m5flow.jobs import one_line
 from m5flow.notifications import EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectHead, ObjectMissingError, Storage
 
@@ -410,30 +411,3 @@ def refusal_reason(request: str, message: str) -> str:
         "parameters (TrainingImage, the instance types, Hyperparameters) or the dataset's "
         f"{naming.OVERRIDES_FILE} set it"
     )
-
-
-def one_line(failure_reason: str) -> str:
-    """A SageMaker FailureReason on one line.
-
-    An algorithm's error carries the container's traceback between its kind and its
-    message ("AlgorithmError: framework error: \\nTraceback ...\\nExtraneous hyperparameter
-    found: etaa"); the kind and the last line are what a person needs.
-
-    Example
-    -------
-    >>> one_line("AlgorithmError: framework error: \\nTraceback (most recent call last):\\n"
-    ...          "  File ...\\n\\nExtraneous hyperparameter found: etaa")
-    'AlgorithmError: Extraneous hyperparameter found: etaa'
-    >>> one_line("AlgorithmError: framework error: \\nTraceback ...\\n"
-    ...          "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter")
-    'AlgorithmError: UserError: Extraneous hyperparameter'
-    >>> one_line("ClientError: No S3 objects found under S3 URL")
-    'ClientError: No S3 objects found under S3 URL'
-    """
-    lines = [line.strip() for line in failure_reason.splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return failure_reason.strip()
-    # The exception's module path goes; a file name such as "train.csv: ..." stays.
-    message = re.sub(r"^(?:\w+\.)+(?=[A-Z]\w*(?:Error|Exception): )", "", lines[-1])
-    kind = re.match(r"\w*Error(?=:)", lines[0])
-    return f"{kind[0]}: {message}" if kind else message
