@@ -132,8 +132,9 @@ def _backtest(
 
 @dataclass(frozen=True)
 class Assembly:
-    """What one transform completion did. Four of a run's five deliveries do not assemble,
-    and a bare None read like an error on the console where it meant "a sibling will"."""
+    """What one transform completion did. All but one of a run's completions assemble
+    nothing, and a bare None read like an error on the console where it meant "a sibling
+    will"."""
 
     submission: str | None  # the key, when this delivery wrote and announced the forecast
     note: str  # what it did, in words
