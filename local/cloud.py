@@ -70,11 +70,12 @@ def describe(event: dict[str, Any]) -> str:
 # What a step's result field holds when it made something, and what its absence means.
 _MADE = {
     "StartTrainingFunction": (
-        "training_jobs", "created training jobs {}", "created nothing (done before, or failed)"
+        "training_jobs", "created training jobs {}",
+        "created no training job (an earlier delivery did, or the run has failed)",
     ),
     "PublishModelFunction": (
         "transform_job", "created transform job {}",
-        "created nothing (done before, or the run failed)",
+        "created no transform job (an earlier delivery did, or the run has failed)",
     ),
 }  # fmt: skip
 

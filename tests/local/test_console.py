@@ -60,7 +60,7 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
         ("StartTrainingFunction", {"training_jobs": ["m5flow-d-1-h7", "m5flow-d-1-h28"]},
          "created training jobs m5flow-d-1-h7, m5flow-d-1-h28"),
         ("PublishModelFunction", {"transform_job": None},
-         "created nothing (done before, or the run failed)"),
+         "created no transform job (an earlier delivery did, or the run has failed)"),
         ("AssembleForecastFunction", {"submission": None, "note": "h7 predicted; waiting for h28"},
          "h7 predicted; waiting for h28"),
         ("ReportFailureFunction", {"stage": "shard"}, '{"stage": "shard"}'),
