@@ -323,6 +323,9 @@ def test_a_long_title_moves_the_legend_to_a_row_of_its_own_and_is_cut_to_fit() -
     endless = "X" * 200
     svg = charts.line_chart(endless, lines, 10.5, [])
     assert _legend_and_title(svg)[1] == "X" * 50 + "…"  # 502 px of room at 9.75 px a capital
+    wide = _legend_and_title(charts.line_chart("W" * 200, lines, 10.5, []))[1]
+    narrow = _legend_and_title(charts.line_chart("x" * 200, lines, 10.5, []))[1]
+    assert len(wide) < 50 < len(narrow)  # an M or a W is wider than an X, an x narrower
     assert f'aria-label="{endless}"' in svg  # the whole title stays the chart's label
 
 
@@ -347,7 +350,7 @@ def test_series_left_out_are_counted_in_words_and_the_score_named() -> None:
     score = score_of(history, truth, forecast, hierarchy)
     common = {"history": history, "forecast": forecast, "hierarchy": hierarchy, "ids": ids}
     one = " ".join(parse(report.render_report(**common, facts=FACTS, score=score)).text)
-    assert "1 series is left out of their level's score: " in one
+    assert "1 series is left out of its level's score: its history cannot" in one
     assert "...." not in one and score.series[12] == len(ids) - 1
     history[:6, :-29], history[:6, -29] = 0, 5  # the same, at the backtest's origin
     backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)

@@ -60,17 +60,24 @@ def tick_labels(values: Sequence[float]) -> list[str]:
     return [f"{v / divisor:g}{suffix}" if v else "0" for v in values]
 
 
+_WIDE, _NARROW = set("MWmw@%"), set("iIjlft.,:;'|!()[] ")
+
+
 def _text_width(text: str, font_size: float, bold: bool = False) -> float:
-    """A generous estimate of a sans-serif string's width: SVG cannot measure text, and
-    the ids drawn (M5's run to 31 characters) are mostly capitals and digits."""
-    return len(text) * font_size * (0.75 if bold else 0.62)
+    """A generous estimate of a sans-serif string's width, by kind of character: SVG cannot
+    measure text, and ids run from narrow (`item_1`) to wide (`WW_MM`)."""
+    ems = sum(0.95 if c in _WIDE else 0.35 if c in _NARROW else 0.75 if c.isupper() else 0.62
+              for c in text)  # fmt: skip
+    return ems * font_size * (1.0 if bold else 0.85)
 
 
 def _fitted(text: str, room: float, font_size: float, bold: bool = False) -> str:
     """`text`, cut with "…" to fit `room` pixels."""
     if _text_width(text, font_size, bold) <= room:
         return text
-    keep = max(int(room / _text_width("x", font_size, bold)) - 1, 1)
+    keep = len(text)
+    while keep > 1 and _text_width(text[:keep] + "…", font_size, bold) > room:
+        keep -= 1
     return text[:keep] + "…"
 
 

@@ -206,10 +206,10 @@ def render_report(
     if shown_score is not None and shown_score.unscored:
         count = len(shown_score.unscored)
         which = "backtest score" if shown_score is backtest else "score"
-        are = "series is" if count == 1 else "series are"
+        are, its = ("series is", "its") if count == 1 else ("series are", "their")
         sentence += (
-            f" {count} {are} left out of their level's {which}: "
-            "their history cannot scale an error (a first sale on the last history day, or "
+            f" {count} {are} left out of {its} level's {which}: "
+            f"{its} history cannot scale an error (a first sale on the last history day, or "
             f"the same amount every day since the first sale): {shown_score.unscored_shown(3)}"
         )
         sentence += "" if sentence.endswith("...") else "."

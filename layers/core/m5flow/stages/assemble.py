@@ -364,8 +364,8 @@ def _facts(
         ]
     if manifest.notices:
         facts["notices"] = list(manifest.notices)
-    if scores.problems:
-        facts["not scored"] = list(scores.problems)
+    if scores.problems:  # under their key, without its words again
+        facts["not scored"] = [p.removeprefix("not scored: ") for p in scores.problems]
     if manifest.hyperparameters:
         facts["hyperparameters from m5flow.json"] = [
             f"{name}={'(stack value dropped)' if value is None else value}"
