@@ -58,7 +58,7 @@ class StackSpec:
     functions: dict[str, FunctionSpec]
     rules: list[RuleSpec]
     resources: dict[str, dict[str, Any]] = field(repr=False)  # as translated, unresolved
-    resolve: Callable[[Any], Any] = field(repr=False, default=lambda node: node)  # with local names
+    resolve: Callable[[Any], Any] = field(repr=False)  # an intrinsic, with the local names
 
 
 class _NoManagedPolicies:

@@ -33,12 +33,11 @@ from botocore.exceptions import ClientError
 from m5flow.schema import INPUT_FILES, SALES_FILE
 from m5flow_local.cloud import ACCOUNT, BUCKET, REGION, LocalCloud
 from m5flow_local.router import runtime
-from m5flow_local.router.template import load_stack
+from m5flow_local.router.template import StackSpec
 from m5flow_local.sagemaker import s3io
 from tests.conftest import sample_event
 from tests.template.test_security import _branch, _listed, _role_of, _statements
 
-ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/m5flow-local-sagemaker"
 JOB_ROLE = "SageMakerExecutionRole"  # the caller of the jobs' own S3 reads and writes
 
 
@@ -64,8 +63,14 @@ class Request:
 # --------------------------------------------------------------------------- recording
 
 
+@dataclass(frozen=True)
+class Recording:
+    calls: list[Call]
+    stack: StackSpec  # the one the local cloud routed by: its names resolve the policies
+
+
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> list[Call]:
+def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recording:
     """The calls of a run that ends in a forecast scored on an uploaded truth, an upload
     refused, a stand-in for an input, a training job's failure, a crashed step reported by
     the failure rule, and two runs that meet a quota (training, transform) and stop their
@@ -125,6 +130,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> list[C
         patch.setattr(s3io, "client", job_client)
         patch.setattr(ThreadPoolExecutor, "submit", submit_as_caller)
         with LocalCloud(work / "cloud", echo=None) as cloud:
+            assert cloud.router is not None
+            stack = cloud.router.stack
             _scenarios(cloud, small_m5, work)
         # Room for two of the run's four training jobs: the run fails and stops the two.
         quota = {"ml.m5.xlarge for training job usage": 2}
@@ -139,7 +146,23 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> list[C
             cloud.upload_dataset(small_m5, "transform-quota", INPUT_FILES)
             outcome = cloud.wait_for_outcome("transform-quota", timeout=300)
             assert "service limit" in outcome["detail"].get("reason", ""), outcome
-    return calls
+    return Recording(calls, stack)
+
+
+@pytest.fixture(scope="module")
+def recorded(recording: Recording) -> list[Call]:
+    return recording.calls
+
+
+@pytest.fixture(scope="module")
+def policies(recording: Recording) -> dict[str, list[dict[str, Any]]]:
+    """Each caller's role statements (the functions', and the jobs' role), resolved against
+    the local cloud's names."""
+    stack = recording.stack
+    resources = _branch(stack.resources)  # the default parameters' branch of each Fn::If
+    roles = {function: _role_of(resources, function) for function in stack.functions}
+    roles[JOB_ROLE] = resources[JOB_ROLE]
+    return {caller: [stack.resolve(s) for s in _statements(role)] for caller, role in roles.items()}
 
 
 def _scenarios(cloud: LocalCloud, small_m5: Path, work: Path) -> None:
@@ -297,21 +320,6 @@ def _tags_of(arn: str, resource_tags: dict[str, dict[str, str]]) -> dict[str, st
 # --------------------------------------------------------------------------- evaluation
 
 
-def _policies() -> dict[str, list[dict[str, Any]]]:
-    """Each function's role statements, resolved against the local cloud's names."""
-    physical = {
-        "DataBucket": BUCKET,
-        "DataBucket.Arn": f"arn:aws:s3:::{BUCKET}",
-        "SageMakerExecutionRole": "m5flow-local-sagemaker",
-        "SageMakerExecutionRole.Arn": ROLE_ARN,
-    }
-    stack = load_stack(physical, region=REGION, account=ACCOUNT)
-    resources = _branch(stack.resources)  # the default parameters' branch of each Fn::If
-    roles = {function: _role_of(resources, function) for function in stack.functions}
-    roles[JOB_ROLE] = resources[JOB_ROLE]
-    return {caller: [stack.resolve(s) for s in _statements(role)] for caller, role in roles.items()}
-
-
 def _condition_holds(operator: str, key: str, wanted: Any, context: dict[str, str]) -> bool:
     if_exists = operator.endswith("IfExists")
     base = operator.removesuffix("IfExists")
@@ -392,8 +400,9 @@ def test_the_scenarios_reach_every_function_and_kind_of_call(recorded: list[Call
     }
 
 
-def test_every_call_a_function_makes_is_allowed_by_its_role(recorded: list[Call]) -> None:
-    policies = _policies()
+def test_every_call_a_function_makes_is_allowed_by_its_role(
+    recorded: list[Call], policies: dict[str, list[dict[str, Any]]]
+) -> None:
     resource_tags = dict(_made_resources(recorded))
     denied = {}
     for call in recorded:
@@ -409,11 +418,10 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(recorded: list[Call]
     )
 
 
-def test_a_call_outside_the_role_is_denied(recorded: list[Call]) -> None:
+def test_a_call_outside_the_role_is_denied(policies: dict[str, list[dict[str, Any]]]) -> None:
     """The evaluation can fail: calls like the recorded ones, aimed at another bucket,
     another stack's jobs, a role other than the SageMaker one or the raw uploads, are each
     refused."""
-    policies = _policies()
     for function, request in [
         ("AssembleForecastFunction",
          Request("s3:GetObject", "arn:aws:s3:::someone-else/raw/x/sales_test_evaluation.csv")),

@@ -197,8 +197,8 @@ def wrmsse(
         hierarchy.levels.items(), reverse=True
     ):  # bottom first: name the series
         share = level_weights[number] / total
+        scale = naive_scale(histories[number])  # inf where its squares overflow
         with np.errstate(over="ignore"):  # reported below, as a reason
-            scale = naive_scale(histories[number])
             mse = np.mean(errors[number] ** 2, axis=1)
         unscalable = (share > 0) & ~(scale > 0)
         weighted = (share > 0) & ~unscalable
