@@ -156,6 +156,11 @@ for _name, _change in {
 }.items():
     CONFIGS[_name] = {**CONFIGS["groups_tw11"], "params": {**_TW11, **_change}}
 
+# Session 15: the length of the current run of days without a sale, as of the model's
+# freshest day (an item that stopped selling, or one out of stock).
+CONFIGS["zero_run"] = {**CONFIGS["groups_tw11"], "zero_run": True}
+CONFIGS["original_zero_run"] = {**CONFIGS["original"], "zero_run": True}
+
 
 def load_real() -> M5Data:
     return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
@@ -237,6 +242,16 @@ def _holiday_season(data: M5Data, days: np.ndarray) -> np.ndarray:
     return (december + january).astype(np.float32)
 
 
+def _zero_runs(sales: np.ndarray) -> np.ndarray:
+    """How many days in a row each series had sold nothing, ending on each day (float32)."""
+    runs = np.zeros(sales.shape, dtype=np.float32)
+    current = np.zeros(sales.shape[0], dtype=np.float32)
+    for day in range(sales.shape[1]):
+        current = np.where(sales[:, day] > 0, 0, current + 1)
+        runs[:, day] = current
+    return runs
+
+
 def forecast(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
     rows = np.arange(len(data.ids))
@@ -245,6 +260,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
     # the mean of those predictions.
     total = np.zeros((len(data.ids), schema.HORIZON), dtype=np.float64)
     count = np.zeros_like(total)
+    zero_runs = _zero_runs(data.sales) if config.get("zero_run") else None
     for min_lag in config["min_lags"]:
         features = config.get("features", FeatureConfig.for_min_lag)(min_lag)
         facts = series_facts(data, features)
@@ -260,6 +276,9 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
                 matrix = np.vstack([matrix, np.nanmean(block.features[weekly], axis=0)[None]])
             if config.get("holidays"):
                 matrix = np.vstack([matrix, _holiday_season(data, block.day)[None]])
+            if config.get("zero_run"):  # days without a sale, up to the model's freshest day
+                run = zero_runs[block.series, block.day - min_lag - 1]
+                matrix = np.vstack([matrix, run[None]])
             return matrix
 
         first = 1 if config["history"] is None else last - 28 - config["history"]
