@@ -252,6 +252,7 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
     # TrainingInstanceCount=auto (the default) sizes each job: small data, one instance.
     assert events[0]["detail"]["instance_type"] == "ml.m5.xlarge"
     assert events[0]["detail"]["instances"] == dict.fromkeys(jobs, 1)
+    assert events[0]["detail"]["manifest"] == f"s3://{bucket}/runs/{run}/manifest.json"
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,7 @@ def start_training(
             "instances": {
                 r["TrainingJobName"]: r["ResourceConfig"]["InstanceCount"] for r in requests
             },
-            "manifest": naming.manifest_key(manifest.run_id),
+            "manifest": storage.uri(manifest_key),  # an s3:// URI, as in Run Started
         },
         once="training-started",
     )
