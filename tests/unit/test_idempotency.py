@@ -135,10 +135,21 @@ def test_an_event_of_no_run_is_sent_every_time_and_recorded_nowhere(bucket, bus)
     bus.watch("runless")
     _, publisher = _stage(bucket)
     detail = {"run_id": None, "dataset": "runless", "reason": "x", "stage": "shard"}
-    assert publisher.publish("Input Rejected", detail, once="input-rejected") is True
-    assert publisher.publish("Input Rejected", detail, once="input-rejected") is True
+    assert publisher.publish("Input Rejected", detail, once=None) is True
+    assert publisher.publish("Input Rejected", detail, once=None) is True
     assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected"] * 2
     assert _keys(bucket, "events/") == []
+
+
+def test_an_event_of_a_run_must_be_named(bucket, bus):
+    """Without a name the announcement could not be recorded, and a re-delivery would send
+    it again: refused before anything is sent."""
+    bus.watch("unnamed")
+    _, publisher = _stage(bucket)
+    detail = {"run_id": "unnamed-0123456789ab", "dataset": "unnamed", "reason": "x"}
+    with pytest.raises(ValueError, match="needs a name"):
+        publisher.publish("Run Failed", detail, once=None)
+    assert bus.drain() == []
 
 
 def test_a_read_names_the_version_it_wants(bucket, tmp_path):

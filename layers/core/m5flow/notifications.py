@@ -84,17 +84,23 @@ class EventPublisher:
         self.bus_name = bus_name
         self.ledger = ledger
 
-    def publish(self, detail_type: DetailType, detail: Mapping[str, Any], *, once: str) -> bool:
+    def publish(
+        self, detail_type: DetailType, detail: Mapping[str, Any], *, once: str | None
+    ) -> bool:
         """Send one event unless an earlier delivery already sent the one named `once`.
 
-        Returns True when this call sent it. Raises if EventBridge did not accept it (the
-        record is withdrawn first, so Lambda's retry sends it again).
+        `once` names the announcement within its run; an event of no run (`run_id` None)
+        has no record, so its `once` is not read (None where no run can be meant). Returns
+        True when this call sent it. Raises if EventBridge did not accept it (the record is
+        withdrawn first, so Lambda's retry sends it again).
         """
         if "run_id" not in detail or "dataset" not in detail:
             raise ValueError(f"{detail_type} detail must carry run_id and dataset: {detail}")
         if self.ledger is None or detail["run_id"] is None:
             self._put(detail_type, detail)
             return True
+        if once is None:
+            raise ValueError(f"{detail_type} of run {detail['run_id']} needs a name (`once`)")
         key = ledger_key(str(detail["run_id"]), once)
         record = {"detail-type": detail_type, "detail": dict(detail), "sent": False,
                   "recorded": time.time()}  # fmt: skip

@@ -57,7 +57,7 @@ def shard_dataset(
         logger.warning("input rejected", extra={"key": key, "reasons": [problem]})
         detail = {"run_id": None, "dataset": dataset, "stage": Stage.SHARD, "reason": problem,
                   "reasons": [problem], "key": key}  # fmt: skip
-        publisher.publish("Input Rejected", detail, once="input-rejected")
+        publisher.publish("Input Rejected", detail, once=None)  # of no run: nothing to record
         return ShardOutcome("rejected", dataset)
     prefix = naming.raw_prefix(dataset)
     run, present, absent = naming.dataset_run(storage, prefix, dataset)
