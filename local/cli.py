@@ -20,7 +20,7 @@ from typing import Any
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.hyperparameters import stack_hyperparameters
-from m5flow.shards import ShardConfig
+from m5flow.shards import ShardConfig, parse_min_lags
 from m5flow.storage import DiskStorage
 from m5flow_local.console import discard_stdout, print_line
 from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped
@@ -355,11 +355,9 @@ def _local_up(args: argparse.Namespace) -> int:
 def _min_lags(text: str) -> tuple[int, ...]:
     """`--min-lags 7,14,21,28`, checked as the shard step will check it, before any reading."""
     try:
-        lags = tuple(int(lag) for lag in text.split(","))
-        ShardConfig(min_lags=lags)
+        return parse_min_lags(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
-    return lags
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:

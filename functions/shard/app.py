@@ -23,10 +23,7 @@ storage = S3Storage(boto3.client("s3"), os.environ["DATA_BUCKET"])
 publisher = EventPublisher(
     boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
 )
-config = ShardConfig(
-    train_format=os.environ["SHARD_FORMAT"],
-    min_lags=tuple(int(lag) for lag in os.environ["MODEL_MIN_LAGS"].split(",")),
-)
+config = ShardConfig.from_env(os.environ)
 
 
 @logger.inject_lambda_context

@@ -20,7 +20,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -88,6 +88,28 @@ class ShardConfig:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ShardConfig:
+        """The stack's settings, as the template passes them to the shard function."""
+        return cls(train_format=env["SHARD_FORMAT"], min_lags=parse_min_lags(env["MODEL_MIN_LAGS"]))
+
+
+def parse_min_lags(text: str) -> tuple[int, ...]:
+    """Min lags written `7,14,21,28` (the stack's ModelMinLags, the CLI's --min-lags),
+    checked as the shard step checks them, so a bad value is named before any reading.
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong with `text`.
+    """
+    try:
+        lags = tuple(int(lag) for lag in text.split(","))
+    except ValueError:
+        raise ValueError("min_lags must be whole numbers separated by commas") from None
+    ShardConfig(min_lags=lags)
+    return lags
 
 
 def nothing_to_train(data: M5Data, config: ShardConfig) -> list[str]:
