@@ -68,10 +68,12 @@ class JobSettings:
             image=env.get("TRAINING_IMAGE")
             or xgboost_image_uri(env.get("AWS_REGION", "us-east-1")),
             hyperparameters=hyperparameters,
-            training_instance_type=env.get("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
+            training_instance_type=env.get("TRAINING_INSTANCE_TYPE", cls.training_instance_type),
             training_instance_count=_instance_count(env.get("TRAINING_INSTANCE_COUNT")),
-            transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", "ml.m5.xlarge"),
-            max_training_seconds=_whole(env.get("MAX_TRAINING_SECONDS", "7200")),
+            transform_instance_type=env.get("TRANSFORM_INSTANCE_TYPE", cls.transform_instance_type),
+            max_training_seconds=_whole(
+                env.get("MAX_TRAINING_SECONDS", str(cls.max_training_seconds))
+            ),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
             stack_name=env.get("STACK_NAME", ""),
         )
