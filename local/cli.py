@@ -175,18 +175,20 @@ def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
         message += naming.first_stage_hint()
     for path in sorted(data_dir.iterdir()):
         target, kind = naming.stands_for(path.name), naming.stand_in_kind(path.name)
-        if target in absent and kind in _LOOK_ALIKE:
-            message += "; " + _LOOK_ALIKE[kind].format(name=path.name, target=target)
+        if target in absent and kind in _REMEDY:
+            remedy = _REMEDY[kind].format(name=path.name, target=target)
+            reason = naming.STAND_IN_REASONS.get(kind)
+            message += f"; {remedy}" + (f" ({reason})" if reason else "")
     return message
 
 
 # What to do with a file in the data folder that stands for an absent input, by
 # `naming.stand_in_kind` (Kaggle's first-stage file has its own hint above).
-_LOOK_ALIKE = {
+_REMEDY = {
     "competition archive": "{name} is the competition's zip archive: unzip it in this folder",
-    "gzip": "rename {name} to {target} (gzip is read under that name)",
-    "archive": "extract {name} as {target} (archives are not read)",
-    "letters": "rename {name} to {target} (file names are case-sensitive)",
+    "gzip": "rename {name} to {target}",
+    "archive": "extract {name} as {target}",
+    "letters": "rename {name} to {target}",
 }
 
 

@@ -127,6 +127,15 @@ def stand_in_kind(name: str) -> str | None:
     return "letters"
 
 
+# Why a file that stands in for an input (`stand_in_kind`) is not read as one: the S3 step
+# and the local command line say it, each with its own remedy (upload, rename, extract).
+STAND_IN_REASONS = {
+    "gzip": "gzip is read under that name",
+    "archive": "archives are not read",
+    "letters": "file names are case-sensitive",
+}
+
+
 def misplaced_input(key: str) -> str | None:
     """Why the raw object `key` can never be part of a dataset, or None if it can (or it is
     no CSV and stands in for no input, so it says nothing about one).
@@ -166,11 +175,11 @@ def misplaced_input(key: str) -> str | None:
             f"{', '.join(INPUT_FILES)} to {where}"
         )
     if kind == "gzip":
-        return f"{key}: upload it as {where}{target} (gzip is read under that name)"
+        return f"{key}: upload it as {where}{target} ({STAND_IN_REASONS[kind]})"
     if kind == "archive":
-        return f"{key}: archives are not read; extract it and upload {where}{target}"
+        return f"{key}: {STAND_IN_REASONS[kind]}; extract it and upload {where}{target}"
     if kind == "letters":
-        return f"{key}: file names are case-sensitive; an input is named {target}"
+        return f"{key}: {STAND_IN_REASONS[kind]}; an input is named {target}"
     return f"{key}: not an m5flow input; a dataset is {', '.join(INPUT_FILES)}" + (
         first_stage_hint() if kind == "first stage" else ""
     )
