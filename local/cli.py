@@ -25,8 +25,6 @@ from m5flow.storage import DiskStorage
 from m5flow_local.console import discard_stdout, print_line
 from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped
 
-OUTPUT_FILES = ("submission.csv", "metrics.json", "report.html")  # what local run copies out
-
 
 def _made_folder(option: str, path: Path) -> bool:
     """Make the folder an option names, or say why not; True when it is there."""
@@ -236,7 +234,7 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
-    earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
+    earlier = [name for name in naming.FORECAST_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     stop_on_signals()
     code, outcome = 1, None
@@ -308,7 +306,7 @@ def _run_flow(
             return 1, f"FAILED to write the forecast to {out} ({exc}); it is in {kept}"
     return 0, (
         f"forecast ready in {time.perf_counter() - started:.0f} s: "
-        f"{out / 'submission.csv'}  headline {json.dumps(detail.get('headline', {}))}"
+        f"{out / naming.SUBMISSION_FILE}  headline {json.dumps(detail.get('headline', {}))}"
     )
 
 

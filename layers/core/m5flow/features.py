@@ -18,7 +18,7 @@ least min_lag days old, else it is missing. Prices and the calendar are known in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ class FeatureConfig:
     min_lag: int = 28
     lags: tuple[int, ...] = (28, 35, 42, 49, 56, 364)
     rolling_windows: tuple[int, ...] = (7, 28, 56, 112)
-    categorical: tuple[str, ...] = field(default=("item", "dept", "cat", "store", "state"))
+    categorical: tuple[str, ...] = ID_KINDS
 
     def __post_init__(self) -> None:
         if self.min_lag < 1 or any(lag < self.min_lag for lag in self.lags):

@@ -21,6 +21,11 @@ PRICES_FILE = "sell_prices.csv"
 INPUT_FILES = (SALES_FILE, CALENDAR_FILE, PRICES_FILE)
 OVERRIDES_FILE = "m5flow.json"  # the dataset's settings (m5flow.overrides)
 TRUTH_FILE = "sales_test_evaluation.csv"  # optional: the days after the history, to score on
+# What every run ends with, under runs/<run>/forecast/ (`forecast_prefix`).
+SUBMISSION_FILE = "submission.csv"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+FORECAST_FILES = (SUBMISSION_FILE, METRICS_FILE, REPORT_FILE)
 KAGGLE_FIRST_STAGE_SALES = "sales_train_validation.csv"  # right layout, 28 days short
 KAGGLE_ARCHIVE = "m5-forecasting-accuracy.zip"  # what Kaggle's download button gives
 _COMPRESSED = (".gz", ".gzip", ".zip", ".bz2", ".xz", ".zst", ".7z")
@@ -261,6 +266,10 @@ def job_name(run: str, model: str) -> str:
 
 def run_prefix(run: str) -> str:
     return f"{RUNS_PREFIX}{run}/"
+
+
+def forecast_prefix(run: str) -> str:
+    return f"{run_prefix(run)}forecast/"
 
 
 def manifest_key(run: str) -> str:

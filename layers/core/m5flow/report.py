@@ -18,6 +18,7 @@ from m5flow.charts import ACTUAL, FORECAST, Line, day_ticks, level_chart, line_c
 from m5flow.hierarchy import Hierarchy
 from m5flow.scoring import Score
 
+NOT_SCORED = "not scored"  # the facts row that says why a score is missing
 SAMPLES = 3  # highest-volume and intermittent series shown, each
 _PANELS_PER_LEVEL = 12  # state, store and category charts drawn at most, per level
 _STYLE = """
@@ -185,7 +186,7 @@ def render_report(
             )
     elif backtest is not None:
         kind, shown_score = "backtest WRMSSE", backtest
-        why = "The uploaded truth could not be used (see 'not scored')"
+        why = f"The uploaded truth could not be used (see '{NOT_SCORED}')"
         sentence = (
             (why if truth_uploaded else "No truth was uploaded")
             + ", so this is a backtest: the WRMSSE of the same method "
@@ -198,7 +199,7 @@ def render_report(
         truth_part = (
             "the uploaded truth could not be used" if truth_uploaded else "no truth was uploaded"
         )
-        why = " (see 'not scored')" if "not scored" in facts else ""
+        why = f" (see '{NOT_SCORED}')" if NOT_SCORED in facts else ""
         sentence = f"No score: {truth_part} and there is no backtest score{why}."
 
     if backtest_forecast is not None:

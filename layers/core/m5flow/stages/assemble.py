@@ -228,26 +228,27 @@ def assemble_forecast(
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
     metrics = _metrics(manifest, data, values, scores, closed)
-    prefix = f"{naming.run_prefix(run)}forecast/"
+    prefix = naming.forecast_prefix(run)
     # Concurrent deliveries write identical bytes; the announcement below is sent once.
-    storage.write(prefix + "metrics.json", json.dumps(metrics, indent=1).encode())
-    storage.write(prefix + "report.html", page.encode())
-    storage.write(prefix + "submission.csv", forecast.to_csv(frame))
+    storage.write(prefix + naming.METRICS_FILE, json.dumps(metrics, indent=1).encode())
+    storage.write(prefix + naming.REPORT_FILE, page.encode())
+    storage.write(prefix + naming.SUBMISSION_FILE, forecast.to_csv(frame))
     announced = publisher.publish(
         "Forecast Ready",
         {
             "run_id": run,
             "dataset": manifest.dataset,
-            "submission": storage.uri(prefix + "submission.csv"),
-            "metrics": storage.uri(prefix + "metrics.json"),
-            "report": storage.uri(prefix + "report.html"),
+            "submission": storage.uri(prefix + naming.SUBMISSION_FILE),
+            "metrics": storage.uri(prefix + naming.METRICS_FILE),
+            "report": storage.uri(prefix + naming.REPORT_FILE),
             "headline": _headline(len(frame), scores),
         },
         once=FORECAST_READY,
     )
     if not announced:  # two completions found every output at once: the other announced it
         return Assembly(None, "wrote the forecast again; another delivery announced it")
-    return Assembly(prefix + "submission.csv", f"wrote {prefix}submission.csv")
+    submission = prefix + naming.SUBMISSION_FILE
+    return Assembly(submission, f"wrote {submission}")
 
 
 def _closed(data: M5Data, first_day: int, horizon: int) -> np.ndarray:
@@ -365,7 +366,7 @@ def _facts(
     if manifest.notices:
         facts["notices"] = list(manifest.notices)
     if scores.problems:  # under their key, without its words again
-        facts["not scored"] = [p.removeprefix("not scored: ") for p in scores.problems]
+        facts[report.NOT_SCORED] = [p.removeprefix("not scored: ") for p in scores.problems]
     if manifest.hyperparameters:
         facts["hyperparameters from m5flow.json"] = [
             f"{name}={'(stack value dropped)' if value is None else value}"
