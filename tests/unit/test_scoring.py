@@ -150,8 +150,16 @@ def test_official_level1_rmsse() -> None:
     assert len(truth) == 28
     naive = np.repeat(history[-1], 28)
     seasonal = np.tile(history[-7:], 4)
-    assert scoring.rmsse(history, truth, naive) == pytest.approx(1.966796, abs=1e-5)
-    assert scoring.rmsse(history, truth, seasonal) == pytest.approx(0.560047, abs=1e-5)
+    # The total as the one series of a hierarchy: every level is that series, so each
+    # level's score is its RMSSE, through the same code that scores every run.
+    one = hierarchy_of({k: ["x"] for k in ("item", "dept", "cat", "store", "state")})
+
+    def level1(forecast: np.ndarray) -> float:
+        score = scoring.wrmsse(history[None], truth[None], forecast[None], one, np.ones(1))
+        return score.levels[1]
+
+    assert level1(naive) == pytest.approx(1.966796, abs=1e-5)
+    assert level1(seasonal) == pytest.approx(0.560047, abs=1e-5)
 
 
 # --- the yardstick on the real 290-series slice (README table) ---

@@ -18,5 +18,3 @@ Modules by concern:
 Generated data for demos and tests (`m5flow synth`) is not here but in `local/synth.py`:
 nothing deployed needs it.
 """
-
-__version__ = "0.1.0"

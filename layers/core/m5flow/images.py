@@ -50,7 +50,7 @@ class UnsupportedRegionError(ValueError):
     """Raised when no built-in XGBoost image is known for a region."""
 
 
-def xgboost_image_uri(region: str, version: str = XGBOOST_VERSION) -> str:
+def xgboost_image_uri(region: str) -> str:
     """Return the ECR URI of the built-in XGBoost image in `region`.
 
     Example
@@ -66,4 +66,4 @@ def xgboost_image_uri(region: str, version: str = XGBOOST_VERSION) -> str:
             "set the TrainingImage parameter to an image URI"
         ) from None
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{account}.dkr.ecr.{region}.{domain}/sagemaker-xgboost:{version}"
+    return f"{account}.dkr.ecr.{region}.{domain}/sagemaker-xgboost:{XGBOOST_VERSION}"

@@ -86,23 +86,6 @@ def naive_scale(history: np.ndarray) -> np.ndarray:
     return scale.reshape(np.shape(history)[:-1])
 
 
-def rmsse(history: np.ndarray, truth: np.ndarray, forecast: np.ndarray) -> float:
-    """RMSSE of one series: sqrt(mean squared forecast error / naive_scale(history)).
-
-    Example
-    -------
-    >>> rmsse(np.array([0.0, 1.0, 3.0]), np.array([3.0, 3.0]), np.array([1.0, 1.0]))
-    1.0
-    """
-    with np.errstate(over="ignore"):
-        errors = np.asarray(truth, np.float64) - np.asarray(forecast, np.float64)
-        mse = float(np.mean(errors**2))
-    scale = float(naive_scale(np.asarray(history)))
-    if np.isinf(mse) or np.isinf(scale):
-        raise ScoringError(f"squared errors overflow float64 (mean {mse:.3g}, scale {scale:.3g})")
-    return float(np.sqrt(mse / scale))
-
-
 def dollar_sales(sales: np.ndarray, prices: np.ndarray, days: int = WEIGHT_DAYS) -> np.ndarray:
     """Units x sell price of each series over the last `days` columns of `sales`.
 
