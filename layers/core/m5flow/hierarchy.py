@@ -50,7 +50,8 @@ class Level:
 
 
 def _sum_groups(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Sum the rows of `values` by group code into float64, one row per group."""
+    """Sum the rows of `values` by group code, one row per group: float64, or `values`
+    itself when every row is its own group, in order."""
     if n_groups == len(codes) and np.array_equal(codes, np.arange(n_groups)):
         return values  # every row its own group, already in group order
     width = int(np.prod(values.shape[1:], dtype=np.int64))

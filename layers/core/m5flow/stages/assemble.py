@@ -198,7 +198,7 @@ def assemble_forecast(
         return Assembly(None, f"{model.name} predicted; waiting for {', '.join(pending)}")
 
     try:
-        data, predictions, frame, closed = _read_forecast(storage, manifest)
+        data, predictions, frame, closed_dates = _read_forecast(storage, manifest)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
         stage = exc.stage if isinstance(exc, RunFailedError) else Stage.ASSEMBLE_FORECAST
@@ -219,7 +219,7 @@ def assemble_forecast(
         forecast=values,
         hierarchy=hierarchy,
         ids=data.ids,
-        facts=_facts(manifest, data, scores, closed),
+        facts=_facts(manifest, data, scores, closed_dates),
         truth=scores.truth,
         truth_uploaded=scores.truth_uploaded,
         score=scores.score,
@@ -227,7 +227,7 @@ def assemble_forecast(
         backtest_forecast=scores.backtest_forecast,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
-    metrics = _metrics(manifest, data, values, scores, closed)
+    metrics = _metrics(manifest, data, values, scores, closed_dates)
     prefix = naming.forecast_prefix(run)
     # Concurrent deliveries write identical bytes; the announcement below is sent once.
     storage.write(prefix + naming.METRICS_FILE, json.dumps(metrics, indent=1).encode())
@@ -313,7 +313,7 @@ def _scored_on(scores: Scores) -> str:
 
 
 def _metrics(
-    manifest: Manifest, data: M5Data, values: np.ndarray, scores: Scores, closed: list[str]
+    manifest: Manifest, data: M5Data, values: np.ndarray, scores: Scores, closed_dates: list[str]
 ) -> dict[str, object]:
     """metrics.json: what was forecast and how it scored, or why it was not scored."""
     score, backtest = scores.score, scores.backtest
@@ -336,8 +336,8 @@ def _metrics(
         metrics["backtest_note"] = BACKTEST_NOTE
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
-    if closed:
-        metrics["closed_days"] = closed  # forecast 0: the stores closed on them every year
+    if closed_dates:
+        metrics["closed_days"] = closed_dates  # forecast 0: the stores closed on them every year
     never_sold = data.ids[data.never_sold]
     if len(never_sold):
         metrics["never_sold"] = {"series": len(never_sold), "ids": never_sold[:10].tolist()}
@@ -345,7 +345,7 @@ def _metrics(
 
 
 def _facts(
-    manifest: Manifest, data: M5Data, scores: Scores, closed: list[str]
+    manifest: Manifest, data: M5Data, scores: Scores, closed_dates: list[str]
 ) -> dict[str, object]:
     """The report's table of the run."""
     facts: dict[str, object] = {
@@ -359,9 +359,9 @@ def _facts(
     if len(never_sold):
         shown = ", ".join(never_sold[:3].tolist()) + (" ..." if len(never_sold) > 3 else "")
         facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({shown})"
-    if closed:
+    if closed_dates:
         facts["forecast 0: closed days"] = [
-            f"{date} (the stores closed on it in every earlier year)" for date in closed
+            f"{date} (the stores closed on it in every earlier year)" for date in closed_dates
         ]
     if manifest.notices:
         facts["notices"] = list(manifest.notices)

@@ -178,7 +178,7 @@ def failed_step(storage: Storage, failure: InvocationFailure) -> FailedStep:
     return step
 
 
-def failure_name(storage: Storage, run: str, manifest: ObjectHead | None = None) -> str:
+def failure_name(storage: Storage, run: str, manifest_head: ObjectHead | None = None) -> str:
     """The ledger name the run's final `Run Failed` goes under: RUN_FAILED, unless a record
     of that name is older than the run's manifest.
 
@@ -187,9 +187,9 @@ def failure_name(storage: Storage, run: str, manifest: ObjectHead | None = None)
     allows for a day: the run now under runs/ is a new one, whose steps must neither stop at
     the old failure nor be silenced by it, so it announces under
     `run-failed-<manifest ETag>`. Both times are S3's own (Last-Modified), one clock.
-    `manifest`: the manifest's HEAD, when the caller has it already.
+    `manifest_head`: the manifest's HEAD, when the caller has it already.
     """
-    manifest = manifest or storage.head(naming.manifest_key(run))
+    manifest = manifest_head or storage.head(naming.manifest_key(run))
     record = storage.head(ledger_key(run, RUN_FAILED))
     if manifest is None or record is None or record.modified >= manifest.modified:
         return RUN_FAILED
