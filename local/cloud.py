@@ -28,6 +28,7 @@ from m5flow_local.router.bus import EventRouter, Invocation
 from m5flow_local.router.runtime import LocalFunction
 from m5flow_local.router.template import load_stack
 from m5flow_local.sagemaker.server import LocalSageMaker
+from m5flow_local.stopping import stop_signals_held
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -331,12 +332,13 @@ class LocalCloud:
         boto3.client("s3").download_file(self.bucket, key, str(path))
 
     def stop(self) -> None:
-        if self.router is not None:
-            self.router.stop()
-        if self._sagemaker is not None:
-            self._sagemaker.stop()
-        if self._moto is not None:
-            self._moto.stop()
+        with stop_signals_held():  # a second Ctrl-C must not leave training hosts running
+            if self.router is not None:
+                self.router.stop()
+            if self._sagemaker is not None:
+                self._sagemaker.stop()
+            if self._moto is not None:
+                self._moto.stop()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -6,17 +6,42 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def stop_on_signals() -> None:
     """Ctrl-C, `kill` (also -INT, which a shell's background job ignores by default) and a
     closing terminal all stop the local cloud, its jobs and its servers, as Ctrl-C does."""
-    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Run the body (a shutdown) to its end through any stop signal, then deliver the first
+    one that came.
+
+    A shutdown interrupted half way leaves running what it had not stopped yet: the second
+    Ctrl-C of an impatient user used to end the command before its training hosts were
+    killed, and they ran on, orphaned. Off the main thread, where Python cannot set signal
+    handlers, the body runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda number, _: arrived.append(number)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+    if arrived:
+        signal.raise_signal(arrived[0])
 
 
 def unless_stopped(wait: Callable[[], T]) -> T:

@@ -121,14 +121,16 @@ class LocalSageMaker:
 
     def stop(self) -> None:
         """Stop serving, stop running jobs (their processes too) and flush pending events."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        if self.backend is not None:
-            self.backend.shutdown()
         from m5flow_local.sagemaker.training import kill_hosts
 
-        kill_hosts()  # any host the jobs' stop grace did not end in time
-        self._server = self._thread = self.backend = None
+        try:
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
+            if self._thread is not None:
+                self._thread.join()
+            if self.backend is not None:
+                self.backend.shutdown()
+        finally:
+            kill_hosts()  # any host the jobs' stop grace did not end in time, or a failed stop
+            self._server = self._thread = self.backend = None

@@ -170,6 +170,38 @@ def test_a_stopped_local_run_stops_its_jobs_and_says_where_their_logs_are(small_
     assert hosts.stdout == b""
 
 
+def test_a_second_ctrl_c_during_the_shutdown_still_stops_every_host(tmp_path):
+    """An impatient double Ctrl-C: the second lands while the first's shutdown runs, and
+    used to end the command before the training hosts were killed (they ran on, orphaned).
+    As a terminal sends it: to the whole foreground process group, while the hosts load."""
+    import os
+    import signal
+    import time
+
+    from m5flow_local.synth import write_synthetic_m5
+
+    write_synthetic_m5(tmp_path / "data", 1500, seed=7)  # hosts busy for seconds, not ms
+    run = subprocess.Popen(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data",
+         str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--workdir",
+         str(tmp_path / "work")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert run.stdout is not None
+    for line in run.stdout:
+        if "XGBoost log " in line:
+            break
+    time.sleep(4)
+    os.killpg(run.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(run.pid, signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+
+    assert run.returncode == 130, stderr
+    hosts = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True)
+    assert hosts.stdout == b"", "training hosts outlived the command"
+
+
 def test_local_up_stops_on_sigint_even_as_a_background_job(tmp_path):
     """A shell starts `cmd &` with SIGINT ignored; `kill -INT` must stop it all the same."""
     import signal

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from m5flow_local.stopping import unless_stopped
+from m5flow_local.stopping import stop_signals_held, unless_stopped
 
 
 def test_a_wait_returns_its_value_or_raises_its_error():
@@ -35,3 +35,19 @@ def test_a_stop_signal_taken_by_another_thread_stops_the_wait():
         never.set()
         signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 10
+
+
+def test_a_stop_signal_during_a_shutdown_waits_for_its_end():
+    """The shutdown runs to its end (it kills the training hosts last), then the signal."""
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt), stop_signals_held():
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.05)  # where a plain handler would have raised
+            finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
