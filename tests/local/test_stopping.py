@@ -39,7 +39,6 @@ def test_a_stop_signal_taken_by_another_thread_stops_the_wait():
 
 def test_a_stop_signal_during_a_shutdown_waits_for_its_end():
     """The shutdown runs to its end (it kills the training hosts last), then the signal."""
-
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     finished = []
     try:
