@@ -411,10 +411,26 @@ def test_hierarchy_is_consistent(
     assert f"sales_train_evaluation.csv: {reason}" in reasons_of(files)
 
 
+def test_a_hierarchy_clash_names_the_odd_row_not_the_first() -> None:
+    """An item in ten stores whose first row alone has another dept_id: that row is wrong,
+    not the nine that agree with each other."""
+    files = {name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES}
+    sales = pd.read_csv(io.BytesIO(files[SALES_FILE]))
+    rows = sales.index[sales["item_id"] == "FOODS_1_033"]
+    assert len(rows) == 10
+    sales.loc[rows[0], "dept_id"] = "FOODS_9"
+    files[SALES_FILE] = sales.to_csv(index=False).encode()
+    assert reasons_of(files) == [
+        f"sales_train_evaluation.csv: row {rows[0] + 2}, column dept_id: found 'FOODS_9' for "
+        f"item_id 'FOODS_1_033'; expected 'FOODS_1' as in row {rows[1] + 2} "
+        "(one dept_id per item_id)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("HOBBIES_1_001_CA_1_eval uation", "letters, digits, '_', '-', '.'"),
+        ("HOBBIES_1_001_CA_1_eval uation", "only ASCII letters, digits, '_', '-', '.'"),
         ("", "a value"),
     ],
 )

@@ -224,13 +224,18 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
         report("id", ~ok, quoted(ids["id"][row]), f"item_id_store_id[_suffix], {prefix[row]}...")
     for child, parent in (("item_id", "dept_id"), ("item_id", "cat_id"),
                           ("dept_id", "cat_id"), ("store_id", "state_id")):  # fmt: skip
-        first_parent = frame.groupby(child, sort=False)[parent].transform("first").to_numpy()
-        clash = ids[parent] != first_parent
+        # The rows that disagree with most of their child's rows are the ones named (ties:
+        # the value seen first), not every row that differs from the first one.
+        counts = frame.groupby([child, parent], sort=False).size()
+        majority = counts.groupby(level=0, sort=False).idxmax()
+        usual = frame[child].map(pd.Series([p for _, p in majority], index=majority.index))
+        usual_parent = usual.to_numpy()
+        clash = ids[parent] != usual_parent
         if clash.any():
             row = first_of(clash)
-            earlier = first_of(ids[child] == ids[child][row])
+            agreeing = first_of((ids[child] == ids[child][row]) & ~clash)
             found = f"{quoted(ids[parent][row])} for {child} {quoted(ids[child][row])}"
-            expected = (f"{quoted(first_parent[row])} as in row {earlier + 2} "
+            expected = (f"{quoted(usual_parent[row])} as in row {agreeing + 2} "
                         f"(one {parent} per {child})")  # fmt: skip
             report(parent, clash, found, expected)
     # Ids go unquoted into the inference CSV that Batch Transform splits on commas, and into
@@ -238,7 +243,12 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
     safe = np.array([_SAFE_ID.match(value) is not None for value in ids["id"]], dtype=bool)
     unsafe = ~safe & (ids["id"] != "")
     if unsafe.any():
-        report("id", unsafe, quoted(ids["id"][first_of(unsafe)]), "letters, digits, '_', '-', '.'")
+        report(
+            "id",
+            unsafe,
+            quoted(ids["id"][first_of(unsafe)]),
+            "only ASCII letters, digits, '_', '-', '.'",
+        )
     formula = np.isin(np.strings.slice(ids["id"], 0, 1), ["=", "+", "-", "@"])
     if formula.any():
         found = quoted(ids["id"][first_of(formula)])
