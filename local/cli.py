@@ -243,8 +243,8 @@ def _local_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         code, outcome = 130, "interrupted: the local cloud and its jobs are stopped"
     finally:
-        # Stopped before the local cloud wrote anything: there is nothing to keep.
-        empty = not args.workdir and not any(workdir.iterdir())
+        # Stopped before any job wrote a file (a refused input): there is nothing to keep.
+        empty = not args.workdir and not any(p.is_file() for p in workdir.rglob("*"))
         if empty or (code == 0 and not args.workdir):
             shutil.rmtree(workdir, ignore_errors=True)
             if not empty:

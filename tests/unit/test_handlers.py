@@ -609,12 +609,12 @@ def test_a_malformed_upload_sent_again_is_refused_again(
     shard = load_function("ShardFunction")
     _upload(bucket, "twice", tmp_path)
     assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "rejected"
-    assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "duplicate"
+    assert shard.invoke(_created(bucket, f"raw/twice/{SALES_FILE}"))["status"] == "refused"
     outcomes = []
     for name in INPUT_FILES:  # again, one file at a time: refused once, when complete
         _upload(bucket, "twice", tmp_path, (name,))
         outcomes.append(shard.invoke(_created(bucket, f"raw/twice/{name}"))["status"])
-    assert outcomes == ["duplicate", "duplicate", "rejected"]
+    assert outcomes == ["refused", "refused", "rejected"]
     assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected", "Input Rejected"]
 
 

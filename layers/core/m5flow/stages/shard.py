@@ -28,8 +28,9 @@ _REFUSED, _AGAIN = "input-rejected", "uploaded-again"
 
 @dataclass(frozen=True)
 class ShardOutcome:
-    """What the step did: `status` is one of started, waiting, duplicate, rejected, ignored,
-    superseded (an input was replaced while it was read)."""
+    """What the step did: `status` is one of started, waiting, duplicate (the run was
+    made before), rejected (refused now, and announced), refused (refused before: not read
+    or announced again), ignored, superseded (an input was replaced while it was read)."""
 
     status: str
     dataset: str | None = None
@@ -79,7 +80,7 @@ def shard_dataset(
     if refused and all(versions.values()) and _compared(versions, refused) != "new":
         # This set was refused before: a re-delivery, or part of it uploaded again.
         logger.info("refused before; not read again", extra={"run_id": run})
-        return ShardOutcome("duplicate", dataset, run)
+        return ShardOutcome("refused", dataset, run)
     try:
         data, overrides = read_inputs(storage, prefix, present, config)
     except ObjectChangedError as exc:
@@ -101,7 +102,7 @@ def shard_dataset(
             # Once per upload: the same files uploaded again are refused again, out loud.
             once=f"{_REFUSED}-{_upload_of(versions)}",
         )
-        return ShardOutcome("rejected" if announced else "duplicate", dataset, run)
+        return ShardOutcome("rejected" if announced else "refused", dataset, run)
 
     manifest = write_run_shards(storage, run, dataset, inputs, data, overrides, config)
     try:
