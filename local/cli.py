@@ -84,6 +84,8 @@ def _shard(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         print(f"OUT_DIR {out} is a file; expected a folder", file=sys.stderr)
         return 2
+    if _inside_inputs(("OUT_DIR", out), ("DATA_DIR", data_dir)):
+        return 2
     source = DiskStorage(data_dir)
     dataset = naming.sanitize(data_dir.resolve().name)
     run, present, absent = naming.dataset_run(source, "", dataset)
@@ -160,6 +162,17 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inside_inputs(out: tuple[str, Path], data: tuple[str, Path]) -> bool:
+    """Whether the output folder is the input folder or inside it (said, if so): m5flow
+    never writes where the user's inputs are (README)."""
+    (out_flag, out_dir), (data_flag, data_dir) = out, data
+    if not out_dir.resolve().is_relative_to(data_dir.resolve()):
+        return False
+    print(f"{out_flag} {out_dir} is inside {data_flag} {data_dir}, the input folder, which "
+          "m5flow never writes to; choose a folder outside it", file=sys.stderr)  # fmt: skip
+    return True
+
+
 def _missing_inputs(data_dir: Path, absent: list[str]) -> str:
     """Why a folder is not a dataset: no folder, or which inputs are absent, and what in
     the folder looks like them (Kaggle's first-stage file has the right layout but 28 days
@@ -226,6 +239,8 @@ def _local_run(args: argparse.Namespace) -> int:
     missing = [name for name in schema.INPUT_FILES if name not in files]
     if missing:
         print(_missing_inputs(data_dir, missing), file=sys.stderr)
+        return 2
+    if _inside_inputs(("--out", out), ("--data", data_dir)):
         return 2
     parameters = _stack_parameters(args)
     if parameters is None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from m5flow.schema import INPUT_FILES
 from tests.conftest import REAL_M5
@@ -81,6 +84,20 @@ def test_shard_checks_min_lags_before_reading(tmp_path):
     result = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"), "--min-lags", "7,14")
     assert result.returncode == 2
     assert "--min-lags: '7,14': min_lags must end at the horizon, 28" in result.stderr
+
+
+@pytest.mark.parametrize("inside", ["", "forecast"])
+def test_the_input_folder_is_never_an_output_folder(small_m5, tmp_path, inside):
+    """README: the input folder is never written to; --out there would have been."""
+    data = tmp_path / "data"
+    shutil.copytree(small_m5, data)
+    before = sorted(p.name for p in data.rglob("*"))
+    run = _m5flow("local", "run", "--data", str(data), "--out", str(data / inside))
+    shard = _m5flow("shard", str(data), str(data / inside))
+    assert (run.returncode, shard.returncode) == (2, 2)
+    assert f"--out {data / inside} is inside --data {data}, the input folder" in run.stderr
+    assert f"OUT_DIR {data / inside} is inside DATA_DIR {data}" in shard.stderr
+    assert sorted(p.name for p in data.rglob("*")) == before
 
 
 def test_synth_replaces_m5_files_only_when_told(tmp_path):
