@@ -271,7 +271,8 @@ def test_score_files_names_duplicates_and_empty_cells(files) -> None:
     with pytest.raises(ScoringError) as caught:
         score_files(data_dir, *_write(tmp, truth, submission))
     assert f"duplicate id(s) {submission['id'].iloc[0]}" in str(caught.value)
-    assert "column(s) F7 hold empty or non-numeric values" in str(caught.value)
+    assert "column(s) F7 hold empty or non-numeric values, e.g. " in str(caught.value)
+    assert f"{submission['id'].iloc[0]} F7: ''; expected a number" in str(caught.value)
 
 
 def test_ids_are_read_as_written_not_guessed() -> None:
@@ -297,6 +298,17 @@ def test_score_files_refuses_a_short_submission(files) -> None:
     data_dir, truth, submission, tmp = files
     with pytest.raises(ScoringError, match=r"missing column\(s\) F28; expected id,F1\.\.F28"):
         score_files(data_dir, *_write(tmp, truth, submission.drop(columns="F28")))
+
+
+def test_a_semicolon_export_is_named_as_such(files) -> None:
+    data_dir, truth, submission, tmp = files
+    truth_csv, submission_csv = _write(tmp, truth, submission)
+    submission_csv.write_text(submission.to_csv(sep=";", index=False))
+    with pytest.raises(ScoringError) as caught:
+        score_files(data_dir, truth_csv, submission_csv)
+    assert str(caught.value).startswith(
+        "submission.csv: header: found columns separated by semicolons ('id;F1;F2;"
+    )
 
 
 def test_a_short_truth_is_named_as_where_the_days_come_from(files) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from m5flow import schema
-from m5flow.csvinput import decoded
+from m5flow.csvinput import decoded, missing_columns
 from m5flow.exceptions import InputRejectedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
@@ -49,6 +49,14 @@ def aligned_values(
     # time, which took minutes for the 60,980 rows of a Kaggle submission.
     ids = np.asarray(ids, dtype=str)
     absent = [c for c in ["id", *columns] if c not in frame.columns]
+    if absent and len(frame.columns) == 1:  # a semicolon or tab export: say that alone
+        raise ScoringError(
+            "; ".join(missing_columns(name, list(frame.columns), ()))
+            or (
+                f"{name}: one column ({str(frame.columns[0])[:40]!r}); expected id,"
+                f"{columns[0]}..{columns[-1]}, separated by commas"
+            )
+        )
     if absent:
         shown = ", ".join(map(str, frame.columns[:8]))
         problems.append(
@@ -90,9 +98,12 @@ def aligned_values(
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=0)
     if bad.any():
+        row = int(np.flatnonzero(values[bad.index[bad][0]].isna())[0])
+        first = bad.index[bad][0]
         problems.append(
             f"{name}: column(s) {_named(bad.index[bad].to_numpy())} hold empty or non-numeric "
-            "values; expected a number in every cell"
+            f"values, e.g. {file_ids[row]} {first}: {frame[first].iloc[row]!r}; expected a "
+            "number in every cell"
         )
     numbers = values.to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
