@@ -300,6 +300,20 @@ def test_score_files_refuses_a_short_submission(files) -> None:
         score_files(data_dir, *_write(tmp, truth, submission.drop(columns="F28")))
 
 
+def test_files_of_another_dataset_than_the_history_name_the_truth(files) -> None:
+    """Truth and submission both of other series: the history (--data) is the odd one out,
+    and the truth, not the submission, is what says so."""
+    data_dir, truth, submission, tmp = files
+    truth, submission = (
+        truth.assign(id="OTHER" + truth["id"]),
+        submission.assign(id="OTHER" + submission["id"]),
+    )
+    with pytest.raises(ScoringError) as caught:
+        score_files(data_dir, *_write(tmp, truth, submission))
+    assert str(caught.value).startswith("truth.csv: no row for ")
+    assert "id(s) not in the history: OTHER" in str(caught.value)
+
+
 def test_a_semicolon_export_is_named_as_such(files) -> None:
     data_dir, truth, submission, tmp = files
     truth_csv, submission_csv = _write(tmp, truth, submission)

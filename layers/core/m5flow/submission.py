@@ -209,6 +209,9 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
             f"d_{data.last_day + 1}..d_{last}, the days after the history's last day "
             f"d_{data.last_day}"
         )
+    # The truth first: when it lacks the history's series too, the history is another
+    # dataset's, which blaming the submission would hide.
+    aligned_values(truth_name, truth_frame, data.ids, days, units=True)
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     try:
         forecast = aligned_values(submission_name, submission_frame, data.ids, steps)
