@@ -315,6 +315,7 @@ class LocalCloud:
             raise LocalRunFailedError(
                 f"no forecast for {dataset} within {timeout:g} s (--timeout waits longer); "
                 + self._jobs_in_progress()
+                + (f"; {self.router.busy} was at work" if self.router and self.router.busy else "")
             )
         return event
 

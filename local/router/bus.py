@@ -65,6 +65,7 @@ class EventRouter:
         self.on_event = on_event
         self.on_invocation = on_invocation
         self._stopped = threading.Event()
+        self.busy: str | None = None  # the function being invoked now, for a timeout to name
         # Receiving and invoking run on separate threads: a long handler (the shard step
         # writes hundreds of objects, each an event) must not leave the events piling up in
         # moto's queue, whose sends slow down as it grows.
@@ -107,6 +108,13 @@ class EventRouter:
         return invocations
 
     def _invoke(self, name: str, event: dict[str, Any]) -> Invocation:
+        self.busy = name
+        try:
+            return self._invoke_with_retries(name, event)
+        finally:
+            self.busy = None
+
+    def _invoke_with_retries(self, name: str, event: dict[str, Any]) -> Invocation:
         function = self.functions[name]
         attempts = 1 + function.spec.max_retry_attempts
         failure: BaseException | None = None

@@ -32,3 +32,14 @@ def test_a_timeout_names_the_option_and_what_was_running(tmp_path: Path) -> None
     assert str(ended.value) == (
         "no forecast for quiet within 0.5 s (--timeout waits longer); no job was running"
     )
+
+
+def test_a_timeout_names_the_function_at_work(tmp_path: Path) -> None:
+    """Between jobs (assembly, or a transform being created) "no job was running" read
+    like a hang; the step the router is invoking is named too."""
+    with LocalCloud(tmp_path, echo=None) as cloud, pytest.raises(LocalRunFailedError) as ended:
+        assert cloud.router is not None and cloud.router.busy is None
+        cloud.router.busy = "AssembleForecastFunction"
+        cloud.wait_for_outcome("quiet", timeout=0.5)
+
+    assert str(ended.value).endswith("no job was running; AssembleForecastFunction was at work")
