@@ -352,7 +352,7 @@ def _local_up(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     try:
         with LocalCloud(workdir, parameters=parameters) as cloud:
-            print("export these to point boto3 and the AWS CLI (v2) at the local cloud:")
+            print("# to point boto3 and the AWS CLI (v2) at the local cloud, run these:")
             for key, value in cloud.environment.items():
                 print(f"export {key}={value}")
             # The line below tells a script it may signal now.
