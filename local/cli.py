@@ -127,8 +127,9 @@ def _shard(args: argparse.Namespace) -> int:
     for model in manifest.models:
         for channel in ("train", "validation", "inference"):
             shards = getattr(model, channel)
+            plural = "s" if len(shards) != 1 else " "
             print(
-                f"{model.name} {channel:10s} {len(shards):4d} shards "
+                f"{model.name} {channel:10s} {len(shards):4d} shard{plural} "
                 f"{sum(s.rows for s in shards):>12,} rows {sum(s.bytes for s in shards):>14,} bytes"
             )
     print(f"manifest {out / naming.manifest_key(run)} ({time.perf_counter() - started:.1f} s)")

@@ -82,7 +82,7 @@ def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_
     report = (tmp_path / "out" / "report.html").read_text()
     assert "h28 (days 1-28)" in report and "h7 " not in report
     assert "num_round=25" in report
-    assert "forecast 0: never sold" in report and "never sold and have no price" in report
+    assert "forecast 0: never sold" in report and "1 series never sold and has no price" in report
     submission = pd.read_csv(tmp_path / "out" / "submission.csv").set_index("id")
     assert (submission.loc[unlaunched["id"]] == 0).all()
     assert submission.drop(index=unlaunched["id"]).to_numpy().sum() > 0

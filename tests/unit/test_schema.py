@@ -592,7 +592,7 @@ def test_a_series_not_yet_on_the_shelf_needs_no_price(files: dict[str, bytes]) -
     (row,) = np.flatnonzero(unlaunched)
     assert np.isnan(data.weekly_prices[row]).all()
     assert data.notices == (
-        "sell_prices.csv: 1 series never sold and have no price (the first: store_id TX_1 "
+        "sell_prices.csv: 1 series never sold and has no price (the first: store_id TX_1 "
         "item_id FOODS_3_002); they are forecast 0",
     )
 

@@ -320,7 +320,8 @@ def read_prices(
     notices: tuple[str, ...] = ()
     if unpriced.any():
         row = first_of(unpriced)
-        notices = (f"{name}: {int(unpriced.sum()):,} series never sold and have no price "
+        have = "has" if unpriced.sum() == 1 else "have"
+        notices = (f"{name}: {int(unpriced.sum()):,} series never sold and {have} no price "
                    f"(the first: store_id {ids['store_id'][row]} item_id "
                    f"{ids['item_id'][row]}); they are forecast 0",)  # fmt: skip
     carried = started & ~observed

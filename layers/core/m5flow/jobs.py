@@ -146,7 +146,7 @@ def _check_distribution(model: ModelShards, instance_count: int) -> None:
             f"TrainingInstanceCount is {instance_count}: ShardedByS3Key gives each host whole "
             "objects, so some hosts would get no data; set "
             f"TrainingInstanceCount to {instances.AUTO}, which sizes each job from its shards, "
-            f"or to {len(model.train)} or fewer",
+            f"or to at most {len(model.train)}",
         )
 
 

@@ -169,7 +169,10 @@ def assemble_forecast(
         # A late re-delivery (or a retry that lost the take-over): nothing to redo, even if
         # the run's predictions/ have since been cleared away.
         logger.info("forecast already announced", extra={"run_id": run, "job": name})
-        return Assembly(None, "another delivery announced the forecast, or is: nothing to do")
+        return Assembly(
+            None,
+            "the forecast was announced, or another delivery is announcing it: nothing to do",
+        )
     if publisher.settle(run, failure) != "absent":
         # A sibling's job or an earlier assembly failed the run: no forecast can follow.
         logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
