@@ -427,7 +427,10 @@ def parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--out", type=_folder, required=True, help="folder for the three M5 files")
     synth.add_argument(
-        "--seed", type=_whole_number(0), default=0, help="the same seed, the same bytes"
+        "--seed",
+        type=_whole_number(0),
+        default=0,
+        help="the same seed, the same bytes (default: 0)",
     )
     synth.add_argument("--force", action="store_true", help="replace M5 files already in --out")
     synth.set_defaults(run=_synth)
