@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from m5flow_local.cloud import describe, said
+from m5flow_local.console import describe, said
 
 
 def test_a_run_failed_line_says_the_reason_once() -> None:
