@@ -241,7 +241,9 @@ def _local_run(args: argparse.Namespace) -> int:
     if missing:
         print(_missing_inputs(data_dir, missing), file=sys.stderr)
         return 2
-    if _inside_inputs(("--out", out), ("--data", data_dir)):
+    if _inside_inputs(("--out", out), ("--data", data_dir)) or (
+        args.workdir and _inside_inputs(("--workdir", Path(args.workdir)), ("--data", data_dir))
+    ):
         return 2
     parameters = _stack_parameters(args)
     if parameters is None:
@@ -298,28 +300,36 @@ def _run_flow(
         print(f"note: --dataset {args.dataset!r} is uploaded as raw/{dataset}/ (letters, digits "
               "and single dashes)")  # fmt: skip
     started = time.perf_counter()
-    with LocalCloud(workdir, parameters=parameters) as cloud:
-        # The truth and the settings go first: the last input to arrive starts the run.
-        ordered = sorted(files, key=lambda name: name in schema.INPUT_FILES)
-        cloud.upload_dataset(data_dir, dataset, tuple(ordered))
-        try:
-            outcome = unless_stopped(partial(cloud.wait_for_outcome, dataset, args.timeout))
-        except LocalRunFailedError as exc:
-            return 1, f"FAILED: {exc}"
-        detail = outcome.get("detail", {})
-        if outcome.get("detail-type") != "Forecast Ready":
-            return 1, f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}"
-        keys = [
-            detail[field].removeprefix(f"s3://{cloud.bucket}/")
-            for field in ("submission", "metrics", "report")
-            if detail.get(field)
-        ]
-        try:
-            _download(cloud, keys, out)
-        except OSError as exc:  # the local S3 goes with this process: keep them elsewhere
-            kept = workdir / "forecast"
-            _download(cloud, keys, kept)
-            return 1, f"FAILED to write the forecast to {out} ({exc}); it is in {kept}"
+    written = False
+    try:
+        with LocalCloud(workdir, parameters=parameters) as cloud:
+            # The truth and the settings go first: the last input to arrive starts the run.
+            ordered = sorted(files, key=lambda name: name in schema.INPUT_FILES)
+            cloud.upload_dataset(data_dir, dataset, tuple(ordered))
+            try:
+                outcome = unless_stopped(partial(cloud.wait_for_outcome, dataset, args.timeout))
+            except LocalRunFailedError as exc:
+                return 1, f"FAILED: {exc}"
+            detail = outcome.get("detail", {})
+            if outcome.get("detail-type") != "Forecast Ready":
+                return 1, f"FAILED ({outcome.get('detail-type')}): {detail.get('reason')}"
+            keys = [
+                detail[field].removeprefix(f"s3://{cloud.bucket}/")
+                for field in ("submission", "metrics", "report")
+                if detail.get(field)
+            ]
+            try:
+                _download(cloud, keys, out)
+            except OSError as exc:  # the local S3 goes with this process: keep them elsewhere
+                kept = workdir / "forecast"
+                _download(cloud, keys, kept)
+                return 1, f"FAILED to write the forecast to {out} ({exc}); it is in {kept}"
+            written = True
+    except KeyboardInterrupt:
+        # A stop that came during the shutdown, once the forecast was in --out: it changes
+        # nothing, and the run is reported as what it was, a success.
+        if not written:
+            raise
     return 0, (
         f"forecast ready in {time.perf_counter() - started:.0f} s: "
         f"{out / naming.SUBMISSION_FILE}  headline {json.dumps(detail.get('headline', {}))}"

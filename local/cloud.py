@@ -254,7 +254,7 @@ class LocalCloud:
             raise LocalRunFailedError(
                 f"no forecast for {dataset} within {timeout:g} s (--timeout waits longer); "
                 + self._jobs_in_progress()
-                + (f"; {self.router.busy} was at work" if self.router and self.router.busy else "")
+                + (f"; {busy} was at work" if (busy := self.router and self.router.busy) else "")
             )
         return event
 
@@ -277,15 +277,17 @@ class LocalCloud:
 
     def stop(self) -> None:
         with stop_signals_held():  # a second Ctrl-C must not leave training hosts running
-            if self.router is not None:
-                self.router.stop()
-            if self._sagemaker is not None:
-                self._sagemaker.stop()
-            if self._moto is not None:
-                self._moto.stop()
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+            try:
+                if self.router is not None:
+                    self.router.stop()
+                if self._sagemaker is not None:
+                    self._sagemaker.stop()
+                if self._moto is not None:
+                    self._moto.stop()
+            finally:
+                for key, value in self._saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+                self._saved_env.clear()

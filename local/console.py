@@ -73,8 +73,7 @@ def said(function: str, result: Any) -> str:
         ("ShardFunction", "waiting"): f"{result.get('dataset')}: waiting for all three inputs",
         ("ShardFunction", "duplicate"): f"these files already made run {run}: nothing to start",
         ("ShardFunction", "rejected"): f"{result.get('dataset')}: refused (Input Rejected)",
-        ("ShardFunction", "refused"): f"these files were refused before (run {run}): not "
-        "read again",
+        ("ShardFunction", "refused"): f"refused before (run {run}): not announced again",
         ("ShardFunction", "ignored"): "not an input: ignored",
         ("ShardFunction", "superseded"): "an input was replaced while read: its event goes on",
     }.get((function, result.get("status")))

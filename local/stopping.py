@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -34,7 +35,13 @@ def stop_signals_held() -> Iterator[None]:
         yield
         return
     arrived: list[int] = []
-    previous = {s: signal.signal(s, lambda number, _: arrived.append(number)) for s in STOP_SIGNALS}
+
+    def hold(number: int, _: object) -> None:
+        if not arrived:
+            sys.stderr.write("stopping: the shutdown ends first (its training hosts last)\n")
+        arrived.append(number)
+
+    previous = {stop_signal: signal.signal(stop_signal, hold) for stop_signal in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -277,7 +277,8 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             if config.get("holidays"):
                 matrix = np.vstack([matrix, _holiday_season(data, block.day)[None]])
             if config.get("zero_run"):  # days without a sale, up to the model's freshest day
-                run = zero_runs[block.series, block.day - min_lag - 1]
+                column = block.day - min_lag - 1  # before d_1: unknown, not wrapped around
+                run = np.where(column >= 0, zero_runs[block.series, column], np.nan)
                 matrix = np.vstack([matrix, run[None]])
             return matrix
 

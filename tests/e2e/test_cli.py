@@ -94,8 +94,11 @@ def test_the_input_folder_is_never_an_output_folder(small_m5, tmp_path, inside):
     before = sorted(p.name for p in data.rglob("*"))
     run = _m5flow("local", "run", "--data", str(data), "--out", str(data / inside))
     shard = _m5flow("shard", str(data), str(data / inside))
-    assert (run.returncode, shard.returncode) == (2, 2)
+    work = _m5flow("local", "run", "--data", str(data), "--out", str(tmp_path / "out"),
+                   "--workdir", str(data / inside / "work"))  # fmt: skip
+    assert (run.returncode, shard.returncode, work.returncode) == (2, 2, 2)
     assert f"--out {data / inside} is inside --data {data}, the input folder" in run.stderr
+    assert f"--workdir {data / inside / 'work'} is inside --data {data}" in work.stderr
     assert f"OUT_DIR {data / inside} is inside DATA_DIR {data}" in shard.stderr
     assert sorted(p.name for p in data.rglob("*")) == before
 

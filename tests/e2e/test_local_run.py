@@ -108,6 +108,7 @@ def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tm
     assert reason.startswith("FAILED (Input Rejected): calendar.csv"), result.stderr[-2000:]
     assert "d_1951" in reason
     assert "metrics.json in " in result.stderr and "an earlier run's" in result.stderr
+    assert "job files and logs are kept" not in result.stderr  # no job ran: nothing to keep
     # The functions' own logs reach the console as Powertools JSON, as in CloudWatch.
     logs = result.stdout + result.stderr
     assert '"message":"input rejected"' in logs and "\ninput rejected\n" not in logs

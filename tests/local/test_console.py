@@ -58,7 +58,7 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
         ("ShardFunction", {"status": "started", "dataset": "d", "run_id": "d-1"},
          "started run d-1"),
         ("ShardFunction", {"status": "refused", "dataset": "d", "run_id": "d-1"},
-         "these files were refused before (run d-1): not read again"),
+         "refused before (run d-1): not announced again"),
         ("StartTrainingFunction", {"training_jobs": ["m5flow-d-1-h7", "m5flow-d-1-h28"]},
          "created training jobs m5flow-d-1-h7, m5flow-d-1-h28"),
         ("PublishModelFunction", {"transform_job": None},

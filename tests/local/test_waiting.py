@@ -3,11 +3,13 @@ silence, and a timeout says what was still going."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import boto3
 import pytest
 
+from m5flow.schema import INPUT_FILES
 from m5flow_local.cloud import LocalCloud, LocalRunFailedError
 
 
@@ -32,6 +34,22 @@ def test_a_timeout_names_the_option_and_what_was_running(tmp_path: Path) -> None
     assert str(ended.value) == (
         "no forecast for quiet within 0.5 s (--timeout waits longer); no job was running"
     )
+
+
+def test_the_router_knows_which_function_it_is_invoking(tmp_path: Path, small_m5: Path) -> None:
+    seen: set[str | None] = set()
+    with LocalCloud(tmp_path, echo=None) as cloud:
+        assert cloud.router is not None
+        cloud.upload_dataset(small_m5, "busy-router", INPUT_FILES)
+        deadline = time.monotonic() + 60
+        while "ShardFunction" not in seen and time.monotonic() < deadline:
+            seen.add(cloud.router.busy)
+            time.sleep(0.002)
+        # To its end: moto's queues outlive this cloud in the process, and events left in
+        # them would reach the next test's router.
+        outcome = cloud.wait_for_outcome("busy-router", timeout=300)
+    assert "ShardFunction" in seen
+    assert outcome["detail-type"] == "Forecast Ready"
 
 
 def test_a_timeout_names_the_function_at_work(tmp_path: Path) -> None:

@@ -674,7 +674,7 @@ def test_assemble_forecast_writes_submission_in_input_order(bucket, load_functio
     for key in _keys(bucket, f"runs/{run}/predictions/"):
         s3.delete_object(Bucket=bucket, Key=key)
     again = load_function("AssembleForecastFunction").invoke(event)
-    assert again["submission"] is None and again["note"].startswith("another delivery announced")
+    assert again["submission"] is None and again["note"].startswith("the forecast was announced")
     assert bus.drain() == []
     assert f"runs/{run}/forecast/report.html" not in _keys(bucket, f"runs/{run}/forecast/")
 

@@ -314,14 +314,16 @@ def test_files_of_another_dataset_than_the_history_name_the_truth(files) -> None
     assert "id(s) not in the history: OTHER" in str(caught.value)
 
 
-def test_a_semicolon_export_is_named_as_such(files) -> None:
+@pytest.mark.parametrize("which", ["truth", "submission"])
+def test_a_semicolon_export_is_named_as_such(files, which) -> None:
     data_dir, truth, submission, tmp = files
     truth_csv, submission_csv = _write(tmp, truth, submission)
-    submission_csv.write_text(submission.to_csv(sep=";", index=False))
+    frame, path = (truth, truth_csv) if which == "truth" else (submission, submission_csv)
+    path.write_text(frame.to_csv(sep=";", index=False))
     with pytest.raises(ScoringError) as caught:
         score_files(data_dir, truth_csv, submission_csv)
     assert str(caught.value).startswith(
-        "submission.csv: header: found columns separated by semicolons ('id;F1;F2;"
+        f"{path.name}: header: found columns separated by semicolons ('id;"
     )
 
 

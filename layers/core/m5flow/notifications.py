@@ -96,11 +96,11 @@ class EventPublisher:
         """
         if "run_id" not in detail or "dataset" not in detail:
             raise ValueError(f"{detail_type} detail must carry run_id and dataset: {detail}")
-        if self.ledger is None or detail["run_id"] is None:
+        if detail["run_id"] is not None and once is None:
+            raise ValueError(f"{detail_type} of run {detail['run_id']} needs a name (`once`)")
+        if self.ledger is None or once is None:
             self._put(detail_type, detail)
             return True
-        if once is None:
-            raise ValueError(f"{detail_type} of run {detail['run_id']} needs a name (`once`)")
         key = ledger_key(str(detail["run_id"]), once)
         record = {"detail-type": detail_type, "detail": dict(detail), "sent": False,
                   "recorded": time.time()}  # fmt: skip

@@ -225,15 +225,19 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
     for child, parent in (("item_id", "dept_id"), ("item_id", "cat_id"),
                           ("dept_id", "cat_id"), ("store_id", "state_id")):  # fmt: skip
         # The rows that disagree with most of their child's rows are the ones named (ties:
-        # the value seen first), not every row that differs from the first one.
-        counts = frame.groupby([child, parent], sort=False).size()
+        # the value seen first), not every row that differs from the first one. Empty
+        # cells are named above and count for nothing here.
+        filled = frame[frame[parent] != ""]
+        counts = filled.groupby([child, parent], sort=False).size()
         majority = counts.groupby(level=0, sort=False).idxmax()
         usual = frame[child].map(pd.Series([p for _, p in majority], index=majority.index))
-        usual_parent = usual.to_numpy()
-        clash = ids[parent] != usual_parent
+        usual_parent = usual.fillna("").to_numpy(dtype=str)
+        clash = (ids[parent] != usual_parent) & (ids[parent] != "") & (usual_parent != "")
         if clash.any():
             row = first_of(clash)
-            agreeing = first_of((ids[child] == ids[child][row]) & ~clash)
+            agreeing = first_of(
+                (ids[child] == ids[child][row]) & (ids[parent] == usual_parent[row])
+            )
             found = f"{quoted(ids[parent][row])} for {child} {quoted(ids[child][row])}"
             expected = (f"{quoted(usual_parent[row])} as in row {agreeing + 2} "
                         f"(one {parent} per {child})")  # fmt: skip

@@ -199,6 +199,11 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     truth_name, submission_name = Path(truth_csv).name, Path(submission_csv).name
     truth_frame = read_table(truth_name, Path(truth_csv))
     submission_frame = read_table(submission_name, Path(submission_csv))
+    if len(truth_frame.columns) == 1:  # a semicolon or tab export: say that, not "no days"
+        raise ScoringError(
+            "; ".join(missing_columns(truth_name, list(truth_frame.columns), ()))
+            or f"{truth_name}: one column; expected id,d_<day>..., comma-separated"
+        )
     days = [c for c in truth_frame.columns if c.startswith("d_")]
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]

@@ -29,8 +29,8 @@ _REFUSED, _AGAIN = "input-rejected", "uploaded-again"
 @dataclass(frozen=True)
 class ShardOutcome:
     """What the step did: `status` is one of started, waiting, duplicate (the run was
-    made before), rejected (refused now, and announced), refused (refused before: not read
-    or announced again), ignored, superseded (an input was replaced while it was read)."""
+    made before), rejected (refused now, and announced), refused (refused before: not
+    announced again), ignored, superseded (an input was replaced while it was read)."""
 
     status: str
     dataset: str | None = None
