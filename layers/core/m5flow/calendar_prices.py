@@ -8,7 +8,6 @@ carried forward where a week is missing (a notice, not a refusal). Reasons follo
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from m5flow.csvinput import header_of, missing_columns, problem, quoted, read_table
+from m5flow.csvinput import header_of, missing_columns, problem, quoted, read_table, typed_csv
 from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
 
 _MAX_PRICE = 1e6  # per unit; far above any retail price, far below float32 overflow
@@ -203,20 +201,7 @@ def _typed_table(payload: bytes) -> pa.Table:
     label = pa.dictionary(pa.int32(), pa.string())
     types = {"store_id": label, "item_id": label, "wm_yr_wk": pa.float64(),
              "sell_price": pa.float64()}  # fmt: skip
-    ragged: list[pacsv.InvalidRow] = []  # a handler cannot raise through pyarrow
-
-    def refuse(row: pacsv.InvalidRow) -> str:
-        ragged.append(row)
-        return "skip"
-
-    table = pacsv.read_csv(
-        io.BytesIO(payload),
-        read_options=pacsv.ReadOptions(block_size=4 << 20),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=refuse),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types, include_columns=list(types), strings_can_be_null=False
-        ),
-    )
+    table, ragged = typed_csv(payload, types)
     if ragged:
         raise _BadCell
     return table

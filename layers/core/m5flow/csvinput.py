@@ -165,6 +165,34 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
     return reasons
 
 
+def typed_csv(
+    payload: bytes, types: dict[str, pa.DataType], *, threads: bool = True
+) -> tuple[pa.Table, list[pacsv.InvalidRow]]:
+    """The `types` columns read with pyarrow, and the rows of the wrong width it skipped
+    (numbered only by a single-threaded read).
+
+    Raises
+    ------
+    pyarrow.ArrowInvalid
+        When a cell does not convert to its column's type (the caller explains it).
+    """
+    ragged: list[pacsv.InvalidRow] = []  # a handler cannot raise through pyarrow
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        ragged.append(row)
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(payload),
+        read_options=pacsv.ReadOptions(use_threads=threads, block_size=4 << 20),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, include_columns=list(types), strings_can_be_null=False
+        ),
+    )
+    return table, ragged
+
+
 def read_table(
     name: str, payload: bytes, header: list[str], types: dict[str, pa.DataType]
 ) -> tuple[pa.Table, list[str]]:
@@ -175,26 +203,9 @@ def read_table(
     pyarrow.ArrowInvalid
         When a cell does not convert to its column's type (the caller explains it).
     """
-    ragged: list[pacsv.InvalidRow] = []
-
-    def skip(row: pacsv.InvalidRow) -> str:
-        ragged.append(row)
-        return "skip"
-
-    def read(threads: bool) -> pa.Table:
-        return pacsv.read_csv(
-            io.BytesIO(payload),
-            read_options=pacsv.ReadOptions(use_threads=threads, block_size=4 << 20),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types, include_columns=list(types), strings_can_be_null=False
-            ),
-        )
-
-    table = read(threads=True)
+    table, ragged = typed_csv(payload, types)
     if ragged:  # only a single-threaded read knows the rows' numbers
-        ragged.clear()
-        table = read(threads=False)
+        table, ragged = typed_csv(payload, types, threads=False)
     expected = f"{len(header)} fields, as in the header"
     reasons = [
         problem(name, f"row {row.number}", f"{row.actual_columns} fields", expected)
