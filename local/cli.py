@@ -222,11 +222,16 @@ def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:
         given[name] = value
     parameters = {"LogLevel": "WARNING", "TrainingInstanceCount": "1"} | given
     problems = repeated + parameter_problems(template_parameters(), parameters)
-    if not problems:  # past CloudFormation's pattern, the functions read it as JSON
+    if not problems:  # past CloudFormation's pattern, the functions read them and may fail
         try:
             stack_hyperparameters(parameters.get("Hyperparameters", "{}"))
         except ValueError as exc:
             problems.append(str(exc))
+        if "ModelMinLags" in parameters:  # the pattern lets 14,7,28 through
+            try:
+                parse_min_lags(parameters["ModelMinLags"])
+            except ValueError as exc:
+                problems.append(f"ModelMinLags={parameters['ModelMinLags']}: {exc}")
     if problems:
         print("refused --parameter:", *problems, sep="\n  ", file=sys.stderr)
         return None

@@ -151,6 +151,18 @@ def test_local_run_refuses_hyperparameters_that_are_not_json(small_m5, tmp_path)
     assert "local cloud up" not in result.stdout
 
 
+def test_local_run_refuses_min_lags_the_shard_function_could_not_load(small_m5, tmp_path):
+    """14,7,28 passes the template's pattern; the shard function would fail at every start."""
+    result = subprocess.run(
+        [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(small_m5),
+         "--out", str(tmp_path / "out"), "--parameter", "ModelMinLags=14,7,28"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "ModelMinLags=14,7,28: min_lags must be increasing: (14, 7, 28)" in result.stderr
+    assert "local cloud up" not in result.stdout
+
+
 def test_a_stopped_local_run_stops_its_jobs_and_says_where_their_logs_are(small_m5, tmp_path):
     """`kill` or a closed terminal during training: exit 130, no XGBoost host left behind."""
     run = subprocess.Popen(
