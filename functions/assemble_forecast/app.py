@@ -16,9 +16,7 @@ from m5flow.storage import S3Storage
 
 logger = Logger()
 storage = S3Storage(boto3.client("s3"), os.environ["DATA_BUCKET"])
-publisher = EventPublisher(
-    boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
-)
+publisher = EventPublisher(boto3.client("events"), os.environ["EVENT_BUS_NAME"], ledger=storage)
 
 
 @logger.inject_lambda_context

@@ -22,9 +22,7 @@ logger = Logger()
 settings = JobSettings.from_env(os.environ)
 storage = S3Storage(boto3.client("s3"), settings.bucket)
 sagemaker = boto3.client("sagemaker")
-publisher = EventPublisher(
-    boto3.client("events"), os.environ.get("EVENT_BUS_NAME", "default"), ledger=storage
-)
+publisher = EventPublisher(boto3.client("events"), os.environ["EVENT_BUS_NAME"], ledger=storage)
 
 
 @logger.inject_lambda_context
