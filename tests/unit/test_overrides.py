@@ -92,6 +92,8 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
         (b'{"hyperparameters": {"eta": -Infinity}}', ["-Infinity is not a JSON number"]),
         (b'{"hyperparameters": {"eta": 1e400}}', ["'eta' must be a string or a finite number"]),
         (b'{"min_lags": [28], "min_lags": [7, 28]}', ["'min_lags' given more than once"]),
+        # A lone surrogate decodes from JSON but no request can carry it (found by fuzzing)
+        (b'{"hyperparameters": {"objective": "\\ud800"}}', ["UTF-8 cannot encode"]),
     ],
 )
 def test_a_wrong_file_is_refused_with_its_reason(payload: bytes, phrases: list[str]) -> None:
@@ -101,6 +103,12 @@ def test_a_wrong_file_is_refused_with_its_reason(payload: bytes, phrases: list[s
     assert reason.startswith("m5flow.json: ") and len(reason) < 300
     for phrase in phrases:
         assert phrase in reason
+
+
+def test_a_long_whole_number_goes_on_as_written() -> None:
+    """Past float's range an int is still finite (isfinite raised OverflowError on it)."""
+    overrides = parse_overrides(b'{"hyperparameters": {"num_round": 1' + b"0" * 309 + b"}}")
+    assert overrides.hyperparameters == {"num_round": "1" + "0" * 309}
 
 
 def test_every_problem_of_a_file_is_named_at_once() -> None:

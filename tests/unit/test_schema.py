@@ -642,3 +642,37 @@ def test_m5data_daily_prices_follow_the_weeks(files: dict[str, bytes]) -> None:
     assert data.prices.shape == (4, N_DAYS + 28)
     np.testing.assert_array_equal(data.prices[:, 6], data.prices[:, 0])
     assert data.prices[3, 7 * 4] == np.float32(4.5 + 0.25)
+
+
+# --- found by fuzzing: cells that crashed the reading instead of being refused ---
+
+
+def test_a_day_number_past_int64_is_refused(files: dict[str, bytes]) -> None:
+    edit(files, CALENDAR_FILE, 5, "d", "d_99999999999999999999")
+    assert (
+        "calendar.csv: row 5, column d: found 'd_99999999999999999999'; expected d_<day> "
+        "with a day number of at most 9 digits"
+    ) in reasons_of(files)
+
+
+def test_a_price_week_spelt_nan_is_refused(files: dict[str, bytes]) -> None:
+    edit(files, PRICES_FILE, 3, "wm_yr_wk", "NAN")  # pyarrow reads NAN as a float NaN
+    assert reasons_of(files) == [
+        "sell_prices.csv: row 3, column wm_yr_wk: found 'NAN'; expected a week of calendar.csv "
+        "(a wm_yr_wk)"
+    ]
+
+
+def test_far_apart_calendar_weeks_take_no_table_as_long_as_their_gap(files) -> None:
+    """Weeks need only never go back: 1 to 10**9 made a lookup of 7.45 GiB."""
+    import tracemalloc
+
+    last = len(files[CALENDAR_FILE].decode().rstrip("\n").split("\n"))
+    edit(files, CALENDAR_FILE, last, "wm_yr_wk", str(10**9))
+    tracemalloc.start()
+    try:
+        parse_inputs(files)  # the last day is a forecast day: no price needed for its week
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20

@@ -61,6 +61,9 @@ def read_calendar(
         numbers[column] = np.where(bad, 0, values).astype(np.int64)
     day_names = frame["d"].str.fullmatch(r"d_[1-9][0-9]*").to_numpy(bool)
     report("d", ~day_names, "d_<day>")
+    too_long = day_names & (frame["d"].str.len().to_numpy() > 11)  # past int64 and any calendar
+    report("d", too_long, "d_<day> with a day number of at most 9 digits")
+    day_names = day_names & ~too_long
     for column in ("event_type_1", "event_type_2"):
         expected = f"one of {', '.join(EVENT_TYPES)}, or empty"
         report(column, ~frame[column].isin(("", *EVENT_TYPES)).to_numpy(), expected)
@@ -233,22 +236,24 @@ def _typed_weekly(
     prices file whole.
     """
     store_of, item_of, series_at = _series_lookup(ids)
-    lowest = int(all_weeks[0])
-    column_of = np.full(int(all_weeks[-1]) - lowest + 1, -2, dtype=np.int64)  # -2: unknown
-    column_of[all_weeks - lowest] = -1  # in the calendar, after the forecast days: unused
-    column_of[weeks - lowest] = np.arange(len(weeks))
+    # Each calendar week's column of `weekly`; -1: in the calendar, after the forecast days.
+    # Looked up by position, not in a table spanning the week numbers, which a calendar's
+    # far-apart weeks (1 and 10**9) would make gigabytes long.
+    column_of = np.full(len(all_weeks), -1, dtype=np.int64)
+    column_of[np.searchsorted(all_weeks, weeks)] = np.arange(len(weeks))
     weekly = np.full((len(ids["id"]), len(weeks)), np.nan, dtype=np.float32)
     rows = table.num_rows
     for batch in table.to_batches():
         series = series_at[_codes(batch.column(0), store_of), _codes(batch.column(1), item_of)]
         week = batch.column(2).to_numpy()
         price = batch.column(3).to_numpy()
-        inside = (week >= lowest) & (week <= all_weeks[-1])
-        column = np.where(
-            inside, column_of[np.clip(week - lowest, 0, len(column_of) - 1).astype(np.int64)], -1
-        )
-        if (column == -2).any() or not _whole_weeks(week).all() or not _usable_price(price).all():
+        if not _whole_weeks(week).all() or not _usable_price(price).all():
             raise _BadCell
+        inside = (week >= all_weeks[0]) & (week <= all_weeks[-1])
+        at = np.minimum(np.searchsorted(all_weeks, week), len(all_weeks) - 1)
+        if (inside & (all_weeks[at] != week)).any():
+            raise _BadCell  # inside the calendar's range, but none of its weeks
+        column = np.where(inside, column_of[at], -1)
         used = np.flatnonzero((series >= 0) & (column >= 0))
         cell = series[used] * len(weeks) + column[used]
         ordered = np.sort(cell)  # np.unique hashes, and is ten times slower here

@@ -91,6 +91,13 @@ def hyperparameter_strings(
     strings: dict[str, str | None] = {}
     reasons: list[str] = []
     for name, value in values.items():
+        if not _encodable(name) or (isinstance(value, str) and not _encodable(value)):
+            # JSON's "\ud800" escapes decode to a lone surrogate, which no request can carry.
+            reasons.append(
+                f"{source}: hyperparameter {shown(name)} holds a character UTF-8 cannot encode "
+                "(a lone surrogate, written as a \\uD800-\\uDFFF escape)"
+            )
+            continue
         if len(name) > MAX_NAME_CHARS:
             reasons.append(
                 f"{source}: hyperparameter name {shown(name)} is longer than SageMaker takes "
@@ -98,7 +105,11 @@ def hyperparameter_strings(
             )
         elif value is None or isinstance(value, str):
             strings[name] = value
-        elif isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not isfinite(value))  # an int is always finite
+        ):
             reasons.append(
                 f"{source}: hyperparameter {name!r} must be a string or a finite number "
                 f"(or null to drop the stack's value), found {shown(value)}"
@@ -169,3 +180,11 @@ def merge_hyperparameters(
     ):
         merged[power] = DEFAULT_HYPERPARAMETERS[power]
     return merged
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
