@@ -676,3 +676,15 @@ def test_far_apart_calendar_weeks_take_no_table_as_long_as_their_gap(files) -> N
     finally:
         tracemalloc.stop()
     assert peak < 100 << 20
+
+
+@pytest.mark.parametrize("name", [SALES_FILE, CALENDAR_FILE, PRICES_FILE])
+def test_a_quote_left_open_in_a_header_is_refused(files: dict[str, bytes], name: str) -> None:
+    """pyarrow then reads the whole file as one header, and raised ArrowInvalid."""
+    header, rest = files[name].split(b"\n", 1)
+    last = header.rfind(b",") + 1
+    files[name] = header[:last] + b'"' + header[last:] + b"\n" + rest
+    assert reasons_of(files) == [
+        f'{name}: header: found a quote (") that is not closed on its line; expected column '
+        "names, each quote closed"
+    ]

@@ -203,7 +203,19 @@ def read_table(
     pyarrow.ArrowInvalid
         When a cell does not convert to its column's type (the caller explains it).
     """
-    table, ragged = typed_csv(payload, types)
+    try:
+        table, ragged = typed_csv(payload, types)
+    except pa.ArrowInvalid as exc:
+        if "CSV parse error" not in str(exc):
+            raise  # a cell of the wrong type: the caller names it
+        # A quote opened in the header and never closed makes the whole file one header.
+        if payload.split(b"\n", 1)[0].count(b'"') % 2:
+            reason = problem(name, "header", "a quote (\") that is not closed on its line",
+                             "column names, each quote closed")  # fmt: skip
+        else:
+            found = f"text that cannot be split into rows ({str(exc).removeprefix('CSV ')})"
+            reason = problem(name, "content", found, "comma-separated rows, each quote closed")
+        return pa.table({}), [reason]
     if ragged:  # only a single-threaded read knows the rows' numbers
         table, ragged = typed_csv(payload, types, threads=False)
     expected = f"{len(header)} fields, as in the header"
