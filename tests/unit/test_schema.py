@@ -688,3 +688,12 @@ def test_a_quote_left_open_in_a_header_is_refused(files: dict[str, bytes], name:
         f'{name}: header: found a quote (") that is not closed on its line; expected column '
         "names, each quote closed"
     ]
+
+
+def test_a_long_bad_cell_is_quoted_by_its_head(files: dict[str, bytes]) -> None:
+    """A stray quote once made a 2.6 MB cell of the rest of a prices file, quoted whole in
+    a reason no EventBridge event could carry (256 KB)."""
+    edit(files, PRICES_FILE, 3, "sell_price", "x" * 5000)
+    (reason,) = reasons_of(files)
+    assert f"found '{'x' * 60}'... (5,000 chars); expected a positive price" in reason
+    assert len(reason) < 300

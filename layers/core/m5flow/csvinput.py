@@ -42,9 +42,18 @@ def problem(name: str, where: str, found: str, expected: str, count: int = 1) ->
     )
 
 
+_QUOTED_CHARS = (
+    60  # of a cell a reason shows: a stray quote can make a cell of the rest of the file
+)
+
+
 def quoted(value: object) -> str:
-    """A cell as a reason shows it: Python-quoted text (numpy strings included)."""
-    return repr(str(value))
+    """A cell as a reason shows it: Python-quoted text (numpy strings included), its first
+    characters if it is long (a 2.6 MB cell made a reason EventBridge could never carry)."""
+    text = str(value)
+    if len(text) <= _QUOTED_CHARS:
+        return repr(text)
+    return f"{text[:_QUOTED_CHARS]!r}... ({len(text):,} chars)"
 
 
 def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
