@@ -19,6 +19,7 @@ import io
 import os
 import re
 import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -159,12 +160,12 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
         if found:
             line = f"columns separated by {found[0]} ({_shown(header[0])!r})"
             return [problem(name, "header", line, "comma-separated values (CSV)")]
+    counts = Counter(header)  # header.count per column was quadratic: 45 s for 70,000 columns
     reasons = [
-        problem(name, f"column {column!r}", f"{header.count(column)} columns of that name",
-                "each column once")
-        for column in dict.fromkeys(header) if header.count(column) > 1
+        problem(name, f"column {column!r}", f"{count} columns of that name", "each column once")
+        for column, count in counts.items() if count > 1
     ]  # fmt: skip
-    missing = [c for c in expected if c not in header]
+    missing = [c for c in expected if c not in counts]
     if missing:
         shown = ", ".join(map(_shown, header[:8])) + (", ..." if len(header) > 8 else "")
         reasons.append(
