@@ -21,6 +21,7 @@ from m5flow.exceptions import InputRejectedError
 from m5flow.schema import (
     CALENDAR_FILE,
     INPUT_FILES,
+    MAX_ID_CHARS,
     PRICES_FILE,
     SALES_FILE,
     M5Data,
@@ -697,3 +698,16 @@ def test_a_long_bad_cell_is_quoted_by_its_head(files: dict[str, bytes]) -> None:
     (reason,) = reasons_of(files)
     assert f"found '{'x' * 60}'... (5,000 chars); expected a positive price" in reason
     assert len(reason) < 300
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_an_id_cell_past_the_limit_is_refused_before_it_widens_every_cell(files, general):
+    """Ids are fixed-width text: one 1 MB cell made every cell 1 MB (6.5 GiB for 290 rows).
+    `general`: a bad day cell too, so that the sales are read by the general path."""
+    edit(files, SALES_FILE, 3, "dept_id", "D" * (MAX_ID_CHARS + 1))
+    if general:
+        edit(files, SALES_FILE, 4, "d_5", "x")
+    assert reasons_of(files) == [
+        f"sales_train_evaluation.csv: row 3, column dept_id: found '{'D' * 60}'... (101 chars), "
+        f"1 such cell(s); expected an id of at most {MAX_ID_CHARS} characters"
+    ]

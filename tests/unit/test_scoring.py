@@ -314,6 +314,17 @@ def test_files_of_another_dataset_than_the_history_name_the_truth(files) -> None
     assert "id(s) not in the history: OTHER" in str(caught.value)
 
 
+def test_a_truth_id_past_the_limit_is_refused_before_it_widens_every_id(files) -> None:
+    data_dir, truth, submission, tmp = files
+    truth = pd.concat([truth, truth.iloc[[0]].assign(id="x" * 5000)])
+    with pytest.raises(ScoringError) as caught:
+        score_files(data_dir, *_write(tmp, truth, submission))
+    assert str(caught.value) == (
+        f"truth.csv: row {len(truth) + 1}: id '{'x' * 60}'... (5,000 chars); expected an id of "
+        "at most 100 characters"
+    )
+
+
 @pytest.mark.parametrize("which", ["truth", "submission"])
 def test_a_semicolon_export_is_named_as_such(files, which) -> None:
     data_dir, truth, submission, tmp = files

@@ -141,7 +141,9 @@ def _whole_weeks(week: np.ndarray) -> np.ndarray:
 def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[str]:
     """Name the bad cells of a prices table read as text."""
     reasons = []
-    text = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in PRICES_COLUMNS}
+    # Python strings (object arrays): fixed-width text is as wide as the longest cell, and a
+    # stray quote can make one cell of the rest of the file (70 GiB for the real prices).
+    text = {c: table.column(c).to_numpy(zero_copy_only=False) for c in PRICES_COLUMNS}
     week = pd.to_numeric(pd.Series(text["wm_yr_wk"]), errors="coerce").to_numpy(np.float64)
     price = pd.to_numeric(pd.Series(text["sell_price"]), errors="coerce").to_numpy(np.float64)
     with np.errstate(invalid="ignore"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,9 @@ HORIZON = 28
 MAX_INPUT_BYTES = 512 << 20
 MAX_UNITS = 1 << 24  # unit sales are held as float32, exact for integers up to 2**24
 MIN_DAYS = 2 * HORIZON  # 28 days to validate on, and 28 before them for the first lag
+# Ids are held as fixed-width text, as wide as the longest: one 1 MB cell made every id cell
+# 1 MB and asked for 6.5 GiB. M5's longest id has 31 characters.
+MAX_ID_CHARS = 100
 UNITS = "a non-negative integer (unit sales)"
 _DAY_COLUMN = re.compile(r"^d_([1-9][0-9]*)$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -139,10 +143,11 @@ def _unit_cells(array: pa.ChunkedArray) -> tuple[np.ndarray, dict[str, np.ndarra
         values = pc.cast(array, pa.float64()).to_numpy()
         empty = non_numeric = np.zeros(len(values), dtype=bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        text = np.strings.strip(array.to_numpy(zero_copy_only=False).astype(str))
-        empty = text == ""
-        values = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(np.float64)
-        non_numeric = np.isnan(values) & ~empty & (np.strings.lower(text) != "nan")
+        # Python strings, not fixed-width text as wide as the longest cell (MAX_ID_CHARS)
+        text = pd.Series(array.to_numpy(zero_copy_only=False), dtype=object).str.strip()
+        empty = (text == "").to_numpy()
+        values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+        non_numeric = np.isnan(values) & ~empty & (text.str.lower() != "nan").to_numpy()
     finite = np.isfinite(values)
     with np.errstate(invalid="ignore"):
         wrong = ~finite | (values < 0) | (values != np.floor(values))
@@ -160,6 +165,13 @@ def _general_sales(
     table, reasons = read_table(name, payload, header, {c: pa.string() for c in header})
     if reasons:
         return {}, np.empty((0, len(days)), np.float32), reasons
+    long = np.column_stack([
+        pc.utf8_length(table.column(c)).to_numpy(zero_copy_only=False) > MAX_ID_CHARS
+        for c in SALES_ID_COLUMNS
+    ])  # fmt: skip
+    if long.any():
+        cell_at = lambda row, k: table.column(SALES_ID_COLUMNS[k])[row].as_py()  # noqa: E731
+        return {}, np.empty((0, len(days)), np.float32), [_long_id_reason(name, long, cell_at)]
     ids = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in SALES_ID_COLUMNS}
     sales = np.empty((table.num_rows, len(days)), dtype=np.float32)
     found: dict[str, list] = {}  # expected -> [where, first value, expected, count]
@@ -189,9 +201,23 @@ def _sales(name: str, payload: bytes) -> tuple[dict[str, np.ndarray], np.ndarray
             text, sales = parsed
             if not text:
                 reasons.append(problem(name, "content", "a header only", "one row per series"))
+            long = np.array(
+                [[len(cell) > MAX_ID_CHARS for cell in row] for row in text], dtype=bool
+            ).reshape(len(text), len(SALES_ID_COLUMNS))
+            if long.any():
+                reason = _long_id_reason(name, long, lambda row, k: text[row][k])
+                return {}, np.empty((0, len(days)), np.float32), [reason]
             cells = np.array(text, dtype=str).reshape(len(text), len(SALES_ID_COLUMNS))
             return {c: cells[:, k] for k, c in enumerate(SALES_ID_COLUMNS)}, sales, reasons
     return _general_sales(name, payload, header, days)
+
+
+def _long_id_reason(name: str, long: np.ndarray, cell_at: Callable[[int, int], str]) -> str:
+    """The first id cell (of rows x SALES_ID_COLUMNS) past MAX_ID_CHARS, and how many."""
+    row, k = (int(i[0]) for i in np.nonzero(long))
+    found = f"{quoted(cell_at(row, k))}, {int(long.sum()):,} such cell(s)"
+    where = f"row {row + 2}, column {SALES_ID_COLUMNS[k]}"
+    return problem(name, where, found, f"an id of at most {MAX_ID_CHARS} characters")
 
 
 def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from m5flow import schema
-from m5flow.csvinput import decoded, missing_columns
+from m5flow.csvinput import decoded, missing_columns, quoted
 from m5flow.exceptions import InputRejectedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
@@ -64,6 +64,13 @@ def aligned_values(
             f"{columns[0]}..{columns[-1]} (found {shown}{'...' if frame.shape[1] > 8 else ''})"
         )
         raise ScoringError("; ".join(problems))
+    long = (frame["id"].str.len() > schema.MAX_ID_CHARS).to_numpy()
+    if long.any():  # as fixed-width text every id would be as long (4 MB: 4.5 GiB)
+        row = int(np.flatnonzero(long)[0])
+        raise ScoringError(
+            f"{name}: row {row + 2}: id {quoted(frame['id'].iat[row])}; expected an id of at "
+            f"most {schema.MAX_ID_CHARS} characters"
+        )
     listed = frame["id"].to_numpy(dtype=str)
     ours = np.isin(listed, ids)
     others, frame = listed[~ours], frame[ours]
