@@ -711,3 +711,25 @@ def test_an_id_cell_past_the_limit_is_refused_before_it_widens_every_cell(files,
         f"sales_train_evaluation.csv: row 3, column dept_id: found '{'D' * 60}'... (101 chars), "
         f"1 such cell(s); expected an id of at most {MAX_ID_CHARS} characters"
     ]
+
+
+def test_a_price_week_repeated_in_another_spelling_is_named(files: dict[str, bytes]) -> None:
+    """11608 and 11608.0 are one week to the typed read; the text read compared spellings,
+    found nothing, and the reason named no row."""
+    lines = files[PRICES_FILE].decode().split("\n")
+    store, item, week, price = lines[1].split(",")
+    lines.insert(2, f"{store},{item},{week}.0,{price}")
+    files[PRICES_FILE] = "\n".join(lines).encode()
+    assert reasons_of(files) == [
+        f"sell_prices.csv: row 3, column wm_yr_wk: found '{week}.0'; expected one price per "
+        "store_id, item_id and week"
+    ]
+
+
+def test_a_price_quoted_open_to_the_end_of_the_file_is_named(files: dict[str, bytes]) -> None:
+    payload = files[PRICES_FILE].rstrip(b"\n")
+    last_comma = payload.rfind(b",") + 1
+    files[PRICES_FILE] = payload[:last_comma] + b'"' + payload[last_comma:]
+    rows = len(payload.split(b"\n"))
+    (reason,) = reasons_of(files)
+    assert reason.startswith(f"sell_prices.csv: row {rows}, column sell_price: found '")

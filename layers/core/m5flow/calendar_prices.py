@@ -144,8 +144,14 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
     # Python strings (object arrays): fixed-width text is as wide as the longest cell, and a
     # stray quote can make one cell of the rest of the file (70 GiB for the real prices).
     text = {c: table.column(c).to_numpy(zero_copy_only=False) for c in PRICES_COLUMNS}
-    week = pd.to_numeric(pd.Series(text["wm_yr_wk"]), errors="coerce").to_numpy(np.float64)
-    price = pd.to_numeric(pd.Series(text["sell_price"]), errors="coerce").to_numpy(np.float64)
+
+    def number(column: str) -> np.ndarray:
+        """As the typed read takes it: spaces around it, but no line break (pandas would)."""
+        cells = pd.Series(text[column], dtype=object)
+        values = pd.to_numeric(cells, errors="coerce").to_numpy(np.float64)
+        return np.where(cells.str.contains("[\r\n]").to_numpy(bool), np.nan, values)
+
+    week, price = number("wm_yr_wk"), number("sell_price")
     with np.errstate(invalid="ignore"):
         # Weeks before or after the calendar are ignored (`_typed_weekly`), if whole numbers.
         outside = (week < weeks[0]) | (week > weeks[-1])
@@ -160,7 +166,9 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
             ),
             ("sell_price", ~_usable_price(price), f"a positive price below {_MAX_PRICE:,.0f}"),
         )
-    repeated = pd.DataFrame(text).duplicated(["store_id", "item_id", "wm_yr_wk"]).to_numpy()
+    # By the week's number, as the typed read compares them: 11608 and 11608.0 are one week.
+    keys = pd.DataFrame({"store_id": text["store_id"], "item_id": text["item_id"], "week": week})
+    repeated = keys.duplicated().to_numpy()
     checks += (("wm_yr_wk", repeated, "one price per store_id, item_id and week"),)
     for column, bad, expected in checks:
         if bad.any():
