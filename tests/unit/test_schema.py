@@ -733,3 +733,16 @@ def test_a_price_quoted_open_to_the_end_of_the_file_is_named(files: dict[str, by
     rows = len(payload.split(b"\n"))
     (reason,) = reasons_of(files)
     assert reason.startswith(f"sell_prices.csv: row {rows}, column sell_price: found '")
+
+
+def test_a_header_of_dates_is_one_reason_with_a_count(files: dict[str, bytes]) -> None:
+    """A spreadsheet's pivot names the day columns by date: one reason, not one per day."""
+    header, rest = files[SALES_FILE].decode().split("\n", 1)
+    names = header.split(",")
+    names[6:] = [f"2011-01-{k:02d}" if k <= 31 else f"2011-02-{k - 31:02d}"
+                 for k in range(1, len(names) - 5)]  # fmt: skip
+    files[SALES_FILE] = (",".join(names) + "\n" + rest).encode()
+    assert reasons_of(files) == [
+        "sales_train_evaluation.csv: column 7: found '2011-01-01'; expected an id column (id, "
+        f"item_id, dept_id, cat_id, store_id, state_id) or d_<day> ({len(names) - 6:,} in all)"
+    ]

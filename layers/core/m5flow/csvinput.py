@@ -43,9 +43,9 @@ def problem(name: str, where: str, found: str, expected: str, count: int = 1) ->
     )
 
 
-_QUOTED_CHARS = (
-    60  # of a cell a reason shows: a stray quote can make a cell of the rest of the file
-)
+# Of a cell, a reason shows this many characters: a stray quote can make one cell of the
+# rest of the file.
+_QUOTED_CHARS = 60
 
 
 def quoted(value: object) -> str:

@@ -113,13 +113,14 @@ def first_of(mask: np.ndarray) -> int:
 def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
     days = [c for c in header if c not in SALES_ID_COLUMNS]
     id_or_day = f"an id column ({', '.join(SALES_ID_COLUMNS)}) or d_<day>"
-    reasons = [
-        problem(name, f"column {position}", repr(column), id_or_day)
+    odd = [
+        (position, column)
         for position, column in enumerate(header, start=1)
         if column not in SALES_ID_COLUMNS and not _DAY_COLUMN.match(column)
     ]
-    if reasons:
-        return days, reasons
+    if odd:  # the first, and how many: a header of dates made one reason per day (1,941)
+        (position, column), count = odd[0], len(odd)
+        return days, [problem(name, f"column {position}", quoted(column), id_or_day, count)]
     positions = [p for p, c in enumerate(header, start=1) if c not in SALES_ID_COLUMNS]
     for k, (position, column) in enumerate(zip(positions, days, strict=True), start=1):
         if column != f"d_{k}":
@@ -133,8 +134,8 @@ def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
             return days, [problem(name, where, column, expected)]
     if len(days) < MIN_DAYS:
         found = f"{len(days)} day columns"
-        reasons.append(problem(name, "header", found, f"at least {MIN_DAYS}, d_1..d_{MIN_DAYS}"))
-    return days, reasons
+        return days, [problem(name, "header", found, f"at least {MIN_DAYS}, d_1..d_{MIN_DAYS}")]
+    return days, []
 
 
 def _unit_cells(array: pa.ChunkedArray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
