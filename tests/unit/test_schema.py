@@ -746,3 +746,12 @@ def test_a_header_of_dates_is_one_reason_with_a_count(files: dict[str, bytes]) -
         "sales_train_evaluation.csv: column 7: found '2011-01-01'; expected an id column (id, "
         f"item_id, dept_id, cat_id, store_id, state_id) or d_<day> ({len(names) - 6:,} in all)"
     ]
+
+
+def test_header_reasons_say_what_cannot_be_seen(files: dict[str, bytes]) -> None:
+    blank = {**files, CALENDAR_FILE: b"\n" + files[CALENDAR_FILE]}
+    assert reasons_of(blank) == [
+        "calendar.csv: row 1: found a blank line; expected the column names, on the first line"
+    ]
+    twice = {**files, SALES_FILE: "\ufeff".encode() * 2 + files[SALES_FILE]}  # one is taken off
+    assert "(columns: '\\ufeffid', item_id," in reasons_of(twice)[0]

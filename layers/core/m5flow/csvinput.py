@@ -146,7 +146,10 @@ _SHOWN_NAME = 40  # characters of a column name a reason shows
 
 
 def _shown(column: str) -> str:
-    return column if len(column) <= _SHOWN_NAME else column[:_SHOWN_NAME] + "..."
+    """A column name as a reason lists it; quoted if it holds what cannot be seen (a second
+    byte-order mark, a tab), which made "no column id (columns: id, ...)" read as nonsense."""
+    cut = column if len(column) <= _SHOWN_NAME else column[:_SHOWN_NAME] + "..."
+    return cut if cut.isprintable() else repr(cut)
 
 
 def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> list[str]:
@@ -155,6 +158,8 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
     A header that is one column holding another separator (a spreadsheet's tab-separated
     or European semicolon export) gets that one reason, not an echo of the whole line.
     """
+    if not any(header):
+        return [problem(name, "row 1", "a blank line", "the column names, on the first line")]
     if len(header) == 1:
         found = [word for sep, word in _SEPARATORS.items() if header[0].count(sep) >= 2]
         if found:
