@@ -50,3 +50,33 @@ def test_a_stop_signal_during_a_shutdown_waits_for_its_end():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_until_stopped_blocks_until_the_signal():
+    """`m5flow local up` waits here; a wait that returned at once ended it after start-up."""
+    from m5flow_local.stopping import until_stopped
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    main = threading.get_ident()
+    threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            until_stopped()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert time.monotonic() - started >= 0.4
+
+
+def test_every_stop_signal_stops_the_local_cloud_as_ctrl_c_does():
+    """`kill` and a closed terminal too: with Python's defaults they end the process before
+    the shutdown kills the training hosts."""
+    from m5flow_local.stopping import stop_on_signals
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop_on_signals()
+        assert all(signal.getsignal(s) is signal.default_int_handler for s in previous)
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from m5flow import features
 from m5flow.features import (
     FeatureConfig,
     build_block,
@@ -159,6 +160,17 @@ def test_features_match_the_reference_on_every_day(tiny, min_lag: int) -> None:
         data, files, rows, last + 1, last + min_lag, config, False
     )
     assert inferred == len(rows) * min_lag
+
+
+def test_rolling_statistics_match_when_worked_out_one_series_at_a_time(tiny, monkeypatch) -> None:
+    """The rolling statistics go a few series at a time (to stay in the CPU cache); the tiny
+    data fits one chunk, so a chunk boundary that dropped a series went unseen. A cache of
+    one cell makes every series a chunk of its own."""
+    data, files = tiny
+    monkeypatch.setattr(features, "_CACHE_CELLS", 1)
+    config = FeatureConfig.for_min_lag(7)
+    rows = np.arange(len(data.ids))
+    assert_block_matches_reference(data, files, rows, 1, data.last_day - 28, config, True)
 
 
 def test_days_before_the_first_sale_are_dropped(tiny) -> None:

@@ -231,6 +231,30 @@ def test_the_same_files_in_two_datasets_make_two_runs(names):
     assert first != second
 
 
+def test_a_long_dataset_name_leaves_each_model_its_own_job_name():
+    """Cut at SageMaker's 63 characters without room for the model, every model of a run
+    would share one job name, and the second would pass for the first, already started."""
+    from m5flow import naming
+
+    etags = {name: f"etag-{name}" for name in INPUT_FILES}
+    run = naming.run_id("x" * 80, etags, "s3://data/")
+    names = {model: naming.job_name(run, model) for model in ("h7", "h14", "h21", "h28")}
+    assert all(len(name) <= 63 and name.endswith(f"-{model}") for model, name in names.items())
+    assert len(set(names.values())) == 4
+
+
+def test_an_entry_refused_in_a_successful_answer_is_withdrawn_too(bucket, bus):
+    """PutEvents answers 200 with FailedEntryCount for an entry it refuses (throttled,
+    malformed): taken for sent, the record would stay and the event be lost for good."""
+    storage = S3Storage(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    detail = {"run_id": "entry-000000000000", "dataset": "entry", "reason": "x"}
+    with pytest.raises(RuntimeError, match="EventBridge refused"):
+        # moto refuses an entry without a DetailType, in the answer, as AWS does
+        publisher.publish("", detail, once="refused-entry")  # type: ignore[arg-type]
+    assert _keys(bucket, "events/entry-000000000000/") == []
+
+
 @pytest.mark.parametrize("resend_as_recorded", [False, True])
 def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
     bucket, bus, monkeypatch, resend_as_recorded

@@ -113,3 +113,9 @@ def test_auto_cannot_size_an_unknown_type_and_says_to_set_a_number():
 )  # fmt: skip
 def test_types_with_instance_storage_are_known(instance_type, local):
     assert has_local_storage(instance_type) is local
+
+
+def test_shards_that_do_not_split_evenly_load_the_busiest_host_with_the_extra_one():
+    """3 equal shards on 2 hosts: one host holds 2 of them, not 1.5 (the estimate's ceil)."""
+    model = _model([1000, 1000, 1000], 0, features=9)
+    assert host_memory(model, 2) == host_memory(_model([1000, 1000], 0, features=9), 1)

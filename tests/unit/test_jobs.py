@@ -175,3 +175,27 @@ def test_number_parameters_with_a_fraction_still_start_the_function():
     settings = JobSettings.from_env({**ENV, "MAX_TRAINING_SECONDS": "7200.5", "NUM_ROUND": "300.0"})
     assert settings.max_training_seconds == 7200
     assert settings.hyperparameters["num_round"] == "300"
+
+
+# --- survivors of a mutation test (session 15): each of these once passed every test ---
+
+
+def test_a_model_without_a_validation_channel_is_not_asked_to_stop_early():
+    """The built-in XGBoost fails a job whose early_stopping_rounds has nothing to watch."""
+    manifest = _manifest(3)
+    model = manifest.models[0]
+    alone = ModelShards(model.name, model.min_lag, model.horizon_days, model.feature_names,
+                        train=model.train, validation=[], inference=model.inference)  # fmt: skip
+    request = training_request(manifest, alone, JobSettings.from_env(ENV))
+    assert "early_stopping_rounds" not in request["HyperParameters"]
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train"]
+    with_validation = training_request(manifest, model, JobSettings.from_env(ENV))
+    assert "early_stopping_rounds" in with_validation["HyperParameters"]
+
+
+def test_the_objective_in_the_hyperparameters_wins_over_the_objective_parameter():
+    env = {**ENV, "OBJECTIVE": "reg:squarederror",
+           "HYPERPARAMETERS": '{"objective": "count:poisson"}'}  # fmt: skip
+    assert JobSettings.from_env(env).hyperparameters["objective"] == "count:poisson"
+    only = JobSettings.from_env({**ENV, "OBJECTIVE": "reg:squarederror"})
+    assert only.hyperparameters["objective"] == "reg:squarederror"

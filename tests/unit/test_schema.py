@@ -755,3 +755,14 @@ def test_header_reasons_say_what_cannot_be_seen(files: dict[str, bytes]) -> None
     ]
     twice = {**files, SALES_FILE: "\ufeff".encode() * 2 + files[SALES_FILE]}  # one is taken off
     assert "(columns: '\\ufeffid', item_id," in reasons_of(twice)[0]
+
+
+def test_a_history_cut_short_keeps_its_whole_calendar_and_prices(files) -> None:
+    """Calendar weeks after the forecast days are unused, and their prices ignored: a
+    mutant that took them for unknown weeks refused the upload, and no test saw it."""
+    frame = pd.read_csv(io.BytesIO(files[SALES_FILE]))
+    cut = frame.iloc[:, : frame.shape[1] - 14]  # two weeks of history fewer, nothing else
+    files[SALES_FILE] = cut.to_csv(index=False).encode()
+    data = parse_inputs(files)
+    assert data.last_day == N_DAYS - 14
+    assert data.prices.shape == (4, N_DAYS - 14 + 28) and not np.isnan(data.prices[1]).any()
