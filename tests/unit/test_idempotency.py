@@ -243,6 +243,15 @@ def test_a_long_dataset_name_leaves_each_model_its_own_job_name():
     assert len(set(names.values())) == 4
 
 
+def test_names_neither_start_nor_end_with_a_dash():
+    """SageMaker's names are [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}."""
+    from m5flow import naming
+
+    assert naming.sanitize("--store a--") == "store-a"
+    run = naming.run_id("_june_", {name: f"etag-{name}" for name in INPUT_FILES}, "s3://d/")
+    assert run.startswith("june-")
+
+
 def test_an_entry_refused_in_a_successful_answer_is_withdrawn_too(bucket, bus):
     """PutEvents answers 200 with FailedEntryCount for an entry it refuses (throttled,
     malformed): taken for sent, the record would stay and the event be lost for good."""

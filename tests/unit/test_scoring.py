@@ -437,3 +437,23 @@ def test_level_labels_name_the_groups() -> None:
     assert hierarchy.levels[1].labels.tolist() == ["Total"]
     assert hierarchy.levels[11].labels.tolist() == ["I1 / X", "I2 / X", "I1 / Y"]
     assert list(itertools.islice(hierarchy.levels, 3)) == [1, 2, 3]
+
+
+# --- survivors of a mutation test (session 15) ---
+
+
+def test_negative_dollar_weights_are_refused() -> None:
+    hierarchy = hierarchy_of(TINY_IDS)
+    weights = np.array(TINY_WEIGHTS, dtype=float)
+    weights[0] = -1.0
+    with pytest.raises(ScoringError, match="finite and non-negative"):
+        scoring.wrmsse(TINY_HISTORY, TINY_TRUTH, TINY_FORECAST, hierarchy, weights)
+
+
+@pytest.mark.parametrize("cell", ["-1", "-0.5"])
+def test_a_truth_of_negative_units_is_refused(files, cell) -> None:
+    data_dir, truth, submission, tmp = files
+    truth = truth.astype({"d_1942": object})
+    truth.loc[truth.index[0], "d_1942"] = cell
+    with pytest.raises(ScoringError, match="not units sold, 0 to 16,777,216"):
+        score_files(data_dir, *_write(tmp, truth, submission))
