@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -38,7 +37,9 @@ def stop_signals_held() -> Iterator[None]:
 
     def hold(number: int, _: object) -> None:
         if not arrived:
-            sys.stderr.write("stopping: the shutdown ends first (its training hosts last)\n")
+            # os.write, not sys.stderr: the signal may land inside a write to stderr, and a
+            # buffered stream written again from its handler raises "reentrant call".
+            os.write(2, b"stopping: the shutdown ends first (its training hosts last)\n")
         arrived.append(number)
 
     previous = {stop_signal: signal.signal(stop_signal, hold) for stop_signal in STOP_SIGNALS}

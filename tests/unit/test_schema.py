@@ -766,3 +766,68 @@ def test_a_history_cut_short_keeps_its_whole_calendar_and_prices(files) -> None:
     data = parse_inputs(files)
     assert data.last_day == N_DAYS - 14
     assert data.prices.shape == (4, N_DAYS - 14 + 28) and not np.isnan(data.prices[1]).any()
+
+
+def _real_files() -> dict[str, bytes]:
+    return {name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES}
+
+
+def test_a_price_week_between_two_calendar_weeks_is_refused() -> None:
+    """M5's weeks jump from 11152 to 11201: a week between them is no week of the calendar,
+    not the next one."""
+    files = _real_files()
+    prices = pd.read_csv(io.BytesIO(files[PRICES_FILE]))
+    prices.loc[1, "wm_yr_wk"] = 11160
+    files[PRICES_FILE] = prices.to_csv(index=False).encode()
+    assert reasons_of(files) == [
+        "sell_prices.csv: row 3, column wm_yr_wk: found '11160'; expected a week of "
+        "calendar.csv (a wm_yr_wk)"
+    ]
+
+
+def test_empty_parent_cells_do_not_outvote_the_filled_ones() -> None:
+    files = _real_files()
+    sales = pd.read_csv(io.BytesIO(files[SALES_FILE]))
+    rows = sales.index[sales["item_id"] == "FOODS_1_033"]
+    sales.loc[rows[:6], "dept_id"] = ""
+    sales.loc[rows[6], "dept_id"] = "FOODS_9"  # against the three FOODS_1 left
+    files[SALES_FILE] = sales.to_csv(index=False).encode()
+    empty, clash = reasons_of(files)
+    assert empty.startswith(f"sales_train_evaluation.csv: row {rows[0] + 2}, column dept_id: ")
+    assert "found an empty cell; expected a value (6 in all)" in empty
+    assert clash == (
+        f"sales_train_evaluation.csv: row {rows[6] + 2}, column dept_id: found 'FOODS_9' for "
+        f"item_id 'FOODS_1_033'; expected 'FOODS_1' as in row {rows[7] + 2} (one dept_id per "
+        "item_id)"
+    )
+
+
+@pytest.mark.parametrize("where", [SALES_FILE, PRICES_FILE])
+def test_a_long_bad_cell_does_not_widen_every_cell_of_its_column(where: str) -> None:
+    """Fixed-width text is as wide as the longest cell: 1 MB in one cell of the real slice
+    made a column of 290 (or 8,000) cells of 1 MB each."""
+    import tracemalloc
+
+    files = _real_files()
+    frame = pd.read_csv(io.BytesIO(files[where]), dtype=str, keep_default_na=False)
+    frame.iloc[3, frame.columns.get_loc("d_5" if where == SALES_FILE else "sell_price")] = "x" * (
+        1 << 20
+    )
+    files[where] = frame.to_csv(index=False).encode()
+    tracemalloc.start()
+    try:
+        reasons = reasons_of(files)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "(1,048,576 chars)" in reasons[0]
+    assert peak < 400 << 20
+
+
+def test_two_unreadable_weeks_of_one_series_are_no_repeated_week(files) -> None:
+    edit(files, PRICES_FILE, 2, "wm_yr_wk", "abc")
+    edit(files, PRICES_FILE, 3, "wm_yr_wk", "xyz")
+    assert reasons_of(files) == [
+        "sell_prices.csv: row 2, column wm_yr_wk: found 'abc'; expected a week of calendar.csv "
+        "(a wm_yr_wk) (2 in all)"
+    ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from m5flow.csvinput import header_of, missing_columns, problem, quoted, read_table, typed_csv
 from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
@@ -139,17 +140,25 @@ def _whole_weeks(week: np.ndarray) -> np.ndarray:
 
 
 def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[str]:
-    """Name the bad cells of a prices table read as text."""
+    """Name the bad cells of a prices table read as text.
+
+    Only the two number columns become Python strings, and no column fixed-width text: that
+    is as wide as the longest cell, and a stray quote can make one cell of the rest of the
+    file (70 GiB for the real prices). The names are compared by their dictionary codes.
+    """
     reasons = []
-    # Python strings (object arrays): fixed-width text is as wide as the longest cell, and a
-    # stray quote can make one cell of the rest of the file (70 GiB for the real prices).
-    text = {c: table.column(c).to_numpy(zero_copy_only=False) for c in PRICES_COLUMNS}
 
     def number(column: str) -> np.ndarray:
         """As the typed read takes it: spaces around it, but no line break (pandas would)."""
-        cells = pd.Series(text[column], dtype=object)
+        cells = pd.Series(table.column(column).to_numpy(zero_copy_only=False), dtype=object)
         values = pd.to_numeric(cells, errors="coerce").to_numpy(np.float64)
         return np.where(cells.str.contains("[\r\n]").to_numpy(bool), np.nan, values)
+
+    def codes(column: str) -> np.ndarray:
+        return pc.dictionary_encode(table.column(column)).combine_chunks().indices.to_numpy()
+
+    def empty(column: str) -> np.ndarray:
+        return pc.equal(table.column(column), "").to_numpy(zero_copy_only=False)
 
     week, price = number("wm_yr_wk"), number("sell_price")
     with np.errstate(invalid="ignore"):
@@ -157,8 +166,8 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
         outside = (week < weeks[0]) | (week > weeks[-1])
         whole = _whole_weeks(week)
         checks = (
-            ("store_id", text["store_id"] == "", "a value"),
-            ("item_id", text["item_id"] == "", "a value"),
+            ("store_id", empty("store_id"), "a value"),
+            ("item_id", empty("item_id"), "a value"),
             (
                 "wm_yr_wk",
                 (~np.isin(week, weeks) & ~outside) | ~whole,
@@ -166,15 +175,16 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
             ),
             ("sell_price", ~_usable_price(price), f"a positive price below {_MAX_PRICE:,.0f}"),
         )
-    # By the week's number, as the typed read compares them: 11608 and 11608.0 are one week.
-    keys = pd.DataFrame({"store_id": text["store_id"], "item_id": text["item_id"], "week": week})
-    repeated = keys.duplicated().to_numpy()
+    # By the week's number, as the typed read compares them: 11608 and 11608.0 are one week
+    # (an unreadable week, NaN, is named above and repeats nothing).
+    keys = pd.DataFrame({"store": codes("store_id"), "item": codes("item_id"), "week": week})
+    repeated = keys.duplicated().to_numpy() & ~np.isnan(week)
     checks += (("wm_yr_wk", repeated, "one price per store_id, item_id and week"),)
     for column, bad, expected in checks:
         if bad.any():
             row = first_of(bad)
             where = f"row {row + 2}, column {column}"
-            found = quoted(text[column][row])
+            found = quoted(table.column(column)[row].as_py())
             reasons.append(problem(name, where, found, expected, int(bad.sum())))
     return reasons
 

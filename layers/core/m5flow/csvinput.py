@@ -158,7 +158,7 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
     A header that is one column holding another separator (a spreadsheet's tab-separated
     or European semicolon export) gets that one reason, not an echo of the whole line.
     """
-    if not any(header):
+    if header in ([], [""]):
         return [problem(name, "row 1", "a blank line", "the column names, on the first line")]
     if len(header) == 1:
         found = [word for sep, word in _SEPARATORS.items() if header[0].count(sep) >= 2]

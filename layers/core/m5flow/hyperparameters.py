@@ -82,8 +82,8 @@ def hyperparameter_strings(
     values: Mapping[str, object], source: str
 ) -> tuple[dict[str, str | None], list[str]]:
     """Hyperparameters as SageMaker takes them (strings; None drops a value), and a reason
-    for each that is not a string, a finite number or null (1e400 parses as infinity).
-    `source` names where they came from.
+    for each that is not a string, a finite number or null (1e400 parses as infinity), or
+    holds a lone surrogate, which no request can carry. `source` names where they came from.
 
     A whole number written as 6.0 goes on as "6": JSON has one kind of number, and the
     container refuses "6.0" for an integer hyperparameter such as max_depth.

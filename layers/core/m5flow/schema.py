@@ -144,7 +144,8 @@ def _unit_cells(array: pa.ChunkedArray) -> tuple[np.ndarray, dict[str, np.ndarra
         values = pc.cast(array, pa.float64()).to_numpy()
         empty = non_numeric = np.zeros(len(values), dtype=bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # Python strings, not fixed-width text as wide as the longest cell (MAX_ID_CHARS)
+        # Python strings, not fixed-width text as wide as the longest cell (a stray quote can
+        # make one cell of the rest of the file)
         text = pd.Series(array.to_numpy(zero_copy_only=False), dtype=object).str.strip()
         empty = (text == "").to_numpy()
         values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
