@@ -831,3 +831,20 @@ def test_two_unreadable_weeks_of_one_series_are_no_repeated_week(files) -> None:
         "sell_prices.csv: row 2, column wm_yr_wk: found 'abc'; expected a week of calendar.csv "
         "(a wm_yr_wk) (2 in all)"
     ]
+
+
+def test_rows_are_named_by_their_line_of_the_file_after_blank_lines(files) -> None:
+    """pyarrow skips blank lines (and a spreadsheet's cleared `,,,,` rows, read as blank):
+    counted by table row, a bad cell after one was named a line too early."""
+    edit(files, CALENDAR_FILE, 10, "snap_CA", "7")
+    lines = files[CALENDAR_FILE].decode().split("\n")
+    lines.insert(3, ",,,,,,,,,,,,,")  # a cleared row: now line 4; the bad cell is on line 11
+    files[CALENDAR_FILE] = "\n".join(lines).encode()
+    sales = files[SALES_FILE].decode().split("\n")
+    sales.insert(2, "")  # a blank line 3: the last series is now on line 6
+    sales[5] += ",1"  # and has one field too many
+    files[SALES_FILE] = "\n".join(sales).encode()
+    assert reasons_of(files)[0].startswith("sales_train_evaluation.csv: row 6: found ")
+    del sales[5]
+    files[SALES_FILE] = "\n".join(sales).encode()
+    assert reasons_of(files) == ["calendar.csv: row 11, column snap_CA: found '7'; expected 0 or 1"]

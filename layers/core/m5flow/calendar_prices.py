@@ -17,7 +17,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from m5flow.csvinput import header_of, missing_columns, problem, quoted, read_table, typed_csv
+from m5flow.csvinput import (
+    RowLines,
+    header_of,
+    missing_columns,
+    problem,
+    quoted,
+    read_table,
+    typed_csv,
+)
 from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
 
 _MAX_PRICE = 1e6  # per unit; far above any retail price, far below float32 overflow
@@ -44,11 +52,12 @@ def read_calendar(
     if reasons:
         return *nothing, reasons
     frame = table.to_pandas()
+    line = RowLines(payload)
 
     def report(column: str, bad: np.ndarray, expected: str) -> None:
         if bad.any():
             row = first_of(bad)
-            found, where = quoted(frame[column].iat[row]), f"row {row + 2}, column {column}"
+            found, where = quoted(frame[column].iat[row]), f"row {line(row)}, column {column}"
             reasons.append(problem(name, where, found, expected, int(bad.sum())))
 
     numbers = {}
@@ -89,7 +98,8 @@ def read_calendar(
     def report_day(column: str, bad: np.ndarray, expected: Callable[[int], str]) -> None:
         if bad.any():
             k = first_of(bad)
-            where, found = f"row {rows[k] + 2}, column {column}", quoted(frame[column].iat[rows[k]])
+            where = f"row {line(rows[k])}, column {column}"
+            found = quoted(frame[column].iat[rows[k]])
             reasons.append(problem(name, where, found, expected(k), int(bad.sum())))
 
     start = dates.iat[rows[0]]
@@ -139,7 +149,9 @@ def _whole_weeks(week: np.ndarray) -> np.ndarray:
         return np.isfinite(week) & (week == np.floor(week))
 
 
-def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[str]:
+def _price_cell_reasons(
+    name: str, table: pa.Table, weeks: np.ndarray, line: Callable[[int], int]
+) -> list[str]:
     """Name the bad cells of a prices table read as text.
 
     Only the two number columns become Python strings, and no column fixed-width text: that
@@ -183,7 +195,7 @@ def _price_cell_reasons(name: str, table: pa.Table, weeks: np.ndarray) -> list[s
     for column, bad, expected in checks:
         if bad.any():
             row = first_of(bad)
-            where = f"row {row + 2}, column {column}"
+            where = f"row {line(row)}, column {column}"
             found = quoted(table.column(column)[row].as_py())
             reasons.append(problem(name, where, found, expected, int(bad.sum())))
     return reasons
@@ -310,7 +322,9 @@ def read_prices(
         table, reasons = read_table(name, payload, header, text)
         unexplained = problem(name, "content", "a cell that cannot be read", "numbers in "
                               "wm_yr_wk and sell_price, names in store_id and item_id")  # fmt: skip
-        return None, reasons or _price_cell_reasons(name, table, all_weeks) or [unexplained]
+        if reasons:
+            return None, reasons
+        return None, _price_cell_reasons(name, table, all_weeks, RowLines(payload)) or [unexplained]
     if rows == 0:
         return None, [problem(name, "content", "a header only", "one or more rows after it")]
     n_series = len(ids["id"])

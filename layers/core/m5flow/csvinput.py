@@ -134,6 +134,29 @@ def _gunzip(name: str, payload: bytes, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+class RowLines:
+    """The file line of each data row, for reasons to name: pyarrow and pandas skip blank
+    lines (a spreadsheet's cleared rows, which `decoded` leaves blank), so after one, the
+    table's row i + 2 named the line above the cell. Worked out only when a reason needs it.
+    (A quoted cell over several lines still counts as one.)"""
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload: bytes | None = payload
+        self._lines = np.empty(0, dtype=np.int64)
+
+    def __call__(self, row: int) -> int:
+        if self._payload is not None:
+            data = np.frombuffer(self._payload, np.uint8)
+            ends = np.flatnonzero(data == _NEWLINE)
+            starts = np.concatenate(([0], ends + 1))
+            width = np.concatenate((ends, [len(data)])) - starts
+            first = data[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else width
+            blank = (width == 0) | ((width == 1) & (first == ord("\r")))
+            self._lines = (np.flatnonzero(~blank) + 1)[1:]  # the first is the header
+            self._payload = None
+        return int(self._lines[row]) if row < len(self._lines) else row + 2
+
+
 def header_of(payload: bytes) -> list[str]:
     """The column names of a CSV payload (its first line)."""
     end = payload.find(b"\n")
@@ -233,9 +256,10 @@ def read_table(
         return pa.table({}), [reason]
     if ragged:  # only a single-threaded read knows the rows' numbers
         table, ragged = typed_csv(payload, types, threads=False)
+    line = RowLines(payload)  # pyarrow numbers the rows it read, blank lines skipped
     expected = f"{len(header)} fields, as in the header"
     reasons = [
-        problem(name, f"row {row.number}", f"{row.actual_columns} fields", expected)
+        problem(name, f"row {line(row.number - 2)}", f"{row.actual_columns} fields", expected)
         for row in ragged[:_ROWS_QUOTED]
     ]
     if len(ragged) > _ROWS_QUOTED:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from m5flow.csvinput import (
+    RowLines,
     decoded,
     header_of,
     missing_columns,
@@ -167,13 +168,15 @@ def _general_sales(
     table, reasons = read_table(name, payload, header, {c: pa.string() for c in header})
     if reasons:
         return {}, np.empty((0, len(days)), np.float32), reasons
+    line = RowLines(payload)
     long = np.column_stack([
         pc.utf8_length(table.column(c)).to_numpy(zero_copy_only=False) > MAX_ID_CHARS
         for c in SALES_ID_COLUMNS
     ])  # fmt: skip
     if long.any():
         cell_at = lambda row, k: table.column(SALES_ID_COLUMNS[k])[row].as_py()  # noqa: E731
-        return {}, np.empty((0, len(days)), np.float32), [_long_id_reason(name, long, cell_at)]
+        reason = _long_id_reason(name, long, cell_at, line)
+        return {}, np.empty((0, len(days)), np.float32), [reason]
     ids = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in SALES_ID_COLUMNS}
     sales = np.empty((table.num_rows, len(days)), dtype=np.float32)
     found: dict[str, list] = {}  # expected -> [where, first value, expected, count]
@@ -183,7 +186,7 @@ def _general_sales(
             if bad.any():
                 row = first_of(bad)
                 cell = quoted(table.column(column)[row].as_py())
-                where = f"row {row + 2}, column {column}"
+                where = f"row {line(row)}, column {column}"
                 found.setdefault(expected, [where, cell, expected, 0])[3] += int(bad.sum())
         sales[:, j] = values
     reasons += [problem(name, *entry) for entry in found.values()]
@@ -207,22 +210,24 @@ def _sales(name: str, payload: bytes) -> tuple[dict[str, np.ndarray], np.ndarray
                 [[len(cell) > MAX_ID_CHARS for cell in row] for row in text], dtype=bool
             ).reshape(len(text), len(SALES_ID_COLUMNS))
             if long.any():
-                reason = _long_id_reason(name, long, lambda row, k: text[row][k])
+                reason = _long_id_reason(name, long, lambda row, k: text[row][k], RowLines(payload))
                 return {}, np.empty((0, len(days)), np.float32), [reason]
             cells = np.array(text, dtype=str).reshape(len(text), len(SALES_ID_COLUMNS))
             return {c: cells[:, k] for k, c in enumerate(SALES_ID_COLUMNS)}, sales, reasons
     return _general_sales(name, payload, header, days)
 
 
-def _long_id_reason(name: str, long: np.ndarray, cell_at: Callable[[int, int], str]) -> str:
+def _long_id_reason(
+    name: str, long: np.ndarray, cell_at: Callable[[int, int], str], line: Callable[[int], int]
+) -> str:
     """The first id cell (of rows x SALES_ID_COLUMNS) past MAX_ID_CHARS, and how many."""
     row, k = (int(i[0]) for i in np.nonzero(long))
     found = f"{quoted(cell_at(row, k))}, {int(long.sum()):,} such cell(s)"
-    where = f"row {row + 2}, column {SALES_ID_COLUMNS[k]}"
+    where = f"row {line(row)}, column {SALES_ID_COLUMNS[k]}"
     return problem(name, where, found, f"an id of at most {MAX_ID_CHARS} characters")
 
 
-def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
+def _id_reasons(name: str, ids: dict[str, np.ndarray], line: Callable[[int], int]) -> list[str]:
     """Ids filled in, unique, made of item_id and store_id, and safe in an unquoted CSV
     cell; one row per item and store; one dept and category per item, one category per
     department, one state per store (the M5 hierarchy the scores aggregate over)."""
@@ -230,7 +235,7 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
 
     def report(column: str, bad: np.ndarray, found: str, expected: str) -> None:
         if bad.any():
-            where = f"row {first_of(bad) + 2}, column {column}"
+            where = f"row {line(first_of(bad))}, column {column}"
             reasons.append(problem(name, where, found, expected, int(bad.sum())))
 
     for column in SALES_ID_COLUMNS:
@@ -243,7 +248,7 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
         if repeated.any():
             row = first_of(repeated)
             earlier = first_of((frame[keys] == frame[keys].iloc[row]).all(axis=1).to_numpy())
-            found = f"{quoted(ids[column][row])} as in row {earlier + 2}"
+            found = f"{quoted(ids[column][row])} as in row {line(earlier)}"
             report(column, repeated, found, f"{expected} ({', '.join(keys)} repeat)")
     prefix = np.strings.add(np.strings.add(ids["item_id"], "_"), ids["store_id"])
     ok = (ids["id"] == prefix) | np.strings.startswith(ids["id"], np.strings.add(prefix, "_"))
@@ -267,7 +272,7 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray]) -> list[str]:
                 (ids[child] == ids[child][row]) & (ids[parent] == usual_parent[row])
             )
             found = f"{quoted(ids[parent][row])} for {child} {quoted(ids[child][row])}"
-            expected = (f"{quoted(usual_parent[row])} as in row {agreeing + 2} "
+            expected = (f"{quoted(usual_parent[row])} as in row {line(agreeing)} "
                         f"(one {parent} per {child})")  # fmt: skip
             report(parent, clash, found, expected)
     # Ids go unquoted into the inference CSV that Batch Transform splits on commas, and into
@@ -338,8 +343,12 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     if SALES_FILE not in payloads:
         raise InputRejectedError(reasons)
     typed_prices = read_typed_prices(payloads[PRICES_FILE]) if PRICES_FILE in payloads else None
-    ids, sales, sales_reasons = _sales(SALES_FILE, payloads.pop(SALES_FILE))
-    reasons += sales_reasons + (_id_reasons(SALES_FILE, ids) if ids else [])
+    sales_payload = payloads.pop(SALES_FILE)
+    ids, sales, sales_reasons = _sales(SALES_FILE, sales_payload)
+    if ids:
+        sales_reasons += _id_reasons(SALES_FILE, ids, RowLines(sales_payload))
+    reasons += sales_reasons
+    del sales_payload
     if reasons:
         raise InputRejectedError(reasons)
     states = sorted(set(ids["state_id"].tolist()))
