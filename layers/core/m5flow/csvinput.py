@@ -15,6 +15,7 @@ so that the caller falls back to pyarrow, which can also say what is wrong.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import re
@@ -141,19 +142,20 @@ class RowLines:
     (A quoted cell over several lines still counts as one.)"""
 
     def __init__(self, payload: bytes) -> None:
-        self._payload: bytes | None = payload
-        self._lines = np.empty(0, dtype=np.int64)
+        self._payload = payload
+
+    @functools.cached_property
+    def _lines(self) -> np.ndarray:
+        data = np.frombuffer(self._payload, np.uint8)
+        ends = np.append(np.flatnonzero(data == _NEWLINE), len(data))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        width = ends - starts
+        blank = width == 0
+        one = np.flatnonzero(width == 1)
+        blank[one] = data[starts[one]] == ord("\r")
+        return (np.flatnonzero(~blank) + 1)[1:]  # 1-based; the first is the header
 
     def __call__(self, row: int) -> int:
-        if self._payload is not None:
-            data = np.frombuffer(self._payload, np.uint8)
-            ends = np.flatnonzero(data == _NEWLINE)
-            starts = np.concatenate(([0], ends + 1))
-            width = np.concatenate((ends, [len(data)])) - starts
-            first = data[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else width
-            blank = (width == 0) | ((width == 1) & (first == ord("\r")))
-            self._lines = (np.flatnonzero(~blank) + 1)[1:]  # the first is the header
-            self._payload = None
         return int(self._lines[row]) if row < len(self._lines) else row + 2
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,22 +162,16 @@ def _unit_cells(array: pa.ChunkedArray) -> tuple[np.ndarray, dict[str, np.ndarra
 
 
 def _general_sales(
-    name: str, payload: bytes, header: list[str], days: list[str]
+    name: str, payload: bytes, header: list[str], days: list[str], line: RowLines
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Read the sales through pyarrow, as text, so that every bad cell can be named."""
     table, reasons = read_table(name, payload, header, {c: pa.string() for c in header})
     if reasons:
         return {}, np.empty((0, len(days)), np.float32), reasons
-    line = RowLines(payload)
-    long = np.column_stack([
-        pc.utf8_length(table.column(c)).to_numpy(zero_copy_only=False) > MAX_ID_CHARS
-        for c in SALES_ID_COLUMNS
-    ])  # fmt: skip
-    if long.any():
-        cell_at = lambda row, k: table.column(SALES_ID_COLUMNS[k])[row].as_py()  # noqa: E731
-        reason = _long_id_reason(name, long, cell_at, line)
-        return {}, np.empty((0, len(days)), np.float32), [reason]
-    ids = {c: table.column(c).to_numpy(zero_copy_only=False).astype(str) for c in SALES_ID_COLUMNS}
+    cells = {c: table.column(c).to_numpy(zero_copy_only=False) for c in SALES_ID_COLUMNS}
+    ids, reasons = _id_columns(name, cells, line)
+    if reasons:
+        return {}, np.empty((0, len(days)), np.float32), reasons
     sales = np.empty((table.num_rows, len(days)), dtype=np.float32)
     found: dict[str, list] = {}  # expected -> [where, first value, expected, count]
     for j, column in enumerate(days):
@@ -193,7 +187,9 @@ def _general_sales(
     return ids, sales, reasons
 
 
-def _sales(name: str, payload: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+def _sales(
+    name: str, payload: bytes, line: RowLines
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     header = header_of(payload)
     reasons = missing_columns(name, header, SALES_ID_COLUMNS)
     days, day_reasons = _day_columns(name, header)
@@ -206,28 +202,33 @@ def _sales(name: str, payload: bytes) -> tuple[dict[str, np.ndarray], np.ndarray
             text, sales = parsed
             if not text:
                 reasons.append(problem(name, "content", "a header only", "one row per series"))
-            long = np.array(
-                [[len(cell) > MAX_ID_CHARS for cell in row] for row in text], dtype=bool
-            ).reshape(len(text), len(SALES_ID_COLUMNS))
-            if long.any():
-                reason = _long_id_reason(name, long, lambda row, k: text[row][k], RowLines(payload))
-                return {}, np.empty((0, len(days)), np.float32), [reason]
-            cells = np.array(text, dtype=str).reshape(len(text), len(SALES_ID_COLUMNS))
-            return {c: cells[:, k] for k, c in enumerate(SALES_ID_COLUMNS)}, sales, reasons
-    return _general_sales(name, payload, header, days)
+            cells = {c: [row[k] for row in text] for k, c in enumerate(SALES_ID_COLUMNS)}
+            ids, long = _id_columns(name, cells, line)
+            if long:
+                return {}, np.empty((0, len(days)), np.float32), long
+            return ids, sales, reasons
+    return _general_sales(name, payload, header, days, line)
 
 
-def _long_id_reason(
-    name: str, long: np.ndarray, cell_at: Callable[[int, int], str], line: Callable[[int], int]
-) -> str:
-    """The first id cell (of rows x SALES_ID_COLUMNS) past MAX_ID_CHARS, and how many."""
-    row, k = (int(i[0]) for i in np.nonzero(long))
-    found = f"{quoted(cell_at(row, k))}, {int(long.sum()):,} such cell(s)"
-    where = f"row {line(row)}, column {SALES_ID_COLUMNS[k]}"
-    return problem(name, where, found, f"an id of at most {MAX_ID_CHARS} characters")
+def _id_columns(
+    name: str, cells: dict[str, Sequence[str]], line: RowLines
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The id columns (Python strings, by column) as fixed-width text; none, and the reason,
+    when a cell is past MAX_ID_CHARS: fixed-width text is as wide as its longest cell."""
+    long = np.column_stack([
+        np.fromiter(map(len, cells[c]), dtype=np.int64, count=len(cells[c])) > MAX_ID_CHARS
+        for c in SALES_ID_COLUMNS
+    ])  # fmt: skip
+    if long.any():
+        row, k = (int(i[0]) for i in np.nonzero(long))
+        column = SALES_ID_COLUMNS[k]
+        found = f"{quoted(cells[column][row])}, {int(long.sum()):,} such cell(s)"
+        where = f"row {line(row)}, column {column}"
+        return {}, [problem(name, where, found, f"an id of at most {MAX_ID_CHARS} characters")]
+    return {c: np.asarray(cells[c], dtype=str) for c in SALES_ID_COLUMNS}, []
 
 
-def _id_reasons(name: str, ids: dict[str, np.ndarray], line: Callable[[int], int]) -> list[str]:
+def _id_reasons(name: str, ids: dict[str, np.ndarray], line: RowLines) -> list[str]:
     """Ids filled in, unique, made of item_id and store_id, and safe in an unquoted CSV
     cell; one row per item and store; one dept and category per item, one category per
     department, one state per store (the M5 hierarchy the scores aggregate over)."""
@@ -344,11 +345,12 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
         raise InputRejectedError(reasons)
     typed_prices = read_typed_prices(payloads[PRICES_FILE]) if PRICES_FILE in payloads else None
     sales_payload = payloads.pop(SALES_FILE)
-    ids, sales, sales_reasons = _sales(SALES_FILE, sales_payload)
+    line = RowLines(sales_payload)  # the sales' rows by their line, should a reason need one
+    ids, sales, sales_reasons = _sales(SALES_FILE, sales_payload, line)
     if ids:
-        sales_reasons += _id_reasons(SALES_FILE, ids, RowLines(sales_payload))
+        sales_reasons += _id_reasons(SALES_FILE, ids, line)
     reasons += sales_reasons
-    del sales_payload
+    del sales_payload, line  # the largest input: not held while the others are read
     if reasons:
         raise InputRejectedError(reasons)
     states = sorted(set(ids["state_id"].tolist()))

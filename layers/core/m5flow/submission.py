@@ -49,13 +49,10 @@ def aligned_values(
     # time, which took minutes for the 60,980 rows of a Kaggle submission.
     ids = np.asarray(ids, dtype=str)
     absent = [c for c in ["id", *columns] if c not in frame.columns]
-    if absent and len(frame.columns) == 1:  # a semicolon or tab export: say that alone
+    if absent and len(frame.columns) == 1:  # say that alone (a separator: `read_table`)
         raise ScoringError(
-            "; ".join(missing_columns(name, list(frame.columns), ()))
-            or (
-                f"{name}: one column ({str(frame.columns[0])[:40]!r}); expected id,"
-                f"{columns[0]}..{columns[-1]}, separated by commas"
-            )
+            f"{name}: one column ({str(frame.columns[0])[:40]!r}); expected id,"
+            f"{columns[0]}..{columns[-1]}, separated by commas"
         )
     if absent:
         shown = ", ".join(map(str, frame.columns[:8]))
@@ -138,16 +135,20 @@ def read_table(name: str, source: Path | bytes) -> pd.DataFrame:
     value would match no series), and `aligned_values` reads the numbers, naming any cell
     that is not one. The bytes are taken as the inputs' are (`csvinput.decoded`): gzip under
     the `.csv` name, a byte-order mark and CR line ends are read, so a truth file uploaded
-    the way its sales file was is scored too.
+    the way its sales file was is scored too. A semicolon or tab export is named as such.
     """
     payload = source if isinstance(source, bytes) else source.read_bytes()
     try:
         text = decoded(name, payload, schema.MAX_INPUT_BYTES)
-        return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
     except InputRejectedError as exc:
         raise ScoringError(str(exc)) from None  # it names the file and what is wrong
     except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError, ParserError
         raise ScoringError(f"{name}: not a CSV table ({exc})") from None
+    separated = missing_columns(name, list(frame.columns), ()) if frame.shape[1] == 1 else []
+    if separated:
+        raise ScoringError("; ".join(separated))
+    return frame
 
 
 def score_against_truth(
@@ -164,9 +165,15 @@ def score_against_truth(
     """
     days = [f"d_{data.last_day + k}" for k in range(1, forecast.shape[1] + 1)]
     truth = aligned_values(truth_name, truth_frame, data.ids, days, units=True)
+    return truth, _scored(data, truth, forecast, hierarchy)
+
+
+def _scored(
+    data: M5Data, truth: np.ndarray, forecast: np.ndarray, hierarchy: Hierarchy | None = None
+) -> Score:
+    """WRMSSE weighted by the dollar sales of the history's last 28 days, as the M5 scored."""
     weights = dollar_sales(data.sales, data.prices)
-    hierarchy = hierarchy or Hierarchy.from_data(data)
-    return truth, wrmsse(data.sales, truth, forecast, hierarchy, weights)
+    return wrmsse(data.sales, truth, forecast, hierarchy or Hierarchy.from_data(data), weights)
 
 
 def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
@@ -206,11 +213,8 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     truth_name, submission_name = Path(truth_csv).name, Path(submission_csv).name
     truth_frame = read_table(truth_name, Path(truth_csv))
     submission_frame = read_table(submission_name, Path(submission_csv))
-    if len(truth_frame.columns) == 1:  # a semicolon or tab export: say that, not "no days"
-        raise ScoringError(
-            "; ".join(missing_columns(truth_name, list(truth_frame.columns), ()))
-            or f"{truth_name}: one column; expected id,d_<day>..., comma-separated"
-        )
+    if len(truth_frame.columns) == 1:  # say that, not "no days" (a separator: `read_table`)
+        raise ScoringError(f"{truth_name}: one column; expected id,d_<day>..., comma-separated")
     days = [c for c in truth_frame.columns if c.startswith("d_")]
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
@@ -223,7 +227,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
         )
     # The truth first: when it lacks the history's series too, the history is another
     # dataset's, which blaming the submission would hide.
-    aligned_values(truth_name, truth_frame, data.ids, days, units=True)
+    truth = aligned_values(truth_name, truth_frame, data.ids, days, units=True)
     steps = [f"F{k}" for k in range(1, horizon + 1)]
     try:
         forecast = aligned_values(submission_name, submission_frame, data.ids, steps)
@@ -236,4 +240,4 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
             f"{exc} (the days come from {truth_name}, which holds {horizon}: "
             f"{days[0]}..{days[-1]}; {submission_name} has {forecast_days} F columns)"
         ) from None
-    return score_against_truth(data, truth_name, truth_frame, forecast)[1]
+    return _scored(data, truth, forecast)
