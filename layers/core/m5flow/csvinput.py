@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from m5flow.exceptions import InputRejectedError
+from m5flow.wording import cut, listed
 
 _ARCHIVES = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _ROWS_QUOTED = 3  # rows of the wrong width named one by one before "and N more"
@@ -52,10 +53,7 @@ _QUOTED_CHARS = 60
 def quoted(value: object) -> str:
     """A cell as a reason shows it: Python-quoted text (numpy strings included), its first
     characters if it is long (a 2.6 MB cell made a reason EventBridge could never carry)."""
-    text = str(value)
-    if len(text) <= _QUOTED_CHARS:
-        return repr(text)
-    return f"{text[:_QUOTED_CHARS]!r}... ({len(text):,} chars)"
+    return cut(str(value), _QUOTED_CHARS, quote=True)
 
 
 def decoded(name: str, payload: bytes, max_bytes: int) -> bytes:
@@ -173,8 +171,7 @@ _SHOWN_NAME = 40  # characters of a column name a reason shows
 def _shown(column: str) -> str:
     """A column name as a reason lists it; quoted if it holds what cannot be seen (a second
     byte-order mark, a tab), which made "no column id (columns: id, ...)" read as nonsense."""
-    cut = column if len(column) <= _SHOWN_NAME else column[:_SHOWN_NAME] + "..."
-    return cut if cut.isprintable() else repr(cut)
+    return cut(column, _SHOWN_NAME, quote=not column.isprintable())
 
 
 def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> list[str]:
@@ -197,7 +194,7 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
     ]  # fmt: skip
     missing = [c for c in expected if c not in counts]
     if missing:
-        shown = ", ".join(map(_shown, header[:8])) + (", ..." if len(header) > 8 else "")
+        shown = listed(map(_shown, header), 8)
         reasons.append(
             problem(name, "header", f"no column {', '.join(missing)} (columns: {shown})",
                     f"the columns {', '.join(expected)}")

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from math import isfinite
 from typing import Any
 
+from m5flow.wording import cut
+
 # Chosen on 28-day backtests of the real M5 slice ending by d_1941 (bench/accuracy/README.md):
 # the original blog settings with a tweedie power near Poisson, histogram trees, and early
 # stopping on a metric the container computes on predictions.
@@ -41,8 +43,7 @@ _SHOWN_CHARS = 80  # of a wrong value quoted in a reason
 def shown(value: object) -> str:
     """A JSON value as a reason quotes it: as JSON, its first characters if it is long (a
     whole 300 KB value once made one reason of 450 KB)."""
-    text = json.dumps(value)
-    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text):,} chars)"
+    return cut(json.dumps(value), _SHOWN_CHARS)
 
 
 def strict_json(text: str | bytes) -> Any:

@@ -211,9 +211,8 @@ def render_report(
         sentence += (
             f" {count} {are} left out of {its} level's {which}: "
             f"{its} history cannot scale an error (a first sale on the last history day, or "
-            f"the same amount every day since the first sale): {shown_score.unscored_shown(3)}"
+            f"the same amount every day since the first sale): {shown_score.unscored_shown(3)}."
         )
-        sentence += "" if sentence.endswith("...") else "."
 
     def panel(
         title: str,

@@ -21,6 +21,7 @@ import numpy as np
 
 from m5flow.exceptions import ScoringError
 from m5flow.hierarchy import LEVELS, Hierarchy
+from m5flow.wording import listed
 
 WEIGHT_DAYS = 28
 _CHUNK_ROWS = 512  # rows scaled at a time: bounds the float64 copies at full scale
@@ -47,9 +48,8 @@ class Score:
         }
 
     def unscored_shown(self, shown: int = _SHOWN) -> str:
-        """The first `shown` series left out, and ", ..." if there are more."""
-        more = ", ..." if len(self.unscored) > shown else ""
-        return ", ".join(self.unscored[:shown]) + more
+        """The first `shown` series left out, and how many more there are."""
+        return listed(self.unscored, shown)
 
 
 def naive_scale(history: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ def _check_shapes(history: np.ndarray, truth: np.ndarray, forecast: np.ndarray, 
     for name, values in (("history", history), ("truth", truth), ("forecast", forecast)):
         if not problems and not np.isfinite(values).all():
             rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
-            problems.append(f"{name} is not finite in row(s) {rows[:_SHOWN].tolist()}")
+            problems.append(f"{name} is not finite in row(s) {listed(rows, _SHOWN)}")
     if problems:
         raise ScoringError("; ".join(problems))
 

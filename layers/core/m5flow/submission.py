@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,13 @@ from m5flow.exceptions import InputRejectedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
 from m5flow.scoring import Score, dollar_sales, wrmsse
+from m5flow.wording import listed
 
 _SHOWN = 5  # ids named in an error message
 
 
-def _named(ids: np.ndarray) -> str:
-    more = f" and {len(ids) - _SHOWN} more" if len(ids) > _SHOWN else ""
-    return ", ".join(map(str, ids[:_SHOWN])) + more
+def _named(ids: Iterable[object]) -> str:
+    return listed(ids, _SHOWN)
 
 
 def aligned_values(
@@ -51,14 +52,13 @@ def aligned_values(
     absent = [c for c in ["id", *columns] if c not in frame.columns]
     if absent and len(frame.columns) == 1:  # say that alone (a separator: `read_table`)
         raise ScoringError(
-            f"{name}: one column ({str(frame.columns[0])[:40]!r}); expected id,"
+            f"{name}: one column ({quoted(frame.columns[0])}); expected id,"
             f"{columns[0]}..{columns[-1]}, separated by commas"
         )
     if absent:
-        shown = ", ".join(map(str, frame.columns[:8]))
         problems.append(
-            f"{name}: missing column(s) {_named(np.array(absent))}; expected id,"
-            f"{columns[0]}..{columns[-1]} (found {shown}{'...' if frame.shape[1] > 8 else ''})"
+            f"{name}: missing column(s) {_named(absent)}; expected id,"
+            f"{columns[0]}..{columns[-1]} (found {listed(frame.columns, 8)})"
         )
         raise ScoringError("; ".join(problems))
     long = (frame["id"].str.len() > schema.MAX_ID_CHARS).to_numpy()
@@ -68,16 +68,15 @@ def aligned_values(
             f"{name}: row {row + 2}: id {quoted(frame['id'].iat[row])}; expected an id of at "
             f"most {schema.MAX_ID_CHARS} characters"
         )
-    listed = frame["id"].to_numpy(dtype=str)
-    ours = np.isin(listed, ids)
-    others, frame = listed[~ours], frame[ours]
+    row_ids = frame["id"].to_numpy(dtype=str)
+    ours = np.isin(row_ids, ids)
+    others, frame = row_ids[~ours], frame[ours]
     extra = [c for c in frame.columns if c not in ("id", *columns, *schema.SALES_ID_COLUMNS)]
     if extra:
         problems.append(
-            f"{name}: unexpected column(s) {_named(np.array(extra))}; "
-            f"expected id,{columns[0]}..{columns[-1]}"
+            f"{name}: unexpected column(s) {_named(extra)}; expected id,{columns[0]}..{columns[-1]}"
         )
-    file_ids = listed[ours]
+    file_ids = row_ids[ours]
     counts = pd.Series(file_ids).value_counts()
     if (counts > 1).any():
         problems.append(f"{name}: duplicate id(s) {_named(counts.index[counts > 1].to_numpy())}")
@@ -221,7 +220,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     if not days or days != expected:
         last = data.last_day + (horizon or schema.HORIZON)
         raise ScoringError(
-            f"{truth_name}: day columns {_named(np.array(days or ['(none)']))}; expected "
+            f"{truth_name}: day columns {_named(days or ['(none)'])}; expected "
             f"d_{data.last_day + 1}..d_{last}, the days after the history's last day "
             f"d_{data.last_day}"
         )

@@ -24,6 +24,7 @@ from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import M5Data
 from m5flow.stages.failure import announce_job_failure, announce_run_failure, failure_name
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
+from m5flow.wording import listed
 
 logger = Logger(child=True)
 FORECAST_READY = "forecast-ready"  # the announcement's name in the run's ledger
@@ -360,8 +361,7 @@ def _facts(
     }
     never_sold = data.ids[data.never_sold]
     if len(never_sold):
-        shown = ", ".join(never_sold[:3].tolist()) + (" ..." if len(never_sold) > 3 else "")
-        facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({shown})"
+        facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({listed(never_sold, 3)})"
     if closed_dates:
         facts["forecast 0: closed days"] = [
             f"{date} (the stores closed on it in every earlier year)" for date in closed_dates

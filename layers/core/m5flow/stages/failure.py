@@ -30,6 +30,7 @@ from m5flow import naming
 from m5flow.jobs import one_line
 from m5flow.notifications import EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectHead, ObjectMissingError, Storage
+from m5flow.wording import cut
 
 logger = Logger(child=True)
 # A failure that leaves the run unable to finish (a model's job failed, a step refused) is
@@ -404,10 +405,8 @@ def refusal_reason(request: str, message: str) -> str:
     >>> refusal_reason("training job j", "Value 'ml.x' at 'resourceConfig.instanceType' ...")
     "SageMaker refused training job j (ValidationException: Value 'ml.x' at 'resourceConfig.instanceType' ...); the stack's parameters (TrainingImage, the instance types, Hyperparameters) or the dataset's m5flow.json set it"
     """  # noqa: E501
-    if len(message) > _REFUSAL_CHARS:
-        message = f"{message[:_REFUSAL_CHARS]}... ({len(message):,} characters)"
     return (
-        f"SageMaker refused {request} (ValidationException: {message}); the stack's "
-        "parameters (TrainingImage, the instance types, Hyperparameters) or the dataset's "
-        f"{naming.OVERRIDES_FILE} set it"
+        f"SageMaker refused {request} (ValidationException: {cut(message, _REFUSAL_CHARS)}); "
+        "the stack's parameters (TrainingImage, the instance types, Hyperparameters) or the "
+        f"dataset's {naming.OVERRIDES_FILE} set it"
     )
