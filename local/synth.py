@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from m5flow import schema
+from m5flow import calendar_prices, schema
 
 START_DATE = dt.date(2011, 1, 29)  # d_1, a Saturday: Walmart weeks run Saturday..Friday
 N_TRAIN_DAYS = 1941  # d_1..d_1941 in sales_train_evaluation.csv
@@ -150,7 +150,7 @@ def _write_calendar(path: Path) -> _Calendar:
             events.setdefault(rule(year), []).append((name, kind))
     snap = np.array([[d.day in SNAP_DAYS[s] for d in days] for s in STORES_PER_STATE])
     effect = np.ones((len(CATEGORIES), N_CALENDAR_DAYS), np.float32)
-    lines = [",".join(schema.CALENDAR_COLUMNS)]
+    lines = [",".join(calendar_prices.CALENDAR_COLUMNS)]
     for t, d in enumerate(days):
         todays = events.get(d, [])[:2]
         for name, kind in todays:
@@ -339,7 +339,7 @@ def _write_prices(path: Path, series: _Series, demand: _Demand) -> None:
     with path.open("wb") as f:
         # Our own header line: pyarrow quotes column names unless told otherwise, and the
         # option for that (quoting_header) is newer than the pyarrow the layer allows.
-        f.write((",".join(schema.PRICES_COLUMNS) + "\n").encode())
+        f.write((",".join(calendar_prices.PRICES_COLUMNS) + "\n").encode())
         options = pacsv.WriteOptions(include_header=False, quoting_style="none")
         pacsv.write_csv(table, f, options)
 

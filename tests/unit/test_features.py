@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 
 from m5flow import features
+from m5flow.calendar_prices import EVENT_TYPES
 from m5flow.features import (
     FeatureConfig,
     build_block,
     feature_names,
     series_facts,
 )
-from m5flow.schema import CALENDAR_FILE, EVENT_TYPES, INPUT_FILES, PRICES_FILE, M5Data, parse_inputs
+from m5flow.schema import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, M5Data, parse_inputs
 from tests.conftest import REAL_M5
 from tests.unit.test_schema import tiny_files
 

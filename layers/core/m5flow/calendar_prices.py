@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from m5flow.csvinput import (
     RowLines,
+    first_of,
     header_of,
     missing_columns,
     problem,
@@ -26,8 +27,14 @@ from m5flow.csvinput import (
     read_table,
     typed_csv,
 )
-from m5flow.schema import CALENDAR_COLUMNS, EVENT_TYPES, HORIZON, PRICES_COLUMNS, first_of
 
+CALENDAR_COLUMNS = (
+    "date", "wm_yr_wk", "weekday", "wday", "month", "year", "d",
+    "event_name_1", "event_type_1", "event_name_2", "event_type_2",
+    "snap_CA", "snap_TX", "snap_WI",
+)  # fmt: skip
+PRICES_COLUMNS = ("store_id", "item_id", "wm_yr_wk", "sell_price")
+EVENT_TYPES = ("Cultural", "National", "Religious", "Sporting")
 _MAX_PRICE = 1e6  # per unit; far above any retail price, far below float32 overflow
 _CALENDAR_INTEGERS = {  # column -> (lowest, highest, what is expected)
     "wm_yr_wk": (1, 10**9, "a week number (a positive integer)"),
@@ -38,9 +45,11 @@ _CALENDAR_INTEGERS = {  # column -> (lowest, highest, what is expected)
 
 
 def read_calendar(
-    name: str, payload: bytes, n_days: int, states: list[str]
+    name: str, payload: bytes, sales_days: int, horizon: int, states: list[str]
 ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """The calendar of days d_1..d_<n_days> in day order, and every week of the file."""
+    """The calendar of the sales days and the forecast's in day order, and every week of the
+    file."""
+    n_days = sales_days + horizon
     header = header_of(payload)
     snaps = tuple(f"snap_{state}" for state in states)
     needed = tuple(c for c in CALENDAR_COLUMNS if not c.startswith("snap_")) + snaps
@@ -88,8 +97,8 @@ def read_calendar(
     absent = np.flatnonzero(~have[1:]) + 1
     if absent.size:
         found = f"{absent.size:,} day(s) missing, first d_{absent[0]}"
-        expected = (f"every day d_1..d_{n_days} (the {n_days - HORIZON} sales days and "
-                    f"the {HORIZON} forecast days)")  # fmt: skip
+        expected = (f"every day d_1..d_{n_days} (the {sales_days} sales days and "
+                    f"the {horizon} forecast days)")  # fmt: skip
         reasons.append(problem(name, "column d", found, expected))
     if reasons:
         return *nothing, reasons

@@ -38,6 +38,11 @@ _CHUNK_BYTES = 4 << 20
 _SEPARATORS_ONLY = re.compile(rb"^,+\r?$", re.MULTILINE)
 
 
+def first_of(mask: np.ndarray) -> int:
+    """The index of the first True in `mask`: the row a reason names as an example."""
+    return int(np.flatnonzero(mask)[0])
+
+
 def problem(name: str, where: str, found: str, expected: str, count: int = 1) -> str:
     """One reason: `<file>: <where>: found <x>; expected <y>` (and how many are alike)."""
     return f"{name}: {where}: found {found}; expected {expected}" + (

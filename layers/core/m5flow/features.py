@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from m5flow.schema import EVENT_TYPES, ID_KINDS, M5Data
+from m5flow.calendar_prices import EVENT_TYPES
+from m5flow.schema import ID_KINDS, M5Data, first_nonzero
 
 CALENDAR_FEATURES = (
     "wday",
@@ -105,8 +106,7 @@ class SeriesFacts:
 
 def series_facts(data: M5Data, config: FeatureConfig) -> SeriesFacts:
     """Compute the constants every block shares (first sales, codes, mean prices...)."""
-    sold = data.sales > 0
-    first = np.where(sold.any(axis=1), sold.argmax(axis=1) + 1, data.last_day + 1)
+    first = first_nonzero(data.sales) + 1  # 1-based; last_day + 1 where it never sold
     codes = {
         name: np.unique(data.ids_of(name), return_inverse=True)[1] for name in config.categorical
     }

@@ -24,9 +24,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from m5flow.calendar_prices import read_calendar, read_prices, read_typed_prices, sold_before_priced
 from m5flow.csvinput import (
     RowLines,
     decoded,
+    first_of,
     header_of,
     missing_columns,
     parse_wide_integers,
@@ -40,13 +42,6 @@ from m5flow.naming import CALENDAR_FILE, INPUT_FILES, PRICES_FILE, SALES_FILE
 SALES_ID_COLUMNS = ("id", "item_id", "dept_id", "cat_id", "store_id", "state_id")
 # The M5 hierarchy's id kinds: the sales file's <kind>_id column, M5Data.ids_of(kind).
 ID_KINDS = ("item", "dept", "cat", "store", "state")
-CALENDAR_COLUMNS = (
-    "date", "wm_yr_wk", "weekday", "wday", "month", "year", "d",
-    "event_name_1", "event_type_1", "event_name_2", "event_type_2",
-    "snap_CA", "snap_TX", "snap_WI",
-)  # fmt: skip
-PRICES_COLUMNS = ("store_id", "item_id", "wm_yr_wk", "sell_price")
-EVENT_TYPES = ("Cultural", "National", "Religious", "Sporting")
 HORIZON = 28
 # Per file, after decompression: 4x the full M5 sales file, 2.5x its prices. The shard
 # step peaks near 0.3 GB + the input + 2x the sales + 0.8x the prices (1.1 GB on the full
@@ -106,9 +101,17 @@ class M5Data:
         return self.weekly_prices[:, self.day_week]
 
 
-def first_of(mask: np.ndarray) -> int:
-    """The index of the first True in `mask`."""
-    return int(np.flatnonzero(mask)[0])
+def first_nonzero(rows: np.ndarray) -> np.ndarray:
+    """The column of each row's first non-zero value (its first sale); the number of columns
+    where there is none.
+
+    Example
+    -------
+    >>> first_nonzero(np.array([[0, 3, 0], [0, 0, 0]])).tolist()
+    [1, 3]
+    """
+    sold = rows != 0
+    return np.where(sold.any(axis=1), sold.argmax(axis=1), rows.shape[1])
 
 
 def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
@@ -323,13 +326,6 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     >>> data.sales.shape, data.last_day
     ((30, 1941), 1941)
     """
-    from m5flow.calendar_prices import (  # they import this module
-        read_calendar,
-        read_prices,
-        read_typed_prices,
-        sold_before_priced,
-    )
-
     reasons: list[str] = []
     payloads: dict[str, bytes] = {}
     for name in INPUT_FILES:
@@ -354,15 +350,12 @@ def parse_inputs(files: dict[str, bytes], *, max_bytes: int = MAX_INPUT_BYTES) -
     if reasons:
         raise InputRejectedError(reasons)
     states = sorted(set(ids["state_id"].tolist()))
-    n_days = sales.shape[1] + HORIZON
     calendar, weeks, reasons = read_calendar(
-        CALENDAR_FILE, payloads.pop(CALENDAR_FILE), n_days, states
+        CALENDAR_FILE, payloads.pop(CALENDAR_FILE), sales.shape[1], HORIZON, states
     )
     if reasons:
         raise InputRejectedError(reasons)
-    sold = sales > 0
-    first_sale = np.where(sold.any(axis=1), sold.argmax(axis=1), sales.shape[1])  # 0-based
-    del sold
+    first_sale = first_nonzero(sales)  # 0-based
     priced, reasons = read_prices(
         PRICES_FILE,
         payloads.pop(PRICES_FILE),

@@ -21,6 +21,7 @@ import numpy as np
 
 from m5flow.exceptions import ScoringError
 from m5flow.hierarchy import LEVELS, Hierarchy
+from m5flow.schema import first_nonzero
 from m5flow.wording import listed
 
 WEIGHT_DAYS = 28
@@ -69,8 +70,7 @@ def naive_scale(history: np.ndarray) -> np.ndarray:
     scale = np.empty(n, dtype=np.float64)
     for start in range(0, n, _CHUNK_ROWS):
         block = rows[start : start + _CHUNK_ROWS].astype(np.float64)
-        sold = block != 0
-        first = np.where(sold.any(axis=1), sold.argmax(axis=1), days)
+        first = first_nonzero(block)
         with np.errstate(over="ignore", invalid="ignore"):
             diffs = np.diff(block, axis=1)
             squares = np.einsum("ij,ij->i", diffs, diffs)
