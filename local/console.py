@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from m5flow.jobs import one_line
+from m5flow.notifications import SOURCE
 
 
 def print_line(text: str) -> None:
@@ -43,10 +44,9 @@ def describe(event: dict[str, Any]) -> str:
         # the job's log (its path was said) and in the function's ERROR log.
         reason = f": {one_line(detail['FailureReason'])}" if detail.get("FailureReason") else ""
         return f"{kind}: {name} {status}{secondary}{reason}"
-    # Said already: the inputs by the uploads, the reasons in `reason`, a job's failure by
-    # its SageMaker event just before.
-    shown = {k: v for k, v in detail.items() if k not in ("inputs", "reasons", "failure_reason")}
-    return f"{kind}: {json.dumps(shown, default=str)}"
+    if event.get("source") == SOURCE and "summary" in detail:
+        return f"{kind}: {detail['summary']}"  # what the notification e-mail says
+    return f"{kind}: {json.dumps(detail, default=str)}"
 
 
 # What a step's result field holds when it made something, and what its absence means.

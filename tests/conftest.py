@@ -132,6 +132,13 @@ def bus(moto_endpoint: str, request: pytest.FixtureRequest):
     return Bus()
 
 
+def as_sent(detail_type: str, detail: dict) -> dict:
+    """`detail` as EventPublisher sends it: with its `summary`."""
+    from m5flow.notifications import summary
+
+    return {**detail, "summary": summary(detail_type, detail)}
+
+
 def sample_event(name: str, **replacements: str) -> dict:
     """Load events/<name>.json, replacing strings (bucket, key...) everywhere in it."""
     import json

@@ -56,6 +56,10 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
         "Forecast Ready",
     ):
         assert stage in result.stdout, stage
+    # Each of m5flow's events as its summary (the e-mail's text), every field found.
+    said = [line for line in result.stdout.splitlines() if " event  m5flow | " in line]
+    assert len(said) >= 4 and not [line for line in said if "None" in line]
+    assert "series is ready, backtest WRMSSE 0." in said[-1]
 
 
 def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_path):

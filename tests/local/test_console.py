@@ -7,20 +7,24 @@ import sys
 
 import pytest
 
+from m5flow.notifications import summary
 from m5flow_local.console import describe, said
 
 
-def test_a_run_failed_line_says_the_reason_once() -> None:
+def test_an_m5flow_line_is_its_summary_and_says_the_reason_once() -> None:
     traceback = "AlgorithmError: framework error: \nTraceback ...\nUserError: bad"
-    line = describe({
-        "source": "m5flow",
-        "detail-type": "Run Failed",
-        "detail": {"run_id": "r", "dataset": "d", "stage": "training",
-                   "reason": "training job j Failed: AlgorithmError: UserError: bad",
-                   "failure_reason": traceback},
-    })  # fmt: skip
-    assert line.startswith("m5flow | Run Failed: {")
-    assert "AlgorithmError: UserError: bad" in line and "Traceback" not in line
+    detail = {"run_id": "r", "dataset": "d", "stage": "training",
+              "reason": "training job j Failed: AlgorithmError: UserError: bad",
+              "failure_reason": traceback}  # fmt: skip
+    line = describe({"source": "m5flow", "detail-type": "Run Failed",
+                     "detail": {**detail, "summary": summary("Run Failed", detail)}})  # fmt: skip
+    assert line == (
+        "m5flow | Run Failed: Run r of dataset d failed at training: training job j Failed: "
+        "AlgorithmError: UserError: bad"
+    )
+    # Another sender's event (no summary) is shown whole.
+    line = describe({"source": "m5flow", "detail-type": "Run Failed", "detail": detail})
+    assert line.startswith('m5flow | Run Failed: {"run_id": "r"') and "Traceback" in line
 
 
 def test_a_container_traceback_is_said_in_one_line() -> None:

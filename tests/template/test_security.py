@@ -572,6 +572,11 @@ def test_email_subscribes_to_the_terminal_events_through_an_encrypted_topic(tran
         {
             "Id": "NotificationTopic",
             "Arn": {"Ref": "NotificationTopic"},
+            # The e-mail is the event's summary (tests/unit/test_summaries.py), not its JSON.
+            "InputTransformer": {
+                "InputPathsMap": {"summary": "$.detail.summary"},
+                "InputTemplate": '"m5flow: <summary>"',
+            },
             "DeadLetterConfig": {"Arn": {"Fn::GetAtt": ["FailureQueue", "Arn"]}},
         }
     ]

@@ -11,6 +11,7 @@ from botocore.config import Config
 from m5flow.notifications import EventPublisher, ledger_key
 from m5flow.stages import failure
 from m5flow.storage import S3Storage
+from tests.conftest import as_sent
 
 
 def _unreachable_sagemaker() -> object:
@@ -59,7 +60,9 @@ def test_a_stop_that_cannot_reach_sagemaker_is_logged_and_the_failure_still_anno
         step_logger.removeHandler(kept)
 
     (announced,) = bus.drain()
-    assert announced["detail-type"] == "Run Failed" and announced["detail"] == detail
+    assert announced["detail-type"] == "Run Failed" and announced["detail"] == as_sent(
+        "Run Failed", detail
+    )
     assert storage.head(ledger_key(run, failure.RUN_FAILED)) is not None
     not_stopped = [r for r in kept.records if r.getMessage() == "not stopped"]
     # Both stops were tried: the first failure did not end the loop.

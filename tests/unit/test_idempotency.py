@@ -21,6 +21,7 @@ from m5flow.storage import (
     ObjectMissingError,
     S3Storage,
 )
+from tests.conftest import as_sent
 from tests.unit.test_handlers import _created, _keys, _upload
 
 
@@ -298,7 +299,7 @@ def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False
     assert publisher.settle("died-000000000000", "run-failed-x") == "announced"
     (sent,) = bus.drain()
-    assert sent["detail-type"] == "Run Failed" and sent["detail"] == detail
+    assert sent["detail-type"] == "Run Failed" and sent["detail"] == as_sent("Run Failed", detail)
 
 
 def test_a_write_can_name_the_version_it_replaces(bucket, tmp_path):
@@ -359,4 +360,4 @@ def test_a_slow_sender_refused_after_a_takeover_leaves_the_sent_record(bucket, b
         slow.publish("Forecast Ready", detail, once="forecast-ready")
 
     assert retry.settle("slow-000000000000", "forecast-ready") == "announced"  # not withdrawn
-    assert [e["detail"] for e in bus.drain()] == [detail]
+    assert [e["detail"] for e in bus.drain()] == [as_sent("Forecast Ready", detail)]

@@ -17,7 +17,7 @@ import pytest
 from m5flow import jobs, naming, schema
 from m5flow.stages import failure
 from m5flow.storage import DiskStorage
-from tests.conftest import REPO_ROOT, sample_event
+from tests.conftest import REPO_ROOT, as_sent, sample_event
 
 SAMPLE_BUCKET = "m5flow-data-123456789012"
 SAMPLE_RUN = "demo-3f2a9c1b7e4d"
@@ -55,7 +55,7 @@ def test_failed_shard_step_is_reported_with_the_run_of_its_inputs(
 
     (announced,) = bus.drain()
     assert announced["source"] == "m5flow" and announced["detail-type"] == "Run Failed"
-    assert announced["detail"] == detail
+    assert announced["detail"] == as_sent("Run Failed", detail)
     assert detail == {
         "run_id": naming.run_id("demo", etags, f"s3://{bucket}/"),
         "dataset": "demo",
@@ -115,7 +115,7 @@ def test_failed_shard_step_before_all_inputs_arrived_has_no_run(bucket, load_fun
     detail = load_function("ReportFailureFunction").invoke(event)
 
     assert (detail["stage"], detail["dataset"], detail["run_id"]) == ("shard", "early", None)
-    assert [e["detail"] for e in bus.drain()] == [detail]
+    assert [e["detail"] for e in bus.drain()] == [as_sent("Run Failed", detail)]
 
 
 def test_a_failure_on_a_stray_csv_is_not_the_dataset_s_run(bucket, load_function, bus):
@@ -190,7 +190,7 @@ def test_record_without_its_event_is_reported_by_function(bucket, load_function,
 
     assert (detail["stage"], detail["run_id"], detail["dataset"]) == ("shard", None, None)
     assert detail["reason"].startswith("Sandbox.Timedout: RequestId: 3f6c1d2a Error: Task timed")
-    assert [e["detail"] for e in bus.drain()] == [detail]
+    assert [e["detail"] for e in bus.drain()] == [as_sent("Run Failed", detail)]
 
 
 # --------------------------------------------------------------------------- parsing alone

@@ -1,7 +1,8 @@
 """The events m5flow emits on EventBridge (`source: m5flow`), and the adapter that sends them.
 
 Every detail carries `run_id` and `dataset`, so a subscriber can follow one run with a single
-rule; failures carry the `stage` that failed and a human-readable `reason`.
+rule, and a `summary`: the event in one sentence (the notification e-mail's text). Failures
+carry the `stage` that failed and a human-readable `reason`.
 
 S3, EventBridge and SageMaker all deliver at least once, so the same step may run twice, even
 at the same time. Each announcement therefore has a name within its run, and is recorded in
@@ -18,6 +19,7 @@ could not mark its record after three tries.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
@@ -26,6 +28,7 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger
 
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectMissingError, Storage
+from m5flow.wording import cut
 
 logger = Logger(child=True)
 _MARK_ATTEMPTS = 3  # writes of a sent event's record before giving up (0.5 s, then 1 s apart)
@@ -98,6 +101,7 @@ class EventPublisher:
             raise ValueError(f"{detail_type} detail must carry run_id and dataset: {detail}")
         if detail["run_id"] is not None and once is None:
             raise ValueError(f"{detail_type} of run {detail['run_id']} needs a name (`once`)")
+        detail = {**detail, "summary": summary(detail_type, detail)}
         if self.ledger is None or once is None:
             self._put(detail_type, detail)
             return True
@@ -219,3 +223,73 @@ def _abandoned(record: Mapping[str, Any]) -> bool:
 
 def _encoded(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, default=str).encode()
+
+
+# ------------------------------------------------------------------- the event in one line
+
+SUMMARY_CHARS = 1_000  # the e-mail's text; the event's other fields hold the rest
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # line breaks, tabs and the other control characters
+
+
+def summary(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
+    """The event in one sentence a person can read: the `summary` of every detail, and the
+    text of the stack's notification e-mail.
+
+    The e-mail rule puts it into the message with an EventBridge input transformer, which
+    inserts a value into its template unescaped and silently drops a message that comes out
+    as invalid JSON. So the sentence holds no double quote (they become single ones), no
+    backslash and no line break, and is cut to `SUMMARY_CHARS`. It never raises: a detail
+    without a field says less, and its event is still sent.
+
+    Example
+    -------
+    >>> summary("Run Failed", {"run_id": "d-1", "dataset": "d", "stage": "training",
+    ...                        "reason": 'job j Failed: "eta"\\nis not a number'})
+    "Run d-1 of dataset d failed at training: job j Failed: 'eta' is not a number"
+    """
+    text = _sentence(detail_type, detail).replace('"', "'").replace("\\", "/")
+    return cut(" ".join(_CONTROL.sub(" ", text).split()), SUMMARY_CHARS)
+
+
+def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
+    get = detail.get
+    run, dataset = get("run_id"), get("dataset")
+    of_run = f"Run {run} of dataset {dataset}" if run else f"Dataset {dataset}"
+    match detail_type:
+        case "Run Started":
+            notices = get("notices") or []
+            noticed = f"; {len(notices)} notice(s), in the event" if notices else ""
+            return (
+                f"{of_run} started: {get('series')} series up to day {get('last_day')}, "
+                f"{len(get('models') or [])} model(s) to train{noticed}"
+            )
+        case "Training Started":
+            jobs = get("training_jobs") or []
+            return f"{of_run}: {len(jobs)} training job(s) started on {get('instance_type')}"
+        case "Transform Started":
+            return (
+                f"{of_run}: model {get('model')} trained; its batch transform "
+                f"{get('transform_job')} started"
+            )
+        case "Forecast Ready":
+            headline = get("headline") or {}
+            return (
+                f"{of_run}: the forecast of {headline.get('series')} series is ready, "
+                f"{_scored(headline)}; report {get('report')}"
+            )
+        case "Input Rejected":
+            reasons = get("reasons") or [get("reason")]
+            upload = f"the upload {get('key')}" if get("key") else "its upload"
+            return f"{of_run}: {upload} was refused, {len(reasons)} problem(s): {get('reason')}"
+        case "Run Failed":
+            return f"{of_run} failed at {get('stage')}: {get('reason')}"
+    return f"{of_run}: {detail_type}"
+
+
+def _scored(headline: Mapping[str, Any]) -> str:
+    """How `Forecast Ready`'s headline says the forecast scored."""
+    if "wrmsse" in headline:
+        return f"WRMSSE {headline['wrmsse']} against the uploaded truth"
+    if "backtest_wrmsse" in headline:
+        return f"backtest WRMSSE {headline['backtest_wrmsse']} (no truth was uploaded)"
+    return "not scored"

@@ -1,0 +1,100 @@
+"""Every event's `summary`: one readable sentence, safe for the e-mail rule's input transformer."""
+
+from __future__ import annotations
+
+import json
+import re
+import typing
+
+import boto3
+import pytest
+
+from m5flow.notifications import SUMMARY_CHARS, DetailType, EventPublisher, summary
+from m5flow_local.router.template import TEMPLATE_PATH, _load_template
+
+RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
+
+
+@pytest.mark.parametrize(
+    ("detail_type", "detail", "sentence"),
+    [
+        ("Run Started",
+         {**RUN, "series": 290, "last_day": 1941, "models": ["h7", "h14", "h21", "h28"],
+          "notices": ["prices: 3 weeks carried forward"]},
+         "Run shop-1a2b of dataset shop started: 290 series up to day 1941, 4 model(s) to "
+         "train; 1 notice(s), in the event"),
+        ("Training Started",
+         {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge"},
+         "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge"),
+        ("Transform Started", {**RUN, "model": "h7", "transform_job": "t-h7"},
+         "Run shop-1a2b of dataset shop: model h7 trained; its batch transform t-h7 started"),
+        ("Forecast Ready",
+         {**RUN, "report": "s3://b/runs/shop-1a2b/forecast/report.html",
+          "headline": {"series": 290, "scored_on": "truth", "wrmsse": 0.7479}},
+         "Run shop-1a2b of dataset shop: the forecast of 290 series is ready, WRMSSE 0.7479 "
+         "against the uploaded truth; report s3://b/runs/shop-1a2b/forecast/report.html"),
+        ("Forecast Ready",
+         {**RUN, "report": "s3://b/r.html",
+          "headline": {"series": 3, "scored_on": "backtest", "backtest_wrmsse": 0.81}},
+         "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, backtest WRMSSE "
+         "0.81 (no truth was uploaded); report s3://b/r.html"),
+        ("Input Rejected",
+         {**RUN, "stage": "shard", "reason": "a: row 2: found x; expected y; b: row 3",
+          "reasons": ["a: row 2: found x; expected y", "b: row 3"]},
+         "Run shop-1a2b of dataset shop: its upload was refused, 2 problem(s): a: row 2: "
+         "found x; expected y; b: row 3"),
+        ("Input Rejected",
+         {"run_id": None, "dataset": "shop", "stage": "shard", "key": "raw/shop/x/y.csv",
+          "reason": "nested folder", "reasons": ["nested folder"]},
+         "Dataset shop: the upload raw/shop/x/y.csv was refused, 1 problem(s): nested folder"),
+        ("Run Failed", {**RUN, "stage": "transform", "reason": "transform job t Failed: x"},
+         "Run shop-1a2b of dataset shop failed at transform: transform job t Failed: x"),
+    ],
+)  # fmt: skip
+def test_each_event_says_what_happened_in_one_sentence(detail_type, detail, sentence) -> None:
+    assert summary(detail_type, detail) == sentence
+
+
+@pytest.mark.parametrize("detail_type", typing.get_args(DetailType))
+def test_a_detail_without_its_fields_still_has_a_summary(detail_type: DetailType) -> None:
+    assert summary(detail_type, {"run_id": None, "dataset": None}).startswith("Dataset None")
+
+
+def test_a_summary_is_one_line_without_quotes_or_backslashes_and_cut() -> None:
+    reason = 'cell "a\\b"\n\ttab\r\x00 <x>' + "z" * 5000
+    line = summary("Run Failed", {**RUN, "stage": "shard", "reason": reason})
+    assert line.startswith("Run shop-1a2b of dataset shop failed at shard: cell 'a/b' tab <x>zz")
+    assert not {'"', "\\", "\n", "\r", "\t", "\x00"} & set(line)
+    assert re.fullmatch(rf".{{{SUMMARY_CHARS}}}\.\.\. \(5,0\d\d chars\)", line)
+
+
+def test_the_email_rule_sends_the_summary_of_every_terminal_event(moto_endpoint: str) -> None:
+    """The template's own transformer, run by moto's EventBridge (which inserts values
+    unescaped and needs the result to be JSON, as EventBridge does), on events the
+    publisher sends: each arrives as the one line the e-mail says."""
+    rule = _load_template(TEMPLATE_PATH)["Resources"]["NotificationRule"]["Properties"]
+    (target,) = rule["Targets"]
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    url = sqs.create_queue(QueueName="email-text")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    pattern = {**rule["EventPattern"], "detail": {"dataset": ["mail"]}}  # this test's events
+    events.put_rule(Name="email-text", EventPattern=json.dumps(pattern))
+    transformer = target["InputTransformer"]
+    events.put_targets(
+        Rule="email-text",
+        Targets=[{"Id": "q", "Arn": arn["QueueArn"], "InputTransformer": transformer}],
+    )
+    publisher = EventPublisher(events)
+    nasty = 'sales.csv: row 2: found "3,5" in d_\\7\n(and a tab\there)'
+    base = {"run_id": None, "dataset": "mail"}
+    publisher.publish("Input Rejected", {**base, "reason": nasty, "reasons": [nasty]}, once=None)
+    publisher.publish("Run Failed", {**base, "stage": "training", "reason": nasty}, once=None)
+    publisher.publish("Run Started", {**base, "series": 1}, once=None)  # not e-mailed
+
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]  # fmt: skip
+    said = "sales.csv: row 2: found '3,5' in d_/7 (and a tab here)"
+    assert sorted(bodies) == [
+        f"m5flow: Dataset mail failed at training: {said}",
+        f"m5flow: Dataset mail: its upload was refused, 1 problem(s): {said}",
+    ]
