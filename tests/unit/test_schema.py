@@ -833,6 +833,21 @@ def test_two_unreadable_weeks_of_one_series_are_no_repeated_week(files) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [('"Super\nBowl"', 11),  # a quoted cell over two lines: the bad cell is on line 11
+     ('Super"Bowl', 10),  # a quote inside a cell is text, as pyarrow reads it: no shift
+     ('"Super ""Big""\n\nBowl"', 12)],  # quotes within a quoted cell, and a blank line
+)  # fmt: skip
+def test_rows_are_named_by_their_line_after_a_cell_over_several_lines(files, name, line) -> None:
+    edit(files, CALENDAR_FILE, 10, "snap_CA", "7")
+    edit(files, CALENDAR_FILE, 3, "event_type_1", "Sporting")
+    edit(files, CALENDAR_FILE, 3, "event_name_1", name)
+    assert reasons_of(files) == [
+        f"calendar.csv: row {line}, column snap_CA: found '7'; expected 0 or 1"
+    ]
+
+
 def test_rows_are_named_by_their_line_of_the_file_after_blank_lines(files) -> None:
     """pyarrow skips blank lines (and a spreadsheet's cleared `,,,,` rows, read as blank):
     counted by table row, a bad cell after one was named a line too early."""

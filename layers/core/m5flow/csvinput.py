@@ -33,6 +33,7 @@ from m5flow.wording import cut, listed
 _ARCHIVES = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _ROWS_QUOTED = 3  # rows of the wrong width named one by one before "and N more"
 _COMMA, _NEWLINE, _ZERO = ord(","), ord("\n"), ord("0")
+_QUOTE_BYTE = b'"'
 _CHUNK_BYTES = 4 << 20
 # A row of bare separators: what a spreadsheet writes for a row whose cells were cleared
 _SEPARATORS_ONLY = re.compile(rb"^,+\r?$", re.MULTILINE)
@@ -139,16 +140,25 @@ def _gunzip(name: str, payload: bytes, max_bytes: int) -> bytes:
 
 
 class RowLines:
-    """The file line of each data row, for reasons to name: pyarrow and pandas skip blank
-    lines (a spreadsheet's cleared rows, which `decoded` leaves blank), so after one, the
-    table's row i + 2 named the line above the cell. Worked out only when a reason needs it.
-    (A quoted cell over several lines still counts as one.)"""
+    """The file line each data row starts on, for reasons to name. pyarrow and pandas skip
+    blank lines (a spreadsheet's cleared rows, which `decoded` leaves blank) and read a
+    quoted cell over several lines as one row, so after either, the table's row i + 2 named
+    a line above the cell. Worked out only when a reason needs it."""
 
     def __init__(self, payload: bytes) -> None:
         self._payload = payload
 
     @functools.cached_property
     def _lines(self) -> np.ndarray:
+        if _QUOTE_BYTE in self._payload:
+            try:
+                return self._quoted_lines()
+            except csv.Error:  # a cell past csv's size limit: a quote left open, most likely
+                pass
+        return self._plain_lines()
+
+    def _plain_lines(self) -> np.ndarray:
+        """Without quotes a row is a line: found by its line break, fast."""
         data = np.frombuffer(self._payload, np.uint8)
         ends = np.append(np.flatnonzero(data == _NEWLINE), len(data))
         starts = np.concatenate(([0], ends[:-1] + 1))
@@ -157,6 +167,19 @@ class RowLines:
         one = np.flatnonzero(width == 1)
         blank[one] = data[starts[one]] == ord("\r")
         return (np.flatnonzero(~blank) + 1)[1:]  # 1-based; the first is the header
+
+    def _quoted_lines(self) -> np.ndarray:
+        """With quotes, Python's csv module tells where rows start: it reads quotes as
+        pyarrow does (a quote opens a cell only at the cell's start, elsewhere it is text),
+        which counting them cannot. Slower, so only for a file with quotes."""
+        # Line by line: a decoded copy of a whole full-scale file took 650 MB.
+        reader = csv.reader(line.decode("utf-8", "replace") for line in io.BytesIO(self._payload))
+        starts, line = [], 1
+        for row in reader:
+            if row:  # a blank line is no row
+                starts.append(line)
+            line = reader.line_num + 1
+        return np.array(starts[1:], dtype=np.int64)  # the first is the header
 
     def __call__(self, row: int) -> int:
         return int(self._lines[row]) if row < len(self._lines) else row + 2
