@@ -112,6 +112,8 @@ def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tm
     reason = result.stderr.strip().splitlines()[-1]  # last, where `tail` finds it
     assert reason.startswith("FAILED (Input Rejected): calendar.csv"), result.stderr[-2000:]
     assert "d_1951" in reason
+    (said,) = [line for line in result.stdout.splitlines() if " m5flow | " in line]
+    assert said.endswith(": its upload was refused, 1 problem(s): " + reason.split(": ", 1)[1])
     assert "metrics.json in " in result.stderr and "an earlier run's" in result.stderr
     assert "job files and logs are kept" not in result.stderr  # no job ran: nothing to keep
     # The functions' own logs reach the console as Powertools JSON, as in CloudWatch.

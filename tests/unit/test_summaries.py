@@ -37,7 +37,13 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
          {**RUN, "report": "s3://b/r.html",
           "headline": {"series": 3, "scored_on": "backtest", "backtest_wrmsse": 0.81}},
          "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, backtest WRMSSE "
-         "0.81 (no truth was uploaded); report s3://b/r.html"),
+         "0.8100 (no truth was uploaded); report s3://b/r.html"),
+        ("Forecast Ready",  # a truth file that could not be used is said, not taken for none
+         {**RUN, "report": "s3://b/r.html",
+          "headline": {"series": 30490, "scored_on": "backtest", "backtest_wrmsse": 0.8,
+                       "score_problems": ["not scored: truth.csv: one column ('id;F1')"]}},
+         "Run shop-1a2b of dataset shop: the forecast of 30,490 series is ready, backtest "
+         "WRMSSE 0.8000; not scored: truth.csv: one column ('id;F1'); report s3://b/r.html"),
         ("Input Rejected",
          {**RUN, "stage": "shard", "reason": "a: row 2: found x; expected y; b: row 3",
           "reasons": ["a: row 2: found x; expected y", "b: row 3"]},
@@ -49,6 +55,10 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
          "Dataset shop: the upload raw/shop/x/y.csv was refused, 1 problem(s): nested folder"),
         ("Run Failed", {**RUN, "stage": "transform", "reason": "transform job t Failed: x"},
          "Run shop-1a2b of dataset shop failed at transform: transform job t Failed: x"),
+        ("Run Failed",  # of no run: what failed, and on what
+         {"run_id": None, "dataset": None, "stage": "shard", "reason": "Sandbox.Timedout",
+          "function": "m5flow-ShardFunction", "trigger": "s3://b/raw/x.csv"},
+         "m5flow failed at shard (m5flow-ShardFunction, on s3://b/raw/x.csv): Sandbox.Timedout"),
     ],
 )  # fmt: skip
 def test_each_event_says_what_happened_in_one_sentence(detail_type, detail, sentence) -> None:
@@ -56,8 +66,18 @@ def test_each_event_says_what_happened_in_one_sentence(detail_type, detail, sent
 
 
 @pytest.mark.parametrize("detail_type", typing.get_args(DetailType))
-def test_a_detail_without_its_fields_still_has_a_summary(detail_type: DetailType) -> None:
-    assert summary(detail_type, {"run_id": None, "dataset": None}).startswith("Dataset None")
+def test_a_detail_without_its_fields_or_with_odd_ones_still_has_a_summary(
+    detail_type: DetailType,
+) -> None:
+    assert summary(detail_type, {"run_id": None, "dataset": None}).startswith("m5flow")
+    odd = {**RUN, "headline": "x", "reasons": 5, "models": 4, "notices": 3, "training_jobs": 2}
+    assert "run shop-1a2b of dataset shop" in summary(detail_type, odd).lower()
+    assert summary(detail_type, {**RUN, "reason": "\ud800", "stage": "shard"}).isprintable()
+
+
+def test_a_field_of_an_unexpected_type_gives_the_plain_summary() -> None:
+    said = summary("Forecast Ready", {**RUN, "headline": "x"})  # "x".get raised
+    assert said == "Forecast Ready: run shop-1a2b of dataset shop"
 
 
 def test_a_summary_is_one_line_without_quotes_or_backslashes_and_cut() -> None:

@@ -222,7 +222,7 @@ def missing_columns(name: str, header: list[str], expected: tuple[str, ...]) -> 
     ]  # fmt: skip
     missing = [c for c in expected if c not in counts]
     if missing:
-        shown = listed(map(_shown, header), 8)
+        shown = listed(header, 8, _shown)
         reasons.append(
             problem(name, "header", f"no column {', '.join(missing)} (columns: {shown})",
                     f"the columns {', '.join(expected)}")

@@ -238,8 +238,8 @@ def summary(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
     The e-mail rule puts it into the message with an EventBridge input transformer, which
     inserts a value into its template unescaped and silently drops a message that comes out
     as invalid JSON. So the sentence holds no double quote (they become single ones), no
-    backslash and no line break, and is cut to `SUMMARY_CHARS`. It never raises: a detail
-    without a field says less, and its event is still sent.
+    backslash, no line break and no unpaired surrogate, and is cut to `SUMMARY_CHARS` (and
+    the length it had). It never raises: the event matters more than its sentence.
 
     Example
     -------
@@ -247,49 +247,68 @@ def summary(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
     ...                        "reason": 'job j Failed: "eta"\\nis not a number'})
     "Run d-1 of dataset d failed at training: job j Failed: 'eta' is not a number"
     """
-    text = _sentence(detail_type, detail).replace('"', "'").replace("\\", "/")
+    try:
+        text = _sentence(detail_type, detail)
+    except Exception:  # a field of an unexpected type: say what is sure
+        text = f"{detail_type}: run {detail.get('run_id')} of dataset {detail.get('dataset')}"
+    text = text.encode("utf-8", "replace").decode().replace('"', "'").replace("\\", "/")
     return cut(" ".join(_CONTROL.sub(" ", text).split()), SUMMARY_CHARS)
 
 
 def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
     get = detail.get
     run, dataset = get("run_id"), get("dataset")
-    of_run = f"Run {run} of dataset {dataset}" if run else f"Dataset {dataset}"
+    if run:
+        subject = f"Run {run} of dataset {dataset}"
+    else:  # refused before it was a run, or a failure of no run
+        subject = f"Dataset {dataset}" if dataset else "m5flow"
     match detail_type:
         case "Run Started":
             notices = get("notices") or []
             noticed = f"; {len(notices)} notice(s), in the event" if notices else ""
             return (
-                f"{of_run} started: {get('series')} series up to day {get('last_day')}, "
-                f"{len(get('models') or [])} model(s) to train{noticed}"
+                f"{subject} started: {_count(get('series'))} series up to day "
+                f"{get('last_day')}, {len(get('models') or [])} model(s) to train{noticed}"
             )
         case "Training Started":
             jobs = get("training_jobs") or []
-            return f"{of_run}: {len(jobs)} training job(s) started on {get('instance_type')}"
+            return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}"
         case "Transform Started":
             return (
-                f"{of_run}: model {get('model')} trained; its batch transform "
+                f"{subject}: model {get('model')} trained; its batch transform "
                 f"{get('transform_job')} started"
             )
         case "Forecast Ready":
             headline = get("headline") or {}
             return (
-                f"{of_run}: the forecast of {headline.get('series')} series is ready, "
+                f"{subject}: the forecast of {_count(headline.get('series'))} series is ready, "
                 f"{_scored(headline)}; report {get('report')}"
             )
         case "Input Rejected":
             reasons = get("reasons") or [get("reason")]
             upload = f"the upload {get('key')}" if get("key") else "its upload"
-            return f"{of_run}: {upload} was refused, {len(reasons)} problem(s): {get('reason')}"
+            return f"{subject}: {upload} was refused, {len(reasons)} problem(s): {get('reason')}"
         case "Run Failed":
-            return f"{of_run} failed at {get('stage')}: {get('reason')}"
-    return f"{of_run}: {detail_type}"
+            where = (
+                f" ({get('function')}, on {get('trigger')})" if not run and get("trigger") else ""
+            )
+            return f"{subject} failed at {get('stage')}{where}: {get('reason')}"
+    return f"{subject}: {detail_type}"
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _scored(headline: Mapping[str, Any]) -> str:
-    """How `Forecast Ready`'s headline says the forecast scored."""
+    """How `Forecast Ready`'s headline says the forecast scored, and why not if it did not:
+    a truth file that could not be used is said, not taken for no truth."""
+    problems = headline.get("score_problems") or []
     if "wrmsse" in headline:
-        return f"WRMSSE {headline['wrmsse']} against the uploaded truth"
-    if "backtest_wrmsse" in headline:
-        return f"backtest WRMSSE {headline['backtest_wrmsse']} (no truth was uploaded)"
-    return "not scored"
+        said = f"WRMSSE {headline['wrmsse']:.4f} against the uploaded truth"
+    elif "backtest_wrmsse" in headline:
+        missing = "" if problems else " (no truth was uploaded)"
+        said = f"backtest WRMSSE {headline['backtest_wrmsse']:.4f}{missing}"
+    else:
+        said = "not scored"
+    return f"{said}; {problems[0]}" if problems else said

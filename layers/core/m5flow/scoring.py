@@ -22,11 +22,10 @@ import numpy as np
 from m5flow.exceptions import ScoringError
 from m5flow.hierarchy import LEVELS, Hierarchy
 from m5flow.schema import first_nonzero
-from m5flow.wording import listed
+from m5flow.wording import LISTED, listed
 
 WEIGHT_DAYS = 28
 _CHUNK_ROWS = 512  # rows scaled at a time: bounds the float64 copies at full scale
-_SHOWN = 5  # ids named in an error message
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,10 @@ class Score:
             "levels": {str(k): v for k, v in self.levels.items()},
             "series": {str(k): v for k, v in self.series.items()},
             "unscored_series": len(self.unscored),
-            "unscored_examples": list(self.unscored[:_SHOWN]),
+            "unscored_examples": list(self.unscored[:LISTED]),
         }
 
-    def unscored_shown(self, shown: int = _SHOWN) -> str:
+    def unscored_shown(self, shown: int = LISTED) -> str:
         """The first `shown` series left out, and how many more there are."""
         return listed(self.unscored, shown)
 
@@ -114,7 +113,7 @@ def _check_shapes(history: np.ndarray, truth: np.ndarray, forecast: np.ndarray, 
     for name, values in (("history", history), ("truth", truth), ("forecast", forecast)):
         if not problems and not np.isfinite(values).all():
             rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
-            problems.append(f"{name} is not finite in row(s) {listed(rows, _SHOWN)}")
+            problems.append(f"{name} is not finite in row(s) {listed(rows)}")
     if problems:
         raise ScoringError("; ".join(problems))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,6 @@ from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
 from m5flow.scoring import Score, dollar_sales, wrmsse
 from m5flow.wording import listed
-
-_SHOWN = 5  # ids named in an error message
-
-
-def _named(ids: Iterable[object]) -> str:
-    return listed(ids, _SHOWN)
 
 
 def aligned_values(
@@ -57,7 +50,7 @@ def aligned_values(
         )
     if absent:
         problems.append(
-            f"{name}: missing column(s) {_named(absent)}; expected id,"
+            f"{name}: missing column(s) {listed(absent)}; expected id,"
             f"{columns[0]}..{columns[-1]} (found {listed(frame.columns, 8)})"
         )
         raise ScoringError("; ".join(problems))
@@ -74,15 +67,15 @@ def aligned_values(
     extra = [c for c in frame.columns if c not in ("id", *columns, *schema.SALES_ID_COLUMNS)]
     if extra:
         problems.append(
-            f"{name}: unexpected column(s) {_named(extra)}; expected id,{columns[0]}..{columns[-1]}"
+            f"{name}: unexpected column(s) {listed(extra)}; expected id,{columns[0]}..{columns[-1]}"
         )
     file_ids = row_ids[ours]
     counts = pd.Series(file_ids).value_counts()
     if (counts > 1).any():
-        problems.append(f"{name}: duplicate id(s) {_named(counts.index[counts > 1].to_numpy())}")
+        problems.append(f"{name}: duplicate id(s) {listed(counts.index[counts > 1].to_numpy())}")
     missing = ids[~np.isin(ids, file_ids)]
     if missing.size:
-        problem = f"{name}: no row for {missing.size} series: {_named(missing)}"
+        problem = f"{name}: no row for {missing.size} series: {listed(missing)}"
         # A Kaggle submission also holds the public-leaderboard half (*_validation).
         suffix = "_evaluation"
         twins = np.array(
@@ -96,7 +89,7 @@ def aligned_values(
             )
         unknown = others[~np.isin(others, twins)]
         if unknown.size:
-            problem += f" (its {unknown.size} id(s) not in the history: {_named(unknown)})"
+            problem += f" (its {unknown.size} id(s) not in the history: {listed(unknown)})"
         problems.append(problem)
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=0)
@@ -104,7 +97,7 @@ def aligned_values(
         row = int(np.flatnonzero(values[bad.index[bad][0]].isna())[0])
         first = bad.index[bad][0]
         problems.append(
-            f"{name}: column(s) {_named(bad.index[bad].to_numpy())} hold empty or non-numeric "
+            f"{name}: column(s) {listed(bad.index[bad].to_numpy())} hold empty or non-numeric "
             f"values, e.g. {file_ids[row]} {first}: {frame[first].iloc[row]!r}; expected a "
             "number in every cell"
         )
@@ -220,7 +213,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     if not days or days != expected:
         last = data.last_day + (horizon or schema.HORIZON)
         raise ScoringError(
-            f"{truth_name}: day columns {_named(days or ['(none)'])}; expected "
+            f"{truth_name}: day columns {listed(days or ['(none)'])}; expected "
             f"d_{data.last_day + 1}..d_{last}, the days after the history's last day "
             f"d_{data.last_day}"
         )

@@ -8,7 +8,11 @@ nor read. One form for each, so every message cuts alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+LISTED = 5  # items a message names before saying how many more
+ITEM_CHARS = 60  # of each item shown
 
 
 def cut(text: str, limit: int, *, quote: bool = False) -> str:
@@ -26,14 +30,27 @@ def cut(text: str, limit: int, *, quote: bool = False) -> str:
     return shown if short else f"{shown}... ({len(text):,} chars)"
 
 
-def listed(items: Iterable[object], limit: int) -> str:
+def listed(
+    items: Iterable[object], limit: int = LISTED, show: Callable[[Any], str] | None = None
+) -> str:
     """The items, comma-separated; past `limit` of them, the first `limit` and how many more.
+    Each shown item is `show(item)`, by default its text cut to `ITEM_CHARS` (a column name
+    can be a whole stray-quoted file). Only the shown items are copied or shown: a list may
+    be millions long.
 
     Example
     -------
-    >>> listed(["a", "b"], 3), listed(range(1, 8), 3)
-    ('a, b', '1, 2, 3 and 4 more')
+    >>> listed(["a", "b"], 3), listed(range(1, 8), 3), listed(iter("abcd"), 2)
+    ('a, b', '1, 2, 3 and 4 more', 'a, b and 2 more')
     """
-    every = list(items)
-    more = f" and {len(every) - limit:,} more" if len(every) > limit else ""
-    return ", ".join(map(str, every[:limit])) + more
+    try:
+        count, first = len(items), list(items[:limit])  # type: ignore[arg-type,index]
+    except TypeError:  # an iterator (or a set): counted as it goes
+        first, count = [], 0
+        for item in items:
+            if count < limit:
+                first.append(item)
+            count += 1
+    shown = map(show or (lambda item: cut(str(item), ITEM_CHARS)), first)
+    more = f" and {count - limit:,} more" if count > limit else ""
+    return ", ".join(shown) + more
