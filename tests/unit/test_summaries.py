@@ -58,7 +58,17 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
         ("Run Failed",  # of no run: what failed, and on what
          {"run_id": None, "dataset": None, "stage": "shard", "reason": "Sandbox.Timedout",
           "function": "m5flow-ShardFunction", "trigger": "s3://b/raw/x.csv"},
-         "m5flow failed at shard (m5flow-ShardFunction, on s3://b/raw/x.csv): Sandbox.Timedout"),
+         "A step failed at shard (m5flow-ShardFunction, on s3://b/raw/x.csv): Sandbox.Timedout"),
+        ("Run Failed",  # a failure record that came without its event: no trigger
+         {"run_id": None, "dataset": None, "stage": "shard", "reason": "Sandbox.Timedout",
+          "function": "m5flow-ShardFunction"},
+         "A step failed at shard (m5flow-ShardFunction): Sandbox.Timedout"),
+        ("Forecast Ready",  # nothing scored: the problem says so once
+         {**RUN, "report": "s3://b/r.html",
+          "headline": {"series": 3, "scored_on": "nothing",
+                       "score_problems": ["not scored: truth.csv: no day columns"]}},
+         "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, not scored: "
+         "truth.csv: no day columns; report s3://b/r.html"),
     ],
 )  # fmt: skip
 def test_each_event_says_what_happened_in_one_sentence(detail_type, detail, sentence) -> None:
@@ -69,7 +79,7 @@ def test_each_event_says_what_happened_in_one_sentence(detail_type, detail, sent
 def test_a_detail_without_its_fields_or_with_odd_ones_still_has_a_summary(
     detail_type: DetailType,
 ) -> None:
-    assert summary(detail_type, {"run_id": None, "dataset": None}).startswith("m5flow")
+    assert summary(detail_type, {"run_id": None, "dataset": None}).startswith("A step")
     odd = {**RUN, "headline": "x", "reasons": 5, "models": 4, "notices": 3, "training_jobs": 2}
     assert "run shop-1a2b of dataset shop" in summary(detail_type, odd).lower()
     assert summary(detail_type, {**RUN, "reason": "\ud800", "stage": "shard"}).isprintable()
@@ -78,6 +88,12 @@ def test_a_detail_without_its_fields_or_with_odd_ones_still_has_a_summary(
 def test_a_field_of_an_unexpected_type_gives_the_plain_summary() -> None:
     said = summary("Forecast Ready", {**RUN, "headline": "x"})  # "x".get raised
     assert said == "Forecast Ready: run shop-1a2b of dataset shop"
+
+    class Unsayable:
+        def __format__(self, spec: str) -> str:
+            raise ValueError("no")
+
+    assert summary("Run Failed", {**RUN, "run_id": Unsayable()}) == "Run Failed"
 
 
 def test_a_summary_is_one_line_without_quotes_or_backslashes_and_cut() -> None:

@@ -250,7 +250,10 @@ def summary(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
     try:
         text = _sentence(detail_type, detail)
     except Exception:  # a field of an unexpected type: say what is sure
-        text = f"{detail_type}: run {detail.get('run_id')} of dataset {detail.get('dataset')}"
+        try:
+            text = f"{detail_type}: run {detail.get('run_id')} of dataset {detail.get('dataset')}"
+        except Exception:  # not even those can be said
+            text = detail_type
     text = text.encode("utf-8", "replace").decode().replace('"', "'").replace("\\", "/")
     return cut(" ".join(_CONTROL.sub(" ", text).split()), SUMMARY_CHARS)
 
@@ -261,7 +264,7 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
     if run:
         subject = f"Run {run} of dataset {dataset}"
     else:  # refused before it was a run, or a failure of no run
-        subject = f"Dataset {dataset}" if dataset else "m5flow"
+        subject = f"Dataset {dataset}" if dataset else "A step"
     match detail_type:
         case "Run Started":
             notices = get("notices") or []
@@ -289,9 +292,10 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
             upload = f"the upload {get('key')}" if get("key") else "its upload"
             return f"{subject}: {upload} was refused, {len(reasons)} problem(s): {get('reason')}"
         case "Run Failed":
-            where = (
-                f" ({get('function')}, on {get('trigger')})" if not run and get("trigger") else ""
-            )
+            where = ""  # of no run: what failed, and on what if it is known
+            if not run and get("function"):
+                on = f", on {get('trigger')}" if get("trigger") else ""
+                where = f" ({get('function')}{on})"
             return f"{subject} failed at {get('stage')}{where}: {get('reason')}"
     return f"{subject}: {detail_type}"
 
@@ -309,6 +313,6 @@ def _scored(headline: Mapping[str, Any]) -> str:
     elif "backtest_wrmsse" in headline:
         missing = "" if problems else " (no truth was uploaded)"
         said = f"backtest WRMSSE {headline['backtest_wrmsse']:.4f}{missing}"
-    else:
-        said = "not scored"
+    else:  # the problem says "not scored: ..." itself
+        return problems[0] if problems else "not scored"
     return f"{said}; {problems[0]}" if problems else said
