@@ -20,12 +20,20 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
     [
         ("Run Started",
          {**RUN, "series": 290, "last_day": 1941, "models": ["h7", "h14", "h21", "h28"],
-          "notices": ["prices: 3 weeks carried forward"]},
+          "notices": ["prices: 3 weeks carried forward", "sales: 2 series never sold"],
+          "hyperparameter_overrides": {"eta": "0.3", "max_depth": None}},
          "Run shop-1a2b of dataset shop started: 290 series up to day 1941, 4 model(s) to "
-         "train; 1 notice(s), in the event"),
+         "train; hyperparameters from m5flow.json: eta=0.3, max_depth=unset; prices: 3 weeks "
+         "carried forward; sales: 2 series never sold"),
         ("Training Started",
-         {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge"},
+         {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge",
+          "instances": {"j-h7": 1, "j-h14": 1}},
          "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge"),
+        ("Training Started",
+         {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge",
+          "instances": {"j-h7": 2, "j-h14": 3}},
+         "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge, 2 or 3 "
+         "instances each"),
         ("Transform Started", {**RUN, "model": "h7", "transform_job": "t-h7"},
          "Run shop-1a2b of dataset shop: model h7 trained; its batch transform t-h7 started"),
         ("Forecast Ready",

@@ -267,15 +267,19 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
         subject = f"Dataset {dataset}" if dataset else "A step"
     match detail_type:
         case "Run Started":
-            notices = get("notices") or []
-            noticed = f"; {len(notices)} notice(s), in the event" if notices else ""
-            return (
+            overrides = get("hyperparameter_overrides") or {}
+            settings = ", ".join(f"{k}={'unset' if v is None else v}" for k, v in overrides.items())
+            return "; ".join([
                 f"{subject} started: {_count(get('series'))} series up to day "
-                f"{get('last_day')}, {len(get('models') or [])} model(s) to train{noticed}"
-            )
+                f"{get('last_day')}, {len(get('models') or [])} model(s) to train",
+                *([f"hyperparameters from m5flow.json: {settings}"] if settings else []),
+                *(get("notices") or []),  # what was repaired or let through: said, not hidden
+            ])  # fmt: skip
         case "Training Started":
             jobs = get("training_jobs") or []
-            return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}"
+            hosts = sorted(set((get("instances") or {}).values()))
+            each = "" if hosts in ([], [1]) else f", {' or '.join(map(str, hosts))} instances each"
+            return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}{each}"
         case "Transform Started":
             return (
                 f"{subject}: model {get('model')} trained; its batch transform "
