@@ -7,12 +7,14 @@ Modules by concern:
 - the models' data: `features` (column-wise features on the wide sales matrix), `shards`
   (training/validation/inference tables), `manifest` (what a run trains, read by every step);
 - SageMaker: `hyperparameters` (defaults, overrides, merging), `jobs` (request bodies),
-  `images` (the built-in XGBoost image per region);
+  `instances` (how many hosts a job needs, and of what memory), `images` (the built-in
+  XGBoost image per region);
 - the results: `forecast` (predictions to a submission), `hierarchy` and `scoring` (the 12
   M5 levels and WRMSSE), `submission` (submission and truth files), `report` and `charts`
   (the HTML report);
-- plumbing: `naming` (run, job and S3 key names), `notifications` (the events m5flow emits),
-  `storage` (S3 or disk), `exceptions`;
+- plumbing: `naming` (run, job and S3 key names), `notifications` (the events m5flow emits,
+  each with its one-line summary), `storage` (S3 or disk), `exceptions`, `wording` (how a
+  message cuts a long value or list);
 - `stages`: one function per pipeline step, called by the thin handlers.
 
 Generated data for demos and tests (`m5flow synth`) is not here but in `local/synth.py`:
