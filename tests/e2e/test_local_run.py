@@ -86,8 +86,10 @@ def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_
     assert "upload" in result.stdout and "m5flow.json" in result.stdout
     # The console says what the settings changed and what was let through.
     (started,) = [line for line in result.stdout.splitlines() if "m5flow | Run Started" in line]
-    assert "1 model(s) to train; hyperparameters from m5flow.json: num_round=25" in started
-    assert "1 series never sold and has no price" in started
+    assert (
+        "model(s) h28 to train; " in started and "1 series never sold and has no price" in started
+    )
+    assert started.endswith("; hyperparameters from m5flow.json: num_round=25")
     report = (tmp_path / "out" / "report.html").read_text()
     assert "h28 (days 1-28)" in report and "h7 " not in report
     assert "num_round=25" in report

@@ -22,9 +22,15 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
          {**RUN, "series": 290, "last_day": 1941, "models": ["h7", "h14", "h21", "h28"],
           "notices": ["prices: 3 weeks carried forward", "sales: 2 series never sold"],
           "hyperparameter_overrides": {"eta": "0.3", "max_depth": None}},
-         "Run shop-1a2b of dataset shop started: 290 series up to day 1941, 4 model(s) to "
-         "train; hyperparameters from m5flow.json: eta=0.3, max_depth=unset; prices: 3 weeks "
-         "carried forward; sales: 2 series never sold"),
+         "Run shop-1a2b of dataset shop started: 290 series up to day 1941, model(s) h7, h14, "
+         "h21, h28 to train; prices: 3 weeks carried forward; sales: 2 series never sold; "
+         "hyperparameters from m5flow.json: eta=0.3, max_depth=unset"),
+        ("Run Started",  # a long setting neither hides the notices nor fills the line
+         {**RUN, "series": 3, "last_day": 56, "models": ["h28"], "notices": "sales: odd",
+          "hyperparameter_overrides": {"interaction_constraints": "x" * 950}},
+         "Run shop-1a2b of dataset shop started: 3 series up to day 56, model(s) h28 to "
+         "train; sales: odd; hyperparameters from m5flow.json: interaction_constraints="
+         + "x" * 40 + "... (950 chars)"),
         ("Training Started",
          {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge",
           "instances": {"j-h7": 1, "j-h14": 1}},
@@ -32,7 +38,12 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
         ("Training Started",
          {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge",
           "instances": {"j-h7": 2, "j-h14": 3}},
-         "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge, 2 or 3 "
+         "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge, instances "
+         "per job: j-h7 2, j-h14 3"),
+        ("Training Started",
+         {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge",
+          "instances": {"j-h7": 2, "j-h14": 2}},
+         "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge, 2 "
          "instances each"),
         ("Transform Started", {**RUN, "model": "h7", "transform_job": "t-h7"},
          "Run shop-1a2b of dataset shop: model h7 trained; its batch transform t-h7 started"),

@@ -267,18 +267,28 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
         subject = f"Dataset {dataset}" if dataset else "A step"
     match detail_type:
         case "Run Started":
+            notices = get("notices") or []
             overrides = get("hyperparameter_overrides") or {}
-            settings = ", ".join(f"{k}={'unset' if v is None else v}" for k, v in overrides.items())
+            settings = [
+                f"{k}={'unset' if v is None else cut(str(v), 40)}" for k, v in overrides.items()
+            ]
             return "; ".join([
                 f"{subject} started: {_count(get('series'))} series up to day "
-                f"{get('last_day')}, {len(get('models') or [])} model(s) to train",
-                *([f"hyperparameters from m5flow.json: {settings}"] if settings else []),
-                *(get("notices") or []),  # what was repaired or let through: said, not hidden
+                f"{get('last_day')}, model(s) {', '.join(get('models') or [])} to train",
+                # What was repaired or let through, before the settings a user chose.
+                *([notices] if isinstance(notices, str) else notices),
+                *([f"hyperparameters from m5flow.json: {', '.join(settings)}"] if settings else []),
             ])  # fmt: skip
         case "Training Started":
             jobs = get("training_jobs") or []
-            hosts = sorted(set((get("instances") or {}).values()))
-            each = "" if hosts in ([], [1]) else f", {' or '.join(map(str, hosts))} instances each"
+            instances = get("instances") or {}
+            hosts = set(instances.values())
+            if hosts in (set(), {1}):
+                each = ""
+            elif len(hosts) == 1:
+                each = f", {hosts.pop()} instances each"
+            else:
+                each = f", instances per job: {', '.join(f'{j} {n}' for j, n in instances.items())}"
             return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}{each}"
         case "Transform Started":
             return (
