@@ -57,11 +57,11 @@ def read_calendar(
     reasons = missing_columns(name, header, needed)
     if reasons:
         return *nothing, reasons
-    table, reasons = read_table(name, payload, header, {c: pa.string() for c in needed})
+    line = RowLines(payload)
+    table, reasons = read_table(name, payload, header, {c: pa.string() for c in needed}, line)
     if reasons:
         return *nothing, reasons
     frame = table.to_pandas()
-    line = RowLines(payload)
 
     def report(column: str, bad: np.ndarray, expected: str) -> None:
         if bad.any():
@@ -328,12 +328,13 @@ def read_prices(
         del table
     except (pa.ArrowInvalid, _BadCell):
         text = dict.fromkeys(PRICES_COLUMNS, pa.string())
-        table, reasons = read_table(name, payload, header, text)
+        line = RowLines(payload)
+        table, reasons = read_table(name, payload, header, text, line)
         unexplained = problem(name, "content", "a cell that cannot be read", "numbers in "
                               "wm_yr_wk and sell_price, names in store_id and item_id")  # fmt: skip
         if reasons:
             return None, reasons
-        return None, _price_cell_reasons(name, table, all_weeks, RowLines(payload)) or [unexplained]
+        return None, _price_cell_reasons(name, table, all_weeks, line) or [unexplained]
     if rows == 0:
         return None, [problem(name, "content", "a header only", "one or more rows after it")]
     n_series = len(ids["id"])

@@ -33,8 +33,7 @@ from m5flow.wording import cut, listed
 
 _ARCHIVES = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _ROWS_QUOTED = 3  # rows of the wrong width named one by one before "and N more"
-_COMMA, _NEWLINE, _ZERO = ord(","), ord("\n"), ord("0")
-_QUOTE_BYTE = b'"'
+_COMMA, _NEWLINE, _QUOTE, _ZERO = ord(","), ord("\n"), ord('"'), ord("0")
 _CHUNK_BYTES = 4 << 20
 # A row of bare separators: what a spreadsheet writes for a row whose cells were cleared
 _SEPARATORS_ONLY = re.compile(rb"^,+\r?$", re.MULTILINE)
@@ -153,7 +152,7 @@ class RowLines:
     def _lines(self) -> np.ndarray:
         data = np.frombuffer(self._payload, np.uint8)
         newlines = np.flatnonzero(data == _NEWLINE)
-        if _QUOTE_BYTE in self._payload and self._odd_quotes(data, newlines):
+        if b'"' in self._payload and self._odd_quotes(data, newlines):
             try:
                 return self._quoted_lines()
             except csv.Error:  # a cell past csv's size limit: a quote left open, most likely
@@ -173,7 +172,7 @@ class RowLines:
         last line break, quotes change no row's start). Quoted ids alone (`"TX_1"`) close
         on their line: such a file's rows are its lines, found fast (1.4 s and 490 MB for a
         full-scale quoted prices file)."""
-        quotes = np.flatnonzero(data == ord('"'))
+        quotes = np.flatnonzero(data == _QUOTE)
         before = np.searchsorted(quotes, newlines)  # the quotes before each line break
         return bool((before % 2).any())
 
@@ -195,11 +194,15 @@ class RowLines:
         return int(self._lines[row]) if row < len(self._lines) else row + 2
 
 
+def _first_line(payload: bytes) -> bytes:
+    """The header line, without copying the rest of the payload."""
+    end = payload.find(b"\n")
+    return payload[: end if end >= 0 else len(payload)]
+
+
 def header_of(payload: bytes) -> list[str]:
     """The column names of a CSV payload (its first line)."""
-    end = payload.find(b"\n")
-    line = payload[: end if end >= 0 else len(payload)].decode("utf-8").rstrip("\r")
-    return next(csv.reader([line]), [])
+    return next(csv.reader([_first_line(payload).decode("utf-8").rstrip("\r")]), [])
 
 
 _SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "vertical bars"}
@@ -271,9 +274,10 @@ def typed_csv(
 
 
 def read_table(
-    name: str, payload: bytes, header: list[str], types: dict[str, pa.DataType]
+    name: str, payload: bytes, header: list[str], types: dict[str, pa.DataType], line: RowLines
 ) -> tuple[pa.Table, list[str]]:
-    """Read the `types` columns with pyarrow; rows of the wrong width become reasons.
+    """Read the `types` columns with pyarrow; rows of the wrong width become reasons, named
+    by their line of the file (`line`: the payload's, which the caller's reasons share).
 
     Raises
     ------
@@ -286,7 +290,7 @@ def read_table(
         if "CSV parse error" not in str(exc):
             raise  # a cell of the wrong type: the caller names it
         # A quote opened in the header and never closed makes the whole file one header.
-        if payload.split(b"\n", 1)[0].count(b'"') % 2:
+        if _first_line(payload).count(b'"') % 2:
             reason = problem(name, "header", "a quote (\") that is not closed on its line",
                              "column names, each quote closed")  # fmt: skip
         else:
@@ -295,7 +299,6 @@ def read_table(
         return pa.table({}), [reason]
     if ragged:  # only a single-threaded read knows the rows' numbers
         table, ragged = typed_csv(payload, types, threads=False)
-    line = RowLines(payload)  # pyarrow numbers the rows it read, blank lines skipped
     expected = f"{len(header)} fields, as in the header"
     reasons = [
         problem(name, f"row {line(row.number - 2)}", f"{row.actual_columns} fields", expected)

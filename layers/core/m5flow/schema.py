@@ -168,7 +168,7 @@ def _general_sales(
     name: str, payload: bytes, header: list[str], days: list[str], line: RowLines
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Read the sales through pyarrow, as text, so that every bad cell can be named."""
-    table, reasons = read_table(name, payload, header, {c: pa.string() for c in header})
+    table, reasons = read_table(name, payload, header, {c: pa.string() for c in header}, line)
     if reasons:
         return {}, np.empty((0, len(days)), np.float32), reasons
     cells = {c: table.column(c).to_numpy(zero_copy_only=False) for c in SALES_ID_COLUMNS}

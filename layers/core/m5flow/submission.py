@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from m5flow import schema
-from m5flow.csvinput import decoded, missing_columns, quoted
+from m5flow.csvinput import decoded, first_of, missing_columns, quoted
 from m5flow.exceptions import InputRejectedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
@@ -56,7 +56,7 @@ def aligned_values(
         raise ScoringError("; ".join(problems))
     long = (frame["id"].str.len() > schema.MAX_ID_CHARS).to_numpy()
     if long.any():  # as fixed-width text every id would be as long (4 MB: 4.5 GiB)
-        row = int(np.flatnonzero(long)[0])
+        row = first_of(long)
         raise ScoringError(
             f"{name}: row {row + 2}: id {quoted(frame['id'].iat[row])}; expected an id of at "
             f"most {schema.MAX_ID_CHARS} characters"
@@ -94,7 +94,7 @@ def aligned_values(
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=0)
     if bad.any():
-        row = int(np.flatnonzero(values[bad.index[bad][0]].isna())[0])
+        row = first_of(values[bad.index[bad][0]].isna().to_numpy())
         first = bad.index[bad][0]
         problems.append(
             f"{name}: column(s) {listed(bad.index[bad].to_numpy())} hold empty or non-numeric "
