@@ -53,7 +53,6 @@ LOCAL_HOST_IP = "127.0.0.1"
 # XGBoost's "[41]\ttrain-rmse:1.2\tvalidation-...", after a logging prefix on a collective's
 # hosts ("[2026-11-26 12:39:35,272:INFO] [41]\t...").
 _ROUND = re.compile(r"\[(\d+)\]\t(.*)$")
-_NATIVE_FRAME = re.compile(r"^\s*(\[bt\] \(\d+\) |Stack trace:\s*$)")
 
 
 class _JobFailedError(Exception):
@@ -340,10 +339,7 @@ def _failure_reason(job_dir: Path, hosts: list[str], exits: dict[str, int]) -> s
     for host in failed + hosts:
         path = job_dir / host / "output" / "failure"
         if path.exists():
-            # XGBoost's native stack traces ("Stack trace:", "[bt] (n) ...") would push the
-            # message out of the 1024 characters a FailureReason keeps.
-            lines = [line for line in path.read_text().split("\n") if not _NATIVE_FRAME.match(line)]
-            return "AlgorithmError: " + "\n".join(lines)
+            return "AlgorithmError: " + path.read_text()
     code = exits[failed[0]]
     return f"AlgorithmError: , exit code: {128 - code if code < 0 else code}"
 

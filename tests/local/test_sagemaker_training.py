@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
+from m5flow import jobs
 from m5flow_local.sagemaker import LocalSageMaker, training
 from tests.local.conftest_sagemaker import (
     ACCOUNT,
@@ -232,28 +233,53 @@ def test_parquet_channels_and_container_rmse_on_margins(cloud: LocalCloud) -> No
     ],
 )
 def test_container_refusals_fail_the_job(
-    failing_jobs: dict[str, dict[str, Any]], job: str, message: str
+    cloud: LocalCloud, failing_jobs: dict[str, dict[str, Any]], job: str, message: str
 ) -> None:
-    """Refused settings fail the job with the container's words at the end of the reason."""
+    """Refused settings fail the job with the container's words after its traceback, in the
+    reason unless the traceback is long: AWS keeps a reason's first 1024 characters. The
+    host's log has the words either way."""
     detail = failing_jobs[job]["detail"]
     assert detail["TrainingJobStatus"] == "Failed"
     assert detail["SecondaryStatus"] == "Failed"
     reason = detail["FailureReason"]
-    assert reason.startswith("AlgorithmError: framework error: \n")
-    assert reason.endswith(message)
-    assert len(reason) <= 1024
+    assert reason.startswith("AlgorithmError: framework error: \nTraceback")
+    assert reason.endswith(message) or len(reason) == 1024
+    log = (cloud.workdir / "training" / job / "algo-1" / "algo.log").read_text()
+    assert message in log
+    said = jobs.one_line(reason, "the log")
+    assert said in (f"AlgorithmError: UserError: {message}", f"AlgorithmError: {message}") or (
+        said == "AlgorithmError: SageMaker cut the message off (it keeps 1024 characters); "
+        "see the log"
+    )
     assert "ModelArtifacts" not in detail
 
 
-def test_bare_tweedie_nloglik_fails_inside_xgboost(failing_jobs: dict[str, dict[str, Any]]) -> None:
+def test_a_long_failure_reason_keeps_its_first_1024_characters(
+    failing_jobs: dict[str, dict[str, Any]],
+) -> None:
+    """As AWS's do (aws/amazon-sagemaker-examples#1740): the traceback's head, its message lost."""
+    reason = failing_jobs["metric-at"]["detail"]["FailureReason"]
+    assert len(reason) == 1024
+    assert "is not supported" not in reason
+    assert jobs.one_line(reason).startswith("AlgorithmError: SageMaker cut the message off")
+
+
+def test_bare_tweedie_nloglik_fails_inside_xgboost(
+    cloud: LocalCloud, failing_jobs: dict[str, dict[str, Any]]
+) -> None:
     """The container accepts ``tweedie-nloglik`` but XGBoost 1.7 needs ``@rho``: no usable form.
 
-    With ``@1.5`` the container refuses it (above); without, XGBoost fails the job.
+    With ``@1.5`` the container refuses it (above); without, XGBoost fails the job. Its
+    reason's first 1024 characters hold XGBoost's own error, the first of the chain, with
+    its native stack trace; the container's wrapping of it is in the log only.
     """
     detail = failing_jobs["metric-bare"]["detail"]
     assert detail["TrainingJobStatus"] == "Failed"
-    assert "XGB train call failed with exception" in detail["FailureReason"]
-    assert "tweedie-nloglik must be in format tweedie-nloglik@rho" in detail["FailureReason"]
+    said = jobs.one_line(detail["FailureReason"])
+    assert said.startswith("AlgorithmError: XGBoostError: [")
+    assert said.endswith("tweedie-nloglik must be in format tweedie-nloglik@rho")
+    log = (cloud.workdir / "training" / "metric-bare" / "algo-1" / "algo.log").read_text()
+    assert "XGB train call failed with exception" in log
 
 
 def test_empty_channel_prefix_fails_like_aws(

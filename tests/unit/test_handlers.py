@@ -472,10 +472,13 @@ def test_publish_model_reports_failed_training(bucket, load_function, small_m5, 
     (failed,) = bus.drain()
     assert failed["detail-type"] == "Run Failed"
     assert failed["detail"]["stage"] == "training"
-    # The sample's reason is the container's traceback; the event says it on one line.
+    # The sample's reason is the container's traceback, cut where AWS cuts it (1024
+    # characters) before its message; the event says so and where the log is.
+    job = event["detail"]["TrainingJobName"]
     assert failed["detail"]["reason"] == (
-        f"training job {event['detail']['TrainingJobName']} Failed: "
-        "AlgorithmError: UserError: Extraneous hyperparameter found: horizon_days"
+        f"training job {job} Failed: AlgorithmError: SageMaker cut the message off (it "
+        "keeps 1024 characters); its traceback began with KeyError: 'horizon_days'; see "
+        f"CloudWatch Logs group /aws/sagemaker/TrainingJobs, streams {job}/*"
     )
     assert failed["detail"]["failure_reason"] == event["detail"]["FailureReason"]
 

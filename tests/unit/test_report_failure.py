@@ -277,11 +277,30 @@ def test_reporter_imports_no_dataframe_library():
          "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter found: etaa",
          "AlgorithmError: UserError: Extraneous hyperparameter found: etaa"),
         ("AlgorithmError: see the log\ntrain.csv: no rows", "AlgorithmError: train.csv: no rows"),
+        # XGBoost's error, then its native stack trace and the chained container error, cut.
+        ("AlgorithmError: framework error: \nTraceback (most recent call last):\n  File x\n"
+         "    y()\nxgboost.core.XGBoostError: [10:46:29] metric.cc:49: bad metric\nStack trace:\n"
+         "  [bt] (0) /lib/libxgboost.so(+0x8f5c9) [0x7f]\n\nThe above exception was the direct "
+         + "cause of the following exception:\n\nTraceback (most recent call last):\n  File" * 40,
+         "AlgorithmError: SageMaker cut the message off (it keeps 1024 characters); its "
+         "traceback began with XGBoostError: [10:46:29] metric.cc:49: bad metric"),
         ("Please retry\nsomething: bad", "something: bad"),
     ],
 )  # fmt: skip
 def test_a_sagemaker_failure_reason_is_said_on_one_line(failure_reason: str, said: str) -> None:
     assert jobs.one_line(failure_reason) == said
+
+
+def test_a_reason_cut_before_its_message_says_so_and_where_the_log_is() -> None:
+    head = "AlgorithmError: framework error: \nTraceback (most recent call last):\n"
+    cut = head + '  File "/miniconda3/lib/python3.8/site-packages/x.py", line 1, in f\n' * 20
+    cut = cut[: jobs.FAILURE_REASON_CHARS]
+    assert jobs.one_line(cut, jobs.job_logs("transform", "t")) == (
+        "AlgorithmError: SageMaker cut the message off (it keeps 1024 characters); see "
+        "CloudWatch Logs group /aws/sagemaker/TransformJobs, streams t/*"
+    )
+    # A short traceback without its exception's line was not cut: its last line is said.
+    assert jobs.one_line(head + "  File x\n    y()") == "AlgorithmError: y()"
 
 
 def test_every_stage_a_failure_can_name_is_in_the_readme():

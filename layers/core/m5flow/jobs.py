@@ -34,6 +34,9 @@ TRANSFORM_DATA_PROCESSING = {
 }
 # The tag template.yaml's SageMaker permissions require, valued with the stack's name.
 STACK_TAG = "m5flow:stack"
+# SageMaker keeps a FailureReason's first 1024 characters: a long traceback loses its message.
+FAILURE_REASON_CHARS = 1024
+_TRACEBACK = "Traceback (most recent call last):"
 
 
 @dataclass(frozen=True)
@@ -264,12 +267,17 @@ def transform_request(
     }
 
 
-def one_line(failure_reason: str) -> str:
+def one_line(failure_reason: str, logs: str = "") -> str:
     """A SageMaker FailureReason on one line.
 
     An algorithm's error carries the container's traceback between its kind and its
-    message ("AlgorithmError: framework error: \\nTraceback ...\\nExtraneous hyperparameter
-    found: etaa"); the kind and the last line are what a person needs.
+    message ("AlgorithmError: framework error: \\nTraceback ...\\nsagemaker_algorithm_toolkit
+    .exceptions.UserError: Extraneous hyperparameter found: etaa"); the kind and the
+    exception's line are what a person needs. Lines after that one (XGBoost's native stack
+    trace, the message said again) add nothing.
+
+    SageMaker keeps only a reason's first 1024 characters, so a long traceback loses its
+    message; the line then says so and points to `logs`, where the job's log is.
 
     Example
     -------
@@ -279,13 +287,56 @@ def one_line(failure_reason: str) -> str:
     >>> one_line("AlgorithmError: framework error: \\nTraceback ...\\n"
     ...          "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter")
     'AlgorithmError: UserError: Extraneous hyperparameter'
+    >>> cut = ("AlgorithmError: framework error: \\nTraceback (most recent call last):\\n"
+    ...        + '  File "/miniconda3/lib/python3.7/site-packages/x.py", line 1, in f\\n' * 20)
+    >>> one_line(cut[:1024], logs="its log")
+    'AlgorithmError: SageMaker cut the message off (it keeps 1024 characters); see its log'
     >>> one_line("ClientError: No S3 objects found under S3 URL")
     'ClientError: No S3 objects found under S3 URL'
     """
-    lines = [line.strip() for line in failure_reason.splitlines() if line.strip()]
+    lines = [line.rstrip() for line in failure_reason.splitlines() if line.strip()]
     if len(lines) <= 1:
         return failure_reason.strip()
-    # The exception's module path goes; a file name such as "train.csv: ..." stays.
-    message = re.sub(r"^(?:\w+\.)+(?=[A-Z]\w*(?:Error|Exception): )", "", lines[-1])
     kind = re.match(r"\w*Error(?=:)", lines[0])
+    said = _exception_lines(lines) or [lines[-1]]
+    if said[-1] is None:  # the last traceback has no exception: cut off, or the last line
+        if len(failure_reason) < FAILURE_REASON_CHARS:
+            said[-1] = lines[-1]
+        else:
+            began = next((line for line in said if line), None)
+            message = f"SageMaker cut the message off (it keeps {FAILURE_REASON_CHARS} characters)"
+            message += f"; its traceback began with {_unqualified(began)}" if began else ""
+            message += f"; see {logs}" if logs else ""
+            return f"{kind[0]}: {message}" if kind else message
+    message = _unqualified(said[-1])
     return f"{kind[0]}: {message}" if kind else message
+
+
+def _exception_lines(lines: list[str]) -> list[str | None]:
+    """The exception line of each traceback in `lines` (None: a traceback without one).
+
+    Python indents a traceback's frames; its exception's line is the next unindented one.
+    """
+    found: list[str | None] = []
+    for i, line in enumerate(lines):
+        if line.startswith(_TRACEBACK):
+            after = (other for other in lines[i + 1 :] if not other[0].isspace())
+            first = next(after, None)
+            found.append(None if first is None or first.startswith(_TRACEBACK) else first)
+    return found
+
+
+def _unqualified(line: str) -> str:
+    """An exception's line without its module path; a file name ("train.csv: ...") stays."""
+    return re.sub(r"^(?:\w+\.)+(?=[A-Z]\w*(?:Error|Exception): )", "", line.strip())
+
+
+def job_logs(kind: str, name: str) -> str:
+    """Where a SageMaker job's container log is (CloudWatch Logs, one stream per instance).
+
+    Example
+    -------
+    >>> job_logs("training", "shop-1-m7")
+    'CloudWatch Logs group /aws/sagemaker/TrainingJobs, streams shop-1-m7/*'
+    """
+    return f"CloudWatch Logs group /aws/sagemaker/{kind.capitalize()}Jobs, streams {name}/*"

@@ -27,7 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from m5flow import naming
-from m5flow.jobs import one_line
+from m5flow.jobs import job_logs, one_line
 from m5flow.notifications import EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectHead, ObjectMissingError, Storage
 from m5flow.wording import cut
@@ -276,7 +276,7 @@ def announce_job_failure(
         "stage": kind,
         "job": name,
         "status": status,
-        "reason": f"{kind} job {name} {status}: {one_line(failure_reason)}",
+        "reason": f"{kind} job {name} {status}: {one_line(failure_reason, job_logs(kind, name))}",
         "failure_reason": failure_reason,
     }
     logger.error(f"{kind} did not complete", extra=detail)
