@@ -207,6 +207,96 @@ def test_an_input_replaced_while_the_shard_step_reads_leaves_it_to_the_newer_eve
     assert _keys(bucket, "runs/") == [] and bus.drain() == []
 
 
+def test_settings_replaced_while_the_shard_step_reads_start_the_run_with_them(
+    bucket, load_function, small_m5, bus
+):
+    """m5flow.json's own upload starts nothing, so the event that was reading the old one
+    starts the run with the new one instead of leaving it to an event that will not."""
+    s3 = boto3.client("s3")
+    settings = "raw/resettled/m5flow.json"
+    s3.put_object(Bucket=bucket, Key=settings, Body=b'{"min_lags": [28]}')
+    _upload(bucket, "resettled", small_m5)
+
+    class SettingsReplacedWhileRead(S3Storage):
+        def read(self, key: str, *, etag: str | None = None) -> bytes:
+            if key == settings and etag is not None and not replaced:
+                replaced.append(key)  # the user's corrected settings land now
+                s3.put_object(Bucket=bucket, Key=key, Body=b'{"min_lags": [14, 28]}')
+            return super().read(key, etag=etag)
+
+    replaced: list[str] = []
+    bus.watch("resettled")
+    storage = SettingsReplacedWhileRead(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+
+    outcome = shard_dataset(storage, publisher, f"raw/resettled/{SALES_FILE}")
+    settings_event = load_function("ShardFunction").invoke(_created(bucket, settings))
+
+    assert replaced and (outcome.status, settings_event["status"]) == ("started", "ignored")
+    (started,) = bus.drain()
+    assert started["detail-type"] == "Run Started"
+    assert started["detail"]["models"] == ["h14", "h28"]  # the settings now in the bucket
+
+
+def _killed_then_retried(monkeypatch, step) -> None:
+    """Run `step` with its sender killed between the ledger's record and PutEvents (a
+    Lambda timeout: no except runs), then again as Lambda's retry a minute later."""
+    from m5flow import notifications
+
+    def killed(*_: object) -> None:
+        raise SystemExit
+
+    monkeypatch.setattr(EventPublisher, "_put", killed)
+    with pytest.raises(SystemExit):
+        step()
+    monkeypatch.undo()
+    later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
+    monkeypatch.setattr(notifications.time, "time", lambda: later)
+    step()
+
+
+def test_a_refusal_whose_sender_died_is_sent_by_the_retry(bucket, small_m5, bus, monkeypatch):
+    bus.watch("killed-refusal")
+    _upload(bucket, "killed-refusal", small_m5)
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key=f"raw/killed-refusal/{CALENDAR_FILE}", Body=b"not,a,calendar\n1,2,3\n"
+    )
+    storage, publisher = _stage(bucket)
+    outcomes = []
+
+    _killed_then_retried(
+        monkeypatch,
+        lambda: outcomes.append(
+            shard_dataset(storage, publisher, f"raw/killed-refusal/{SALES_FILE}").status
+        ),
+    )
+
+    assert outcomes == ["rejected"]  # the retry's: refused before, and sent now
+    assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected"]
+    assert shard_dataset(storage, publisher, f"raw/killed-refusal/{SALES_FILE}").status == (
+        "refused"
+    )
+    assert bus.drain() == []
+
+
+def test_a_second_upload_refusal_whose_sender_died_is_sent_by_the_retry(
+    bucket, small_m5, bus, monkeypatch
+):
+    bus.watch("killed-again")
+    _upload(bucket, "killed-again", small_m5)
+    storage, publisher = _stage(bucket)
+    key = f"raw/killed-again/{SALES_FILE}"
+    assert shard_dataset(storage, publisher, key).status == "started"
+    bus.drain()
+    _upload(bucket, "killed-again", small_m5)  # the same files again
+
+    _killed_then_retried(monkeypatch, lambda: shard_dataset(storage, publisher, key))
+
+    (again,) = bus.drain()
+    assert again["detail-type"] == "Input Rejected"
+    assert "these files already made run" in again["detail"]["reason"]
+
+
 def test_the_same_files_in_two_stacks_name_different_jobs():
     """SageMaker names are per account and region; buckets are per stack."""
     from m5flow import naming

@@ -26,6 +26,10 @@ logger = Logger(child=True)
 _REFUSED, _AGAIN = "input-rejected", "uploaded-again"
 
 
+class SettingsChangedError(ObjectChangedError):
+    """m5flow.json was replaced after its HEAD: unlike an input's, its upload starts no run."""
+
+
 @dataclass(frozen=True)
 class ShardOutcome:
     """What the step did: `status` is one of started, waiting, duplicate (the run was
@@ -78,11 +82,18 @@ def shard_dataset(
     inputs = input_records(prefix, present)
     refused = [_versions_of(r["detail"]) for r in publisher.recorded(run, f"{_REFUSED}-")]
     if refused and all(versions.values()) and _compared(versions, refused) != "new":
-        # This set was refused before: a re-delivery, or part of it uploaded again.
+        # This set was refused before: a re-delivery, or part of it uploaded again. A
+        # refusal whose sender was killed before PutEvents is sent now (the ledger's promise).
+        resent = publisher.settle(run, f"{_REFUSED}-{_upload_of(versions)}") == "resent"
         logger.info("refused before; not read again", extra={"run_id": run})
-        return ShardOutcome("refused", dataset, run)
+        return ShardOutcome("rejected" if resent else "refused", dataset, run)
     try:
         data, overrides = read_inputs(storage, prefix, present, config)
+    except SettingsChangedError:
+        # Only m5flow.json was replaced, and its own upload starts nothing: this event
+        # starts the run of the same inputs with the new settings.
+        logger.info("the settings were replaced while reading", extra={"run_id": run})
+        return shard_dataset(storage, publisher, key, config)
     except ObjectChangedError as exc:
         # This set of inputs is gone; the event of the upload that replaced it starts its run.
         logger.info("an input was replaced while reading", extra={"run_id": run, "why": str(exc)})
@@ -155,6 +166,8 @@ def _refuse_a_second_upload(
     again_before = publisher.recorded(run, f"{_AGAIN}-")
     earlier = [recorded, *(_versions_of(r["detail"]) for r in again_before)]
     verdict = _compared(versions, earlier)
+    if verdict == "seen" and versions != recorded:  # its refusal's sender may have died
+        publisher.settle(run, f"{_AGAIN}-{_upload_of(versions)}")
     if verdict != "new":
         if verdict == "partial":
             logger.info("part of a second upload of the run's files", extra={"run_id": run})
@@ -245,6 +258,8 @@ def read_inputs(
         try:
             etag = present[naming.OVERRIDES_FILE].etag
             overrides = parse_overrides(storage.read(settings, etag=etag))
+        except ObjectChangedError as exc:
+            raise SettingsChangedError(str(exc)) from None
         except InputRejectedError as exc:
             reasons += exc.reasons
     try:
