@@ -1075,6 +1075,39 @@ def _h28_trained_while_h7_trains(
     return sibling, trained
 
 
+def test_a_failed_training_job_stops_its_other_models_jobs(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """The forecast needs every model: a sibling left training would run on, billed, up
+    to MaxTrainingSeconds, for a run that cannot finish. Its own Stopped event is then only
+    logged."""
+    from m5flow.stages.publish import publish_model
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    run = _run_started(bucket, load_function, small_m5, bus, "tfailed")
+    storage, publisher, settings = _step_parts(bucket)
+    local = LocalSageMaker(lambda event: None, tmp_path)
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    try:
+        sibling, _ = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
+        failed = _training_event(bucket, run, "sagemaker_training_failed")["detail"]
+
+        assert publish_model(storage, sagemaker, publisher, failed, settings) is None
+
+        (announced,) = bus.drain()
+        assert announced["detail-type"] == "Run Failed"
+        assert f"m5flow-{run}-h28 Failed" in announced["detail"]["reason"]
+        name = sibling["TrainingJobName"]
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+        assert job["TrainingJobStatus"] in ("Stopping", "Stopped")
+        stopped = {**failed, "TrainingJobName": name, "TrainingJobStatus": "Stopped"}
+        del stopped["FailureReason"]
+        assert publish_model(storage, sagemaker, publisher, stopped, settings) is None
+        assert bus.drain() == []
+    finally:
+        local.stop()
+
+
 def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     bucket, load_function, small_m5, bus, tmp_path
 ):

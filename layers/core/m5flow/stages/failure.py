@@ -259,8 +259,9 @@ def announce_job_failure(
     run: str,
     dataset: str,
     once: str = RUN_FAILED,
-) -> None:
-    """Announce `Run Failed` for a SageMaker job that ended without completing.
+) -> bool:
+    """Announce `Run Failed` for a SageMaker job that ended without completing; True when
+    this call sent it (False: the run had failed before).
 
     `job` is the state-change event's detail and `kind` is "training" or "transform": the
     detail's field prefix and the `stage` of the event. The event's `reason` is one line;
@@ -280,7 +281,7 @@ def announce_job_failure(
         "failure_reason": failure_reason,
     }
     logger.error(f"{kind} did not complete", extra=detail)
-    announce_run_failure(publisher, detail, once=once)
+    return announce_run_failure(publisher, detail, once=once)
 
 
 def _stop_reason(job: Mapping[str, Any], kind: str, status: str) -> str:
@@ -334,8 +335,16 @@ def fail_run(
     """
     logger.error("the run cannot finish", extra=dict(detail))
     announce_run_failure(publisher, detail, once=once)
-    stops = [(sagemaker.stop_training_job, "TrainingJobName", name) for name in stop_training]
-    stops += [(sagemaker.stop_transform_job, "TransformJobName", name) for name in stop_transform]
+    stop_jobs(sagemaker, training=stop_training, transform=stop_transform)
+
+
+def stop_jobs(
+    sagemaker: Any, *, training: Sequence[str] = (), transform: Sequence[str] = ()
+) -> None:
+    """Stop the training and transform jobs named, of a run that has failed; never raises
+    (see `fail_run`)."""
+    stops = [(sagemaker.stop_training_job, "TrainingJobName", name) for name in training]
+    stops += [(sagemaker.stop_transform_job, "TransformJobName", name) for name in transform]
     for stop, field, name in stops:
         try:
             stop(**{field: name})

@@ -17,6 +17,7 @@ from m5flow.stages.failure import (
     is_refusal,
     quota_reason,
     refusal_reason,
+    stop_jobs,
 )
 from m5flow.storage import Storage
 
@@ -36,17 +37,22 @@ def publish_model(
     None when an earlier delivery already created it (the announcement is still sent once)
     or the run has already failed (nothing is created). A transform quota that refuses the
     job fails the run and stops the other models' jobs.
-    Failed or Stopped: announce `Run Failed` with SageMaker's reason and create nothing.
+    Failed or Stopped: announce `Run Failed` with SageMaker's reason, stop the other
+    models' jobs, and create nothing (a later failure of the run is only logged).
     """
     name = training["TrainingJobName"]
     _, run, model_name = naming.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
     if training["TrainingJobStatus"] != "Completed":
-        announce_job_failure(
+        if announce_job_failure(
             publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset,
             once=failure,
-        )  # fmt: skip
+        ):  # fmt: skip
+            # The forecast needs every model: the others' jobs would run on, billed (a
+            # training job up to MaxTrainingSeconds), for a run that cannot finish.
+            others = _other_models_jobs(manifest, model_name)
+            stop_jobs(sagemaker, training=others, transform=others)
         return None
 
     if publisher.settle(run, failure) != "absent":
@@ -119,12 +125,11 @@ def _fail_model(
     """SageMaker refused a model's model or transform job (a quota, or a malformed
     request): the forecast needs every model, so the run fails now with `reason`, and the
     other models' jobs are stopped (a transform still running, or a training job whose
-    model would never be used). Each model's jobs share its name (`naming.job_name`).
+    model would never be used).
 
     Before, Lambda retried twice and the failure queue announced the crash, while the
     siblings' transforms ran on to no end."""
-    others = [naming.job_name(manifest.run_id, m.name) for m in manifest.models
-              if m.name != refused.name]  # fmt: skip
+    others = _other_models_jobs(manifest, refused.name)
     detail = {
         "run_id": manifest.run_id,
         "dataset": manifest.dataset,
@@ -134,3 +139,9 @@ def _fail_model(
     fail_run(
         sagemaker, publisher, detail, stop_training=others, stop_transform=others, once=failure
     )
+
+
+def _other_models_jobs(manifest: Manifest, model: str) -> list[str]:
+    """The jobs of the run's models other than `model`: each model's training job, model
+    and transform job share its name (`naming.job_name`)."""
+    return [naming.job_name(manifest.run_id, m.name) for m in manifest.models if m.name != model]
