@@ -179,12 +179,9 @@ class _Spec:
         if self.kind == "csv":
             return str(raw).split(",")
         if self.kind in ("tuple", "nested"):
-            if not isinstance(raw, str):
-                return raw
-            try:
-                return ast.literal_eval(raw)
-            except SyntaxError as exc:  # the container's eval() fails the same way
-                raise ValueError(str(exc)) from exc
+            # A SyntaxError escapes the container's `except ValueError` (its parse is
+            # eval / ast.literal_eval) and fails the job raw, not as "could not parse value".
+            return ast.literal_eval(raw) if isinstance(raw, str) else raw
         return raw
 
     def check_range(self, value: Any) -> None:

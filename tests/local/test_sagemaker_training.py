@@ -21,7 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from m5flow import jobs
-from m5flow_local.sagemaker import LocalSageMaker, training
+from m5flow_local.sagemaker import LocalSageMaker, hyperparameters, training
 from tests.local.conftest_sagemaker import (
     ACCOUNT,
     REGION,
@@ -262,6 +262,15 @@ def test_a_long_failure_reason_keeps_its_first_1024_characters(
     assert len(reason) == 1024
     assert "is not supported" not in reason
     assert jobs.one_line(reason).startswith("AlgorithmError: SageMaker cut the message off")
+
+
+def test_an_unparseable_constraint_fails_raw_as_in_the_container() -> None:
+    """The container parses tuples with eval and catches ValueError only (its
+    sagemaker_algorithm_toolkit/hyperparameter_validation.py): a SyntaxError escapes."""
+    with pytest.raises(SyntaxError):
+        hyperparameters.validate({"num_round": "1", "monotone_constraints": "(1,"})
+    with pytest.raises(hyperparameters.UserError, match="num_round: could not parse value"):
+        hyperparameters.validate({"num_round": "ten"})
 
 
 def test_bare_tweedie_nloglik_fails_inside_xgboost(
