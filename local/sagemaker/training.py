@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m5flow_local.sagemaker import s3io
+from m5flow_local.sagemaker import joblogs, s3io
 from m5flow_local.sagemaker.algorithm_data import PARQUET, get_content_type, quantile_bins
 from m5flow_local.sagemaker.capacity import host_memory_estimate
 from m5flow_local.sagemaker.exceptions import UserError, ValidationError
@@ -333,6 +333,18 @@ def _wait(job: TrainingJob, procs: dict[str, subprocess.Popen[bytes]]) -> dict[s
     return exits
 
 
+def _put_logs(region: str, job: str, hosts: list[str], job_dir: Path, launched: float) -> None:
+    """Put each host's log where SageMaker puts it, before the job's final state is known
+    (a failed job's reason points there). Never fails the job: it logs why not instead."""
+    try:
+        logs = joblogs.client(region)
+        for host in hosts:
+            stream = joblogs.stream_name(job, host, launched)
+            joblogs.put_log(logs, joblogs.TRAINING_LOG_GROUP, stream, job_dir / host / "algo.log")
+    except Exception:
+        LOG.warning("training job %s: its log was not put in CloudWatch Logs", job, exc_info=True)
+
+
 def _failure_reason(job_dir: Path, hosts: list[str], exits: dict[str, int]) -> str:
     """The reason SageMaker reports: the failing host's failure file, else its exit code."""
     failed = [h for h in exits if exits[h] != 0]
@@ -476,10 +488,12 @@ def run_training_job(backend: SageMakerBackend, job: TrainingJob) -> None:
                 backend.report(f"training job {job.name}: {line}")
 
         port = tracker.port if tracker else None
+        launched = time.time()
         procs = _launch(job, params, hosts, job_dir, port, threads, report_round)
         hosts_shown = hosts[0] if len(hosts) == 1 else f"algo-{{1..{len(hosts)}}}"
         backend.report(f"training job {job.name}: XGBoost log {job_dir}/{hosts_shown}/algo.log")
         exits = _wait(job, procs)
+        _put_logs(backend.region, job.name, hosts, job_dir, launched)
         killed = [host for host, code in exits.items() if code == -signal.SIGKILL]
         if killed and job.stop_reason is None:  # SageMaker says only "exit code: 137"
             backend.report(

@@ -254,14 +254,25 @@ def test_container_refusals_fail_the_job(
     assert "ModelArtifacts" not in detail
 
 
-def test_a_long_failure_reason_keeps_its_first_1024_characters(
+def test_a_long_failure_reason_keeps_its_first_1024_characters_and_the_log_the_rest(
     failing_jobs: dict[str, dict[str, Any]],
 ) -> None:
-    """As AWS's do (aws/amazon-sagemaker-examples#1740): the traceback's head, its message lost."""
+    """As AWS's do (aws/amazon-sagemaker-examples#1740): the traceback's head, its message
+    lost; the message is in the job's CloudWatch log stream, where `Run Failed` points."""
     reason = failing_jobs["metric-at"]["detail"]["FailureReason"]
     assert len(reason) == 1024
     assert "is not supported" not in reason
     assert jobs.one_line(reason).startswith("AlgorithmError: SageMaker cut the message off")
+    logs = boto3.client("logs", region_name=REGION)
+    group = "/aws/sagemaker/TrainingJobs"
+    (stream,) = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix="metric-at/")[
+        "logStreams"
+    ]
+    assert re.fullmatch(r"metric-at/algo-1-\d{10}", stream["logStreamName"])
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])
+    assert any(
+        "Metric 'tweedie-nloglik@1.5' is not supported" in e["message"] for e in events["events"]
+    )
 
 
 def test_an_unparseable_constraint_fails_raw_as_in_the_container() -> None:
