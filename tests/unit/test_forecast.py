@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from m5flow.exceptions import RunFailedError
-from m5flow.forecast import closed_days, read_predictions, submission
+from m5flow.forecast import closed_days, read_predictions, submission, to_csv
 from m5flow.schema import INPUT_FILES, parse_inputs
 from tests.conftest import REAL_M5
 
@@ -123,3 +125,16 @@ def test_an_empty_field_or_a_short_output_is_named_not_read_as_missing(body, rea
     """A blank day once became a float column and a misleading 'no prediction' reason."""
     with pytest.raises(RunFailedError, match=reason):
         read_predictions([("p/x.out", body, 2)])
+
+
+def test_the_written_submission_holds_the_numbers_scored() -> None:
+    """metrics.json scores the forecast in memory: the file must read back to it exactly
+    (5 significant digits had moved the real data's WRMSSE by 2e-6, and written 123456.7 as
+    1.2346e+05). The container's predictions are float32 values, which 9 digits keep."""
+    rng = np.random.default_rng(0)
+    values = rng.gamma(0.5, 4.0, size=(50, 28)).astype(np.float32).astype(np.float64)
+    values[0, 0] = np.float32(123456.7)
+    frame = pd.DataFrame(values, columns=[f"F{d}" for d in range(1, 29)])
+    frame.insert(0, "id", [f"S_{i}_evaluation" for i in range(50)])
+    read = pd.read_csv(io.BytesIO(to_csv(frame))).drop(columns="id").to_numpy()
+    assert np.array_equal(read.astype(np.float32), values.astype(np.float32))

@@ -445,6 +445,18 @@ def test_ids_are_safe_in_an_unquoted_cell(
     )
 
 
+def test_an_id_ending_in_a_line_break_is_refused(files: dict[str, bytes]) -> None:
+    """A quoted id cell that ends in a line break: a regex's "$" would let it by, and the
+    unquoted inference shards then broke the shard step with pyarrow's error."""
+    header, first, rest = files[SALES_FILE].split(b"\n", 2)
+    row_id, cells = first.split(b",", 1)
+    files[SALES_FILE] = b"\n".join([header, b'"' + row_id + b'\n",' + cells, rest])
+    found = repr(row_id.decode() + "\n")
+    assert f"sales_train_evaluation.csv: row 2, column id: found {found}; expected only " in (
+        " ".join(reasons_of(files))
+    )
+
+
 def test_ids_do_not_start_like_a_formula(files: dict[str, bytes]) -> None:
     edit(files, SALES_FILE, 2, "item_id", "-HOBBIES_1_001")
     edit(files, SALES_FILE, 3, "item_id", "-HOBBIES_1_001")

@@ -54,8 +54,9 @@ MIN_DAYS = 2 * HORIZON  # 28 days to validate on, and 28 before them for the fir
 # 1 MB and asked for 6.5 GiB. M5's longest id has 31 characters.
 MAX_ID_CHARS = 100
 UNITS = "a non-negative integer (unit sales)"
-_DAY_COLUMN = re.compile(r"^d_([1-9][0-9]*)$")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+# \Z, not "$", which also matches before a final "\n" (a quoted cell may hold one)
+_DAY_COLUMN = re.compile(r"d_([1-9][0-9]*)\Z")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
 @dataclass(frozen=True)
