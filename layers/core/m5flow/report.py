@@ -175,9 +175,10 @@ def render_report(
     optimistic = "early stopping chose the number of trees on those days"
     if score is not None:
         kind, shown_score = "WRMSSE", score
+        these = "this series" if n == 1 else f"these {n:,} series"
         sentence = (
             f"WRMSSE of this forecast against the uploaded truth ({horizon_days}), the mean "
-            f"of the 12 M5 aggregation levels over these {n:,} series."
+            f"of the 12 M5 aggregation levels over {these}."
         )
         if backtest is not None:
             sentence += (
