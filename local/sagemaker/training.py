@@ -76,8 +76,12 @@ def validate_request(params: dict[str, Any]) -> None:
             "AlgorithmSpecification.TrainingImage to a sagemaker-xgboost:1.7-1 image."
         )
     if XGBOOST_IMAGE not in image:
+        # Worded as AWS words a request's constraint: a client that refuses to retry a
+        # malformed request (m5flow does) stops at once here too.
         raise ValidationError(
-            f"The local SageMaker runs the built-in XGBoost algorithm only; got image {image}."
+            f"1 validation error detected: Value '{image}' at 'algorithmSpecification."
+            "trainingImage' failed to satisfy constraint: the local SageMaker runs the "
+            "built-in XGBoost algorithm only (a sagemaker-xgboost:1.7-1 image)"
         )
     if not image.endswith(":1.7-1"):
         LOG.warning("Image %s: running the sagemaker-xgboost:1.7-1 algorithm anyway", image)

@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from m5flow import jobs
+from m5flow.stages.failure import is_refusal
 from m5flow_local.sagemaker import LocalSageMaker, hyperparameters, training
 from tests.local.conftest_sagemaker import (
     ACCOUNT,
@@ -347,6 +348,19 @@ def test_api_errors_use_aws_codes_and_messages(
         "constraint: Member must satisfy regular expression pattern: "
         "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
     )
+
+    # An image the local SageMaker cannot run is refused as a malformed request, which
+    # m5flow fails the run on at once rather than retrying (a traceback on the console).
+    request = training_request(cloud, "other-image", csv_prefix, TWEEDIE)
+    request["AlgorithmSpecification"]["TrainingImage"] = "my-own-image:1"
+    with pytest.raises(ClientError) as image:
+        cloud.sm.create_training_job(**request)
+    assert image.value.response["Error"]["Message"].startswith(
+        "1 validation error detected: Value 'my-own-image:1' at "
+        "'algorithmSpecification.trainingImage' failed to satisfy constraint: the local "
+        "SageMaker runs the built-in XGBoost algorithm only"
+    )
+    assert is_refusal(image.value)
 
     # The pipeline tags jobs with the dataset's folder name, which may hold any character.
     tagged = training_request(cloud, "bad-tag", csv_prefix, TWEEDIE)
