@@ -335,9 +335,12 @@ def _run_flow(
         # nothing, and the run is reported as what it was, a success.
         if not written:
             raise
+    beside = [Path(key).name for key in keys if not key.endswith(naming.SUBMISSION_FILE)]
     return 0, (
         f"forecast ready in {time.perf_counter() - started:.0f} s: "
-        f"{out / naming.SUBMISSION_FILE}  headline {json.dumps(detail.get('headline', {}))}"
+        f"{out / naming.SUBMISSION_FILE}"
+        + (f" (and {' and '.join(beside)} beside it)" if beside else "")
+        + f"  headline {json.dumps(detail.get('headline', {}))}"
     )
 
 

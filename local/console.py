@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from m5flow.jobs import one_line
+from m5flow.naming import OVERRIDES_FILE, TRUTH_FILE
 from m5flow.notifications import SOURCE
 
 
@@ -74,7 +75,10 @@ def said(function: str, result: Any) -> str:
         ("ShardFunction", "duplicate"): f"these files already made run {run}: nothing to start",
         ("ShardFunction", "rejected"): f"{result.get('dataset')}: refused (Input Rejected)",
         ("ShardFunction", "refused"): f"refused before (run {run}): not announced again",
-        ("ShardFunction", "ignored"): "not an input: ignored",
+        ("ShardFunction", "ignored"): (
+            f"starts nothing: not one of the three inputs ({OVERRIDES_FILE} and {TRUTH_FILE} "
+            "are read with them)"
+        ),
         ("ShardFunction", "superseded"): "an input was replaced while read: its event goes on",
     }.get((function, result.get("status")))
     if function in _MADE:

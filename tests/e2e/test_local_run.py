@@ -29,7 +29,9 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     result = _local_run(small_m5, tmp_path / "out", 600, "--workdir", "work", cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert result.stdout.strip().splitlines()[-1].startswith("forecast ready in ")
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("forecast ready in ")
+    assert "(and metrics.json and report.html beside it)" in last  # the report is there too
     assert '"level":"INFO"' not in result.stdout  # LogLevel=WARNING: events, not INFO logs
     submission = pd.read_csv(tmp_path / "out" / "submission.csv")
     ids = pd.read_csv(small_m5 / SALES_FILE, usecols=["id"])["id"]
