@@ -4,6 +4,8 @@ this machine (`m5flow local run`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +38,28 @@ def _made_folder(option: str, path: Path) -> bool:
     except OSError as exc:
         print(f"{option} {path}: cannot make the folder ({exc.strerror})", file=sys.stderr)
         return False
+    return True
+
+
+_LOCK_FILE = ".m5flow-run.lock"
+
+
+def _claimed(option: str, path: Path, claims: contextlib.ExitStack) -> bool:
+    """Hold folder `path` for this run until `claims` closes, or say who holds it: two runs
+    into one --out had both said "forecast ready" while one forecast was lost, and two in
+    one --workdir failed each other's jobs (the same files name the same jobs)."""
+    lock = claims.enter_context((path / _LOCK_FILE).open("a+"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        print(f"{option} {path} is in use by another m5flow local run ({holder}); wait for "
+              f"it to end, or choose another {option}", file=sys.stderr)  # fmt: skip
+        return False
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()}")
+    lock.flush()
     return True
 
 
@@ -257,6 +281,26 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
+    with contextlib.ExitStack() as claims:
+        workdir = Path(args.workdir) if args.workdir else None
+        if not _claimed("--out", out, claims) or (
+            workdir
+            and workdir.resolve() != out.resolve()
+            and not _claimed("--workdir", workdir, claims)
+        ):
+            return 2
+        return _claimed_run(args, data_dir, out, files, parameters)
+
+
+def _claimed_run(
+    args: argparse.Namespace,
+    data_dir: Path,
+    out: Path,
+    files: list[str],
+    parameters: dict[str, str],
+) -> int:
+    """`local run` once its folders are held: run the flow, then keep or remove the local
+    cloud's files and say how it ended, last."""
     earlier = [name for name in naming.FORECAST_FILES if (out / name).exists()]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     stop_on_signals()
@@ -280,6 +324,8 @@ def _local_run(args: argparse.Namespace) -> int:
                 f"note: {', '.join(earlier)} in {out} are an earlier run's, not this one's",
                 file=sys.stderr,
             )
+        elif code == 0 and earlier:
+            print(f"note: this run's files replaced an earlier run's in {out}")
         if outcome is not None:  # last, where `tail` finds it
             print(outcome, file=sys.stdout if code == 0 else sys.stderr)
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import shutil
@@ -101,6 +102,28 @@ def test_the_input_folder_is_never_an_output_folder(small_m5, tmp_path, inside):
     assert f"--workdir {data / inside / 'work'} is inside --data {data}" in work.stderr
     assert f"OUT_DIR {data / inside} is inside DATA_DIR {data}" in shard.stderr
     assert sorted(p.name for p in data.rglob("*")) == before
+
+
+@pytest.mark.parametrize("option", ["--out", "--workdir"])
+def test_a_folder_another_local_run_holds_is_refused(small_m5, tmp_path, option):
+    """Two runs into one --out had both said "forecast ready" while one forecast was lost;
+    two in one --workdir failed each other's jobs."""
+    held = tmp_path / "held"
+    held.mkdir()
+    with (held / ".m5flow-run.lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the other run holds it
+        lock.write("process 4242")
+        lock.flush()
+        other = {"--out": str(tmp_path / "out"), "--workdir": str(tmp_path / "work")}
+        other[option] = str(held)
+        run = _m5flow("local", "run", "--data", str(small_m5), "--out", other["--out"],
+                      "--workdir", other["--workdir"])  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        f"{option} {held} is in use by another m5flow local run (process 4242); wait for it "
+        f"to end, or choose another {option}"
+    )
+    assert not (tmp_path / "out" / "submission.csv").exists()
 
 
 def test_synth_replaces_m5_files_only_when_told(tmp_path):
