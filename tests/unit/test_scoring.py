@@ -294,6 +294,19 @@ def test_score_files_refuses_truth_days_that_do_not_follow_the_history(files) ->
         score_files(data_dir, *_write(tmp, truth, submission))
 
 
+def test_a_truth_holding_the_history_too_is_told_which_days_to_keep(files) -> None:
+    """Kaggle's full file (d_1..d_1969) had been told to hold d_1942..d_3910."""
+    data_dir, truth, submission, tmp = files
+    history = pd.DataFrame({f"d_{d}": 0 for d in range(1, 1942)}, index=truth.index)
+    whole = pd.concat([truth[["id"]], history, truth.drop(columns="id")], axis=1)
+    with pytest.raises(ScoringError) as caught:
+        score_files(data_dir, *_write(tmp, whole, submission))
+    assert str(caught.value).endswith(
+        "; expected d_1942..d_1969, the days after the history's last day d_1941 (it holds "
+        "history days too: keep only the days after it)"
+    )
+
+
 def test_score_files_refuses_a_short_submission(files) -> None:
     data_dir, truth, submission, tmp = files
     with pytest.raises(ScoringError, match=r"missing column\(s\) F28; expected id,F1\.\.F28"):

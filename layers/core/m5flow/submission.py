@@ -211,11 +211,18 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
     if not days or days != expected:
-        last = data.last_day + (horizon or schema.HORIZON)
+        numbers = [int(day[2:]) for day in days if day[2:].isdigit()]
+        after = [n for n in numbers if n > data.last_day]
+        # The range the file's own days after the history suggest (a whole-history truth
+        # such as Kaggle's d_1..d_1969 means d_1942..d_1969), else the M5 horizon.
+        last = max(after) if after else data.last_day + schema.HORIZON
+        history = " (it holds history days too: keep only the days after it)" if (
+            after and min(numbers) <= data.last_day
+        ) else ""  # fmt: skip
         raise ScoringError(
             f"{truth_name}: day columns {listed(days or ['(none)'])}; expected "
             f"d_{data.last_day + 1}..d_{last}, the days after the history's last day "
-            f"d_{data.last_day}"
+            f"d_{data.last_day}{history}"
         )
     # The truth first: when it lacks the history's series too, the history is another
     # dataset's, which blaming the submission would hide.
