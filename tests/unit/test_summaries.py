@@ -72,6 +72,10 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
          {"run_id": None, "dataset": "shop", "stage": "shard", "key": "raw/shop/x/y.csv",
           "reason": "nested folder", "reasons": ["nested folder"]},
          "Dataset shop: the upload raw/shop/x/y.csv was refused, 1 problem(s): nested folder"),
+        ("Input Rejected",  # outside any dataset's folder
+         {"run_id": None, "dataset": None, "stage": "shard", "key": "raw/stray.csv",
+          "reason": "not in a dataset folder", "reasons": ["not in a dataset folder"]},
+         "The upload raw/stray.csv was refused, 1 problem(s): not in a dataset folder"),
         ("Run Failed", {**RUN, "stage": "transform", "reason": "transform job t Failed: x"},
          "Run shop-1a2b of dataset shop failed at transform: transform job t Failed: x"),
         ("Run Failed",  # of no run: what failed, and on what

@@ -303,8 +303,11 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
             )
         case "Input Rejected":
             reasons = get("reasons") or [get("reason")]
+            refused = f"was refused, {len(reasons)} problem(s): {get('reason')}"
+            if not run and not dataset and get("key"):  # a file outside any dataset's folder
+                return f"The upload {get('key')} {refused}"
             upload = f"the upload {get('key')}" if get("key") else "its upload"
-            return f"{subject}: {upload} was refused, {len(reasons)} problem(s): {get('reason')}"
+            return f"{subject}: {upload} {refused}"
         case "Run Failed":
             where = ""  # of no run: what failed, and on what if it is known
             if not run and get("function"):
