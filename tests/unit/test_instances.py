@@ -54,11 +54,20 @@ def test_memory_of_instance_types_is_their_ec2_twins(instance_type, gib):
 
 @pytest.mark.parametrize(
     "instance_type",
-    # c4.8xlarge has 60 GiB for 36 vCPUs, unlike the rest of c4; t3 and c5n vary too
-    ["ml.c4.8xlarge", "ml.t3.medium", "ml.c5n.xlarge", "m5.xlarge", "ml.m5.metal", "ml.m5.xlarg"],
+    # c5n's memory per vCPU varies by size, and is not listed
+    ["ml.c5n.xlarge", "ml.c4.large", "m5.xlarge", "ml.m5.metal", "ml.m5.xlarg"],
 )
 def test_types_whose_memory_is_not_known_are_not_guessed(instance_type):
     assert instance_memory(instance_type) is None
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "gib"),
+    # Families whose ratio varies: their training sizes are listed, not derived.
+    [("ml.t3.medium", 4), ("ml.t3.2xlarge", 32), ("ml.c4.xlarge", 7.5), ("ml.c4.8xlarge", 60)],
+)
+def test_listed_sizes_of_families_whose_ratio_varies(instance_type, gib):
+    assert instance_memory(instance_type) == gib * GIB
 
 
 def test_small_data_trains_on_one_instance():
@@ -99,8 +108,8 @@ def test_data_no_count_of_the_type_holds_is_refused_with_what_to_change():
 
 
 def test_auto_cannot_size_an_unknown_type_and_says_to_set_a_number():
-    with pytest.raises(RunFailedError, match=r"cannot size ml\.c4\.8xlarge.*to a number"):
-        instances_needed(_model([10], 0), "ml.c4.8xlarge")
+    with pytest.raises(RunFailedError, match=r"cannot size ml\.c5n\.xlarge.*to a number"):
+        instances_needed(_model([10], 0), "ml.c5n.xlarge")
 
 
 @pytest.mark.parametrize(

@@ -34,13 +34,18 @@ AUTO = "auto"
 
 # GiB of memory per vCPU of the EC2 families (an ml.<family>.<size> type is its EC2 twin)
 # whose sizes all share one ratio; a size has 2 vCPUs (large) or 4 per xlarge. Families
-# whose ratio varies by size (c4, c5n, t3) are not guessed at.
+# whose ratio varies by size (c4, c5n, t3) are not guessed at: their sizes are listed.
 _GIB_PER_VCPU = {
     **dict.fromkeys(("m4", "m5", "m5d", "m6i", "m7i", "g4dn", "g5"), 4.0),
     **dict.fromkeys(("c5", "c5d", "c6i", "c7i"), 2.0),
     **dict.fromkeys(("r5", "r5d", "r6i", "r7i"), 8.0),
     "p3": 7.625,
 }
+# The sizes SageMaker trains on of the families whose ratio varies (EC2's figures, GiB).
+_GIB_OF_TYPE = {
+    "ml.t3.medium": 4.0, "ml.t3.large": 8.0, "ml.t3.xlarge": 16.0, "ml.t3.2xlarge": 32.0,
+    "ml.c4.xlarge": 7.5, "ml.c4.2xlarge": 15.0, "ml.c4.4xlarge": 30.0, "ml.c4.8xlarge": 60.0,
+}  # fmt: skip
 # Families with instance storage whose names do not end in "d" (m5d, c5d, r5d, p4d... do).
 _LOCAL_STORAGE_FAMILIES = frozenset(
     ("g4dn", "g5", "g6", "g6e", "p3dn", "p4de", "p5", "p5e", "p5en", "trn1", "trn1n", "inf2")
@@ -53,9 +58,11 @@ def instance_memory(instance_type: str) -> int | None:
 
     Example
     -------
-    >>> [instance_memory(t) // GIB for t in ("ml.m5.xlarge", "ml.c5.9xlarge", "ml.r5.large")]
-    [16, 72, 16]
+    >>> [instance_memory(t) // GIB for t in ("ml.m5.xlarge", "ml.c5.9xlarge", "ml.t3.medium")]
+    [16, 72, 4]
     """
+    if instance_type in _GIB_OF_TYPE:
+        return int(_GIB_OF_TYPE[instance_type] * GIB)
     match = _INSTANCE_TYPE.fullmatch(instance_type)
     if match is None or match["family"] not in _GIB_PER_VCPU:
         return None
