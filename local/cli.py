@@ -279,6 +279,7 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
+    made = not out.exists()
     if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
     with contextlib.ExitStack() as claims:
@@ -289,7 +290,12 @@ def _local_run(args: argparse.Namespace) -> int:
             and not _claimed("--workdir", workdir, claims)
         ):
             return 2
-        return _claimed_run(args, data_dir, out, files, parameters)
+        code = _claimed_run(args, data_dir, out, files, parameters)
+        if code != 0 and made:  # a folder this run made and put nothing in goes again
+            (out / _LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        return code
 
 
 def _claimed_run(

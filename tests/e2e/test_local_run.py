@@ -128,6 +128,9 @@ def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tm
     logs = result.stdout + result.stderr
     assert '"message":"input rejected"' in logs and "\ninput rejected\n" not in logs
     assert not (tmp_path / "out" / "submission.csv").exists()
+    # An --out this run made, and put nothing in, is not left behind.
+    again = _local_run(data, tmp_path / "new")
+    assert again.returncode != 0 and not (tmp_path / "new").exists()
 
 
 def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path):
