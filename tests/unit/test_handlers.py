@@ -1108,6 +1108,38 @@ def test_a_failed_training_job_stops_its_other_models_jobs(
         local.stop()
 
 
+def test_a_model_published_while_a_sibling_fails_stops_its_own_transform(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """h28 finds the run alive, then h7's failure is announced and stops the others before
+    h28's transform exists: h28 must stop it itself, and announce nothing after Run Failed."""
+    from m5flow.stages.publish import publish_model
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    run = _run_started(bucket, load_function, small_m5, bus, "racing")
+    storage, publisher, settings = _step_parts(bucket)
+    local = LocalSageMaker(lambda event: None, tmp_path)
+    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
+    try:
+        _, trained = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
+        failed = _model_event(bucket, run, "sagemaker_training_failed", "h7")["detail"]
+        create_model = sagemaker.create_model
+
+        def sibling_fails_first(**request):
+            publish_model(storage, sagemaker, publisher, failed, settings)
+            return create_model(**request)
+
+        sagemaker.create_model = sibling_fails_first
+        assert publish_model(storage, sagemaker, publisher, trained, settings) is None
+
+        assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
+        name = f"m5flow-{run}-h28"
+        status = sagemaker.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
+        assert status in ("Stopping", "Stopped")
+    finally:
+        local.stop()
+
+
 def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     bucket, load_function, small_m5, bus, tmp_path
 ):

@@ -259,9 +259,8 @@ def announce_job_failure(
     run: str,
     dataset: str,
     once: str = RUN_FAILED,
-) -> bool:
-    """Announce `Run Failed` for a SageMaker job that ended without completing; True when
-    this call sent it (False: the run had failed before).
+) -> None:
+    """Announce `Run Failed` for a SageMaker job that ended without completing.
 
     `job` is the state-change event's detail and `kind` is "training" or "transform": the
     detail's field prefix and the `stage` of the event. The event's `reason` is one line;
@@ -281,7 +280,7 @@ def announce_job_failure(
         "failure_reason": failure_reason,
     }
     logger.error(f"{kind} did not complete", extra=detail)
-    return announce_run_failure(publisher, detail, once=once)
+    announce_run_failure(publisher, detail, once=once)
 
 
 def _stop_reason(job: Mapping[str, Any], kind: str, status: str) -> str:

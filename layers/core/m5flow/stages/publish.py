@@ -45,14 +45,16 @@ def publish_model(
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
     if training["TrainingJobStatus"] != "Completed":
-        if announce_job_failure(
+        announce_job_failure(
             publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset,
             once=failure,
-        ):  # fmt: skip
-            # The forecast needs every model: the others' jobs would run on, billed (a
-            # training job up to MaxTrainingSeconds), for a run that cannot finish.
-            others = _other_models_jobs(manifest, model_name)
-            stop_jobs(sagemaker, training=others, transform=others)
+        )  # fmt: skip
+        # The forecast needs every model: the others' jobs would run on, billed (a training
+        # job up to MaxTrainingSeconds), for a run that cannot finish. Stopped on every
+        # delivery, not only the announcing one: a retry after a crash between the two
+        # must still stop them, and a job that has ended is passed over.
+        others = _other_models_jobs(manifest, model_name)
+        stop_jobs(sagemaker, training=others, transform=others)
         return None
 
     if publisher.settle(run, failure) != "absent":
@@ -99,6 +101,12 @@ def publish_model(
             raise
         reason = refusal_reason(f"transform job {created}", exc.response["Error"]["Message"])
         _fail_model(sagemaker, publisher, manifest, model, reason, failure)
+        return None
+    if publisher.settle(run, failure) != "absent":
+        # A sibling failed while this model was being published, after the check above; its
+        # stop came before this transform existed, so it is stopped here.
+        logger.warning("the run failed meanwhile; transform stopped", extra={"run_id": run})
+        stop_jobs(sagemaker, transform=[request["TransformJobName"]])
         return None
     publisher.publish(
         "Transform Started",
