@@ -291,6 +291,36 @@ def test_a_sagemaker_failure_reason_is_said_on_one_line(failure_reason: str, sai
     assert jobs.one_line(failure_reason) == said
 
 
+_CHAIN = (
+    "AlgorithmError: framework error: \nTraceback (most recent call last):\n"
+    '  File "/miniconda3/lib/PATH.py", line 278, in validate\n    hp = self.hyperparameters[hp]\n'
+    "KeyError: 'horizon_days'\n\nDuring handling of the above exception, another exception "
+    'occurred:\n\nTraceback (most recent call last):\n  File "/miniconda3/lib/v.py", line 280\n'
+    "sagemaker_algorithm_toolkit.exceptions.UserError: Extraneous hyperparameter found: horizon"
+)
+
+
+@pytest.mark.parametrize(
+    ("cut_in", "said"),
+    [
+        ("During handling", "began with KeyError: 'horizon_days'"),  # the outer error lost
+        ("UserError: Extr", "began with KeyError: 'horizon_days'"),  # its line cut short
+        ("KeyErr", None),  # before any whole exception line
+    ],
+)
+def test_a_reason_cut_anywhere_is_said_to_be_cut(cut_in: str, said: str | None) -> None:
+    """SageMaker keeps 1024 characters wherever they end: a line cut short, or an inner
+    error whose outer one was lost, is not said as the error."""
+    padding = jobs.FAILURE_REASON_CHARS - (_CHAIN.index(cut_in) + len(cut_in)) + len("PATH")
+    reason = _CHAIN.replace("PATH", "p" * padding)[: jobs.FAILURE_REASON_CHARS]
+    assert reason.endswith(cut_in)
+    line = jobs.one_line(reason, "L")
+    assert line.startswith("AlgorithmError: SageMaker cut the message off") and line.endswith(
+        "; see L"
+    )
+    assert (said in line) if said else ("began with" not in line)
+
+
 def test_a_reason_cut_before_its_message_says_so_and_where_the_log_is() -> None:
     head = "AlgorithmError: framework error: \nTraceback (most recent call last):\n"
     cut = head + '  File "/miniconda3/lib/python3.8/site-packages/x.py", line 1, in f\n' * 20

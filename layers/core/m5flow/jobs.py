@@ -37,6 +37,8 @@ STACK_TAG = "m5flow:stack"
 # SageMaker keeps a FailureReason's first 1024 characters: a long traceback loses its message.
 FAILURE_REASON_CHARS = 1024
 _TRACEBACK = "Traceback (most recent call last):"
+# What Python writes between the tracebacks of chained exceptions
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 
 
 @dataclass(frozen=True)
@@ -298,31 +300,38 @@ def one_line(failure_reason: str, logs: str = "") -> str:
     if len(lines) <= 1:
         return failure_reason.strip()
     kind = re.match(r"\w*Error(?=:)", lines[0])
-    said = _exception_lines(lines) or [lines[-1]]
-    if said[-1] is None:  # the last traceback has no exception: cut off, or the last line
-        if len(failure_reason) < FAILURE_REASON_CHARS:
-            said[-1] = lines[-1]
-        else:
-            began = next((line for line in said if line), None)
+    found = _exception_lines(lines)
+    final = found[-1] if found else len(lines) - 1
+    if len(failure_reason) >= FAILURE_REASON_CHARS and found:
+        # Cut: the last exception's line is whole only if more than chaining text follows it.
+        complete = [i for i in found if i is not None and i + 1 < len(lines)]
+        last_whole = final is not None and final in complete
+        # (the chaining text itself may be cut short: "During handling")
+        if not last_whole or _chaining(lines[final + 1]):
             message = f"SageMaker cut the message off (it keeps {FAILURE_REASON_CHARS} characters)"
-            message += f"; its traceback began with {_unqualified(began)}" if began else ""
+            if complete:
+                message += f"; its traceback began with {_unqualified(lines[complete[0]])}"
             message += f"; see {logs}" if logs else ""
             return f"{kind[0]}: {message}" if kind else message
-    message = _unqualified(said[-1])
+    message = _unqualified(lines[final if final is not None else -1])
     return f"{kind[0]}: {message}" if kind else message
 
 
-def _exception_lines(lines: list[str]) -> list[str | None]:
-    """The exception line of each traceback in `lines` (None: a traceback without one).
+def _chaining(line: str) -> bool:
+    """Whether `line` is the text between chained tracebacks, or the start of it."""
+    return any(line.startswith(text) or text.startswith(line) for text in _CHAINED)
 
-    Python indents a traceback's frames; its exception's line is the next unindented one.
-    """
-    found: list[str | None] = []
+
+def _exception_lines(lines: list[str]) -> list[int | None]:
+    """Where the exception line of each traceback in `lines` is (None: a traceback without
+    one). Python indents a traceback's frames; its exception's line is the next unindented
+    one."""
+    found: list[int | None] = []
     for i, line in enumerate(lines):
         if line.startswith(_TRACEBACK):
-            after = (other for other in lines[i + 1 :] if not other[0].isspace())
+            after = (k for k in range(i + 1, len(lines)) if not lines[k][0].isspace())
             first = next(after, None)
-            found.append(None if first is None or first.startswith(_TRACEBACK) else first)
+            found.append(None if first is None or lines[first].startswith(_TRACEBACK) else first)
     return found
 
 
