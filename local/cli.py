@@ -57,6 +57,10 @@ def _claimed(option: str, path: Path, claims: contextlib.ExitStack) -> bool:
         print(f"{option} {path} is in use by another m5flow local run ({holder}); wait for "
               f"it to end, or choose another {option}", file=sys.stderr)  # fmt: skip
         return False
+    except OSError as exc:  # a filesystem without locks (NFS without lockd, some FUSE)
+        print(f"note: {option} {path} cannot be locked ({exc.strerror or exc}): nothing "
+              "keeps another run from using it at the same time")  # fmt: skip
+        return True
     lock.truncate(0)
     lock.write(f"process {os.getpid()}")
     lock.flush()
@@ -412,13 +416,21 @@ def _download(cloud: Any, keys: list[str], out: Path) -> None:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from m5flow_local.cloud import LocalCloud
-
     parameters = _stack_parameters(args)
     if parameters is None:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
+    with contextlib.ExitStack() as claims:
+        if args.workdir and not _claimed("--workdir", Path(args.workdir), claims):
+            return 2
+        return _claimed_up(args, parameters)
+
+
+def _claimed_up(args: argparse.Namespace, parameters: dict[str, str]) -> int:
+    """`local up` once its --workdir (if any) is held: serve until stopped."""
+    from m5flow_local.cloud import LocalCloud
+
     stop_on_signals()  # before the servers start: a Ctrl-C while they do stops them too
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     try:

@@ -152,7 +152,7 @@ class LocalCloud:
         )
         self.router.start()
         self.echo(
-            f"local cloud up: S3/EventBridge/SQS {os.environ['AWS_ENDPOINT_URL']}, "
+            f"local cloud up: S3/EventBridge/SQS/CloudWatch Logs {os.environ['AWS_ENDPOINT_URL']}, "
             f"SageMaker {os.environ['AWS_ENDPOINT_URL_SAGEMAKER']}, bucket {self.bucket}"
         )
 

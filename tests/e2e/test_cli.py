@@ -118,12 +118,16 @@ def test_a_folder_another_local_run_holds_is_refused(small_m5, tmp_path, option)
         other[option] = str(held)
         run = _m5flow("local", "run", "--data", str(small_m5), "--out", other["--out"],
                       "--workdir", other["--workdir"])  # fmt: skip
-    assert run.returncode == 2
-    assert run.stderr.strip() == (
+        if option == "--workdir":  # `local up` holds its --workdir too
+            up = _m5flow("local", "up", "--workdir", other["--workdir"])
+    refusal = (
         f"{option} {held} is in use by another m5flow local run (process 4242); wait for it "
         f"to end, or choose another {option}"
     )
+    assert (run.returncode, run.stderr.strip()) == (2, refusal)
     assert not (tmp_path / "out" / "submission.csv").exists()
+    if option == "--workdir":
+        assert (up.returncode, up.stderr.strip()) == (2, refusal)
 
 
 def test_synth_replaces_m5_files_only_when_told(tmp_path):
