@@ -238,6 +238,29 @@ def test_settings_replaced_while_the_shard_step_reads_start_the_run_with_them(
     assert started["detail"]["models"] == ["h14", "h28"]  # the settings now in the bucket
 
 
+def test_settings_deleted_while_the_shard_step_reads_start_the_run_without_them(
+    bucket, small_m5, bus
+):
+    s3 = boto3.client("s3")
+    settings = "raw/unsettled/m5flow.json"
+    s3.put_object(Bucket=bucket, Key=settings, Body=b'{"min_lags": [28]}')
+    _upload(bucket, "unsettled", small_m5)
+
+    class SettingsDeletedWhileRead(S3Storage):
+        def read(self, key: str, *, etag: str | None = None) -> bytes:
+            if key == settings and etag is not None:
+                s3.delete_object(Bucket=bucket, Key=key)  # the user took them back
+            return super().read(key, etag=etag)
+
+    bus.watch("unsettled")
+    storage = SettingsDeletedWhileRead(boto3.client("s3"), bucket)
+    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+
+    assert shard_dataset(storage, publisher, f"raw/unsettled/{SALES_FILE}").status == "started"
+    (started,) = bus.drain()
+    assert started["detail"]["models"] == ["h7", "h14", "h21", "h28"]  # the defaults
+
+
 def _killed_then_retried(monkeypatch, step) -> None:
     """Run `step` with its sender killed between the ledger's record and PutEvents (a
     Lambda timeout: no except runs), then again as Lambda's retry a minute later."""
@@ -290,8 +313,12 @@ def test_a_second_upload_refusal_whose_sender_died_is_sent_by_the_retry(
     bus.drain()
     _upload(bucket, "killed-again", small_m5)  # the same files again
 
-    _killed_then_retried(monkeypatch, lambda: shard_dataset(storage, publisher, key))
+    outcomes = []
+    _killed_then_retried(
+        monkeypatch, lambda: outcomes.append(shard_dataset(storage, publisher, key).status)
+    )
 
+    assert outcomes == ["rejected"]  # the retry's: it sent the refusal
     (again,) = bus.drain()
     assert again["detail-type"] == "Input Rejected"
     assert "these files already made run" in again["detail"]["reason"]

@@ -19,7 +19,13 @@ from m5flow.overrides import DatasetOverrides, parse_overrides
 from m5flow.schema import M5Data
 from m5flow.shards import ShardConfig, nothing_to_train, write_shards
 from m5flow.stages.failure import failure_name
-from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectHead, Storage
+from m5flow.storage import (
+    AlreadyExistsError,
+    ObjectChangedError,
+    ObjectHead,
+    ObjectMissingError,
+    Storage,
+)
 
 logger = Logger(child=True)
 # Names of the shard step's refusals in a run's ledger, each followed by its upload's name.
@@ -27,7 +33,8 @@ _REFUSED, _AGAIN = "input-rejected", "uploaded-again"
 
 
 class SettingsChangedError(ObjectChangedError):
-    """m5flow.json was replaced after its HEAD: unlike an input's, its upload starts no run."""
+    """m5flow.json was replaced or deleted after its HEAD: unlike an input's, its upload
+    starts no run, so the step starts again with what is there now."""
 
 
 @dataclass(frozen=True)
@@ -141,10 +148,11 @@ def _refuse_a_second_upload(
     versions: Mapping[str, str | None],
 ) -> bool:
     """Say, once per upload, that the same files uploaded again start nothing: the same
-    files make the same run. True when all three inputs are versions uploaded since the run
-    (and any second upload already refused); False for a re-delivery of the run's own
-    uploads, or while a second upload is only part way (one file re-sent by a sync tool
-    is no request to run again).
+    files make the same run. True when this call sent the refusal: all three inputs are
+    versions uploaded since the run (and since any second upload already refused), or a
+    re-delivery found the refusal's sender killed before it sent. False for a re-delivery
+    of the run's own uploads, or while a second upload is only part way (one file re-sent
+    by a sync tool is no request to run again).
 
     Without versions (an unversioned bucket, or a run recorded before m5flow kept them) a
     second upload cannot be told from a re-delivery: only a run that failed is logged, as the
@@ -167,7 +175,7 @@ def _refuse_a_second_upload(
     earlier = [recorded, *(_versions_of(r["detail"]) for r in again_before)]
     verdict = _compared(versions, earlier)
     if verdict == "seen" and versions != recorded:  # its refusal's sender may have died
-        publisher.settle(run, f"{_AGAIN}-{_upload_of(versions)}")
+        return publisher.settle(run, f"{_AGAIN}-{_upload_of(versions)}") == "resent"
     if verdict != "new":
         if verdict == "partial":
             logger.info("part of a second upload of the run's files", extra={"run_id": run})
@@ -258,7 +266,7 @@ def read_inputs(
         try:
             etag = present[naming.OVERRIDES_FILE].etag
             overrides = parse_overrides(storage.read(settings, etag=etag))
-        except ObjectChangedError as exc:
+        except (ObjectChangedError, ObjectMissingError) as exc:  # replaced, or deleted
             raise SettingsChangedError(str(exc)) from None
         except InputRejectedError as exc:
             reasons += exc.reasons
