@@ -63,6 +63,13 @@ def test_a_sagemaker_line_names_the_job_its_states_and_its_reason() -> None:
          "started run d-1"),
         ("ShardFunction", {"status": "refused", "dataset": "d", "run_id": "d-1"},
          "refused before (run d-1): not announced again"),
+        ("ShardFunction", {"status": "rejected", "dataset": "d", "run_id": None},
+         "d: refused (Input Rejected)"),
+        ("ShardFunction", {"status": "rejected", "dataset": None, "run_id": None},
+         "refused (Input Rejected)"),  # a file outside any dataset's folder
+        ("ShardFunction", {"status": "ignored", "dataset": "d", "run_id": None},
+         "starts nothing: not one of the three inputs (m5flow.json and "
+         "sales_test_evaluation.csv are read with them)"),
         ("StartTrainingFunction", {"training_jobs": ["m5flow-d-1-h7", "m5flow-d-1-h28"]},
          "created training jobs m5flow-d-1-h7, m5flow-d-1-h28"),
         ("PublishModelFunction", {"transform_job": None},

@@ -108,7 +108,23 @@ def test_one_svg_per_panel_and_the_level_chart_with_a_score() -> None:
     assert html.count("<title>level ") == 12
     text = " ".join(page.text)
     assert f"{score.wrmsse:.3f}" in text and "against the uploaded truth" in text
+    assert f"over these {len(ids)} series" in text
     assert "d_201..d_228 (28 days)" in text and "h1-14, h15-28" in text
+
+
+def test_a_report_of_one_series_says_this_series() -> None:
+    history, forecast, truth, _, ids = small_case(n_items=1)
+    one = Hierarchy.from_ids(
+        item_ids=np.array(["A_1_001"]), dept_ids=np.array(["A_1"]), cat_ids=np.array(["A"]),
+        store_ids=np.array(["CA_1"]), state_ids=np.array(["CA"]),
+    )  # fmt: skip
+    h, f, t = history[:1], forecast[:1], truth[:1]
+    html = report.render_report(
+        history=h, forecast=f, hierarchy=one, ids=ids[:1], facts=FACTS, truth=t,
+        score=score_of(h, t, f, one),
+    )  # fmt: skip
+    text = " ".join(parse(html).text)
+    assert "over this series." in text and "these 1 series" not in text
 
 
 def test_ids_are_escaped() -> None:

@@ -34,7 +34,8 @@ AUTO = "auto"
 
 # GiB of memory per vCPU of the EC2 families (an ml.<family>.<size> type is its EC2 twin)
 # whose sizes all share one ratio; a size has 2 vCPUs (large) or 4 per xlarge. Families
-# whose ratio varies by size (c4, c5n, t3) are not guessed at: their sizes are listed.
+# whose ratio varies by size are not guessed at: t3's and c4's sizes are listed below,
+# c5n's are not (auto refuses them; set a number).
 _GIB_PER_VCPU = {
     **dict.fromkeys(("m4", "m5", "m5d", "m6i", "m7i", "g4dn", "g5"), 4.0),
     **dict.fromkeys(("c5", "c5d", "c6i", "c7i"), 2.0),
