@@ -11,7 +11,8 @@ import io
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -65,6 +66,19 @@ def _shard(bucket: str, load_function, dataset: str) -> str:
     result = load_function("ShardFunction").invoke(_created(bucket, f"raw/{dataset}/{SALES_FILE}"))
     assert result["status"] == "started", result
     return result["run_id"]
+
+
+@contextmanager
+def _local_sagemaker(tmp_path: Path, **options) -> Iterator:
+    """A boto3 SageMaker client of a local SageMaker whose events go nowhere: these tests
+    call the step functions themselves."""
+    from m5flow_local.sagemaker import LocalSageMaker
+
+    local = LocalSageMaker(lambda event: None, tmp_path, **options)
+    try:
+        yield boto3.client("sagemaker", endpoint_url=local.start())
+    finally:
+        local.stop()
 
 
 def test_shard_waits_for_all_three_inputs(bucket, load_function, small_m5, bus):
@@ -446,20 +460,15 @@ def test_publish_model_raises_a_model_refusal_it_does_not_know(
     from botocore.exceptions import ClientError
 
     from m5flow.stages.publish import publish_model
-    from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "no-model-data")
     storage, publisher, settings = _step_parts(bucket)
-    local = LocalSageMaker(lambda event: None, tmp_path)
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
-    try:
+    with _local_sagemaker(tmp_path) as sagemaker:
         trained = _training_event(bucket, run, "sagemaker_training_completed")["detail"]
         with pytest.raises(ClientError, match="Could not find model data at s3://"):
             publish_model(storage, sagemaker, publisher, trained, settings)
         assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
         assert bus.drain() == []
-    finally:
-        local.stop()
 
 
 def test_publish_model_reports_failed_training(bucket, load_function, small_m5, bus):
@@ -997,15 +1006,10 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
     """Two of four jobs fit the account's quota: the run cannot finish, so it says what it
     needs and stops the two; a late delivery of the manifest event starts nothing."""
     from m5flow.stages.training import start_training
-    from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "quota")
     storage, publisher, settings = _step_parts(bucket)
-    local = LocalSageMaker(
-        lambda event: None, tmp_path, quotas={"ml.m5.xlarge for training job usage": 2}
-    )
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
-    try:
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 2}) as sagemaker:
         manifest = f"runs/{run}/manifest.json"
         created = start_training(storage, sagemaker, publisher, manifest, settings)
 
@@ -1026,8 +1030,6 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
         assert start_training(storage, sagemaker, publisher, manifest, settings) == []
         assert bus.drain() == []
         assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
-    finally:
-        local.stop()
 
 
 def test_an_earlier_run_s_failure_neither_stops_nor_silences_the_new_run(
@@ -1082,13 +1084,10 @@ def test_a_failed_training_job_stops_its_other_models_jobs(
     to MaxTrainingSeconds, for a run that cannot finish. Its own Stopped event is then only
     logged."""
     from m5flow.stages.publish import publish_model
-    from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "tfailed")
     storage, publisher, settings = _step_parts(bucket)
-    local = LocalSageMaker(lambda event: None, tmp_path)
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
-    try:
+    with _local_sagemaker(tmp_path) as sagemaker:
         sibling, _ = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
         failed = _training_event(bucket, run, "sagemaker_training_failed")["detail"]
 
@@ -1104,8 +1103,6 @@ def test_a_failed_training_job_stops_its_other_models_jobs(
         del stopped["FailureReason"]
         assert publish_model(storage, sagemaker, publisher, stopped, settings) is None
         assert bus.drain() == []
-    finally:
-        local.stop()
 
 
 def test_a_model_published_while_a_sibling_fails_stops_its_own_transform(
@@ -1114,13 +1111,10 @@ def test_a_model_published_while_a_sibling_fails_stops_its_own_transform(
     """h28 finds the run alive, then h7's failure is announced and stops the others before
     h28's transform exists: h28 must stop it itself, and announce nothing after Run Failed."""
     from m5flow.stages.publish import publish_model
-    from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "racing")
     storage, publisher, settings = _step_parts(bucket)
-    local = LocalSageMaker(lambda event: None, tmp_path)
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
-    try:
+    with _local_sagemaker(tmp_path) as sagemaker:
         _, trained = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
         failed = _model_event(bucket, run, "sagemaker_training_failed", "h7")["detail"]
         create_model = sagemaker.create_model
@@ -1136,8 +1130,6 @@ def test_a_model_published_while_a_sibling_fails_stops_its_own_transform(
         name = f"m5flow-{run}-h28"
         status = sagemaker.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
         assert status in ("Stopping", "Stopped")
-    finally:
-        local.stop()
 
 
 def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
@@ -1147,14 +1139,11 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
     model, so the run fails now with what it needs (not after two Lambda retries), a
     sibling still training is stopped, and a second delivery creates nothing."""
     from m5flow.stages.publish import publish_model
-    from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "tquota")
     storage, publisher, settings = _step_parts(bucket)
     quotas = {f"{settings.transform_instance_type} for transform job usage": 0}
-    local = LocalSageMaker(lambda event: None, tmp_path, quotas=quotas)
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
-    try:
+    with _local_sagemaker(tmp_path, quotas=quotas) as sagemaker:
         sibling, trained = _h28_trained_while_h7_trains(bucket, storage, sagemaker, run, settings)
 
         assert publish_model(storage, sagemaker, publisher, trained, settings) is None
@@ -1176,8 +1165,6 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
         assert publish_model(storage, sagemaker, publisher, trained, settings) is None
         assert bus.drain() == []
         assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
-    finally:
-        local.stop()
 
 
 def test_a_request_sagemaker_refuses_as_malformed_fails_the_run_at_once(
@@ -1190,13 +1177,10 @@ def test_a_request_sagemaker_refuses_as_malformed_fails_the_run_at_once(
 
     from m5flow.stages.publish import publish_model
     from m5flow.stages.training import start_training
-    from m5flow_local.sagemaker import LocalSageMaker
 
     storage, publisher, settings = _step_parts(bucket)
-    local = LocalSageMaker(lambda event: None, tmp_path)
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
     refused = "Value 'ml.m5.3xlarge' at '{}.instanceType' failed to satisfy constraint: "
-    try:
+    with _local_sagemaker(tmp_path) as sagemaker:
         run = _run_started(bucket, load_function, small_m5, bus, "no-such-type")
         wrong = replace(settings, training_instance_type="ml.m5.3xlarge")
         assert (
@@ -1231,8 +1215,6 @@ def test_a_request_sagemaker_refuses_as_malformed_fails_the_run_at_once(
         status = sagemaker.describe_training_job(TrainingJobName=sibling["TrainingJobName"])
         assert status["TrainingJobStatus"] in ("Stopping", "Stopped")
         assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
-    finally:
-        local.stop()
 
 
 def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_reason(
@@ -1243,15 +1225,12 @@ def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_re
     from m5flow.jobs import training_request
     from m5flow.manifest import Manifest
     from m5flow.stages.training import CLOCK_SKEW_SECONDS, start_training
-    from m5flow_local.sagemaker import LocalSageMaker
 
     run = _run_started(bucket, load_function, small_m5, bus, "expired")
     storage, publisher, settings = _step_parts(bucket)
     manifest_key = f"runs/{run}/manifest.json"
     manifest = Manifest.from_json(storage.read(manifest_key))
-    local = LocalSageMaker(lambda event: None, tmp_path)  # moto's takes a name twice
-    sagemaker = boto3.client("sagemaker", endpoint_url=local.start())
-    try:
+    with _local_sagemaker(tmp_path) as sagemaker:  # moto's takes a name twice
         earlier = training_request(manifest, manifest.models[0], settings)
         sagemaker.create_training_job(**earlier)  # the earlier run's job
         # ... which failed; its ledger record outlived its runs/ (expired a day apart)
@@ -1273,8 +1252,6 @@ def test_job_names_an_earlier_run_of_the_same_inputs_left_fail_the_run_with_a_re
         assert "upload them under a new raw/<dataset>/" in failed["detail"]["reason"]
         jobs = sagemaker.list_training_jobs()["TrainingJobSummaries"]
         assert [job["TrainingJobName"] for job in jobs] == [f"m5flow-{run}-h7"]
-    finally:
-        local.stop()
 
 
 def test_start_training_refuses_more_hosts_than_shards_with_run_failed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -207,27 +208,41 @@ def test_an_input_replaced_while_the_shard_step_reads_leaves_it_to_the_newer_eve
     assert _keys(bucket, "runs/") == [] and bus.drain() == []
 
 
+def _settings_changed_while_read(
+    bucket: str, small_m5, dataset: str, change: Callable[[str], None]
+) -> tuple[S3Storage, EventPublisher, str]:
+    """Upload the dataset with m5flow.json (min_lags 28 alone), and a storage that does
+    `change(key)` to the settings as the shard step reads them: (storage, publisher, key)."""
+    settings = f"raw/{dataset}/m5flow.json"
+    boto3.client("s3").put_object(Bucket=bucket, Key=settings, Body=b'{"min_lags": [28]}')
+    _upload(bucket, dataset, small_m5)
+
+    class SettingsChangedWhileRead(S3Storage):
+        def read(self, key: str, *, etag: str | None = None) -> bytes:
+            if key == settings and etag is not None:
+                change(key)
+            return super().read(key, etag=etag)
+
+    storage = SettingsChangedWhileRead(boto3.client("s3"), bucket)
+    return storage, EventPublisher(boto3.client("events"), ledger=storage), settings
+
+
 def test_settings_replaced_while_the_shard_step_reads_start_the_run_with_them(
     bucket, load_function, small_m5, bus
 ):
     """m5flow.json's own upload starts nothing, so the event that was reading the old one
     starts the run with the new one instead of leaving it to an event that will not."""
-    s3 = boto3.client("s3")
-    settings = "raw/resettled/m5flow.json"
-    s3.put_object(Bucket=bucket, Key=settings, Body=b'{"min_lags": [28]}')
-    _upload(bucket, "resettled", small_m5)
-
-    class SettingsReplacedWhileRead(S3Storage):
-        def read(self, key: str, *, etag: str | None = None) -> bytes:
-            if key == settings and etag is not None and not replaced:
-                replaced.append(key)  # the user's corrected settings land now
-                s3.put_object(Bucket=bucket, Key=key, Body=b'{"min_lags": [14, 28]}')
-            return super().read(key, etag=etag)
-
     replaced: list[str] = []
+
+    def replace_once(key: str) -> None:  # the user's corrected settings land now
+        if not replaced:
+            replaced.append(key)
+            boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b'{"min_lags": [14, 28]}')
+
     bus.watch("resettled")
-    storage = SettingsReplacedWhileRead(boto3.client("s3"), bucket)
-    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    storage, publisher, settings = _settings_changed_while_read(
+        bucket, small_m5, "resettled", replace_once
+    )
 
     outcome = shard_dataset(storage, publisher, f"raw/resettled/{SALES_FILE}")
     settings_event = load_function("ShardFunction").invoke(_created(bucket, settings))
@@ -241,20 +256,11 @@ def test_settings_replaced_while_the_shard_step_reads_start_the_run_with_them(
 def test_settings_deleted_while_the_shard_step_reads_start_the_run_without_them(
     bucket, small_m5, bus
 ):
-    s3 = boto3.client("s3")
-    settings = "raw/unsettled/m5flow.json"
-    s3.put_object(Bucket=bucket, Key=settings, Body=b'{"min_lags": [28]}')
-    _upload(bucket, "unsettled", small_m5)
-
-    class SettingsDeletedWhileRead(S3Storage):
-        def read(self, key: str, *, etag: str | None = None) -> bytes:
-            if key == settings and etag is not None:
-                s3.delete_object(Bucket=bucket, Key=key)  # the user took them back
-            return super().read(key, etag=etag)
+    def delete(key: str) -> None:  # the user took them back
+        boto3.client("s3").delete_object(Bucket=bucket, Key=key)
 
     bus.watch("unsettled")
-    storage = SettingsDeletedWhileRead(boto3.client("s3"), bucket)
-    publisher = EventPublisher(boto3.client("events"), ledger=storage)
+    storage, publisher, _ = _settings_changed_while_read(bucket, small_m5, "unsettled", delete)
 
     assert shard_dataset(storage, publisher, f"raw/unsettled/{SALES_FILE}").status == "started"
     (started,) = bus.drain()
