@@ -73,11 +73,8 @@ def said(function: str, result: Any) -> str:
         ("ShardFunction", "started"): f"started run {run}",
         ("ShardFunction", "waiting"): f"{result.get('dataset')}: waiting for all three inputs",
         ("ShardFunction", "duplicate"): f"these files already made run {run}: nothing to start",
-        ("ShardFunction", "rejected"): (
-            f"{result.get('dataset')}: refused (Input Rejected)"
-            if result.get("dataset")
-            else "refused (Input Rejected)"
-        ),
+        ("ShardFunction", "rejected"): (f"{result['dataset']}: " if result.get("dataset") else "")
+        + "refused (Input Rejected)",
         ("ShardFunction", "refused"): f"refused before (run {run}): not announced again",
         ("ShardFunction", "ignored"): (
             f"starts nothing: not one of the three inputs ({OVERRIDES_FILE} and {TRUTH_FILE} "

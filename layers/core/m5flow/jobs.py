@@ -300,6 +300,7 @@ def one_line(failure_reason: str, logs: str = "") -> str:
     if len(lines) <= 1:
         return failure_reason.strip()
     kind = re.match(r"\w*Error(?=:)", lines[0])
+    said = f"{kind[0]}: " if kind else ""
     found = _exception_lines(lines)
     final = found[-1] if found else len(lines) - 1
     if len(failure_reason) >= FAILURE_REASON_CHARS and found:
@@ -312,9 +313,8 @@ def one_line(failure_reason: str, logs: str = "") -> str:
             if complete:
                 message += f"; its traceback began with {_unqualified(lines[complete[0]])}"
             message += f"; see {logs}" if logs else ""
-            return f"{kind[0]}: {message}" if kind else message
-    message = _unqualified(lines[final if final is not None else -1])
-    return f"{kind[0]}: {message}" if kind else message
+            return said + message
+    return said + _unqualified(lines[final if final is not None else -1])
 
 
 def _chaining(line: str) -> bool:

@@ -115,13 +115,25 @@ def first_nonzero(rows: np.ndarray) -> np.ndarray:
     return np.where(sold.any(axis=1), sold.argmax(axis=1), rows.shape[1])
 
 
+def day_number(column: str) -> int | None:
+    """The day a `d_<day>` column holds (d_1 is 1), None for any other column name.
+
+    Example
+    -------
+    >>> day_number("d_1942"), day_number("d_01"), day_number("id")
+    (1942, None, None)
+    """
+    match = _DAY_COLUMN.match(column)
+    return int(match[1]) if match else None
+
+
 def _day_columns(name: str, header: list[str]) -> tuple[list[str], list[str]]:
     days = [c for c in header if c not in SALES_ID_COLUMNS]
     id_or_day = f"an id column ({', '.join(SALES_ID_COLUMNS)}) or d_<day>"
     odd = [
         (position, column)
         for position, column in enumerate(header, start=1)
-        if column not in SALES_ID_COLUMNS and not _DAY_COLUMN.match(column)
+        if column not in SALES_ID_COLUMNS and day_number(column) is None
     ]
     if odd:  # the first, and how many: a header of dates made one reason per day (1,941)
         (position, column), count = odd[0], len(odd)

@@ -211,7 +211,7 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
     if not days or days != expected:
-        numbers = [int(day[2:]) for day in days if re.fullmatch(r"[0-9]+", day[2:])]
+        numbers = [n for n in map(schema.day_number, days) if n is not None]
         after = [n for n in numbers if n > data.last_day]
         # The range the file's own days after the history suggest (a whole-history truth
         # such as Kaggle's d_1..d_1969 means d_1942..d_1969), else the M5 horizon.

@@ -97,9 +97,9 @@ def shard_dataset(
     try:
         data, overrides = read_inputs(storage, prefix, present, config)
     except SettingsChangedError:
-        # Only m5flow.json was replaced, and its own upload starts nothing: this event
-        # starts the run of the same inputs with the new settings.
-        logger.info("the settings were replaced while reading", extra={"run_id": run})
+        # Only m5flow.json was replaced or deleted, and its own upload starts nothing: this
+        # event starts the run of the same inputs with the settings there now.
+        logger.info("the settings changed while reading", extra={"run_id": run})
         return shard_dataset(storage, publisher, key, config)
     except ObjectChangedError as exc:
         # This set of inputs is gone; the event of the upload that replaced it starts its run.
