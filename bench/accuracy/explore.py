@@ -162,6 +162,27 @@ CONFIGS["zero_run"] = {**CONFIGS["groups_tw11"], "zero_run": True}
 CONFIGS["original_zero_run"] = {**CONFIGS["original"], "zero_run": True}
 
 
+# Session 18: the recursive family (lag 1, forecasts fed back), alone and beside the default.
+CONFIGS["recursive"] = {**CONFIGS["groups_tw11"], "recursive": 1}
+CONFIGS["recursive_orig"] = {**CONFIGS["original"], "recursive": 1}
+CONFIGS["recursive7"] = {**CONFIGS["groups_tw11"], "recursive": 7}
+CONFIGS["recursive14"] = {**CONFIGS["groups_tw11"], "recursive": 14}
+CONFIGS["recursive_daily"] = {
+    **CONFIGS["recursive"],
+    "features": lambda m: replace(
+        FeatureConfig.for_min_lag(m), lags=(*range(1, 8), 14, 21, 28, 35, 364)
+    ),
+}
+# The recursion in a few passes instead of 28 steps: the lag-1 model reads the direct
+# models' forecast as the future's sales, then its own forecast, pass after pass (day k is
+# exact after pass k); the forecast is the mean of the direct and the last pass.
+for _passes in (1, 2, 3):
+    CONFIGS[f"refine{_passes}"] = {**CONFIGS["groups_tw11"], "refine": _passes}
+for _passes in (3, 5, 8):
+    CONFIGS[f"naive_refine{_passes}"] = {**CONFIGS[f"refine{min(_passes, 3)}"], "refine": _passes,
+                                         "feed": "naive"}  # fmt: skip
+
+
 def load_real() -> M5Data:
     return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
 
@@ -252,7 +273,85 @@ def _zero_runs(sales: np.ndarray) -> np.ndarray:
     return runs
 
 
+def _lag_model(data: M5Data, config: dict, step: int) -> tuple[xgb.Booster, FeatureConfig, object]:
+    """A model whose freshest sales are `step` days old, early-stopped on the last 28 days."""
+    rows = np.arange(len(data.ids))
+    features = config.get("features", FeatureConfig.for_min_lag)(step)
+    facts = series_facts(data, features)  # first sales from the real days, not the forecasts
+    train = build_block(data, facts, rows, 1, data.last_day - 28, features)
+    valid = build_block(data, facts, rows, data.last_day - 27, data.last_day, features)
+    params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
+    booster = xgb.train(
+        params, xgb.DMatrix(train.features.T, label=train.label), config["num_round"],
+        evals=[(xgb.DMatrix(valid.features.T, label=valid.label), "validation")],
+        early_stopping_rounds=config.get("patience", 20), verbose_eval=False,
+    )  # fmt: skip
+    ROUNDS.append(booster.best_iteration + 1)
+    return booster, features, facts
+
+
+def _predict_days(
+    booster: xgb.Booster, data: M5Data, facts: object, features: FeatureConfig,
+    future: np.ndarray, first: int, days: int,
+) -> np.ndarray:  # fmt: skip
+    """(series, days) forecasts of days first.., reading `future` as the sales after the origin."""
+    rows = np.arange(len(data.ids))
+    known = replace(data, sales=np.concatenate([data.sales, future], axis=1))
+    block = build_block(known, facts, rows, first, first + days - 1, features,
+                        drop_before_first_sale=False)  # fmt: skip
+    pred = booster.predict(
+        xgb.DMatrix(block.features.T), iteration_range=(0, booster.best_iteration + 1)
+    )
+    out = np.zeros((len(rows), days), dtype=np.float32)
+    out[block.series, block.day - first] = np.maximum(0, pred)
+    return out
+
+
+def _closed_to_zero(data: M5Data, forecast: np.ndarray) -> np.ndarray:
+    """As the pipeline's assembly: dates the stores closed on every earlier year are 0."""
+    dates = pd.to_datetime(data.calendar["date"]).to_numpy()
+    closed = closed_days(data.sales.sum(axis=0), dates, data.last_day + 1, schema.HORIZON)
+    return np.where(closed, 0.0, forecast)
+
+
+def _recursive(data: M5Data, config: dict) -> np.ndarray:
+    """One model whose freshest sales are `step` days old, its forecasts fed back a step
+    at a time: lag 1 and 28 steps is the M5 kernels' recursive family, lag 7 and four steps
+    reuses the default's week-1 model for every week.
+    """
+    step, last = config["recursive"], data.last_day
+    booster, features, facts = _lag_model(data, config, step)
+    future = np.zeros((len(data.ids), 0), dtype=np.float32)
+    for first in range(last + 1, last + schema.HORIZON + 1, step):
+        days = _predict_days(booster, data, facts, features, future, first, step)
+        future = np.concatenate([future, days], axis=1)
+    return _closed_to_zero(data, future[:, : schema.HORIZON].astype(np.float64))
+
+
+def _refined(data: M5Data, config: dict) -> np.ndarray:
+    """The mean of the direct forecast and the lag-1 model's, after `refine` passes that
+    start from the direct forecast, or (`feed` "naive") from the last week repeated."""
+    direct = _direct(data, {k: v for k, v in config.items() if k != "refine"})
+    booster, features, facts = _lag_model(data, config, 1)
+    future = direct.astype(np.float32)
+    if config.get("feed") == "naive":
+        future = np.tile(data.sales[:, -7:], 4)
+    for _ in range(config["refine"]):
+        future = _predict_days(
+            booster, data, facts, features, future[:, :-1], data.last_day + 1, schema.HORIZON
+        )
+    return _closed_to_zero(data, (direct + future) / 2)
+
+
 def forecast(data: M5Data, config: dict) -> np.ndarray:
+    if config.get("recursive"):
+        return _recursive(data, config)
+    if config.get("refine"):
+        return _refined(data, config)
+    return _direct(data, config)
+
+
+def _direct(data: M5Data, config: dict) -> np.ndarray:
     last = data.last_day
     rows = np.arange(len(data.ids))
     previous = 0
@@ -337,10 +436,7 @@ def forecast(data: M5Data, config: dict) -> np.ndarray:
             xgb.DMatrix(prep(past).T), iteration_range=(0, backtester.best_iteration + 1)
         ) * level_of(past)))  # fmt: skip
         previous = min_lag
-    # As the pipeline's assembly: dates the stores closed on every earlier year are 0.
-    dates = pd.to_datetime(data.calendar["date"]).to_numpy()
-    closed = closed_days(data.sales.sum(axis=0), dates, last + 1, schema.HORIZON)
-    return np.where(closed, 0.0, total / count)
+    return _closed_to_zero(data, total / count)
 
 
 def score(data: M5Data, origin: int, truth: np.ndarray, prediction: np.ndarray) -> dict:
@@ -373,7 +469,8 @@ def run_one(args: tuple[str, int]) -> dict:
         SAVE.mkdir(parents=True, exist_ok=True)
         np.savez(SAVE / f"{name}_{origin}.npz", forecast=prediction, backtest=backtest)
     return {"config": name, "origin": origin, "seconds": time.perf_counter() - started,
-            "rounds": ROUNDS[-len(CONFIGS[name]["min_lags"]):],
+            "rounds": ROUNDS[-len(CONFIGS[name]["min_lags"]) - bool(config.get("refine")):]
+            if not config.get("recursive") else ROUNDS[-1:],
             **score(data, origin, truth, prediction)}  # fmt: skip
 
 
