@@ -10,17 +10,20 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from m5flow.jobs import JobSettings
 from m5flow.notifications import EventPublisher
 from m5flow.stages.assemble import assemble_forecast
 from m5flow.storage import S3Storage
 
 logger = Logger()
-storage = S3Storage(boto3.client("s3"), os.environ["DATA_BUCKET"])
+settings = JobSettings.from_env(os.environ)
+storage = S3Storage(boto3.client("s3"), settings.bucket)
+sagemaker = boto3.client("sagemaker")  # the recursive model's later passes start here
 publisher = EventPublisher(boto3.client("events"), os.environ["EVENT_BUS_NAME"], ledger=storage)
 
 
 @logger.inject_lambda_context
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    assembly = assemble_forecast(storage, publisher, event.detail)
+    assembly = assemble_forecast(storage, publisher, event.detail, sagemaker, settings)
     return {"submission": assembly.submission, "note": assembly.note}

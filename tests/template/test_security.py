@@ -307,7 +307,9 @@ def test_functions_touch_only_sagemaker_jobs_and_models_tagged_with_their_stack(
                 "StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}
             }, (logical_id, actions)
         checked += 1
-    assert checked == 8  # start_training: create, describe, stop; publish_model: five
+    # start_training: create, describe, stop; publish_model: five; assemble_forecast: the
+    # recursive model's later passes' transforms
+    assert checked == 9
 
 
 def test_sagemaker_role_is_limited_to_the_runs_prefix(translated):
@@ -369,7 +371,12 @@ def test_functions_write_only_where_their_step_writes(translated):
     assert writes("ShardFunction") == shards | {f"{BUCKET_ARN}/runs/*/manifest.json", ledger}
     assert writes("StartTrainingFunction") == {ledger}
     assert writes("PublishModelFunction") == {ledger}
-    assert writes("AssembleForecastFunction") == {f"{BUCKET_ARN}/runs/*/forecast/*", ledger}
+    # and the inference shards of the recursive model's later passes (m5flow.recursive)
+    assert writes("AssembleForecastFunction") == {
+        f"{BUCKET_ARN}/runs/*/forecast/*",
+        f"{BUCKET_ARN}/runs/*/inference/*",
+        ledger,
+    }
     assert writes("ReportFailureFunction") == {ledger}
 
 

@@ -19,6 +19,7 @@ import boto3
 import pandas as pd
 import pytest
 
+from m5flow import naming
 from m5flow.manifest import Manifest
 from m5flow.schema import INPUT_FILES, SALES_FILE
 from tests.conftest import sample_event
@@ -630,27 +631,97 @@ def test_a_malformed_upload_sent_again_is_refused_again(
     assert [e["detail-type"] for e in bus.drain()] == ["Input Rejected", "Input Rejected"]
 
 
-def _write_predictions(bucket: str, run: str, sales: pd.DataFrame, last_day: int = 1941) -> None:
+def _write_predictions(
+    bucket: str,
+    run: str,
+    sales: pd.DataFrame,
+    last_day: int = 1941,
+    recursive: float = 0.0,
+    recursive_pass: int | None = None,
+) -> None:
     """What Batch Transform would write: `id,day,prediction` per inference row, where the
     prediction of horizon day h after the last sales day is h - 0.5, and the backtest's
-    prediction of an earlier day is that day's true sales (in `sales`, the input file)."""
+    prediction of an earlier day is that day's true sales (in `sales`, the input file).
+
+    A recursive model's rows are written for its pass `recursive_pass` (its last by
+    default), `recursive` higher."""
     s3 = boto3.client("s3")
     manifest = Manifest.from_json(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
     )
     truth = sales.set_index("id")
-    for shard in (shard for model in manifest.models for shard in model.inference):
-        rows = pd.read_csv(
-            io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
-        )
-        past = [
-            truth.at[i, f"d_{d}"] for i, d in zip(rows[0], rows[1], strict=True) if d <= last_day
-        ]
-        prediction = rows[1] - last_day - 0.5
-        prediction[rows[1] <= last_day] = past
-        out = rows[[0, 1]].assign(prediction=prediction)
-        key = shard.key.replace("/inference/", "/predictions/") + ".out"
-        s3.put_object(Bucket=bucket, Key=key, Body=out.to_csv(header=False, index=False).encode())
+    for model in manifest.models:
+        number = max(model.passes - 1, 0) if recursive_pass is None else recursive_pass
+        last_pass = f"/{naming.pass_name(model.name, number)}/"
+        for shard in model.inference:
+            rows = pd.read_csv(
+                io.BytesIO(s3.get_object(Bucket=bucket, Key=shard.key)["Body"].read()), header=None
+            )
+            past = [
+                truth.at[i, f"d_{d}"]
+                for i, d in zip(rows[0], rows[1], strict=True)
+                if d <= last_day
+            ]
+            prediction = rows[1] - last_day - 0.5 + (recursive if model.passes else 0)
+            prediction[rows[1] <= last_day] = past
+            out = rows[[0, 1]].assign(prediction=prediction)
+            key = shard.key.replace("/inference/", "/predictions/") + ".out"
+            key = key.replace(f"/{model.name}/", last_pass)
+            body = out.to_csv(header=False, index=False).encode()
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_a_recursive_pass_starts_the_next_and_the_forecast_is_the_mean(
+    bucket, load_function, small_m5, bus
+):
+    """Pass 0's completion writes pass 1's shards from pass 0's forecast and starts its
+    transform (once, however often delivered); the last pass's completion assembles the
+    mean of the direct and the recursive forecasts."""
+    dataset = "recursive"
+    settings = b'{"min_lags": [28], "recursive_passes": 2}'
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"raw/{dataset}/m5flow.json", Body=settings)
+    run = _run_started(bucket, load_function, small_m5, bus, dataset)
+    sales = pd.read_csv(small_m5 / SALES_FILE)
+    _write_predictions(bucket, run, sales, recursive_pass=0)
+    assemble = load_function("AssembleForecastFunction")
+
+    job = f"m5flow-{run}-r1-p1"
+    for _ in range(2):  # a re-delivery writes the same shards, starts nothing new
+        result = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "r1"))
+        assert result == {"submission": None, "note": f"r1 pass 2 of 2 started: {job}"}
+    (started,) = bus.drain()
+    assert started["detail-type"] == "Transform Started"
+    assert started["detail"] | {"pass": 2, "passes": 2, "model": "r1"} == started["detail"]
+    transform = boto3.client("sagemaker").describe_transform_job(TransformJobName=job)
+    assert transform["ModelName"] == f"m5flow-{run}-r1"
+    source = transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert source == f"s3://{bucket}/runs/{run}/inference/r1-p1/"
+    assert transform["TransformOutput"]["S3OutputPath"].endswith(f"/runs/{run}/predictions/r1-p1/")
+
+    s3 = boto3.client("s3")
+    first = _keys(bucket, f"runs/{run}/inference/r1/")
+    second = _keys(bucket, f"runs/{run}/inference/r1-p1/")
+    assert second == [key.replace("/r1/", "/r1-p1/") for key in first]
+    rows = pd.concat(
+        pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), header=None)
+        for key in second
+    )
+    assert len(rows) == len(sales) * 28 * 2
+    yesterday = rows.set_index([0, 1])[2]  # lag1: pass 0's forecast of the day before
+    assert (yesterday.xs(1943, level=1) == 0.5).all()  # pass 0 forecast day 1942 at 1 - 0.5
+    backtest = yesterday.xs(1915, level=1)  # pass 0's backtest forecast: the true d_1914
+    assert backtest.to_dict() == sales.set_index("id")["d_1914"].astype(float).to_dict()
+
+    _write_predictions(bucket, run, sales, recursive=1.0)  # the last pass: h + 0.5
+    done = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "r1-p1"))
+    assert done["submission"] == f"runs/{run}/forecast/submission.csv"
+    submission = pd.read_csv(
+        io.BytesIO(s3.get_object(Bucket=bucket, Key=done["submission"])["Body"].read())
+    ).set_index("id")
+    sold = submission.index[submission.sum(axis=1) > 0]
+    assert len(sold) > 20
+    expected = [float(h) for h in range(1, 29)]  # the mean of h - 0.5 and h + 0.5
+    assert (submission.loc[sold] == expected).all().all()
 
 
 def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):
@@ -701,7 +772,8 @@ def test_a_forecast_whose_announcer_died_is_announced_by_the_retry_not_rebuilt(
 
     run = _run_started(bucket, load_function, small_m5, bus, "died-assembling")
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
-    storage, publisher, _ = _step_parts(bucket)
+    storage, publisher, settings = _step_parts(bucket)
+    sagemaker = boto3.client("sagemaker")  # not called: the run has no recursive passes
     transform = _training_event(bucket, run, "sagemaker_transform_completed")["detail"]
 
     def killed(*_: object) -> None:
@@ -709,7 +781,7 @@ def test_a_forecast_whose_announcer_died_is_announced_by_the_retry_not_rebuilt(
 
     monkeypatch.setattr(publisher, "_put", killed)
     with pytest.raises(SystemExit):
-        assemble_forecast(storage, publisher, transform)
+        assemble_forecast(storage, publisher, transform, sagemaker, settings)
     monkeypatch.undo()
     assert bus.drain() == []
     s3 = boto3.client("s3")
@@ -717,7 +789,7 @@ def test_a_forecast_whose_announcer_died_is_announced_by_the_retry_not_rebuilt(
 
     later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
     monkeypatch.setattr(notifications.time, "time", lambda: later)
-    resent = assemble_forecast(storage, publisher, transform)  # resent, not rebuilt
+    resent = assemble_forecast(storage, publisher, transform, sagemaker, settings)  # resent
     assert resent.submission is None and resent.note.startswith("Forecast Ready sent again")
 
     (ready,) = bus.drain()

@@ -159,6 +159,16 @@ def submission(
     return wide.rename_axis("id").reset_index().rename_axis(None, axis=1)
 
 
+def mean_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean of submissions of the same ids, in the first one's order: the forecast of
+    the direct and the recursive models together (m5flow.recursive)."""
+    if len(frames) == 1:
+        return frames[0]
+    columns = frames[0].columns.drop("id")
+    mean = np.mean([f.set_index("id").loc[frames[0]["id"], columns].to_numpy() for f in frames], 0)
+    return frames[0].assign(**{c: mean[:, j] for j, c in enumerate(columns)})
+
+
 def _refuse(predictions: pd.DataFrame, bad: np.ndarray, what: str) -> None:
     """Raise RunFailedError naming how many rows are `bad` and the first of them."""
     if bad.any():

@@ -227,14 +227,16 @@ def model_request(
 
 
 def transform_request(
-    manifest: Manifest, model: ModelShards, settings: JobSettings
+    manifest: Manifest, model: ModelShards, settings: JobSettings, number: int = 0
 ) -> dict[str, Any]:
-    """Keyword arguments of `create_transform_job` scoring a model's inference shards."""
-    name = naming.job_name(manifest.run_id, model.name)
+    """Keyword arguments of `create_transform_job` scoring a model's inference shards (of
+    its pass `number`, for the recursive model: m5flow.recursive)."""
+    own = naming.pass_name(model.name, number)
+    name = naming.job_name(manifest.run_id, own)
     key = _kms(settings)
     return {
         "TransformJobName": name,
-        "ModelName": name,
+        "ModelName": naming.job_name(manifest.run_id, model.name),
         "BatchStrategy": "MultiRecord",
         "MaxPayloadInMB": 6,
         "TransformInput": {
@@ -243,7 +245,7 @@ def transform_request(
                     "S3DataType": "S3Prefix",
                     "S3Uri": _s3_prefix(
                         settings.bucket,
-                        naming.channel_prefix(manifest.run_id, "inference", model.name),
+                        naming.channel_prefix(manifest.run_id, "inference", own),
                     ),
                 }
             },
@@ -253,7 +255,7 @@ def transform_request(
         },
         "TransformOutput": {
             "S3OutputPath": _s3_prefix(
-                settings.bucket, naming.channel_prefix(manifest.run_id, "predictions", model.name)
+                settings.bucket, naming.channel_prefix(manifest.run_id, "predictions", own)
             ),
             "Accept": CSV,
             "AssembleWith": "Line",

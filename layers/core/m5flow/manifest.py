@@ -37,6 +37,9 @@ class ModelShards:
     train: list[ShardInfo] = field(default_factory=list)
     validation: list[ShardInfo] = field(default_factory=list)
     inference: list[ShardInfo] = field(default_factory=list)
+    # The recursive model's passes (m5flow.recursive); 0 for a direct model. Pass k >= 1
+    # has shards of the same names under its own prefix, written by the step before it.
+    passes: int = 0
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Manifest:
                 min_lag=m["min_lag"],
                 horizon_days=tuple(m["horizon_days"]),
                 feature_names=m["feature_names"],
+                passes=m.get("passes", 0),
                 **{c: [ShardInfo(**s) for s in m[c]] for c in ("train", "validation", "inference")},
             )
             for m in raw.pop("models")

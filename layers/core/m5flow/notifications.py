@@ -290,6 +290,12 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
             else:
                 each = f", instances per job: {', '.join(f'{j} {n}' for j, n in instances.items())}"
             return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}{each}"
+        case "Transform Started" if get("pass"):  # the recursive model's later passes
+            return (
+                f"{subject}: model {get('model')}, pass {get('pass')} of {get('passes')} (the "
+                f"pass before's forecast as the days ahead): batch transform "
+                f"{get('transform_job')} started"
+            )
         case "Transform Started":
             return (
                 f"{subject}: model {get('model')} trained; its batch transform "

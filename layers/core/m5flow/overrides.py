@@ -6,7 +6,8 @@ run id, so changed settings make a new run instead of a duplicate of the last on
 
     {"min_lags": [28], "hyperparameters": {"eta": 0.05, "early_stopping_rounds": null}}
 
-`min_lags` replaces the stack's `ModelMinLags`; each hyperparameter replaces the stack's
+`min_lags` replaces the stack's `ModelMinLags`, `recursive_passes` its `RecursivePasses`
+(0 to 28; 0: no recursive model, m5flow.recursive); each hyperparameter replaces the stack's
 value (null removes it). A file that cannot be applied rejects the upload with a reason per
 problem, like a malformed CSV, before anything of the run is written.
 """
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field, replace
 from m5flow.exceptions import InputRejectedError
 from m5flow.hyperparameters import hyperparameter_strings, shown, strict_json
 from m5flow.naming import OVERRIDES_FILE
-from m5flow.shards import ShardConfig
+from m5flow.shards import ShardConfig, parse_passes
 
-SETTINGS = ("min_lags", "hyperparameters")
+SETTINGS = ("min_lags", "recursive_passes", "hyperparameters")
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,18 @@ class DatasetOverrides:
     """What a dataset's m5flow.json changes; empty when the file is absent."""
 
     min_lags: tuple[int, ...] | None = None
+    recursive_passes: int | None = None
     # Hyperparameter name -> SageMaker's string value, or None to drop the stack's value.
     hyperparameters: dict[str, str | None] = field(default_factory=dict)
 
     def shard_config(self, stack: ShardConfig | None) -> ShardConfig:
         """The stack's shard settings with this dataset's models."""
         base = stack or ShardConfig()
-        return base if self.min_lags is None else replace(base, min_lags=self.min_lags)
+        if self.min_lags is not None:
+            base = replace(base, min_lags=self.min_lags)
+        if self.recursive_passes is not None:
+            base = replace(base, recursive_passes=self.recursive_passes)
+        return base
 
 
 def _min_lags(value: object, reasons: list[str]) -> tuple[int, ...] | None:
@@ -57,6 +63,19 @@ def _min_lags(value: object, reasons: list[str]) -> tuple[int, ...] | None:
         reasons.append(f"{OVERRIDES_FILE}: {exc}")
         return None
     return lags
+
+
+def _passes(value: object, reasons: list[str]) -> int | None:
+    whole = not isinstance(value, bool) and (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    )
+    try:
+        if not whole:
+            raise ValueError(f"recursive_passes must be a whole number, found {shown(value)}")
+        return parse_passes(str(int(value)))
+    except ValueError as exc:
+        reasons.append(f"{OVERRIDES_FILE}: {exc}")
+        return None
 
 
 def _hyperparameters(value: object, reasons: list[str]) -> dict[str, str | None]:
@@ -97,7 +116,10 @@ def parse_overrides(payload: bytes | None) -> DatasetOverrides:
         if name not in SETTINGS
     ]
     min_lags = _min_lags(raw["min_lags"], reasons) if "min_lags" in raw else None
+    passes = _passes(raw["recursive_passes"], reasons) if "recursive_passes" in raw else None
     hyperparameters = _hyperparameters(raw.get("hyperparameters", {}), reasons)
     if reasons:
         raise InputRejectedError(reasons)
-    return DatasetOverrides(min_lags=min_lags, hyperparameters=hyperparameters)
+    return DatasetOverrides(
+        min_lags=min_lags, recursive_passes=passes, hyperparameters=hyperparameters
+    )

@@ -20,7 +20,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from m5flow import naming
+from m5flow import naming, recursive
 from m5flow.csvinput import problem
 from m5flow.features import Block, FeatureConfig, build_block, feature_names, series_facts
 from m5flow.manifest import CSV, PARQUET, Manifest, ModelShards, ShardInfo
@@ -64,6 +64,8 @@ class ShardConfig:
     # Groups built and written at once (None: one per CPU this process may use). Each one
     # in flight holds a block of 256 series (70 MB) and its shard's encoded bytes.
     workers: int | None = None
+    # Passes of the recursive model (m5flow.recursive) beside the direct ones; 0: none.
+    recursive_passes: int = 0
 
     def __post_init__(self) -> None:
         unknown = [g for g in self.group_by if g not in ID_KINDS]
@@ -88,11 +90,18 @@ class ShardConfig:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
+        if not 0 <= self.recursive_passes <= HORIZON:
+            # after HORIZON passes every day is the full recursion's: more change nothing
+            raise ValueError(f"recursive_passes must be 0 to {HORIZON}: {self.recursive_passes}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ShardConfig:
         """The stack's settings, as the template passes them to the shard function."""
-        return cls(train_format=env["SHARD_FORMAT"], min_lags=parse_min_lags(env["MODEL_MIN_LAGS"]))
+        return cls(
+            train_format=env["SHARD_FORMAT"],
+            min_lags=parse_min_lags(env["MODEL_MIN_LAGS"]),
+            recursive_passes=parse_passes(env.get("RECURSIVE_PASSES") or "0"),
+        )
 
 
 def parse_min_lags(text: str) -> tuple[int, ...]:
@@ -110,6 +119,23 @@ def parse_min_lags(text: str) -> tuple[int, ...]:
         raise ValueError("min_lags must be whole numbers separated by commas") from None
     ShardConfig(min_lags=lags)
     return lags
+
+
+def parse_passes(text: str) -> int:
+    """The stack's RecursivePasses (the CLI's --parameter), checked as the shard step
+    checks it.
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong with `text`.
+    """
+    try:
+        passes = int(text)
+    except ValueError:
+        raise ValueError(f"recursive passes must be a whole number 0 to {HORIZON}") from None
+    ShardConfig(recursive_passes=passes)
+    return passes
 
 
 def nothing_to_train(data: M5Data, config: ShardConfig) -> list[str]:
@@ -244,8 +270,12 @@ def _group_writer(
     model: ModelShards,
     config: ShardConfig,
     feature_config: FeatureConfig,
+    stand_ins: Sequence[tuple[int, M5Data]] = (),
 ) -> Callable[[str, np.ndarray], dict[str, ShardInfo]]:
-    """The task that builds and writes one group's train, validation and inference shards."""
+    """The task that builds and writes one group's train, validation and inference shards.
+
+    The recursive model's inference rows read `stand_ins` (m5flow.recursive) for the
+    days after each origin; a direct model's read the sales."""
     facts = series_facts(data, feature_config)
     last = data.last_day
     validation_start = last - config.validation_days + 1
@@ -286,6 +316,9 @@ def _group_writer(
             blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, drop=False),
             blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False),
         )
+        if stand_ins:
+            ahead = recursive.pass_blocks(stand_ins, facts, rows, feature_config)
+            inference = _counted(ahead, tally)
         body = encode_inference(inference, data.ids, model.feature_names)
         key = f"{naming.channel_prefix(run, 'inference', model.name)}{group}.csv"
         storage.write(key, body)
@@ -293,6 +326,33 @@ def _group_writer(
         return written
 
     return write
+
+
+def _write_groups(
+    model: ModelShards,
+    write: Callable[[str, np.ndarray], dict[str, ShardInfo]],
+    by_name: dict[str, np.ndarray],
+    workers: int | None,
+) -> ModelShards:
+    """Write every group's shards of `model` (`write`) on a few threads; list them in it."""
+    pool = ThreadPoolExecutor(workers or len(os.sched_getaffinity(0)), thread_name_prefix="shard")
+    try:
+        # Largest groups first, so that no worker is left with a big one at the end; the
+        # manifest still lists them in name order.
+        largest_first = sorted(by_name, key=lambda name: -len(by_name[name]))
+        futures = {name: pool.submit(write, name, by_name[name]) for name in largest_first}
+        for name in by_name:
+            for channel, info in futures[name].result().items():
+                getattr(model, channel).append(info)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return model
+
+
+def _counted(blocks: Iterable[Block], tally: list[int]) -> Iterator[Block]:
+    for block in blocks:
+        tally[0] += len(block)
+        yield block
 
 
 def write_shards(
@@ -319,7 +379,7 @@ def write_shards(
     [('h7', (1, 7)), ('h14', (8, 14)), ('h21', (15, 21)), ('h28', (22, 28))]
     """
     config = shard_config or ShardConfig()
-    workers = config.workers or len(os.sched_getaffinity(0))
+    by_name = dict(groups(data, config.group_by, config.min_series))
     models = []
     previous = 0
     for min_lag in config.min_lags:
@@ -331,20 +391,20 @@ def write_shards(
             feature_names=feature_names(feature_config),
         )
         write = _group_writer(data, storage, run, model, config, feature_config)
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="shard")
-        try:
-            # Largest groups first, so that no worker is left with a big one at the end;
-            # the manifest still lists them in name order.
-            by_name = dict(groups(data, config.group_by, config.min_series))
-            largest_first = sorted(by_name, key=lambda name: -len(by_name[name]))
-            futures = {name: pool.submit(write, name, by_name[name]) for name in largest_first}
-            for name in by_name:
-                for channel, info in futures[name].result().items():
-                    getattr(model, channel).append(info)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        models.append(model)
+        models.append(_write_groups(model, write, by_name, config.workers))
         previous = min_lag
+    if config.recursive_passes:
+        feature_config = recursive.feature_config()
+        model = ModelShards(
+            name=recursive.MODEL,
+            min_lag=recursive.MIN_LAG,
+            horizon_days=(1, HORIZON),
+            feature_names=feature_names(feature_config),
+            passes=config.recursive_passes,
+        )
+        stand_ins = recursive.first_stand_ins(data)
+        write = _group_writer(data, storage, run, model, config, feature_config, stand_ins)
+        models.append(_write_groups(model, write, by_name, config.workers))
     return Manifest(
         run_id=run,
         dataset=dataset,

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from aws_lambda_powertools import Logger
 
-from m5flow import forecast, naming, report, schema, scoring, submission
+from m5flow import forecast, jobs, naming, recursive, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
+from m5flow.features import FeatureConfig, series_facts
 from m5flow.hierarchy import Hierarchy
-from m5flow.manifest import Manifest, ModelShards
+from m5flow.manifest import Manifest, ModelShards, ShardInfo
 from m5flow.notifications import EventPublisher, Stage
-from m5flow.schema import M5Data
-from m5flow.stages.failure import announce_job_failure, announce_run_failure, failure_name
+from m5flow.schema import HORIZON, M5Data
+from m5flow.shards import encode_inference
+from m5flow.stages.failure import (
+    announce_job_failure,
+    announce_run_failure,
+    fail_run,
+    failure_name,
+    is_refusal,
+    refusal_reason,
+)
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
 
@@ -36,20 +45,56 @@ BACKTEST_NOTE = (
 )
 
 
-def _output_key(manifest: Manifest, model: str, input_key: str) -> str:
-    relative = input_key.removeprefix(naming.channel_prefix(manifest.run_id, "inference", model))
-    return f"{naming.channel_prefix(manifest.run_id, 'predictions', model)}{relative}.out"
+def _output_key(manifest: Manifest, name: str, input_key: str) -> str:
+    """Where the transform `name` (a model, or a pass of one) writes its input's output."""
+    relative = input_key.removeprefix(naming.channel_prefix(manifest.run_id, "inference", name))
+    return f"{naming.channel_prefix(manifest.run_id, 'predictions', name)}{relative}.out"
 
 
-def _missing_outputs(storage: Storage, manifest: Manifest, model: ModelShards) -> list[str]:
-    """The model's inference shards that have no transform output (`.out`) yet."""
-    have = set(storage.list(naming.channel_prefix(manifest.run_id, "predictions", model.name)))
-    return [s.key for s in model.inference if _output_key(manifest, model.name, s.key) not in have]
+def _pass_inputs(manifest: Manifest, model: ModelShards, number: int) -> list[ShardInfo]:
+    """The inference shards of a model's pass `number`: pass 0's are the manifest's, a
+    later pass's have the same names and rows under the pass's own prefix."""
+    if number == 0:
+        return model.inference
+    first = naming.channel_prefix(manifest.run_id, "inference", model.name)
+    own = naming.channel_prefix(manifest.run_id, "inference", naming.pass_name(model.name, number))
+    return [replace(s, key=own + s.key.removeprefix(first)) for s in model.inference]
+
+
+def _last_pass(model: ModelShards) -> int:
+    return max(model.passes - 1, 0)
+
+
+def _pass_outputs(manifest: Manifest, model: ModelShards, number: int) -> list[tuple[str, int]]:
+    """(output key, rows) of each inference shard of the model's pass `number`."""
+    name = naming.pass_name(model.name, number)
+    return [
+        (_output_key(manifest, name, s.key), s.rows) for s in _pass_inputs(manifest, model, number)
+    ]
+
+
+def _missing_outputs(
+    storage: Storage, manifest: Manifest, model: ModelShards, number: int | None = None
+) -> list[str]:
+    """The inference shards of the model's pass `number` (its last by default) that have
+    no transform output (`.out`) yet."""
+    number = _last_pass(model) if number is None else number
+    name = naming.pass_name(model.name, number)
+    have = set(storage.list(naming.channel_prefix(manifest.run_id, "predictions", name)))
+    return [
+        shard.key
+        for shard, (output, _) in zip(
+            _pass_inputs(manifest, model, number),
+            _pass_outputs(manifest, model, number),
+            strict=True,
+        )
+        if output not in have
+    ]
 
 
 def _pending_models(storage: Storage, manifest: Manifest, complete: str) -> list[str]:
-    """Models whose transform output is not complete yet (one `.out` per inference shard),
-    other than `complete`, whose outputs the caller has just listed."""
+    """Models whose last transform's output is not complete yet (one `.out` per inference
+    shard), other than `complete`, whose outputs the caller has just listed."""
     return [
         m.name
         for m in manifest.models
@@ -75,7 +120,7 @@ def _scores(
     storage: Storage,
     manifest: Manifest,
     data: M5Data,
-    predictions: pd.DataFrame,
+    predictions: list[pd.DataFrame],
     values: np.ndarray,
     hierarchy: Hierarchy,
 ) -> Scores:
@@ -109,24 +154,16 @@ def _scores(
 
 
 def _backtest(
-    predictions: pd.DataFrame, data: M5Data, hierarchy: Hierarchy, horizon: int
+    forecasters: list[pd.DataFrame], data: M5Data, hierarchy: Hierarchy, horizon: int
 ) -> tuple[scoring.Score | None, np.ndarray | None]:
     """Score the predictions the models made for the last `horizon` sales days, if any;
     return the score and those predictions, (series, horizon), for the report to draw."""
     origin = data.last_day - horizon
-    past = predictions[predictions["day"] <= data.last_day]
-    if past.empty:
+    past = [p[p["day"] <= data.last_day] for p in forecasters]
+    if any(p.empty for p in past):
         return None, None
+    values = _mean_submission(past, data, origin, horizon).drop(columns="id").to_numpy()
     history = data.sales[:, :origin]
-    matrix = forecast.submission(
-        past,
-        data.ids,
-        origin + 1,
-        horizon,
-        never_sold=history.max(axis=1) == 0,
-        closed=_closed(data, origin + 1, horizon),
-    ).drop(columns="id")
-    values = matrix.to_numpy()
     weights = scoring.dollar_sales(history, data.prices[:, :origin])
     return scoring.wrmsse(history, data.sales[:, origin:], values, hierarchy, weights), values
 
@@ -142,9 +179,16 @@ class Assembly:
 
 
 def assemble_forecast(
-    storage: Storage, publisher: EventPublisher, transform: Mapping[str, Any]
+    storage: Storage,
+    publisher: EventPublisher,
+    transform: Mapping[str, Any],
+    sagemaker: Any,
+    settings: jobs.JobSettings,
 ) -> Assembly:
     """React to a transform job's final state (`transform`: the event's detail).
+
+    A completed pass of the recursive model, other than its last, starts the next pass
+    (`_next_pass`) and assembles nothing.
 
     The submission key comes back when this delivery wrote and announced the forecast;
     otherwise the note says why not: siblings still running, the run failed (this job or
@@ -152,7 +196,8 @@ def assemble_forecast(
     re-sent its lost announcement).
     """
     name = transform["TransformJobName"]
-    _, run, model_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
+    _, run, output_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
+    model_name, number = naming.pass_of(output_name)
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
     if transform["TransformJobStatus"] != "Completed":
@@ -179,7 +224,7 @@ def assemble_forecast(
         logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
         return Assembly(None, "the run has failed: no forecast")
     model = manifest.model(model_name)
-    missing = _missing_outputs(storage, manifest, model)
+    missing = _missing_outputs(storage, manifest, model, number)
     if missing:
         # A completed transform writes one output per input object it found: an inference
         # shard deleted during the run. Without this, the siblings would wait for it forever.
@@ -194,6 +239,8 @@ def assemble_forecast(
             once=failure,
         )  # fmt: skip
         return Assembly(None, f"transform job {name} left shards without output: run failed")
+    if number < _last_pass(model):
+        return _next_pass(storage, publisher, sagemaker, settings, manifest, model, number + 1)
     pending = _pending_models(storage, manifest, complete=model.name)
     if pending:
         logger.info(
@@ -204,15 +251,7 @@ def assemble_forecast(
     try:
         data, predictions, frame, closed_dates = _read_forecast(storage, manifest)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
-        reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
-        stage = exc.stage if isinstance(exc, RunFailedError) else Stage.ASSEMBLE_FORECAST
-        logger.error("forecast cannot be assembled", extra={"run_id": run, "reason": reason})
-        announce_run_failure(
-            publisher,
-            {"run_id": run, "dataset": manifest.dataset, "stage": stage, "reason": reason},
-            once=failure,
-        )
-        return Assembly(None, "the forecast cannot be assembled: run failed")
+        return _failed(publisher, manifest, exc, failure)
     values = frame.drop(columns="id").to_numpy()
     hierarchy = Hierarchy.from_data(data)
     scores = _scores(storage, manifest, data, predictions, values, hierarchy)
@@ -263,20 +302,15 @@ def _closed(data: M5Data, first_day: int, horizon: int) -> np.ndarray:
     return forecast.closed_days(totals, dates, first_day, horizon)
 
 
-def _read_forecast(
-    storage: Storage, manifest: Manifest
-) -> tuple[M5Data, pd.DataFrame, pd.DataFrame, list[str]]:
-    """The run's inputs, every prediction, the submission frame (`id,F1..`), and the dates
-    of the horizon days forecast 0 as closed days.
+def _read_inputs(storage: Storage, manifest: Manifest) -> M5Data:
+    """The run's inputs, the versions it was named after and sharded from.
 
     Raises
     ------
     RunFailedError
-        When the predictions cannot make a submission (missing, repeated, not finite), or
-        an input was deleted.
+        When an input was deleted.
     ObjectChangedError
-        When an input was replaced after the run began: the run reads the versions it was
-        named after and sharded from, and a replaced file is another run's.
+        When an input was replaced after the run began: a replaced file is another run's.
     """
     inputs = manifest.inputs
     try:
@@ -291,25 +325,146 @@ def _read_forecast(
             "assembled from its rows; to forecast these files, upload them under a new "
             f"{naming.RAW_PREFIX}<dataset>/ (the same files again would name this failed run)",
         ) from None
-    data = schema.parse_inputs(payloads)
-    outputs = [
-        (_output_key(manifest, model.name, shard.key), shard.rows)
-        for model in manifest.models
-        for shard in model.inference
+    return schema.parse_inputs(payloads)
+
+
+def _forecasters(storage: Storage, manifest: Manifest) -> list[pd.DataFrame]:
+    """The predictions of each forecaster: the direct models together (each forecasts its
+    own horizon days), then each recursive model's last pass (every day)."""
+    direct = [o for m in manifest.models if not m.passes for o in _pass_outputs(manifest, m, 0)]
+    outputs = [direct] if direct else []
+    outputs += [_pass_outputs(manifest, m, _last_pass(m)) for m in manifest.models if m.passes]
+    return [
+        forecast.read_predictions((key, storage.read(key), rows) for key, rows in each)
+        for each in outputs
     ]
-    predictions = forecast.read_predictions((key, storage.read(key), rows) for key, rows in outputs)
-    future = predictions[predictions["day"] > data.last_day]
+
+
+def _mean_submission(
+    forecasters: list[pd.DataFrame], data: M5Data, origin: int, horizon: int
+) -> pd.DataFrame:
+    """The forecasters' mean submission for the `horizon` days after `origin`."""
+    history = data.sales[:, :origin]
+    frames = [
+        forecast.submission(
+            predictions[(predictions["day"] > origin) & (predictions["day"] <= origin + horizon)],
+            data.ids,
+            origin + 1,
+            horizon,
+            never_sold=history.max(axis=1, initial=0) == 0,
+            closed=_closed(data, origin + 1, horizon),
+        )
+        for predictions in forecasters
+    ]
+    return forecast.mean_of(frames)
+
+
+def _read_forecast(
+    storage: Storage, manifest: Manifest
+) -> tuple[M5Data, list[pd.DataFrame], pd.DataFrame, list[str]]:
+    """The run's inputs, every forecaster's predictions, the submission frame (`id,F1..`),
+    and the dates of the horizon days forecast 0 as closed days.
+
+    Raises
+    ------
+    RunFailedError
+        When the predictions cannot make a submission (missing, repeated, not finite), or
+        an input was deleted.
+    ObjectChangedError
+        When an input was replaced after the run began (`_read_inputs`).
+    """
+    data = _read_inputs(storage, manifest)
+    forecasters = _forecasters(storage, manifest)
+    frame = _mean_submission(forecasters, data, data.last_day, manifest.horizon)
     closed = _closed(data, data.last_day + 1, manifest.horizon)
-    frame = forecast.submission(
-        future,
-        data.ids,
-        manifest.last_day + 1,
-        manifest.horizon,
-        never_sold=data.never_sold,
-        closed=closed,
-    )
     dates = data.calendar["date"].to_numpy()[data.last_day : data.last_day + manifest.horizon]
-    return data, predictions, frame, [str(date) for date in dates[closed]]
+    return data, forecasters, frame, [str(date) for date in dates[closed]]
+
+
+def _next_pass(
+    storage: Storage,
+    publisher: EventPublisher,
+    sagemaker: Any,
+    settings: jobs.JobSettings,
+    manifest: Manifest,
+    model: ModelShards,
+    number: int,
+) -> Assembly:
+    """Write pass `number` of the recursive model's inference shards, reading pass
+    `number - 1`'s forecast as the days ahead (m5flow.recursive), and start its transform.
+
+    Every delivery writes the same bytes and asks for the same job; "already exists" is done.
+    """
+    run, failure = manifest.run_id, failure_name(storage, manifest.run_id)
+    own = naming.pass_name(model.name, number)
+    try:
+        data = _read_inputs(storage, manifest)
+        by_group = [
+            forecast.read_predictions([(key, storage.read(key), rows)])
+            for key, rows in _pass_outputs(manifest, model, number - 1)
+        ]
+        before = pd.concat(by_group, ignore_index=True)
+        stand_ins = [
+            (o, recursive.stand_in(data, o, _mean_submission([before], data, o, HORIZON)
+                                   .drop(columns="id").to_numpy()))
+            for o in recursive.origins(data)
+        ]  # fmt: skip
+    except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
+        return _failed(publisher, manifest, exc, failure)
+    config = FeatureConfig.for_min_lag(model.min_lag)
+    facts = series_facts(data, config)
+    row_of = {series: row for row, series in enumerate(data.ids)}
+    for shard, group in zip(_pass_inputs(manifest, model, number), by_group, strict=True):
+        rows = np.array([row_of[series] for series in pd.unique(group["id"])], dtype=np.int64)
+        blocks = recursive.pass_blocks(stand_ins, facts, rows, config)
+        storage.write(shard.key, encode_inference(blocks, data.ids, model.feature_names))
+    request = jobs.transform_request(manifest, model, settings, number)
+    job = request["TransformJobName"]
+    try:
+        sagemaker.create_transform_job(**request)
+    except sagemaker.exceptions.ResourceInUse:
+        logger.info("transform job already exists", extra={"job": job})
+    except sagemaker.exceptions.ClientError as exc:
+        if not (is_refusal(exc) or exc.response["Error"]["Code"] == "ResourceLimitExceeded"):
+            raise
+        reason = refusal_reason(f"transform job {job}", exc.response["Error"]["Message"])
+        detail = {"run_id": run, "dataset": manifest.dataset, "stage": Stage.ASSEMBLE_FORECAST,
+                  "reason": reason}  # fmt: skip
+        fail_run(sagemaker, publisher, detail, stop_training=[], stop_transform=[], once=failure)
+        return Assembly(None, f"transform job {job} refused: run failed")
+    publisher.publish(
+        "Transform Started",
+        {
+            "run_id": run,
+            "dataset": manifest.dataset,
+            "model": model.name,
+            "pass": number + 1,
+            "passes": model.passes,
+            "transform_job": job,
+        },
+        once=f"transform-started-{own}",
+    )
+    return Assembly(None, f"{model.name} pass {number + 1} of {model.passes} started: {job}")
+
+
+def _failed(
+    publisher: EventPublisher,
+    manifest: Manifest,
+    exc: RunFailedError | ObjectChangedError | ObjectMissingError,
+    failure: str,
+) -> Assembly:
+    """Announce that the forecast cannot be made, with the reason `exc` gives."""
+    reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
+    stage = exc.stage if isinstance(exc, RunFailedError) else Stage.ASSEMBLE_FORECAST
+    logger.error(
+        "forecast cannot be assembled", extra={"run_id": manifest.run_id, "reason": reason}
+    )
+    announce_run_failure(
+        publisher,
+        {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage, "reason": reason},
+        once=failure,
+    )
+    return Assembly(None, "the forecast cannot be assembled: run failed")
 
 
 def _scored_on(scores: Scores) -> str:
@@ -356,7 +511,10 @@ def _facts(
         "run id": manifest.run_id,
         "dataset": manifest.dataset,
         "models": [
-            f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]})" for m in manifest.models
+            f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]}"
+            + (f", recursive: {m.passes} passes; the forecast is its mean with the others')"
+               if m.passes else ")")
+            for m in manifest.models
         ],
     }
     never_sold = data.ids[data.never_sold]

@@ -1,0 +1,80 @@
+"""The recursive model's inference rows: its own forecasts stand in for the days ahead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from m5flow import naming, recursive
+from m5flow.features import feature_names, series_facts
+from m5flow.schema import HORIZON, INPUT_FILES, M5Data, parse_inputs
+from m5flow.shards import ShardConfig, parse_passes, write_shards
+from m5flow.storage import DiskStorage
+from tests.conftest import REAL_M5
+
+
+@pytest.fixture(scope="module")
+def data() -> M5Data:
+    return parse_inputs({name: (REAL_M5 / name).read_bytes() for name in INPUT_FILES})
+
+
+def test_a_pass_is_named_after_its_model() -> None:
+    assert naming.pass_name("r1", 0) == "r1"
+    assert naming.pass_of(naming.pass_name("r1", 3)) == ("r1", 3)
+    assert naming.pass_of("h28") == ("h28", 0)
+    assert naming.pass_of("r1-p0") == ("r1-p0", 0)  # pass 0 has the model's own name
+
+
+def test_the_first_guess_is_the_last_week_repeated() -> None:
+    history = np.arange(20, dtype=np.float32).reshape(2, 10)
+    guess = recursive.first_guess(history)
+    assert guess.shape == (2, HORIZON)
+    assert guess[0, :7].tolist() == [3, 4, 5, 6, 7, 8, 9]
+    assert (guess[:, 7:] == guess[:, :-7]).all()
+
+
+def test_each_day_reads_the_guess_for_the_days_before_it(data: M5Data) -> None:
+    """Day origin + 1's yesterday is the last real sale; day origin + k's is guess day k - 1,
+    and a rolling mean mixes the two."""
+    config = recursive.feature_config()
+    names = feature_names(config)
+    origin = data.last_day - HORIZON
+    guess = np.full((len(data.ids), HORIZON), 1000.0, dtype=np.float32)
+    guess[:, 0] = 2000.0
+    rows = np.arange(5)
+    stand_ins = [(origin, recursive.stand_in(data, origin, guess))]
+    (block,) = recursive.pass_blocks(stand_ins, series_facts(data, config), rows, config)
+    frame = pd.DataFrame(block.features.T, columns=names).assign(series=block.series, day=block.day)
+    first = frame[frame["day"] == origin + 1]
+    assert first["lag1"].tolist() == data.sales[rows, origin - 1].tolist()  # real: day origin
+    assert (frame[frame["day"] == origin + 2]["lag1"] == 2000).all()
+    assert (frame[frame["day"] == origin + HORIZON]["lag1"] == 1000).all()
+    week = frame[frame["day"] == origin + 3]["rolling_mean_lag1_window_size7"].to_numpy()
+    real = data.sales[rows, origin - 5 : origin].sum(axis=1)  # days origin - 4 .. origin
+    np.testing.assert_allclose(week, (real + 2000 + 1000) / 7, rtol=1e-6)
+    # The real sales after the origin are not read: the backtest knows only the days before.
+    assert sorted(frame["day"].unique()) == list(range(origin + 1, origin + HORIZON + 1))
+
+
+def test_the_shard_step_writes_pass_0_of_the_recursive_model(data: M5Data, tmp_path: Path) -> None:
+    config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=3)
+    manifest = write_shards(data, DiskStorage(tmp_path), "run-1", "demo", {}, shard_config=config)
+    direct, model = manifest.models
+    assert (model.name, model.min_lag, model.horizon_days, model.passes) == ("r1", 1, (1, 28), 3)
+    assert direct.passes == 0 and model.train and model.validation
+    frame = pd.concat(pd.read_csv(tmp_path / s.key, header=None) for s in model.inference)
+    assert sum(s.rows for s in model.inference) == len(frame) == manifest.series * HORIZON * 2
+    frame.columns = ["id", "day", *model.feature_names]
+    row = {series: k for k, series in enumerate(data.ids)}
+    ahead = frame[frame["day"] == data.last_day + 8]  # yesterday: guess day 7, the last sale
+    last = data.sales[[row[i] for i in ahead["id"]], data.last_day - 1]
+    assert ahead["lag1"].tolist() == last.tolist()
+
+
+@pytest.mark.parametrize("text", ["-1", "29", "five", ""])
+def test_passes_out_of_range_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="0 to 28"):
+        parse_passes(text)
