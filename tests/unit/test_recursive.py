@@ -78,3 +78,17 @@ def test_the_shard_step_writes_pass_0_of_the_recursive_model(data: M5Data, tmp_p
 def test_passes_out_of_range_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="0 to 28"):
         parse_passes(text)
+
+
+def test_a_failed_model_stops_every_pass_of_the_recursive_model() -> None:
+    """A failed run stops its siblings' jobs; the recursive model's later passes are
+    transforms of their own names, and would otherwise run on."""
+    from m5flow.manifest import Manifest, ModelShards
+    from m5flow.stages.publish import _other_models_jobs
+
+    models = [ModelShards("h28", 28, (1, 28)), ModelShards("r1", 1, (1, 28), passes=3)]
+    manifest = Manifest("run-1", "demo", {}, 1941, 28, 10, "text/csv", models)
+    training, transform = _other_models_jobs(manifest, "h28")
+    assert training == ["m5flow-run-1-r1"]
+    assert transform == ["m5flow-run-1-r1", "m5flow-run-1-r1-p1", "m5flow-run-1-r1-p2"]
+    assert _other_models_jobs(manifest, "r1") == (["m5flow-run-1-h28"], ["m5flow-run-1-h28"])

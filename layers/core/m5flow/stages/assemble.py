@@ -512,8 +512,11 @@ def _facts(
         "dataset": manifest.dataset,
         "models": [
             f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]}"
-            + (f", recursive: {m.passes} passes; the forecast is its mean with the others')"
-               if m.passes else ")")
+            + (
+                f", recursive: {m.passes} passes; the forecast is its mean with the others')"
+                if m.passes
+                else ")"
+            )
             for m in manifest.models
         ],
     }
