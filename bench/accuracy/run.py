@@ -42,8 +42,9 @@ CONFIGS: dict[str, dict[str, str]] = {
     "original": {"ModelMinLags": "28", "Hyperparameters": json.dumps(ORIGINAL_HYPERPARAMETERS)},
     # The stack's defaults, exactly as `sam deploy` ships them.
     "default": {},
-    # With the recursive model's five passes (m5flow.recursive) beside the direct models.
-    "recursive5": {"RecursivePasses": "5"},
+    # The default's four direct models alone, without the recursive model (the default
+    # until session 18).
+    "direct": {"RecursivePasses": "0"},
 }
 REFERENCES = sorted((REAL / "reference").glob("submission_*.csv"))
 

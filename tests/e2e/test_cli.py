@@ -65,7 +65,8 @@ def test_synth_then_shard_on_disk(tmp_path):
 def test_shard_reads_the_dataset_settings_and_the_command_line_wins(tmp_path):
     data = tmp_path / "data"
     assert _m5flow("synth", "--series", "12", "--out", str(data), "--seed", "4").returncode == 0
-    (data / "m5flow.json").write_text('{"min_lags": [28], "hyperparameters": {"eta": 0.2}}')
+    settings = '{"min_lags": [28], "recursive_passes": 0, "hyperparameters": {"eta": 0.2}}'
+    (data / "m5flow.json").write_text(settings)
 
     def manifest_of(*extra: str) -> dict:
         out = tmp_path / f"out{len(extra)}"
@@ -166,7 +167,7 @@ def test_shard_again_with_other_models_leaves_only_the_manifests_models(tmp_path
     assert _m5flow("shard", str(data), str(out), "--min-lags", "14,28").returncode == 0
     (run,) = (out / "runs").iterdir()
     listed = [m["name"] for m in json.loads((run / "manifest.json").read_text())["models"]]
-    assert listed == ["h14", "h28"]
+    assert listed == ["h14", "h28", "r1"]  # and the recursive model, on by default
     assert sorted(p.name for p in (run / "train").iterdir()) == listed
 
 

@@ -69,7 +69,7 @@ def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_
     data.mkdir()
     for name in INPUT_FILES:
         (data / name).write_bytes((small_m5 / name).read_bytes())
-    settings = {"min_lags": [28], "hyperparameters": {"num_round": 25}}
+    settings = {"min_lags": [28], "recursive_passes": 0, "hyperparameters": {"num_round": 25}}
     (data / "m5flow.json").write_text(json.dumps(settings))
     # And one item not yet on the shelf in its store: never sold, never priced.
     sales = pd.read_csv(data / SALES_FILE)

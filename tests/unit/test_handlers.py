@@ -245,10 +245,10 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
 
     result = load_function("StartTrainingFunction").invoke(event)
 
-    # The default: one model per horizon week, each its own training job.
+    # The default: one model per horizon week and the recursive one, each its own job.
     jobs = result["training_jobs"]
-    assert jobs == [f"m5flow-{run}-h{lag}" for lag in (7, 14, 21, 28)]
-    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[-1])
+    assert jobs == [f"m5flow-{run}-{m}" for m in ("h7", "h14", "h21", "h28", "r1")]
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[-2])
     assert described["HyperParameters"]["objective"] == "reg:tweedie"
     assert described["AlgorithmSpecification"]["TrainingImage"].endswith("/sagemaker-xgboost:1.7-1")
     assert described["ResourceConfig"] == {
@@ -386,15 +386,15 @@ def test_dataset_settings_file_picks_models_and_hyperparameters(
     assert run != plain
     manifest_key = f"runs/{run}/manifest.json"
     manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-    assert [m.name for m in manifest.models] == ["h14", "h28"]
+    assert [m.name for m in manifest.models] == ["h14", "h28", "r1"]
     assert "m5flow.json" in manifest.inputs
     (started,) = bus.drain()
-    assert started["detail"]["models"] == ["h14", "h28"]
+    assert started["detail"]["models"] == ["h14", "h28", "r1"]
     assert started["detail"]["hyperparameter_overrides"] == {"eta": "0.3", "max_depth": None}
 
     event = _manifest_created(bucket, run)
     jobs = load_function("StartTrainingFunction").invoke(event)["training_jobs"]
-    assert jobs == [f"m5flow-{run}-h14", f"m5flow-{run}-h28"]
+    assert jobs == [f"m5flow-{run}-h14", f"m5flow-{run}-h28", f"m5flow-{run}-r1"]
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[0])
     hyperparameters = described["HyperParameters"]
     assert hyperparameters["eta"] == "0.3" and "max_depth" not in hyperparameters
@@ -1094,7 +1094,7 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
             f"SageMaker refused training job m5flow-{run}-h21 (ResourceLimitExceeded: The "
             "account-level service limit 'ml.m5.xlarge for training job usage' is 2 Instances"
         )
-        assert "The run's 4 training jobs need up to 4 ml.m5.xlarge instances at once" in reason
+        assert "The run's 5 training jobs need up to 5 ml.m5.xlarge instances at once" in reason
         for name in created:
             status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
             assert status in ("Stopping", "Stopped")
@@ -1229,7 +1229,7 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
             f"account-level service limit '{settings.transform_instance_type} for transform "
             "job usage' is 0 Instances"
         )
-        assert "The run's 4 transform jobs need up to 4 " in reason
+        assert "The run's 5 transform jobs need up to 5 " in reason
         name = sibling["TrainingJobName"]
         status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
         assert status in ("Stopping", "Stopped")

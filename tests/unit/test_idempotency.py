@@ -250,7 +250,7 @@ def test_settings_replaced_while_the_shard_step_reads_start_the_run_with_them(
     assert replaced and (outcome.status, settings_event["status"]) == ("started", "ignored")
     (started,) = bus.drain()
     assert started["detail-type"] == "Run Started"
-    assert started["detail"]["models"] == ["h14", "h28"]  # the settings now in the bucket
+    assert started["detail"]["models"] == ["h14", "h28", "r1"]  # the settings now in the bucket
 
 
 def test_settings_deleted_while_the_shard_step_reads_start_the_run_without_them(
@@ -264,7 +264,7 @@ def test_settings_deleted_while_the_shard_step_reads_start_the_run_without_them(
 
     assert shard_dataset(storage, publisher, f"raw/unsettled/{SALES_FILE}").status == "started"
     (started,) = bus.drain()
-    assert started["detail"]["models"] == ["h7", "h14", "h21", "h28"]  # the defaults
+    assert started["detail"]["models"] == ["h7", "h14", "h21", "h28", "r1"]  # the defaults
 
 
 def _killed_then_retried(monkeypatch, step) -> None:

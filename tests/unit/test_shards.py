@@ -35,19 +35,22 @@ def data() -> M5Data:
 def shard(data: M5Data, root: Path, **config) -> tuple[Manifest, DiskStorage]:
     """Shard with one model (h28), one shard per group, unless `config` says otherwise."""
     storage = DiskStorage(root)
-    config = {"min_lags": (28,), "min_series": 1, **config}
+    config = {"min_lags": (28,), "min_series": 1, "recursive_passes": 0, **config}
     manifest = write_shards(
         data, storage, "run-1", "demo", INPUTS, shard_config=ShardConfig(**config)
     )
     return manifest, storage
 
 
-def test_default_is_one_model_per_horizon_week(data: M5Data, tmp_path: Path) -> None:
+def test_default_is_one_model_per_horizon_week_and_the_recursive_one(
+    data: M5Data, tmp_path: Path
+) -> None:
     manifest = write_shards(data, DiskStorage(tmp_path), "run-1", "demo", INPUTS)
-    assert [(m.name, m.min_lag, m.horizon_days) for m in manifest.models] == [
-        ("h7", 7, (1, 7)), ("h14", 14, (8, 14)), ("h21", 21, (15, 21)), ("h28", 28, (22, 28)),
+    assert [(m.name, m.min_lag, m.horizon_days, m.passes) for m in manifest.models] == [
+        ("h7", 7, (1, 7), 0), ("h14", 14, (8, 14), 0), ("h21", 21, (15, 21), 0),
+        ("h28", 28, (22, 28), 0), ("r1", 1, (1, 28), 5),
     ]  # fmt: skip
-    for model in manifest.models:
+    for model in manifest.models[:-1]:
         assert f"lag{model.min_lag}" in model.feature_names
         assert not any(f"lag{lag}" in model.feature_names for lag in range(1, model.min_lag))
         assert sum(s.rows for s in model.inference) == manifest.series * 7 * 2

@@ -65,7 +65,8 @@ class ShardConfig:
     # in flight holds a block of 256 series (70 MB) and its shard's encoded bytes.
     workers: int | None = None
     # Passes of the recursive model (m5flow.recursive) beside the direct ones; 0: none.
-    recursive_passes: int = 0
+    # Five score as the full recursion on the backtests (bench/accuracy/README.md).
+    recursive_passes: int = 5
 
     def __post_init__(self) -> None:
         unknown = [g for g in self.group_by if g not in ID_KINDS]
@@ -100,7 +101,7 @@ class ShardConfig:
         return cls(
             train_format=env["SHARD_FORMAT"],
             min_lags=parse_min_lags(env["MODEL_MIN_LAGS"]),
-            recursive_passes=parse_passes(env.get("RECURSIVE_PASSES") or "0"),
+            recursive_passes=parse_passes(env["RECURSIVE_PASSES"]),
         )
 
 
@@ -369,14 +370,15 @@ def write_shards(
     The caller writes the manifest, last and only once (see `stages.shard`). Rows before a
     series' first sale are left out of training and validation; the inference shards hold
     every series for the horizon days each model forecasts, both after the last sales day
-    and, as a backtest, after the day HORIZON days before it (those rows come first).
+    and, as a backtest, after the day HORIZON days before it (those rows come first). The
+    recursive model's are its first pass's (m5flow.recursive).
     Shards are listed in group order whatever order the workers finish in.
 
     Example
     -------
     >>> manifest = write_shards(data, DiskStorage(out), "run-1", "demo", {})
     >>> [(model.name, model.horizon_days) for model in manifest.models]
-    [('h7', (1, 7)), ('h14', (8, 14)), ('h21', (15, 21)), ('h28', (22, 28))]
+    [('h7', (1, 7)), ('h14', (8, 14)), ('h21', (15, 21)), ('h28', (22, 28)), ('r1', (1, 28))]
     """
     config = shard_config or ShardConfig()
     by_name = dict(groups(data, config.group_by, config.min_series))
