@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from m5flow import naming, recursive
 from m5flow.images import xgboost_image_uri
 from m5flow.notifications import TERMINAL
 from m5flow_local.router.template import TEMPLATE_PATH, load_stack
@@ -309,7 +310,7 @@ def test_functions_touch_only_sagemaker_jobs_and_models_tagged_with_their_stack(
         checked += 1
     # start_training: create, describe, stop; publish_model: five; assemble_forecast: the
     # recursive model's later passes' transforms
-    assert checked == 9
+    assert checked == 10
 
 
 def test_sagemaker_role_is_limited_to_the_runs_prefix(translated):
@@ -374,7 +375,7 @@ def test_functions_write_only_where_their_step_writes(translated):
     # and the inference shards of the recursive model's later passes (m5flow.recursive)
     assert writes("AssembleForecastFunction") == {
         f"{BUCKET_ARN}/runs/*/forecast/*",
-        f"{BUCKET_ARN}/runs/*/inference/*",
+        f"{BUCKET_ARN}/runs/*/inference/{naming.pass_name(recursive.MODEL, 1)[:-1]}*/*",
         ledger,
     }
     assert writes("ReportFailureFunction") == {ledger}
@@ -389,7 +390,11 @@ def test_kms_key_is_usable_by_every_role_that_touches_the_bucket(translated):
             if isinstance(arn, dict)
         }
         expected = {"DataKeyPolicy"}
-        if function in ("StartTrainingFunction", "PublishModelFunction"):
+        if function in (
+            "StartTrainingFunction",
+            "PublishModelFunction",
+            "AssembleForecastFunction",
+        ):
             expected.add("JobKeyPolicy")  # they create the jobs that use the key
         assert attached == expected, function
     sagemaker = resources["SageMakerExecutionRole"]["Properties"]

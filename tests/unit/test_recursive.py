@@ -23,9 +23,11 @@ def data() -> M5Data:
 
 def test_a_pass_is_named_after_its_model() -> None:
     assert naming.pass_name("r1", 0) == "r1"
+    assert naming.pass_name("r1", 1) == "r1-p2"  # its second pass, as a person counts
     assert naming.pass_of(naming.pass_name("r1", 3)) == ("r1", 3)
+    assert naming.pass_of(naming.pass_name("r1", 27)) == ("r1", 27)
     assert naming.pass_of("h28") == ("h28", 0)
-    assert naming.pass_of("r1-p0") == ("r1-p0", 0)  # pass 0 has the model's own name
+    assert naming.pass_of("r1-p1") == ("r1-p1", 0)  # the first pass has the model's name
 
 
 def test_the_first_guess_is_the_last_week_repeated() -> None:
@@ -84,11 +86,11 @@ def test_a_failed_model_stops_every_pass_of_the_recursive_model() -> None:
     """A failed run stops its siblings' jobs; the recursive model's later passes are
     transforms of their own names, and would otherwise run on."""
     from m5flow.manifest import Manifest, ModelShards
-    from m5flow.stages.publish import _other_models_jobs
+    from m5flow.stages.failure import other_models_jobs
 
     models = [ModelShards("h28", 28, (1, 28)), ModelShards("r1", 1, (1, 28), passes=3)]
     manifest = Manifest("run-1", "demo", {}, 1941, 28, 10, "text/csv", models)
-    training, transform = _other_models_jobs(manifest, "h28")
+    training, transform = other_models_jobs(manifest, "h28")
     assert training == ["m5flow-run-1-r1"]
-    assert transform == ["m5flow-run-1-r1", "m5flow-run-1-r1-p1", "m5flow-run-1-r1-p2"]
-    assert _other_models_jobs(manifest, "r1") == (["m5flow-run-1-h28"], ["m5flow-run-1-h28"])
+    assert transform == ["m5flow-run-1-r1", "m5flow-run-1-r1-p2", "m5flow-run-1-r1-p3"]
+    assert other_models_jobs(manifest, "r1") == (["m5flow-run-1-h28"], ["m5flow-run-1-h28"])

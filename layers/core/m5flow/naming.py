@@ -37,7 +37,7 @@ _MAX_NAME = 63
 _RUN_HASH_CHARS = 12
 _RUN_ID = re.compile(rf"(?P<dataset>.+)-[0-9a-f]{{{_RUN_HASH_CHARS}}}")
 # SageMaker's rule for tag values: ([\p{L}\p{Z}\p{N}_.:/=+\-@]*), at most 256 characters
-_PASS = re.compile(r"(?P<model>.+)-p(?P<number>[1-9][0-9]*)")
+_PASS = re.compile(r"(?P<model>.+)-p(?P<number>[2-9]|[1-9][0-9]+)")
 _TAG_SYMBOLS = frozenset("_.:/=+-@")
 _MAX_TAG_VALUE = 256
 
@@ -266,14 +266,15 @@ def job_name(run: str, model: str) -> str:
 
 
 def pass_name(model: str, number: int) -> str:
-    """The name of a model's pass `number` (m5flow.recursive); pass 0 is the model's own."""
-    return model if number == 0 else f"{model}-p{number}"
+    """The name of a model's pass `number`, counted from 0 (m5flow.recursive), as people
+    count them: pass 0 has the model's own name, pass 1 is `<model>-p2`, its second."""
+    return model if number == 0 else f"{model}-p{number + 1}"
 
 
 def pass_of(name: str) -> tuple[str, int]:
     """(model, pass number) of a name from `pass_name`; a direct model's name is pass 0."""
     match = _PASS.fullmatch(name)
-    return (match["model"], int(match["number"])) if match else (name, 0)
+    return (match["model"], int(match["number"]) - 1) if match else (name, 0)
 
 
 def run_prefix(run: str) -> str:

@@ -13,8 +13,9 @@ after pass k - 1, and later days change little after the first few passes
 The forecast is then the mean of the direct models' and the recursive model's: the two
 err differently (bench/accuracy/README.md), and no setting of either alone came close.
 
-Pass k >= 1 of model `r1` is named `r1-p<k>` (`naming.pass_name`): its inference prefix,
-transform job and predictions prefix are the pass's own, its SageMaker model the model's.
+The first pass of model `r1` has the model's name, the n-th (n >= 2) `r1-p<n>`
+(`naming.pass_name`): the pass's own inference prefix, transform job and predictions
+prefix; the SageMaker model is the model's.
 """
 
 from __future__ import annotations

@@ -30,7 +30,10 @@ from m5flow.stages.failure import (
     fail_run,
     failure_name,
     is_refusal,
+    other_models_jobs,
+    quota_reason,
     refusal_reason,
+    stop_jobs,
 )
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
@@ -205,6 +208,10 @@ def assemble_forecast(
             publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset,
             once=failure,
         )  # fmt: skip
+        # As a failed training job does (publish_model): the other models' jobs, a direct
+        # model still training or the recursive model's passes, would run on to no end.
+        training_jobs, transform_jobs = other_models_jobs(manifest, model_name)
+        stop_jobs(sagemaker, training=training_jobs, transform=transform_jobs)
         return Assembly(None, f"transform job {name} {transform['TransformJobStatus']}: run failed")
     announcement = publisher.settle(run, FORECAST_READY)
     if announcement == "resent":
@@ -425,13 +432,33 @@ def _next_pass(
     except sagemaker.exceptions.ResourceInUse:
         logger.info("transform job already exists", extra={"job": job})
     except sagemaker.exceptions.ClientError as exc:
-        if not (is_refusal(exc) or exc.response["Error"]["Code"] == "ResourceLimitExceeded"):
+        message = exc.response["Error"]["Message"]
+        if exc.response["Error"]["Code"] == "ResourceLimitExceeded":
+            # What the run's transforms need at once: this pass's beside the others'
+            requests = [
+                request if m is model else jobs.transform_request(manifest, m, settings)
+                for m in manifest.models
+            ]
+            index = manifest.models.index(model)
+            reason = quota_reason("transform", requests, index, message)
+        elif is_refusal(exc):
+            reason = refusal_reason(f"transform job {job}", message)
+        else:
             raise
-        reason = refusal_reason(f"transform job {job}", exc.response["Error"]["Message"])
         detail = {"run_id": run, "dataset": manifest.dataset, "stage": Stage.ASSEMBLE_FORECAST,
                   "reason": reason}  # fmt: skip
-        fail_run(sagemaker, publisher, detail, stop_training=[], stop_transform=[], once=failure)
+        training_jobs, transform_jobs = other_models_jobs(manifest, model.name)
+        fail_run(
+            sagemaker, publisher, detail, stop_training=training_jobs,
+            stop_transform=transform_jobs, once=failure,
+        )  # fmt: skip
         return Assembly(None, f"transform job {job} refused: run failed")
+    if publisher.settle(run, failure) != "absent":
+        # A sibling failed the run while this pass's shards were written, after the check
+        # in assemble_forecast: its stop came before this transform existed.
+        logger.warning("the run failed meanwhile; transform stopped", extra={"run_id": run})
+        stop_jobs(sagemaker, transform=[job])
+        return Assembly(None, f"the run failed meanwhile: transform job {job} stopped")
     publisher.publish(
         "Transform Started",
         {

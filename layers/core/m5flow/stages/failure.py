@@ -28,6 +28,7 @@ from aws_lambda_powertools import Logger
 
 from m5flow import naming
 from m5flow.jobs import job_logs, one_line
+from m5flow.manifest import Manifest
 from m5flow.notifications import EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectHead, ObjectMissingError, Storage
 from m5flow.wording import cut
@@ -335,6 +336,20 @@ def fail_run(
     logger.error("the run cannot finish", extra=dict(detail))
     announce_run_failure(publisher, detail, once=once)
     stop_jobs(sagemaker, training=stop_training, transform=stop_transform)
+
+
+def other_models_jobs(manifest: Manifest, model: str) -> tuple[list[str], list[str]]:
+    """The training and transform jobs of the run's models other than `model`: each
+    model's training job, model and transform job share its name (`naming.job_name`), and
+    the recursive model has a transform job per pass besides (`naming.pass_name`)."""
+    others = [m for m in manifest.models if m.name != model]
+    training = [naming.job_name(manifest.run_id, m.name) for m in others]
+    transform = [
+        naming.job_name(manifest.run_id, naming.pass_name(m.name, number))
+        for m in others
+        for number in range(max(m.passes, 1))
+    ]
+    return training, transform
 
 
 def stop_jobs(

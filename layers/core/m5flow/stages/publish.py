@@ -15,6 +15,7 @@ from m5flow.stages.failure import (
     fail_run,
     failure_name,
     is_refusal,
+    other_models_jobs,
     quota_reason,
     refusal_reason,
     stop_jobs,
@@ -53,7 +54,7 @@ def publish_model(
         # job up to MaxTrainingSeconds), for a run that cannot finish. Stopped on every
         # delivery, not only the announcing one: a retry after a crash between the two
         # must still stop them, and a job that has ended is passed over.
-        training_jobs, transform_jobs = _other_models_jobs(manifest, model_name)
+        training_jobs, transform_jobs = other_models_jobs(manifest, model_name)
         stop_jobs(sagemaker, training=training_jobs, transform=transform_jobs)
         return None
 
@@ -137,7 +138,7 @@ def _fail_model(
 
     Before, Lambda retried twice and the failure queue announced the crash, while the
     siblings' transforms ran on to no end."""
-    training_jobs, transform_jobs = _other_models_jobs(manifest, refused.name)
+    training_jobs, transform_jobs = other_models_jobs(manifest, refused.name)
     detail = {
         "run_id": manifest.run_id,
         "dataset": manifest.dataset,
@@ -148,17 +149,3 @@ def _fail_model(
         sagemaker, publisher, detail, stop_training=training_jobs, stop_transform=transform_jobs,
         once=failure,
     )  # fmt: skip
-
-
-def _other_models_jobs(manifest: Manifest, model: str) -> tuple[list[str], list[str]]:
-    """The training and transform jobs of the run's models other than `model`: each
-    model's training job, model and transform job share its name (`naming.job_name`), and
-    the recursive model has a transform job per pass besides (`naming.pass_name`)."""
-    others = [m for m in manifest.models if m.name != model]
-    training = [naming.job_name(manifest.run_id, m.name) for m in others]
-    transform = [
-        naming.job_name(manifest.run_id, naming.pass_name(m.name, number))
-        for m in others
-        for number in range(max(m.passes, 1))
-    ]
-    return training, transform
