@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from m5flow import naming, recursive
-from m5flow.features import feature_names, series_facts
+from m5flow.features import build_block, feature_names, series_facts
 from m5flow.schema import HORIZON, INPUT_FILES, M5Data, parse_inputs
 from m5flow.shards import ShardConfig, parse_passes, write_shards
 from m5flow.storage import DiskStorage
@@ -46,9 +47,9 @@ def test_each_day_reads_the_guess_for_the_days_before_it(data: M5Data) -> None:
     origin = data.last_day - HORIZON
     guess = np.full((len(data.ids), HORIZON), 1000.0, dtype=np.float32)
     guess[:, 0] = 2000.0
-    rows = np.arange(5)
-    stand_ins = [(origin, recursive.stand_in(data, origin, guess))]
-    (block,) = recursive.pass_blocks(stand_ins, series_facts(data, config), rows, config)
+    rows = np.array([4, 0, 2])  # any series, in any order
+    facts = series_facts(data, config)
+    (block,) = recursive.pass_blocks(data, facts, rows, [(origin, guess)], config)
     frame = pd.DataFrame(block.features.T, columns=names).assign(series=block.series, day=block.day)
     first = frame[frame["day"] == origin + 1]
     assert first["lag1"].tolist() == data.sales[rows, origin - 1].tolist()  # real: day origin
@@ -59,6 +60,23 @@ def test_each_day_reads_the_guess_for_the_days_before_it(data: M5Data) -> None:
     np.testing.assert_allclose(week, (real + 2000 + 1000) / 7, rtol=1e-6)
     # The real sales after the origin are not read: the backtest knows only the days before.
     assert sorted(frame["day"].unique()) == list(range(origin + 1, origin + HORIZON + 1))
+
+
+def test_a_group_s_rows_are_those_of_every_series_built_at_once(data: M5Data) -> None:
+    """The stand-in sales are made a group at a time: every feature (codes, prices, SNAP,
+    age) and every row's series must be what one build over all series gives."""
+    config = recursive.feature_config()
+    facts = series_facts(data, config)
+    origin = data.last_day
+    guess = np.arange(len(data.ids) * HORIZON, dtype=np.float32).reshape(-1, HORIZON) % 7
+    rows = np.array([200, 3, 150, 77])
+    (block,) = recursive.pass_blocks(data, facts, rows, [(origin, guess)], config)
+    whole = dataclasses.replace(data, sales=np.concatenate([data.sales, guess[:, :-1]], axis=1))
+    expected = build_block(whole, facts, rows, origin + 1, origin + HORIZON, config,
+                           drop_before_first_sale=False)  # fmt: skip
+    np.testing.assert_array_equal(block.series, expected.series)
+    np.testing.assert_array_equal(block.day, expected.day)
+    np.testing.assert_array_equal(block.features, expected.features)
 
 
 def test_the_shard_step_writes_pass_0_of_the_recursive_model(data: M5Data, tmp_path: Path) -> None:

@@ -47,34 +47,46 @@ def origins(data: M5Data) -> tuple[int, int]:
     return data.last_day - HORIZON, data.last_day
 
 
-def stand_in(data: M5Data, origin: int, guess: np.ndarray) -> M5Data:
-    """The data as of `origin`, with `guess` (all series x HORIZON) standing in for the
-    sales after it: only its first HORIZON - 1 days, as the last day's features end the
-    day before it. Built once per origin and pass, for every series."""
-    ahead = guess[:, : HORIZON - MIN_LAG].astype(np.float32)
-    return replace(data, sales=np.concatenate([data.sales[:, :origin], ahead], axis=1))
-
-
-def first_stand_ins(data: M5Data) -> list[tuple[int, M5Data]]:
-    """Pass 0's (origin, data): the last week before each origin repeated."""
-    return [
-        (origin, stand_in(data, origin, first_guess(data.sales[:, :origin])))
-        for origin in origins(data)
-    ]
+def first_guesses(data: M5Data) -> list[tuple[int, np.ndarray]]:
+    """Pass 0's (origin, guess) for each origin: the last week before it repeated."""
+    return [(origin, first_guess(data.sales[:, :origin])) for origin in origins(data)]
 
 
 def pass_blocks(
-    stand_ins: Sequence[tuple[int, M5Data]],
+    data: M5Data,
     facts: SeriesFacts,
     rows: np.ndarray,
+    guesses: Sequence[tuple[int, np.ndarray]],
     config: FeatureConfig,
 ) -> Iterator[Block]:
-    """The inference rows of series `rows` for the HORIZON days after each (origin, data)
-    of `stand_ins` (from `stand_in`). `facts` come from the real sales, so a first sale is
-    never a guessed one."""
-    for origin, known in stand_ins:
+    """The inference rows of series `rows` for the HORIZON days after each (origin, guess)
+    of `guesses`, the guess (all series x HORIZON) standing in for the sales after its
+    origin: only its first HORIZON - 1 days, as the last day's features end the day before.
+
+    The stand-in sales are made for `rows` alone, a group at a time: for every series they
+    would be two more copies of the sales, 2 GB at the largest accepted upload. `facts`
+    come from the real sales, so a first sale is never a guessed one.
+    """
+    own = _facts_of(facts, rows)
+    weekly = data.weekly_prices[rows]
+    for origin, guess in guesses:
+        ahead = guess[rows, : HORIZON - MIN_LAG].astype(np.float32)
+        sales = np.concatenate([data.sales[rows, :origin], ahead], axis=1)
+        known = replace(data, sales=sales, weekly_prices=weekly)
         block = build_block(
-            known, facts, rows, origin + 1, origin + HORIZON, config, drop_before_first_sale=False
-        )
+            known, own, np.arange(len(rows)), origin + 1, origin + HORIZON, config,
+            drop_before_first_sale=False,
+        )  # fmt: skip
         if len(block):
-            yield block
+            yield replace(block, series=rows[block.series])
+
+
+def _facts_of(facts: SeriesFacts, rows: np.ndarray) -> SeriesFacts:
+    """The per-series facts of `rows` alone, in their order (the days' stay whole)."""
+    return replace(
+        facts,
+        first_sale_day=facts.first_sale_day[rows],
+        codes={name: codes[rows] for name, codes in facts.codes.items()},
+        mean_price=facts.mean_price[rows],
+        state_row=facts.state_row[rows],
+    )

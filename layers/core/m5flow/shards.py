@@ -271,12 +271,12 @@ def _group_writer(
     model: ModelShards,
     config: ShardConfig,
     feature_config: FeatureConfig,
-    stand_ins: Sequence[tuple[int, M5Data]] = (),
+    guesses: Sequence[tuple[int, np.ndarray]] = (),
 ) -> Callable[[str, np.ndarray], dict[str, ShardInfo]]:
     """The task that builds and writes one group's train, validation and inference shards.
 
-    The recursive model's inference rows read `stand_ins` (m5flow.recursive) for the
-    days after each origin; a direct model's read the sales."""
+    The recursive model's inference rows read `guesses` (m5flow.recursive) as the sales
+    of the days after each origin; a direct model's read the sales."""
     facts = series_facts(data, feature_config)
     last = data.last_day
     validation_start = last - config.validation_days + 1
@@ -317,8 +317,8 @@ def _group_writer(
             blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, drop=False),
             blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False),
         )
-        if stand_ins:
-            ahead = recursive.pass_blocks(stand_ins, facts, rows, feature_config)
+        if guesses:
+            ahead = recursive.pass_blocks(data, facts, rows, guesses, feature_config)
             inference = _counted(ahead, tally)
         body = encode_inference(inference, data.ids, model.feature_names)
         key = f"{naming.channel_prefix(run, 'inference', model.name)}{group}.csv"
@@ -404,8 +404,8 @@ def write_shards(
             feature_names=feature_names(feature_config),
             passes=config.recursive_passes,
         )
-        stand_ins = recursive.first_stand_ins(data)
-        write = _group_writer(data, storage, run, model, config, feature_config, stand_ins)
+        guesses = recursive.first_guesses(data)
+        write = _group_writer(data, storage, run, model, config, feature_config, guesses)
         models.append(_write_groups(model, write, by_name, config.workers))
     return Manifest(
         run_id=run,

@@ -411,11 +411,10 @@ def _next_pass(
             for key, rows in _pass_outputs(manifest, model, number - 1)
         ]
         before = pd.concat(by_group, ignore_index=True)
-        stand_ins = [
-            (o, recursive.stand_in(data, o, _mean_submission([before], data, o, HORIZON)
-                                   .drop(columns="id").to_numpy()))
+        guesses = [
+            (o, _mean_submission([before], data, o, HORIZON).drop(columns="id").to_numpy())
             for o in recursive.origins(data)
-        ]  # fmt: skip
+        ]
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
     config = FeatureConfig.for_min_lag(model.min_lag)
@@ -423,7 +422,7 @@ def _next_pass(
     row_of = {series: row for row, series in enumerate(data.ids)}
     for shard, group in zip(_pass_inputs(manifest, model, number), by_group, strict=True):
         rows = np.array([row_of[series] for series in pd.unique(group["id"])], dtype=np.int64)
-        blocks = recursive.pass_blocks(stand_ins, facts, rows, config)
+        blocks = recursive.pass_blocks(data, facts, rows, guesses, config)
         storage.write(shard.key, encode_inference(blocks, data.ids, model.feature_names))
     request = jobs.transform_request(manifest, model, settings, number)
     job = request["TransformJobName"]
