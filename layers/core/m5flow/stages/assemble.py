@@ -405,25 +405,9 @@ def _next_pass(
     run, failure = manifest.run_id, failure_name(storage, manifest.run_id)
     own = naming.pass_name(model.name, number)
     try:
-        data = _read_inputs(storage, manifest)
-        by_group = [
-            forecast.read_predictions([(key, storage.read(key), rows)])
-            for key, rows in _pass_outputs(manifest, model, number - 1)
-        ]
-        before = pd.concat(by_group, ignore_index=True)
-        guesses = [
-            (o, _mean_submission([before], data, o, HORIZON).drop(columns="id").to_numpy())
-            for o in recursive.origins(data)
-        ]
+        _write_pass_shards(storage, manifest, model, number)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
-    config = FeatureConfig.for_min_lag(model.min_lag)
-    facts = series_facts(data, config)
-    row_of = {series: row for row, series in enumerate(data.ids)}
-    for shard, group in zip(_pass_inputs(manifest, model, number), by_group, strict=True):
-        rows = np.array([row_of[series] for series in pd.unique(group["id"])], dtype=np.int64)
-        blocks = recursive.pass_blocks(data, facts, rows, guesses, config)
-        storage.write(shard.key, encode_inference(blocks, data.ids, model.feature_names))
     request = jobs.transform_request(manifest, model, settings, number)
     job = request["TransformJobName"]
     try:
@@ -471,6 +455,37 @@ def _next_pass(
         once=f"transform-started-{own}",
     )
     return Assembly(None, f"{model.name} pass {number + 1} of {model.passes} started: {job}")
+
+
+def _write_pass_shards(
+    storage: Storage, manifest: Manifest, model: ModelShards, number: int
+) -> None:
+    """Write the inference shards of the recursive model's pass `number`: each group's
+    series, as in pass `number - 1`'s output of the same name, reading that pass's forecast
+    (as a submission: closed days and never-sold series 0) as the days after each origin.
+
+    Raises
+    ------
+    RunFailedError, ObjectChangedError, ObjectMissingError
+        As `_read_inputs`, or when the pass before's outputs cannot be read.
+    """
+    data = _read_inputs(storage, manifest)
+    by_group = [
+        forecast.read_predictions([(key, storage.read(key), rows)])
+        for key, rows in _pass_outputs(manifest, model, number - 1)
+    ]
+    before = pd.concat(by_group, ignore_index=True)
+    guesses = [
+        (origin, _mean_submission([before], data, origin, HORIZON).drop(columns="id").to_numpy())
+        for origin in recursive.origins(data)
+    ]
+    config = FeatureConfig.for_min_lag(model.min_lag)
+    facts = series_facts(data, config)
+    row_of = {series: row for row, series in enumerate(data.ids)}
+    for shard, group in zip(_pass_inputs(manifest, model, number), by_group, strict=True):
+        rows = np.array([row_of[series] for series in pd.unique(group["id"])], dtype=np.int64)
+        blocks = recursive.pass_blocks(data, facts, rows, guesses, config)
+        storage.write(shard.key, encode_inference(blocks, data.ids, model.feature_names))
 
 
 def _failed(
