@@ -46,7 +46,12 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     assert metrics["scored_on"] == "backtest" and metrics["wrmsse"] is None
     assert 0 < metrics["backtest_wrmsse"]["wrmsse"] < 2
     assert metrics["backtest_days"] == "d_1914..d_1941"
-    assert "backtest WRMSSE" in (tmp_path / "out" / "report.html").read_text()
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "backtest WRMSSE" in report
+    # The default's models: four direct, and the recursive one's five passes, each a transform
+    assert metrics["models"] == ["h7", "h14", "h21", "h28", "r1"]
+    assert "r1 (days 1-28, recursive, 5 passes;" in report
+    assert "model r1, pass 5 of 5" in result.stdout
     # Progress was visible: every stage's event was printed as it happened.
     for stage in (
         "Object Created",

@@ -551,15 +551,7 @@ def _facts(
     facts: dict[str, object] = {
         "run id": manifest.run_id,
         "dataset": manifest.dataset,
-        "models": [
-            f"{m.name} (days {m.horizon_days[0]}-{m.horizon_days[1]}"
-            + (
-                f", recursive: {m.passes} passes; the forecast is its mean with the others')"
-                if m.passes
-                else ")"
-            )
-            for m in manifest.models
-        ],
+        "models": [_described(m) for m in manifest.models],
     }
     never_sold = data.ids[data.never_sold]
     if len(never_sold):
@@ -578,6 +570,16 @@ def _facts(
             for name, value in manifest.hyperparameters.items()
         ]
     return facts
+
+
+def _described(model: ModelShards) -> str:
+    days = f"days {model.horizon_days[0]}-{model.horizon_days[1]}"
+    if not model.passes:
+        return f"{model.name} ({days})"
+    return (
+        f"{model.name} ({days}, recursive, {model.passes} passes; the forecast is the mean "
+        "of its and the direct models')"
+    )
 
 
 def _headline(series: int, scores: Scores) -> dict[str, object]:
