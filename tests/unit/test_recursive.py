@@ -112,3 +112,30 @@ def test_a_failed_model_stops_every_pass_of_the_recursive_model() -> None:
     assert training == ["m5flow-run-1-r1"]
     assert transform == ["m5flow-run-1-r1", "m5flow-run-1-r1-p2", "m5flow-run-1-r1-p3"]
     assert other_models_jobs(manifest, "r1") == (["m5flow-run-1-h28"], ["m5flow-run-1-h28"])
+
+
+def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
+    data: M5Data, tmp_path: Path
+) -> None:
+    """A series launched after the backtest's origin (d_1913): its backtest rows, direct
+    and recursive, must be the same whenever it launched (`age` had told when); its
+    forecast rows know."""
+    rows = {}
+    for launch in (1931, 1936):
+        launched = dataclasses.replace(data, sales=data.sales.copy())
+        launched.sales[0, : launch - 1] = 0
+        launched.sales[0, launch - 1] = 3
+        config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=1)
+        root = tmp_path / str(launch)
+        storage = DiskStorage(root)
+        manifest = write_shards(launched, storage, "run-1", "demo", {}, shard_config=config)
+        for model in manifest.models:
+            frame = pd.concat(pd.read_csv(root / s.key, header=None) for s in model.inference)
+            frame.columns = ["id", "day", *model.feature_names]
+            rows[launch, model.name] = frame[frame["id"] == data.ids[0]].reset_index(drop=True)
+    for model in ("h28", "r1"):
+        early, late = rows[1931, model], rows[1936, model]
+        past = early["day"] <= data.last_day
+        assert past.sum() == 28
+        pd.testing.assert_frame_equal(early[past], late[past])
+        assert not early[~past]["age"].equals(late[~past]["age"]), model

@@ -18,7 +18,7 @@ least min_lag days old, else it is missing. Prices and the calendar are known in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -102,6 +102,16 @@ class SeriesFacts:
     state_row: np.ndarray  # int, the series' row of `snap`
     calendar: dict[str, np.ndarray]  # calendar feature -> float32 value per day (d_1 first)
     snap: np.ndarray  # float32 (states, days): SNAP days of each state
+
+    def as_of(self, day: int) -> SeriesFacts:
+        """The facts as known at the end of `day`: a first sale after it is none yet.
+
+        A backtest forecasts from an earlier origin; with the first sales of the whole
+        history, a series launched after that origin would tell its rows (through `age`)
+        when it starts selling.
+        """
+        first = np.where(self.first_sale_day <= day, self.first_sale_day, day + 1)
+        return replace(self, first_sale_day=first)
 
 
 def series_facts(data: M5Data, config: FeatureConfig) -> SeriesFacts:

@@ -65,7 +65,8 @@ def pass_blocks(
 
     The stand-in sales are made for `rows` alone, a group at a time: for every series they
     would be two more copies of the sales, 2 GB at the largest accepted upload. `facts`
-    come from the real sales, so a first sale is never a guessed one.
+    come from the real sales, as known at each origin, so a first sale is never a guessed
+    one.
     """
     own = _facts_of(facts, rows)
     weekly = data.weekly_prices[rows]
@@ -74,7 +75,7 @@ def pass_blocks(
         sales = np.concatenate([data.sales[rows, :origin], ahead], axis=1)
         known = replace(data, sales=sales, weekly_prices=weekly)
         block = build_block(
-            known, own, np.arange(len(rows)), origin + 1, origin + HORIZON, config,
+            known, own.as_of(origin), np.arange(len(rows)), origin + 1, origin + HORIZON, config,
             drop_before_first_sale=False,
         )  # fmt: skip
         if len(block):

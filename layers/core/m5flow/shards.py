@@ -289,12 +289,17 @@ def _group_writer(
     scratch = _Scratch()
 
     def blocks(
-        rows: np.ndarray, first: int, final: int, tally: list[int], drop: bool = True
+        rows: np.ndarray, first: int, final: int, tally: list[int], origin: int | None = None
     ) -> Iterator[Block]:
         """The blocks of a group's shard, a few hundred series each (their rows counted in
-        `tally`): the memory a writer needs does not grow with the groups' size."""
+        `tally`): the memory a writer needs does not grow with the groups' size.
+
+        Inference rows forecast from an `origin`: every series' rows, with the facts as
+        known then. Training rows start at each series' first sale."""
+        drop = origin is None
+        known = facts if drop else facts.as_of(origin)
         for part in np.array_split(rows, -(-len(rows) // _SERIES_PER_BLOCK)):
-            block = build_block(data, facts, part, first, final, feature_config,
+            block = build_block(data, known, part, first, final, feature_config,
                                 drop_before_first_sale=drop, scratch=scratch)  # fmt: skip
             tally[0] += len(block)
             if len(block):
@@ -314,8 +319,8 @@ def _group_writer(
                 written[channel] = ShardInfo(key, tally[0], len(body))
         tally = [0]
         inference = itertools.chain(
-            blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, drop=False),
-            blocks(rows, last + first_horizon, last + last_horizon, tally, drop=False),
+            blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, backtest),
+            blocks(rows, last + first_horizon, last + last_horizon, tally, last),
         )
         if guesses:
             ahead = recursive.pass_blocks(data, facts, rows, guesses, feature_config)
