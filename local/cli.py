@@ -537,8 +537,9 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "--min-lags",
         type=_min_lags,
-        help="one model per minimum lag, e.g. 28 for a single model (default: min_lags of "
-        "DATA_DIR/m5flow.json, else 7,14,21,28)",
+        help="one direct model per minimum lag, e.g. 28 for a single one (default: min_lags "
+        "of DATA_DIR/m5flow.json, else 7,14,21,28); the recursive model r1 is written too "
+        "unless DATA_DIR/m5flow.json sets recursive_passes 0",
     )
     shard.set_defaults(run=_shard)
 

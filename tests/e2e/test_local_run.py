@@ -50,7 +50,10 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     assert "backtest WRMSSE" in report
     # The default's models: four direct, and the recursive one's five passes, each a transform
     assert metrics["models"] == ["h7", "h14", "h21", "h28", "r1"]
-    assert "r1 (days 1-28, recursive, 5 passes;" in report
+    assert "r1 (days 1-28, recursive: 5 passes)" in report
+    assert "the mean of r1&#x27;s and h7, h14, h21, h28&#x27;s" in report
+    assert metrics["forecast_is"] == "the mean of r1's and h7, h14, h21, h28's"
+    assert "model r1 trained; pass 1 of 5 of its recursive forecast" in result.stdout
     assert "model r1, pass 5 of 5" in result.stdout
     # Progress was visible: every stage's event was printed as it happened.
     for stage in (

@@ -139,3 +139,15 @@ def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
         assert past.sum() == 28
         pd.testing.assert_frame_equal(early[past], late[past])
         assert not early[~past]["age"].equals(late[~past]["age"]), model
+
+
+def test_the_report_counts_one_pass_as_one() -> None:
+    from m5flow.manifest import ModelShards
+    from m5flow.stages.assemble import _described, _waiting_for
+
+    once = ModelShards("r1", 1, (1, 28), passes=1)
+    assert _described(once) == "r1 (days 1-28, recursive: 1 pass)"
+    assert _described(ModelShards("h28", 28, (1, 28))) == "h28 (days 1-28)"
+    assert _waiting_for(ModelShards("r1", 1, (1, 28), passes=5)) == (
+        "r1 (recursive: its pass 5 of 5)"
+    )

@@ -10,7 +10,9 @@ Each block is built feature by feature into one contiguous row per feature, (fea
 rows), so that a Parquet or CSV encoder takes the columns without another copy.
 
 No feature of day t uses a sale after day t - min_lag, so one model predicts all the days
-of its horizon from a single inference pass (direct, non-recursive forecasting). That holds
+of its horizon from a single inference pass (direct, non-recursive forecasting). The
+recursive model (m5flow.recursive, min_lag 1) uses the same features over sales whose days
+after the origin are its own forecasts. That holds
 for the age of a series too: it is counted from the first sale only once that sale is at
 least min_lag days old, else it is missing. Prices and the calendar are known in advance.
 """
@@ -104,11 +106,15 @@ class SeriesFacts:
     snap: np.ndarray  # float32 (states, days): SNAP days of each state
 
     def as_of(self, day: int) -> SeriesFacts:
-        """The facts as known at the end of `day`: a first sale after it is none yet.
+        """The facts as known at the end of `day`: a series whose first sale came after
+        it is one that has not sold yet (its first sale the day after, as at the forecast
+        origin for a series that never sold).
 
         A backtest forecasts from an earlier origin; with the first sales of the whole
         history, a series launched after that origin would tell its rows (through `age`)
-        when it starts selling.
+        when it starts selling. Such a series had not sold by the origin, so its backtest
+        forecast is 0 in the end (`forecast.submission`'s never_sold); the rows, and the
+        models' inputs, no longer tell.
         """
         first = np.where(self.first_sale_day <= day, self.first_sale_day, day + 1)
         return replace(self, first_sale_day=first)

@@ -36,8 +36,9 @@ JOB_PREFIX = "m5flow-"
 _MAX_NAME = 63
 _RUN_HASH_CHARS = 12
 _RUN_ID = re.compile(rf"(?P<dataset>.+)-[0-9a-f]{{{_RUN_HASH_CHARS}}}")
-# SageMaker's rule for tag values: ([\p{L}\p{Z}\p{N}_.:/=+\-@]*), at most 256 characters
+# A later pass of the recursive model (`pass_name`): <model>-p2, -p3, ...
 _PASS = re.compile(r"(?P<model>.+)-p(?P<number>[2-9]|[1-9][0-9]+)")
+# SageMaker's rule for tag values: ([\p{L}\p{Z}\p{N}_.:/=+\-@]*), at most 256 characters
 _TAG_SYMBOLS = frozenset("_.:/=+-@")
 _MAX_TAG_VALUE = 256
 
@@ -266,8 +267,8 @@ def job_name(run: str, model: str) -> str:
 
 
 def pass_name(model: str, number: int) -> str:
-    """The name of a model's pass `number`, counted from 0 (m5flow.recursive), as people
-    count them: pass 0 has the model's own name, pass 1 is `<model>-p2`, its second."""
+    """The name of a model's pass `number` (m5flow.recursive). `number` counts from 0, the
+    name as people count: pass 0 is `<model>`, pass 1 `<model>-p2` (its second pass)."""
     return model if number == 0 else f"{model}-p{number + 1}"
 
 

@@ -290,11 +290,16 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
             else:
                 each = f", instances per job: {', '.join(f'{j} {n}' for j, n in instances.items())}"
             return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}{each}"
-        case "Transform Started" if get("pass"):  # the recursive model's later passes
+        case "Transform Started" if get("pass") == 1:  # the recursive model's first pass
             return (
-                f"{subject}: model {get('model')}, pass {get('pass')} of {get('passes')} (the "
-                f"pass before's forecast as the days ahead): batch transform "
-                f"{get('transform_job')} started"
+                f"{subject}: model {get('model')} trained; pass 1 of {get('passes')} of its "
+                f"recursive forecast, batch transform {get('transform_job')}, started"
+            )
+        case "Transform Started" if get("pass"):  # its later passes
+            return (
+                f"{subject}: model {get('model')}, pass {get('pass')} of {get('passes')} "
+                f"(reads pass {get('pass') - 1}'s forecast as the sales of the days it "
+                f"forecasts): batch transform {get('transform_job')} started"
             )
         case "Transform Started":
             return (

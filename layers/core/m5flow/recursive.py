@@ -5,13 +5,14 @@ pass forecasts their horizon. A model of yesterday's sales knows the level best,
 t + 2 needs the forecast of day t + 1 as its yesterday: the recursion. A Batch Transform
 predicts rows it is given and cannot feed its outputs back, and 28 transforms in a row would
 take hours on SageMaker (each starts its own instance). So the recursion runs as a few
-passes over the whole horizon instead: pass 0 reads the last week repeated as the days
-ahead, and each later pass reads the pass before. Day k is exactly the recursive forecast
-after pass k - 1, and later days change little after the first few passes
+passes over the whole horizon instead: the first pass reads the last week repeated as the
+days ahead, and each later pass reads the forecast of the pass before. Day k is exactly
+the recursive forecast after k passes, and later days change little after the first few
 (bench/accuracy/README.md: five passes score as the full recursion).
 
-The forecast is then the mean of the direct models' and the recursive model's: the two
-err differently (bench/accuracy/README.md), and no setting of either alone came close.
+The forecast is then the mean of the direct models' and the recursive model's: over the
+26 backtest windows the mean beat either alone (in-process 0.716, against 0.726 for the
+recursive model and 0.740 for the direct ones; bench/accuracy/README.md).
 
 The first pass of model `r1` has the model's name, the n-th (n >= 2) `r1-p<n>`
 (`naming.pass_name`): the pass's own inference prefix, transform job and predictions

@@ -2,7 +2,9 @@
 
 Fan-in without waiting: each transform's completion checks once whether every model of the
 manifest has its outputs; only a completion that finds them all assembles, and the ledger
-makes sure `Forecast Ready` is announced once even when two finish together.
+makes sure `Forecast Ready` is announced once even when two finish together. A completed
+pass of the recursive model other than its last instead writes the next pass's shards and
+starts its transform (m5flow.recursive): the step that hears of each transform's end.
 """
 
 from __future__ import annotations
@@ -253,7 +255,8 @@ def assemble_forecast(
         logger.info(
             "waiting for sibling transforms", extra={"run_id": run, "predictions_missing": pending}
         )
-        return Assembly(None, f"{model.name} predicted; waiting for {', '.join(pending)}")
+        waiting = [_waiting_for(manifest.model(name)) for name in pending]
+        return Assembly(None, f"{model.name} predicted; waiting for {', '.join(waiting)}")
 
     try:
         data, predictions, frame, closed_dates = _read_forecast(storage, manifest)
@@ -524,6 +527,7 @@ def _metrics(
         "first_day": manifest.last_day + 1,
         "horizon": manifest.horizon,
         "models": [m.name for m in manifest.models],
+        **({"forecast_is": _mix(manifest)} if _mix(manifest) else {}),
         "scored_on": _scored_on(scores),
         "wrmsse": score.as_dict() if score else None,
         "backtest_wrmsse": backtest.as_dict() if backtest else None,
@@ -553,6 +557,8 @@ def _facts(
         "dataset": manifest.dataset,
         "models": [_described(m) for m in manifest.models],
     }
+    if _mix(manifest):
+        facts["forecast"] = _mix(manifest)
     never_sold = data.ids[data.never_sold]
     if len(never_sold):
         facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({listed(never_sold, 3)})"
@@ -576,10 +582,27 @@ def _described(model: ModelShards) -> str:
     days = f"days {model.horizon_days[0]}-{model.horizon_days[1]}"
     if not model.passes:
         return f"{model.name} ({days})"
-    return (
-        f"{model.name} ({days}, recursive, {model.passes} passes; the forecast is the mean "
-        "of its and the direct models')"
-    )
+    return f"{model.name} ({days}, recursive: {_passes(model.passes)})"
+
+
+def _passes(count: int) -> str:
+    return f"{count} pass{'es' if count != 1 else ''}"
+
+
+def _waiting_for(model: ModelShards) -> str:
+    """A pending model, as the console says it: a recursive one by its last pass."""
+    if not model.passes:
+        return model.name
+    return f"{model.name} (recursive: its pass {model.passes} of {model.passes})"
+
+
+def _mix(manifest: Manifest) -> str | None:
+    """How the forecast is made of the models' forecasts, when not one forecast alone."""
+    recursive_models = [m.name for m in manifest.models if m.passes]
+    direct = [m.name for m in manifest.models if not m.passes]
+    if not recursive_models or not direct:
+        return None
+    return f"the mean of {', '.join(recursive_models)}'s and {', '.join(direct)}'s"
 
 
 def _headline(series: int, scores: Scores) -> dict[str, object]:

@@ -117,6 +117,7 @@ def publish_model(
             "model": model.name,
             "model_artifact": artifact,
             "transform_job": request["TransformJobName"],
+            **({"pass": 1, "passes": model.passes} if model.passes else {}),
         },
         once=f"transform-started-{model.name}",
     )
