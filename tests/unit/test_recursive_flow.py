@@ -44,12 +44,12 @@ class _Recorder:
 def test_a_pass_started_while_a_sibling_fails_is_stopped_and_not_announced(
     bucket, load_function, small_m5, bus, monkeypatch
 ):
-    """r1's pass 0 completes and finds the run alive; while the assemble step writes pass
-    1's shards (minutes at full scale), h28's training fails: the publish step announces
-    Run Failed and stops r1's pass jobs, r1-p2 among them, which does not exist yet. Then
-    the assemble step creates r1-p2. The publish step re-checks the run after creating a
-    transform (test_a_model_published_while_a_sibling_fails_stops_its_own_transform);
-    _next_pass does not."""
+    """r1's first pass completes and finds the run alive; while the assemble step writes
+    the second pass's shards (minutes at full scale), h28's training fails: the publish
+    step announces Run Failed and stops r1's pass jobs, r1-p2 among them, which does not
+    exist yet. Then the assemble step creates r1-p2: it must re-check the run and stop it,
+    as the publish step does (test_a_model_published_while_a_sibling_fails_stops_its_own_
+    transform), and announce nothing after Run Failed."""
     from m5flow.stages.assemble import assemble_forecast
     from m5flow.stages.publish import publish_model
 
@@ -77,9 +77,9 @@ def test_a_pass_started_while_a_sibling_fails_is_stopped_and_not_announced(
 def test_a_pass_refused_by_a_quota_says_so_and_stops_the_other_models_jobs(
     bucket, load_function, small_m5, bus, monkeypatch
 ):
-    """The publish step fails a transform quota with `quota_reason` and stops the other
-    models' jobs (_fail_model); _next_pass words a ResourceLimitExceeded as a
-    ValidationException of the stack's parameters, and stops nothing."""
+    """A later pass refused by a transform quota fails the run as the publish step's
+    refusal does (_fail_model): worded as a quota, not as a malformed request of the stack's
+    parameters, and with the other models' jobs stopped."""
     from m5flow.stages.assemble import assemble_forecast
 
     run = _recursive_run(bucket, load_function, small_m5, bus, "pass-quota")

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 PARQUET = "application/x-parquet"
 CSV = "text/csv"
-# Raised only for a change an older reader would misread; a new field is not one (older
-# readers drop fields they do not know).
-MANIFEST_VERSION = 1
+# Raised only for a change an older reader would misread; a new field is usually not one
+# (older readers drop fields they do not know). 2: a model's `passes`, without which an
+# older reader took the recursive model for a direct one of days 1-28.
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # a version-1 manifest is a run without a recursive model
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,12 @@ class Manifest:
     @classmethod
     def from_json(cls, body: bytes) -> Manifest:
         raw = json.loads(body)
-        if raw.get("version") != MANIFEST_VERSION:
+        if raw.get("version") not in READABLE_VERSIONS:
             # A stack updated while a run was in flight: say so rather than misread it.
             raise ValueError(
-                f"manifest version {raw.get('version')!r}: this m5flow reads version "
-                f"{MANIFEST_VERSION}; upload the dataset again under a new name to rerun it"
+                f"manifest version {raw.get('version')!r}: this m5flow reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; upload the dataset again under a "
+                "new name to rerun it"
             )
         models = [
             ModelShards(

@@ -318,13 +318,14 @@ def _group_writer(
                 storage.write(key, body)
                 written[channel] = ShardInfo(key, tally[0], len(body))
         tally = [0]
-        inference = itertools.chain(
-            blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, backtest),
-            blocks(rows, last + first_horizon, last + last_horizon, tally, last),
-        )
         if guesses:
             ahead = recursive.pass_blocks(data, facts, rows, guesses, feature_config)
             inference = _counted(ahead, tally)
+        else:
+            inference = itertools.chain(
+                blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, backtest),
+                blocks(rows, last + first_horizon, last + last_horizon, tally, last),
+            )
         body = encode_inference(inference, data.ids, model.feature_names)
         key = f"{naming.channel_prefix(run, 'inference', model.name)}{group}.csv"
         storage.write(key, body)
