@@ -22,7 +22,7 @@ from typing import Any
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.hyperparameters import stack_hyperparameters
-from m5flow.shards import ShardConfig, parse_min_lags
+from m5flow.shards import ShardConfig, parse_min_lags, parse_passes
 from m5flow.storage import DiskStorage
 from m5flow_local.console import discard_stdout, print_line
 from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped
@@ -138,6 +138,8 @@ def _shard(args: argparse.Namespace) -> int:
     inputs = input_records("", present)
     if args.min_lags:  # given on the command line: over m5flow.json's
         overrides = replace(overrides, min_lags=args.min_lags)
+    if args.recursive_passes is not None:
+        overrides = replace(overrides, recursive_passes=args.recursive_passes)
     # Written in a hidden folder and moved in whole: an interrupted call leaves the earlier
     # run folder as it was, and a finished one replaces it (whose other --min-lags would
     # otherwise leave shards of models this manifest does not list).
@@ -450,6 +452,14 @@ def _claimed_up(args: argparse.Namespace, parameters: dict[str, str]) -> int:
     return 0
 
 
+def _passes(text: str) -> int:
+    """`--recursive-passes 5`, checked as the shard step will check it, before any reading."""
+    try:
+        return parse_passes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def _min_lags(text: str) -> tuple[int, ...]:
     """`--min-lags 7,14,21,28`, checked as the shard step will check it, before any reading."""
     try:
@@ -538,8 +548,13 @@ def parser() -> argparse.ArgumentParser:
         "--min-lags",
         type=_min_lags,
         help="one direct model per minimum lag, e.g. 28 for a single one (default: min_lags "
-        "of DATA_DIR/m5flow.json, else 7,14,21,28); the recursive model r1 is written too "
-        "unless DATA_DIR/m5flow.json sets recursive_passes 0",
+        "of DATA_DIR/m5flow.json, else 7,14,21,28)",
+    )
+    shard.add_argument(
+        "--recursive-passes",
+        type=_passes,
+        help="passes of the recursive model r1, written beside the direct ones; 0: none "
+        "(default: recursive_passes of DATA_DIR/m5flow.json, else 5)",
     )
     shard.set_defaults(run=_shard)
 

@@ -80,12 +80,18 @@ def test_shard_reads_the_dataset_settings_and_the_command_line_wins(tmp_path):
     assert from_file["hyperparameters"] == {"eta": "0.2"}
     assert "m5flow.json" in from_file["inputs"]
     assert [m["name"] for m in manifest_of("--min-lags", "14,28")["models"]] == ["h14", "h28"]
+    both = manifest_of("--min-lags", "28", "--recursive-passes", "2")["models"]
+    assert [(m["name"], m["passes"]) for m in both] == [("h28", 0), ("r1", 2)]
 
 
 def test_shard_checks_min_lags_before_reading(tmp_path):
     result = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"), "--min-lags", "7,14")
     assert result.returncode == 2
     assert "--min-lags: '7,14': min_lags must end at the horizon, 28" in result.stderr
+    passes = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"),
+                     "--recursive-passes", "29")  # fmt: skip
+    assert passes.returncode == 2
+    assert "--recursive-passes: '29': recursive_passes must be 0 to 28: 29" in passes.stderr
 
 
 @pytest.mark.parametrize("inside", ["", "forecast"])
