@@ -43,6 +43,11 @@ class ModelShards:
     # has shards of the same names under its own prefix, written by the step before it.
     passes: int = 0
 
+    @property
+    def last_pass(self) -> int:
+        """The number of the model's last transform: a direct model has one, pass 0."""
+        return max(self.passes - 1, 0)
+
 
 @dataclass
 class Manifest:

@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 
 from m5flow import forecast, jobs, naming, recursive, report, schema, scoring, submission
 from m5flow.exceptions import RunFailedError, ScoringError
-from m5flow.features import FeatureConfig, series_facts
+from m5flow.features import series_facts
 from m5flow.hierarchy import Hierarchy
 from m5flow.manifest import Manifest, ModelShards, ShardInfo
 from m5flow.notifications import EventPublisher, Stage
@@ -29,14 +29,10 @@ from m5flow.shards import encode_inference
 from m5flow.stages.failure import (
     announce_job_failure,
     announce_run_failure,
-    fail_run,
     failure_name,
-    is_refusal,
-    other_models_jobs,
-    quota_reason,
-    refusal_reason,
-    stop_jobs,
+    stop_other_models,
 )
+from m5flow.stages.transforms import start_transform
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
 
@@ -66,10 +62,6 @@ def _pass_inputs(manifest: Manifest, model: ModelShards, number: int) -> list[Sh
     return [replace(s, key=own + s.key.removeprefix(first)) for s in model.inference]
 
 
-def _last_pass(model: ModelShards) -> int:
-    return max(model.passes - 1, 0)
-
-
 def _pass_outputs(manifest: Manifest, model: ModelShards, number: int) -> list[tuple[str, int]]:
     """(output key, rows) of each inference shard of the model's pass `number`."""
     name = naming.pass_name(model.name, number)
@@ -83,17 +75,13 @@ def _missing_outputs(
 ) -> list[str]:
     """The inference shards of the model's pass `number` (its last by default) that have
     no transform output (`.out`) yet."""
-    number = _last_pass(model) if number is None else number
+    number = model.last_pass if number is None else number
     name = naming.pass_name(model.name, number)
     have = set(storage.list(naming.channel_prefix(manifest.run_id, "predictions", name)))
     return [
         shard.key
-        for shard, (output, _) in zip(
-            _pass_inputs(manifest, model, number),
-            _pass_outputs(manifest, model, number),
-            strict=True,
-        )
-        if output not in have
+        for shard in _pass_inputs(manifest, model, number)
+        if _output_key(manifest, name, shard.key) not in have
     ]
 
 
@@ -210,10 +198,9 @@ def assemble_forecast(
             publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset,
             once=failure,
         )  # fmt: skip
-        # As a failed training job does (publish_model): the other models' jobs, a direct
-        # model still training or the recursive model's passes, would run on to no end.
-        training_jobs, transform_jobs = other_models_jobs(manifest, model_name)
-        stop_jobs(sagemaker, training=training_jobs, transform=transform_jobs)
+        # As for a failed training job (publish_model): a direct model still training, or
+        # the recursive model's passes.
+        stop_other_models(sagemaker, manifest, model_name)
         return Assembly(None, f"transform job {name} {transform['TransformJobStatus']}: run failed")
     announcement = publisher.settle(run, FORECAST_READY)
     if announcement == "resent":
@@ -248,7 +235,7 @@ def assemble_forecast(
             once=failure,
         )  # fmt: skip
         return Assembly(None, f"transform job {name} left shards without output: run failed")
-    if number < _last_pass(model):
+    if number < model.last_pass:
         return _next_pass(storage, publisher, sagemaker, settings, manifest, model, number + 1)
     pending = _pending_models(storage, manifest, complete=model.name)
     if pending:
@@ -343,7 +330,7 @@ def _forecasters(storage: Storage, manifest: Manifest) -> list[pd.DataFrame]:
     own horizon days), then each recursive model's last pass (every day)."""
     direct = [o for m in manifest.models if not m.passes for o in _pass_outputs(manifest, m, 0)]
     outputs = [direct] if direct else []
-    outputs += [_pass_outputs(manifest, m, _last_pass(m)) for m in manifest.models if m.passes]
+    outputs += [_pass_outputs(manifest, m, m.last_pass) for m in manifest.models if m.passes]
     return [
         forecast.read_predictions((key, storage.read(key), rows) for key, rows in each)
         for each in outputs
@@ -351,18 +338,24 @@ def _forecasters(storage: Storage, manifest: Manifest) -> list[pd.DataFrame]:
 
 
 def _mean_submission(
-    forecasters: list[pd.DataFrame], data: M5Data, origin: int, horizon: int
+    forecasters: list[pd.DataFrame],
+    data: M5Data,
+    origin: int,
+    horizon: int,
+    closed: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The forecasters' mean submission for the `horizon` days after `origin`."""
-    history = data.sales[:, :origin]
+    """The forecasters' mean submission for the `horizon` days after `origin`; `closed`:
+    its closed days, when the caller has them (`_closed`)."""
+    never_sold = data.sales[:, :origin].max(axis=1, initial=0) == 0
+    closed = _closed(data, origin + 1, horizon) if closed is None else closed
     frames = [
         forecast.submission(
             predictions[(predictions["day"] > origin) & (predictions["day"] <= origin + horizon)],
             data.ids,
             origin + 1,
             horizon,
-            never_sold=history.max(axis=1, initial=0) == 0,
-            closed=_closed(data, origin + 1, horizon),
+            never_sold=never_sold,
+            closed=closed,
         )
         for predictions in forecasters
     ]
@@ -385,8 +378,8 @@ def _read_forecast(
     """
     data = _read_inputs(storage, manifest)
     forecasters = _forecasters(storage, manifest)
-    frame = _mean_submission(forecasters, data, data.last_day, manifest.horizon)
     closed = _closed(data, data.last_day + 1, manifest.horizon)
+    frame = _mean_submission(forecasters, data, data.last_day, manifest.horizon, closed)
     dates = data.calendar["date"].to_numpy()[data.last_day : data.last_day + manifest.horizon]
     return data, forecasters, frame, [str(date) for date in dates[closed]]
 
@@ -411,39 +404,14 @@ def _next_pass(
         _write_pass_shards(storage, manifest, model, number)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
-    request = jobs.transform_request(manifest, model, settings, number)
-    job = request["TransformJobName"]
-    try:
-        sagemaker.create_transform_job(**request)
-    except sagemaker.exceptions.ResourceInUse:
-        logger.info("transform job already exists", extra={"job": job})
-    except sagemaker.exceptions.ClientError as exc:
-        message = exc.response["Error"]["Message"]
-        if exc.response["Error"]["Code"] == "ResourceLimitExceeded":
-            # What the run's transforms need at once: this pass's beside the others'
-            requests = [
-                request if m is model else jobs.transform_request(manifest, m, settings)
-                for m in manifest.models
-            ]
-            index = manifest.models.index(model)
-            reason = quota_reason("transform", requests, index, message)
-        elif is_refusal(exc):
-            reason = refusal_reason(f"transform job {job}", message)
-        else:
-            raise
-        detail = {"run_id": run, "dataset": manifest.dataset, "stage": Stage.ASSEMBLE_FORECAST,
-                  "reason": reason}  # fmt: skip
-        training_jobs, transform_jobs = other_models_jobs(manifest, model.name)
-        fail_run(
-            sagemaker, publisher, detail, stop_training=training_jobs,
-            stop_transform=transform_jobs, once=failure,
-        )  # fmt: skip
+    job = naming.job_name(run, own)
+    started = start_transform(
+        sagemaker, publisher, manifest, model, settings,
+        number=number, stage=Stage.ASSEMBLE_FORECAST, failure=failure,
+    )  # fmt: skip
+    if started == "refused":
         return Assembly(None, f"transform job {job} refused: run failed")
-    if publisher.settle(run, failure) != "absent":
-        # A sibling failed the run while this pass's shards were written, after the check
-        # in assemble_forecast: its stop came before this transform existed.
-        logger.warning("the run failed meanwhile; transform stopped", extra={"run_id": run})
-        stop_jobs(sagemaker, transform=[job])
+    if started == "stopped":
         return Assembly(None, f"the run failed meanwhile: transform job {job} stopped")
     publisher.publish(
         "Transform Started",
@@ -482,7 +450,7 @@ def _write_pass_shards(
         (origin, _mean_submission([before], data, origin, HORIZON).drop(columns="id").to_numpy())
         for origin in recursive.origins(data)
     ]
-    config = FeatureConfig.for_min_lag(model.min_lag)
+    config = recursive.feature_config()
     facts = series_facts(data, config)
     row_of = {series: row for row, series in enumerate(data.ids)}
     for shard, group in zip(_pass_inputs(manifest, model, number), by_group, strict=True):

@@ -347,9 +347,19 @@ def other_models_jobs(manifest: Manifest, model: str) -> tuple[list[str], list[s
     transform = [
         naming.job_name(manifest.run_id, naming.pass_name(m.name, number))
         for m in others
-        for number in range(max(m.passes, 1))
+        for number in range(m.last_pass + 1)
     ]
     return training, transform
+
+
+def stop_other_models(sagemaker: Any, manifest: Manifest, model: str) -> None:
+    """A job of `model` failed or stopped: the forecast needs every model, so the other
+    models' jobs, which would run on, billed, for a run that cannot finish, are stopped.
+    On every delivery, not only the announcing one: a retry after a crash between the
+    announcement and the stops must still stop them, and a job that has ended is passed
+    over."""
+    training_jobs, transform_jobs = other_models_jobs(manifest, model)
+    stop_jobs(sagemaker, training=training_jobs, transform=transform_jobs)
 
 
 def stop_jobs(

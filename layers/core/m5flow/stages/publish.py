@@ -8,18 +8,16 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from m5flow import jobs, naming
-from m5flow.manifest import Manifest, ModelShards
+from m5flow.manifest import Manifest
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.stages.failure import (
     announce_job_failure,
-    fail_run,
     failure_name,
     is_refusal,
-    other_models_jobs,
-    quota_reason,
     refusal_reason,
-    stop_jobs,
+    stop_other_models,
 )
+from m5flow.stages.transforms import fail_model, start_transform
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -50,12 +48,7 @@ def publish_model(
             publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset,
             once=failure,
         )  # fmt: skip
-        # The forecast needs every model: the others' jobs would run on, billed (a training
-        # job up to MaxTrainingSeconds), for a run that cannot finish. Stopped on every
-        # delivery, not only the announcing one: a retry after a crash between the two
-        # must still stop them, and a job that has ended is passed over.
-        training_jobs, transform_jobs = other_models_jobs(manifest, model_name)
-        stop_jobs(sagemaker, training=training_jobs, transform=transform_jobs)
+        stop_other_models(sagemaker, manifest, model_name)  # a training job: up to hours
         return None
 
     if publisher.settle(run, failure) != "absent":
@@ -79,36 +72,18 @@ def publish_model(
             logger.info("model already exists", extra={"model": name})
         elif is_refusal(exc):
             reason = refusal_reason(f"model {name}", message)
-            _fail_model(sagemaker, publisher, manifest, model, reason, failure)
+            fail_model(sagemaker, publisher, manifest, model.name, Stage.PUBLISH_MODEL, reason,
+                       failure)  # fmt: skip
             return None
         else:
             raise
-    request = jobs.transform_request(manifest, model, settings)
-    created: str | None = request["TransformJobName"]
-    try:
-        sagemaker.create_transform_job(**request)
-    except sagemaker.exceptions.ResourceInUse:
-        logger.info("transform job already exists", extra={"job": request["TransformJobName"]})
-        created = None
-    except sagemaker.exceptions.ResourceLimitExceeded as exc:
-        # What the run's transforms need at once, beside the quota SageMaker names
-        requests = [jobs.transform_request(manifest, m, settings) for m in manifest.models]
-        index = manifest.models.index(model)
-        reason = quota_reason("transform", requests, index, exc.response["Error"]["Message"])
-        _fail_model(sagemaker, publisher, manifest, model, reason, failure)
+    started = start_transform(
+        sagemaker, publisher, manifest, model, settings,
+        number=0, stage=Stage.PUBLISH_MODEL, failure=failure,
+    )  # fmt: skip
+    if started in ("refused", "stopped"):
         return None
-    except sagemaker.exceptions.ClientError as exc:
-        if not is_refusal(exc):
-            raise
-        reason = refusal_reason(f"transform job {created}", exc.response["Error"]["Message"])
-        _fail_model(sagemaker, publisher, manifest, model, reason, failure)
-        return None
-    if publisher.settle(run, failure) != "absent":
-        # A sibling failed while this model was being published, after the check above; its
-        # stop came before this transform existed, so it is stopped here.
-        logger.warning("the run failed meanwhile; transform stopped", extra={"run_id": run})
-        stop_jobs(sagemaker, transform=[request["TransformJobName"]])
-        return None
+    job = naming.job_name(run, model.name)
     publisher.publish(
         "Transform Started",
         {
@@ -116,37 +91,9 @@ def publish_model(
             "dataset": manifest.dataset,
             "model": model.name,
             "model_artifact": artifact,
-            "transform_job": request["TransformJobName"],
+            "transform_job": job,
             **({"pass": 1, "passes": model.passes} if model.passes else {}),
         },
         once=f"transform-started-{model.name}",
     )
-    return created
-
-
-def _fail_model(
-    sagemaker: Any,
-    publisher: EventPublisher,
-    manifest: Manifest,
-    refused: ModelShards,
-    reason: str,
-    failure: str,
-) -> None:
-    """SageMaker refused a model's model or transform job (a quota, or a malformed
-    request): the forecast needs every model, so the run fails now with `reason`, and the
-    other models' jobs are stopped (a transform still running, or a training job whose
-    model would never be used).
-
-    Before, Lambda retried twice and the failure queue announced the crash, while the
-    siblings' transforms ran on to no end."""
-    training_jobs, transform_jobs = other_models_jobs(manifest, refused.name)
-    detail = {
-        "run_id": manifest.run_id,
-        "dataset": manifest.dataset,
-        "stage": Stage.PUBLISH_MODEL,
-        "reason": reason,
-    }
-    fail_run(
-        sagemaker, publisher, detail, stop_training=training_jobs, stop_transform=transform_jobs,
-        once=failure,
-    )  # fmt: skip
+    return job if started == "created" else None
