@@ -182,6 +182,30 @@ for _passes in (3, 5, 8):
     CONFIGS[f"naive_refine{_passes}"] = {**CONFIGS[f"refine{min(_passes, 3)}"], "refine": _passes,
                                          "feed": "naive"}  # fmt: skip
 
+# Session 19: the recursive model's own variance and settings (it keeps 80-110 trees).
+CONFIGS["recursive_seeds5"] = {**CONFIGS["recursive"], "seeds": 5}
+CONFIGS["recursive_eta03"] = {**CONFIGS["recursive"], "patience": 60, "params": {
+    **CONFIGS["recursive"]["params"], "eta": 0.03}}  # fmt: skip
+CONFIGS["recursive_deep"] = {**CONFIGS["recursive"], "params": {
+    **CONFIGS["recursive"]["params"], "max_depth": 8, "min_child_weight": 20}}  # fmt: skip
+CONFIGS["recursive_p100"] = {**CONFIGS["recursive"], "patience": 100}
+CONFIGS["recursive_refit"] = {**CONFIGS["recursive"], "refit": True}
+# Yesterday's sales of the series' groups, fresh only for a lag-1 model: the total, its store
+# (a store's traffic) and its item in every store (a promotion).
+CONFIGS["recursive_agg"] = {**CONFIGS["recursive"], "aggregates": ("all", "store_ids", "item_ids")}
+CONFIGS["recursive_agg_store"] = {**CONFIGS["recursive"], "aggregates": ("all", "store_ids")}
+CONFIGS["recursive_agg_item"] = {**CONFIGS["recursive"], "aggregates": ("item_ids",)}
+# for_min_lag(1)'s weekly lags are 1, 8, 15, ... (yesterday's weekday); these are today's.
+CONFIGS["recursive_weekday"] = {
+    **CONFIGS["recursive"],
+    "features": lambda m: replace(FeatureConfig.for_min_lag(m), lags=(1, 7, 14, 21, 28, 364)),
+}
+CONFIGS["recursive_gap"] = {**CONFIGS["recursive"], "gap": True}
+for _rounds in (100, 150):
+    CONFIGS[f"recursive_fixed{_rounds}"] = {**CONFIGS["recursive"], "fixed_rounds": _rounds}
+CONFIGS["recursive_npt4"] = {**CONFIGS["recursive"], "params": {
+    **CONFIGS["recursive"]["params"], "num_parallel_tree": 4}}  # fmt: skip
+
 
 def load_real() -> M5Data:
     return schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
@@ -273,26 +297,74 @@ def _zero_runs(sales: np.ndarray) -> np.ndarray:
     return runs
 
 
+def _aggregate_rows(data: M5Data, block, kinds: tuple[str, ...], lag: int) -> np.ndarray:
+    """Per row: its group's sales `lag` days before, and their 7- and 28-day means ending
+    there, for each kind of group ("all", "store_ids", "item_ids", ...)."""
+    rows = []
+    column = block.day - lag - 1  # 0-based column of the freshest day the row may read
+    for kind in kinds:
+        codes = (
+            np.zeros(len(data.ids), int) if kind == "all" else pd.factorize(getattr(data, kind))[0]
+        )
+        totals = np.zeros((codes.max() + 1, data.sales.shape[1]))
+        np.add.at(totals, codes, data.sales)
+        cum = np.concatenate([np.zeros((len(totals), 1)), totals.cumsum(axis=1)], axis=1)
+        group = codes[block.series]
+        ok = column >= 0
+        col = np.where(ok, column, 0)
+        rows.append(np.where(ok, totals[group, col], np.nan))
+        for window in (7, 28):
+            start = np.maximum(col + 1 - window, 0)
+            mean = (cum[group, col + 1] - cum[group, start]) / (col + 1 - start)
+            rows.append(np.where(col + 1 >= window, mean, np.nan))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _with_aggregates(data: M5Data, block, config: dict, lag: int) -> np.ndarray:
+    if not config.get("aggregates"):
+        return block.features
+    return np.vstack([block.features, _aggregate_rows(data, block, config["aggregates"], lag)])
+
+
 def _lag_model(data: M5Data, config: dict, step: int) -> tuple[xgb.Booster, FeatureConfig, object]:
     """A model whose freshest sales are `step` days old, early-stopped on the last 28 days."""
     rows = np.arange(len(data.ids))
     features = config.get("features", FeatureConfig.for_min_lag)(step)
     facts = series_facts(data, features)  # first sales from the real days, not the forecasts
-    train = build_block(data, facts, rows, 1, data.last_day - 28, features)
-    valid = build_block(data, facts, rows, data.last_day - 27, data.last_day, features)
+    last = data.last_day
     params = {**config["params"], "nthread": 1, "seed": config.get("seed", 0)}
+    matrix = lambda block: _with_aggregates(data, block, config, step)  # noqa: E731
+    if config.get("fixed_rounds"):  # every day, a fixed number of trees, nothing held out
+        full = build_block(data, facts, rows, 1, last, features)
+        booster = xgb.train(params, xgb.DMatrix(matrix(full).T, label=full.label),
+                            config["fixed_rounds"], verbose_eval=False)  # fmt: skip
+        ROUNDS.append(config["fixed_rounds"])
+        return booster, features, facts
+    # "gap": early-stop on the 28 days before the last 28, which it trains on.
+    gap = 28 if config.get("gap") else 0
+    valid = build_block(data, facts, rows, last - 27 - gap, last - gap, features)
+    train = build_block(data, facts, rows, 1, last - 28 - gap, features)
+    train_matrix, label = matrix(train), train.label
+    if gap:
+        recent = build_block(data, facts, rows, last - gap + 1, last, features)
+        train_matrix = np.hstack([train_matrix, matrix(recent)])
+        label = np.concatenate([label, recent.label])
     booster = xgb.train(
-        params, xgb.DMatrix(train.features.T, label=train.label), config["num_round"],
-        evals=[(xgb.DMatrix(valid.features.T, label=valid.label), "validation")],
+        params, xgb.DMatrix(train_matrix.T, label=label), config["num_round"],
+        evals=[(xgb.DMatrix(matrix(valid).T, label=valid.label), "validation")],
         early_stopping_rounds=config.get("patience", 20), verbose_eval=False,
     )  # fmt: skip
     ROUNDS.append(booster.best_iteration + 1)
+    if config.get("refit"):  # again on every day up to the origin, with the trees it chose
+        full = build_block(data, facts, rows, 1, last, features)
+        booster = xgb.train(params, xgb.DMatrix(matrix(full).T, label=full.label),
+                            booster.best_iteration + 1, verbose_eval=False)  # fmt: skip
     return booster, features, facts
 
 
 def _predict_days(
     booster: xgb.Booster, data: M5Data, facts: object, features: FeatureConfig,
-    future: np.ndarray, first: int, days: int,
+    future: np.ndarray, first: int, days: int, config: dict | None = None,
 ) -> np.ndarray:  # fmt: skip
     """(series, days) forecasts of days first.., reading `future` as the sales after the origin."""
     rows = np.arange(len(data.ids))
@@ -300,7 +372,8 @@ def _predict_days(
     block = build_block(known, facts, rows, first, first + days - 1, features,
                         drop_before_first_sale=False)  # fmt: skip
     pred = booster.predict(
-        xgb.DMatrix(block.features.T), iteration_range=(0, booster.best_iteration + 1)
+        xgb.DMatrix(_with_aggregates(known, block, config or {}, features.min_lag).T),
+        iteration_range=(0, booster.best_iteration + 1),
     )
     out = np.zeros((len(rows), days), dtype=np.float32)
     out[block.series, block.day - first] = np.maximum(0, pred)
@@ -323,7 +396,7 @@ def _recursive(data: M5Data, config: dict) -> np.ndarray:
     booster, features, facts = _lag_model(data, config, step)
     future = np.zeros((len(data.ids), 0), dtype=np.float32)
     for first in range(last + 1, last + schema.HORIZON + 1, step):
-        days = _predict_days(booster, data, facts, features, future, first, step)
+        days = _predict_days(booster, data, facts, features, future, first, step, config)
         future = np.concatenate([future, days], axis=1)
     return _closed_to_zero(data, future[:, : schema.HORIZON].astype(np.float64))
 

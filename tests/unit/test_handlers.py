@@ -706,11 +706,12 @@ def test_a_recursive_pass_starts_the_next_and_the_forecast_is_the_mean(
         pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), header=None)
         for key in second
     )
-    assert len(rows) == len(sales) * 28 * 2
+    assert len(rows) == len(sales) * 28  # no backtest: the model trained on every day
+    assert rows[1].min() == 1942
     yesterday = rows.set_index([0, 1])[2]  # lag1: pass 0's forecast of the day before
     assert (yesterday.xs(1943, level=1) == 0.5).all()  # pass 0 forecast day 1942 at 1 - 0.5
-    backtest = yesterday.xs(1915, level=1)  # pass 0's backtest forecast: the true d_1914
-    assert backtest.to_dict() == sales.set_index("id")["d_1914"].astype(float).to_dict()
+    last_sale = sales.set_index("id")["d_1941"].astype(float).to_dict()
+    assert yesterday.xs(1942, level=1).to_dict() == last_sale
 
     _write_predictions(bucket, run, sales, recursive=1.0)  # the last pass: h + 0.5
     done = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "r1-p2"))
@@ -722,6 +723,14 @@ def test_a_recursive_pass_starts_the_next_and_the_forecast_is_the_mean(
     assert len(sold) > 20
     expected = [float(h) for h in range(1, 29)]  # the mean of h - 0.5 and h + 0.5
     assert (submission.loc[sold] == expected).all().all()
+    metrics = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
+    )
+    # The direct model's backtest alone, which forecast the true sales: r1 has none.
+    assert metrics["backtest_wrmsse"]["wrmsse"] == 0
+    assert metrics["backtest_note"].endswith(
+        "; forecast by the direct models alone (h28; r1 trained on those days)"
+    )
 
 
 def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):

@@ -84,9 +84,14 @@ def test_the_shard_step_writes_pass_0_of_the_recursive_model(data: M5Data, tmp_p
     manifest = write_shards(data, DiskStorage(tmp_path), "run-1", "demo", {}, shard_config=config)
     direct, model = manifest.models
     assert (model.name, model.min_lag, model.horizon_days, model.passes) == ("r1", 1, (1, 28), 3)
-    assert direct.passes == 0 and model.train and model.validation
+    assert (direct.passes, direct.trees, model.trees) == (0, None, recursive.TREES)
+    # Every day trains the recursive model, the direct model's validation days too, and it
+    # forecasts no backtest: it has no held-out days.
+    assert not model.validation and direct.validation
+    assert sum(s.rows for s in model.train) == sum(s.rows for s in direct.train + direct.validation)
     frame = pd.concat(pd.read_csv(tmp_path / s.key, header=None) for s in model.inference)
-    assert sum(s.rows for s in model.inference) == len(frame) == manifest.series * HORIZON * 2
+    assert sum(s.rows for s in model.inference) == len(frame) == manifest.series * HORIZON
+    assert frame[1].min() == data.last_day + 1
     frame.columns = ["id", "day", *model.feature_names]
     row = {series: k for k, series in enumerate(data.ids)}
     ahead = frame[frame["day"] == data.last_day + 8]  # yesterday: guess day 7, the last sale
@@ -117,9 +122,9 @@ def test_a_failed_model_stops_every_pass_of_the_recursive_model() -> None:
 def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
     data: M5Data, tmp_path: Path
 ) -> None:
-    """A series launched after the backtest's origin (d_1913): its backtest rows, direct
-    and recursive, must be the same whenever it launched (`age` had told when); its
-    forecast rows know."""
+    """A series launched after the backtest's origin (d_1913): its backtest rows must be
+    the same whenever it launched (`age` had told when); its forecast rows know. The
+    recursive model has no backtest rows (it trained on every day)."""
     rows = {}
     for launch in (1931, 1936):
         launched = dataclasses.replace(data, sales=data.sales.copy())
@@ -133,10 +138,10 @@ def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
             frame = pd.concat(pd.read_csv(root / s.key, header=None) for s in model.inference)
             frame.columns = ["id", "day", *model.feature_names]
             rows[launch, model.name] = frame[frame["id"] == data.ids[0]].reset_index(drop=True)
-    for model in ("h28", "r1"):
+    for model, backtest_days in (("h28", 28), ("r1", 0)):
         early, late = rows[1931, model], rows[1936, model]
         past = early["day"] <= data.last_day
-        assert past.sum() == 28
+        assert past.sum() == backtest_days
         pd.testing.assert_frame_equal(early[past], late[past])
         assert not early[~past]["age"].equals(late[~past]["age"]), model
 

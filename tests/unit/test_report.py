@@ -314,7 +314,20 @@ def test_with_truth_the_backtest_is_named_beside_the_score() -> None:
     )  # fmt: skip
     text = " ".join(parse(html).text)
     assert "against the uploaded truth" in text
-    assert f"backtest on d_173..d_200 scored {backtest.wrmsse:.3f}" in text
+    assert f"The backtest of the same method on d_173..d_200 scored {backtest.wrmsse:.3f}" in text
+
+
+def test_a_backtest_by_fewer_models_says_which() -> None:
+    """The recursive model trains on the backtest's days: the report names who forecast it."""
+    history, forecast, _, hierarchy, ids = small_case()
+    backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)
+    by = "the direct models alone (h28; r1 trained on those days)"
+    html = report.render_report(
+        history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=FACTS,
+        backtest=backtest, backtest_by=by,
+    )  # fmt: skip
+    text = " ".join(parse(html).text)
+    assert f"the WRMSSE of {by} forecasting d_173..d_200" in text
 
 
 def _legend_and_title(svg: str) -> tuple[float, str]:

@@ -75,13 +75,20 @@ def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -
     newer = json.loads(manifest.to_json()) | {"a_field_of_a_later_m5flow": 1}
     assert Manifest.from_json(json.dumps(newer).encode()) == manifest
     other = json.loads(manifest.to_json()) | {"version": manifest.version + 1}
-    with pytest.raises(ValueError, match=r"manifest version 3: this m5flow reads versions 1, 2;"):
+    with pytest.raises(
+        ValueError, match=r"manifest version 4: this m5flow reads versions 1, 2, 3;"
+    ):
         Manifest.from_json(json.dumps(other).encode())
     # A run from before the recursive model (version 1, no `passes`): direct models only.
     older = json.loads(manifest.to_json()) | {"version": 1}
     for model in older["models"]:
         del model["passes"]
     assert [m.passes for m in Manifest.from_json(json.dumps(older).encode()).models] == [0]
+    # Version 2, before `trees`: every model early-stopped.
+    before_trees = json.loads(manifest.to_json()) | {"version": 2}
+    for model in before_trees["models"]:
+        del model["trees"]
+    assert [m.trees for m in Manifest.from_json(json.dumps(before_trees).encode()).models] == [None]
 
 
 def test_parquet_shards_hold_the_block_label_first(data: M5Data, tmp_path: Path) -> None:

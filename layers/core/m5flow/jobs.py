@@ -185,6 +185,8 @@ def training_request(
     hyperparameters = merge_hyperparameters(settings.hyperparameters, manifest.hyperparameters)
     if not model.validation:
         hyperparameters.pop("early_stopping_rounds", None)
+    if model.trees is not None:  # its own count, not the early-stopping cap (num_round)
+        hyperparameters["num_round"] = str(model.trees)
     key = _kms(settings)
     return {
         "TrainingJobName": naming.job_name(manifest.run_id, model.name),

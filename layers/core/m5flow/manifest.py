@@ -17,8 +17,11 @@ CSV = "text/csv"
 # Raised only for a change an older reader would misread; a new field is usually not one
 # (older readers drop fields they do not know). 2: a model's `passes`, without which an
 # older reader took the recursive model for a direct one of days 1-28.
-MANIFEST_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # a version-1 manifest is a run without a recursive model
+# 3: a model's `trees`, without which an older reader trained the recursive model (no
+# validation channel) with the early-stopping cap of trees.
+MANIFEST_VERSION = 3
+# Version 1 is a run without a recursive model; in version 2 it was early-stopped.
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class ModelShards:
     # The recursive model's passes (m5flow.recursive); 0 for a direct model. Pass k >= 1
     # has shards of the same names under its own prefix, written by the step before it.
     passes: int = 0
+    # A fixed number of trees, trained on every day without a validation channel (the
+    # recursive model, m5flow.recursive); None: early stopping on the validation channel.
+    trees: int | None = None
 
     @property
     def last_pass(self) -> int:
@@ -85,6 +91,7 @@ class Manifest:
                 horizon_days=tuple(m["horizon_days"]),
                 feature_names=m["feature_names"],
                 passes=m.get("passes", 0),
+                trees=m.get("trees"),
                 **{c: [ShardInfo(**s) for s in m[c]] for c in ("train", "validation", "inference")},
             )
             for m in raw.pop("models")

@@ -113,6 +113,7 @@ def render_report(
     score: Score | None = None,
     backtest: Score | None = None,
     backtest_forecast: np.ndarray | None = None,
+    backtest_by: str = "the same method",
     dates: np.ndarray | None = None,
     days_shown: int = 120,
 ) -> str:
@@ -139,6 +140,8 @@ def render_report(
         Else the headline: the WRMSSE of the same method on the last h history days.
     backtest_forecast
         (n_series, h): that backtest's forecast of the last h history days, drawn dashed.
+    backtest_by
+        What made the backtest's forecast, when not all that made the forecast.
     dates
         datetime64 of d_1..d_T+h (T+h values, e.g. `M5Data.calendar["date"]`), for month
         ticks (default: day-number ticks).
@@ -182,7 +185,8 @@ def render_report(
         )
         if backtest is not None:
             sentence += (
-                f" The same method's backtest on {backtest_days} scored {backtest.wrmsse:.3f} "
+                f" The backtest of {backtest_by} on {backtest_days} scored "
+                f"{backtest.wrmsse:.3f} "
                 f"(optimistic: {optimistic})."
             )
     elif backtest is not None:
@@ -190,7 +194,7 @@ def render_report(
         why = f"The uploaded truth could not be used (see '{NOT_SCORED}')"
         sentence = (
             (why if truth_uploaded else "No truth was uploaded")
-            + ", so this is a backtest: the WRMSSE of the same method "
+            + f", so this is a backtest: the WRMSSE of {backtest_by} "
             f"forecasting {backtest_days} from the days before them. It is optimistic: "
             f"{optimistic}. "
             f"The forecast of {horizon_days} itself is not scored."

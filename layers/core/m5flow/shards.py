@@ -305,12 +305,16 @@ def _group_writer(
             if len(block):
                 yield block
 
+    channels = (
+        [("train", max(1, train_start), validation_start - 1),
+         ("validation", max(1, validation_start), last)]
+        if model.trees is None
+        else [("train", max(1, train_start), last)]  # every day: nothing held out
+    )  # fmt: skip
+
     def write(group: str, rows: np.ndarray) -> dict[str, ShardInfo]:
         written = {}
-        for channel, first, final in (
-            ("train", max(1, train_start), validation_start - 1),
-            ("validation", max(1, validation_start), last),
-        ):
+        for channel, first, final in channels:
             tally = [0]
             body = encode_training(blocks(rows, first, final, tally), model.feature_names, ext)
             if tally[0]:
@@ -377,7 +381,8 @@ def write_shards(
     series' first sale are left out of training and validation; the inference shards hold
     every series for the horizon days each model forecasts, both after the last sales day
     and, as a backtest, after the day HORIZON days before it (those rows come first). The
-    recursive model's are its first pass's (m5flow.recursive).
+    recursive model (m5flow.recursive) trains on every day, without a validation channel,
+    and its inference rows are its first pass's after the last sales day only.
     Shards are listed in group order whatever order the workers finish in.
 
     Example
@@ -409,6 +414,7 @@ def write_shards(
             horizon_days=(1, HORIZON),
             feature_names=feature_names(feature_config),
             passes=config.recursive_passes,
+            trees=recursive.TREES,
         )
         guesses = recursive.first_guesses(data)
         write = _group_writer(data, storage, run, model, config, feature_config, guesses)

@@ -150,10 +150,13 @@ def _backtest(
     forecasters: list[pd.DataFrame], data: M5Data, hierarchy: Hierarchy, horizon: int
 ) -> tuple[scoring.Score | None, np.ndarray | None]:
     """Score the predictions the models made for the last `horizon` sales days, if any;
-    return the score and those predictions, (series, horizon), for the report to draw."""
+    return the score and those predictions, (series, horizon), for the report to draw.
+
+    The recursive model trained on those days and forecasts none of them
+    (m5flow.recursive): the backtest is the other forecasters'."""
     origin = data.last_day - horizon
-    past = [p[p["day"] <= data.last_day] for p in forecasters]
-    if any(p.empty for p in past):
+    past = [p for p in (p[p["day"] <= data.last_day] for p in forecasters) if not p.empty]
+    if not past:
         return None, None
     values = _mean_submission(past, data, origin, horizon).drop(columns="id").to_numpy()
     history = data.sales[:, :origin]
@@ -265,6 +268,7 @@ def assemble_forecast(
         score=scores.score,
         backtest=scores.backtest,
         backtest_forecast=scores.backtest_forecast,
+        backtest_by=_backtest_by(manifest) or "the same method",
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
     metrics = _metrics(manifest, data, values, scores, closed_dates)
@@ -446,9 +450,9 @@ def _write_pass_shards(
         for key, rows in _pass_outputs(manifest, model, number - 1)
     ]
     before = pd.concat(by_group, ignore_index=True)
+    origin = data.last_day  # the model trained on every day: no backtest (m5flow.recursive)
     guesses = [
         (origin, _mean_submission([before], data, origin, HORIZON).drop(columns="id").to_numpy())
-        for origin in recursive.origins(data)
     ]
     config = recursive.feature_config()
     facts = series_facts(data, config)
@@ -505,7 +509,8 @@ def _metrics(
         metrics["truth_etag"] = scores.truth_etag
     if backtest:
         metrics["backtest_days"] = f"d_{data.last_day - manifest.horizon + 1}..d_{data.last_day}"
-        metrics["backtest_note"] = BACKTEST_NOTE
+        by = _backtest_by(manifest)
+        metrics["backtest_note"] = BACKTEST_NOTE + (f"; forecast by {by}" if by else "")
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
     if closed_dates:
@@ -571,6 +576,19 @@ def _mix(manifest: Manifest) -> str | None:
     if not recursive_models or not direct:
         return None
     return f"the mean of {', '.join(recursive_models)}'s and {', '.join(direct)}'s"
+
+
+def _backtest_by(manifest: Manifest) -> str | None:
+    """What forecast the backtest, when not every model: one trained on every day
+    (m5flow.recursive) has no honest backtest and forecasts none of its days."""
+    every_day = [m.name for m in manifest.models if m.trees is not None]
+    held_out = [m.name for m in manifest.models if m.trees is None]
+    if not every_day:
+        return None
+    return (
+        f"the direct models alone ({', '.join(held_out)}; {', '.join(every_day)} trained on "
+        "those days)"
+    )
 
 
 def _headline(series: int, scores: Scores) -> dict[str, object]:
