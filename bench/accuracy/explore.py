@@ -182,7 +182,7 @@ for _passes in (3, 5, 8):
     CONFIGS[f"naive_refine{_passes}"] = {**CONFIGS[f"refine{min(_passes, 3)}"], "refine": _passes,
                                          "feed": "naive"}  # fmt: skip
 
-# Session 19: the recursive model's own variance and settings (it keeps 80-110 trees).
+# Session 19: the recursive model's own variance and settings (it keeps 80-120 trees).
 CONFIGS["recursive_seeds5"] = {**CONFIGS["recursive"], "seeds": 5}
 CONFIGS["recursive_eta03"] = {**CONFIGS["recursive"], "patience": 60, "params": {
     **CONFIGS["recursive"]["params"], "eta": 0.03}}  # fmt: skip

@@ -41,10 +41,12 @@ def load(path):
     del frame
     return xgb.DMatrix(data[:, 1:], label=data[:, 0])
 
-train, validation = load(channels["train"]), load(channels["validation"])
+train = load(channels["train"])
+# The recursive model (r1) trains on every day and has no validation channel.
+evals = [(load(channels["validation"]), "validation")] if "validation" in channels else []
 params = {k: v for k, v in DEFAULT_HYPERPARAMETERS.items()
           if k not in ("num_round", "early_stopping_rounds")}
-xgb.train(params, train, rounds, evals=[(validation, "validation")], verbose_eval=False)
+xgb.train(params, train, rounds, evals=evals, verbose_eval=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"peak": peak, "interpreter": before}))
 """
@@ -79,7 +81,8 @@ def main() -> int:
             manifest = Manifest.from_json((run / "manifest.json").read_bytes())
             for name in args.models.split(","):
                 model = manifest.model(name)
-                channels = {c: str(run / c / name) for c in ("train", "validation")}
+                channels = {c: str(run / c / name) for c in ("train", "validation")
+                            if getattr(model, c)}  # fmt: skip
                 result = subprocess.run(
                     [sys.executable, "-c", _HOST, json.dumps(channels), fmt, str(args.rounds)],
                     check=True, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1"},

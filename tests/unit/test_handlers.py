@@ -731,6 +731,51 @@ def test_a_recursive_pass_starts_the_next_and_the_forecast_is_the_mean(
     assert metrics["backtest_note"].endswith(
         "; forecast by the direct models alone (h28; r1 trained on those days)"
     )
+    (ready,) = [e for e in bus.drain() if e["detail-type"] == "Forecast Ready"]
+    assert ready["detail"]["headline"]["backtest_models"] == ["h28"]
+    assert "backtest WRMSSE 0.0000 of h28 alone" in ready["detail"]["summary"]
+
+
+def test_a_run_sharded_before_the_recursive_model_trained_on_every_day_passes_on(
+    bucket, load_function, small_m5, bus, monkeypatch
+):
+    """A version-2 run in flight when the stack is updated: its recursive model held out
+    the last 28 days and its passes forecast the backtest too. Its later passes keep both
+    origins, as their manifest counts them."""
+    from m5flow import recursive
+
+    def both_origins(data):
+        return [
+            (o, recursive.first_guess(data.sales[:, :o])) for o in recursive.origins(data, False)
+        ]
+
+    monkeypatch.setattr(recursive, "TREES", None)  # as the shard step wrote it then
+    monkeypatch.setattr(recursive, "first_guesses", both_origins)
+    dataset = "inflight"
+    settings = b'{"min_lags": [28], "recursive_passes": 3}'
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"raw/{dataset}/m5flow.json", Body=settings)
+    run = _run_started(bucket, load_function, small_m5, bus, dataset)
+    monkeypatch.undo()
+    sales = pd.read_csv(small_m5 / SALES_FILE)
+    s3 = boto3.client("s3")
+    manifest = Manifest.from_json(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/manifest.json")["Body"].read()
+    )
+    assert manifest.model("r1").trees is None and manifest.model("r1").validation
+    assemble = load_function("AssembleForecastFunction")
+    for number in (0, 1):
+        _write_predictions(bucket, run, sales, recursive_pass=number)
+        name = naming.pass_name("r1", number)
+        assert assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", name))[
+            "note"
+        ].startswith(f"r1 pass {number + 2} of 3 started")
+    rows = pd.concat(
+        pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), header=None)
+        for key in _keys(bucket, f"runs/{run}/inference/r1-p3/")
+    )
+    assert len(rows) == len(sales) * 28 * 2  # the backtest's days, then the forecast's
+    backtest = rows.set_index([0, 1])[2].xs(1915, level=1)  # lag1: the pass before's d_1914
+    assert backtest.to_dict() == sales.set_index("id")["d_1914"].astype(float).to_dict()
 
 
 def test_assemble_forecast_writes_submission_in_input_order(bucket, load_function, small_m5, bus):

@@ -193,20 +193,31 @@ def test_a_model_without_a_validation_channel_is_not_asked_to_stop_early():
     assert "early_stopping_rounds" in with_validation["HyperParameters"]
 
 
-def test_a_model_of_a_fixed_number_of_trees_trains_that_many_whatever_the_cap():
-    """The recursive model trains on every day with its own count of trees; num_round (the
-    stack's, or m5flow.json's) caps the early-stopped models only."""
+@pytest.mark.parametrize(
+    ("overrides", "trees"),
+    [
+        ({}, "150"),  # the stack's defaults: eta 0.1, num_round 2000
+        ({"eta": "0.05"}, "300"),  # shorter steps, as many more trees
+        ({"eta": "0.2", "num_round": "900"}, "75"),
+        ({"num_round": "100"}, "100"),  # num_round caps every model (a full-scale run)
+        ({"eta": None}, "50"),  # XGBoost's own eta, 0.3
+    ],
+)
+def test_a_model_of_a_fixed_number_of_trees_trains_them_at_the_runs_eta(overrides, trees):
+    """The recursive model trains on every day a count of trees chosen at eta 0.1; the
+    early-stopped models keep num_round as their cap."""
     manifest = _manifest(3)
-    manifest.hyperparameters = {"num_round": "900", "eta": "0.2"}
+    manifest.hyperparameters = overrides
     model = manifest.models[0]
     fixed = ModelShards("r1", 1, (1, 28), model.feature_names, train=model.train,
                         inference=model.inference, passes=5, trees=150)  # fmt: skip
-    request = training_request(manifest, fixed, JobSettings.from_env(ENV | {"NUM_ROUND": "500"}))
-    hyperparameters = request["HyperParameters"]
-    assert (hyperparameters["num_round"], hyperparameters["eta"]) == ("150", "0.2")
+    hyperparameters = training_request(manifest, fixed, JobSettings.from_env(ENV))[
+        "HyperParameters"
+    ]
+    assert hyperparameters["num_round"] == trees
     assert "early_stopping_rounds" not in hyperparameters
-    capped = training_request(manifest, model, JobSettings.from_env(ENV | {"NUM_ROUND": "500"}))
-    assert capped["HyperParameters"]["num_round"] == "900"
+    capped = training_request(manifest, model, JobSettings.from_env(ENV))["HyperParameters"]
+    assert capped["num_round"] == overrides.get("num_round", "2000")
 
 
 def test_the_objective_in_the_hyperparameters_wins_over_the_objective_parameter():

@@ -57,6 +57,12 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
           "headline": {"series": 3, "scored_on": "backtest", "backtest_wrmsse": 0.81}},
          "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, backtest WRMSSE "
          "0.8100 (no truth was uploaded); report s3://b/r.html"),
+        ("Forecast Ready",  # the recursive model trained on the backtest's days
+         {**RUN, "report": "s3://b/r.html",
+          "headline": {"series": 3, "scored_on": "backtest", "backtest_wrmsse": 0.81,
+                       "backtest_models": ["h7", "h28"]}},
+         "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, backtest WRMSSE "
+         "0.8100 of h7, h28 alone (no truth was uploaded); report s3://b/r.html"),
         ("Forecast Ready",  # a truth file that could not be used is said, not taken for none
          {**RUN, "report": "s3://b/r.html",
           "headline": {"series": 30490, "scored_on": "backtest", "backtest_wrmsse": 0.8,

@@ -155,6 +155,25 @@ def _check_distribution(model: ModelShards, instance_count: int) -> None:
         )
 
 
+_TREES_ETA = 0.1  # the eta a model's fixed count of trees was chosen at (m5flow.recursive)
+_XGBOOST_ETA = "0.3"  # XGBoost's own, when the hyperparameters drop eta
+
+
+def fixed_trees(trees: int, hyperparameters: Mapping[str, str]) -> int:
+    """The trees to train of a model that trains a fixed count (`trees`, chosen at eta 0.1)
+    with these hyperparameters: as many times more as eta is smaller, since each tree then
+    takes a shorter step, and no more than num_round, which caps every model.
+
+    >>> fixed_trees(150, {"eta": "0.05", "num_round": "2000"}), fixed_trees(150, {"eta": "0.1",
+    ...     "num_round": "100"})
+    (300, 100)
+    """
+    eta = float(hyperparameters.get("eta", _XGBOOST_ETA))
+    scaled = round(trees * _TREES_ETA / eta) if eta > 0 else trees
+    cap = _whole(hyperparameters["num_round"]) if "num_round" in hyperparameters else scaled
+    return max(1, min(scaled, cap))
+
+
 def training_request(
     manifest: Manifest, model: ModelShards, settings: JobSettings
 ) -> dict[str, Any]:
@@ -185,8 +204,8 @@ def training_request(
     hyperparameters = merge_hyperparameters(settings.hyperparameters, manifest.hyperparameters)
     if not model.validation:
         hyperparameters.pop("early_stopping_rounds", None)
-    if model.trees is not None:  # its own count, not the early-stopping cap (num_round)
-        hyperparameters["num_round"] = str(model.trees)
+    if model.trees is not None:
+        hyperparameters["num_round"] = str(fixed_trees(model.trees, hyperparameters))
     key = _kms(settings)
     return {
         "TrainingJobName": naming.job_name(manifest.run_id, model.name),

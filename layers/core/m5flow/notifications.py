@@ -340,7 +340,9 @@ def _scored(headline: Mapping[str, Any]) -> str:
         said = f"WRMSSE {headline['wrmsse']:.4f} against the uploaded truth"
     elif "backtest_wrmsse" in headline:
         missing = "" if problems else " (no truth was uploaded)"
-        said = f"backtest WRMSSE {headline['backtest_wrmsse']:.4f}{missing}"
+        models = headline.get("backtest_models")  # when not every model forecast it
+        of = f" of {', '.join(models)} alone" if models else ""
+        said = f"backtest WRMSSE {headline['backtest_wrmsse']:.4f}{of}{missing}"
     else:  # the problem says "not scored: ..." itself
         return problems[0] if problems else "not scored"
     return f"{said}; {problems[0]}" if problems else said

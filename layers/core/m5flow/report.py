@@ -3,7 +3,8 @@
 It shows the headline score, the run's facts, the error of each M5 aggregation level, and the
 last weeks of history with the forecast (and the truth, when uploaded) for the total, each
 state, store and category, and a few sample series. Over the last history weeks, dashed, the
-backtest: what the same method forecast for them, so the score has a picture. Pure: arrays
+backtest: what the models forecast for them (those that held them out), so the score has
+a picture. Pure: arrays
 in, a string out.
 """
 
@@ -137,7 +138,8 @@ def render_report(
     score
         The WRMSSE of `forecast` against `truth`: the headline when given.
     backtest
-        Else the headline: the WRMSSE of the same method on the last h history days.
+        Else the headline: the WRMSSE of the same method (or `backtest_by`) on the last h
+        history days.
     backtest_forecast
         (n_series, h): that backtest's forecast of the last h history days, drawn dashed.
     backtest_by

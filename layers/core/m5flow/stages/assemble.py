@@ -285,7 +285,7 @@ def assemble_forecast(
             "submission": storage.uri(prefix + naming.SUBMISSION_FILE),
             "metrics": storage.uri(prefix + naming.METRICS_FILE),
             "report": storage.uri(prefix + naming.REPORT_FILE),
-            "headline": _headline(len(frame), scores),
+            "headline": _headline(manifest, len(frame), scores),
         },
         once=FORECAST_READY,
     )
@@ -450,9 +450,9 @@ def _write_pass_shards(
         for key, rows in _pass_outputs(manifest, model, number - 1)
     ]
     before = pd.concat(by_group, ignore_index=True)
-    origin = data.last_day  # the model trained on every day: no backtest (m5flow.recursive)
     guesses = [
         (origin, _mean_submission([before], data, origin, HORIZON).drop(columns="id").to_numpy())
+        for origin in recursive.origins(data, every_day=model.trees is not None)
     ]
     config = recursive.feature_config()
     facts = series_facts(data, config)
@@ -591,7 +591,7 @@ def _backtest_by(manifest: Manifest) -> str | None:
     )
 
 
-def _headline(series: int, scores: Scores) -> dict[str, object]:
+def _headline(manifest: Manifest, series: int, scores: Scores) -> dict[str, object]:
     """The few numbers `Forecast Ready` carries, for a subscriber who reads no file."""
     score, backtest = scores.score, scores.backtest
     headline: dict[str, object] = {"series": series, "scored_on": _scored_on(scores)}
@@ -599,6 +599,8 @@ def _headline(series: int, scores: Scores) -> dict[str, object]:
         headline |= {"wrmsse": round(score.wrmsse, 4), "level1_rmsse": round(score.levels[1], 4)}
     if backtest:
         headline |= {"backtest_wrmsse": round(backtest.wrmsse, 4)}
+        if _backtest_by(manifest):
+            headline["backtest_models"] = [m.name for m in manifest.models if m.trees is None]
     shown = score or backtest
     if shown and shown.unscored:
         headline["unscored_series"] = len(shown.unscored)
