@@ -4,8 +4,7 @@ It shows the headline score, the run's facts, the error of each M5 aggregation l
 last weeks of history with the forecast (and the truth, when uploaded) for the total, each
 state, store and category, and a few sample series. Over the last history weeks, dashed, the
 backtest: what the models forecast for them (those that held them out), so the score has
-a picture. Pure: arrays
-in, a string out.
+a picture. Pure: arrays in, a string out.
 """
 
 from __future__ import annotations

@@ -578,13 +578,20 @@ def _mix(manifest: Manifest) -> str | None:
     return f"the mean of {', '.join(recursive_models)}'s and {', '.join(direct)}'s"
 
 
-def _backtest_by(manifest: Manifest) -> str | None:
-    """What forecast the backtest, when not every model: one trained on every day
-    (m5flow.recursive) has no honest backtest and forecasts none of its days."""
-    every_day = [m.name for m in manifest.models if m.trees is not None]
-    held_out = [m.name for m in manifest.models if m.trees is None]
-    if not every_day:
+def _backtest_models(manifest: Manifest) -> list[str] | None:
+    """The models that forecast the backtest, when not every model did: one trained on
+    every day (m5flow.recursive) has no honest backtest and forecasts none of its days."""
+    if all(m.trees is None for m in manifest.models):
         return None
+    return [m.name for m in manifest.models if m.trees is None]
+
+
+def _backtest_by(manifest: Manifest) -> str | None:
+    """`_backtest_models` in words, for metrics.json and the report."""
+    held_out = _backtest_models(manifest)
+    if held_out is None:
+        return None
+    every_day = [m.name for m in manifest.models if m.trees is not None]
     return (
         f"the direct models alone ({', '.join(held_out)}; {', '.join(every_day)} trained on "
         "those days)"
@@ -599,8 +606,8 @@ def _headline(manifest: Manifest, series: int, scores: Scores) -> dict[str, obje
         headline |= {"wrmsse": round(score.wrmsse, 4), "level1_rmsse": round(score.levels[1], 4)}
     if backtest:
         headline |= {"backtest_wrmsse": round(backtest.wrmsse, 4)}
-        if _backtest_by(manifest):
-            headline["backtest_models"] = [m.name for m in manifest.models if m.trees is None]
+        if models := _backtest_models(manifest):
+            headline["backtest_models"] = models
     shown = score or backtest
     if shown and shown.unscored:
         headline["unscored_series"] = len(shown.unscored)
