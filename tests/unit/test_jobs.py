@@ -201,6 +201,7 @@ def test_a_model_without_a_validation_channel_is_not_asked_to_stop_early():
         ({"eta": "0.2", "num_round": "900"}, "75"),
         ({"num_round": "100"}, "100"),  # num_round caps every model (a full-scale run)
         ({"eta": None}, "50"),  # XGBoost's own eta, 0.3
+        ({"eta": "fast", "num_round": "many"}, "150"),  # the container refuses them, saying so
     ],
 )
 def test_a_model_of_a_fixed_number_of_trees_trains_them_at_the_runs_eta(overrides, trees):
@@ -218,6 +219,7 @@ def test_a_model_of_a_fixed_number_of_trees_trains_them_at_the_runs_eta(override
     assert "early_stopping_rounds" not in hyperparameters
     capped = training_request(manifest, model, JobSettings.from_env(ENV))["HyperParameters"]
     assert capped["num_round"] == overrides.get("num_round", "2000")
+    assert hyperparameters.get("eta") == capped.get("eta")  # passed on as they are
 
 
 def test_the_objective_in_the_hyperparameters_wins_over_the_objective_parameter():

@@ -157,6 +157,7 @@ def _check_distribution(model: ModelShards, instance_count: int) -> None:
 
 _TREES_ETA = 0.1  # the eta a model's fixed count of trees was chosen at (m5flow.recursive)
 _XGBOOST_ETA = "0.3"  # XGBoost's own, when the hyperparameters drop eta
+_INF = float("inf")
 
 
 def fixed_trees(trees: int, hyperparameters: Mapping[str, str]) -> int:
@@ -168,10 +169,19 @@ def fixed_trees(trees: int, hyperparameters: Mapping[str, str]) -> int:
     ...     "num_round": "100"})
     (300, 100)
     """
-    eta = float(hyperparameters.get("eta", _XGBOOST_ETA))
-    scaled = round(trees * _TREES_ETA / eta) if eta > 0 else trees
-    cap = _whole(hyperparameters["num_round"]) if "num_round" in hyperparameters else scaled
-    return max(1, min(scaled, cap))
+    eta = _number(hyperparameters.get("eta", _XGBOOST_ETA))
+    scaled = round(trees * _TREES_ETA / eta) if eta is not None and 0 < eta < _INF else trees
+    cap = _number(hyperparameters.get("num_round"))
+    return max(1, min(scaled, int(cap))) if cap is not None and 1 <= cap < _INF else scaled
+
+
+def _number(value: str | None) -> float | None:
+    """A hyperparameter's number, or None: a value that is not one (m5flow.json passes
+    strings on as they are) is left to the container to refuse, with its own reason."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def training_request(
