@@ -202,6 +202,8 @@ def test_a_model_without_a_validation_channel_is_not_asked_to_stop_early():
         ({"num_round": "100"}, "100"),  # num_round caps every model (a full-scale run)
         ({"eta": None}, "50"),  # XGBoost's own eta, 0.3
         ({"eta": "fast", "num_round": "many"}, "150"),  # the container refuses them, saying so
+        ({"eta": "1e-320", "num_round": "5000"}, "5000"),
+        ({"eta": None, "learning_rate": "0.05"}, "300"),  # the container's name for eta
     ],
 )
 def test_a_model_of_a_fixed_number_of_trees_trains_them_at_the_runs_eta(overrides, trees):

@@ -156,3 +156,19 @@ def test_the_report_counts_one_pass_as_one() -> None:
     assert _waiting_for(ModelShards("r1", 1, (1, 28), passes=5)) == (
         "r1 (recursive: its pass 5 of 5)"
     )
+
+
+def test_only_a_run_with_a_model_trained_on_every_day_names_its_backtests_models() -> None:
+    """A run of direct models (RecursivePasses 0), or one sharded before the recursive
+    model trained on every day, says its backtest as it always did."""
+    from m5flow.manifest import Manifest, ModelShards
+    from m5flow.stages.assemble import _backtest_by, _backtest_models
+
+    direct = [ModelShards("h14", 14, (1, 14)), ModelShards("h28", 28, (15, 28))]
+    for models in (direct, [*direct, ModelShards("r1", 1, (1, 28), passes=5)]):
+        manifest = Manifest("run-1", "demo", {}, 1941, 28, 10, "text/csv", models)
+        assert _backtest_models(manifest) is None and _backtest_by(manifest) is None
+    every_day = ModelShards("r1", 1, (1, 28), passes=5, trees=150)
+    manifest = Manifest("run-1", "demo", {}, 1941, 28, 10, "text/csv", [*direct, every_day])
+    assert _backtest_models(manifest) == ["h14", "h28"]
+    assert _backtest_by(manifest) == "the direct models alone (h14, h28; r1 trained on those days)"

@@ -314,7 +314,7 @@ def test_with_truth_the_backtest_is_named_beside_the_score() -> None:
     )  # fmt: skip
     text = " ".join(parse(html).text)
     assert "against the uploaded truth" in text
-    assert f"The backtest of the same method on d_173..d_200 scored {backtest.wrmsse:.3f}" in text
+    assert f"The same method's backtest on d_173..d_200 scored {backtest.wrmsse:.3f}" in text
 
 
 def test_a_backtest_by_fewer_models_says_which() -> None:

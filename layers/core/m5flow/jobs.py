@@ -158,6 +158,7 @@ def _check_distribution(model: ModelShards, instance_count: int) -> None:
 _TREES_ETA = 0.1  # the eta a model's fixed count of trees was chosen at (m5flow.recursive)
 _XGBOOST_ETA = "0.3"  # XGBoost's own, when the hyperparameters drop eta
 _INF = float("inf")
+_MOST_TREES = 2**31 - 1  # a bound for an eta so small the count would overflow
 
 
 def fixed_trees(trees: int, hyperparameters: Mapping[str, str]) -> int:
@@ -169,8 +170,11 @@ def fixed_trees(trees: int, hyperparameters: Mapping[str, str]) -> int:
     ...     "num_round": "100"})
     (300, 100)
     """
-    eta = _number(hyperparameters.get("eta", _XGBOOST_ETA))
-    scaled = round(trees * _TREES_ETA / eta) if eta is not None and 0 < eta < _INF else trees
+    # The container takes learning_rate for eta; of the two, the later key wins there.
+    rates = [value for name, value in hyperparameters.items() if name in ("eta", "learning_rate")]
+    eta = _number(rates[-1] if rates else _XGBOOST_ETA)
+    ratio = trees * _TREES_ETA / eta if eta is not None and 0 < eta < _INF else trees
+    scaled = round(min(ratio, _MOST_TREES))
     cap = _number(hyperparameters.get("num_round"))
     return max(1, min(scaled, int(cap))) if cap is not None and 1 <= cap < _INF else scaled
 

@@ -101,6 +101,11 @@ def _facts_table(facts: Mapping[str, object]) -> str:
     return f'<div class="card facts"><table>{"".join(rows)}</table></div>'
 
 
+def _backtest_of(by: str) -> str:
+    same = by == "the same method"
+    return "The same method's backtest" if same else f"The backtest of {by}"
+
+
 def render_report(
     *,
     history: np.ndarray,
@@ -186,8 +191,7 @@ def render_report(
         )
         if backtest is not None:
             sentence += (
-                f" The backtest of {backtest_by} on {backtest_days} scored "
-                f"{backtest.wrmsse:.3f} "
+                f" {_backtest_of(backtest_by)} on {backtest_days} scored {backtest.wrmsse:.3f} "
                 f"(optimistic: {optimistic})."
             )
     elif backtest is not None:

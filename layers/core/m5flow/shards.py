@@ -151,7 +151,7 @@ def nothing_to_train(data: M5Data, config: ShardConfig) -> list[str]:
     where = f"days d_1..d_{validation_start - 1}"
     expected = (
         f"some sales before d_{validation_start} (the last {config.validation_days} days "
-        "only validate the models; training needs the days before them)"
+        "only validate the direct models; training needs the days before them)"
     )
     return [problem(naming.SALES_FILE, where, "no sale in any series", expected)]
 
