@@ -298,12 +298,13 @@ def _group_writer(
         known then. Training rows start at each series' first sale."""
         drop = origin is None
         known = facts if drop else facts.as_of(origin)
-        for part in np.array_split(rows, -(-len(rows) // _SERIES_PER_BLOCK)):
-            block = build_block(data, known, part, first, final, feature_config,
-                                drop_before_first_sale=drop, scratch=scratch)  # fmt: skip
-            tally[0] += len(block)
-            if len(block):
-                yield block
+        parts = np.array_split(rows, -(-len(rows) // _SERIES_PER_BLOCK))
+        built = (
+            build_block(data, known, part, first, final, feature_config,
+                        drop_before_first_sale=drop, scratch=scratch)
+            for part in parts
+        )  # fmt: skip
+        return _counted((block for block in built if len(block)), tally)
 
     channels = (
         [("train", max(1, train_start), validation_start - 1),

@@ -32,7 +32,7 @@ from m5flow.stages.failure import (
     failure_name,
     stop_other_models,
 )
-from m5flow.stages.transforms import start_transform
+from m5flow.stages.transforms import announce_transform, start_transform
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
 
@@ -239,7 +239,9 @@ def assemble_forecast(
         )  # fmt: skip
         return Assembly(None, f"transform job {name} left shards without output: run failed")
     if number < model.last_pass:
-        return _next_pass(storage, publisher, sagemaker, settings, manifest, model, number + 1)
+        return _next_pass(
+            storage, publisher, sagemaker, settings, manifest, model, number + 1, failure
+        )
     pending = _pending_models(storage, manifest, complete=model.name)
     if pending:
         logger.info(
@@ -396,19 +398,18 @@ def _next_pass(
     manifest: Manifest,
     model: ModelShards,
     number: int,
+    failure: str,
 ) -> Assembly:
     """Write pass `number` of the recursive model's inference shards, reading pass
     `number - 1`'s forecast as the days ahead (m5flow.recursive), and start its transform.
 
     Every delivery writes the same bytes and asks for the same job; "already exists" is done.
     """
-    run, failure = manifest.run_id, failure_name(storage, manifest.run_id)
-    own = naming.pass_name(model.name, number)
     try:
         _write_pass_shards(storage, manifest, model, number)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
-    job = naming.job_name(run, own)
+    job = naming.job_name(manifest.run_id, naming.pass_name(model.name, number))
     started = start_transform(
         sagemaker, publisher, manifest, model, settings,
         number=number, stage=Stage.ASSEMBLE_FORECAST, failure=failure,
@@ -417,18 +418,7 @@ def _next_pass(
         return Assembly(None, f"transform job {job} refused: run failed")
     if started == "stopped":
         return Assembly(None, f"the run failed meanwhile: transform job {job} stopped")
-    publisher.publish(
-        "Transform Started",
-        {
-            "run_id": run,
-            "dataset": manifest.dataset,
-            "model": model.name,
-            "pass": number + 1,
-            "passes": model.passes,
-            "transform_job": job,
-        },
-        once=f"transform-started-{own}",
-    )
+    announce_transform(publisher, manifest, model, number)
     return Assembly(None, f"{model.name} pass {number + 1} of {model.passes} started: {job}")
 
 
@@ -499,7 +489,7 @@ def _metrics(
         "first_day": manifest.last_day + 1,
         "horizon": manifest.horizon,
         "models": [m.name for m in manifest.models],
-        **({"forecast_is": _mix(manifest)} if _mix(manifest) else {}),
+        **({"forecast_is": mix} if (mix := _mix(manifest)) else {}),
         "scored_on": _scored_on(scores),
         "wrmsse": score.as_dict() if score else None,
         "backtest_wrmsse": backtest.as_dict() if backtest else None,
@@ -530,8 +520,8 @@ def _facts(
         "dataset": manifest.dataset,
         "models": [_described(m) for m in manifest.models],
     }
-    if _mix(manifest):
-        facts["forecast"] = _mix(manifest)
+    if mix := _mix(manifest):
+        facts["forecast"] = mix
     never_sold = data.ids[data.never_sold]
     if len(never_sold):
         facts["forecast 0: never sold"] = f"{len(never_sold):,} series ({listed(never_sold, 3)})"

@@ -17,7 +17,7 @@ from m5flow.stages.failure import (
     refusal_reason,
     stop_other_models,
 )
-from m5flow.stages.transforms import fail_model, start_transform
+from m5flow.stages.transforms import announce_transform, fail_model, start_transform
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -83,17 +83,5 @@ def publish_model(
     )  # fmt: skip
     if started in ("refused", "stopped"):
         return None
-    job = naming.job_name(run, model.name)
-    publisher.publish(
-        "Transform Started",
-        {
-            "run_id": run,
-            "dataset": manifest.dataset,
-            "model": model.name,
-            "model_artifact": artifact,
-            "transform_job": job,
-            **({"pass": 1, "passes": model.passes} if model.passes else {}),
-        },
-        once=f"transform-started-{model.name}",
-    )
+    job = announce_transform(publisher, manifest, model, 0, model_artifact=artifact)
     return job if started == "created" else None

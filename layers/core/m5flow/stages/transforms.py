@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from m5flow import jobs
+from m5flow import jobs, naming
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher
 from m5flow.stages.failure import (
@@ -75,6 +75,33 @@ def start_transform(
         stop_jobs(sagemaker, transform=[job])
         return "stopped"
     return outcome
+
+
+def announce_transform(
+    publisher: EventPublisher,
+    manifest: Manifest,
+    model: ModelShards,
+    number: int,
+    **extra: str,
+) -> str:
+    """Send `Transform Started` for the model's pass `number` once, whichever delivery
+    created the job (`start_transform`); `extra`: more of the detail. Returns the job's name.
+    """
+    name = naming.pass_name(model.name, number)
+    job = naming.job_name(manifest.run_id, name)
+    publisher.publish(
+        "Transform Started",
+        {
+            "run_id": manifest.run_id,
+            "dataset": manifest.dataset,
+            "model": model.name,
+            **extra,
+            "transform_job": job,
+            **({"pass": number + 1, "passes": model.passes} if model.passes else {}),
+        },
+        once=f"transform-started-{name}",
+    )
+    return job
 
 
 def fail_model(
