@@ -22,7 +22,7 @@ from typing import Any
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
 from m5flow.hyperparameters import stack_hyperparameters
-from m5flow.shards import ShardConfig, parse_min_lags, parse_passes
+from m5flow.shards import ShardConfig, parse_direct_trees, parse_min_lags, parse_passes
 from m5flow.storage import DiskStorage
 from m5flow_local.console import discard_stdout, print_line
 from m5flow_local.stopping import stop_on_signals, unless_stopped, until_stopped
@@ -140,6 +140,8 @@ def _shard(args: argparse.Namespace) -> int:
         overrides = replace(overrides, min_lags=args.min_lags)
     if args.recursive_passes is not None:
         overrides = replace(overrides, recursive_passes=args.recursive_passes)
+    if args.direct_trees is not None:
+        overrides = replace(overrides, direct_trees=args.direct_trees)
     # Written in a hidden folder and moved in whole: an interrupted call leaves the earlier
     # run folder as it was, and a finished one replaces it (whose other --min-lags would
     # otherwise leave shards of models this manifest does not list).
@@ -460,6 +462,14 @@ def _passes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def _direct_trees(text: str) -> int:
+    """`--direct-trees 150`, checked as the shard step will check it, before any reading."""
+    try:
+        return parse_direct_trees(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def _min_lags(text: str) -> tuple[int, ...]:
     """`--min-lags 7,14,21,28`, checked as the shard step will check it, before any reading."""
     try:
@@ -555,6 +565,13 @@ def parser() -> argparse.ArgumentParser:
         type=_passes,
         help="passes of the recursive model r1, written beside the direct ones; 0: none "
         "(default: recursive_passes of DATA_DIR/m5flow.json, else 5)",
+    )
+    shard.add_argument(
+        "--direct-trees",
+        type=_direct_trees,
+        help="trees of each direct model trained on every day, each with a backtest twin "
+        "(h7-bt...); 0: early-stopped direct models (default: direct_trees of "
+        "DATA_DIR/m5flow.json, else 150)",
     )
     shard.set_defaults(run=_shard)
 

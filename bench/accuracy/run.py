@@ -39,7 +39,12 @@ ORIGINAL_HYPERPARAMETERS = {
 }  # fmt: skip
 CONFIGS: dict[str, dict[str, str]] = {
     # The blog's single lag-28 model with its hyperparameters.
-    "original": {"ModelMinLags": "28", "Hyperparameters": json.dumps(ORIGINAL_HYPERPARAMETERS)},
+    "original": {
+        "ModelMinLags": "28",
+        "RecursivePasses": "0",
+        "DirectTrees": "0",  # early stopping, as the blog's
+        "Hyperparameters": json.dumps(ORIGINAL_HYPERPARAMETERS),
+    },
     # The stack's defaults, exactly as `sam deploy` ships them.
     "default": {},
     # The default's four direct models alone, without the recursive model (the default

@@ -245,22 +245,32 @@ def test_start_training_creates_one_job_per_model(bucket, load_function, small_m
 
     result = load_function("StartTrainingFunction").invoke(event)
 
-    # The default: one model per horizon week and the recursive one, each its own job.
+    # The default: one model per horizon week and the recursive one, each its own job, and
+    # each direct model's backtest twin.
     jobs = result["training_jobs"]
-    assert jobs == [f"m5flow-{run}-{m}" for m in ("h7", "h14", "h21", "h28", "r1")]
-    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[-2])
+    models = ("h7", "h14", "h21", "h28", "r1", "h7-bt", "h14-bt", "h21-bt", "h28-bt")
+    assert jobs == [f"m5flow-{run}-{m}" for m in models]
+    sagemaker = boto3.client("sagemaker")
+    described = sagemaker.describe_training_job(TrainingJobName=f"m5flow-{run}-h28")
     assert described["HyperParameters"]["objective"] == "reg:tweedie"
+    # Every day, a fixed count of trees: nothing to stop early on.
+    assert described["HyperParameters"]["num_round"] == "150"
+    assert "early_stopping_rounds" not in described["HyperParameters"]
     assert described["AlgorithmSpecification"]["TrainingImage"].endswith("/sagemaker-xgboost:1.7-1")
     assert described["ResourceConfig"] == {
         "InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30,
     }  # fmt: skip
     channels = {c["ChannelName"]: c for c in described["InputDataConfig"]}
-    assert set(channels) == {"train", "validation"}
+    assert set(channels) == {"train"}
     assert channels["train"]["ContentType"] == "application/x-parquet"
     assert (
         channels["train"]["DataSource"]["S3DataSource"]["S3Uri"]
         == f"s3://{bucket}/runs/{run}/train/h28/"
     )
+    twin = sagemaker.describe_training_job(TrainingJobName=f"m5flow-{run}-h28-bt")
+    assert twin["HyperParameters"]["num_round"] == "150"
+    (source,) = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in twin["InputDataConfig"]]
+    assert source == f"s3://{bucket}/runs/{run}/train/h28-bt/"
     events = bus.drain()
     assert [e["detail-type"] for e in events] == ["Training Started"]
     assert events[0]["detail"]["training_jobs"] == jobs
@@ -386,18 +396,20 @@ def test_dataset_settings_file_picks_models_and_hyperparameters(
     assert run != plain
     manifest_key = f"runs/{run}/manifest.json"
     manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-    assert [m.name for m in manifest.models] == ["h14", "h28", "r1"]
+    models = ["h14", "h28", "r1", "h14-bt", "h28-bt"]
+    assert [m.name for m in manifest.models] == models
     assert "m5flow.json" in manifest.inputs
     (started,) = bus.drain()
-    assert started["detail"]["models"] == ["h14", "h28", "r1"]
+    assert started["detail"]["models"] == models
     assert started["detail"]["hyperparameter_overrides"] == {"eta": "0.3", "max_depth": None}
 
     event = _manifest_created(bucket, run)
     jobs = load_function("StartTrainingFunction").invoke(event)["training_jobs"]
-    assert jobs == [f"m5flow-{run}-h14", f"m5flow-{run}-h28", f"m5flow-{run}-r1"]
+    assert jobs == [f"m5flow-{run}-{m}" for m in models]
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=jobs[0])
     hyperparameters = described["HyperParameters"]
     assert hyperparameters["eta"] == "0.3" and "max_depth" not in hyperparameters
+    assert hyperparameters["num_round"] == "50"  # 150 trees at eta 0.1, a third at 0.3
     assert hyperparameters["objective"] == "reg:tweedie"  # the stack's, untouched
 
 
@@ -726,14 +738,17 @@ def test_a_recursive_pass_starts_the_next_and_the_forecast_is_the_mean(
     metrics = json.loads(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
     )
-    # The direct model's backtest alone, which forecast the true sales: r1 has none.
+    # The direct model's backtest twin alone, which forecast the true sales: h28 and r1
+    # trained on those days, and forecast none of them.
     assert metrics["backtest_wrmsse"]["wrmsse"] == 0
-    assert metrics["backtest_note"].endswith(
-        "; forecast by the direct models alone (h28; r1 trained on those days)"
+    assert metrics["backtest_note"] == (
+        "the last sales days, forecast from the days before them by models that never saw "
+        "them; forecast by the direct models' backtest twins (h28-bt: trained as h28, on the "
+        "days before these only)"
     )
     (ready,) = [e for e in bus.drain() if e["detail-type"] == "Forecast Ready"]
-    assert ready["detail"]["headline"]["backtest_models"] == ["h28"]
-    assert "backtest WRMSSE 0.0000 of h28 alone" in ready["detail"]["summary"]
+    assert ready["detail"]["headline"]["backtest_models"] == ["h28-bt"]
+    assert "backtest WRMSSE 0.0000 of h28-bt alone" in ready["detail"]["summary"]
 
 
 def test_a_run_sharded_before_the_recursive_model_trained_on_every_day_passes_on(
@@ -1148,7 +1163,7 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
             f"SageMaker refused training job m5flow-{run}-h21 (ResourceLimitExceeded: The "
             "account-level service limit 'ml.m5.xlarge for training job usage' is 2 Instances"
         )
-        assert "The run's 5 training jobs need up to 5 ml.m5.xlarge instances at once" in reason
+        assert "The run's 9 training jobs need up to 9 ml.m5.xlarge instances at once" in reason
         for name in created:
             status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
             assert status in ("Stopping", "Stopped")
@@ -1293,7 +1308,7 @@ def test_a_transform_quota_fails_the_run_and_stops_its_other_models_jobs(
             f"account-level service limit '{settings.transform_instance_type} for transform "
             "job usage' is 0 Instances"
         )
-        assert "The run's 5 transform jobs need up to 5 " in reason
+        assert "The run's 9 transform jobs need up to 9 " in reason
         name = sibling["TrainingJobName"]
         status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
         assert status in ("Stopping", "Stopped")

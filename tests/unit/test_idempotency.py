@@ -250,7 +250,8 @@ def test_settings_replaced_while_the_shard_step_reads_start_the_run_with_them(
     assert replaced and (outcome.status, settings_event["status"]) == ("started", "ignored")
     (started,) = bus.drain()
     assert started["detail-type"] == "Run Started"
-    assert started["detail"]["models"] == ["h14", "h28", "r1"]  # the settings now in the bucket
+    # the settings now in the bucket
+    assert started["detail"]["models"] == ["h14", "h28", "r1", "h14-bt", "h28-bt"]
 
 
 def test_settings_deleted_while_the_shard_step_reads_start_the_run_without_them(
@@ -264,7 +265,9 @@ def test_settings_deleted_while_the_shard_step_reads_start_the_run_without_them(
 
     assert shard_dataset(storage, publisher, f"raw/unsettled/{SALES_FILE}").status == "started"
     (started,) = bus.drain()
-    assert started["detail"]["models"] == ["h7", "h14", "h21", "h28", "r1"]  # the defaults
+    assert started["detail"]["models"] == [  # the defaults
+        "h7", "h14", "h21", "h28", "r1", "h7-bt", "h14-bt", "h21-bt", "h28-bt"
+    ]  # fmt: skip
 
 
 def _killed_then_retried(monkeypatch, step) -> None:

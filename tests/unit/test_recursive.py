@@ -80,7 +80,7 @@ def test_a_group_s_rows_are_those_of_every_series_built_at_once(data: M5Data) ->
 
 
 def test_the_shard_step_writes_pass_0_of_the_recursive_model(data: M5Data, tmp_path: Path) -> None:
-    config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=3)
+    config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=3, direct_trees=None)
     manifest = write_shards(data, DiskStorage(tmp_path), "run-1", "demo", {}, shard_config=config)
     direct, model = manifest.models
     assert (model.name, model.min_lag, model.horizon_days, model.passes) == ("r1", 1, (1, 28), 3)
@@ -130,7 +130,7 @@ def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
         launched = dataclasses.replace(data, sales=data.sales.copy())
         launched.sales[0, : launch - 1] = 0
         launched.sales[0, launch - 1] = 3
-        config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=1)
+        config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=1, direct_trees=None)
         root = tmp_path / str(launch)
         storage = DiskStorage(root)
         manifest = write_shards(launched, storage, "run-1", "demo", {}, shard_config=config)

@@ -104,9 +104,11 @@ def test_a_pass_refused_by_a_quota_says_so_and_stops_the_other_models_jobs(
     reason = failed["detail"]["reason"]
     assert "ValidationException" not in reason, reason
     assert "ResourceLimitExceeded" in reason, reason
-    # the direct model's jobs, which may still train or transform, as _fail_model stops them
-    assert stops.training == [f"m5flow-{run}-h28"], stops.training
-    assert stops.transform == [f"m5flow-{run}-h28"], stops.transform
+    # the direct model's and its twin's jobs, which may still train or transform, as
+    # _fail_model stops them
+    direct = [f"m5flow-{run}-h28", f"m5flow-{run}-h28-bt"]
+    assert stops.training == direct, stops.training
+    assert stops.transform == direct, stops.transform
 
 
 def test_duplicate_pass_completions_write_byte_identical_shards(
@@ -183,5 +185,5 @@ def test_a_failed_transform_stops_the_other_models_jobs(
     failed = _model_event(bucket, run, "sagemaker_transform_failed", "h28")["detail"]
     assemble_forecast(storage, publisher, failed, sagemaker, settings)
     assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
-    assert stops.training == [f"m5flow-{run}-r1"]
-    assert stops.transform == [f"m5flow-{run}-r1", f"m5flow-{run}-r1-p2"]
+    assert stops.training == [f"m5flow-{run}-r1", f"m5flow-{run}-h28-bt"]
+    assert stops.transform == [f"m5flow-{run}-r1", f"m5flow-{run}-r1-p2", f"m5flow-{run}-h28-bt"]

@@ -33,9 +33,11 @@ def data() -> M5Data:
 
 
 def shard(data: M5Data, root: Path, **config) -> tuple[Manifest, DiskStorage]:
-    """Shard with one model (h28), one shard per group, unless `config` says otherwise."""
+    """Shard with one early-stopped model (h28), one shard per group, unless `config` says
+    otherwise."""
     storage = DiskStorage(root)
-    config = {"min_lags": (28,), "min_series": 1, "recursive_passes": 0, **config}
+    config = {"min_lags": (28,), "min_series": 1, "recursive_passes": 0, "direct_trees": None,
+              **config}  # fmt: skip
     manifest = write_shards(
         data, storage, "run-1", "demo", INPUTS, shard_config=ShardConfig(**config)
     )
@@ -46,14 +48,22 @@ def test_default_is_one_model_per_horizon_week_and_the_recursive_one(
     data: M5Data, tmp_path: Path
 ) -> None:
     manifest = write_shards(data, DiskStorage(tmp_path), "run-1", "demo", INPUTS)
-    assert [(m.name, m.min_lag, m.horizon_days, m.passes) for m in manifest.models] == [
-        ("h7", 7, (1, 7), 0), ("h14", 14, (8, 14), 0), ("h21", 21, (15, 21), 0),
-        ("h28", 28, (22, 28), 0), ("r1", 1, (1, 28), 5),
+    described = [(m.name, m.min_lag, m.horizon_days, m.passes, m.trees, m.backtest)
+                 for m in manifest.models]  # fmt: skip
+    assert described == [
+        ("h7", 7, (1, 7), 0, 150, False), ("h14", 14, (8, 14), 0, 150, False),
+        ("h21", 21, (15, 21), 0, 150, False), ("h28", 28, (22, 28), 0, 150, False),
+        ("r1", 1, (1, 28), 5, 150, False),
+        ("h7-bt", 7, (1, 7), 0, 150, True), ("h14-bt", 14, (8, 14), 0, 150, True),
+        ("h21-bt", 21, (15, 21), 0, 150, True), ("h28-bt", 28, (22, 28), 0, 150, True),
     ]  # fmt: skip
-    for model in manifest.models[:-1]:
+    for model in manifest.models:
+        assert not model.validation  # nothing early-stops
+        if model.passes:
+            continue
         assert f"lag{model.min_lag}" in model.feature_names
         assert not any(f"lag{lag}" in model.feature_names for lag in range(1, model.min_lag))
-        assert sum(s.rows for s in model.inference) == manifest.series * 7 * 2
+        assert sum(s.rows for s in model.inference) == manifest.series * 7  # one origin each
 
 
 def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -> None:
@@ -76,7 +86,7 @@ def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -
     assert Manifest.from_json(json.dumps(newer).encode()) == manifest
     other = json.loads(manifest.to_json()) | {"version": manifest.version + 1}
     with pytest.raises(
-        ValueError, match=r"manifest version 4: this m5flow reads versions 1, 2, 3;"
+        ValueError, match=r"manifest version 5: this m5flow reads versions 1, 2, 3, 4;"
     ):
         Manifest.from_json(json.dumps(other).encode())
     # A run from before the recursive model (version 1, no `passes`): direct models only.
@@ -89,6 +99,44 @@ def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -
     for model in before_trees["models"]:
         del model["trees"]
     assert [m.trees for m in Manifest.from_json(json.dumps(before_trees).encode()).models] == [None]
+    # Version 3, before `backtest`: no model is a backtest twin.
+    before_twins = json.loads(manifest.to_json()) | {"version": 3}
+    for model in before_twins["models"]:
+        del model["backtest"]
+    twins = [m.backtest for m in Manifest.from_json(json.dumps(before_twins).encode()).models]
+    assert twins == [False]
+
+
+def test_a_direct_model_on_every_day_and_its_backtest_twin(data: M5Data, tmp_path: Path) -> None:
+    """The twin trains on exactly the early-stopped model's training rows and forecasts
+    exactly its backtest rows; the model itself trains on those and the validation rows,
+    and forecasts the days after the last sales day alone."""
+    early, _ = shard(data, tmp_path / "early", group_by=("state",))
+    twinned, _ = shard(data, tmp_path / "twins", group_by=("state",), direct_trees=40)
+    (stopped,) = early.models
+    model, twin = twinned.models
+    assert (model.name, model.trees, model.backtest) == ("h28", 40, False)
+    assert (twin.name, twin.trees, twin.backtest) == ("h28-bt", 40, True)
+    assert not model.validation and not twin.validation
+
+    def rows(shards: list, root: str) -> pd.DataFrame:
+        return pd.concat(
+            pq.read_table(tmp_path / root / s.key).to_pandas() if s.key.endswith(".parquet")
+            else pd.read_csv(tmp_path / root / s.key, header=None)
+            for s in shards
+        ).reset_index(drop=True)  # fmt: skip
+
+    pd.testing.assert_frame_equal(rows(twin.train, "twins"),
+                                  rows(stopped.train, "early"))  # fmt: skip
+    assert sum(s.rows for s in model.train) == sum(
+        s.rows for s in stopped.train + stopped.validation
+    )
+    inference = rows(stopped.inference, "early")
+    backtest = inference[inference[1] <= 1941].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows(twin.inference, "twins"), backtest)
+    future = rows(model.inference, "twins")
+    assert sorted(future[1].unique()) == list(range(1942, 1970))
+    assert len(future) == 290 * 28
 
 
 def test_parquet_shards_hold_the_block_label_first(data: M5Data, tmp_path: Path) -> None:

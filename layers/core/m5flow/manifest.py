@@ -19,9 +19,12 @@ CSV = "text/csv"
 # older reader took the recursive model for a direct one of days 1-28.
 # 3: a model's `trees`, without which an older reader trained the recursive model (no
 # validation channel) with the early-stopping cap of trees.
-MANIFEST_VERSION = 3
-# Version 1 is a run without a recursive model; in version 2 it was early-stopped.
-READABLE_VERSIONS = (1, 2, 3)
+# 4: a model's `backtest`, without which an older reader took a direct model's backtest
+# twin for a forecasting model and said the backtest was early-stopped.
+MANIFEST_VERSION = 4
+# Version 1 is a run without a recursive model; in version 2 it was early-stopped; in
+# version 3 the direct models were.
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,14 @@ class ModelShards:
     # The recursive model's passes (m5flow.recursive); 0 for a direct model. Pass k >= 1
     # has shards of the same names under its own prefix, written by the step before it.
     passes: int = 0
-    # A fixed number of trees, trained on every day without a validation channel (the
-    # recursive model, m5flow.recursive); None: early stopping on the validation channel.
+    # A fixed number of trees, trained without a validation channel on every day (or, for a
+    # `backtest` twin, every day before the backtest's); None: early stopping on the
+    # validation channel.
     trees: int | None = None
+    # A direct model's twin trained up to the backtest's origin (HORIZON days before the
+    # last sales day), with the same fixed trees, that forecasts the backtest's days only:
+    # its direct model trains on those days too, so cannot score itself on them.
+    backtest: bool = False
 
     @property
     def last_pass(self) -> int:
@@ -92,6 +100,7 @@ class Manifest:
                 feature_names=m["feature_names"],
                 passes=m.get("passes", 0),
                 trees=m.get("trees"),
+                backtest=m.get("backtest", False),
                 **{c: [ShardInfo(**s) for s in m[c]] for c in ("train", "validation", "inference")},
             )
             for m in raw.pop("models")

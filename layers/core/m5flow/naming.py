@@ -272,6 +272,11 @@ def pass_name(model: str, number: int) -> str:
     return model if number == 0 else f"{model}-p{number + 1}"
 
 
+def backtest_name(model: str) -> str:
+    """The name of a direct model's backtest twin (`ModelShards.backtest`): `h7-bt`."""
+    return f"{model}-bt"
+
+
 def pass_of(name: str) -> tuple[str, int]:
     """(model, pass number) of a name from `pass_name`; a direct model's name is pass 0."""
     match = _PASS.fullmatch(name)

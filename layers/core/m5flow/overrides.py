@@ -7,22 +7,23 @@ run id, so changed settings make a new run instead of a duplicate of the last on
     {"min_lags": [28], "hyperparameters": {"eta": 0.05, "early_stopping_rounds": null}}
 
 `min_lags` replaces the stack's `ModelMinLags`, `recursive_passes` its `RecursivePasses`
-(0 to 28; 0: no recursive model, m5flow.recursive); each hyperparameter replaces the stack's
-value (null removes it). A file that cannot be applied rejects the upload with a reason per
+(0 to 28; 0: no recursive model, m5flow.recursive), `direct_trees` its `DirectTrees` (0:
+early-stopped direct models); each hyperparameter replaces the stack's value (null
+removes it). A file that cannot be applied rejects the upload with a reason per
 problem, like a malformed CSV, before anything of the run is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from m5flow.exceptions import InputRejectedError
 from m5flow.hyperparameters import hyperparameter_strings, shown, strict_json
 from m5flow.naming import OVERRIDES_FILE
-from m5flow.shards import ShardConfig, parse_passes
+from m5flow.shards import ShardConfig, parse_direct_trees, parse_passes
 
-SETTINGS = ("min_lags", "recursive_passes", "hyperparameters")
+SETTINGS = ("min_lags", "recursive_passes", "direct_trees", "hyperparameters")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class DatasetOverrides:
 
     min_lags: tuple[int, ...] | None = None
     recursive_passes: int | None = None
+    direct_trees: int | None = None  # 0: early-stopped direct models (ShardConfig None)
     # Hyperparameter name -> SageMaker's string value, or None to drop the stack's value.
     hyperparameters: dict[str, str | None] = field(default_factory=dict)
 
@@ -41,6 +43,8 @@ class DatasetOverrides:
             base = replace(base, min_lags=self.min_lags)
         if self.recursive_passes is not None:
             base = replace(base, recursive_passes=self.recursive_passes)
+        if self.direct_trees is not None:
+            base = replace(base, direct_trees=self.direct_trees or None)
         return base
 
 
@@ -65,14 +69,15 @@ def _min_lags(value: object, reasons: list[str]) -> tuple[int, ...] | None:
     return lags
 
 
-def _passes(value: object, reasons: list[str]) -> int | None:
+def _whole(name: str, value: object, parse: Callable[[str], int], reasons: list[str]) -> int | None:
+    """A setting that is one whole number, read with the stack parameter's `parse`."""
     whole = not isinstance(value, bool) and (
         isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     )
     try:
         if not whole:
-            raise ValueError(f"recursive_passes must be a whole number, found {shown(value)}")
-        return parse_passes(str(int(value)))
+            raise ValueError(f"{name} must be a whole number, found {shown(value)}")
+        return parse(str(int(value)))
     except ValueError as exc:
         reasons.append(f"{OVERRIDES_FILE}: {exc}")
         return None
@@ -116,10 +121,20 @@ def parse_overrides(payload: bytes | None) -> DatasetOverrides:
         if name not in SETTINGS
     ]
     min_lags = _min_lags(raw["min_lags"], reasons) if "min_lags" in raw else None
-    passes = _passes(raw["recursive_passes"], reasons) if "recursive_passes" in raw else None
+    passes = (
+        _whole("recursive_passes", raw["recursive_passes"], parse_passes, reasons)
+        if "recursive_passes" in raw
+        else None
+    )
+    trees = (
+        _whole("direct_trees", raw["direct_trees"], parse_direct_trees, reasons)
+        if "direct_trees" in raw
+        else None
+    )
     hyperparameters = _hyperparameters(raw.get("hyperparameters", {}), reasons)
     if reasons:
         raise InputRejectedError(reasons)
     return DatasetOverrides(
-        min_lags=min_lags, recursive_passes=passes, hyperparameters=hyperparameters
-    )
+        min_lags=min_lags, recursive_passes=passes, direct_trees=trees,
+        hyperparameters=hyperparameters,
+    )  # fmt: skip

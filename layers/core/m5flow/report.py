@@ -101,6 +101,11 @@ def _facts_table(facts: Mapping[str, object]) -> str:
     return f'<div class="card facts"><table>{"".join(rows)}</table></div>'
 
 
+# Why a backtest of early-stopped models is optimistic: their early stopping watched its
+# days (the validation channel), though they never trained on them.
+EARLY_STOPPED = "early stopping chose the number of trees on those days"
+
+
 def _backtest_of(by: str) -> str:
     same = by == "the same method"
     return "The same method's backtest" if same else f"The backtest of {by}"
@@ -119,6 +124,7 @@ def render_report(
     backtest: Score | None = None,
     backtest_forecast: np.ndarray | None = None,
     backtest_by: str = "the same method",
+    optimistic: str | None = EARLY_STOPPED,
     dates: np.ndarray | None = None,
     days_shown: int = 120,
 ) -> str:
@@ -148,6 +154,8 @@ def render_report(
         (n_series, h): that backtest's forecast of the last h history days, drawn dashed.
     backtest_by
         What made the backtest's forecast, when not all that made the forecast.
+    optimistic
+        Why the backtest is optimistic, if it is: said beside its score.
     dates
         datetime64 of d_1..d_T+h (T+h values, e.g. `M5Data.calendar["date"]`), for month
         ticks (default: day-number ticks).
@@ -181,7 +189,6 @@ def render_report(
     tsums, bsums = sums_of(truth), sums_of(backtest_forecast)
     horizon_days = f"d_{last_day + 1}..d_{last_day + horizon}"
     backtest_days = f"d_{last_day - horizon + 1}..d_{last_day}"
-    optimistic = "early stopping chose the number of trees on those days"
     if score is not None:
         kind, shown_score = "WRMSSE", score
         these = "this series" if n == 1 else f"these {n:,} series"
@@ -191,8 +198,8 @@ def render_report(
         )
         if backtest is not None:
             sentence += (
-                f" {_backtest_of(backtest_by)} on {backtest_days} scored {backtest.wrmsse:.3f} "
-                f"(optimistic: {optimistic})."
+                f" {_backtest_of(backtest_by)} on {backtest_days} scored {backtest.wrmsse:.3f}"
+                + (f" (optimistic: {optimistic})." if optimistic else ".")
             )
     elif backtest is not None:
         kind, shown_score = "backtest WRMSSE", backtest
@@ -200,9 +207,9 @@ def render_report(
         sentence = (
             (why if truth_uploaded else "No truth was uploaded")
             + f", so this is a backtest: the WRMSSE of {backtest_by} "
-            f"forecasting {backtest_days} from the days before them. It is optimistic: "
-            f"{optimistic}. "
-            f"The forecast of {horizon_days} itself is not scored."
+            f"forecasting {backtest_days} from the days before them. "
+            + (f"It is optimistic: {optimistic}. " if optimistic else "")
+            + f"The forecast of {horizon_days} itself is not scored."
         )
     else:
         kind, shown_score = "not scored", None

@@ -37,6 +37,10 @@ from m5flow.schema import HORIZON, ID_KINDS, M5Data
 from m5flow.storage import Storage
 
 CONTENT_TYPES = {"parquet": PARQUET, "csv": CSV}
+# Over 26 backtest windows the direct models trained on every day with 150 trees (at eta
+# 0.1) beat them early-stopped on the last 28 days by 6.4%, and the forecast gained 1.7%
+# (in-process; bench/accuracy/README.md, session 19).
+DIRECT_TREES = 150
 _SERIES_PER_BLOCK = 256  # series built and encoded at once: about 70 MB of training block
 PARQUET_OPTIONS = {
     "compression": "snappy",
@@ -67,6 +71,10 @@ class ShardConfig:
     # Passes of the recursive model (m5flow.recursive) beside the direct ones; 0: none.
     # Five score as the full recursion on the backtests (bench/accuracy/README.md).
     recursive_passes: int = 5
+    # Trees of each direct model trained on every day (at eta 0.1, `jobs.fixed_trees`),
+    # each with a backtest twin (`ModelShards.backtest`); None: each direct model early-stops
+    # on the last `validation_days` and forecasts the backtest itself.
+    direct_trees: int | None = DIRECT_TREES
 
     def __post_init__(self) -> None:
         unknown = [g for g in self.group_by if g not in ID_KINDS]
@@ -91,6 +99,8 @@ class ShardConfig:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
+        if self.direct_trees is not None and self.direct_trees < 1:
+            raise ValueError(f"direct_trees must be at least 1: {self.direct_trees}")
         if not 0 <= self.recursive_passes <= HORIZON:
             # after HORIZON passes every day is the full recursion's: more change nothing
             raise ValueError(f"recursive_passes must be 0 to {HORIZON}: {self.recursive_passes}")
@@ -102,6 +112,7 @@ class ShardConfig:
             train_format=env["SHARD_FORMAT"],
             min_lags=parse_min_lags(env["MODEL_MIN_LAGS"]),
             recursive_passes=parse_passes(env["RECURSIVE_PASSES"]),
+            direct_trees=parse_direct_trees(env["DIRECT_TREES"]) or None,
         )
 
 
@@ -137,6 +148,24 @@ def parse_passes(text: str) -> int:
         raise ValueError(f"recursive passes must be a whole number 0 to {HORIZON}") from None
     ShardConfig(recursive_passes=passes)
     return passes
+
+
+def parse_direct_trees(text: str) -> int:
+    """The stack's DirectTrees (m5flow.json's direct_trees): a whole number of trees, 0
+    for early-stopped direct models (`ShardConfig.direct_trees` None).
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong with `text`.
+    """
+    try:
+        trees = int(text)
+    except ValueError:
+        raise ValueError("direct trees must be a whole number (0: early stopping)") from None
+    if trees < 0:
+        raise ValueError(f"direct trees must be 0 (early stopping) or more: {trees}")
+    return trees
 
 
 def nothing_to_train(data: M5Data, config: ShardConfig) -> list[str]:
@@ -306,12 +335,14 @@ def _group_writer(
         )  # fmt: skip
         return _counted((block for block in built if len(block)), tally)
 
-    channels = (
-        [("train", max(1, train_start), validation_start - 1),
-         ("validation", max(1, validation_start), last)]
-        if model.trees is None
-        else [("train", max(1, train_start), last)]  # every day: nothing held out
-    )  # fmt: skip
+    if model.trees is None:  # early-stopped: it forecasts the backtest and the future
+        channels = [("train", max(1, train_start), validation_start - 1),
+                    ("validation", max(1, validation_start), last)]  # fmt: skip
+        origins = (backtest, last)
+    elif model.backtest:  # as its twin, HORIZON days earlier
+        channels, origins = [("train", max(1, train_start), backtest)], (backtest,)
+    else:  # every day: nothing held out, so no honest backtest
+        channels, origins = [("train", max(1, train_start), last)], (last,)
 
     def write(group: str, rows: np.ndarray) -> dict[str, ShardInfo]:
         written = {}
@@ -327,9 +358,9 @@ def _group_writer(
             ahead = recursive.pass_blocks(data, facts, rows, guesses, feature_config)
             inference = _counted(ahead, tally)
         else:
-            inference = itertools.chain(
-                blocks(rows, backtest + first_horizon, backtest + last_horizon, tally, backtest),
-                blocks(rows, last + first_horizon, last + last_horizon, tally, last),
+            inference = itertools.chain.from_iterable(
+                blocks(rows, origin + first_horizon, origin + last_horizon, tally, origin)
+                for origin in origins
             )
         body = encode_inference(inference, data.ids, model.feature_names)
         key = f"{naming.channel_prefix(run, 'inference', model.name)}{group}.csv"
@@ -380,32 +411,40 @@ def write_shards(
 
     The caller writes the manifest, last and only once (see `stages.shard`). Rows before a
     series' first sale are left out of training and validation; the inference shards hold
-    every series for the horizon days each model forecasts, both after the last sales day
-    and, as a backtest, after the day HORIZON days before it (those rows come first). The
-    recursive model (m5flow.recursive) trains on every day, without a validation channel,
+    every series for the horizon days each model forecasts. A direct model trained on every
+    day (`direct_trees`) forecasts the days after the last sales day, and its backtest twin
+    (`h7-bt`), trained on all but the last HORIZON days, the backtest: those days from the
+    day before them. An early-stopped direct model (`direct_trees` None) forecasts both,
+    the backtest's rows first. The recursive model (m5flow.recursive) trains on every day,
     and its inference rows are its first pass's after the last sales day only.
     Shards are listed in group order whatever order the workers finish in.
 
     Example
     -------
     >>> manifest = write_shards(data, DiskStorage(out), "run-1", "demo", {})
-    >>> [(model.name, model.horizon_days) for model in manifest.models]
-    [('h7', (1, 7)), ('h14', (8, 14)), ('h21', (15, 21)), ('h28', (22, 28)), ('r1', (1, 28))]
+    >>> [model.name for model in manifest.models]
+    ['h7', 'h14', 'h21', 'h28', 'r1', 'h7-bt', 'h14-bt', 'h21-bt', 'h28-bt']
     """
     config = shard_config or ShardConfig()
     by_name = dict(groups(data, config.group_by, config.min_series))
     models = []
+    twins = []
     previous = 0
     for min_lag in config.min_lags:
         feature_config = FeatureConfig.for_min_lag(min_lag)
-        model = ModelShards(
-            name=f"h{min_lag}",
-            min_lag=min_lag,
-            horizon_days=(previous + 1, min_lag),
-            feature_names=feature_names(feature_config),
-        )
-        write = _group_writer(data, storage, run, model, config, feature_config)
-        models.append(_write_groups(model, write, by_name, config.workers))
+        for backtest in (False, True) if config.direct_trees else (False,):
+            model = ModelShards(
+                name=naming.backtest_name(f"h{min_lag}") if backtest else f"h{min_lag}",
+                min_lag=min_lag,
+                horizon_days=(previous + 1, min_lag),
+                feature_names=feature_names(feature_config),
+                trees=config.direct_trees,
+                backtest=backtest,
+            )
+            write = _group_writer(data, storage, run, model, config, feature_config)
+            (twins if backtest else models).append(
+                _write_groups(model, write, by_name, config.workers)
+            )
         previous = min_lag
     if config.recursive_passes:
         feature_config = recursive.feature_config()
@@ -420,6 +459,7 @@ def write_shards(
         guesses = recursive.first_guesses(data)
         write = _group_writer(data, storage, run, model, config, feature_config, guesses)
         models.append(_write_groups(model, write, by_name, config.workers))
+    models += twins  # last: the forecast's models start first where instances are few
     return Manifest(
         run_id=run,
         dataset=dataset,

@@ -38,12 +38,13 @@ from m5flow.wording import listed
 
 logger = Logger(child=True)
 FORECAST_READY = "forecast-ready"  # the announcement's name in the run's ledger
-# Honest about its optimism: the models never trained on the backtest's days, but their
-# early stopping watched them (the validation channel).
 BACKTEST_NOTE = (
-    "validation window, forecast from the days before it; early stopping chose the number "
-    "of trees on it, so it is optimistic"
+    f"validation window, forecast from the days before it; {report.EARLY_STOPPED}, so it "
+    "is optimistic"
 )
+# The backtest twins (ModelShards.backtest) train a fixed count of trees: nothing watched
+# the backtest's days.
+TWINS_NOTE = "the last sales days, forecast from the days before them by models that never saw them"
 
 
 def _output_key(manifest: Manifest, name: str, input_key: str) -> str:
@@ -271,6 +272,7 @@ def assemble_forecast(
         backtest=scores.backtest,
         backtest_forecast=scores.backtest_forecast,
         backtest_by=_backtest_by(manifest) or "the same method",
+        optimistic=report.EARLY_STOPPED if _early_stopped(manifest) else None,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
     metrics = _metrics(manifest, data, values, scores, closed_dates)
@@ -500,7 +502,8 @@ def _metrics(
     if backtest:
         metrics["backtest_days"] = f"d_{data.last_day - manifest.horizon + 1}..d_{data.last_day}"
         by = _backtest_by(manifest)
-        metrics["backtest_note"] = BACKTEST_NOTE + (f"; forecast by {by}" if by else "")
+        note = BACKTEST_NOTE if _early_stopped(manifest) else TWINS_NOTE
+        metrics["backtest_note"] = note + (f"; forecast by {by}" if by else "")
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
     if closed_dates:
@@ -543,6 +546,8 @@ def _facts(
 
 def _described(model: ModelShards) -> str:
     days = f"days {model.horizon_days[0]}-{model.horizon_days[1]}"
+    if model.backtest:
+        return f"{model.name} ({days} of the backtest)"
     if not model.passes:
         return f"{model.name} ({days})"
     return f"{model.name} ({days}, recursive: {_passes(model.passes)})"
@@ -562,29 +567,40 @@ def _waiting_for(model: ModelShards) -> str:
 def _mix(manifest: Manifest) -> str | None:
     """How the forecast is made of the models' forecasts, when not one forecast alone."""
     recursive_models = [m.name for m in manifest.models if m.passes]
-    direct = [m.name for m in manifest.models if not m.passes]
+    direct = [m.name for m in manifest.models if not m.passes and not m.backtest]
     if not recursive_models or not direct:
         return None
     return f"the mean of {', '.join(recursive_models)}'s and {', '.join(direct)}'s"
 
 
 def _backtest_models(manifest: Manifest) -> list[str] | None:
-    """The models that forecast the backtest, when not every model did: one trained on
-    every day (m5flow.recursive) has no honest backtest and forecasts none of its days."""
-    if all(m.trees is None for m in manifest.models):
-        return None
-    return [m.name for m in manifest.models if m.trees is None]
+    """The models that forecast the backtest, when not every model did: the direct models'
+    backtest twins, or else the early-stopped models. One trained on every day (the
+    recursive model, a direct model with a twin) has no honest backtest and forecasts
+    none of its days."""
+    models = manifest.models
+    scoring_models = [m.name for m in models if m.backtest or m.trees is None]
+    return None if len(scoring_models) == len(models) else scoring_models
+
+
+def _early_stopped(manifest: Manifest) -> bool:
+    """Whether early stopping watched the backtest's days (no backtest twins)."""
+    return not any(m.backtest for m in manifest.models)
 
 
 def _backtest_by(manifest: Manifest) -> str | None:
     """`_backtest_models` in words, for metrics.json and the report."""
-    held_out = _backtest_models(manifest)
-    if held_out is None:
+    scoring_models = _backtest_models(manifest)
+    if scoring_models is None:
         return None
-    every_day = [m.name for m in manifest.models if m.trees is not None]
+    listed_models = ", ".join(scoring_models)
+    others = ", ".join(m.name for m in manifest.models if m.name not in scoring_models)
+    if _early_stopped(manifest):
+        return f"the direct models alone ({listed_models}; {others} trained on those days)"
+    twinned = ", ".join(m.name for m in manifest.models if not m.passes and not m.backtest)
     return (
-        f"the direct models alone ({', '.join(held_out)}; {', '.join(every_day)} trained on "
-        "those days)"
+        f"the direct models' backtest twins ({listed_models}: trained as {twinned}, on the "
+        "days before these only)"
     )
 
 
