@@ -76,12 +76,17 @@ def test_shard_reads_the_dataset_settings_and_the_command_line_wins(tmp_path):
         return json.loads(path.read_text())
 
     from_file = manifest_of()
-    assert [m["name"] for m in from_file["models"]] == ["h28"]
+    assert [m["name"] for m in from_file["models"]] == ["h28", "h28-bt"]
     assert from_file["hyperparameters"] == {"eta": "0.2"}
     assert "m5flow.json" in from_file["inputs"]
-    assert [m["name"] for m in manifest_of("--min-lags", "14,28")["models"]] == ["h14", "h28"]
+    two = manifest_of("--min-lags", "14,28")["models"]
+    assert [m["name"] for m in two] == ["h14", "h28", "h14-bt", "h28-bt"]
     both = manifest_of("--min-lags", "28", "--recursive-passes", "2")["models"]
-    assert [(m["name"], m["passes"]) for m in both] == [("h28", 0), ("r1", 2)]
+    assert [(m["name"], m["passes"]) for m in both] == [("h28", 0), ("r1", 2), ("h28-bt", 0)]
+    twinned = manifest_of("--min-lags", "28", "--direct-trees", "40", "--format", "csv")
+    assert [(m["name"], m["trees"], m["backtest"]) for m in twinned["models"]] == [
+        ("h28", 40, False), ("h28-bt", 40, True)
+    ]  # fmt: skip
 
 
 def test_shard_checks_min_lags_before_reading(tmp_path):
@@ -92,6 +97,10 @@ def test_shard_checks_min_lags_before_reading(tmp_path):
                      "--recursive-passes", "29")  # fmt: skip
     assert passes.returncode == 2
     assert "--recursive-passes: '29': recursive_passes must be 0 to 28: 29" in passes.stderr
+    trees = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"),
+                    "--direct-trees", "-5")  # fmt: skip
+    assert trees.returncode == 2
+    assert "--direct-trees: '-5': direct trees must be 0 (early stopping) or more" in trees.stderr
 
 
 @pytest.mark.parametrize("inside", ["", "forecast"])
@@ -173,8 +182,9 @@ def test_shard_again_with_other_models_leaves_only_the_manifests_models(tmp_path
     assert _m5flow("shard", str(data), str(out), "--min-lags", "14,28").returncode == 0
     (run,) = (out / "runs").iterdir()
     listed = [m["name"] for m in json.loads((run / "manifest.json").read_text())["models"]]
-    assert listed == ["h14", "h28", "r1"]  # and the recursive model, on by default
-    assert sorted(p.name for p in (run / "train").iterdir()) == listed
+    # and the recursive model, on by default, and the direct models' backtest twins
+    assert listed == ["h14", "h28", "r1", "h14-bt", "h28-bt"]
+    assert sorted(p.name for p in (run / "train").iterdir()) == sorted(listed)
 
 
 def test_shard_names_kaggles_first_stage_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,15 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     assert metrics["backtest_days"] == "d_1914..d_1941"
     report = (tmp_path / "out" / "report.html").read_text()
     assert "backtest WRMSSE" in report
-    # The default's models: four direct, and the recursive one's five passes, each a transform
-    assert metrics["models"] == ["h7", "h14", "h21", "h28", "r1"]
+    # The default's models: four direct, and the recursive one's five passes, each a
+    # transform, and the direct models' backtest twins
+    assert metrics["models"] == [
+        "h7", "h14", "h21", "h28", "r1", "h7-bt", "h14-bt", "h21-bt", "h28-bt"
+    ]  # fmt: skip
     assert "r1 (days 1-28, recursive: 5 passes)" in report
+    assert "h7-bt (days 1-7 of the backtest)" in report
+    assert "models that never saw them" in metrics["backtest_note"]
+    assert "optimistic" not in report  # the twins' backtest is honest
     assert "the mean of r1&#x27;s and h7, h14, h21, h28&#x27;s" in report
     assert metrics["forecast_is"] == "the mean of r1's and h7, h14, h21, h28's"
     assert "model r1 trained; pass 1 of 5 of its recursive forecast" in result.stdout
@@ -69,7 +76,7 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     # Each of m5flow's events as its summary (the e-mail's text), every field found.
     said = [line for line in result.stdout.splitlines() if " event  m5flow | " in line]
     assert len(said) >= 4 and not [line for line in said if "None" in line]
-    assert "series is ready, backtest WRMSSE 0." in said[-1]
+    assert re.search(r"series is ready, backtest WRMSSE \d\.\d{4} of h7-bt, h14-bt", said[-1])
 
 
 def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_path):
@@ -97,7 +104,8 @@ def test_local_run_applies_the_dataset_settings_beside_the_inputs(small_m5, tmp_
     # The console says what the settings changed and what was let through.
     (started,) = [line for line in result.stdout.splitlines() if "m5flow | Run Started" in line]
     assert (
-        "model(s) h28 to train; " in started and "1 series never sold and has no price" in started
+        "model(s) h28, h28-bt to train; " in started
+        and "1 series never sold and has no price" in started
     )
     assert started.endswith("; hyperparameters from m5flow.json: num_round=25")
     report = (tmp_path / "out" / "report.html").read_text()

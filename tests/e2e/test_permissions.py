@@ -30,6 +30,7 @@ import botocore.client
 import pytest
 from botocore.exceptions import ClientError
 
+from m5flow.naming import OVERRIDES_FILE
 from m5flow.schema import INPUT_FILES, SALES_FILE
 from m5flow_local.cloud import ACCOUNT, BUCKET, REGION, LocalCloud
 from m5flow_local.router import runtime
@@ -133,7 +134,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recor
             assert cloud.router is not None
             stack = cloud.router.stack
             _scenarios(cloud, small_m5, work)
-        # Room for two of the run's four training jobs: the run fails and stops the two.
+        # Room for two of the run's nine training jobs: the run fails and stops the two.
         quota = {"ml.m5.xlarge for training job usage": 2}
         with LocalCloud(work / "quota", echo=None, quotas=quota) as cloud:
             cloud.upload_dataset(small_m5, "quota", INPUT_FILES)
@@ -177,6 +178,16 @@ def _scenarios(cloud: LocalCloud, small_m5: Path, work: Path) -> None:
     assert outcome["detail-type"] == "Forecast Ready", outcome
     assert outcome["detail"]["headline"]["scored_on"] == "truth", outcome
     run = outcome["detail"]["run_id"]
+
+    # Early-stopped direct models (no backtest twins): the validation channel's writes and
+    # reads, which the default no longer makes.
+    early = work / "early"
+    early.mkdir()
+    for name in INPUT_FILES:
+        (early / name).write_bytes((small_m5 / name).read_bytes())
+    (early / OVERRIDES_FILE).write_text('{"direct_trees": 0, "recursive_passes": 0}')
+    cloud.upload_dataset(early, "early", (OVERRIDES_FILE, *INPUT_FILES))
+    assert cloud.wait_for_outcome("early", timeout=600)["detail-type"] == "Forecast Ready"
 
     refused = work / "refused"
     refused.mkdir()

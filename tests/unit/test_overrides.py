@@ -85,6 +85,9 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
         (b'{"min_lags": [true]}', ["min_lags must be a list of whole numbers"]),
         (b'{"min_lags": [28, 7]}', ["min_lags must be increasing"]),
         (b'{"min_lags": [0, 28]}', ["min_lags must be at least 1"]),
+        (b'{"direct_trees": -1}', ["direct trees must be 0 (early stopping) or more: -1"]),
+        (b'{"direct_trees": 1.5}', ["direct_trees must be a whole number, found 1.5"]),
+        (b'{"direct_trees": "150"}', ['direct_trees must be a whole number, found "150"']),
         (b'{"hyperparameters": "eta=0.1"}', ["hyperparameters must be an object"]),
         (b'{"hyperparameters": {"eta": true}}', ["'eta' must be a string or a finite number"]),
         # Python's json takes these; XGBoost then trains on eta=nan and every forecast is NaN
@@ -103,6 +106,23 @@ def test_a_wrong_file_is_refused_with_its_reason(payload: bytes, phrases: list[s
     assert reason.startswith("m5flow.json: ") and len(reason) < 300
     for phrase in phrases:
         assert phrase in reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "trees"),
+    [
+        (b'{"direct_trees": 60}', 60),
+        (b'{"direct_trees": 0}', None),
+        (b'{"direct_trees": 60.0}', 60),
+        (b"{}", 150),
+    ],
+)
+def test_direct_trees_set_the_direct_models_trees_or_early_stopping(
+    payload: bytes, trees: int | None
+) -> None:
+    """0 is early stopping (no twins), not the stack's value: the file sets it."""
+    stack = ShardConfig(train_format="csv")
+    assert parse_overrides(payload).shard_config(stack).direct_trees == trees
 
 
 def test_a_long_whole_number_goes_on_as_written() -> None:

@@ -153,8 +153,8 @@ def _backtest(
     """Score the predictions the models made for the last `horizon` sales days, if any;
     return the score and those predictions, (series, horizon), for the report to draw.
 
-    The recursive model trained on those days and forecasts none of them
-    (m5flow.recursive): the backtest is the other forecasters'."""
+    A model trained on those days (the recursive model, a direct model with a backtest
+    twin) forecasts none of them: the backtest is the other models', the twins'."""
     origin = data.last_day - horizon
     past = [p for p in (p[p["day"] <= data.last_day] for p in forecasters) if not p.empty]
     if not past:
