@@ -47,9 +47,9 @@ CONFIGS: dict[str, dict[str, str]] = {
     },
     # The stack's defaults, exactly as `sam deploy` ships them.
     "default": {},
-    # The default's four direct models alone, without the recursive model (the default
-    # until session 18).
-    "direct": {"RecursivePasses": "0"},
+    # The four direct models alone, early-stopped, without the recursive model (the
+    # default until session 18).
+    "direct": {"RecursivePasses": "0", "DirectTrees": "0"},
 }
 REFERENCES = sorted((REAL / "reference").glob("submission_*.csv"))
 
