@@ -6,7 +6,8 @@ Generates `--series` synthetic series, shards them as Parquet and as CSV with th
 shard step, then for each model and format trains in a fresh process the way the 1.7-1
 container does (data_utils: Parquet through `pq.read_table(...).to_pandas().to_numpy()` into
 a DMatrix of the features with the first column as label; CSV through XGBoost's own URI
-parser), the train channel then the validation channel, then `--rounds` rounds of the
+parser), the train channel then the validation channel if the model has one (an
+early-stopped one: `DirectTrees` 0), then `--rounds` rounds of the
 default hyperparameters. Prints each host's peak resident memory next to
 `instances.host_memory(model, 1)`: the ratio measured / estimated must stay below 1 for the
 start-training step to give no instance more data than it holds. Not part of the test run.
@@ -42,7 +43,7 @@ def load(path):
     return xgb.DMatrix(data[:, 1:], label=data[:, 0])
 
 train = load(channels["train"])
-# The recursive model (r1) trains on every day and has no validation channel.
+# Models of a fixed count of trees (the default's) train on every day: no validation channel.
 evals = [(load(channels["validation"]), "validation")] if "validation" in channels else []
 params = {k: v for k, v in DEFAULT_HYPERPARAMETERS.items()
           if k not in ("num_round", "early_stopping_rounds")}

@@ -56,7 +56,7 @@ def test_local_run_ends_with_a_forecast_for_every_series(small_m5, tmp_path):
     ]  # fmt: skip
     assert "r1 (days 1-28, recursive: 5 passes)" in report
     assert "h7-bt (days 1-7 of the backtest)" in report
-    assert "models that never saw them" in metrics["backtest_note"]
+    assert "backtest twins (h7-bt, h14-bt, h21-bt, h28-bt: trained as" in metrics["backtest_note"]
     assert "optimistic" not in report  # the twins' backtest is honest
     assert "the mean of r1&#x27;s and h7, h14, h21, h28&#x27;s" in report
     assert metrics["forecast_is"] == "the mean of r1's and h7, h14, h21, h28's"

@@ -17,7 +17,7 @@ import pytest
 from m5flow.features import FeatureConfig, build_block, series_facts
 from m5flow.manifest import PARQUET, Manifest
 from m5flow.schema import INPUT_FILES, M5Data, parse_inputs
-from m5flow.shards import ShardConfig, groups, write_shards
+from m5flow.shards import ShardConfig, groups, nothing_to_train, write_shards
 from m5flow.storage import DiskStorage
 from tests.conftest import REAL_M5
 from tests.unit.test_schema import tiny_files
@@ -105,6 +105,21 @@ def test_manifest_lists_exactly_what_was_written(data: M5Data, tmp_path: Path) -
         del model["backtest"]
     twins = [m.backtest for m in Manifest.from_json(json.dumps(before_twins).encode()).models]
     assert twins == [False]
+
+
+@pytest.mark.parametrize(
+    ("direct_trees", "says"),
+    [(150, "the last 28 days are the backtest's; those models train on the days before them"),
+     (None, "the last 28 days validate the direct models; those models train on the days")],
+)  # fmt: skip
+def test_data_without_a_sale_before_the_held_out_days_is_refused(
+    data: M5Data, direct_trees: int | None, says: str
+) -> None:
+    silent = replace(data, sales=data.sales.copy())
+    silent.sales[:, : data.last_day - 10] = 0
+    (reason,) = nothing_to_train(silent, ShardConfig(direct_trees=direct_trees))
+    assert "d_1..d_1913" in reason and "some sales before d_1914" in reason
+    assert says in reason
 
 
 def test_a_direct_model_on_every_day_and_its_backtest_twin(data: M5Data, tmp_path: Path) -> None:

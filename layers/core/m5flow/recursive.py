@@ -20,8 +20,8 @@ freshest days, and early stopping on one 28-day window was a noisy choice of tre
 26 backtest windows this scored 0.701 in the mean with the direct models, against 0.716
 held out and early-stopped (in-process; bench/accuracy/README.md, session 19). Without a
 held-out window the model has no honest backtest, so it forecasts the days after the last
-sales day only, and the run's backtest is the direct models' backtest twins'
-(`ModelShards.backtest`, `stages.assemble`).
+sales day only, and the run's backtest is the direct models' backtest twins' (or, with
+`DirectTrees` 0, the early-stopped direct models'; `stages.assemble`).
 
 The first pass of model `r1` has the model's name, the n-th (n >= 2) `r1-p<n>`
 (`naming.pass_name`): the pass's own inference prefix, transform job and predictions

@@ -35,12 +35,14 @@ from m5flow.features import Block, FeatureConfig, build_block, feature_names, se
 from m5flow.manifest import CSV, PARQUET, Manifest, ModelShards, ShardInfo
 from m5flow.schema import HORIZON, ID_KINDS, M5Data
 from m5flow.storage import Storage
+from m5flow.wording import cut
 
 CONTENT_TYPES = {"parquet": PARQUET, "csv": CSV}
 # Over 26 backtest windows the direct models trained on every day with 150 trees (at eta
 # 0.1) beat them early-stopped on the last 28 days by 6.4%, and the forecast gained 1.7%
 # (in-process; bench/accuracy/README.md, session 19).
 DIRECT_TREES = 150
+MOST_DIRECT_TREES = 99_999  # the template's pattern: m5flow.json is held to the same
 _SERIES_PER_BLOCK = 256  # series built and encoded at once: about 70 MB of training block
 PARQUET_OPTIONS = {
     "compression": "snappy",
@@ -163,24 +165,30 @@ def parse_direct_trees(text: str) -> int:
         trees = int(text)
     except ValueError:
         raise ValueError("direct trees must be a whole number (0: early stopping)") from None
-    if trees < 0:
-        raise ValueError(f"direct trees must be 0 (early stopping) or more: {trees}")
+    if not 0 <= trees <= MOST_DIRECT_TREES:
+        raise ValueError(
+            f"direct trees must be 0 (early stopping) to {MOST_DIRECT_TREES:,}: {cut(text, 40)}"
+        )
     return trees
 
 
 def nothing_to_train(data: M5Data, config: ShardConfig) -> list[str]:
-    """A reason when no series sells before the validation window, else none.
+    """A reason when no series sells before the days some model holds out, else none.
 
     Training rows start at each series' first sale, so such data would start a run whose
-    training channels are empty, and SageMaker would fail it with a reason about S3.
+    backtest twins (or early-stopped models) have empty training channels, and SageMaker
+    would fail it with a reason about S3.
     """
-    validation_start = data.last_day - config.validation_days + 1
-    if data.sales[:, : validation_start - 1].any():  # sales are >= 0; no full-size temporary
+    early_stopped = config.direct_trees is None
+    held_out = config.validation_days if early_stopped else HORIZON
+    first_held = data.last_day - held_out + 1
+    if data.sales[:, : first_held - 1].any():  # sales are >= 0; no full-size temporary
         return []
-    where = f"days d_1..d_{validation_start - 1}"
+    where = f"days d_1..d_{first_held - 1}"
+    held_by = "validate the direct models" if early_stopped else "are the backtest's"
     expected = (
-        f"some sales before d_{validation_start} (the last {config.validation_days} days "
-        "only validate the direct models; training needs the days before them)"
+        f"some sales before d_{first_held} (the last {held_out} days {held_by}; those "
+        "models train on the days before them)"
     )
     return [problem(naming.SALES_FILE, where, "no sale in any series", expected)]
 
@@ -459,7 +467,9 @@ def write_shards(
         guesses = recursive.first_guesses(data)
         write = _group_writer(data, storage, run, model, config, feature_config, guesses)
         models.append(_write_groups(model, write, by_name, config.workers))
-    models += twins  # last: the forecast's models start first where instances are few
+    # Last, so that where jobs wait for room (the local cloud's memory) the forecast's go
+    # first; on SageMaker each is created at once, and a refused one fails the run.
+    models += twins
     return Manifest(
         run_id=run,
         dataset=dataset,

@@ -42,9 +42,6 @@ BACKTEST_NOTE = (
     f"validation window, forecast from the days before it; {report.EARLY_STOPPED}, so it "
     "is optimistic"
 )
-# The backtest twins (ModelShards.backtest) train a fixed count of trees: nothing watched
-# the backtest's days.
-TWINS_NOTE = "the last sales days, forecast from the days before them by models that never saw them"
 
 
 def _output_key(manifest: Manifest, name: str, input_key: str) -> str:
@@ -502,8 +499,12 @@ def _metrics(
     if backtest:
         metrics["backtest_days"] = f"d_{data.last_day - manifest.horizon + 1}..d_{data.last_day}"
         by = _backtest_by(manifest)
-        note = BACKTEST_NOTE if _early_stopped(manifest) else TWINS_NOTE
-        metrics["backtest_note"] = note + (f"; forecast by {by}" if by else "")
+        if _early_stopped(manifest):
+            metrics["backtest_note"] = BACKTEST_NOTE + (f"; forecast by {by}" if by else "")
+        else:  # the twins train a fixed count of trees: nothing watched the backtest's days
+            metrics["backtest_note"] = (
+                f"the last sales days, forecast from the days before them by {by}"
+            )
     if scores.problems:
         metrics["score_problems"] = list(scores.problems)
     if closed_dates:
