@@ -76,7 +76,7 @@ CONFIGS["groups_tw11"] = {
 }
 
 
-for _rounds in (150, 300):
+for _rounds in (100, 150, 300):
     CONFIGS[f"all_{_rounds}"] = {**CONFIGS["groups_tw11"], "train_all": True, "num_round": _rounds}
 
 CONFIGS["w_dollar"] = {**CONFIGS["groups_tw11"], "weights": "dollar"}
