@@ -595,8 +595,8 @@ def _backtest_by(manifest: Manifest) -> str | None:
     if scoring_models is None:
         return None
     listed_models = ", ".join(scoring_models)
-    others = ", ".join(m.name for m in manifest.models if m.name not in scoring_models)
     if _early_stopped(manifest):
+        others = ", ".join(m.name for m in manifest.models if m.name not in scoring_models)
         return f"the direct models alone ({listed_models}; {others} trained on those days)"
     twinned = ", ".join(m.name for m in manifest.models if not m.passes and not m.backtest)
     return (
