@@ -100,7 +100,7 @@ def test_shard_checks_min_lags_before_reading(tmp_path):
     trees = _m5flow("shard", str(tmp_path / "absent"), str(tmp_path / "out"),
                     "--direct-trees", "-5")  # fmt: skip
     assert trees.returncode == 2
-    assert "--direct-trees: '-5': direct trees must be 0 (early stopping) to 99,999" in trees.stderr
+    assert "--direct-trees: '-5': direct_trees must be 0 (early stopping) to 99,999" in trees.stderr
 
 
 @pytest.mark.parametrize("inside", ["", "forecast"])

@@ -85,7 +85,7 @@ def test_a_tweedie_power_given_with_the_objective_is_kept() -> None:
         (b'{"min_lags": [true]}', ["min_lags must be a list of whole numbers"]),
         (b'{"min_lags": [28, 7]}', ["min_lags must be increasing"]),
         (b'{"min_lags": [0, 28]}', ["min_lags must be at least 1"]),
-        (b'{"direct_trees": -1}', ["direct trees must be 0 (early stopping) to 99,999: -1"]),
+        (b'{"direct_trees": -1}', ["direct_trees must be 0 (early stopping) to 99,999: -1"]),
         # past float's range the training step's scaling of the trees would overflow
         (b'{"direct_trees": 1' + b"0" * 400 + b"}", ["to 99,999: 1000", "(401 chars)"]),
         (b'{"direct_trees": 1.5}', ["direct_trees must be a whole number, found 1.5"]),

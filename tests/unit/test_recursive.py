@@ -119,18 +119,25 @@ def test_a_failed_model_stops_every_pass_of_the_recursive_model() -> None:
     assert other_models_jobs(manifest, "r1") == (["m5flow-run-1-h28"], ["m5flow-run-1-h28"])
 
 
+@pytest.mark.parametrize(
+    ("direct_trees", "backtest_days"),
+    [(None, {"h28": 28, "r1": 0}), (40, {"h28": 0, "r1": 0, "h28-bt": 28})],
+)
 def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
-    data: M5Data, tmp_path: Path
+    data: M5Data, tmp_path: Path, direct_trees: int | None, backtest_days: dict[str, int]
 ) -> None:
     """A series launched after the backtest's origin (d_1913): its backtest rows must be
     the same whenever it launched (`age` had told when); its forecast rows know. The
-    recursive model has no backtest rows (it trained on every day)."""
+    backtest rows are the early-stopped model's, or its twin's (which forecasts nothing
+    else); the recursive model and a model trained on every day have none."""
     rows = {}
     for launch in (1931, 1936):
         launched = dataclasses.replace(data, sales=data.sales.copy())
         launched.sales[0, : launch - 1] = 0
         launched.sales[0, launch - 1] = 3
-        config = ShardConfig(min_lags=(28,), min_series=1, recursive_passes=1, direct_trees=None)
+        config = ShardConfig(
+            min_lags=(28,), min_series=1, recursive_passes=1, direct_trees=direct_trees
+        )
         root = tmp_path / str(launch)
         storage = DiskStorage(root)
         manifest = write_shards(launched, storage, "run-1", "demo", {}, shard_config=config)
@@ -138,12 +145,16 @@ def test_backtest_rows_do_not_know_a_first_sale_after_their_origin(
             frame = pd.concat(pd.read_csv(root / s.key, header=None) for s in model.inference)
             frame.columns = ["id", "day", *model.feature_names]
             rows[launch, model.name] = frame[frame["id"] == data.ids[0]].reset_index(drop=True)
-    for model, backtest_days in (("h28", 28), ("r1", 0)):
+    assert {name for _, name in rows} == set(backtest_days)
+    for model, days in backtest_days.items():
         early, late = rows[1931, model], rows[1936, model]
         past = early["day"] <= data.last_day
-        assert past.sum() == backtest_days
+        assert past.sum() == days
         pd.testing.assert_frame_equal(early[past], late[past])
-        assert not early[~past]["age"].equals(late[~past]["age"]), model
+        if not model.endswith("-bt"):  # a twin forecasts nothing after the last sales day
+            assert not early[~past]["age"].equals(late[~past]["age"]), model
+        else:
+            assert past.all()
 
 
 def test_the_report_counts_one_pass_as_one() -> None:

@@ -163,7 +163,8 @@ def test_an_unusable_truth_without_a_backtest_is_not_called_absent() -> None:
     )
 
 
-def test_a_backtest_is_the_headline_when_no_truth_was_uploaded() -> None:
+@pytest.mark.parametrize("optimistic", [report.EARLY_STOPPED, None])
+def test_a_backtest_is_the_headline_when_no_truth_was_uploaded(optimistic: str | None) -> None:
     history, forecast, _, hierarchy, ids = small_case()
     backtest = score_of(history[:, :-28], history[:, -28:], forecast, hierarchy)
     html = report.render_report(
@@ -173,12 +174,14 @@ def test_a_backtest_is_the_headline_when_no_truth_was_uploaded() -> None:
         ids=ids,
         facts=FACTS,
         backtest=backtest,
+        optimistic=optimistic,
     )
     page = parse(html)
     assert page.svgs[0] == "error by aggregation level"
     text = " ".join(page.text)
     assert "backtest WRMSSE" in text and "forecasting d_173..d_200 from the days" in text
-    assert "It is optimistic: early stopping chose the number of trees" in text
+    said = "It is optimistic: early stopping chose the number of trees" in text
+    assert said == (optimistic is not None)  # a backtest twins' run is not called optimistic
     assert "Backtest error by level" in page.text
     assert f"{backtest.wrmsse:.3f}" in text
 

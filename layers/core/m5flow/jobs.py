@@ -155,7 +155,8 @@ def _check_distribution(model: ModelShards, instance_count: int) -> None:
         )
 
 
-_TREES_ETA = 0.1  # the eta a model's fixed count of trees was chosen at (m5flow.recursive)
+# the eta a model's fixed count of trees was chosen at (recursive.TREES, shards.DIRECT_TREES)
+_TREES_ETA = 0.1
 _XGBOOST_ETA = "0.3"  # XGBoost's own, when the hyperparameters drop eta
 _INF = float("inf")
 _MOST_TREES = 2**31 - 1  # a bound for an eta so small the count would overflow

@@ -4,7 +4,7 @@ The stack's parameters hold for every dataset in the bucket; this file lets a da
 try other models or hyperparameters on one dataset without redeploying. Its ETag joins the
 run id, so changed settings make a new run instead of a duplicate of the last one.
 
-    {"min_lags": [28], "hyperparameters": {"eta": 0.05, "early_stopping_rounds": null}}
+    {"min_lags": [28], "direct_trees": 0, "hyperparameters": {"eta": 0.05, "max_depth": null}}
 
 `min_lags` replaces the stack's `ModelMinLags`, `recursive_passes` its `RecursivePasses`
 (0 to 28; 0: no recursive model, m5flow.recursive), `direct_trees` its `DirectTrees` (0:

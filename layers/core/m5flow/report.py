@@ -124,7 +124,7 @@ def render_report(
     backtest: Score | None = None,
     backtest_forecast: np.ndarray | None = None,
     backtest_by: str = "the same method",
-    optimistic: str | None = EARLY_STOPPED,
+    optimistic: str | None = None,
     dates: np.ndarray | None = None,
     days_shown: int = 120,
 ) -> str:
@@ -155,7 +155,7 @@ def render_report(
     backtest_by
         What made the backtest's forecast, when not all that made the forecast.
     optimistic
-        Why the backtest is optimistic, if it is: said beside its score.
+        Why the backtest is optimistic, if it is (`EARLY_STOPPED`): said beside its score.
     dates
         datetime64 of d_1..d_T+h (T+h values, e.g. `M5Data.calendar["date"]`), for month
         ticks (default: day-number ticks).

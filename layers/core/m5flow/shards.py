@@ -102,8 +102,11 @@ class ShardConfig:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
-        if self.direct_trees is not None and self.direct_trees < 1:
-            raise ValueError(f"direct_trees must be at least 1: {self.direct_trees}")
+        if self.direct_trees is not None and not 1 <= self.direct_trees <= MOST_DIRECT_TREES:
+            raise ValueError(
+                f"direct_trees must be 1 to {MOST_DIRECT_TREES:,} (None: early stopping): "
+                f"{self.direct_trees}"
+            )
         if not 0 <= self.recursive_passes <= HORIZON:
             # after HORIZON passes every day is the full recursion's: more change nothing
             raise ValueError(f"recursive_passes must be 0 to {HORIZON}: {self.recursive_passes}")
@@ -165,10 +168,10 @@ def parse_direct_trees(text: str) -> int:
     try:
         trees = int(text)
     except ValueError:
-        raise ValueError("direct trees must be a whole number (0: early stopping)") from None
+        raise ValueError("direct_trees must be a whole number (0: early stopping)") from None
     if not 0 <= trees <= MOST_DIRECT_TREES:
         raise ValueError(
-            f"direct trees must be 0 (early stopping) to {MOST_DIRECT_TREES:,}: {cut(text, 40)}"
+            f"direct_trees must be 0 (early stopping) to {MOST_DIRECT_TREES:,}: {cut(text, 40)}"
         )
     return trees
 

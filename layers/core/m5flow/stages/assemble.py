@@ -331,8 +331,9 @@ def _read_inputs(storage: Storage, manifest: Manifest) -> M5Data:
 
 
 def _forecasters(storage: Storage, manifest: Manifest) -> list[pd.DataFrame]:
-    """The predictions of each forecaster: the direct models together (each forecasts its
-    own horizon days), then each recursive model's last pass (every day)."""
+    """The predictions of each forecaster: the direct models and their backtest twins
+    together (each forecasts its own horizon days, after the last sales day or, a twin, up
+    to it), then each recursive model's last pass (every day)."""
     direct = [o for m in manifest.models if not m.passes for o in _pass_outputs(manifest, m, 0)]
     outputs = [direct] if direct else []
     outputs += [_pass_outputs(manifest, m, m.last_pass) for m in manifest.models if m.passes]
