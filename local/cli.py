@@ -17,7 +17,7 @@ from dataclasses import replace
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from m5flow import naming, schema
 from m5flow.exceptions import InputRejectedError
@@ -42,6 +42,7 @@ def _made_folder(option: str, path: Path) -> bool:
 
 
 _LOCK_FILE = ".m5flow-run.lock"
+_Parsed = TypeVar("_Parsed")  # what a shard setting reads as
 
 
 def _claimed(option: str, path: Path, claims: contextlib.ExitStack) -> bool:
@@ -454,28 +455,17 @@ def _claimed_up(args: argparse.Namespace, parameters: dict[str, str]) -> int:
     return 0
 
 
-def _passes(text: str) -> int:
-    """`--recursive-passes 5`, checked as the shard step will check it, before any reading."""
-    try:
-        return parse_passes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+def _as_the_shard_step_checks(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
+    """An argument type that reads a shard setting (`--min-lags 7,14,21,28`...) with the
+    shard step's own `parse`, so a bad value is named before any reading."""
 
+    def checked(text: str) -> _Parsed:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
-def _direct_trees(text: str) -> int:
-    """`--direct-trees 150`, checked as the shard step will check it, before any reading."""
-    try:
-        return parse_direct_trees(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
-
-
-def _min_lags(text: str) -> tuple[int, ...]:
-    """`--min-lags 7,14,21,28`, checked as the shard step will check it, before any reading."""
-    try:
-        return parse_min_lags(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return checked
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -556,19 +546,19 @@ def parser() -> argparse.ArgumentParser:
     )
     shard.add_argument(
         "--min-lags",
-        type=_min_lags,
+        type=_as_the_shard_step_checks(parse_min_lags),
         help="one direct model per minimum lag, e.g. 28 for a single one (default: min_lags "
         "of DATA_DIR/m5flow.json, else 7,14,21,28)",
     )
     shard.add_argument(
         "--recursive-passes",
-        type=_passes,
+        type=_as_the_shard_step_checks(parse_passes),
         help="passes of the recursive model r1, written beside the direct ones; 0: none "
         "(default: recursive_passes of DATA_DIR/m5flow.json, else 5)",
     )
     shard.add_argument(
         "--direct-trees",
-        type=_direct_trees,
+        type=_as_the_shard_step_checks(parse_direct_trees),
         help="trees of each direct model trained on every day, each with a backtest twin "
         "(h7-bt...); 0: early-stopped direct models (default: direct_trees of "
         "DATA_DIR/m5flow.json, else 150)",

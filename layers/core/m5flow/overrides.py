@@ -32,7 +32,7 @@ class DatasetOverrides:
 
     min_lags: tuple[int, ...] | None = None
     recursive_passes: int | None = None
-    direct_trees: int | None = None  # 0: early-stopped direct models (ShardConfig None)
+    direct_trees: int | None = None  # 0: early-stopped direct models
     # Hyperparameter name -> SageMaker's string value, or None to drop the stack's value.
     hyperparameters: dict[str, str | None] = field(default_factory=dict)
 
@@ -44,7 +44,7 @@ class DatasetOverrides:
         if self.recursive_passes is not None:
             base = replace(base, recursive_passes=self.recursive_passes)
         if self.direct_trees is not None:
-            base = replace(base, direct_trees=self.direct_trees or None)
+            base = replace(base, direct_trees=self.direct_trees)
         return base
 
 

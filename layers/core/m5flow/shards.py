@@ -76,7 +76,8 @@ class ShardConfig:
     recursive_passes: int = 5
     # Trees of each direct model trained on every day (at eta 0.1, `jobs.fixed_trees`),
     # each with a backtest twin (`ModelShards.backtest`); None: each direct model early-stops
-    # on the last `validation_days` and forecasts the backtest itself.
+    # on the last `validation_days` and forecasts the backtest itself. 0, as the stack and
+    # m5flow.json spell early stopping, is kept as None.
     direct_trees: int | None = DIRECT_TREES
 
     def __post_init__(self) -> None:
@@ -102,10 +103,12 @@ class ShardConfig:
             raise ValueError(f"min_series must be at least 1: {self.min_series}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be at least 1: {self.workers}")
+        if self.direct_trees == 0:
+            object.__setattr__(self, "direct_trees", None)  # frozen: set once, here
         if self.direct_trees is not None and not 1 <= self.direct_trees <= MOST_DIRECT_TREES:
             raise ValueError(
-                f"direct_trees must be 1 to {MOST_DIRECT_TREES:,} (None: early stopping): "
-                f"{self.direct_trees}"
+                f"direct_trees must be 0 (early stopping) to {MOST_DIRECT_TREES:,}: "
+                f"{cut(str(self.direct_trees), 40)}"
             )
         if not 0 <= self.recursive_passes <= HORIZON:
             # after HORIZON passes every day is the full recursion's: more change nothing
@@ -118,7 +121,7 @@ class ShardConfig:
             train_format=env["SHARD_FORMAT"],
             min_lags=parse_min_lags(env["MODEL_MIN_LAGS"]),
             recursive_passes=parse_passes(env["RECURSIVE_PASSES"]),
-            direct_trees=parse_direct_trees(env["DIRECT_TREES"]) or None,
+            direct_trees=parse_direct_trees(env["DIRECT_TREES"]),
         )
 
 
@@ -158,7 +161,7 @@ def parse_passes(text: str) -> int:
 
 def parse_direct_trees(text: str) -> int:
     """The stack's DirectTrees (m5flow.json's direct_trees): a whole number of trees, 0
-    for early-stopped direct models (`ShardConfig.direct_trees` None).
+    for early-stopped direct models, checked as the shard step checks it.
 
     Raises
     ------
@@ -169,10 +172,7 @@ def parse_direct_trees(text: str) -> int:
         trees = int(text)
     except ValueError:
         raise ValueError("direct_trees must be a whole number (0: early stopping)") from None
-    if not 0 <= trees <= MOST_DIRECT_TREES:
-        raise ValueError(
-            f"direct_trees must be 0 (early stopping) to {MOST_DIRECT_TREES:,}: {cut(text, 40)}"
-        )
+    ShardConfig(direct_trees=trees)
     return trees
 
 

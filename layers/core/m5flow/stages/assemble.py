@@ -569,10 +569,15 @@ def _waiting_for(model: ModelShards) -> str:
 def _mix(manifest: Manifest) -> str | None:
     """How the forecast is made of the models' forecasts, when not one forecast alone."""
     recursive_models = [m.name for m in manifest.models if m.passes]
-    direct = [m.name for m in manifest.models if not m.passes and not m.backtest]
+    direct = _forecasting_direct(manifest)
     if not recursive_models or not direct:
         return None
     return f"the mean of {', '.join(recursive_models)}'s and {', '.join(direct)}'s"
+
+
+def _forecasting_direct(manifest: Manifest) -> list[str]:
+    """The direct models that forecast the days after the last sales day (not the twins)."""
+    return [m.name for m in manifest.models if not m.passes and not m.backtest]
 
 
 def _backtest_models(manifest: Manifest) -> list[str] | None:
@@ -599,7 +604,7 @@ def _backtest_by(manifest: Manifest) -> str | None:
     if _early_stopped(manifest):
         others = ", ".join(m.name for m in manifest.models if m.name not in scoring_models)
         return f"the direct models alone ({listed_models}; {others} trained on those days)"
-    twinned = ", ".join(m.name for m in manifest.models if not m.passes and not m.backtest)
+    twinned = ", ".join(_forecasting_direct(manifest))
     return (
         f"the direct models' backtest twins ({listed_models}: trained as {twinned}, on the "
         "days before these only)"
