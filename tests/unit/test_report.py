@@ -400,3 +400,57 @@ def test_no_sample_series_says_why_instead_of_an_empty_section() -> None:
     assert '<div class="grid"></div>' not in report.render_report(
         history=history, forecast=forecast, hierarchy=hierarchy, ids=ids, facts=FACTS
     )
+
+
+def test_the_costliest_items_are_drawn_summed_over_their_stores() -> None:
+    """The real final window: one item that stopped selling costs seasonal naive most."""
+    data = schema.parse_inputs({n: (REAL / n).read_bytes() for n in schema.INPUT_FILES})
+    hierarchy = Hierarchy.from_data(data)
+    truth = pd.read_csv(REAL / naming.TRUTH_FILE).set_index("id").loc[data.ids].to_numpy(float)
+    forecast = np.tile(data.sales[:, -7:], 4).astype(np.float64)
+    weights = scoring.dollar_sales(data.sales, data.prices)
+    score = scoring.wrmsse(data.sales, truth, forecast, hierarchy, weights, costliest=3)
+    html = report.render_report(
+        history=data.sales, forecast=forecast, hierarchy=hierarchy, ids=data.ids,
+        facts={"run id": "m5-real"}, truth=truth, score=score,
+    )  # fmt: skip
+    page = parse(html)
+    costly = [cost.item for cost in score.costliest]
+    assert costly[0] == "FOODS_3_702"
+    assert page.svgs[1 : 1 + len(costly)] == costly  # right after the level chart
+    text = " ".join(page.text)
+    assert "Where the error is" in text and "cost the score most (0.976)" in text
+    first = score.costliest[0]
+    assert f"WRMSSE without it {first.wrmsse_without:.3f}" in text
+    assert f"forecast {first.forecast_over_truth:.2f} x what sold" in text
+    # Its chart is the item's sum over its ten stores, with that note.
+    rows = list(first.rows)
+    note = (f"10 series; forecast {first.forecast_over_truth:.2f} x what sold; WRMSSE without "
+            f"it {first.wrmsse_without:.3f}")  # fmt: skip
+    ticks = charts.day_ticks(data.last_day - 119, data.last_day + 28, None)
+    chart = report._panel(
+        first.item, data.sales[rows, -120:].sum(axis=0), forecast[rows].sum(axis=0),
+        truth[rows].sum(axis=0), None, (data.last_day - 119, data.last_day), ticks, note=note,
+    )  # fmt: skip
+    assert chart in html
+    # Not asked for, nothing is drawn.
+    plain = scoring.wrmsse(data.sales, truth, forecast, hierarchy, weights)
+    html = report.render_report(history=data.sales, forecast=forecast, hierarchy=hierarchy,
+                                ids=data.ids, facts={}, truth=truth, score=plain)  # fmt: skip
+    assert "Where the error is" not in " ".join(parse(html).text)
+
+
+def test_the_costliest_items_of_a_backtest_say_so() -> None:
+    history, forecast, _, hierarchy, ids = small_case()
+    weights = history[:, -56:-28].sum(axis=1)
+    backtest_forecast = history[:, -56:-28] * 3.0  # far too high: every item costs
+    backtest = scoring.wrmsse(history[:, :-28], history[:, -28:], backtest_forecast, hierarchy,
+                              weights, costliest=2)  # fmt: skip
+    assert len(backtest.costliest) == 2
+    html = report.render_report(history=history, forecast=forecast, hierarchy=hierarchy, ids=ids,
+                                facts=FACTS, backtest=backtest,
+                                backtest_forecast=backtest_forecast)  # fmt: skip
+    text = " ".join(parse(html).text)
+    assert "The items whose backtest's forecast cost the backtest score most" in text
+    first = backtest.costliest[0]
+    assert f"backtest's forecast {first.forecast_over_truth:.2f} x what sold" in text

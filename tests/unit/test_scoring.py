@@ -215,8 +215,65 @@ def test_score_files_reads_a_submission_and_ignores_kaggle_validation_rows(tmp_p
     assert round(score.wrmsse, 3) == 0.900
     text = scoring.format_score(score)
     assert text.splitlines()[0] == "WRMSSE  0.9003"
-    assert "12  item x store" in text and len(text.splitlines()) == 15
+    assert "12  item x store" in text and len(text.splitlines()) == 15 + 2 + scoring.COSTLIEST
+    # One item that stopped selling in the window's last two weeks costs every forecast most.
+    assert text.splitlines()[17].startswith("  FOODS_3_702 (10 series, forecast ")
     assert score.as_dict()["levels"]["1"] == score.levels[1]
+    assert score.as_dict()["costliest_items"][0]["item"] == "FOODS_3_702"
+
+
+def _without(data: schema.M5Data, truth: np.ndarray, values: np.ndarray, item: str) -> float:
+    """The WRMSSE of the slice as if `item` had never been uploaded: its rows dropped."""
+    keep = data.item_ids != item
+    hierarchy = Hierarchy.from_ids(**{f"{k}_ids": data.ids_of(k)[keep] for k in schema.ID_KINDS})
+    weights = scoring.dollar_sales(data.sales[keep], data.prices[keep])
+    return scoring.wrmsse(data.sales[keep], truth[keep], values[keep], hierarchy, weights).wrmsse
+
+
+@pytest.mark.parametrize("forecast", ["10th", "seasonal naive"])
+def test_the_costliest_items_score_as_if_they_had_never_been_uploaded(real, forecast) -> None:
+    data, hierarchy, weights, truth = real
+    if forecast in SUBMISSIONS:
+        frame = pd.read_csv(REFERENCE / SUBMISSIONS[forecast]).set_index("id")
+        values = frame.loc[data.ids].to_numpy(float)
+    else:
+        values = _benchmark(forecast, data.sales)
+    score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights, costliest=3)
+    assert score.wrmsse == scoring.wrmsse(data.sales, truth, values, hierarchy, weights).wrmsse
+    costs = score.costliest
+    assert 1 <= len(costs) <= 3 and costs[0].item == "FOODS_3_702"
+    withouts = [cost.wrmsse_without for cost in costs]
+    assert withouts == sorted(withouts) and withouts[-1] < score.wrmsse  # costliest first
+    for cost in costs:
+        assert cost.wrmsse_without == pytest.approx(_without(data, truth, values, cost.item))
+        rows = list(cost.rows)
+        assert set(data.item_ids[rows]) == {cost.item} and len(rows) == 10
+        assert cost.forecast_over_truth == pytest.approx(values[rows].sum() / truth[rows].sum())
+    # The arrays scored are the caller's, untouched by the items left out in turn.
+    assert scoring.wrmsse(data.sales, truth, values, hierarchy, weights).wrmsse == score.wrmsse
+
+
+def test_an_item_whose_forecast_helps_is_not_named_costly() -> None:
+    """I2 alone was forecast exactly: the score without it is worse, so it costs nothing."""
+    exact = TINY_FORECAST.copy()
+    exact[1] = TINY_TRUTH[1]
+    score = _tiny(forecast=exact, costliest=2)
+    # Without I1 only the exact I2 is left: a perfect score. I1 sold 6 and was forecast 9.
+    assert score.costliest == (scoring.ItemCost("I1", (0, 2), 0.0, 1.5),)
+    assert _tiny(forecast=exact).costliest == ()  # not asked for: scored once
+    # As given, each item's errors offset the other's in the sums: neither costs the score.
+    assert _tiny(costliest=2).costliest == ()
+
+
+def test_a_single_item_has_no_score_without_it() -> None:
+    """Left out, nothing is left to weigh: no item is named, and the score stands."""
+    first = {k: v[:1] for k, v in TINY_IDS.items()}
+    arrays = {"history": TINY_HISTORY, "truth": TINY_TRUTH, "forecast": TINY_FORECAST}
+    alone = {name: values[:1] for name, values in arrays.items()}
+    score = _tiny(
+        **alone, hierarchy=hierarchy_of(first), dollar_sales=TINY_WEIGHTS[:1], costliest=3
+    )
+    assert score.costliest == () and score.wrmsse > 0
 
 
 # --- refusals ---

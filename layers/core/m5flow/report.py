@@ -1,15 +1,15 @@
 """The run report: one self-contained HTML page with inline SVG plots (no scripts, no network).
 
-It shows the headline score, the run's facts, the error of each M5 aggregation level, and the
-last weeks of history with the forecast (and the truth, when uploaded) for the total, each
-state, store and category, and a few sample series. Over the last history weeks, dashed, the
-backtest: what the models forecast for them (those that held them out), so the score has
-a picture. Pure: arrays in, a string out.
+It shows the headline score, the run's facts, the error of each M5 aggregation level and the
+items that cost the score most, and the last weeks of history with the forecast (and the
+truth, when uploaded) for the total, each state, store and category, and a few sample series.
+Over the last history weeks, dashed, the backtest: what the models forecast for them (those
+that held them out), so the score has a picture. Pure: arrays in, a string out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from html import escape
 
 import numpy as np
@@ -260,6 +260,9 @@ def render_report(
         chart = level_chart(shown_score)
         title = "Error by level" if score is not None else "Backtest error by level"
         parts.append(f'<h2>{title}</h2><div class="card wide">{chart}</div>')
+        if shown_score.costliest:
+            parts.append(_costliest(shown_score, shown_score is score, panel, window, forecast,
+                                    truth, backtest_forecast))  # fmt: skip
     total = panel(
         "Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0],
         bsums and bsums[1][0], (1120, 300),
@@ -305,6 +308,38 @@ def render_report(
         + "; sums over the series of this run only.</footer></main></body></html>"
     )
     return "\n".join(parts)
+
+
+def _costliest(
+    score: Score,
+    against_truth: bool,
+    panel: Callable[..., str],
+    window: np.ndarray,
+    forecast: np.ndarray,
+    truth: np.ndarray | None,
+    backtest_forecast: np.ndarray | None,
+) -> str:
+    """The items whose forecast cost the score most, each summed over its stores: one
+    item's surprise (a sell-out, a delisting) can outweigh every level's table above."""
+    days = "forecast" if against_truth else "backtest's forecast"
+    charts = []
+    for cost in score.costliest:
+        rows = list(cost.rows)
+        ratio = cost.forecast_over_truth
+        sold = "it sold none" if ratio is None else f"{ratio:.2f} x what sold"
+        note = f"{len(rows)} series; {days} {sold}; WRMSSE without it {cost.wrmsse_without:.3f}"
+        charts.append(panel(
+            cost.item, window[rows].sum(axis=0), forecast[rows].sum(axis=0),
+            None if truth is None else truth[rows].sum(axis=0),
+            None if backtest_forecast is None else backtest_forecast[rows].sum(axis=0),
+            note=note,
+        ))  # fmt: skip
+    which = "score" if against_truth else "backtest score"
+    sentence = (
+        f"The items whose {days} cost the {which} most ({score.wrmsse:.3f}): each with the "
+        "score the other items' series would have without it, summed over its stores."
+    )
+    return f'<h2>Where the error is</h2><p class="note">{escape(sentence)}</p>' + _grid(charts)
 
 
 def _grid(panels: list[str]) -> str:

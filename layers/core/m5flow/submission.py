@@ -19,7 +19,7 @@ from m5flow.csvinput import decoded, first_of, missing_columns, quoted
 from m5flow.exceptions import InputRejectedError, ScoringError
 from m5flow.hierarchy import Hierarchy
 from m5flow.schema import M5Data
-from m5flow.scoring import Score, dollar_sales, wrmsse
+from m5flow.scoring import COSTLIEST, Score, dollar_sales, wrmsse
 from m5flow.wording import listed
 
 
@@ -163,9 +163,11 @@ def score_against_truth(
 def _scored(
     data: M5Data, truth: np.ndarray, forecast: np.ndarray, hierarchy: Hierarchy | None = None
 ) -> Score:
-    """WRMSSE weighted by the dollar sales of the history's last 28 days, as the M5 scored."""
+    """WRMSSE weighted by the dollar sales of the history's last 28 days, as the M5 scored,
+    with the items that cost it most."""
     weights = dollar_sales(data.sales, data.prices)
-    return wrmsse(data.sales, truth, forecast, hierarchy or Hierarchy.from_data(data), weights)
+    hierarchy = hierarchy or Hierarchy.from_data(data)
+    return wrmsse(data.sales, truth, forecast, hierarchy, weights, costliest=COSTLIEST)
 
 
 def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:

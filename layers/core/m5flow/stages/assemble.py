@@ -159,7 +159,9 @@ def _backtest(
     values = _mean_submission(past, data, origin, horizon).drop(columns="id").to_numpy()
     history = data.sales[:, :origin]
     weights = scoring.dollar_sales(history, data.prices[:, :origin])
-    return scoring.wrmsse(history, data.sales[:, origin:], values, hierarchy, weights), values
+    truth = data.sales[:, origin:]
+    score = scoring.wrmsse(history, truth, values, hierarchy, weights, costliest=scoring.COSTLIEST)
+    return score, values
 
 
 @dataclass(frozen=True)
