@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,21 +84,53 @@ def run_pipeline(data_dir: Path, out: Path, parameters: dict[str, str]) -> dict:
     return {"seconds": time.perf_counter() - started, **metrics["wrmsse"]}
 
 
-def baselines(data_dir: Path) -> dict[str, scoring.Score]:
-    data = schema.parse_inputs({n: (data_dir / n).read_bytes() for n in schema.INPUT_FILES})
-    truth_frame = pd.read_csv(data_dir / naming.TRUTH_FILE)
-    days = [c for c in truth_frame.columns if c.startswith("d_")]
-    truth = submission.aligned_values(naming.TRUTH_FILE, truth_frame, data.ids, days)
-    hierarchy = Hierarchy.from_data(data)
-    weights = scoring.dollar_sales(data.sales, data.prices)
-    forecasts = {
-        "seasonal naive": np.tile(data.sales[:, -7:], 4),
-        "28-day moving average": np.repeat(data.sales[:, -28:].mean(axis=1, keepdims=True), 28, 1),
-    }
-    return {
-        name: scoring.wrmsse(data.sales, truth, f, hierarchy, weights)
-        for name, f in forecasts.items()
-    }
+@dataclass(frozen=True)
+class Window:
+    """One window's inputs as the pipeline scores them."""
+
+    data: schema.M5Data
+    truth: np.ndarray  # (series, 28), aligned to data.ids
+    hierarchy: Hierarchy
+    weights: np.ndarray  # dollar sales of the last 28 history days
+
+    @classmethod
+    def read(cls, data_dir: Path) -> Window:
+        data = schema.parse_inputs({n: (data_dir / n).read_bytes() for n in schema.INPUT_FILES})
+        truth_frame = pd.read_csv(data_dir / naming.TRUTH_FILE)
+        days = [c for c in truth_frame.columns if c.startswith("d_")]
+        truth = submission.aligned_values(naming.TRUTH_FILE, truth_frame, data.ids, days)
+        weights = scoring.dollar_sales(data.sales, data.prices)
+        return cls(data, truth, Hierarchy.from_data(data), weights)
+
+    def score(self, forecast: np.ndarray, costliest: int = 0) -> scoring.Score:
+        return scoring.wrmsse(self.data.sales, self.truth, forecast, self.hierarchy,
+                              self.weights, costliest)  # fmt: skip
+
+    def baselines(self) -> dict[str, np.ndarray]:
+        sales = self.data.sales
+        return {
+            "seasonal naive": np.tile(sales[:, -7:], 4),
+            "28-day moving average": np.repeat(sales[:, -28:].mean(axis=1, keepdims=True), 28, 1),
+        }
+
+    def read_forecast(self, path: Path) -> np.ndarray:
+        """A submission file's rows of these series (Kaggle's `_validation` rows ignored)."""
+        steps = [f"F{k}" for k in range(1, self.truth.shape[1] + 1)]
+        frame = submission.read_table(path.name, path)
+        return submission.aligned_values(path.name, frame, self.data.ids, steps)
+
+    def without(self, item: str, forecasts: dict[str, np.ndarray]) -> dict[str, float]:
+        """Each forecast's WRMSSE as if `item` had not been in the slice: its series dropped,
+        the hierarchy and the weights rebuilt without them."""
+        keep = self.data.item_ids != item
+        ids = {f"{kind}_ids": self.data.ids_of(kind)[keep] for kind in schema.ID_KINDS}
+        hierarchy = Hierarchy.from_ids(**ids)
+        sales = self.data.sales[keep]
+        weights = scoring.dollar_sales(sales, self.data.prices[keep])
+        return {
+            name: scoring.wrmsse(sales, self.truth[keep], f[keep], hierarchy, weights).wrmsse
+            for name, f in forecasts.items()
+        }
 
 
 def main() -> int:
@@ -116,12 +149,16 @@ def main() -> int:
         data_dir = WORK / f"origin_{origin}"
         write_window(data_dir, origin)
         window = "final" if origin == 1941 else "backtest"
-        for name, score in baselines(data_dir).items():
+        inputs = Window.read(data_dir)
+        forecasts: dict[str, np.ndarray | Path] = dict(inputs.baselines())
+        for name, forecast in forecasts.items():
+            score = inputs.score(forecast)
             rows.append({"window": window, "origin": origin, "method": name, "wrmsse": score.wrmsse,
                          "L1": score.levels[1], "L12": score.levels[12]})  # fmt: skip
         for config in args.configs.split(","):
             out = WORK / "out" / config / str(origin)
             saved = out / "row.json"
+            forecasts[config] = out / naming.SUBMISSION_FILE  # read below, on the final window
             if args.reuse and saved.exists():
                 rows.append(json.loads(saved.read_text()))
                 continue
@@ -137,6 +174,11 @@ def main() -> int:
                 rows.append({"window": window, "origin": origin, "method": path.stem,
                              "wrmsse": score.wrmsse, "L1": score.levels[1],
                              "L12": score.levels[12]})  # fmt: skip
+                forecasts[path.stem] = path
+            final_forecasts = {
+                name: inputs.read_forecast(f) if isinstance(f, Path) else f
+                for name, f in forecasts.items()
+            }
     table = pd.DataFrame(rows)
     backtest = table[table["window"] == "backtest"].pivot_table(
         index="method", columns="origin", values="wrmsse"
@@ -148,11 +190,29 @@ def main() -> int:
     print(backtest.round(3).to_string())
     print("\nFinal window d_1942..d_1969 (reported, never used to choose):")
     print(final.round(3).to_string())
+    print(_without_costliest(inputs, final_forecasts, args.configs.split(",")))
     if {"original", "default"} <= set(backtest.index):
         print("\n" + _gain(backtest.drop(columns="mean")))
     if "default" in final.index:
         print(f"default, final window WRMSSE: {final.loc['default', 'wrmsse']:.3f} (target 0.94)")
     return 0
+
+
+def _without_costliest(inputs: Window, forecasts: dict[str, np.ndarray], configs: list[str]) -> str:
+    """Every method's final-window WRMSSE without the item that cost the default (or the
+    first configuration) most. On 290 series one item's surprise can outweigh every
+    difference between methods: FOODS_3_702 sold out in the window's last two weeks."""
+    judged = "default" if "default" in configs else configs[0]
+    costs = inputs.score(forecasts[judged], costliest=1).costliest
+    if not costs:
+        return f"\nNo item's forecast cost {judged}'s final-window score."
+    cost = costs[0]
+    without = pd.Series(inputs.without(cost.item, forecasts), name=f"without {cost.item}")
+    return (
+        f"\nThe item whose forecast cost {judged} most on the final window: "
+        f"{cost.described()}.\nEach method's final-window WRMSSE without its "
+        f"{len(cost.rows)} series:\n{without.round(3).to_string()}"
+    )
 
 
 def _gain(backtest: pd.DataFrame) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from tests.conftest import REPO_ROOT
 _spec = importlib.util.spec_from_file_location("accuracy_run", REPO_ROOT / "bench/accuracy/run.py")
 assert _spec is not None and _spec.loader is not None
 run = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = run  # as importlib's recipe: its dataclass looks itself up there
 _spec.loader.exec_module(run)
 
 
