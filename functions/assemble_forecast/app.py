@@ -1,4 +1,5 @@
-"""AssembleForecast: a transform job finished ("SageMaker Transform Job State Change")."""
+"""AssembleForecast: a transform job finished ("SageMaker Transform Job State Change"), or a
+run lost its backtest ("Backtest Lost", which may leave no transform to assemble)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from m5flow.jobs import JobSettings
 from m5flow.notifications import EventPublisher
-from m5flow.stages.assemble import assemble_forecast
+from m5flow.stages.assemble import assemble_forecast, assemble_without_backtest
 from m5flow.storage import S3Storage
 
 logger = Logger()
@@ -25,5 +26,8 @@ publisher = EventPublisher(boto3.client("events"), os.environ["EVENT_BUS_NAME"],
 @logger.inject_lambda_context
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    assembly = assemble_forecast(storage, publisher, event.detail, sagemaker, settings)
+    if event.detail_type == "Backtest Lost":
+        assembly = assemble_without_backtest(storage, publisher, event.detail)
+    else:
+        assembly = assemble_forecast(storage, publisher, event.detail, sagemaker, settings)
     return {"submission": assembly.submission, "note": assembly.note}

@@ -140,6 +140,15 @@ def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recor
             cloud.upload_dataset(small_m5, "quota", INPUT_FILES)
             outcome = cloud.wait_for_outcome("quota", timeout=300)
             assert "service limit" in outcome["detail"].get("reason", ""), outcome
+        # Room for the five forecasting models' jobs and one twin: the run goes on without
+        # its backtest, and stops the twin it had started.
+        quota = {"ml.m5.xlarge for training job usage": 6}
+        with LocalCloud(work / "twin-quota", echo=None, quotas=quota) as cloud:
+            cloud.upload_dataset(small_m5, "twin-quota", INPUT_FILES)
+            outcome = cloud.wait_for_outcome("twin-quota", timeout=600)
+            assert outcome["detail-type"] == "Forecast Ready", outcome
+            (problem,) = outcome["detail"]["headline"]["score_problems"]
+            assert problem.startswith("no backtest score: its twin h14-bt at start_training: ")
         # No transform instance at all: the first model's transform is refused, and the run
         # stops the other models' jobs (training, and transforms never created).
         quota = {"ml.m5.xlarge for transform job usage": 0}

@@ -25,6 +25,7 @@ SAMPLES = {
     "sagemaker_transform_completed.json": "AssembleForecastFunction",
     "sagemaker_transform_failed.json": "AssembleForecastFunction",
     "lambda_invocation_failure.json": "ReportFailureFunction",
+    "m5flow_backtest_lost.json": "AssembleForecastFunction",
 }
 ENVELOPE = {"version", "id", "detail-type", "source", "account", "time", "region", "resources",
             "detail"}  # fmt: skip
@@ -119,3 +120,23 @@ def test_sagemaker_detail(name: str) -> None:
     for key, value in times:
         assert isinstance(value, int) and not isinstance(value, bool), (key, value)
         assert 1_500_000_000_000 < value < 2_500_000_000_000, (key, value)  # epoch milliseconds
+
+
+def test_m5flow_detail_is_what_the_publisher_sends() -> None:
+    """m5flow's own events: PutEvents' envelope (no resources), and the summary the
+    publisher adds to every detail."""
+    from m5flow.notifications import summary
+
+    event = load("m5flow_backtest_lost.json")
+    detail = dict(event["detail"])
+    assert event["source"] == "m5flow" and event["resources"] == []
+    assert detail.pop("summary") == summary(event["detail-type"], detail)
+    assert detail["manifest"] == f"s3://{BUCKET}/runs/{detail['run_id']}/manifest.json"
+
+
+def test_another_stack_s_lost_backtest_is_not_routed_here(stack: StackSpec) -> None:
+    """m5flow events are account-wide: a second stack's runs live in its own bucket."""
+    event = load("m5flow_backtest_lost.json")
+    event["detail"]["manifest"] = event["detail"]["manifest"].replace(BUCKET, "another-bucket")
+    assert not [t for rule in stack.rules if matches(rule.pattern, event) for t in rule.targets
+                if t in stack.functions]  # fmt: skip

@@ -1172,6 +1172,151 @@ def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
         assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
 
 
+def test_a_quota_that_holds_only_the_forecasting_models_costs_the_backtest(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Six instances hold the five forecasting models' jobs and one twin: the run goes on
+    without a backtest, says why, and stops the twin it had started."""
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-twins")
+    storage, publisher, settings = _step_parts(bucket)
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 6}) as sagemaker:
+        manifest = f"runs/{run}/manifest.json"
+        created = start_training(storage, sagemaker, publisher, manifest, settings)
+
+        forecasting = [f"m5flow-{run}-{m}" for m in ("h7", "h14", "h21", "h28", "r1")]
+        assert created == [*forecasting, f"m5flow-{run}-h7-bt"]
+        lost, started = bus.drain()
+        assert lost["detail-type"] == "Backtest Lost"
+        assert lost["detail"]["stage"] == "start_training"
+        assert lost["detail"]["model"] == "h14-bt"
+        assert lost["detail"]["reason"].startswith(
+            f"SageMaker refused training job m5flow-{run}-h14-bt (ResourceLimitExceeded: "
+        )
+        assert lost["detail"]["manifest"] == f"s3://{bucket}/{manifest}"
+        assert "the forecast goes on without a backtest score" in lost["detail"]["summary"]
+        assert started["detail-type"] == "Training Started"
+        assert started["detail"]["training_jobs"] == forecasting  # no twin trains
+        twin = sagemaker.describe_training_job(TrainingJobName=f"m5flow-{run}-h7-bt")
+        assert twin["TrainingJobStatus"] in ("Stopping", "Stopped")
+        for name in forecasting:
+            job = sagemaker.describe_training_job(TrainingJobName=name)
+            assert job["TrainingJobStatus"] not in ("Stopping", "Stopped", "Failed")
+
+        # A late delivery of the manifest event starts no twin and says nothing again.
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == []
+        assert bus.drain() == []
+        assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 6
+
+
+def test_a_twin_s_failed_training_costs_the_backtest_not_the_forecast(
+    bucket, load_function, small_m5, bus
+):
+    """The twins forecast only days the run has: the forecast is assembled without them,
+    when the loss arrives after every other model's transform, and says why it has no
+    backtest score."""
+    run = _run_started(bucket, load_function, small_m5, bus, "twin-fails")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    s3 = boto3.client("s3")
+    for key in _keys(bucket, f"runs/{run}/predictions/h7-bt/"):  # its job never finished
+        s3.delete_object(Bucket=bucket, Key=key)
+    publish, assemble = (
+        load_function("PublishModelFunction"),
+        load_function("AssembleForecastFunction"),
+    )
+    completed = _model_event(bucket, run, "sagemaker_transform_completed", "h28")
+    waiting = assemble.invoke(completed)
+    assert waiting == {"submission": None, "note": "h28 predicted; waiting for h7-bt"}
+
+    failed = _model_event(bucket, run, "sagemaker_training_failed", "h7-bt")
+    assert publish.invoke(failed)["transform_job"] is None
+    (lost,) = bus.drain()
+    assert lost["detail-type"] == "Backtest Lost" and lost["detail"]["model"] == "h7-bt"
+    job = f"m5flow-{run}-h7-bt"
+    assert lost["detail"]["reason"].startswith(f"training job {job} Failed: AlgorithmError")
+    # A sibling twin that trained after the loss gets no transform.
+    late = publish.invoke(_model_event(bucket, run, "sagemaker_training_completed", "h14-bt"))
+    assert late["transform_job"] is None and bus.drain() == []
+
+    # No completion is left: the loss itself, routed to the assemble step, assembles.
+    result = assemble.invoke(lost)
+    assert result["submission"] == f"runs/{run}/forecast/submission.csv"
+    (ready,) = bus.drain()
+    headline = ready["detail"]["headline"]
+    assert headline["scored_on"] == "nothing" and "backtest_wrmsse" not in headline
+    (problem,) = headline["score_problems"]
+    assert problem == f"no backtest score: its twin h7-bt at training: {lost['detail']['reason']}"
+    metrics = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
+    )
+    assert metrics["backtest_wrmsse"] is None and metrics["score_problems"] == [problem]
+    submission = pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=result["submission"])[
+        "Body"].read()))  # fmt: skip
+    assert (submission["F1"] == 0.5).all()  # the forecasting models' predictions
+    # The loss delivered again, or a twin's late completion, does nothing more.
+    assert assemble.invoke(lost)["note"].startswith("the forecast was announced")
+    assert bus.drain() == []
+
+
+def test_a_twin_s_failed_transform_costs_the_backtest(bucket, load_function, small_m5, bus):
+    run = _run_started(bucket, load_function, small_m5, bus, "twin-transform")
+    event = _model_event(bucket, run, "sagemaker_transform_failed", "h28-bt")
+
+    result = load_function("AssembleForecastFunction").invoke(event)
+
+    name = f"m5flow-{run}-h28-bt"
+    assert result == {"submission": None, "note": f"transform job {name} Failed: backtest lost"}
+    (lost,) = bus.drain()
+    assert lost["detail-type"] == "Backtest Lost" and lost["detail"]["stage"] == "transform"
+    assert lost["detail"]["reason"] == (
+        f"transform job {name} Failed: ClientError: See job logs for more information"
+    )
+    # Other models still finish the run: h28's completion waits for its siblings, not the twins.
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    note = load_function("AssembleForecastFunction").invoke(
+        _model_event(bucket, run, "sagemaker_transform_completed", "h28")
+    )
+    assert note["submission"] == f"runs/{run}/forecast/submission.csv"
+    (ready,) = bus.drain()
+    assert ready["detail"]["headline"]["score_problems"] == [
+        f"no backtest score: its twin h28-bt at transform: {lost['detail']['reason']}"
+    ]
+
+
+def test_a_lost_backtest_the_run_s_ledger_does_not_hold_does_nothing(
+    bucket, load_function, small_m5, bus
+):
+    """Anyone in the account may put an m5flow event on the bus: it is checked against the
+    run's own record before anything is assembled."""
+    run = _run_started(bucket, load_function, small_m5, bus, "stray-loss")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    stray = sample_event("m5flow_backtest_lost", **{"m5flow-data-123456789012": bucket,
+                                                    RUN_IN_SAMPLES: run})  # fmt: skip
+
+    result = load_function("AssembleForecastFunction").invoke(stray)
+
+    assert result == {
+        "submission": None,
+        "note": "the run's ledger holds no lost backtest: nothing to do",
+    }
+    assert bus.drain() == [] and _keys(bucket, f"runs/{run}/forecast/") == []
+
+
+def test_a_forecasting_model_s_failure_still_fails_the_run_and_stops_the_twins(
+    bucket, load_function, small_m5, bus
+):
+    run = _run_started(bucket, load_function, small_m5, bus, "forecaster-fails")
+    failed = _model_event(bucket, run, "sagemaker_training_failed", "h14")
+    load_function("PublishModelFunction").invoke(failed)
+    (event,) = bus.drain()
+    assert event["detail-type"] == "Run Failed"
+    # A twin's loss after that says nothing: the run has ended.
+    twin = _model_event(bucket, run, "sagemaker_training_failed", "h14-bt")
+    load_function("PublishModelFunction").invoke(twin)
+    assert bus.drain() == []
+
+
 def test_an_earlier_run_s_failure_neither_stops_nor_silences_the_new_run(
     bucket, load_function, small_m5, bus
 ):

@@ -69,6 +69,17 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
                        "score_problems": ["not scored: truth.csv: one column ('id;F1')"]}},
          "Run shop-1a2b of dataset shop: the forecast of 30,490 series is ready, backtest "
          "WRMSSE 0.8000; not scored: truth.csv: one column ('id;F1'); report s3://b/r.html"),
+        ("Backtest Lost",
+         {**RUN, "stage": "training", "model": "h7-bt", "reason": "training job j-h7-bt Failed: x",
+          "manifest": "s3://b/runs/shop-1a2b/manifest.json"},
+         "Run shop-1a2b of dataset shop: its backtest is lost, the forecast goes on without a "
+         "backtest score; backtest twin h7-bt failed at training: training job j-h7-bt Failed: x"),
+        ("Forecast Ready",  # a run that lost its backtest, with no truth
+         {**RUN, "report": "s3://b/r.html",
+          "headline": {"series": 3, "scored_on": "nothing", "score_problems": [
+              "no backtest score: its twin h7-bt at training: training job j Failed: x"]}},
+         "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, no backtest score: "
+         "its twin h7-bt at training: training job j Failed: x; report s3://b/r.html"),
         ("Input Rejected",
          {**RUN, "stage": "shard", "reason": "a: row 2: found x; expected y; b: row 3",
           "reasons": ["a: row 2: found x; expected y", "b: row 3"]},

@@ -39,6 +39,7 @@ DetailType = Literal[
     "Input Rejected",
     "Training Started",
     "Transform Started",
+    "Backtest Lost",
     "Forecast Ready",
     "Run Failed",
 ]
@@ -305,6 +306,11 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
             return (
                 f"{subject}: model {get('model')} trained; its batch transform "
                 f"{get('transform_job')} started"
+            )
+        case "Backtest Lost":
+            return (
+                f"{subject}: its backtest is lost, the forecast goes on without a backtest "
+                f"score; backtest twin {get('model')} failed at {get('stage')}: {get('reason')}"
             )
         case "Forecast Ready":
             headline = get("headline") or {}

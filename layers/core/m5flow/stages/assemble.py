@@ -26,12 +26,8 @@ from m5flow.manifest import Manifest, ModelShards, ShardInfo
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.schema import HORIZON, M5Data
 from m5flow.shards import encode_inference
-from m5flow.stages.failure import (
-    announce_job_failure,
-    announce_run_failure,
-    failure_name,
-    stop_other_models,
-)
+from m5flow.stages.backtest_loss import job_failed, lost_backtest
+from m5flow.stages.failure import announce_run_failure, failure_name
 from m5flow.stages.transforms import announce_transform, start_transform
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
@@ -83,13 +79,18 @@ def _missing_outputs(
     ]
 
 
-def _pending_models(storage: Storage, manifest: Manifest, complete: str) -> list[str]:
+def _pending_models(
+    storage: Storage, manifest: Manifest, complete: str | None, backtest_lost: bool
+) -> list[str]:
     """Models whose last transform's output is not complete yet (one `.out` per inference
-    shard), other than `complete`, whose outputs the caller has just listed."""
+    shard), other than `complete`, whose outputs the caller has just listed, and than the
+    backtest twins once the backtest is lost (`stages.backtest_loss`)."""
     return [
         m.name
         for m in manifest.models
-        if m.name != complete and _missing_outputs(storage, manifest, m)
+        if m.name != complete
+        and not (m.backtest and backtest_lost)
+        and _missing_outputs(storage, manifest, m)
     ]
 
 
@@ -114,10 +115,12 @@ def _scores(
     predictions: list[pd.DataFrame],
     values: np.ndarray,
     hierarchy: Hierarchy,
+    backtest_lost: str | None,
 ) -> Scores:
     """Score against the optional `raw/<dataset>/sales_test_evaluation.csv` and on the
-    backtest. The truth file is not an input of the run (uploading or fixing it starts
-    nothing), so a wrong one must not cost the user a finished forecast."""
+    backtest (none when it was lost: `backtest_lost` says why). The truth file is not an
+    input of the run (uploading or fixing it starts nothing), so a wrong one must not cost
+    the user a finished forecast."""
     problems: list[str] = []
     key = naming.raw_prefix(manifest.dataset) + naming.TRUTH_FILE
     etag = storage.etag(key)
@@ -133,11 +136,14 @@ def _scores(
             # The reader's own reasons name the file already ("sales_test_evaluation.csv: ...").
             named = str(exc).startswith(naming.TRUTH_FILE)
             problems.append(f"not scored: {exc}" if named else f"not scored against {key}: {exc}")
-    try:
-        backtest, backtest_forecast = _backtest(predictions, data, hierarchy, manifest.horizon)
-    except (ScoringError, RunFailedError) as exc:
-        reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
-        problems.append(f"no backtest score: {reason}")
+    if backtest_lost:
+        problems.append(f"no backtest score: its twin {backtest_lost}")
+    else:
+        try:
+            backtest, backtest_forecast = _backtest(predictions, data, hierarchy, manifest.horizon)
+        except (ScoringError, RunFailedError) as exc:
+            reason = exc.reason if isinstance(exc, RunFailedError) else str(exc)
+            problems.append(f"no backtest score: {reason}")
     scored_etag = etag if score is not None else None
     return Scores(
         truth, scored_etag, etag is not None, score, backtest, backtest_forecast, tuple(problems)
@@ -188,40 +194,24 @@ def assemble_forecast(
 
     The submission key comes back when this delivery wrote and announced the forecast;
     otherwise the note says why not: siblings still running, the run failed (this job or
-    before), or the forecast was written before (another delivery announced it, or this one
-    re-sent its lost announcement).
+    before), its backtest was lost (a twin's job), or the forecast was written before
+    (another delivery announced it, or this one re-sent its lost announcement).
     """
     name = transform["TransformJobName"]
     _, run, output_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
     model_name, number = naming.pass_of(output_name)
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
-    if transform["TransformJobStatus"] != "Completed":
-        announce_job_failure(
-            publisher, transform, kind=Stage.TRANSFORM, run=run, dataset=manifest.dataset,
-            once=failure,
-        )  # fmt: skip
+    status = transform["TransformJobStatus"]
+    if status != "Completed":
         # As for a failed training job (publish_model): a direct model still training, or
-        # the recursive model's passes.
-        stop_other_models(sagemaker, manifest, model_name)
-        return Assembly(None, f"transform job {name} {transform['TransformJobStatus']}: run failed")
-    announcement = publisher.settle(run, FORECAST_READY)
-    if announcement == "resent":
-        # The forecast was written before its record: only the announcement was lost.
-        logger.info("forecast announced by the retry", extra={"run_id": run, "job": name})
-        return Assembly(None, "Forecast Ready sent again: its first sending may have been lost")
-    if announcement == "announced":
-        # A late re-delivery (or a retry that lost the take-over): nothing to redo, even if
-        # the run's predictions/ have since been cleared away.
-        logger.info("forecast already announced", extra={"run_id": run, "job": name})
-        return Assembly(
-            None,
-            "the forecast was announced, or another delivery is announcing it: nothing to do",
-        )
-    if publisher.settle(run, failure) != "absent":
-        # A sibling's job or an earlier assembly failed the run: no forecast can follow.
-        logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": name})
-        return Assembly(None, "the run has failed: no forecast")
+        # the recursive model's passes, are stopped; a twin's costs the backtest only.
+        cost = job_failed(storage, sagemaker, publisher, manifest, transform,
+                          kind=Stage.TRANSFORM, model=model_name, failure=failure)  # fmt: skip
+        return Assembly(None, f"transform job {name} {status}: {cost}")
+    settled = _settled(publisher, run, failure, name)
+    if settled:
+        return settled
     model = manifest.model(model_name)
     missing = _missing_outputs(storage, manifest, model, number)
     if missing:
@@ -242,21 +232,80 @@ def assemble_forecast(
         return _next_pass(
             storage, publisher, sagemaker, settings, manifest, model, number + 1, failure
         )
-    pending = _pending_models(storage, manifest, complete=model.name)
+    return _assemble_if_last(storage, publisher, manifest, failure, f"{model.name} predicted",
+                             complete=model.name)  # fmt: skip
+
+
+def assemble_without_backtest(
+    storage: Storage, publisher: EventPublisher, lost: Mapping[str, Any]
+) -> Assembly:
+    """React to `Backtest Lost` (`lost`: its detail): a twin failed, maybe after every other
+    model's transform completed, when no completion is left to assemble. So look once more,
+    and assemble if nothing is pending. An event whose loss the run's ledger does not hold
+    (sent by someone else) does nothing."""
+    run = lost["run_id"]
+    manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
+    failure = failure_name(storage, run)
+    if lost_backtest(publisher, run) is None:
+        logger.warning("no backtest of this run was lost", extra={"run_id": run})
+        return Assembly(None, "the run's ledger holds no lost backtest: nothing to do")
+    settled = _settled(publisher, run, failure, job="(Backtest Lost)")
+    if settled:
+        return settled
+    return _assemble_if_last(storage, publisher, manifest, failure, "backtest lost")
+
+
+def _settled(publisher: EventPublisher, run: str, failure: str, job: str) -> Assembly | None:
+    """What was done instead of assembling, if the run has ended: its forecast announced
+    (or being announced), or the run failed. None while it goes on."""
+    announcement = publisher.settle(run, FORECAST_READY)
+    if announcement == "resent":
+        # The forecast was written before its record: only the announcement was lost.
+        logger.info("forecast announced by the retry", extra={"run_id": run, "job": job})
+        return Assembly(None, "Forecast Ready sent again: its first sending may have been lost")
+    if announcement == "announced":
+        # A late re-delivery (or a retry that lost the take-over): nothing to redo, even if
+        # the run's predictions/ have since been cleared away.
+        logger.info("forecast already announced", extra={"run_id": run, "job": job})
+        return Assembly(
+            None,
+            "the forecast was announced, or another delivery is announcing it: nothing to do",
+        )
+    if publisher.settle(run, failure) != "absent":
+        # A sibling's job or an earlier assembly failed the run: no forecast can follow.
+        logger.warning("the run has failed; no forecast", extra={"run_id": run, "job": job})
+        return Assembly(None, "the run has failed: no forecast")
+    return None
+
+
+def _assemble_if_last(
+    storage: Storage,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    failure: str,
+    done: str,
+    complete: str | None = None,
+) -> Assembly:
+    """Assemble, write and announce the forecast if no model is pending but `complete`,
+    whose outputs the caller has just listed (`done`: what the caller's event did, for the
+    note when siblings are still running)."""
+    run = manifest.run_id
+    lost = lost_backtest(publisher, run)
+    pending = _pending_models(storage, manifest, complete, lost is not None)
     if pending:
         logger.info(
             "waiting for sibling transforms", extra={"run_id": run, "predictions_missing": pending}
         )
         waiting = [_waiting_for(manifest.model(name)) for name in pending]
-        return Assembly(None, f"{model.name} predicted; waiting for {', '.join(waiting)}")
+        return Assembly(None, f"{done}; waiting for {', '.join(waiting)}")
 
     try:
-        data, predictions, frame, closed_dates = _read_forecast(storage, manifest)
+        data, predictions, frame, closed_dates = _read_forecast(storage, manifest, lost)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
     values = frame.drop(columns="id").to_numpy()
     hierarchy = Hierarchy.from_data(data)
-    scores = _scores(storage, manifest, data, predictions, values, hierarchy)
+    scores = _scores(storage, manifest, data, predictions, values, hierarchy, lost)
     for problem in scores.problems:
         logger.warning("forecast not scored", extra={"run_id": run, "reason": problem})
     page = report.render_report(
@@ -332,11 +381,17 @@ def _read_inputs(storage: Storage, manifest: Manifest) -> M5Data:
     return schema.parse_inputs(payloads)
 
 
-def _forecasters(storage: Storage, manifest: Manifest) -> list[pd.DataFrame]:
+def _forecasters(storage: Storage, manifest: Manifest, backtest_lost: bool) -> list[pd.DataFrame]:
     """The predictions of each forecaster: the direct models and their backtest twins
     together (each forecasts its own horizon days, after the last sales day or, a twin, up
-    to it), then each recursive model's last pass (every day)."""
-    direct = [o for m in manifest.models if not m.passes for o in _pass_outputs(manifest, m, 0)]
+    to it; none once the backtest is lost), then each recursive model's last pass (every
+    day)."""
+    direct = [
+        output
+        for m in manifest.models
+        if not m.passes and not (m.backtest and backtest_lost)
+        for output in _pass_outputs(manifest, m, 0)
+    ]
     outputs = [direct] if direct else []
     outputs += [_pass_outputs(manifest, m, m.last_pass) for m in manifest.models if m.passes]
     return [
@@ -371,10 +426,11 @@ def _mean_submission(
 
 
 def _read_forecast(
-    storage: Storage, manifest: Manifest
+    storage: Storage, manifest: Manifest, backtest_lost: str | None
 ) -> tuple[M5Data, list[pd.DataFrame], pd.DataFrame, list[str]]:
-    """The run's inputs, every forecaster's predictions, the submission frame (`id,F1..`),
-    and the dates of the horizon days forecast 0 as closed days.
+    """The run's inputs, every forecaster's predictions (the twins' not, once the backtest
+    is lost), the submission frame (`id,F1..`), and the dates of the horizon days forecast
+    0 as closed days.
 
     Raises
     ------
@@ -385,7 +441,7 @@ def _read_forecast(
         When an input was replaced after the run began (`_read_inputs`).
     """
     data = _read_inputs(storage, manifest)
-    forecasters = _forecasters(storage, manifest)
+    forecasters = _forecasters(storage, manifest, backtest_lost is not None)
     closed = _closed(data, data.last_day + 1, manifest.horizon)
     frame = _mean_submission(forecasters, data, data.last_day, manifest.horizon, closed)
     dates = data.calendar["date"].to_numpy()[data.last_day : data.last_day + manifest.horizon]
@@ -413,7 +469,7 @@ def _next_pass(
         return _failed(publisher, manifest, exc, failure)
     job = naming.job_name(manifest.run_id, naming.pass_name(model.name, number))
     started = start_transform(
-        sagemaker, publisher, manifest, model, settings,
+        storage, sagemaker, publisher, manifest, model, settings,
         number=number, stage=Stage.ASSEMBLE_FORECAST, failure=failure,
     )  # fmt: skip
     if started == "refused":

@@ -270,18 +270,26 @@ def announce_job_failure(
     """
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
-    failure_reason = job.get("FailureReason") or _stop_reason(job, kind, status)
     detail = {
         "run_id": run,
         "dataset": dataset,
         "stage": kind,
         "job": name,
         "status": status,
-        "reason": f"{kind} job {name} {status}: {one_line(failure_reason, job_logs(kind, name))}",
-        "failure_reason": failure_reason,
+        "reason": job_failure_reason(job, kind),
+        "failure_reason": job.get("FailureReason") or _stop_reason(job, kind, status),
     }
     logger.error(f"{kind} did not complete", extra=detail)
     announce_run_failure(publisher, detail, once=once)
+
+
+def job_failure_reason(job: Mapping[str, Any], kind: str) -> str:
+    """One line on why a SageMaker job ended without completing (`job`: its state change's
+    detail), pointing to its logs when SageMaker cut the message off."""
+    name = job[f"{kind.capitalize()}JobName"]
+    status = job[f"{kind.capitalize()}JobStatus"]
+    failure_reason = job.get("FailureReason") or _stop_reason(job, kind, status)
+    return f"{kind} job {name} {status}: {one_line(failure_reason, job_logs(kind, name))}"
 
 
 def _stop_reason(job: Mapping[str, Any], kind: str, status: str) -> str:

@@ -10,13 +10,8 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.manifest import Manifest
 from m5flow.notifications import EventPublisher, Stage
-from m5flow.stages.failure import (
-    announce_job_failure,
-    failure_name,
-    is_refusal,
-    refusal_reason,
-    stop_other_models,
-)
+from m5flow.stages.backtest_loss import job_failed, lost_backtest
+from m5flow.stages.failure import failure_name, is_refusal, refusal_reason
 from m5flow.stages.transforms import announce_transform, fail_model, start_transform
 from m5flow.storage import Storage
 
@@ -37,18 +32,18 @@ def publish_model(
     or the run has already failed (nothing is created). A transform quota that refuses the
     job fails the run and stops the other models' jobs.
     Failed or Stopped: announce `Run Failed` with SageMaker's reason, stop the other
-    models' jobs, and create nothing (a later failure of the run is only logged).
+    models' jobs, and create nothing (a later failure of the run is only logged). A backtest
+    twin's failure or refusal costs the backtest only (`stages.backtest_loss`), and a twin
+    completed after its backtest was lost gets no transform.
     """
     name = training["TrainingJobName"]
     _, run, model_name = naming.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
     if training["TrainingJobStatus"] != "Completed":
-        announce_job_failure(
-            publisher, training, kind=Stage.TRAINING, run=run, dataset=manifest.dataset,
-            once=failure,
-        )  # fmt: skip
-        stop_other_models(sagemaker, manifest, model_name)  # a training job: up to hours
+        # Stops the run's other jobs (a training job may run for hours), or a lost twin's.
+        job_failed(storage, sagemaker, publisher, manifest, training, kind=Stage.TRAINING,
+                   model=model_name, failure=failure)  # fmt: skip
         return None
 
     if publisher.settle(run, failure) != "absent":
@@ -56,12 +51,16 @@ def publish_model(
         # assembled, so no model, no transform, and no event after its `Run Failed`.
         logger.warning("the run has failed; no transform", extra={"run_id": run, "job": name})
         return None
+    model = manifest.model(model_name)
+    if model.backtest and lost_backtest(publisher, run):
+        # A sibling twin failed: a backtest with its days missing is not scored.
+        logger.warning("the backtest is lost; no transform", extra={"run_id": run, "job": name})
+        return None
     artifact = (training.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if not artifact:  # Some deliveries omit it; the job itself always knows.
         artifact = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"][
             "S3ModelArtifacts"
         ]
-    model = manifest.model(model_name)
     try:
         sagemaker.create_model(**jobs.model_request(manifest, model, artifact, settings))
     except sagemaker.exceptions.ClientError as exc:
@@ -72,13 +71,13 @@ def publish_model(
             logger.info("model already exists", extra={"model": name})
         elif is_refusal(exc):
             reason = refusal_reason(f"model {name}", message)
-            fail_model(sagemaker, publisher, manifest, model.name, Stage.PUBLISH_MODEL, reason,
-                       failure)  # fmt: skip
+            fail_model(storage, sagemaker, publisher, manifest, model.name, Stage.PUBLISH_MODEL,
+                       reason, failure)  # fmt: skip
             return None
         else:
             raise
     started = start_transform(
-        sagemaker, publisher, manifest, model, settings,
+        storage, sagemaker, publisher, manifest, model, settings,
         number=0, stage=Stage.PUBLISH_MODEL, failure=failure,
     )  # fmt: skip
     if started in ("refused", "stopped"):

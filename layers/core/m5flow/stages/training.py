@@ -10,6 +10,7 @@ from m5flow import instances, jobs, naming
 from m5flow.exceptions import RunFailedError
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
+from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
 from m5flow.stages.failure import (
     fail_run,
     failure_name,
@@ -35,7 +36,9 @@ def start_training(
     """Create the run's training jobs; return the names of the jobs this call created.
 
     A job that already exists was started by an earlier delivery of the same event: it is
-    counted as done, and `Training Started` is announced once per run.
+    counted as done, and `Training Started` is announced once per run. A backtest twin that
+    SageMaker refuses (a quota that holds the forecasting models' jobs only) costs the run
+    its backtest, not its forecast (`stages.backtest_loss`): no twin trains then.
     """
     manifest = Manifest.from_json(storage.read(manifest_key))
     head = storage.head(manifest_key)
@@ -50,8 +53,11 @@ def start_training(
     except RunFailedError as exc:  # settings the run's data cannot train with
         _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
         return []
+    lost = lost_backtest(publisher, manifest.run_id) is not None
     created: list[str] = []
     for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
+        if model.backtest and lost:  # a twin was refused before: no twin trains
+            continue
         _log_host_memory(manifest.run_id, model, request["ResourceConfig"])
         name = request["TrainingJobName"]
         try:
@@ -70,18 +76,26 @@ def start_training(
         else:
             created.append(name)
             continue
+        if model.backtest:  # the twins come last: every forecasting model's job is created
+            lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
+                          stage=Stage.START_TRAINING, reason=reason, failure=failure,
+                          transforms=False)  # fmt: skip
+            lost = True
+            continue
         started = [r["TrainingJobName"] for r in requests[:index]]
         _fail_run(sagemaker, publisher, manifest, reason, stop=started, once=failure)
         return created
+    training = [r for m, r in zip(manifest.models, requests, strict=True)
+                if not (m.backtest and lost)]  # fmt: skip
     publisher.publish(
         "Training Started",
         {
             "run_id": manifest.run_id,
             "dataset": manifest.dataset,
-            "training_jobs": [request["TrainingJobName"] for request in requests],
+            "training_jobs": [request["TrainingJobName"] for request in training],
             "instance_type": settings.training_instance_type,
             "instances": {
-                r["TrainingJobName"]: r["ResourceConfig"]["InstanceCount"] for r in requests
+                r["TrainingJobName"]: r["ResourceConfig"]["InstanceCount"] for r in training
             },
             "manifest": storage.uri(manifest_key),  # an s3:// URI, as in Run Started
         },

@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher
+from m5flow.stages.backtest_loss import lose_backtest
 from m5flow.stages.failure import (
     fail_run,
     is_refusal,
@@ -24,12 +25,14 @@ from m5flow.stages.failure import (
     refusal_reason,
     stop_jobs,
 )
+from m5flow.storage import Storage
 
 logger = Logger(child=True)
 Outcome = Literal["created", "existed", "refused", "stopped"]
 
 
 def start_transform(
+    storage: Storage,
     sagemaker: Any,
     publisher: EventPublisher,
     manifest: Manifest,
@@ -44,8 +47,9 @@ def start_transform(
 
     "created" or "existed" (an earlier delivery created it): the caller announces it.
     "refused": SageMaker refused the job (a quota, or a malformed request), and the run
-    failed at `stage` with the reason. "stopped": a sibling failed the run while this job
-    was being created (its stop came before the job existed), so it was stopped here.
+    failed at `stage` with the reason (a backtest twin's: the run lost its backtest).
+    "stopped": a sibling failed the run while this job was being created (its stop came
+    before the job existed), so it was stopped here.
     """
     request = jobs.transform_request(manifest, model, settings, number)
     job = request["TransformJobName"]
@@ -68,7 +72,7 @@ def start_transform(
             reason = refusal_reason(f"transform job {job}", message)
         else:
             raise
-        fail_model(sagemaker, publisher, manifest, model.name, stage, reason, failure)
+        fail_model(storage, sagemaker, publisher, manifest, model.name, stage, reason, failure)
         return "refused"
     if publisher.settle(manifest.run_id, failure) != "absent":
         logger.warning("the run failed meanwhile; transform stopped", extra={"job": job})
@@ -105,6 +109,7 @@ def announce_transform(
 
 
 def fail_model(
+    storage: Storage,
     sagemaker: Any,
     publisher: EventPublisher,
     manifest: Manifest,
@@ -116,9 +121,14 @@ def fail_model(
     """SageMaker refused a job of model `refused` (its model or a transform): the forecast
     needs every model, so the run fails now with `reason`, and the other models' jobs are
     stopped (a transform still running, or a training job whose model would never be used).
+    A backtest twin the forecast does not need: its refusal costs the backtest only.
 
     Before, Lambda retried twice and the failure queue announced the crash, while the
     siblings' transforms ran on to no end."""
+    if manifest.model(refused).backtest:
+        lose_backtest(storage, sagemaker, publisher, manifest, model=refused, stage=stage,
+                      reason=reason, failure=failure)  # fmt: skip
+        return
     training_jobs, transform_jobs = other_models_jobs(manifest, refused)
     detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
               "reason": reason}  # fmt: skip
