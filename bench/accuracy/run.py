@@ -103,10 +103,12 @@ class Window:
         return cls(data, truth, Hierarchy.from_data(data), weights)
 
     def score(self, forecast: np.ndarray, costliest: int = 0) -> scoring.Score:
+        """As the pipeline's metrics.json scores a forecast of this window."""
         return scoring.wrmsse(self.data.sales, self.truth, forecast, self.hierarchy,
                               self.weights, costliest)  # fmt: skip
 
     def baselines(self) -> dict[str, np.ndarray]:
+        """Seasonal naive and the 28-day moving average, from the window's history."""
         sales = self.data.sales
         return {
             "seasonal naive": np.tile(sales[:, -7:], 4),
@@ -145,6 +147,7 @@ def main() -> int:
     args = parser.parse_args()
     origins = [1941 - 28 * k for k in range(args.windows, 0, -1)] + [1941]
     rows = []
+    final: tuple[Window, dict[str, np.ndarray]] | None = None  # for `_without_costliest`
     for origin in origins:
         data_dir = WORK / f"origin_{origin}"
         write_window(data_dir, origin)
@@ -175,26 +178,30 @@ def main() -> int:
                              "wrmsse": score.wrmsse, "L1": score.levels[1],
                              "L12": score.levels[12]})  # fmt: skip
                 forecasts[path.stem] = path
-            final_forecasts = {
-                name: inputs.read_forecast(f) if isinstance(f, Path) else f
-                for name, f in forecasts.items()
-            }
+            final = (
+                inputs,
+                {
+                    name: inputs.read_forecast(f) if isinstance(f, Path) else f
+                    for name, f in forecasts.items()
+                },
+            )
     table = pd.DataFrame(rows)
     backtest = table[table["window"] == "backtest"].pivot_table(
         index="method", columns="origin", values="wrmsse"
     )
     backtest["mean"] = backtest.mean(axis=1)
-    final = table[table["window"] == "final"].set_index("method")[["wrmsse", "L1", "L12"]]
+    scores = table[table["window"] == "final"].set_index("method")[["wrmsse", "L1", "L12"]]
     pd.set_option("display.width", 200)
     print("\nBacktest WRMSSE by forecast origin (windows of 28 days after it):")
     print(backtest.round(3).to_string())
     print("\nFinal window d_1942..d_1969 (reported, never used to choose):")
-    print(final.round(3).to_string())
-    print(_without_costliest(inputs, final_forecasts, args.configs.split(",")))
+    print(scores.round(3).to_string())
+    assert final is not None  # the last origin is the final window's
+    print(_without_costliest(*final, args.configs.split(",")))
     if {"original", "default"} <= set(backtest.index):
         print("\n" + _gain(backtest.drop(columns="mean")))
-    if "default" in final.index:
-        print(f"default, final window WRMSSE: {final.loc['default', 'wrmsse']:.3f} (target 0.94)")
+    if "default" in scores.index:
+        print(f"default, final window WRMSSE: {scores.loc['default', 'wrmsse']:.3f} (target 0.94)")
     return 0
 
 

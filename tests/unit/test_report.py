@@ -419,7 +419,7 @@ def test_the_costliest_items_are_drawn_summed_over_their_stores() -> None:
     assert costly[0] == "FOODS_3_702"
     assert page.svgs[1 : 1 + len(costly)] == costly  # right after the level chart
     text = " ".join(page.text)
-    assert "Where the error is" in text and "cost the score most (0.976)" in text
+    assert "Where the error is" in text and "cost the score of 0.976 most" in text
     first = score.costliest[0]
     assert f"WRMSSE without it {first.wrmsse_without:.3f}" in text
     assert f"forecast {first.forecast_over_truth:.2f} x what sold" in text
@@ -451,6 +451,20 @@ def test_the_costliest_items_of_a_backtest_say_so() -> None:
                                 facts=FACTS, backtest=backtest,
                                 backtest_forecast=backtest_forecast)  # fmt: skip
     text = " ".join(parse(html).text)
-    assert "The items whose backtest's forecast cost the backtest score most" in text
+    assert "The items whose backtest (dashed) cost the backtest score of " in text
     first = backtest.costliest[0]
-    assert f"backtest's forecast {first.forecast_over_truth:.2f} x what sold" in text
+    assert f"backtest (dashed) {first.forecast_over_truth:.2f} x what sold" in text
+
+
+def test_an_item_that_sold_nothing_is_said_so_with_its_forecast() -> None:
+    history, forecast, truth, hierarchy, ids = small_case()
+    truth[:3] = 0  # item 0, in its three stores, sold nothing
+    forecast[:3] = 100.0
+    score = scoring.wrmsse(history, truth, forecast, hierarchy, history[:, -28:].sum(axis=1),
+                           costliest=1)  # fmt: skip
+    (cost,) = score.costliest
+    assert list(cost.rows) == [0, 1, 2] and cost.forecast_over_truth is None
+    assert cost.described().startswith(f"{cost.item} (3 series, forecast 8,400 units, none sold)")
+    html = report.render_report(history=history, forecast=forecast, hierarchy=hierarchy, ids=ids,
+                                facts=FACTS, truth=truth, score=score)  # fmt: skip
+    assert "3 series; forecast 8,400 units, none sold; WRMSSE without it " in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -230,27 +231,74 @@ def _without(data: schema.M5Data, truth: np.ndarray, values: np.ndarray, item: s
     return scoring.wrmsse(data.sales[keep], truth[keep], values[keep], hierarchy, weights).wrmsse
 
 
-@pytest.mark.parametrize("forecast", ["10th", "seasonal naive"])
-def test_the_costliest_items_score_as_if_they_had_never_been_uploaded(real, forecast) -> None:
+def _every_item_left_out(data: schema.M5Data, truth: np.ndarray, values: np.ndarray) -> list:
+    """(WRMSSE without the item, item) of every item that lowers the score, the lowest first:
+    the brute force, one rebuilt slice per item."""
+    score = scoring.wrmsse(data.sales, truth, values, Hierarchy.from_data(data),
+                           scoring.dollar_sales(data.sales, data.prices)).wrmsse  # fmt: skip
+    found = []
+    for item in pd.unique(data.item_ids):
+        try:
+            without = _without(data, truth, values, item)
+        except ScoringError:  # nothing left on some level
+            continue
+        if without < score:
+            found.append((without, item))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("forecast", ["10th", "seasonal naive", "float32 moving average"])
+def test_the_costliest_items_are_every_item_s_score_without_it(real, forecast) -> None:
     data, hierarchy, weights, truth = real
     if forecast in SUBMISSIONS:
         frame = pd.read_csv(REFERENCE / SUBMISSIONS[forecast]).set_index("id")
         values = frame.loc[data.ids].to_numpy(float)
     else:
-        values = _benchmark(forecast, data.sales)
-    score = scoring.wrmsse(data.sales, truth, values, hierarchy, weights, costliest=3)
-    assert score.wrmsse == scoring.wrmsse(data.sales, truth, values, hierarchy, weights).wrmsse
-    costs = score.costliest
-    assert 1 <= len(costs) <= 3 and costs[0].item == "FOODS_3_702"
-    withouts = [cost.wrmsse_without for cost in costs]
-    assert withouts == sorted(withouts) and withouts[-1] < score.wrmsse  # costliest first
-    for cost in costs:
-        assert cost.wrmsse_without == pytest.approx(_without(data, truth, values, cost.item))
+        values = _benchmark(forecast.removeprefix("float32 "), data.sales)
+    if forecast.startswith("float32"):
+        values, truth = values.astype(np.float32), truth.astype(np.float32)
+    arrays = [a.copy() for a in (data.sales, truth, values, weights)]
+    every = scoring.wrmsse(data.sales, truth, values, hierarchy, weights, costliest=1_000)
+    assert [a.tobytes() for a in arrays] == [a.tobytes() for a in
+                                             (data.sales, truth, values, weights)]  # fmt: skip
+    assert every.wrmsse == scoring.wrmsse(data.sales, truth, values, hierarchy, weights).wrmsse
+    brute = _every_item_left_out(data, truth, values)
+    assert [cost.item for cost in every.costliest] == [item for _, item in brute]
+    assert [c.wrmsse_without for c in every.costliest] == pytest.approx([w for w, _ in brute])
+    assert every.costliest[0].item == "FOODS_3_702"  # it sold out in the window's last weeks
+    three = scoring.wrmsse(data.sales, truth, values, hierarchy, weights, costliest=3)
+    assert three.costliest == every.costliest[:3]
+    for cost in three.costliest:
         rows = list(cost.rows)
         assert set(data.item_ids[rows]) == {cost.item} and len(rows) == 10
         assert cost.forecast_over_truth == pytest.approx(values[rows].sum() / truth[rows].sum())
-    # The arrays scored are the caller's, untouched by the items left out in turn.
-    assert scoring.wrmsse(data.sales, truth, values, hierarchy, weights).wrmsse == score.wrmsse
+
+
+@pytest.mark.parametrize("change", ["no dollar sales", "first sold on the last day"])
+def test_an_item_without_a_weight_or_a_scale_is_tried_too(real, change) -> None:
+    """Its own series leave the item levels, yet its errors weigh on every sum it is in:
+    an item nothing sold of lately (no weight) or launched on the last day (no scale)."""
+    data, hierarchy, weights, truth = real
+    values = _benchmark("seasonal naive", data.sales)
+    item = "FOODS_1_046"
+    rows = data.item_ids == item
+    sales, prices, truth = data.sales.copy(), data.prices.copy(), truth.copy()
+    if change == "no dollar sales":
+        prices[rows] = np.nan  # unpriced: no dollar sales, as a price file without the item
+    else:
+        sales[rows] = 0
+        sales[rows, -1] = 5
+    truth[rows] = 400  # and then it sells far more than forecast
+    changed = replace(data, sales=sales)
+    weights = scoring.dollar_sales(sales, prices)
+    score = scoring.wrmsse(sales, truth, values, hierarchy, weights, costliest=1)
+    (cost,) = score.costliest
+    assert cost.item == item and cost.wrmsse_without < score.wrmsse - 0.1
+    keep = ~rows
+    ids = {f"{k}_ids": changed.ids_of(k)[keep] for k in schema.ID_KINDS}
+    without = scoring.wrmsse(sales[keep], truth[keep], values[keep], Hierarchy.from_ids(**ids),
+                             weights[keep])  # fmt: skip
+    assert cost.wrmsse_without == pytest.approx(without.wrmsse)
 
 
 def test_an_item_whose_forecast_helps_is_not_named_costly() -> None:
@@ -259,7 +307,7 @@ def test_an_item_whose_forecast_helps_is_not_named_costly() -> None:
     exact[1] = TINY_TRUTH[1]
     score = _tiny(forecast=exact, costliest=2)
     # Without I1 only the exact I2 is left: a perfect score. I1 sold 6 and was forecast 9.
-    assert score.costliest == (scoring.ItemCost("I1", (0, 2), 0.0, 1.5),)
+    assert score.costliest == (scoring.ItemCost("I1", (0, 2), 0.0, forecast=9.0, sold=6.0),)
     assert _tiny(forecast=exact).costliest == ()  # not asked for: scored once
     # As given, each item's errors offset the other's in the sums: neither costs the score.
     assert _tiny(costliest=2).costliest == ()

@@ -321,13 +321,14 @@ def _costliest(
 ) -> str:
     """The items whose forecast cost the score most, each summed over its stores: one
     item's surprise (a sell-out, a delisting) can outweigh every level's table above."""
-    days = "forecast" if against_truth else "backtest's forecast"
+    scored = "forecast" if against_truth else "backtest (dashed)"
     charts = []
     for cost in score.costliest:
         rows = list(cost.rows)
-        ratio = cost.forecast_over_truth
-        sold = "it sold none" if ratio is None else f"{ratio:.2f} x what sold"
-        note = f"{len(rows)} series; {days} {sold}; WRMSSE without it {cost.wrmsse_without:.3f}"
+        note = (
+            f"{len(rows)} series; {scored} {cost.forecast_said()}; WRMSSE without it "
+            f"{cost.wrmsse_without:.3f}"
+        )
         charts.append(panel(
             cost.item, window[rows].sum(axis=0), forecast[rows].sum(axis=0),
             None if truth is None else truth[rows].sum(axis=0),
@@ -336,8 +337,9 @@ def _costliest(
         ))  # fmt: skip
     which = "score" if against_truth else "backtest score"
     sentence = (
-        f"The items whose {days} cost the {which} most ({score.wrmsse:.3f}): each with the "
-        "score the other items' series would have without it, summed over its stores."
+        f"The items whose {scored} cost the {which} of {score.wrmsse:.3f} most, each drawn "
+        "summed over its stores, with the WRMSSE of the other items' series: the score as if "
+        "the item had not been uploaded."
     )
     return f'<h2>Where the error is</h2><p class="note">{escape(sentence)}</p>' + _grid(charts)
 
