@@ -137,6 +137,14 @@ class EventPublisher:
         self._send(key, claimed[1], claimed[0])
         return "resent"
 
+    def record(self, run_id: str, once: str) -> dict[str, Any] | None:
+        """The record of the run's announcement `once` (`detail`, `recorded`: when, `sent`);
+        None without one, or without a ledger."""
+        if self.ledger is None:
+            return None
+        read = self._read(ledger_key(run_id, once))
+        return None if read is None else read[1]
+
     def recorded(self, run_id: str, name_prefix: str) -> list[dict[str, Any]]:
         """The records of the run's announcements whose names start with `name_prefix`
         (`detail`, `recorded`: when, `sent`), none without a ledger."""

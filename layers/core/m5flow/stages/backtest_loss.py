@@ -73,8 +73,7 @@ def lost_backtest(publisher: EventPublisher, run: str) -> str | None:
     """Why the run's backtest was lost ("h7-bt at training: ..."), or None if it was not."""
     if publisher.settle(run, BACKTEST_LOST) == "absent":
         return None
-    records = publisher.recorded(run, BACKTEST_LOST)
-    detail = records[0]["detail"] if records else {}
+    detail = (publisher.record(run, BACKTEST_LOST) or {}).get("detail", {})
     return f"{detail.get('model')} at {detail.get('stage')}: {detail.get('reason')}"
 
 
