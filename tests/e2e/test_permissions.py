@@ -148,7 +148,8 @@ def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recor
             outcome = cloud.wait_for_outcome("twin-quota", timeout=600)
             assert outcome["detail-type"] == "Forecast Ready", outcome
             (problem,) = outcome["detail"]["headline"]["score_problems"]
-            assert problem.startswith("no backtest score: its twin h14-bt at start_training: ")
+            said = "no backtest score: backtest twin h14-bt failed at start_training: "
+            assert problem.startswith(said), problem
         # No transform instance at all: the first model's transform is refused, and the run
         # stops the other models' jobs (training, and transforms never created).
         quota = {"ml.m5.xlarge for transform job usage": 0}

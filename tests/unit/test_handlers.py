@@ -1246,7 +1246,8 @@ def test_a_twin_s_failed_training_costs_the_backtest_not_the_forecast(
     headline = ready["detail"]["headline"]
     assert headline["scored_on"] == "nothing" and "backtest_wrmsse" not in headline
     (problem,) = headline["score_problems"]
-    assert problem == f"no backtest score: its twin h7-bt at training: {lost['detail']['reason']}"
+    reason = lost["detail"]["reason"]
+    assert problem == f"no backtest score: backtest twin h7-bt failed at training: {reason}"
     metrics = json.loads(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
     )
@@ -1272,6 +1273,11 @@ def test_a_twin_s_failed_transform_costs_the_backtest(bucket, load_function, sma
     assert lost["detail"]["reason"] == (
         f"transform job {name} Failed: ClientError: See job logs for more information"
     )
+    # Delivered back to the assemble step, the loss finds the forecasting models running.
+    waiting = load_function("AssembleForecastFunction").invoke(lost)
+    assert waiting["note"] == (
+        "backtest lost; waiting for h7, h14, h21, h28, r1 (recursive: its pass 5 of 5)"
+    )  # not for a twin
     # Other models still finish the run: h28's completion waits for its siblings, not the twins.
     _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
     note = load_function("AssembleForecastFunction").invoke(
@@ -1280,7 +1286,7 @@ def test_a_twin_s_failed_transform_costs_the_backtest(bucket, load_function, sma
     assert note["submission"] == f"runs/{run}/forecast/submission.csv"
     (ready,) = bus.drain()
     assert ready["detail"]["headline"]["score_problems"] == [
-        f"no backtest score: its twin h28-bt at transform: {lost['detail']['reason']}"
+        f"no backtest score: backtest twin h28-bt failed at transform: {lost['detail']['reason']}"
     ]
 
 
@@ -1303,9 +1309,91 @@ def test_a_lost_backtest_the_run_s_ledger_does_not_hold_does_nothing(
     assert bus.drain() == [] and _keys(bucket, f"runs/{run}/forecast/") == []
 
 
-def test_a_forecasting_model_s_failure_still_fails_the_run_and_stops_the_twins(
+def test_a_lost_backtest_of_a_run_whose_files_are_gone_does_nothing(bucket, load_function):
+    """Its runs/ expired, or the event names a run of no one: nothing to assemble, no retry."""
+    stray = sample_event("m5flow_backtest_lost", **{"m5flow-data-123456789012": bucket})
+
+    result = load_function("AssembleForecastFunction").invoke(stray)
+
+    assert result["submission"] is None and result["note"].endswith("nothing to do")
+
+
+def test_a_twin_s_transform_without_its_outputs_costs_the_backtest(
     bucket, load_function, small_m5, bus
 ):
+    run = _run_started(bucket, load_function, small_m5, bus, "twin-lost-shard")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    s3 = boto3.client("s3")
+    lost = _keys(bucket, f"runs/{run}/predictions/h21-bt/")[0]
+    s3.delete_object(Bucket=bucket, Key=lost)
+
+    assemble = load_function("AssembleForecastFunction")
+    note = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h21-bt"))
+
+    assert note["note"].endswith("left shards without output: backtest lost")
+    (event,) = bus.drain()
+    assert event["detail-type"] == "Backtest Lost" and event["detail"]["model"] == "h21-bt"
+    assert event["detail"]["stage"] == "assemble_forecast"
+    # Every other output is there: the loss, routed back here, assembles the forecast.
+    assert assemble.invoke(event)["submission"] == f"runs/{run}/forecast/submission.csv"
+    (ready,) = bus.drain()
+    assert ready["detail-type"] == "Forecast Ready"
+
+
+def test_a_twin_lost_after_the_forecast_was_announced_says_nothing(
+    bucket, load_function, small_m5, bus
+):
+    """Every twin was done when the forecast was made: a late failure of one changes
+    nothing, and an event saying the forecast goes on without a backtest would be false."""
+    run = _run_started(bucket, load_function, small_m5, bus, "twin-late")
+    _write_predictions(bucket, run, pd.read_csv(small_m5 / SALES_FILE))
+    assemble = load_function("AssembleForecastFunction")
+    assert assemble.invoke(_model_event(bucket, run, "sagemaker_transform_completed", "h28"))[
+        "submission"
+    ]  # fmt: skip
+    assert [e["detail-type"] for e in bus.drain()] == ["Forecast Ready"]
+
+    late = assemble.invoke(_model_event(bucket, run, "sagemaker_transform_failed", "h7-bt"))
+
+    assert late["note"].endswith("Failed: the run had ended")
+    assert bus.drain() == []
+
+
+def test_a_twin_s_transform_created_while_its_backtest_was_lost_is_stopped(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Two twins finished training at once; one was lost while the other created its
+    transform, after the loss had stopped the jobs that existed then."""
+    from m5flow import jobs
+    from m5flow.manifest import Manifest as RunManifest
+    from m5flow.stages.backtest_loss import BACKTEST_LOST
+    from m5flow.stages.transforms import start_transform
+
+    run = _run_started(bucket, load_function, small_m5, bus, "twin-race")
+    storage, publisher, settings = _step_parts(bucket)
+    manifest = RunManifest.from_json(storage.read(f"runs/{run}/manifest.json"))
+    detail = {"run_id": run, "dataset": manifest.dataset, "stage": "training",
+              "model": "h7-bt", "reason": "x", "manifest": "s3://b/m"}  # fmt: skip
+    assert publisher.publish("Backtest Lost", detail, once=BACKTEST_LOST)
+    bus.drain()
+    with _local_sagemaker(tmp_path) as sagemaker:
+        artifact = f"s3://{bucket}/runs/{run}/model/model.tar.gz"
+        storage.write(f"runs/{run}/model/model.tar.gz", b"model")  # not a model: never read
+        for name in ("h14-bt", "h14"):
+            model = manifest.model(name)
+            sagemaker.create_model(**jobs.model_request(manifest, model, artifact, settings))
+            outcome = start_transform(
+                storage, sagemaker, publisher, manifest, model, settings,
+                number=0, stage="publish_model", failure="run-failed",
+            )  # fmt: skip
+            # The twin is stopped; a forecasting model's transform is not the backtest's.
+            assert outcome == ("stopped" if model.backtest else "created")
+        job = sagemaker.describe_transform_job(TransformJobName=f"m5flow-{run}-h14-bt")
+        assert job["TransformJobStatus"] in ("Stopping", "Stopped", "Failed")
+    assert bus.drain() == []
+
+
+def test_a_forecasting_model_s_failure_still_fails_the_run(bucket, load_function, small_m5, bus):
     run = _run_started(bucket, load_function, small_m5, bus, "forecaster-fails")
     failed = _model_event(bucket, run, "sagemaker_training_failed", "h14")
     load_function("PublishModelFunction").invoke(failed)

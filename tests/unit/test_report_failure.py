@@ -170,6 +170,18 @@ def test_failed_job_steps_are_reported_with_the_run_of_the_job(
     assert [e["detail"]["stage"] for e in bus.drain()] == [stage]
 
 
+def test_a_failed_assembly_on_backtest_lost_is_reported_with_its_run(bucket, load_function, bus):
+    """The assemble step also hears m5flow's own `Backtest Lost`: its run is in the detail."""
+    bus.watch("demo")
+    detail = load_function("ReportFailureFunction").invoke(_record(bucket, "m5flow_backtest_lost"))
+
+    assert (detail["stage"], detail["run_id"], detail["dataset"]) == (
+        "assemble_forecast", SAMPLE_RUN, "demo",
+    )  # fmt: skip
+    assert detail["trigger"] == f"Backtest Lost of run {SAMPLE_RUN}"
+    assert [e["detail"]["run_id"] for e in bus.drain()] == [SAMPLE_RUN]
+
+
 def test_record_without_its_event_is_reported_by_function(bucket, load_function, bus):
     # Lambda drops a payload too large for the destination; the step then comes from the
     # function's name, and nothing identifies the run.

@@ -77,9 +77,9 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
         ("Forecast Ready",  # a run that lost its backtest, with no truth
          {**RUN, "report": "s3://b/r.html",
           "headline": {"series": 3, "scored_on": "nothing", "score_problems": [
-              "no backtest score: its twin h7-bt at training: training job j Failed: x"]}},
+              "no backtest score: backtest twin h7-bt failed at training: job j Failed: x"]}},
          "Run shop-1a2b of dataset shop: the forecast of 3 series is ready, no backtest score: "
-         "its twin h7-bt at training: training job j Failed: x; report s3://b/r.html"),
+         "backtest twin h7-bt failed at training: job j Failed: x; report s3://b/r.html"),
         ("Input Rejected",
          {**RUN, "stage": "shard", "reason": "a: row 2: found x; expected y; b: row 3",
           "reasons": ["a: row 2: found x; expected y", "b: row 3"]},

@@ -47,8 +47,8 @@ TERMINAL: tuple[DetailType, ...] = ("Forecast Ready", "Input Rejected", "Run Fai
 
 
 class Stage(StrEnum):
-    """The `stage` of an `Input Rejected` or `Run Failed`: what failed, in one vocabulary so
-    that a subscriber's rule on `stage` sees every failure of it.
+    """The `stage` of an `Input Rejected`, `Backtest Lost` or `Run Failed`: what failed, in one
+    vocabulary so that a subscriber's rule on `stage` sees every failure of it.
 
     The four pipeline steps are named after their functions; `training` and `transform` are
     the SageMaker jobs between them, which fail on their own.
@@ -62,6 +62,7 @@ class Stage(StrEnum):
     ASSEMBLE_FORECAST = "assemble_forecast"
 
 
+FORECAST_READY = "forecast-ready"  # the run's `Forecast Ready`, by its name in the ledger
 EVENTS_PREFIX = "events/"
 # A sender is slow after this many seconds without EventBridge's answer, and presumed dead:
 # far above a PutEvents call, below Lambda's first retry of an asynchronous invocation (60 s).

@@ -23,17 +23,16 @@ from m5flow.exceptions import RunFailedError, ScoringError
 from m5flow.features import series_facts
 from m5flow.hierarchy import Hierarchy
 from m5flow.manifest import Manifest, ModelShards, ShardInfo
-from m5flow.notifications import EventPublisher, Stage
+from m5flow.notifications import FORECAST_READY, EventPublisher, Stage
 from m5flow.schema import HORIZON, M5Data
 from m5flow.shards import encode_inference
-from m5flow.stages.backtest_loss import job_failed, lost_backtest
+from m5flow.stages.backtest_loss import job_failed, lose_backtest, lost_backtest
 from m5flow.stages.failure import announce_run_failure, failure_name
 from m5flow.stages.transforms import announce_transform, start_transform
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
 
 logger = Logger(child=True)
-FORECAST_READY = "forecast-ready"  # the announcement's name in the run's ledger
 BACKTEST_NOTE = (
     f"validation window, forecast from the days before it; {report.EARLY_STOPPED}, so it "
     "is optimistic"
@@ -137,7 +136,7 @@ def _scores(
             named = str(exc).startswith(naming.TRUTH_FILE)
             problems.append(f"not scored: {exc}" if named else f"not scored against {key}: {exc}")
     if backtest_lost:
-        problems.append(f"no backtest score: its twin {backtest_lost}")
+        problems.append(f"no backtest score: {backtest_lost}")
     else:
         try:
             backtest, backtest_forecast = _backtest(predictions, data, hierarchy, manifest.horizon)
@@ -172,9 +171,9 @@ def _backtest(
 
 @dataclass(frozen=True)
 class Assembly:
-    """What one transform completion did. All but one of a run's completions assemble
-    nothing, and a bare None read like an error on the console where it meant "a sibling
-    will"."""
+    """What one transform completion (or `Backtest Lost`) did. All but one of a run's
+    completions assemble nothing, and a bare None read like an error on the console where
+    it meant "a sibling will"."""
 
     submission: str | None  # the key, when this delivery wrote and announced the forecast
     note: str  # what it did, in words
@@ -222,6 +221,12 @@ def assemble_forecast(
             f"{len(model.inference)} inference shards, e.g. {missing[0]} (deleted during "
             "the run?); the forecast would miss their series"
         )
+        if model.backtest:  # then only the backtest would: the run goes on without it
+            lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
+                          stage=Stage.ASSEMBLE_FORECAST, reason=reason,
+                          failure=failure)  # fmt: skip
+            note = f"transform job {name} left shards without output: backtest lost"
+            return Assembly(None, note)
         announce_run_failure(
             publisher, {"run_id": run, "dataset": manifest.dataset,
                         "stage": Stage.ASSEMBLE_FORECAST, "job": name, "reason": reason},
@@ -243,12 +248,16 @@ def assemble_without_backtest(
     model's transform completed, when no completion is left to assemble. So look once more,
     and assemble if nothing is pending. An event whose loss the run's ledger does not hold
     (sent by someone else) does nothing."""
-    run = lost["run_id"]
-    manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
-    failure = failure_name(storage, run)
+    run = str(lost["run_id"])
     if lost_backtest(publisher, run) is None:
         logger.warning("no backtest of this run was lost", extra={"run_id": run})
         return Assembly(None, "the run's ledger holds no lost backtest: nothing to do")
+    try:
+        manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
+    except ObjectMissingError:  # its runs/ expired or deleted since: no run to finish
+        logger.warning("the run's manifest is gone", extra={"run_id": run})
+        return Assembly(None, "the run's manifest is gone: nothing to do")
+    failure = failure_name(storage, run)
     settled = _settled(publisher, run, failure, job="(Backtest Lost)")
     if settled:
         return settled

@@ -22,7 +22,7 @@ from aws_lambda_powertools import Logger
 
 from m5flow import naming
 from m5flow.manifest import Manifest
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import FORECAST_READY, EventPublisher
 from m5flow.stages.failure import (
     announce_job_failure,
     job_failure_reason,
@@ -47,34 +47,40 @@ def lose_backtest(
     failure: str,
     transforms: bool = True,
 ) -> bool:
-    """Twin `model` failed at `stage`: announce `Backtest Lost` once (True when this call
-    did) and stop the other twins' jobs, on every delivery, as `stop_other_models` does:
-    their training jobs, and with `transforms` their transform jobs (before training, none
-    exists, and the start-training step may stop training jobs only).
+    """Twin `model` failed at `stage`: announce `Backtest Lost` once and stop the other
+    twins' jobs, on every delivery, as `stop_other_models` does: their training jobs, and
+    with `transforms` their transform jobs (before training none exists, and the
+    start-training step may stop training jobs only). False when the run had ended.
 
-    A run that has failed says nothing more (`failure`: its `failure_name`): its `Run
-    Failed` stopped every job already.
+    A run that has ended says nothing more (`failure`: its `failure_name`): its `Run Failed`
+    stopped every job already, and its `Forecast Ready` needed every twin done or lost.
     """
     run = manifest.run_id
     detail = {"run_id": run, "dataset": manifest.dataset, "stage": stage, "model": model,
               "reason": reason, "manifest": storage.uri(naming.manifest_key(run))}  # fmt: skip
-    if publisher.settle(run, failure) != "absent":
-        logger.warning("the run has failed; a lost backtest is logged only", extra=detail)
+    if publisher.record(run, failure) or publisher.record(run, FORECAST_READY):
+        logger.warning("the run has ended; a lost backtest is logged only", extra=detail)
         return False
     logger.error("backtest lost; the forecast goes on without it", extra=detail)
-    sent = publisher.publish("Backtest Lost", detail, once=BACKTEST_LOST)
+    publisher.publish("Backtest Lost", detail, once=BACKTEST_LOST)
     twins = [m.name for m in manifest.models if m.backtest and m.name != model]
     names = [naming.job_name(run, name) for name in twins]
     stop_jobs(sagemaker, training=names, transform=names if transforms else [])
-    return sent
+    return True
 
 
 def lost_backtest(publisher: EventPublisher, run: str) -> str | None:
-    """Why the run's backtest was lost ("h7-bt at training: ..."), or None if it was not."""
-    if publisher.settle(run, BACKTEST_LOST) == "absent":
+    """Why the run's backtest was lost ("backtest twin h7-bt failed at training: ..."), or
+    None if it was not: from one read of its record, which is written before the event is
+    sent (a sender that died before sending it is resent by its own Lambda's retry)."""
+    record = publisher.record(run, BACKTEST_LOST)
+    if record is None:
         return None
-    detail = (publisher.record(run, BACKTEST_LOST) or {}).get("detail", {})
-    return f"{detail.get('model')} at {detail.get('stage')}: {detail.get('reason')}"
+    detail = record.get("detail") or {}
+    return (
+        f"backtest twin {detail.get('model')} failed at {detail.get('stage')}: "
+        f"{detail.get('reason')}"
+    )
 
 
 def job_failed(
@@ -93,9 +99,9 @@ def job_failed(
     whose other jobs are stopped. Returns what it cost, in words."""
     if manifest.model(model).backtest:
         reason = job_failure_reason(job, kind)
-        lose_backtest(storage, sagemaker, publisher, manifest, model=model, stage=kind,
-                      reason=reason, failure=failure)  # fmt: skip
-        return "backtest lost"
+        goes_on = lose_backtest(storage, sagemaker, publisher, manifest, model=model,
+                                stage=kind, reason=reason, failure=failure)  # fmt: skip
+        return "backtest lost" if goes_on else "the run had ended"
     announce_job_failure(
         publisher, job, kind=kind, run=manifest.run_id, dataset=manifest.dataset, once=failure
     )

@@ -29,7 +29,7 @@ from aws_lambda_powertools import Logger
 from m5flow import naming
 from m5flow.jobs import job_logs, one_line
 from m5flow.manifest import Manifest
-from m5flow.notifications import EventPublisher, Stage, ledger_key
+from m5flow.notifications import SOURCE, EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectHead, ObjectMissingError, Storage
 from m5flow.wording import cut
 
@@ -135,6 +135,10 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
                 path = str((detail.get(output) or {}).get("S3OutputPath", ""))
                 run = naming.run_of(naming.split_s3_uri(path)[1])
                 return FailedStep(stage, run, None, str(detail[job]))
+    if source == SOURCE and detail.get("run_id"):  # m5flow's own event (`Backtest Lost`)
+        run, dataset = str(detail["run_id"]), detail.get("dataset")
+        trigger = f"{(payload or {}).get('detail-type')} of run {run}"
+        return FailedStep(Stage.ASSEMBLE_FORECAST, run, dataset and str(dataset), trigger)
     stage = next(
         (s for fragment, s in _STAGE_OF_FUNCTION.items() if fragment in function_name),
         function_name,

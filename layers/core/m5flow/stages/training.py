@@ -17,6 +17,7 @@ from m5flow.stages.failure import (
     is_refusal,
     quota_reason,
     refusal_reason,
+    stop_jobs,
 )
 from m5flow.storage import Storage
 
@@ -85,6 +86,13 @@ def start_training(
         started = [r["TrainingJobName"] for r in requests[:index]]
         _fail_run(sagemaker, publisher, manifest, reason, stop=started, once=failure)
         return created
+    twins = [r["TrainingJobName"] for m, r in zip(manifest.models, requests, strict=True)
+             if m.backtest and r["TrainingJobName"] in created]  # fmt: skip
+    if twins and not lost and lost_backtest(publisher, manifest.run_id):
+        # A concurrent delivery lost the backtest after this one created twins: its stops
+        # may have come before they existed.
+        stop_jobs(sagemaker, training=twins)
+        lost = True
     training = [r for m, r in zip(manifest.models, requests, strict=True)
                 if not (m.backtest and lost)]  # fmt: skip
     publisher.publish(

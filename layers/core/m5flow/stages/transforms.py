@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 from m5flow import jobs, naming
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher
-from m5flow.stages.backtest_loss import lose_backtest
+from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
 from m5flow.stages.failure import (
     fail_run,
     is_refusal,
@@ -49,7 +49,7 @@ def start_transform(
     "refused": SageMaker refused the job (a quota, or a malformed request), and the run
     failed at `stage` with the reason (a backtest twin's: the run lost its backtest).
     "stopped": a sibling failed the run while this job was being created (its stop came
-    before the job existed), so it was stopped here.
+    before the job existed), or a twin's backtest was lost meanwhile, so it was stopped here.
     """
     request = jobs.transform_request(manifest, model, settings, number)
     job = request["TransformJobName"]
@@ -76,6 +76,11 @@ def start_transform(
         return "refused"
     if publisher.settle(manifest.run_id, failure) != "absent":
         logger.warning("the run failed meanwhile; transform stopped", extra={"job": job})
+        stop_jobs(sagemaker, transform=[job])
+        return "stopped"
+    if model.backtest and lost_backtest(publisher, manifest.run_id):
+        # A sibling twin was lost while this one was being created (its stops came first).
+        logger.warning("the backtest was lost meanwhile; transform stopped", extra={"job": job})
         stop_jobs(sagemaker, transform=[job])
         return "stopped"
     return outcome
