@@ -365,8 +365,9 @@ def other_models_jobs(manifest: Manifest, model: str) -> tuple[list[str], list[s
 
 
 def stop_other_models(sagemaker: Any, manifest: Manifest, model: str) -> None:
-    """A job of `model` failed or stopped: the forecast needs every model, so the other
-    models' jobs, which would run on, billed, for a run that cannot finish, are stopped.
+    """A job of forecasting model `model` failed or stopped: the forecast needs every one
+    (a backtest twin's costs the backtest only: `stages.backtest_loss`), so the other models'
+    jobs, which would run on, billed, for a run that cannot finish, are stopped.
     On every delivery, not only the announcing one: a retry after a crash between the
     announcement and the stops must still stop them, and a job that has ended is passed
     over."""

@@ -29,8 +29,8 @@ def publish_model(
 
     Completed: create the model and its transform job; return the transform job's name, or
     None when an earlier delivery already created it (the announcement is still sent once)
-    or the run has already failed (nothing is created). A transform quota that refuses the
-    job fails the run and stops the other models' jobs.
+    or the run has already failed (nothing is created). A transform quota that refuses a
+    forecasting model's job fails the run and stops the other models' jobs.
     Failed or Stopped: announce `Run Failed` with SageMaker's reason, stop the other
     models' jobs, and create nothing (a later failure of the run is only logged). A backtest
     twin's failure or refusal costs the backtest only (`stages.backtest_loss`), and a twin
