@@ -1393,6 +1393,92 @@ def test_a_twin_s_transform_created_while_its_backtest_was_lost_is_stopped(
     assert bus.drain() == []
 
 
+def test_a_loss_whose_sender_died_is_sent_by_the_next_step_that_finds_it(
+    bucket, load_function, small_m5, bus, tmp_path, monkeypatch
+):
+    """start_training lost the backtest at h14-bt's quota refusal, wrote the record and
+    died before PutEvents (a Lambda timeout). Its retry finds the loss, sends the event its
+    sender never did, and stops the twin the dead delivery had started."""
+    from m5flow import notifications
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "loss-died")
+    storage, publisher, settings = _step_parts(bucket)
+    manifest = f"runs/{run}/manifest.json"
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 6}) as sagemaker:
+
+        def killed(*_: object) -> None:
+            raise SystemExit  # what a Lambda timeout looks like from inside: no except runs
+
+        monkeypatch.setattr(publisher, "_put", killed)
+        with pytest.raises(SystemExit):
+            start_training(storage, sagemaker, publisher, manifest, settings)
+        monkeypatch.undo()
+        assert bus.drain() == []
+        twin = f"m5flow-{run}-h7-bt"
+        assert sagemaker.describe_training_job(TrainingJobName=twin)["TrainingJobStatus"] == (
+            "InProgress"
+        )  # fmt: skip
+
+        later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
+        monkeypatch.setattr(notifications.time, "time", lambda: later)
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == []
+
+        lost, started = bus.drain()
+        assert lost["detail-type"] == "Backtest Lost" and lost["detail"]["model"] == "h14-bt"
+        assert started["detail-type"] == "Training Started"
+        status = sagemaker.describe_training_job(TrainingJobName=twin)["TrainingJobStatus"]
+        assert status in ("Stopping", "Stopped")
+
+
+def test_a_twin_lost_by_a_concurrent_delivery_is_stopped_by_the_one_that_created_it(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Two deliveries of the manifest event: the other lost the backtest (and stopped the
+    twins that existed then) while this one was creating h7-bt."""
+    from m5flow.stages.backtest_loss import BACKTEST_LOST
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "loss-race")
+    storage, publisher, settings = _step_parts(bucket)
+    with _local_sagemaker(tmp_path) as sagemaker:
+        create = sagemaker.create_training_job
+
+        def lost_meanwhile(**request):
+            created = create(**request)
+            if request["TrainingJobName"].endswith("-h7-bt"):
+                detail = {"run_id": run, "dataset": "loss-race", "stage": "start_training",
+                          "model": "h14-bt", "reason": "x", "manifest": "s3://b/m"}  # fmt: skip
+                assert publisher.publish("Backtest Lost", detail, once=BACKTEST_LOST)
+            return created
+
+        sagemaker.create_training_job = lost_meanwhile
+        created = start_training(storage, sagemaker, publisher, f"runs/{run}/manifest.json",
+                                 settings)  # fmt: skip
+
+        twins = [f"m5flow-{run}-{m}-bt" for m in ("h7", "h14", "h21", "h28")]
+        assert set(twins) <= set(created)  # this delivery created them all
+        for name in twins:
+            status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+            assert status in ("Stopping", "Stopped"), name
+        forecasting = sagemaker.describe_training_job(TrainingJobName=f"m5flow-{run}-h7")
+        assert forecasting["TrainingJobStatus"] == "InProgress"
+        lost, started = bus.drain()
+        assert lost["detail-type"] == "Backtest Lost"  # the other delivery's, as recorded
+        assert started["detail"]["training_jobs"] == [
+            f"m5flow-{run}-{m}" for m in ("h7", "h14", "h21", "h28", "r1")
+        ]
+
+
+def test_a_lost_backtest_that_names_no_run_does_nothing(bucket, load_function):
+    stray = sample_event("m5flow_backtest_lost", **{"m5flow-data-123456789012": bucket})
+    del stray["detail"]["run_id"]
+
+    result = load_function("AssembleForecastFunction").invoke(stray)
+
+    assert result == {"submission": None, "note": "the event names no run: nothing to do"}
+
+
 def test_a_forecasting_model_s_failure_still_fails_the_run(bucket, load_function, small_m5, bus):
     run = _run_started(bucket, load_function, small_m5, bus, "forecaster-fails")
     failed = _model_event(bucket, run, "sagemaker_training_failed", "h14")

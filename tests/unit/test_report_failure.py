@@ -182,6 +182,24 @@ def test_a_failed_assembly_on_backtest_lost_is_reported_with_its_run(bucket, loa
     assert [e["detail"]["run_id"] for e in bus.drain()] == [SAMPLE_RUN]
 
 
+@pytest.mark.parametrize("detail", ["not a mapping", {"run_id": "", "dataset": "d"}])
+def test_an_m5flow_event_that_names_no_run_is_reported_by_function(tmp_path, detail):
+    payload = sample_event("m5flow_backtest_lost")
+    payload["detail"] = detail
+    record = failure.InvocationFailure.from_record(_failure(payload))
+    step = failure.failed_step(DiskStorage(tmp_path), record)
+    assert (step.run_id, step.dataset) == (None, None)
+
+
+def test_an_m5flow_event_s_empty_dataset_comes_from_the_run_s_manifest(tmp_path):
+    storage = DiskStorage(tmp_path)
+    storage.write(f"runs/{SAMPLE_RUN}/manifest.json", json.dumps({"dataset": "demo"}).encode())
+    payload = sample_event("m5flow_backtest_lost")
+    payload["detail"]["dataset"] = ""
+    step = failure.failed_step(storage, failure.InvocationFailure.from_record(_failure(payload)))
+    assert (step.run_id, step.dataset) == (SAMPLE_RUN, "demo")
+
+
 def test_record_without_its_event_is_reported_by_function(bucket, load_function, bus):
     # Lambda drops a payload too large for the destination; the step then comes from the
     # function's name, and nothing identifies the run.

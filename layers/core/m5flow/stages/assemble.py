@@ -222,11 +222,11 @@ def assemble_forecast(
             "the run?); the forecast would miss their series"
         )
         if model.backtest:  # then only the backtest would: the run goes on without it
-            lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
-                          stage=Stage.ASSEMBLE_FORECAST, reason=reason,
-                          failure=failure)  # fmt: skip
-            note = f"transform job {name} left shards without output: backtest lost"
-            return Assembly(None, note)
+            goes_on = lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
+                                    stage=Stage.ASSEMBLE_FORECAST, reason=reason,
+                                    failure=failure)  # fmt: skip
+            cost = "backtest lost" if goes_on else "the run had ended"
+            return Assembly(None, f"transform job {name} left shards without output: {cost}")
         announce_run_failure(
             publisher, {"run_id": run, "dataset": manifest.dataset,
                         "stage": Stage.ASSEMBLE_FORECAST, "job": name, "reason": reason},
@@ -248,7 +248,10 @@ def assemble_without_backtest(
     model's transform completed, when no completion is left to assemble. So look once more,
     and assemble if nothing is pending. An event whose loss the run's ledger does not hold
     (sent by someone else) does nothing."""
-    run = str(lost["run_id"])
+    run = lost.get("run_id")
+    if not isinstance(run, str) or not run:  # not one of m5flow's own: anyone may put events
+        logger.warning("a Backtest Lost of no run", extra={"detail": dict(lost)})
+        return Assembly(None, "the event names no run: nothing to do")
     if lost_backtest(publisher, run) is None:
         logger.warning("no backtest of this run was lost", extra={"run_id": run})
         return Assembly(None, "the run's ledger holds no lost backtest: nothing to do")

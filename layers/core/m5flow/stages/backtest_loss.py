@@ -71,11 +71,17 @@ def lose_backtest(
 
 def lost_backtest(publisher: EventPublisher, run: str) -> str | None:
     """Why the run's backtest was lost ("backtest twin h7-bt failed at training: ..."), or
-    None if it was not: from one read of its record, which is written before the event is
-    sent (a sender that died before sending it is resent by its own Lambda's retry)."""
+    None if it was not, from one read of its record (written before the event is sent).
+
+    A record left unsent is settled too: its sender may have died before sending, and the
+    steps that find the loss skip the work that would have sent it again, so without this
+    the event, the only trigger of a run whose last pending job was the twin, would be lost.
+    """
     record = publisher.record(run, BACKTEST_LOST)
     if record is None:
         return None
+    if not record.get("sent"):
+        publisher.settle(run, BACKTEST_LOST)  # sends it if its sender was presumed dead
     detail = record.get("detail") or {}
     return (
         f"backtest twin {detail.get('model')} failed at {detail.get('stage')}: "

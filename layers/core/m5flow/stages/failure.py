@@ -115,6 +115,7 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
     URL-encoded, as the shard handler's `S3EventBridgeNotificationEvent` decodes it.
     """
     detail = (payload or {}).get("detail") or {}
+    detail = detail if isinstance(detail, Mapping) else {}
     source = (payload or {}).get("source")
     if source == "aws.s3" and isinstance(detail.get("object"), Mapping):
         bucket = (detail.get("bucket") or {}).get("name", "")
@@ -135,10 +136,11 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
                 path = str((detail.get(output) or {}).get("S3OutputPath", ""))
                 run = naming.run_of(naming.split_s3_uri(path)[1])
                 return FailedStep(stage, run, None, str(detail[job]))
-    if source == SOURCE and detail.get("run_id"):  # m5flow's own event (`Backtest Lost`)
-        run, dataset = str(detail["run_id"]), detail.get("dataset")
+    run, dataset = detail.get("run_id"), detail.get("dataset")
+    if source == SOURCE and isinstance(run, str) and run:  # m5flow's own (`Backtest Lost`)
         trigger = f"{(payload or {}).get('detail-type')} of run {run}"
-        return FailedStep(Stage.ASSEMBLE_FORECAST, run, dataset and str(dataset), trigger)
+        named = dataset if isinstance(dataset, str) and dataset else None  # else the manifest's
+        return FailedStep(Stage.ASSEMBLE_FORECAST, run, named, trigger)
     stage = next(
         (s for fragment, s in _STAGE_OF_FUNCTION.items() if fragment in function_name),
         function_name,

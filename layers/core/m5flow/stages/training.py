@@ -54,7 +54,11 @@ def start_training(
     except RunFailedError as exc:  # settings the run's data cannot train with
         _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
         return []
+    twin_jobs = [r["TrainingJobName"] for m, r in zip(manifest.models, requests, strict=True)
+                 if m.backtest]  # fmt: skip
     lost = lost_backtest(publisher, manifest.run_id) is not None
+    if lost:  # a delivery that lost it may have died before stopping the twins it created
+        stop_jobs(sagemaker, training=twin_jobs)
     created: list[str] = []
     for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
         if model.backtest and lost:  # a twin was refused before: no twin trains
@@ -86,12 +90,11 @@ def start_training(
         started = [r["TrainingJobName"] for r in requests[:index]]
         _fail_run(sagemaker, publisher, manifest, reason, stop=started, once=failure)
         return created
-    twins = [r["TrainingJobName"] for m, r in zip(manifest.models, requests, strict=True)
-             if m.backtest and r["TrainingJobName"] in created]  # fmt: skip
-    if twins and not lost and lost_backtest(publisher, manifest.run_id):
+    created_twins = [name for name in twin_jobs if name in created]
+    if created_twins and not lost and lost_backtest(publisher, manifest.run_id):
         # A concurrent delivery lost the backtest after this one created twins: its stops
         # may have come before they existed.
-        stop_jobs(sagemaker, training=twins)
+        stop_jobs(sagemaker, training=created_twins)
         lost = True
     training = [r for m, r in zip(manifest.models, requests, strict=True)
                 if not (m.backtest and lost)]  # fmt: skip
