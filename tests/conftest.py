@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -130,6 +131,21 @@ def bus(moto_endpoint: str, request: pytest.FixtureRequest):
                     )
 
     return Bus()
+
+
+@contextmanager
+def killed_at_put_events(monkeypatch: pytest.MonkeyPatch, publisher: object) -> Iterator[None]:
+    """Run the block as a step whose Lambda times out at its first PutEvents: the ledger
+    record is written, the event never sent, and no except runs (SystemExit, as a timeout
+    looks from inside). `publisher`: an EventPublisher, or the class for every one."""
+
+    def killed(*_: object) -> None:
+        raise SystemExit
+
+    monkeypatch.setattr(publisher, "_put", killed)
+    with pytest.raises(SystemExit):
+        yield
+    monkeypatch.undo()
 
 
 def as_sent(detail_type: str, detail: dict) -> dict:

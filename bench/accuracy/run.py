@@ -172,12 +172,12 @@ def main() -> int:
             saved.write_text(json.dumps(rows[-1]))
             print(json.dumps(rows[-1]), flush=True)
         if origin == 1941:
-            for path in REFERENCES:
-                score = submission.score_files(data_dir, data_dir / naming.TRUTH_FILE, path)
+            for path in REFERENCES:  # read once: scored here, and again without an item below
+                forecasts[path.stem] = reference = inputs.read_forecast(path)
+                score = inputs.score(reference)
                 rows.append({"window": window, "origin": origin, "method": path.stem,
                              "wrmsse": score.wrmsse, "L1": score.levels[1],
                              "L12": score.levels[12]})  # fmt: skip
-                forecasts[path.stem] = path
             final = (
                 inputs,
                 {

@@ -22,7 +22,7 @@ import pytest
 from m5flow import naming
 from m5flow.manifest import Manifest
 from m5flow.schema import INPUT_FILES, SALES_FILE
-from tests.conftest import sample_event
+from tests.conftest import killed_at_put_events, sample_event
 
 RUN_IN_SAMPLES = "demo-3f2a9c1b7e4d"
 
@@ -844,13 +844,8 @@ def test_a_forecast_whose_announcer_died_is_announced_by_the_retry_not_rebuilt(
     sagemaker = boto3.client("sagemaker")  # not called: the run has no recursive passes
     transform = _training_event(bucket, run, "sagemaker_transform_completed")["detail"]
 
-    def killed(*_: object) -> None:
-        raise SystemExit  # what a Lambda timeout looks like from inside: no except runs
-
-    monkeypatch.setattr(publisher, "_put", killed)
-    with pytest.raises(SystemExit):
+    with killed_at_put_events(monkeypatch, publisher):
         assemble_forecast(storage, publisher, transform, sagemaker, settings)
-    monkeypatch.undo()
     assert bus.drain() == []
     s3 = boto3.client("s3")
     versions = s3.list_object_versions(Bucket=bucket, Prefix=f"runs/{run}/forecast/")["Versions"]
@@ -1406,14 +1401,8 @@ def test_a_loss_whose_sender_died_is_sent_by_the_next_step_that_finds_it(
     storage, publisher, settings = _step_parts(bucket)
     manifest = f"runs/{run}/manifest.json"
     with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 6}) as sagemaker:
-
-        def killed(*_: object) -> None:
-            raise SystemExit  # what a Lambda timeout looks like from inside: no except runs
-
-        monkeypatch.setattr(publisher, "_put", killed)
-        with pytest.raises(SystemExit):
+        with killed_at_put_events(monkeypatch, publisher):
             start_training(storage, sagemaker, publisher, manifest, settings)
-        monkeypatch.undo()
         assert bus.drain() == []
         twin = f"m5flow-{run}-h7-bt"
         assert sagemaker.describe_training_job(TrainingJobName=twin)["TrainingJobStatus"] == (

@@ -22,7 +22,7 @@ from m5flow.storage import (
     ObjectMissingError,
     S3Storage,
 )
-from tests.conftest import as_sent
+from tests.conftest import as_sent, killed_at_put_events
 from tests.unit.test_handlers import _created, _keys, _upload
 
 
@@ -275,13 +275,8 @@ def _killed_then_retried(monkeypatch, step) -> None:
     Lambda timeout: no except runs), then again as Lambda's retry a minute later."""
     from m5flow import notifications
 
-    def killed(*_: object) -> None:
-        raise SystemExit
-
-    monkeypatch.setattr(EventPublisher, "_put", killed)
-    with pytest.raises(SystemExit):
+    with killed_at_put_events(monkeypatch, EventPublisher):
         step()
-    monkeypatch.undo()
     later = notifications.time.time() + notifications.ABANDONED_AFTER + 1
     monkeypatch.setattr(notifications.time, "time", lambda: later)
     step()
@@ -404,13 +399,8 @@ def test_an_announcement_whose_sender_died_is_sent_by_the_retry(
     _, publisher = _stage(bucket)
     detail = {"run_id": "died-000000000000", "dataset": "died", "reason": "x", "stage": "shard"}
 
-    def killed(*_: object) -> None:
-        raise SystemExit  # what a Lambda timeout looks like from inside: no except runs
-
-    monkeypatch.setattr(publisher, "_put", killed)
-    with pytest.raises(SystemExit):  # killed, not refused: the record stays, unsent
+    with killed_at_put_events(monkeypatch, publisher):  # not refused: the record stays unsent
         publisher.publish("Run Failed", detail, once="run-failed-x")
-    monkeypatch.undo()
 
     # A concurrent delivery, moments later, leaves it to the sender it presumes alive.
     assert publisher.publish("Run Failed", detail, once="run-failed-x") is False

@@ -224,8 +224,8 @@ def wrmsse(
     score, parts = _score(history, truth, forecast, hierarchy, weights)
     if costliest <= 0:
         return score
-    return replace(score, costliest=_costliest(history, truth, forecast, hierarchy, parts,
-                                               score.wrmsse, costliest))  # fmt: skip
+    costs = _costliest(truth, forecast, hierarchy, parts, score.wrmsse, costliest)
+    return replace(score, costliest=costs)
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,6 @@ def _score(
 
 
 def _costliest(
-    history: np.ndarray,
     truth: np.ndarray,
     forecast: np.ndarray,
     hierarchy: Hierarchy,
@@ -312,8 +311,6 @@ def _costliest(
     change_weight = np.zeros((len(parts), items.size))  # of each level's sum of weights
     for index, number in enumerate(sorted(parts)):
         level = parts[number]
-        keys = LEVELS[number][1]
-        own = 12 if "store" in keys else 11 if "state" in keys else _ITEM_LEVEL
         if number >= _ITEM_LEVEL:  # groups of one item each: they leave the level
             item_of = items.codes[_first_rows(hierarchy.levels[number])]
             term = np.where(level.weighted, level.weight * level.rmsse, 0.0)
@@ -321,6 +318,8 @@ def _costliest(
             kept = np.where(level.weighted, level.weight, 0.0)
             change_weight[index] = -np.bincount(item_of, kept, minlength=items.size)
             continue
+        keys = LEVELS[number][1]
+        own = 12 if "store" in keys else 11 if "state" in keys else _ITEM_LEVEL
         pair = parts[own]  # the item's part of each group: one row per (item, group)
         first = _first_rows(hierarchy.levels[own])
         item_of, group = items.codes[first], hierarchy.levels[number].codes[first]

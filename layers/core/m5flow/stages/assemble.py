@@ -78,18 +78,21 @@ def _missing_outputs(
     ]
 
 
+def _awaited(manifest: Manifest, backtest_lost: bool) -> list[ModelShards]:
+    """The models whose outputs the forecast waits for and reads: every one, but the
+    backtest twins once the backtest is lost (`stages.backtest_loss`)."""
+    return [m for m in manifest.models if not (m.backtest and backtest_lost)]
+
+
 def _pending_models(
     storage: Storage, manifest: Manifest, complete: str | None, backtest_lost: bool
 ) -> list[str]:
-    """Models whose last transform's output is not complete yet (one `.out` per inference
-    shard), other than `complete`, whose outputs the caller has just listed, and than the
-    backtest twins once the backtest is lost (`stages.backtest_loss`)."""
+    """Awaited models whose last transform's output is not complete yet (one `.out` per
+    inference shard), other than `complete`, whose outputs the caller has just listed."""
     return [
         m.name
-        for m in manifest.models
-        if m.name != complete
-        and not (m.backtest and backtest_lost)
-        and _missing_outputs(storage, manifest, m)
+        for m in _awaited(manifest, backtest_lost)
+        if m.name != complete and _missing_outputs(storage, manifest, m)
     ]
 
 
@@ -237,8 +240,9 @@ def assemble_forecast(
         return _next_pass(
             storage, publisher, sagemaker, settings, manifest, model, number + 1, failure
         )
-    return _assemble_if_last(storage, publisher, manifest, failure, f"{model.name} predicted",
-                             complete=model.name)  # fmt: skip
+    lost = lost_backtest(publisher, run)
+    return _assemble_if_last(storage, publisher, manifest, failure, lost,
+                             f"{model.name} predicted", complete=model.name)  # fmt: skip
 
 
 def assemble_without_backtest(
@@ -252,7 +256,8 @@ def assemble_without_backtest(
     if not isinstance(run, str) or not run:  # not one of m5flow's own: anyone may put events
         logger.warning("a Backtest Lost of no run", extra={"detail": dict(lost)})
         return Assembly(None, "the event names no run: nothing to do")
-    if lost_backtest(publisher, run) is None:
+    why = lost_backtest(publisher, run)
+    if why is None:
         logger.warning("no backtest of this run was lost", extra={"run_id": run})
         return Assembly(None, "the run's ledger holds no lost backtest: nothing to do")
     try:
@@ -264,7 +269,7 @@ def assemble_without_backtest(
     settled = _settled(publisher, run, failure, job="(Backtest Lost)")
     if settled:
         return settled
-    return _assemble_if_last(storage, publisher, manifest, failure, "backtest lost")
+    return _assemble_if_last(storage, publisher, manifest, failure, why, "backtest lost")
 
 
 def _settled(publisher: EventPublisher, run: str, failure: str, job: str) -> Assembly | None:
@@ -295,14 +300,14 @@ def _assemble_if_last(
     publisher: EventPublisher,
     manifest: Manifest,
     failure: str,
+    lost: str | None,
     done: str,
     complete: str | None = None,
 ) -> Assembly:
     """Assemble, write and announce the forecast if no model is pending but `complete`,
-    whose outputs the caller has just listed (`done`: what the caller's event did, for the
-    note when siblings are still running)."""
+    whose outputs the caller has just listed (`lost`: why the backtest was lost, if it was;
+    `done`: what the caller's event did, for the note when siblings are still running)."""
     run = manifest.run_id
-    lost = lost_backtest(publisher, run)
     pending = _pending_models(storage, manifest, complete, lost is not None)
     if pending:
         logger.info(
@@ -312,7 +317,7 @@ def _assemble_if_last(
         return Assembly(None, f"{done}; waiting for {', '.join(waiting)}")
 
     try:
-        data, predictions, frame, closed_dates = _read_forecast(storage, manifest, lost)
+        data, predictions, frame, closed_dates = _read_forecast(storage, manifest, bool(lost))
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
     values = frame.drop(columns="id").to_numpy()
@@ -398,14 +403,10 @@ def _forecasters(storage: Storage, manifest: Manifest, backtest_lost: bool) -> l
     together (each forecasts its own horizon days, after the last sales day or, a twin, up
     to it; none once the backtest is lost), then each recursive model's last pass (every
     day)."""
-    direct = [
-        output
-        for m in manifest.models
-        if not m.passes and not (m.backtest and backtest_lost)
-        for output in _pass_outputs(manifest, m, 0)
-    ]
+    models = _awaited(manifest, backtest_lost)
+    direct = [o for m in models if not m.passes for o in _pass_outputs(manifest, m, 0)]
     outputs = [direct] if direct else []
-    outputs += [_pass_outputs(manifest, m, m.last_pass) for m in manifest.models if m.passes]
+    outputs += [_pass_outputs(manifest, m, m.last_pass) for m in models if m.passes]
     return [
         forecast.read_predictions((key, storage.read(key), rows) for key, rows in each)
         for each in outputs
@@ -438,7 +439,7 @@ def _mean_submission(
 
 
 def _read_forecast(
-    storage: Storage, manifest: Manifest, backtest_lost: str | None
+    storage: Storage, manifest: Manifest, backtest_lost: bool
 ) -> tuple[M5Data, list[pd.DataFrame], pd.DataFrame, list[str]]:
     """The run's inputs, every forecaster's predictions (the twins' not, once the backtest
     is lost), the submission frame (`id,F1..`), and the dates of the horizon days forecast
@@ -453,7 +454,7 @@ def _read_forecast(
         When an input was replaced after the run began (`_read_inputs`).
     """
     data = _read_inputs(storage, manifest)
-    forecasters = _forecasters(storage, manifest, backtest_lost is not None)
+    forecasters = _forecasters(storage, manifest, backtest_lost)
     closed = _closed(data, data.last_day + 1, manifest.horizon)
     frame = _mean_submission(forecasters, data, data.last_day, manifest.horizon, closed)
     dates = data.calendar["date"].to_numpy()[data.last_day : data.last_day + manifest.horizon]

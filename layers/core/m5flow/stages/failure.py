@@ -283,7 +283,7 @@ def announce_job_failure(
         "job": name,
         "status": status,
         "reason": job_failure_reason(job, kind),
-        "failure_reason": job.get("FailureReason") or _stop_reason(job, kind, status),
+        "failure_reason": _failure_reason(job, kind),
     }
     logger.error(f"{kind} did not complete", extra=detail)
     announce_run_failure(publisher, detail, once=once)
@@ -294,8 +294,14 @@ def job_failure_reason(job: Mapping[str, Any], kind: str) -> str:
     detail), pointing to its logs when SageMaker cut the message off."""
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
-    failure_reason = job.get("FailureReason") or _stop_reason(job, kind, status)
-    return f"{kind} job {name} {status}: {one_line(failure_reason, job_logs(kind, name))}"
+    said = one_line(_failure_reason(job, kind), job_logs(kind, name))
+    return f"{kind} job {name} {status}: {said}"
+
+
+def _failure_reason(job: Mapping[str, Any], kind: str) -> str:
+    """SageMaker's whole FailureReason, or why a job it gave none for ended."""
+    status = job[f"{kind.capitalize()}JobStatus"]
+    return job.get("FailureReason") or _stop_reason(job, kind, status)
 
 
 def _stop_reason(job: Mapping[str, Any], kind: str, status: str) -> str:
