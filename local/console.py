@@ -81,7 +81,7 @@ def said(function: str, result: Any) -> str:
             "are read with them)"
         ),
         ("ShardFunction", "superseded"): "an input was replaced while read: its event goes on",
-    }.get((function, result.get("status")))
+    }.get((function, str(result.get("status"))))
     if function in _MADE:
         field, made, nothing = _MADE[function]
         if field in result:

@@ -26,7 +26,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from m5flow_local.sagemaker import algorithm_data as data
 from m5flow_local.sagemaker import hyperparameters
@@ -205,7 +205,11 @@ def _distributed_train(include: bool, run: dict[str, Any], train_args: dict[str,
     with collective.CommunicatorContext(**_collective_env(run["tracker_port"], host)):
         rank, world = collective.get_rank(), collective.get_world_size()
         mine = {"host": host, "include_in_training": include}
-        records = [collective.broadcast(mine if rank == i else None, i) for i in range(world)]
+        # Each rank sends its own record and receives the others' (None: to be received).
+        records = [
+            cast(dict[str, Any], collective.broadcast(mine if rank == i else None, i))
+            for i in range(world)
+        ]
         with_data = [r["host"] for r in records if r["include_in_training"]]
         port2 = None
         if len(with_data) > 1:

@@ -57,8 +57,8 @@ def _binary_counts(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
 
 def _precision(y: np.ndarray, p: np.ndarray, average: str) -> float:
     if average == "binary":
-        tp, pred_pos, _ = _binary_counts(y, p)
-        return tp / pred_pos if pred_pos else 0.0
+        hits, predicted, _ = _binary_counts(y, p)
+        return hits / predicted if predicted else 0.0
     tp, pred_pos, _ = _per_class(y, p)
     if average == "micro":
         return float(tp.sum() / pred_pos.sum()) if pred_pos.sum() else 0.0
@@ -67,8 +67,8 @@ def _precision(y: np.ndarray, p: np.ndarray, average: str) -> float:
 
 def _recall(y: np.ndarray, p: np.ndarray, average: str) -> float:
     if average == "binary":
-        tp, _, true_pos = _binary_counts(y, p)
-        return tp / true_pos if true_pos else 0.0
+        hits, _, actual = _binary_counts(y, p)
+        return hits / actual if actual else 0.0
     tp, _, true_pos = _per_class(y, p)
     if average == "micro":
         return float(tp.sum() / true_pos.sum()) if true_pos.sum() else 0.0
@@ -77,8 +77,8 @@ def _recall(y: np.ndarray, p: np.ndarray, average: str) -> float:
 
 def _f1(y: np.ndarray, p: np.ndarray, average: str) -> float:
     if average == "binary":
-        tp, pred_pos, true_pos = _binary_counts(y, p)
-        return 2 * tp / (pred_pos + true_pos) if (pred_pos + true_pos) else 0.0
+        hits, predicted, actual = _binary_counts(y, p)
+        return 2 * hits / (predicted + actual) if (predicted + actual) else 0.0
     tp, pred_pos, true_pos = _per_class(y, p)
     return float(np.mean(_safe_div(2 * tp, pred_pos + true_pos)))
 

@@ -436,11 +436,10 @@ def validate(user: dict[str, str]) -> dict[str, Any]:
                 given[name] = spec.default
     converted: dict[str, Any] = {}
     for name, raw in given.items():
-        spec = SPECS.get(name)
-        if spec is None:
+        if name not in SPECS:
             raise UserError(f"Extraneous hyperparameter found: {name}")
         try:
-            converted[name] = spec.parse(raw)
+            converted[name] = SPECS[name].parse(raw)
         except ValueError as exc:
             raise UserError(f"Hyperparameter {name}: could not parse value", caused_by=exc) from exc
     for name, value in converted.items():

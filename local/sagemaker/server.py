@@ -114,8 +114,7 @@ class LocalSageMaker:
             target=self._server.serve_forever, name="local-sagemaker", daemon=True
         )
         self._thread.start()
-        bound_host, bound_port = self._server.server_address[:2]
-        url = f"http://{bound_host}:{bound_port}"
+        url = f"http://{self._server.host}:{self._server.port}"  # the port bound, if 0 asked"
         LOG.info("local SageMaker listening on %s", url)
         return url
 

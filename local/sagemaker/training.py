@@ -399,7 +399,7 @@ def _admit(
     running (`capacity`), calling `on_wait` first if it must; return the threads each host
     may use, or None if the job is stopped while it waits."""
     channels = job.request.get("InputDataConfig") or []
-    train = next((c for c in channels if c.get("ChannelName") == "train"), {})
+    train: dict[str, Any] = next((c for c in channels if c.get("ChannelName") == "train"), {})
     try:
         parquet = get_content_type(train.get("ContentType")) == PARQUET
     except UserError:  # the algorithm fails the job with the reason

@@ -186,7 +186,7 @@ def load_booster(model_dir: Path) -> Any:
         booster.load_model(str(model_dir / names[0]))
     except Exception as exc:
         raise _ObjectFailedError(f"Unable to load model: {exc}") from exc
-    booster.set_param("nthread", 1)
+    booster.set_param("nthread", "1")
     return booster
 
 

@@ -121,8 +121,11 @@ def read_calendar(
         "wday": (expected_dates.day_of_week.to_numpy() + 2) % 7 + 1,  # M5: Saturday 1 .. Friday 7
     }
     for part, values in derived.items():
-        report_day(part, numbers[part][rows] != values,
-                   lambda k, values=values: f"{values[k]}, as in the date")  # fmt: skip
+
+        def as_in_date(k: int, values: np.ndarray = values) -> str:
+            return f"{values[k]}, as in the date"
+
+        report_day(part, numbers[part][rows] != values, as_in_date)
     back = np.concatenate(([False], np.diff(numbers["wm_yr_wk"][rows]) < 0))
     week_before = numbers["wm_yr_wk"][rows]
     report_day("wm_yr_wk", back, lambda k: f"at least {week_before[k - 1]} (weeks never go back)")
@@ -186,7 +189,7 @@ def _price_cell_reasons(
         # Weeks before or after the calendar are ignored (`_typed_weekly`), if whole numbers.
         outside = (week < weeks[0]) | (week > weeks[-1])
         whole = _whole_weeks(week)
-        checks = (
+        checks: tuple[tuple[str, np.ndarray, str], ...] = (
             ("store_id", empty("store_id"), "a value"),
             ("item_id", empty("item_id"), "a value"),
             (

@@ -388,7 +388,7 @@ def _parse_chunk(
     out: np.ndarray,
 ) -> list[list[str]]:
     chunk = buffer[start:end]
-    separators = np.flatnonzero((chunk == _COMMA) | (chunk == _NEWLINE))
+    separators: np.ndarray = np.flatnonzero((chunk == _COMMA) | (chunk == _NEWLINE))
     if separators.size % n_columns:
         raise _Irregular
     rows = separators.size // n_columns

@@ -344,9 +344,8 @@ def one_line(failure_reason: str, logs: str = "") -> str:
     if len(failure_reason) >= FAILURE_REASON_CHARS and found:
         # Cut: the last exception's line is whole only if more than chaining text follows it.
         complete = [i for i in found if i is not None and i + 1 < len(lines)]
-        last_whole = final is not None and final in complete
         # (the chaining text itself may be cut short: "During handling")
-        if not last_whole or _chaining(lines[final + 1]):
+        if final is None or final not in complete or _chaining(lines[final + 1]):
             message = f"SageMaker cut the message off (it keeps {FAILURE_REASON_CHARS} characters)"
             if complete:
                 message += f"; its traceback began with {_unqualified(lines[complete[0]])}"

@@ -305,10 +305,10 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
                 f"{subject}: model {get('model')} trained; pass 1 of {get('passes')} of its "
                 f"recursive forecast, batch transform {get('transform_job')}, started"
             )
-        case "Transform Started" if get("pass"):  # its later passes
+        case "Transform Started" if isinstance(number := get("pass"), int) and number > 1:
             return (
-                f"{subject}: model {get('model')}, pass {get('pass')} of {get('passes')} "
-                f"(reads pass {get('pass') - 1}'s forecast as the sales of the days it "
+                f"{subject}: model {get('model')}, pass {number} of {get('passes')} "
+                f"(reads pass {number - 1}'s forecast as the sales of the days it "
                 f"forecasts): batch transform {get('transform_job')} started"
             )
         case "Transform Started":

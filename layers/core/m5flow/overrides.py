@@ -71,11 +71,12 @@ def _min_lags(value: object, reasons: list[str]) -> tuple[int, ...] | None:
 
 def _whole(name: str, value: object, parse: Callable[[str], int], reasons: list[str]) -> int | None:
     """A setting that is one whole number, read with the stack parameter's `parse`."""
-    whole = not isinstance(value, bool) and (
-        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    )
     try:
-        if not whole:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not value.is_integer())
+        ):
             raise ValueError(f"{name} must be a whole number, found {shown(value)}")
         return parse(str(int(value)))
     except ValueError as exc:

@@ -264,8 +264,8 @@ def render_report(
             parts.append(_costliest(shown_score, shown_score is score, panel, window, forecast,
                                     truth, backtest_forecast))  # fmt: skip
     total = panel(
-        "Total unit sales", sums[1][0], fsums[1][0], tsums and tsums[1][0],
-        bsums and bsums[1][0], (1120, 300),
+        "Total unit sales", sums[1][0], fsums[1][0], None if tsums is None else tsums[1][0],
+        None if bsums is None else bsums[1][0], (1120, 300),
     )  # fmt: skip
     parts.append(f'<h2>Total</h2><div class="card wide">{total}</div>')
     for number, heading in ((2, "States"), (3, "Stores"), (4, "Categories")):
@@ -277,8 +277,8 @@ def render_report(
                 str(labels[g]),
                 sums[number][g],
                 fsums[number][g],
-                tsums and tsums[number][g],
-                bsums and bsums[number][g],
+                None if tsums is None else tsums[number][g],
+                None if bsums is None else bsums[number][g],
             )
             for g in sorted(largest)
         ]

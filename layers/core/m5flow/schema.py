@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,7 +227,7 @@ def _sales(
 
 
 def _id_columns(
-    name: str, cells: dict[str, Sequence[str]], line: RowLines
+    name: str, cells: Mapping[str, Sequence[str]], line: RowLines
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The id columns (Python strings, by column) as fixed-width text; none, and the reason,
     when a cell is past MAX_ID_CHARS: fixed-width text is as wide as its longest cell."""

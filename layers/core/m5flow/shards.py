@@ -338,7 +338,7 @@ def _group_writer(
         Inference rows forecast from an `origin`: every series' rows, with the facts as
         known then. Training rows start at each series' first sale."""
         drop = origin is None
-        known = facts if drop else facts.as_of(origin)
+        known = facts if origin is None else facts.as_of(origin)
         parts = np.array_split(rows, -(-len(rows) // _SERIES_PER_BLOCK))
         built = (
             build_block(data, known, part, first, final, feature_config,
@@ -347,6 +347,7 @@ def _group_writer(
         )  # fmt: skip
         return _counted((block for block in built if len(block)), tally)
 
+    origins: tuple[int, ...]
     if model.trees is None:  # early-stopped: it forecasts the backtest and the future
         channels = [("train", max(1, train_start), validation_start - 1),
                     ("validation", max(1, validation_start), last)]  # fmt: skip
@@ -439,8 +440,8 @@ def write_shards(
     """
     config = shard_config or ShardConfig()
     by_name = dict(groups(data, config.group_by, config.min_series))
-    models = []
-    twins = []
+    models: list[ModelShards] = []
+    twins: list[ModelShards] = []
     previous = 0
     for min_lag in config.min_lags:
         feature_config = FeatureConfig.for_min_lag(min_lag)

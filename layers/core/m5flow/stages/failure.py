@@ -128,14 +128,14 @@ def _locate(payload: Mapping[str, Any] | None, function_name: str) -> FailedStep
         dataset = naming.dataset_of(key) if naming.is_input(key) else None
         return FailedStep(Stage.SHARD, None, dataset, trigger)
     if source == "aws.sagemaker":
-        for job, output, stage in (
+        for job, output, job_stage in (
             ("TrainingJobName", "OutputDataConfig", Stage.PUBLISH_MODEL),
             ("TransformJobName", "TransformOutput", Stage.ASSEMBLE_FORECAST),
         ):
             if job in detail:
                 path = str((detail.get(output) or {}).get("S3OutputPath", ""))
                 run = naming.run_of(naming.split_s3_uri(path)[1])
-                return FailedStep(stage, run, None, str(detail[job]))
+                return FailedStep(job_stage, run, None, str(detail[job]))
     run, dataset = detail.get("run_id"), detail.get("dataset")
     if source == SOURCE and isinstance(run, str) and run:  # m5flow's own (`Backtest Lost`)
         trigger = f"{(payload or {}).get('detail-type')} of run {run}"
