@@ -33,3 +33,5 @@ test: $(VENV)/.installed $(TOOLS)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
