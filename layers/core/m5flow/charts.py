@@ -115,7 +115,8 @@ def line_chart(
     header_rows = [16] + ([30] if note else [])
     own_row = title_end > width - right - sum(legend_widths)
     legend_y = header_rows[-1] + 8 if own_row else 8
-    top = legend_y + 5 + 24 if own_row else 46  # the origin's label has a row below them
+    # The origin's label has a row below the header's, so a note does not run into it.
+    top = legend_y + 5 + 24 if own_row else max(46, header_rows[-1] + 24)
     x0 = min(float(line.x[0]) for line in lines)
     x1 = max(float(line.x[-1]) for line in lines)
     y_min = min(0.0, *(float(np.min(line.y)) for line in lines))  # 0, unless forecast < 0

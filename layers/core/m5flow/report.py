@@ -29,7 +29,7 @@ h1{font-size:22px;margin:0 0 2px}h2{font-size:16px;margin:28px 0 10px}
 border-radius:8px;padding:14px 18px}.headline{display:flex;gap:24px;align-items:center;
 margin-top:18px}.big{font-size:40px;font-weight:650;letter-spacing:-.5px}
 .big small{display:block;font-size:12px;font-weight:500;color:#616e7c;letter-spacing:0}
-.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(460px,100%),1fr));gap:12px}
 .grid .card,.wide{padding:8px 10px}svg{display:block;width:100%;height:auto}
 table{border-collapse:collapse}td{padding:3px 18px 3px 0;vertical-align:top}
 td:first-child{color:#616e7c;white-space:nowrap}.facts{display:inline-block}footer{margin-top:32px;font-size:12px}
