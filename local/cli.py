@@ -65,6 +65,7 @@ def _claimed(option: str, path: Path, claims: contextlib.ExitStack) -> bool:
     lock.truncate(0)
     lock.write(f"process {os.getpid()}")
     lock.flush()
+    claims.callback(lock.truncate, 0)  # at the end, while still held: no stale holder is named
     return True
 
 
@@ -84,7 +85,12 @@ def _synth(args: argparse.Namespace) -> int:
     from m5flow_local.synth import write_synthetic_m5
 
     out = Path(args.out)
+    made = not out.exists()
     if not _made_folder("--out", out) or not _writable("--out", out):
+        return 2
+    if not _room_for(args):
+        if made:
+            out.rmdir()
         return 2
     existing = [name for name in schema.INPUT_FILES if (out / name).exists()]
     if existing and not args.force:
@@ -102,6 +108,28 @@ def _synth(args: argparse.Namespace) -> int:
             print(f"note: {out / name} was left as it was; it belongs to the replaced data")
     print(f"{args.series} series in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _room_for(args: argparse.Namespace) -> bool:
+    """Whether this machine has the memory, and --out's disk the room, to generate
+    `--series` series; if not, say so and how many there is room for."""
+    import psutil
+
+    from m5flow_local.synth import bytes_needed
+
+    for k, (what, has) in enumerate(
+        (("memory", psutil.virtual_memory().available), ("disk", shutil.disk_usage(args.out).free))
+    ):
+        needed = bytes_needed(args.series)[k]
+        if needed > has:
+            base, each = bytes_needed(0)[k], bytes_needed(1)[k] - bytes_needed(0)[k]
+            where = "this machine has" if what == "memory" else f"--out {args.out} has"
+            print(f"--series {args.series:,} needs about {needed / 2**30:,.1f} GiB of {what}; "
+                  f"{where} {has / 2**30:,.1f} GiB free: room for about "
+                  f"{max(0, has - base) // each:,} series (the M5 data has 30,490)",
+                  file=sys.stderr)  # fmt: skip
+            return False
+    return True
 
 
 def _shard(args: argparse.Namespace) -> int:
@@ -299,11 +327,14 @@ def _local_run(args: argparse.Namespace) -> int:
             and not _claimed("--workdir", workdir, claims)
         ):
             return 2
-        code = _claimed_run(args, data_dir, out, files, parameters)
-        if code != 0 and made:  # a folder this run made and put nothing in goes again
-            (out / _LOCK_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        code = 1  # unless the run says otherwise: a crash too removes the folder
+        try:
+            code = _claimed_run(args, data_dir, out, files, parameters)
+        finally:
+            if code != 0 and made:  # a folder this run made and put nothing in goes again
+                (out / _LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out.rmdir()
         return code
 
 
@@ -485,13 +516,18 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+_YEAR_SECONDS = 365 * 24 * 3600  # a wait's upper bound: threads wait at most ~292 years
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0: {text!r}")
+    if not 0 < seconds <= _YEAR_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {_YEAR_SECONDS:,} (a year): {text!r}"
+        )
     return seconds
 
 

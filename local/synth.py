@@ -54,6 +54,13 @@ LAST_START_DAY = N_TRAIN_DAYS - 56  # every series keeps at least 8 weeks of his
 # Rows simulated and written at a time: bounds memory at any scale. The random draws follow
 # the chunks, so changing it changes the data a seed gives.
 CHUNK_SERIES = 1024
+# What generating takes, a little above what 3,049, 30,490 and 120,000 series took
+# (2026-11-28: peak RSS 0.24, 0.41 and 1.29 GB; files 33, 326 and 1,296 MB): a mistyped
+# --series (100,000,000 for 10,000) is refused for its size, not found out by the machine
+# running out of memory.
+BASE_MEMORY_BYTES = 250 * 2**20
+MEMORY_BYTES_PER_SERIES = 10 * 2**10
+FILE_BYTES_PER_SERIES = 11 * 10**3
 SAT, SUN, MON, THU = 5, 6, 0, 3  # date.weekday() numbers
 
 
@@ -319,29 +326,34 @@ def _draw_sales(
 
 def _write_prices(path: Path, series: _Series, demand: _Demand) -> None:
     """Write sell_prices.csv: every week from the first sale's week to the last calendar
-    week (11621), in row order, prices formatted like the real file ("2.0", "10.98")."""
+    week (11621), in row order, prices formatted like the real file ("2.0", "10.98").
+
+    Written `CHUNK_SERIES` series at a time: one table of every series' weeks would pass
+    2 GiB of item ids, more than one pyarrow string array holds, near a million series."""
     first_week = demand.start // 7
-    n_weeks = N_WEEKS - first_week
-    row = np.repeat(np.arange(len(series.item)), n_weeks)
-    week = np.arange(len(row)) - np.repeat(np.cumsum(n_weeks) - n_weeks, n_weeks)
-    week += first_week[row]
-    week_ids = [_wm_yr_wk(START_DATE + dt.timedelta(7 * w)) for w in range(N_WEEKS)]
-    cents = demand.cents[row, week]
-    price_strings = [repr(c / 100) for c in range(int(cents.max()) + 1)]
-    table = pa.table(
-        {
-            "store_id": pa.array(STORES).take(pa.array(series.store[row])),
-            "item_id": pa.array(series.item_ids).take(pa.array(series.item[row])),
-            "wm_yr_wk": pa.array(np.array(week_ids, np.int32)[week]),
-            "sell_price": pa.array(price_strings).take(pa.array(cents)),
-        }
-    )
+    week_ids = np.array([_wm_yr_wk(START_DATE + dt.timedelta(7 * w)) for w in range(N_WEEKS)])
+    price_strings = pa.array([repr(c / 100) for c in range(int(demand.cents.max()) + 1)])
+    stores, item_ids = pa.array(STORES), pa.array(series.item_ids)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with path.open("wb") as f:
         # Our own header line: pyarrow quotes column names unless told otherwise, and the
         # option for that (quoting_header) is newer than the pyarrow the layer allows.
         f.write((",".join(calendar_prices.PRICES_COLUMNS) + "\n").encode())
-        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-        pacsv.write_csv(table, f, options)
+        for a in range(0, len(series.item), CHUNK_SERIES):
+            chunk = np.arange(a, min(a + CHUNK_SERIES, len(series.item)))
+            n_weeks = N_WEEKS - first_week[chunk]
+            row = np.repeat(chunk, n_weeks)
+            week = np.arange(len(row)) - np.repeat(np.cumsum(n_weeks) - n_weeks, n_weeks)
+            week += first_week[row]
+            table = pa.table(
+                {
+                    "store_id": stores.take(pa.array(series.store[row])),
+                    "item_id": item_ids.take(pa.array(series.item[row])),
+                    "wm_yr_wk": pa.array(week_ids.astype(np.int32)[week]),
+                    "sell_price": price_strings.take(pa.array(demand.cents[row, week])),
+                }
+            )
+            pacsv.write_csv(table, f, options)
 
 
 def _encode_rows(prefixes: list[bytes], values: np.ndarray) -> bytes:
@@ -365,6 +377,11 @@ def _encode_rows(prefixes: list[bytes], values: np.ndarray) -> bytes:
     body = buf.tobytes()
     row_starts = np.concatenate(([0], row_ends[:-1]))
     return b"".join(p + body[a:b] for p, a, b in zip(prefixes, row_starts, row_ends, strict=True))
+
+
+def bytes_needed(n_series: int) -> tuple[int, int]:
+    """About how much memory, and how much disk, `write_synthetic_m5` needs for `n_series`."""
+    return BASE_MEMORY_BYTES + n_series * MEMORY_BYTES_PER_SERIES, n_series * FILE_BYTES_PER_SERIES
 
 
 def write_synthetic_m5(out_dir: Path, n_series: int, seed: int = 0) -> dict[str, Path]:

@@ -261,6 +261,12 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
          "given twice, 'INFO' and 'ERROR'; give it once"),
         (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "0"],
          "--timeout", "above 0"),
+        # Past what a thread can wait, it had crashed the run after the upload.
+        (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "1e10"],
+         "--timeout", "at most 31,536,000 (a year)"),
+        # A typo for 10,000: it had run the machine out of memory.
+        (["synth", "--series", "100000000", "--out", str(tmp_path / "big")], "--series 100,000,000",
+         "GiB of memory; this machine has"),
         (["local", "run", "--data", str(tmp_path / "afile"), "--out", str(tmp_path / "o")],
          "afile", "is a file; expected a folder"),
         # Found out before the run, not after it, when the forecast had nowhere to go.
@@ -279,6 +285,7 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
         assert named in result.stderr and reason in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr, result.stderr
         assert "kept in" not in result.stderr  # nothing started, nothing to keep
+    assert not (tmp_path / "o").exists() and not (tmp_path / "big").exists()
 
 
 def test_an_interrupted_shard_leaves_the_earlier_run_folder_whole(tmp_path, monkeypatch):

@@ -321,6 +321,24 @@ def test_a_sagemaker_failure_reason_is_said_on_one_line(failure_reason: str, sai
     assert jobs.one_line(failure_reason) == said
 
 
+def test_a_failed_training_job_names_the_hyperparameters_m5flow_json_set() -> None:
+    """The container names a misspelt hyperparameter, not where it was written."""
+    job = {
+        "TrainingJobName": "m5flow-d-1-h7",
+        "TrainingJobStatus": "Failed",
+        "FailureReason": "AlgorithmError: UserError: Extraneous hyperparameter found: max_dept",
+    }
+    overrides = {"max_dept": "6", "gamma": None}
+    assert failure.job_failure_reason(job, "training", overrides).endswith(
+        "max_dept (this dataset's m5flow.json set hyperparameters max_dept=6, gamma=null)"
+    )
+    assert "m5flow.json" not in failure.job_failure_reason(job, "training")
+    stopped = {**job, "TrainingJobStatus": "Stopped"}  # stopped by us: not their doing
+    assert "m5flow.json" not in failure.job_failure_reason(stopped, "training", overrides)
+    transform = {"TransformJobName": "t", "TransformJobStatus": "Failed", "FailureReason": "x"}
+    assert "m5flow.json" not in failure.job_failure_reason(transform, "transform", overrides)
+
+
 _CHAIN = (
     "AlgorithmError: framework error: \nTraceback (most recent call last):\n"
     '  File "/miniconda3/lib/PATH.py", line 278, in validate\n    hp = self.hyperparameters[hp]\n'

@@ -104,12 +104,11 @@ def job_failed(
     "training" or "transform"). A twin's costs the backtest; any other model's the run,
     whose other jobs are stopped. Returns what it cost, in words."""
     if manifest.model(model).backtest:
-        reason = job_failure_reason(job, kind)
+        reason = job_failure_reason(job, kind, manifest.hyperparameters)
         goes_on = lose_backtest(storage, sagemaker, publisher, manifest, model=model,
                                 stage=kind, reason=reason, failure=failure)  # fmt: skip
         return "backtest lost" if goes_on else "the run had ended"
-    announce_job_failure(
-        publisher, job, kind=kind, run=manifest.run_id, dataset=manifest.dataset, once=failure
-    )
+    announce_job_failure(publisher, job, kind=kind, run=manifest.run_id, dataset=manifest.dataset,
+                         once=failure, overrides=manifest.hyperparameters)  # fmt: skip
     stop_other_models(sagemaker, manifest, model)
     return "run failed"

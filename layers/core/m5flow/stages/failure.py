@@ -266,13 +266,14 @@ def announce_job_failure(
     run: str,
     dataset: str,
     once: str = RUN_FAILED,
+    overrides: Mapping[str, str | None] | None = None,
 ) -> None:
     """Announce `Run Failed` for a SageMaker job that ended without completing.
 
     `job` is the state-change event's detail and `kind` is "training" or "transform": the
-    detail's field prefix and the `stage` of the event. The event's `reason` is one line;
-    SageMaker's whole `FailureReason` goes with it as `failure_reason`; `once` is the run's
-    `failure_name`.
+    detail's field prefix and the `stage` of the event. The event's `reason` is one line
+    (`job_failure_reason`); SageMaker's whole `FailureReason` goes with it as
+    `failure_reason`; `once` is the run's `failure_name`.
     """
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
@@ -282,20 +283,31 @@ def announce_job_failure(
         "stage": kind,
         "job": name,
         "status": status,
-        "reason": job_failure_reason(job, kind),
+        "reason": job_failure_reason(job, kind, overrides),
         "failure_reason": _failure_reason(job, kind),
     }
     logger.error(f"{kind} did not complete", extra=detail)
     announce_run_failure(publisher, detail, once=once)
 
 
-def job_failure_reason(job: Mapping[str, Any], kind: str) -> str:
+def job_failure_reason(
+    job: Mapping[str, Any], kind: str, overrides: Mapping[str, str | None] | None = None
+) -> str:
     """One line on why a SageMaker job ended without completing (`job`: its state change's
-    detail), pointing to its logs when SageMaker cut the message off."""
+    detail), pointing to its logs when SageMaker cut the message off.
+
+    A failed training job of a run whose `m5flow.json` set hyperparameters (`overrides`)
+    names them: the container's reason ("Extraneous hyperparameter found: max_dept") does
+    not say where the name came from, and the dataset's file is the likelier culprit.
+    """
     name = job[f"{kind.capitalize()}JobName"]
     status = job[f"{kind.capitalize()}JobStatus"]
     said = one_line(_failure_reason(job, kind), job_logs(kind, name))
-    return f"{kind} job {name} {status}: {said}"
+    reason = f"{kind} job {name} {status}: {said}"
+    if overrides and kind == Stage.TRAINING and status == "Failed":
+        settings = ", ".join(f"{k}={'null' if v is None else v}" for k, v in overrides.items())
+        reason += f" (this dataset's {naming.OVERRIDES_FILE} set hyperparameters {settings})"
+    return reason
 
 
 def _failure_reason(job: Mapping[str, Any], kind: str) -> str:
