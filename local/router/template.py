@@ -152,9 +152,15 @@ def parameter_problems(specs: Mapping[str, Any], overrides: Mapping[str, str]) -
             except ValueError:
                 problems.append(f"{name}={value}: must be a number")
                 continue
-            low, high = spec.get("MinValue", "-inf"), spec.get("MaxValue", "inf")
-            if not float(low) <= number <= float(high):
-                problems.append(f"{name}={value}: must be within {low}..{high}")
+            low, high = spec.get("MinValue"), spec.get("MaxValue")
+            if (
+                not float(low if low is not None else "-inf")
+                <= number
+                <= float(high if high is not None else "inf")
+            ):  # NaN too
+                bounds = [f"at least {low}"] if low is not None else []
+                bounds += [f"at most {high}"] if high is not None else []
+                problems.append(f"{name}={value}: must be {' and '.join(bounds)}")
     return problems
 
 

@@ -229,6 +229,18 @@ def test_score_says_where_it_looked_for_the_history(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+def test_score_says_so_when_the_truth_and_the_submission_are_swapped():
+    submission = REAL_M5 / "reference" / "submission_0046_YK.csv"
+    truth = REAL_M5 / "sales_test_evaluation.csv"
+
+    result = _m5flow("score", str(submission), str(truth), "--data", str(REAL_M5))
+
+    assert result.returncode == 2
+    assert "submission_0046_YK.csv is a submission (id,F1..): the truth comes first" in (
+        result.stderr
+    )
+
+
 def test_score_explains_a_submission_of_only_validation_rows(tmp_path):
     lines = (REAL_M5 / "reference" / "submission_0046_YK.csv").read_text().splitlines()
     renamed = [lines[0]] + [line.replace("_evaluation,", "_validation,", 1) for line in lines[1:]]

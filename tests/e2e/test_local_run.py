@@ -162,7 +162,8 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
         [sys.executable, "-m", "m5flow_local.cli", "local", "run", "--data", str(small_m5),
          "--out", str(tmp_path / "out"), "--parameter", "NumRounds=50",
          "--parameter", "ModelMinLags=7,14", "--parameter", "TrainingInstanceCount=0",
-         "--parameter", "RecursivePasses=2.5"],
+         "--parameter", "RecursivePasses=2.5", "--parameter", "NumRound=0",
+         "--parameter", "MaxTrainingSeconds=30"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
@@ -171,6 +172,8 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
     assert "TrainingInstanceCount=0: must be auto, or a whole number from 1 to 20" in result.stderr
     # a Number would have let it deploy, and the shard function fail at every start
     assert "RecursivePasses=2.5: must be a whole number of passes from 0 to 28" in result.stderr
+    assert "NumRound=0: must be at least 1\n" in result.stderr  # not "within 1..inf"
+    assert "MaxTrainingSeconds=30: must be at least 60 and at most 2419200" in result.stderr
     assert "local cloud up" not in result.stdout  # refused before anything started
 
 

@@ -210,6 +210,11 @@ def score_files(data_dir: Path, truth_csv: Path, submission_csv: Path) -> Score:
     if len(truth_frame.columns) == 1:  # say that, not "no days" (a separator: `read_table`)
         raise ScoringError(f"{truth_name}: one column; expected id,d_<day>..., comma-separated")
     days = [c for c in truth_frame.columns if c.startswith("d_")]
+    if not days and "F1" in truth_frame.columns:
+        raise ScoringError(
+            f"{truth_name} is a submission (id,F1..): the truth comes first, then the "
+            f"submission ({truth_name} second)"
+        )
     horizon = len(days)
     expected = [f"d_{data.last_day + k}" for k in range(1, horizon + 1)]
     if not days or days != expected:
