@@ -115,18 +115,19 @@ def _room_for(args: argparse.Namespace) -> bool:
     `--series` series; if not, say so and how many there is room for."""
     import psutil
 
-    from m5flow_local.synth import bytes_needed
+    from m5flow_local import synth
 
-    for k, (what, has) in enumerate(
-        (("memory", psutil.virtual_memory().available), ("disk", shutil.disk_usage(args.out).free))
-    ):
-        needed = bytes_needed(args.series)[k]
-        if needed > has:
-            base, each = bytes_needed(0)[k], bytes_needed(1)[k] - bytes_needed(0)[k]
-            where = "this machine has" if what == "memory" else f"--out {args.out} has"
+    memory, disk = synth.bytes_needed(args.series)
+    for what, needed, where, free, base, per_series in (
+        ("memory", memory, "this machine", psutil.virtual_memory().available,
+         synth.BASE_MEMORY_BYTES, synth.MEMORY_BYTES_PER_SERIES),
+        ("disk", disk, f"--out {args.out}", shutil.disk_usage(args.out).free,
+         0, synth.FILE_BYTES_PER_SERIES),
+    ):  # fmt: skip
+        if needed > free:
             print(f"--series {args.series:,} needs about {needed / 2**30:,.1f} GiB of {what}; "
-                  f"{where} {has / 2**30:,.1f} GiB free: room for about "
-                  f"{max(0, has - base) // each:,} series (the M5 data has 30,490)",
+                  f"{where} has {free / 2**30:,.1f} GiB free: room for about "
+                  f"{max(0, free - base) // per_series:,} series (the M5 data has 30,490)",
                   file=sys.stderr)  # fmt: skip
             return False
     return True
@@ -516,7 +517,9 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-_YEAR_SECONDS = 365 * 24 * 3600  # a wait's upper bound: threads wait at most ~292 years
+# --timeout's bound: longer than any run, and far below what a thread can wait for
+# (threading.TIMEOUT_MAX, about 292 years; 1e10 s had crashed the run after its upload).
+_YEAR_SECONDS = 365 * 24 * 3600
 
 
 def _seconds(text: str) -> float:
