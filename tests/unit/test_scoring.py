@@ -466,6 +466,9 @@ def test_a_short_truth_is_named_as_where_the_days_come_from(files) -> None:
         "submission.csv has 28 F columns)"
     )
     no_days = truth[["id"]].assign(F1=1)  # the two files given the wrong way round
+    with pytest.raises(ScoringError, match=r"truth.csv is a submission \(id,F1\.\.\): the truth"):
+        score_files(data_dir, *_write(tmp, no_days, submission))
+    no_days = truth[["id"]].assign(F2=1)  # no day columns, nor a submission's
     with pytest.raises(ScoringError, match=r"\(none\); expected d_1942\.\.d_1969, the days"):
         score_files(data_dir, *_write(tmp, no_days, submission))
 
