@@ -35,3 +35,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	for handler in functions/*/app.py; do $(VENV)/bin/mypy $$handler || exit 1; done

@@ -88,10 +88,6 @@ def _synth(args: argparse.Namespace) -> int:
     made = not out.exists()
     if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
-    if not _room_for(args):
-        if made:
-            out.rmdir()
-        return 2
     existing = [name for name in schema.INPUT_FILES if (out / name).exists()]
     if existing and not args.force:
         print(
@@ -99,6 +95,12 @@ def _synth(args: argparse.Namespace) -> int:
             "or pass --force to replace them",
             file=sys.stderr,
         )
+        return 2
+    # Files it replaces count as taken: the new ones are written beside them first.
+    if not _room_for(args):
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
         return 2
     started = time.perf_counter()
     for path in write_synthetic_m5(out, args.series, seed=args.seed).values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -150,14 +151,14 @@ def parameter_problems(specs: Mapping[str, Any], overrides: Mapping[str, str]) -
             try:
                 number = float(value)
             except ValueError:
+                number = math.nan
+            if not math.isfinite(number):  # "nan" and "inf" parse, but are no number to it
                 problems.append(f"{name}={value}: must be a number")
                 continue
             low, high = spec.get("MinValue"), spec.get("MaxValue")
-            if (
-                not float(low if low is not None else "-inf")
-                <= number
-                <= float(high if high is not None else "inf")
-            ):  # NaN too
+            if (low is not None and number < float(low)) or (
+                high is not None and number > float(high)
+            ):
                 bounds = [f"at least {low}"] if low is not None else []
                 bounds += [f"at most {high}"] if high is not None else []
                 problems.append(f"{name}={value}: must be {' and '.join(bounds)}")

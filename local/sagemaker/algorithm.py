@@ -274,7 +274,7 @@ def sagemaker_train(run: dict[str, Any]) -> None:
     )
     missing_validation = "validation" in channels and val_dm is None
 
-    train_args = {
+    train_args: dict[str, Any] = {
         "cfg": cfg,
         "train_dm": train_dm,
         "val_dm": val_dm,

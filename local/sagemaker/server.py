@@ -114,7 +114,7 @@ class LocalSageMaker:
             target=self._server.serve_forever, name="local-sagemaker", daemon=True
         )
         self._thread.start()
-        url = f"http://{self._server.host}:{self._server.port}"  # the port bound, if 0 asked"
+        url = f"http://{self._server.host}:{self._server.port}"  # the port bound, if 0 asked
         LOG.info("local SageMaker listening on %s", url)
         return url
 

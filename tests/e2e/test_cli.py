@@ -277,7 +277,8 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
         (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "1e10"],
          "--timeout", "at most 31,536,000 (a year)"),
         # A typo for 10,000: it had run the machine out of memory.
-        (["synth", "--series", "100000000", "--out", str(tmp_path / "big")], "--series 100,000,000",
+        (["synth", "--series", "10000000000", "--out", str(tmp_path / "big")],
+         "--series 10,000,000,000",
          "GiB of memory; this machine has"),
         (["local", "run", "--data", str(tmp_path / "afile"), "--out", str(tmp_path / "o")],
          "afile", "is a file; expected a folder"),

@@ -163,7 +163,8 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
          "--out", str(tmp_path / "out"), "--parameter", "NumRounds=50",
          "--parameter", "ModelMinLags=7,14", "--parameter", "TrainingInstanceCount=0",
          "--parameter", "RecursivePasses=2.5", "--parameter", "NumRound=0",
-         "--parameter", "MaxTrainingSeconds=30"],
+         "--parameter", "MaxTrainingSeconds=30", "--parameter", "RunRetentionDays=inf",
+         "--parameter", "LogRetentionDays=nan"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
@@ -174,6 +175,8 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
     assert "RecursivePasses=2.5: must be a whole number of passes from 0 to 28" in result.stderr
     assert "NumRound=0: must be at least 1\n" in result.stderr  # not "within 1..inf"
     assert "MaxTrainingSeconds=30: must be at least 60 and at most 2419200" in result.stderr
+    assert "RunRetentionDays=inf: must be a number" in result.stderr
+    assert "LogRetentionDays=nan: must be a number" in result.stderr
     assert "local cloud up" not in result.stdout  # refused before anything started
 
 

@@ -330,7 +330,7 @@ def test_a_failed_training_job_names_the_hyperparameters_m5flow_json_set() -> No
     }
     overrides = {"max_dept": "6", "gamma": None}
     assert failure.job_failure_reason(job, "training", overrides).endswith(
-        "max_dept (this dataset's m5flow.json set hyperparameters max_dept=6, gamma=null)"
+        "max_dept (this dataset's m5flow.json set hyperparameters max_dept=6, gamma=unset)"
     )
     assert "m5flow.json" not in failure.job_failure_reason(job, "training")
     stopped = {**job, "TrainingJobStatus": "Stopped"}  # stopped by us: not their doing

@@ -15,7 +15,7 @@ from m5flow_local.synth import write_synthetic_m5
 
 REAL = Path(__file__).parents[3] / "shared" / "m5-real"
 FILES = ("sales_train_evaluation.csv", "calendar.csv", "sell_prices.csv")
-N_SERIES = 290
+N_SERIES = 1100  # more than CHUNK_SERIES: the chunked writes meet at a seam
 
 
 @pytest.fixture(scope="module")

@@ -305,7 +305,9 @@ def job_failure_reason(
     said = one_line(_failure_reason(job, kind), job_logs(kind, name))
     reason = f"{kind} job {name} {status}: {said}"
     if overrides and kind == Stage.TRAINING and status == "Failed":
-        settings = ", ".join(f"{k}={'null' if v is None else v}" for k, v in overrides.items())
+        settings = ", ".join(
+            f"{k}={'unset' if v is None else cut(v, 40)}" for k, v in overrides.items()
+        )
         reason += f" (this dataset's {naming.OVERRIDES_FILE} set hyperparameters {settings})"
     return reason
 
