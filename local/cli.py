@@ -41,6 +41,21 @@ def _made_folder(option: str, path: Path) -> bool:
     return True
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders `_made_folder` would make for `path`, deepest first."""
+    path = path.absolute()
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a command made (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something was put there: it and those above it stay
+            return
+
+
 _LOCK_FILE = ".m5flow-run.lock"
 _Parsed = TypeVar("_Parsed")  # what a shard setting reads as
 
@@ -85,7 +100,7 @@ def _synth(args: argparse.Namespace) -> int:
     from m5flow_local.synth import write_synthetic_m5
 
     out = Path(args.out)
-    made = not out.exists()
+    made = _missing_folders(out)
     if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
     existing = [name for name in schema.INPUT_FILES if (out / name).exists()]
@@ -98,9 +113,7 @@ def _synth(args: argparse.Namespace) -> int:
         return 2
     # Files it replaces count as taken: the new ones are written beside them first.
     if not _room_for(args):
-        if made:
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        _remove_empty(made)
         return 2
     started = time.perf_counter()
     for path in write_synthetic_m5(out, args.series, seed=args.seed).values():
@@ -319,7 +332,7 @@ def _local_run(args: argparse.Namespace) -> int:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
-    made = not out.exists()
+    made = _missing_folders(out)
     if not _made_folder("--out", out) or not _writable("--out", out):
         return 2
     with contextlib.ExitStack() as claims:
@@ -334,10 +347,9 @@ def _local_run(args: argparse.Namespace) -> int:
         try:
             code = _claimed_run(args, data_dir, out, files, parameters)
         finally:
-            if code != 0 and made:  # a folder this run made and put nothing in goes again
+            if code != 0 and made:  # folders this run made and put nothing in go again
                 (out / _LOCK_FILE).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+                _remove_empty(made)
         return code
 
 

@@ -277,7 +277,7 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
         (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--timeout", "1e10"],
          "--timeout", "at most 31,536,000 (a year)"),
         # A typo for 10,000: it had run the machine out of memory.
-        (["synth", "--series", "10000000000", "--out", str(tmp_path / "big")],
+        (["synth", "--series", "10000000000", "--out", str(tmp_path / "big" / "data")],
          "--series 10,000,000,000",
          "GiB of memory; this machine has"),
         (["local", "run", "--data", str(tmp_path / "afile"), "--out", str(tmp_path / "o")],
@@ -319,3 +319,22 @@ def test_an_interrupted_shard_leaves_the_earlier_run_folder_whole(tmp_path, monk
     assert cli.main(["shard", str(data), str(out), "--min-lags", "7,28"]) == 130
 
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_ctrl_c_while_the_command_imports_ends_it_without_a_traceback(monkeypatch, capsys):
+    """The installed `m5flow` enters through m5flow_local.entry: pandas and pyarrow take half
+    a second to import, and a Ctrl-C then had printed a traceback from inside them."""
+    import builtins
+
+    from m5flow_local import entry
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "m5flow_local.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -152,8 +152,8 @@ def test_local_run_exits_non_zero_with_the_reason_on_rejected_input(small_m5, tm
     logs = result.stdout + result.stderr
     assert '"message":"input rejected"' in logs and "\ninput rejected\n" not in logs
     assert not (tmp_path / "out" / "submission.csv").exists()
-    # An --out this run made, and put nothing in, is not left behind.
-    again = _local_run(data, tmp_path / "new")
+    # An --out this run made, and put nothing in, is not left behind, nor its new parents.
+    again = _local_run(data, tmp_path / "new" / "out")
     assert again.returncode != 0 and not (tmp_path / "new").exists()
 
 
