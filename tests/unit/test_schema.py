@@ -428,6 +428,17 @@ def test_a_hierarchy_clash_names_the_odd_row_not_the_first() -> None:
     ]
 
 
+def test_a_tie_in_the_hierarchy_goes_to_the_value_the_id_starts_with(
+    files: dict[str, bytes],
+) -> None:
+    """Two rows of store TX_1, one in WI: a tie, where the store's name tells which is odd."""
+    edit(files, SALES_FILE, 3, "state_id", "WI")  # TX_1's first row: the first value seen
+    assert (
+        "sales_train_evaluation.csv: row 3, column state_id: found 'WI' for store_id 'TX_1'; "
+        "expected 'TX' as in row 5 (one state_id per store_id)"
+    ) in reasons_of(files)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

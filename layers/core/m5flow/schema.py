@@ -274,12 +274,14 @@ def _id_reasons(name: str, ids: dict[str, np.ndarray], line: RowLines) -> list[s
         report("id", ~ok, quoted(ids["id"][row]), f"item_id_store_id[_suffix], {prefix[row]}...")
     for child, parent in (("item_id", "dept_id"), ("item_id", "cat_id"),
                           ("dept_id", "cat_id"), ("store_id", "state_id")):  # fmt: skip
-        # The rows that disagree with most of their child's rows are the ones named (ties:
-        # the value seen first), not every row that differs from the first one. Empty
-        # cells are named above and count for nothing here.
+        # The rows that disagree with most of their child's rows are the ones named, not
+        # every row that differs from the first one. A tie goes to the value the child's
+        # id starts with, as M5's ids do (CA_1 is in CA, FOODS_3_002 in FOODS_3), else to
+        # the value seen first. Empty cells are named above and count for nothing here.
         filled = frame[frame[parent] != ""]
         counts = filled.groupby([child, parent], sort=False).size()
-        majority = counts.groupby(level=0, sort=False).idxmax()
+        named_by = [c.startswith(f"{p}_") for c, p in counts.index]
+        majority = (counts + 0.5 * np.array(named_by)).groupby(level=0, sort=False).idxmax()
         usual = frame[child].map(pd.Series([p for _, p in majority], index=majority.index))
         usual_parent = usual.fillna("").to_numpy(dtype=str)
         clash = (ids[parent] != usual_parent) & (ids[parent] != "") & (usual_parent != "")
