@@ -43,7 +43,7 @@ def _made_folder(option: str, path: Path) -> bool:
 
 def _missing_folders(path: Path) -> list[Path]:
     """The folders `_made_folder` would make for `path`, deepest first."""
-    path = path.absolute()
+    path = Path(os.path.abspath(path))  # "a/../b" as b: what mkdir makes, without the ".."
     return [folder for folder in (path, *path.parents) if not folder.exists()]
 
 
