@@ -132,13 +132,13 @@ def _room_for(args: argparse.Namespace) -> bool:
 
     from m5flow_local import synth
 
-    memory, disk = synth.bytes_needed(args.series)
-    for what, needed, where, free, base, per_series in (
-        ("memory", memory, "this machine", psutil.virtual_memory().available,
+    for what, where, free, base, per_series in (
+        ("memory", "this machine", psutil.virtual_memory().available,
          synth.BASE_MEMORY_BYTES, synth.MEMORY_BYTES_PER_SERIES),
-        ("disk", disk, f"--out {args.out}", shutil.disk_usage(args.out).free,
+        ("disk", f"--out {args.out}", shutil.disk_usage(args.out).free,
          0, synth.FILE_BYTES_PER_SERIES),
     ):  # fmt: skip
+        needed = base + args.series * per_series
         if needed > free:
             print(f"--series {args.series:,} needs about {needed / 2**30:,.1f} GiB of {what}; "
                   f"{where} has {free / 2**30:,.1f} GiB free: room for about "

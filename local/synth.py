@@ -379,11 +379,6 @@ def _encode_rows(prefixes: list[bytes], values: np.ndarray) -> bytes:
     return b"".join(p + body[a:b] for p, a, b in zip(prefixes, row_starts, row_ends, strict=True))
 
 
-def bytes_needed(n_series: int) -> tuple[int, int]:
-    """About how much memory, and how much disk, `write_synthetic_m5` needs for `n_series`."""
-    return BASE_MEMORY_BYTES + n_series * MEMORY_BYTES_PER_SERIES, n_series * FILE_BYTES_PER_SERIES
-
-
 def write_synthetic_m5(out_dir: Path, n_series: int, seed: int = 0) -> dict[str, Path]:
     """Write sales_train_evaluation.csv, calendar.csv and sell_prices.csv in the M5 layout.
 

@@ -46,6 +46,15 @@ def shown(value: object) -> str:
     return cut(json.dumps(value), _SHOWN_CHARS)
 
 
+def overrides_said(overrides: Mapping[str, object]) -> str:
+    """A dataset's m5flow.json hyperparameters as the events say them: "eta=0.05,
+    max_depth=unset" (None drops the stack's value), each value cut to 40 characters."""
+    return ", ".join(
+        f"{name}={'unset' if value is None else cut(str(value), 40)}"
+        for name, value in overrides.items()
+    )
+
+
 def strict_json(text: str | bytes) -> Any:
     """Parse JSON as RFC 8259 has it, from text or UTF-8 bytes (a byte-order mark allowed).
 

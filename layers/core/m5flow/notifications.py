@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
+from m5flow.hyperparameters import overrides_said
 from m5flow.storage import AlreadyExistsError, ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import cut
 
@@ -278,16 +279,13 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
     match detail_type:
         case "Run Started":
             notices = get("notices") or []
-            overrides = get("hyperparameter_overrides") or {}
-            settings = [
-                f"{k}={'unset' if v is None else cut(str(v), 40)}" for k, v in overrides.items()
-            ]
+            settings = overrides_said(get("hyperparameter_overrides") or {})
             return "; ".join([
                 f"{subject} started: {_count(get('series'))} series up to day "
                 f"{get('last_day')}, model(s) {', '.join(get('models') or [])} to train",
                 # What was repaired or let through, before the settings a user chose.
                 *([notices] if isinstance(notices, str) else notices),
-                *([f"hyperparameters from m5flow.json: {', '.join(settings)}"] if settings else []),
+                *([f"hyperparameters from m5flow.json: {settings}"] if settings else []),
             ])  # fmt: skip
         case "Training Started":
             jobs = get("training_jobs") or []

@@ -225,10 +225,9 @@ def assemble_forecast(
             "the run?); the forecast would miss their series"
         )
         if model.backtest:  # then only the backtest would: the run goes on without it
-            goes_on = lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
-                                    stage=Stage.ASSEMBLE_FORECAST, reason=reason,
-                                    failure=failure)  # fmt: skip
-            cost = "backtest lost" if goes_on else "the run had ended"
+            cost = lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
+                                 stage=Stage.ASSEMBLE_FORECAST, reason=reason,
+                                 failure=failure)  # fmt: skip
             return Assembly(None, f"transform job {name} left shards without output: {cost}")
         announce_run_failure(
             publisher, {"run_id": run, "dataset": manifest.dataset,

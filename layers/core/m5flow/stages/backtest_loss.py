@@ -46,11 +46,12 @@ def lose_backtest(
     reason: str,
     failure: str,
     transforms: bool = True,
-) -> bool:
+) -> str:
     """Twin `model` failed at `stage`: announce `Backtest Lost` once and stop the other
     twins' jobs, on every delivery, as `stop_other_models` does: their training jobs, and
     with `transforms` their transform jobs (before training none exists, and the
-    start-training step may stop training jobs only). False when the run had ended.
+    start-training step may stop training jobs only). Returns what it cost, in words:
+    "backtest lost", or "the run had ended".
 
     A run that has ended says nothing more (`failure`: its `failure_name`): its `Run Failed`
     stopped every job already, and its `Forecast Ready` needed every twin done or lost.
@@ -60,13 +61,13 @@ def lose_backtest(
               "reason": reason, "manifest": storage.uri(naming.manifest_key(run))}  # fmt: skip
     if publisher.record(run, failure) or publisher.record(run, FORECAST_READY):
         logger.warning("the run has ended; a lost backtest is logged only", extra=detail)
-        return False
+        return "the run had ended"
     logger.error("backtest lost; the forecast goes on without it", extra=detail)
     publisher.publish("Backtest Lost", detail, once=BACKTEST_LOST)
     twins = [m.name for m in manifest.models if m.backtest and m.name != model]
     names = [naming.job_name(run, name) for name in twins]
     stop_jobs(sagemaker, training=names, transform=names if transforms else [])
-    return True
+    return "backtest lost"
 
 
 def lost_backtest(publisher: EventPublisher, run: str) -> str | None:
@@ -105,9 +106,8 @@ def job_failed(
     whose other jobs are stopped. Returns what it cost, in words."""
     if manifest.model(model).backtest:
         reason = job_failure_reason(job, kind, manifest.hyperparameters)
-        goes_on = lose_backtest(storage, sagemaker, publisher, manifest, model=model,
-                                stage=kind, reason=reason, failure=failure)  # fmt: skip
-        return "backtest lost" if goes_on else "the run had ended"
+        return lose_backtest(storage, sagemaker, publisher, manifest, model=model,
+                             stage=kind, reason=reason, failure=failure)  # fmt: skip
     announce_job_failure(publisher, job, kind=kind, run=manifest.run_id, dataset=manifest.dataset,
                          once=failure, overrides=manifest.hyperparameters)  # fmt: skip
     stop_other_models(sagemaker, manifest, model)

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from m5flow import naming
+from m5flow.hyperparameters import overrides_said
 from m5flow.jobs import job_logs, one_line
 from m5flow.manifest import Manifest
 from m5flow.notifications import SOURCE, EventPublisher, Stage, ledger_key
@@ -305,9 +306,7 @@ def job_failure_reason(
     said = one_line(_failure_reason(job, kind), job_logs(kind, name))
     reason = f"{kind} job {name} {status}: {said}"
     if overrides and kind == Stage.TRAINING and status == "Failed":
-        settings = ", ".join(
-            f"{k}={'unset' if v is None else cut(v, 40)}" for k, v in overrides.items()
-        )
+        settings = overrides_said(overrides)
         reason += f" (this dataset's {naming.OVERRIDES_FILE} set hyperparameters {settings})"
     return reason
 
