@@ -74,8 +74,9 @@ class Recording:
 def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recording:
     """The calls of a run that ends in a forecast scored on an uploaded truth, an upload
     refused, a stand-in for an input, a training job's failure, a crashed step reported by
-    the failure rule, and two runs that meet a quota (training, transform) and stop their
-    other jobs."""
+    the failure rule, a run that meets a training quota too small for one job, one whose
+    jobs wait for the quota, and one that meets a transform quota and stops its other
+    jobs."""
     calls: list[Call] = []
     caller = threading.local()
     make_api_call = botocore.client.BaseClient._make_api_call
@@ -134,22 +135,20 @@ def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recor
             assert cloud.router is not None
             stack = cloud.router.stack
             _scenarios(cloud, small_m5, work)
-        # Room for two of the run's nine training jobs: the run fails and stops the two.
-        quota = {"ml.m5.xlarge for training job usage": 2}
+        # No training instance: the run fails at once.
+        quota = {"ml.m5.xlarge for training job usage": 0}
         with LocalCloud(work / "quota", echo=None, quotas=quota) as cloud:
             cloud.upload_dataset(small_m5, "quota", INPUT_FILES)
             outcome = cloud.wait_for_outcome("quota", timeout=300)
             assert "service limit" in outcome["detail"].get("reason", ""), outcome
-        # Room for the five forecasting models' jobs and one twin: the run goes on without
-        # its backtest, and stops the twin it had started.
-        quota = {"ml.m5.xlarge for training job usage": 6}
-        with LocalCloud(work / "twin-quota", echo=None, quotas=quota) as cloud:
-            cloud.upload_dataset(small_m5, "twin-quota", INPUT_FILES)
-            outcome = cloud.wait_for_outcome("twin-quota", timeout=600)
+        # Room for three of the run's nine training jobs: the others wait, and the publish
+        # step starts them as the run's jobs end; the run ends with its backtest.
+        quota = {"ml.m5.xlarge for training job usage": 3}
+        with LocalCloud(work / "waits", echo=None, quotas=quota) as cloud:
+            cloud.upload_dataset(small_m5, "waits", INPUT_FILES)
+            outcome = cloud.wait_for_outcome("waits", timeout=600)
             assert outcome["detail-type"] == "Forecast Ready", outcome
-            (problem,) = outcome["detail"]["headline"]["score_problems"]
-            said = "no backtest score: backtest twin h14-bt failed at start_training: "
-            assert problem.startswith(said), problem
+            assert "backtest_wrmsse" in outcome["detail"]["headline"], outcome
         # No transform instance at all: the first model's transform is refused, and the run
         # stops the other models' jobs (training, and transforms never created).
         quota = {"ml.m5.xlarge for transform job usage": 0}
@@ -407,9 +406,10 @@ def test_the_scenarios_reach_every_function_and_kind_of_call(recorded: list[Call
                     if c.function == "ShardFunction" and c.operation == "PutObject"
                     and c.params["Key"].startswith("runs/")}  # fmt: skip
     assert shard_writes == {"train", "validation", "inference", "manifest.json"}
-    for function in ("StartTrainingFunction", "PublishModelFunction"):
-        assert (function, "sagemaker", "StopTrainingJob") in made
+    assert ("PublishModelFunction", "sagemaker", "StopTrainingJob") in made
     assert ("PublishModelFunction", "sagemaker", "StopTransformJob") in made
+    # The jobs that waited for the quota, started as the run's jobs ended.
+    assert ("PublishModelFunction", "sagemaker", "CreateTrainingJob") in made
     assert any(c.error == "404" and c.operation == "HeadObject" for c in recorded)
     truth_read = [c for c in recorded if c.params.get("Key", "").endswith("test_evaluation.csv")]
     assert {c.function for c in truth_read} == {"AssembleForecastFunction"}
@@ -417,8 +417,22 @@ def test_the_scenarios_reach_every_function_and_kind_of_call(recorded: list[Call
     unexercised = set(REQUESTS) - {(c.service, c.operation) for c in recorded}
     assert unexercised == {
         ("s3", "DeleteObject"),  # a record withdrawn when PutEvents refuses its event
-        ("sagemaker", "DescribeTrainingJob"),  # an event without ModelArtifacts; a name taken
     }
+
+
+def test_the_start_training_step_may_stop_its_own_stack_s_jobs_only(
+    recorded: list[Call], policies: dict[str, list[dict[str, Any]]]
+) -> None:
+    """No scenario makes the start-training step stop a job: a job beyond the quota waits,
+    and the run a quota stops at once has started none. Its statement is checked on the
+    request such a stop makes (a run refused after it started some: a taken name, a
+    malformed request), with the stack's tag as its own jobs carry it."""
+    tags = next(c.params["Tags"] for c in recorded if c.operation == "CreateTrainingJob")
+    (stack,) = [t["Value"] for t in tags if t["Key"] == "m5flow:stack"]
+    job = _sagemaker_arn("training-job", "m5flow-x-h14")
+    for owner, allowed in ((stack, True), ("another-stack", False)):
+        request = Request("sagemaker:StopTrainingJob", job, {"aws:ResourceTag/m5flow:stack": owner})
+        assert any(_allows(s, request) for s in policies["StartTrainingFunction"]) is allowed
 
 
 def test_every_call_a_function_makes_is_allowed_by_its_role(

@@ -1135,43 +1135,119 @@ def _step_parts(bucket: str):
     return storage, publisher, settings
 
 
-def test_a_quota_that_refuses_part_of_a_run_fails_it_and_stops_its_jobs(
+def test_a_quota_that_cannot_hold_a_job_fails_the_run_at_once(
     bucket, load_function, small_m5, bus, tmp_path
 ):
-    """Two of four jobs fit the account's quota: the run cannot finish, so it says what it
-    needs and stops the two; a late delivery of the manifest event starts nothing."""
+    """No training instance at all: no job could ever start, so the run fails with what it
+    needs, and a late delivery of the manifest event starts nothing."""
     from m5flow.stages.training import start_training
 
     run = _run_started(bucket, load_function, small_m5, bus, "quota")
     storage, publisher, settings = _step_parts(bucket)
-    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 2}) as sagemaker:
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 0}) as sagemaker:
         manifest = f"runs/{run}/manifest.json"
-        created = start_training(storage, sagemaker, publisher, manifest, settings)
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == []
 
-        assert created == [f"m5flow-{run}-h7", f"m5flow-{run}-h14"]
         (failed,) = bus.drain()
         assert failed["detail-type"] == "Run Failed"
         assert failed["detail"]["stage"] == "start_training"
         reason = failed["detail"]["reason"]
         assert reason.startswith(
-            f"SageMaker refused training job m5flow-{run}-h21 (ResourceLimitExceeded: The "
-            "account-level service limit 'ml.m5.xlarge for training job usage' is 2 Instances"
+            f"SageMaker refused training job m5flow-{run}-h7 (ResourceLimitExceeded: The "
+            "account-level service limit 'ml.m5.xlarge for training job usage' is 0 Instances"
         )
-        assert "The run's 9 training jobs need up to 9 ml.m5.xlarge instances at once" in reason
-        for name in created:
-            status = sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
-            assert status in ("Stopping", "Stopped")
+        assert (
+            "The run's 9 training jobs need up to 9 ml.m5.xlarge instances at once, and this "
+            "one alone 1: raise that quota in Service Quotas"
+        ) in reason
 
         assert start_training(storage, sagemaker, publisher, manifest, settings) == []
+        assert bus.drain() == []
+        assert sagemaker.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_jobs_beyond_the_quota_wait_and_start_as_the_run_s_jobs_end(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Room for one job: the run trains one model after another. Each job that ends (its
+    state change, at the publish step) starts the next that waited, and says so."""
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-turns")
+    storage, publisher, settings = _step_parts(bucket)
+    names = [f"m5flow-{run}-{m}" for m in
+             ("h7", "h14", "h21", "h28", "r1", "h7-bt", "h14-bt", "h21-bt", "h28-bt")]  # fmt: skip
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 1}) as sagemaker:
+        manifest = f"runs/{run}/manifest.json"
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == names[:1]
+        (started,) = bus.drain()
+        assert started["detail-type"] == "Training Started"
+        assert started["detail"]["training_jobs"] == names[:1]
+        assert started["detail"]["waiting"] == names[1:]
+        assert started["detail"]["waiting_reason"].startswith(
+            f"training job {names[1]} waits for the quota (ResourceLimitExceeded: The "
+            "account-level service limit 'ml.m5.xlarge for training job usage' is 1 Instances"
+        )
+        assert "8 more wait for the quota" in started["detail"]["summary"]
+        # A late delivery of the manifest event starts none of them, and says nothing.
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == []
+        assert bus.drain() == []
+
+        ended = _until_ended(sagemaker, names[0])
+        assert ended["TrainingJobStatus"] == "Completed", ended.get("FailureReason")
+        publish_model(storage, sagemaker, publisher, ended, settings)
+
+        transform, resumed = bus.drain()
+        assert transform["detail-type"] == "Transform Started"
+        assert resumed["detail-type"] == "Training Started"
+        assert resumed["detail"]["training_jobs"] == names[1:2] and resumed["detail"]["waited"]
+        statuses = {j["TrainingJobName"]: j["TrainingJobStatus"]
+                    for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]}  # fmt: skip
+        assert statuses == {names[0]: "Completed", names[1]: "InProgress"}
+        # The same state change delivered again starts no third job while h14 trains.
+        publish_model(storage, sagemaker, publisher, ended, settings)
         assert bus.drain() == []
         assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
 
 
-def test_a_quota_that_holds_only_the_forecasting_models_costs_the_backtest(
+def test_a_job_that_waits_with_none_of_the_run_s_left_fails_the_run(
     bucket, load_function, small_m5, bus, tmp_path
 ):
-    """Six instances hold the five forecasting models' jobs and one twin: the run goes on
-    without a backtest, says why, and stops the twin it had started."""
+    """Another job of the account holds the only instance: none of this run's would ever
+    end to start it, so the run fails, saying whose instances they were, instead of
+    waiting for an event that never comes."""
+    from m5flow import jobs
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-other")
+    storage, publisher, settings = _step_parts(bucket)
+    manifest_key = f"runs/{run}/manifest.json"
+    manifest = Manifest.from_json(storage.read(manifest_key))
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 1}) as sagemaker:
+        other = jobs.training_request(manifest, manifest.models[0], settings)
+        sagemaker.create_training_job(**{**other, "TrainingJobName": "another-teams-job"})
+        assert start_training(storage, sagemaker, publisher, manifest_key, settings) == []
+
+        started, failed = bus.drain()
+        assert started["detail-type"] == "Training Started"
+        assert started["detail"]["training_jobs"] == []
+        assert failed["detail-type"] == "Run Failed"
+        assert failed["detail"]["stage"] == "start_training"
+        assert (
+            "the quota holds it, but other jobs held 1 and none of this run's was left in "
+            "progress, whose end would have started it; to run these files again once they "
+            "end, upload them under a new raw/<dataset>/"
+        ) in failed["detail"]["reason"]
+        (job,) = sagemaker.list_training_jobs()["TrainingJobSummaries"]
+        assert job["TrainingJobName"] == "another-teams-job"
+
+
+def test_twins_beyond_the_quota_wait_as_the_forecasting_models_do(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """Six instances hold the five forecasting models' jobs and one twin: the other twins
+    wait for the quota rather than cost the run its backtest."""
     from m5flow.stages.training import start_training
 
     run = _run_started(bucket, load_function, small_m5, bus, "quota-twins")
@@ -1182,27 +1258,24 @@ def test_a_quota_that_holds_only_the_forecasting_models_costs_the_backtest(
 
         forecasting = [f"m5flow-{run}-{m}" for m in ("h7", "h14", "h21", "h28", "r1")]
         assert created == [*forecasting, f"m5flow-{run}-h7-bt"]
-        lost, started = bus.drain()
-        assert lost["detail-type"] == "Backtest Lost"
-        assert lost["detail"]["stage"] == "start_training"
-        assert lost["detail"]["model"] == "h14-bt"
-        assert lost["detail"]["reason"].startswith(
-            f"SageMaker refused training job m5flow-{run}-h14-bt (ResourceLimitExceeded: "
-        )
-        assert lost["detail"]["manifest"] == f"s3://{bucket}/{manifest}"
-        assert "the forecast goes on without a backtest score" in lost["detail"]["summary"]
+        (started,) = bus.drain()  # no Backtest Lost
         assert started["detail-type"] == "Training Started"
-        assert started["detail"]["training_jobs"] == forecasting  # no twin trains
-        twin = sagemaker.describe_training_job(TrainingJobName=f"m5flow-{run}-h7-bt")
-        assert twin["TrainingJobStatus"] in ("Stopping", "Stopped")
-        for name in forecasting:
+        assert started["detail"]["training_jobs"] == created
+        assert started["detail"]["waiting"] == [f"m5flow-{run}-h{h}-bt" for h in (14, 21, 28)]
+        for name in created:
             job = sagemaker.describe_training_job(TrainingJobName=name)
             assert job["TrainingJobStatus"] not in ("Stopping", "Stopped", "Failed")
 
-        # A late delivery of the manifest event starts no twin and says nothing again.
-        assert start_training(storage, sagemaker, publisher, manifest, settings) == []
-        assert bus.drain() == []
-        assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 6
+
+def _until_ended(sagemaker, name: str, timeout: float = 120.0) -> dict:
+    """The job's description once it has ended (a test waits; the steps never do)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+        if job["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return job
+        assert time.monotonic() < deadline, f"{name} still {job['TrainingJobStatus']}"
+        time.sleep(0.2)
 
 
 def test_a_twin_s_failed_training_costs_the_backtest_not_the_forecast(
@@ -1391,16 +1464,26 @@ def test_a_twin_s_transform_created_while_its_backtest_was_lost_is_stopped(
 def test_a_loss_whose_sender_died_is_sent_by_the_next_step_that_finds_it(
     bucket, load_function, small_m5, bus, tmp_path, monkeypatch
 ):
-    """start_training lost the backtest at h14-bt's quota refusal, wrote the record and
-    died before PutEvents (a Lambda timeout). Its retry finds the loss, sends the event its
-    sender never did, and stops the twin the dead delivery had started."""
+    """start_training lost the backtest when SageMaker refused h14-bt's request, wrote the
+    record and died before PutEvents (a Lambda timeout). Its retry finds the loss, sends
+    the event its sender never did, and stops the twin the dead delivery had started."""
     from m5flow import notifications
     from m5flow.stages.training import start_training
 
     run = _run_started(bucket, load_function, small_m5, bus, "loss-died")
     storage, publisher, settings = _step_parts(bucket)
     manifest = f"runs/{run}/manifest.json"
-    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 6}) as sagemaker:
+    with _local_sagemaker(tmp_path) as sagemaker:
+        create = sagemaker.create_training_job
+
+        def refuse_h14_bt(**request):
+            if request["TrainingJobName"].endswith("-h14-bt"):
+                message = "1 validation error detected: Value 'x' at 'trainingJobName' ..."
+                error = {"Error": {"Code": "ValidationException", "Message": message}}
+                raise sagemaker.exceptions.ClientError(error, "CreateTrainingJob")
+            return create(**request)
+
+        monkeypatch.setattr(sagemaker, "create_training_job", refuse_h14_bt)
         with killed_at_put_events(monkeypatch, publisher):
             start_training(storage, sagemaker, publisher, manifest, settings)
         assert bus.drain() == []

@@ -414,3 +414,43 @@ def test_a_quota_refusal_says_whether_the_run_alone_would_fit(quota, in_use, adv
     assert f"The run's 4 transform jobs need up to 4 ml.m5.xlarge instances at once: {advice}" in (
         reason
     )
+
+
+@pytest.mark.parametrize(
+    ("quota", "in_use", "advice"),
+    [
+        (1, 0, "and this one alone 2: raise that quota in Service Quotas, or choose a "
+               "TrainingInstanceType with more memory (fewer instances a job)"),
+        (4, 4, "and this one 2: the quota holds it, but other jobs held 4 and none of this "
+               "run's was left in progress, whose end would have started it; to run these "
+               "files again once they end, upload them under a new raw/<dataset>/"),
+    ],
+)  # fmt: skip
+def test_a_training_quota_refusal_says_whether_the_job_alone_would_fit(
+    quota: int, in_use: int, advice: str
+) -> None:
+    """A training job waits while the run's own jobs hold the quota (stages.training): what
+    stops the run is a quota that cannot hold the job alone, or other jobs of the account
+    holding it when none of the run's is left."""
+    requests = [
+        {"TrainingJobName": f"m5flow-r-h{h}",
+         "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2}}
+        for h in (7, 14, 21, 28)
+    ]  # fmt: skip
+    message = (
+        f"The account-level service limit 'ml.m5.xlarge for training job usage' is {quota} "
+        f"Instances, with current utilization of {in_use} Instances and a request delta of 2 "
+        "Instances."
+    )
+    assert failure.quota_numbers(message) == (quota, in_use)
+    reason = failure.quota_reason("training", requests, 2, message)
+    assert reason.startswith("SageMaker refused training job m5flow-r-h21 (ResourceLimit")
+    assert f"The run's 4 training jobs need up to 8 ml.m5.xlarge instances at once, {advice}" in (
+        reason
+    )
+
+
+def test_a_quota_message_in_other_words_names_no_numbers() -> None:
+    """SageMaker's wording is no contract: without its numbers, nothing is assumed (the
+    job does not wait, stages.training)."""
+    assert failure.quota_numbers("Quota exceeded for ml.m5.xlarge") is None

@@ -45,6 +45,17 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
           "instances": {"j-h7": 2, "j-h14": 2}},
          "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge, 2 "
          "instances each"),
+        ("Training Started",  # a quota of two instances: the run's others wait
+         {**RUN, "training_jobs": ["j-h7", "j-h14"], "instance_type": "ml.m5.xlarge",
+          "instances": {"j-h7": 1, "j-h14": 1}, "waiting": ["j-h21", "j-h28"],
+          "waiting_reason": "training job j-h21 waits for the quota (...)"},
+         "Run shop-1a2b of dataset shop: 2 training job(s) started on ml.m5.xlarge; 2 more "
+         "wait for the quota, and start as this run's jobs end"),
+        ("Training Started",  # then one of them, as one of the run's jobs ended
+         {**RUN, "training_jobs": ["j-h21"], "instance_type": "ml.m5.xlarge",
+          "instances": {"j-h21": 1}, "waited": True},
+         "Run shop-1a2b of dataset shop: training job j-h21 started on ml.m5.xlarge, after "
+         "waiting for the quota"),
         ("Transform Started", {**RUN, "model": "h7", "transform_job": "t-h7"},
          "Run shop-1a2b of dataset shop: model h7 trained; its batch transform t-h7 started"),
         ("Forecast Ready",

@@ -297,7 +297,13 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
                 each = f", {hosts.pop()} instances each"
             else:
                 each = f", instances per job: {', '.join(f'{j} {n}' for j, n in instances.items())}"
-            return f"{subject}: {len(jobs)} training job(s) started on {get('instance_type')}{each}"
+            on = f"on {get('instance_type')}{each}"
+            if get("waited"):
+                after = "after waiting for the quota"
+                return f"{subject}: training job {', '.join(jobs)} started {on}, {after}"
+            waiting = len(get("waiting") or [])
+            wait = f"; {waiting} more wait for the quota, and start as this run's jobs end"
+            return f"{subject}: {len(jobs)} training job(s) started {on}{wait if waiting else ''}"
         case "Transform Started" if get("pass") == 1:  # the recursive model's first pass
             return (
                 f"{subject}: model {get('model')} trained; pass 1 of {get('passes')} of its "

@@ -415,36 +415,68 @@ def stop_jobs(
             logger.warning("not stopped", extra={"job": name, "why": repr(exc)})
 
 
+_QUOTA_IN_MESSAGE = re.compile(r"is (\d+) Instances, with current utilization of (\d+)")
+
+
+def quota_numbers(message: str) -> tuple[int, int] | None:
+    """The quota and the instances in use that SageMaker's ResourceLimitExceeded message
+    names ("... is 5 Instances, with current utilization of 5 Instances ..."), or None
+    when it names neither: its wording is no contract, and without them nothing is
+    assumed."""
+    found = _QUOTA_IN_MESSAGE.search(message)
+    return (int(found[1]), int(found[2])) if found else None
+
+
 def quota_reason(
     kind: str, requests: Sequence[Mapping[str, Any]], refused: int, message: str
 ) -> str:
     """Why a service quota stops the run (`kind`: "training" or "transform"), and what the
     run's jobs of that kind need at once: SageMaker's message names the quota only.
 
-    The run fails even when the quota would hold it alone and other jobs of the account
-    hold the instances: Lambda's two retries span about three minutes, and a run given up
-    after them would be left half-started instead.
+    A training job waits for the run's own jobs to end instead (`stages.training`), so it
+    stops the run only when the quota cannot hold it alone, or when no job of the run is
+    left to end; a transform stops the run even when the quota would hold it and other
+    jobs of the account hold the instances: Lambda's two retries span about three minutes,
+    and a run given up after them would be left half-started instead.
     """
     field = "ResourceConfig" if kind == "training" else "TransformResources"
     resources = [request[field] for request in requests]
     needed = sum(int(r["InstanceCount"]) for r in resources)
+    alone = int(resources[refused]["InstanceCount"])
     name = requests[refused][f"{kind.capitalize()}JobName"]
     reason = (
         f"SageMaker refused {kind} job {name} (ResourceLimitExceeded: {message}) The run's "
         f"{len(requests)} {kind} jobs need up to {needed} {resources[refused]['InstanceType']} "
-        "instances at once: "
+        "instances at once"
     )
-    quota = re.search(r"is (\d+) Instances, with current utilization of (\d+)", message)
-    if quota and int(quota[1]) >= needed:
+    quota = quota_numbers(message)
+    again = (
+        f"to run these files again once they end, upload them under a new "
+        f"{naming.RAW_PREFIX}<dataset>/ (SageMaker never frees a job name)"
+    )
+    if kind == "training" and quota and quota[0] >= alone:
         return reason + (
-            f"the quota holds that, but other jobs held {quota[2]}; to run these files "
-            f"again once they end, upload them under a new {naming.RAW_PREFIX}<dataset>/ "
-            "(SageMaker never frees a job name)"
+            f", and this one {alone}: the quota holds it, but other jobs held {quota[1]} and "
+            f"none of this run's was left in progress, whose end would have started it; {again}"
+        )
+    if quota and quota[0] >= needed:
+        return reason + f": the quota holds that, but other jobs held {quota[1]}; {again}"
+    if kind == "training":
+        return reason + (
+            f", and this one alone {alone}: raise that quota in Service Quotas, or choose a "
+            "TrainingInstanceType with more memory (fewer instances a job)"
         )
     return reason + (
-        "raise that quota in Service Quotas, or choose a "
-        f"{kind.capitalize()}InstanceType "
-        + ("with more memory (fewer instances a job)" if kind == "training" else "it allows")
+        ": raise that quota in Service Quotas, or choose a TransformInstanceType it allows"
+    )
+
+
+def waiting_reason(name: str, message: str) -> str:
+    """Why training job `name` waits rather than fails: the quota would hold it alone, and
+    the run's own jobs in progress hold the instances, so the end of one starts it."""
+    return (
+        f"training job {name} waits for the quota (ResourceLimitExceeded: {message}) and "
+        "starts when one of this run's training jobs in progress ends"
     )
 
 

@@ -12,6 +12,7 @@ from m5flow.manifest import Manifest
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.stages.backtest_loss import job_failed, lost_backtest
 from m5flow.stages.failure import failure_name, is_refusal, refusal_reason
+from m5flow.stages.training import start_waiting
 from m5flow.stages.transforms import announce_transform, fail_model, start_transform
 from m5flow.storage import Storage
 
@@ -35,11 +36,32 @@ def publish_model(
     models' jobs, and create nothing (a later failure of the run is only logged). A backtest
     twin's failure or refusal costs the backtest only (`stages.backtest_loss`), and a twin
     completed after its backtest was lost gets no transform.
+
+    Either way the job no longer holds its instances: the run's jobs that waited for the
+    quota start now (`stages.training.start_waiting`).
     """
-    name = training["TrainingJobName"]
     _, run, model_name = naming.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
+    transform = _publish(storage, sagemaker, publisher, manifest, model_name, training, settings,
+                         failure)  # fmt: skip
+    start_waiting(storage, sagemaker, publisher, manifest, settings, stage=Stage.PUBLISH_MODEL,
+                  failure=failure)  # fmt: skip
+    return transform
+
+
+def _publish(
+    storage: Storage,
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    model_name: str,
+    training: Mapping[str, Any],
+    settings: jobs.JobSettings,
+    failure: str,
+) -> str | None:
+    """What `publish_model` does for the job that ended, before the waiting jobs start."""
+    run, name = manifest.run_id, training["TrainingJobName"]
     if training["TrainingJobStatus"] != "Completed":
         # Stops the run's other jobs (a training job may run for hours), or a lost twin's.
         job_failed(storage, sagemaker, publisher, manifest, training, kind=Stage.TRAINING,

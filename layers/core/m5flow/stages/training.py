@@ -1,8 +1,17 @@
-"""Start-training step: a manifest was written; start one training job per model it lists."""
+"""Start-training step: a manifest was written; start one training job per model it lists.
+
+A job that the account's quota would hold alone, refused because the run's own jobs hold
+the instances, waits instead of failing the run: every training job of the run that ends
+(its state change, at the publish step) starts the run's jobs that have none yet
+(`start_waiting`), so a quota of one model's instances trains the run one model after
+another, with nothing polling. The run fails only when the quota cannot hold the job at
+all, or when none of the run's jobs is left in progress to end.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
@@ -15,9 +24,12 @@ from m5flow.stages.failure import (
     fail_run,
     failure_name,
     is_refusal,
+    other_models_jobs,
+    quota_numbers,
     quota_reason,
     refusal_reason,
     stop_jobs,
+    waiting_reason,
 )
 from m5flow.storage import Storage
 
@@ -25,6 +37,25 @@ logger = Logger(child=True)
 # S3 and SageMaker clocks may differ by this much: a job of this run is never created
 # earlier than its manifest was written, less this.
 CLOCK_SKEW_SECONDS = 2.0
+# A job in these states still holds its instances, and will end with a state change.
+_HOLDING = ("InProgress", "Stopping")
+# The run's first `Training Started`, by its name in the ledger: sent once the start-training
+# step has tried every model's job, so the jobs that wait are known.
+TRAINING_STARTED = "training-started"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """SageMaker refused a training job, for `reason`. `waits`: a quota that would hold
+    the job alone refused it (SageMaker's words: `message`), so it may wait for the run's
+    own jobs to end; `reason` then says why it cannot, for a run with none left."""
+
+    reason: str
+    message: str = ""
+    waits: bool = False
+
+
+Created = Literal["created", "existed"]
 
 
 def start_training(
@@ -37,9 +68,10 @@ def start_training(
     """Create the run's training jobs; return the names of the jobs this call created.
 
     A job that already exists was started by an earlier delivery of the same event: it is
-    counted as done, and `Training Started` is announced once per run. A backtest twin that
-    SageMaker refuses (a quota that holds the forecasting models' jobs only) costs the run
-    its backtest, not its forecast (`stages.backtest_loss`): no twin trains then.
+    counted as done, and `Training Started` is announced once per run, naming the jobs that
+    wait for the quota. A backtest twin that SageMaker refuses (a quota too small for it,
+    a malformed request) costs the run its backtest, not its forecast
+    (`stages.backtest_loss`): no twin trains then.
     """
     manifest = Manifest.from_json(storage.read(manifest_key))
     head = storage.head(manifest_key)
@@ -60,35 +92,31 @@ def start_training(
     if lost:  # a delivery that lost it may have died before stopping the twins it created
         stop_jobs(sagemaker, training=twin_jobs)
     created: list[str] = []
+    waiting: dict[str, str] = {}  # job name: why it waits
     for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
         if model.backtest and lost:  # a twin was refused before: no twin trains
             continue
         _log_host_memory(manifest.run_id, model, request["ResourceConfig"])
         name = request["TrainingJobName"]
-        try:
-            sagemaker.create_training_job(**request)
-        except sagemaker.exceptions.ResourceInUse:
-            reason = _taken_before(sagemaker, name, written)
-            if reason is None:
-                logger.info("training job already exists", extra={"job": name})
-                continue
-        except sagemaker.exceptions.ResourceLimitExceeded as exc:
-            reason = quota_reason("training", requests, index, exc.response["Error"]["Message"])
-        except sagemaker.exceptions.ClientError as exc:
-            if not is_refusal(exc):
-                raise
-            reason = refusal_reason(f"training job {name}", exc.response["Error"]["Message"])
-        else:
+        outcome = _create(sagemaker, requests, index, written)
+        if outcome == "created":
             created.append(name)
+        if not isinstance(outcome, Refusal):
+            continue
+        if outcome.waits:  # the end of a job created before it starts it (start_waiting)
+            waiting[name] = waiting_reason(name, outcome.message)
+            logger.info("training job waits for the quota", extra={"job": name,
+                        "reason": waiting[name]})  # fmt: skip
             continue
         if model.backtest:  # the twins come last: every forecasting model's job is created
             lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
-                          stage=Stage.START_TRAINING, reason=reason, failure=failure,
+                          stage=Stage.START_TRAINING, reason=outcome.reason, failure=failure,
                           transforms=False)  # fmt: skip
             lost = True
             continue
         started = [r["TrainingJobName"] for r in requests[:index]]
-        _fail_run(sagemaker, publisher, manifest, reason, stop=started, once=failure)
+        _fail_run(sagemaker, publisher, manifest, outcome.reason,
+                  stop=[n for n in started if n not in waiting], once=failure)  # fmt: skip
         return created
     created_twins = [name for name in twin_jobs if name in created]
     if created_twins and not lost and lost_backtest(publisher, manifest.run_id):
@@ -97,7 +125,154 @@ def start_training(
         stop_jobs(sagemaker, training=created_twins)
         lost = True
     training = [r for m, r in zip(manifest.models, requests, strict=True)
-                if not (m.backtest and lost)]  # fmt: skip
+                if not (m.backtest and lost) and r["TrainingJobName"] not in waiting]  # fmt: skip
+    _announce(publisher, manifest, storage.uri(manifest_key), settings, training,
+              waiting=waiting, once=TRAINING_STARTED)  # fmt: skip
+    if waiting:
+        # The jobs that held the quota may all have ended between the refusals and now,
+        # their state changes finding nothing to start: look once more, after them.
+        created += start_waiting(storage, sagemaker, publisher, manifest, settings,
+                                 stage=Stage.START_TRAINING, failure=failure)  # fmt: skip
+    return created
+
+
+def start_waiting(
+    storage: Storage,
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    settings: jobs.JobSettings,
+    *,
+    stage: Stage,
+    failure: str,
+) -> list[str]:
+    """Create the training jobs of the run's models that have none yet (they waited for the
+    quota); return the names created. Called after each of the run's training jobs ends,
+    and by the start-training step once its own refusals are in.
+
+    A job refused again waits on while another job of the run holds instances (its end
+    calls this again); with none left, nothing would ever start it, so the run fails (a
+    twin's: its backtest is lost). Each job started is announced (`Training Started`).
+    """
+    run = manifest.run_id
+    if publisher.settle(run, failure) != "absent":
+        return []
+    started = publisher.record(run, TRAINING_STARTED)
+    if started is None:
+        # The start-training step has not tried every job yet (a job that ends fast, in
+        # local mode): what has none is not waiting but still to come, and that step looks
+        # again itself once it has tried them all.
+        return []
+    waiting = set((started.get("detail") or {}).get("waiting") or [])
+    if not waiting:  # the common case: every job started at once, and nothing to look up
+        return []
+    lost = lost_backtest(publisher, run) is not None
+    try:
+        requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
+    except RunFailedError as exc:  # the stack's settings changed since the run started
+        _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
+        return []
+    names = [r["TrainingJobName"] for r in requests]
+    statuses = {name: _status(sagemaker, name) for name in names}
+    missing = [
+        i
+        for i, (m, name) in enumerate(zip(manifest.models, names, strict=True))
+        if name in waiting and statuses[name] is None and not (m.backtest and lost)
+    ]
+    holding = sum(status in _HOLDING for status in statuses.values())
+    created: list[str] = []
+    for index in missing:
+        model, name = manifest.models[index], names[index]
+        outcome = _create(sagemaker, requests, index, None)
+        if outcome == "created":
+            created.append(name)
+            uri = storage.uri(naming.manifest_key(run))
+            _announce(publisher, manifest, uri, settings, [requests[index]], waited=True,
+                      once=f"training-started-{model.name}")  # fmt: skip
+        if not isinstance(outcome, Refusal):
+            continue
+        if outcome.waits and (holding or created):
+            logger.info("training job still waits for the quota", extra={"job": name,
+                        "reason": waiting_reason(name, outcome.message)})  # fmt: skip
+            continue
+        transforms = stage != Stage.START_TRAINING  # that step may stop training jobs only
+        if model.backtest:
+            lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
+                          stage=stage, reason=outcome.reason, failure=failure,
+                          transforms=transforms)  # fmt: skip
+            lost = True
+            continue
+        # The run's training jobs that hold instances (none of its others exists), and,
+        # where the step may, its transforms.
+        training = [n for n in names if statuses[n] in _HOLDING or n in created]
+        transform = other_models_jobs(manifest, model.name)[1] if transforms else []
+        detail = {"run_id": run, "dataset": manifest.dataset, "stage": stage,
+                  "reason": outcome.reason}  # fmt: skip
+        fail_run(sagemaker, publisher, detail, stop_training=training, stop_transform=transform,
+                 once=failure)  # fmt: skip
+        return created
+    twins = [names[i] for i in missing if manifest.models[i].backtest and names[i] in created]
+    if created and publisher.settle(run, failure) != "absent":
+        # A sibling failed the run while these were created: its stops came before them.
+        stop_jobs(sagemaker, training=created)
+    elif twins and lost_backtest(publisher, run):  # a twin was lost meanwhile, as above
+        stop_jobs(sagemaker, training=twins)
+    return created
+
+
+def _create(
+    sagemaker: Any, requests: list[dict[str, Any]], index: int, manifest_written: float | None
+) -> Created | Refusal:
+    """Create the job of `requests[index]`: "created", "existed" (an earlier delivery, or
+    another step, created it for this run), or why SageMaker refused it."""
+    request = requests[index]
+    name = request["TrainingJobName"]
+    try:
+        sagemaker.create_training_job(**request)
+    except sagemaker.exceptions.ResourceInUse:
+        reason = _taken_before(sagemaker, name, manifest_written)
+        if reason is None:
+            logger.info("training job already exists", extra={"job": name})
+            return "existed"
+        return Refusal(reason)
+    except sagemaker.exceptions.ResourceLimitExceeded as exc:
+        message = exc.response["Error"]["Message"]
+        quota = quota_numbers(message)
+        alone = int(request["ResourceConfig"]["InstanceCount"])
+        return Refusal(quota_reason("training", requests, index, message), message,
+                       waits=quota is not None and quota[0] >= alone)  # fmt: skip
+    except sagemaker.exceptions.ClientError as exc:
+        if not is_refusal(exc):
+            raise
+        return Refusal(refusal_reason(f"training job {name}", exc.response["Error"]["Message"]))
+    return "created"
+
+
+def _status(sagemaker: Any, name: str) -> str | None:
+    """Training job `name`'s status, or None if SageMaker has no such job ("Requested
+    resource not found.", a ValidationException: aws/aws-sdk#165)."""
+    try:
+        return str(sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"])
+    except sagemaker.exceptions.ClientError as exc:
+        if "not found" in exc.response.get("Error", {}).get("Message", ""):
+            return None
+        raise
+
+
+def _announce(
+    publisher: EventPublisher,
+    manifest: Manifest,
+    manifest_uri: str,
+    settings: jobs.JobSettings,
+    training: list[dict[str, Any]],
+    *,
+    once: str,
+    waiting: dict[str, str] | None = None,
+    waited: bool = False,
+) -> None:
+    """Send `Training Started` for the jobs of `training` once (`once`: the run's first
+    announcement, or a job's own that `waited` for the quota), naming the jobs that wait
+    (`waiting`: each with why) and the first one's reason."""
     publisher.publish(
         "Training Started",
         {
@@ -108,11 +283,16 @@ def start_training(
             "instances": {
                 r["TrainingJobName"]: r["ResourceConfig"]["InstanceCount"] for r in training
             },
-            "manifest": storage.uri(manifest_key),  # an s3:// URI, as in Run Started
+            "manifest": manifest_uri,  # an s3:// URI, as in Run Started
+            **(
+                {"waiting": list(waiting), "waiting_reason": next(iter(waiting.values()))}
+                if waiting
+                else {}
+            ),
+            **({"waited": True} if waited else {}),
         },
-        once="training-started",
+        once=once,
     )
-    return created
 
 
 def _log_host_memory(run: str, model: ModelShards, resources: dict[str, Any]) -> None:
