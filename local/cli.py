@@ -315,6 +315,16 @@ def _stack_parameters(args: argparse.Namespace) -> dict[str, str] | None:
     return parameters
 
 
+def _cloud_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The local cloud's `parameters` and `quotas` from the command line; None (and each
+    problem printed) when either is refused."""
+    parameters = _stack_parameters(args)
+    if parameters is None:
+        return None
+    quotas = _quotas(args, parameters)
+    return None if quotas is None else {"parameters": parameters, "quotas": quotas}
+
+
 def _local_run(args: argparse.Namespace) -> int:
     data_dir, out = Path(args.data), Path(args.out)
     optional = (naming.TRUTH_FILE, naming.OVERRIDES_FILE)
@@ -327,8 +337,8 @@ def _local_run(args: argparse.Namespace) -> int:
         args.workdir and _inside_inputs(("--workdir", Path(args.workdir)), ("--data", data_dir))
     ):
         return 2
-    parameters = _stack_parameters(args)
-    if parameters is None:
+    options = _cloud_options(args)
+    if options is None:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
@@ -345,7 +355,7 @@ def _local_run(args: argparse.Namespace) -> int:
             return 2
         code = 1  # unless the run says otherwise: a crash too removes the folder
         try:
-            code = _claimed_run(args, data_dir, out, files, parameters)
+            code = _claimed_run(args, data_dir, out, files, options)
         finally:
             if code != 0 and made:  # folders this run made and put nothing in go again
                 (out / _LOCK_FILE).unlink(missing_ok=True)
@@ -358,7 +368,7 @@ def _claimed_run(
     data_dir: Path,
     out: Path,
     files: list[str],
-    parameters: dict[str, str],
+    options: dict[str, Any],
 ) -> int:
     """`local run` once its folders are held: run the flow, then keep or remove the local
     cloud's files and say how it ended, last."""
@@ -367,7 +377,7 @@ def _claimed_run(
     stop_on_signals()
     code, outcome = 1, None
     try:
-        code, outcome = _run_flow(args, data_dir, out, files, workdir, parameters)
+        code, outcome = _run_flow(args, data_dir, out, files, workdir, options)
     except KeyboardInterrupt:
         code, outcome = 130, "interrupted: the local cloud and its jobs are stopped"
     finally:
@@ -398,7 +408,7 @@ def _run_flow(
     out: Path,
     files: list[str],
     workdir: Path,
-    parameters: dict[str, str],
+    options: dict[str, Any],
 ) -> tuple[int, str]:
     """Upload the dataset to a fresh local cloud and wait for its outcome.
 
@@ -414,7 +424,7 @@ def _run_flow(
     started = time.perf_counter()
     written = False
     try:
-        with LocalCloud(workdir, parameters=parameters) as cloud:
+        with LocalCloud(workdir, **options) as cloud:
             # The truth and the settings go first: the last input to arrive starts the run.
             ordered = sorted(files, key=lambda name: name in schema.INPUT_FILES)
             cloud.upload_dataset(data_dir, dataset, tuple(ordered))
@@ -467,25 +477,25 @@ def _download(cloud: Any, keys: list[str], out: Path) -> None:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    parameters = _stack_parameters(args)
-    if parameters is None:
+    options = _cloud_options(args)
+    if options is None:
         return 2
     if args.workdir and not _made_folder("--workdir", Path(args.workdir)):
         return 2
     with contextlib.ExitStack() as claims:
         if args.workdir and not _claimed("--workdir", Path(args.workdir), claims):
             return 2
-        return _claimed_up(args, parameters)
+        return _claimed_up(args, options)
 
 
-def _claimed_up(args: argparse.Namespace, parameters: dict[str, str]) -> int:
+def _claimed_up(args: argparse.Namespace, options: dict[str, Any]) -> int:
     """`local up` once its --workdir (if any) is held: serve until stopped."""
     from m5flow_local.cloud import LocalCloud
 
     stop_on_signals()  # before the servers start: a Ctrl-C while they do stops them too
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="m5flow-local-"))
     try:
-        with LocalCloud(workdir, parameters=parameters) as cloud:
+        with LocalCloud(workdir, **options) as cloud:
             print("# to point boto3 and the AWS CLI (v2) at the local cloud, run these:")
             for key, value in cloud.environment.items():
                 print(f"export {key}={value}")
@@ -552,6 +562,51 @@ def _folder(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a folder, found an empty name")
     return text
+
+
+def _quota(text: str) -> tuple[str, int]:
+    """--quota: a SageMaker service quota by AWS's name, and how many instances it holds."""
+    from m5flow_local.sagemaker.models import QUOTA_SUFFIXES
+
+    name, equals, value = text.rpartition("=")
+    name = " ".join(name.split())
+    example = "e.g. 'ml.m5.xlarge for training job usage=2'"
+    if not equals or not name.endswith(QUOTA_SUFFIXES) or name in QUOTA_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            "expected '<instance type> for training job usage=N' or '<instance type> for "
+            f"transform job usage=N', AWS's quota names, {example}: {text!r}"
+        )
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        said = f"a quota is a whole number of instances, {example}: {text!r}"
+        raise argparse.ArgumentTypeError(said)
+    return name, count
+
+
+def _quotas(args: argparse.Namespace, parameters: dict[str, str]) -> dict[str, int] | None:
+    """The local SageMaker's quotas from `--quota`; None (and why, printed) when one is
+    given twice. A quota of a type none of the stack's jobs uses limits nothing: said."""
+    from m5flow_local.router.template import template_parameters
+
+    quotas: dict[str, int] = {}
+    for name, count in args.quota:
+        if quotas.get(name, count) != count:
+            print(f"refused --quota: {name}: given twice, {quotas[name]} and {count}; give it "
+                  "once", file=sys.stderr)  # fmt: skip
+            return None
+        quotas[name] = count
+    defaults = {k: str(v.get("Default")) for k, v in template_parameters().items()}
+    for kind in ("training", "transform"):
+        parameter = f"{kind.capitalize()}InstanceType"
+        used = parameters.get(parameter, defaults.get(parameter))
+        for name in quotas:
+            if name.endswith(f" for {kind} job usage") and not name.startswith(f"{used} "):
+                print(f"note: --quota '{name}' limits nothing: the {kind} jobs run on {used} "
+                      f"({parameter})")  # fmt: skip
+    return quotas
 
 
 def _name_and_value(text: str) -> tuple[str, str]:
@@ -663,6 +718,15 @@ def parser() -> argparse.ArgumentParser:
             metavar="NAME=VALUE",
             help="a template.yaml parameter, e.g. ModelMinLags=7,14,21,28 (repeatable; "
             "LogLevel is WARNING and TrainingInstanceCount 1 unless given)",
+        )
+        command.add_argument(
+            "--quota",
+            action="append",
+            default=[],
+            type=_quota,
+            metavar="'QUOTA=N'",
+            help="hold the local SageMaker to an account's service quota, by AWS's name, e.g. "
+            "'ml.m5.xlarge for training job usage=2' (repeatable; default: none)",
         )
     run.set_defaults(run=_local_run)
     up.add_argument(

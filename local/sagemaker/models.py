@@ -49,7 +49,7 @@ from m5flow_local.sagemaker.resources import (
 LOG = logging.getLogger(__name__)
 
 
-_QUOTA_SUFFIXES = (" for training job usage", " for transform job usage")  # AWS's quota names
+QUOTA_SUFFIXES = (" for training job usage", " for transform job usage")  # AWS's quota names
 
 
 class SageMakerBackend:
@@ -87,7 +87,7 @@ class SageMakerBackend:
         self.emit = emit
         self.capacity = capacity or Capacity()  # the training jobs share this machine
         self.quotas = dict(quotas or {})
-        unknown = [k for k in self.quotas if not k.endswith(_QUOTA_SUFFIXES)]
+        unknown = [k for k in self.quotas if not k.endswith(QUOTA_SUFFIXES)]
         if unknown:  # a bare instance type would otherwise be no quota at all, in silence
             raise ValueError(
                 f"quota names are AWS's, '<instance type> for training job usage' or "

@@ -291,6 +291,17 @@ def test_arguments_that_cannot_work_are_refused_with_a_message_not_a_traceback(t
          f"TRUTH {tmp_path / 'nope.csv'}", "no such file"),
         (["local", "run", "--data", "", "--out", str(tmp_path / "o")], "--data", "empty name"),
         (["shard", "", str(tmp_path / "o")], "DATA_DIR", "empty name"),
+        # A bare instance type is no AWS quota: taken, it would have limited nothing.
+        (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--quota",
+          "ml.m5.xlarge=2"], "--quota",
+         "expected '<instance type> for training job usage=N' or '<instance type> for "
+         "transform job usage=N'"),
+        (["local", "up", "--quota", "ml.m5.xlarge for training job usage=-1"], "--quota",
+         "a quota is a whole number of instances"),
+        (["local", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--quota",
+          "ml.m5.xlarge for training job usage=2", "--quota",
+          "ml.m5.xlarge for training job usage=3"], "--quota",
+         "ml.m5.xlarge for training job usage: given twice, 2 and 3; give it once"),
     ]  # fmt: skip
     for args, named, reason in cases:
         result = _m5flow(*args)

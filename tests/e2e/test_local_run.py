@@ -180,6 +180,25 @@ def test_local_run_refuses_parameters_the_stack_would_refuse(small_m5, tmp_path)
     assert "local cloud up" not in result.stdout  # refused before anything started
 
 
+def test_local_run_holds_its_jobs_to_the_quotas_given(small_m5, tmp_path):
+    """`--quota` rehearses an account's service quota: none for training ends the run at
+    its start-training step, in SageMaker's words (the runs whose jobs wait for a quota:
+    tests/unit/test_handlers.py, tests/e2e/test_permissions.py). A quota of a type no job
+    uses is said to limit nothing."""
+    result = _local_run(small_m5, tmp_path / "out", 300,
+                        "--quota", "ml.m5.xlarge for training job usage=0",
+                        "--quota", "ml.c5.xlarge for transform job usage=1")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (
+        "note: --quota 'ml.c5.xlarge for transform job usage' limits nothing: the transform "
+        "jobs run on ml.m5.xlarge (TransformInstanceType)"
+    ) in result.stdout
+    reason = result.stderr.strip().splitlines()[-1]
+    assert reason.startswith("FAILED (Run Failed): SageMaker refused training job "), reason
+    assert "'ml.m5.xlarge for training job usage' is 0 Instances" in reason
+    assert "raise that quota in Service Quotas" in reason
+
+
 def test_local_jobs_train_on_one_host_unless_told_otherwise():
     """On one machine more hosts add no memory (README: Local mode); `auto` stays a choice."""
     from argparse import Namespace
