@@ -1157,8 +1157,8 @@ def test_a_quota_that_cannot_hold_a_job_fails_the_run_at_once(
             "account-level service limit 'ml.m5.xlarge for training job usage' is 0 Instances"
         )
         assert (
-            "The run's 9 training jobs need up to 9 ml.m5.xlarge instances at once, and this "
-            "one alone 1: raise that quota in Service Quotas"
+            "The run's 9 training jobs need up to 9 ml.m5.xlarge instances at once, this job "
+            "1, more than the quota holds: raise that quota in Service Quotas"
         ) in reason
 
         assert start_training(storage, sagemaker, publisher, manifest, settings) == []
@@ -1211,6 +1211,69 @@ def test_jobs_beyond_the_quota_wait_and_start_as_the_run_s_jobs_end(
         assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
 
 
+def test_two_deliveries_of_a_job_s_end_at_once_start_the_next_job_once(
+    bucket, load_function, small_m5, bus, tmp_path, monkeypatch
+):
+    """EventBridge may deliver h7's end twice, at once. The second delivery starts h14
+    while the first has looked at the jobs (none in progress) and not yet tried it: the
+    first then finds h14 taken and h21 refused. h14, which the first never saw, holds the
+    instance and will end: the run goes on, and h14 is announced once."""
+    from m5flow.stages import training
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-twice")
+    storage, publisher, settings = _step_parts(bucket)
+    h7, h14 = f"m5flow-{run}-h7", f"m5flow-{run}-h14"
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 1}) as sagemaker:
+        start_training(storage, sagemaker, publisher, f"runs/{run}/manifest.json", settings)
+        bus.drain()
+        ended = _until_ended(sagemaker, h7)
+        create, nested = training._create, []
+
+        def second_delivery_meanwhile(*args, **kwargs):
+            if not nested:
+                nested.append(publish_model(storage, sagemaker, publisher, ended, settings))
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(training, "_create", second_delivery_meanwhile)
+        publish_model(storage, sagemaker, publisher, ended, settings)
+
+        kinds = [(e["detail-type"], e["detail"].get("training_jobs")) for e in bus.drain()]
+        assert kinds == [("Transform Started", None), ("Training Started", [h14])], kinds
+        statuses = {j["TrainingJobName"]: j["TrainingJobStatus"]
+                    for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]}  # fmt: skip
+        assert statuses == {h7: "Completed", h14: "InProgress"}
+
+
+def test_a_late_delivery_of_the_manifest_starts_a_waiting_job_and_says_so(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """The manifest event delivered again after h7 ended, before h7's own state change:
+    the start-training step starts h14, which waited, as the publish step would, and
+    announces it; h7's state change then finds h14 holding the instance."""
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-late")
+    storage, publisher, settings = _step_parts(bucket)
+    manifest = f"runs/{run}/manifest.json"
+    h7, h14 = f"m5flow-{run}-h7", f"m5flow-{run}-h14"
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 1}) as sagemaker:
+        start_training(storage, sagemaker, publisher, manifest, settings)
+        bus.drain()
+        ended = _until_ended(sagemaker, h7)
+
+        assert start_training(storage, sagemaker, publisher, manifest, settings) == [h14]
+        (started,) = bus.drain()
+        assert started["detail-type"] == "Training Started" and started["detail"]["waited"]
+        assert started["detail"]["training_jobs"] == [h14]
+
+        publish_model(storage, sagemaker, publisher, ended, settings)
+        assert [e["detail-type"] for e in bus.drain()] == ["Transform Started"]
+        assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 2
+
+
 def test_a_job_that_waits_with_none_of_the_run_s_left_fails_the_run(
     bucket, load_function, small_m5, bus, tmp_path
 ):
@@ -1229,15 +1292,13 @@ def test_a_job_that_waits_with_none_of_the_run_s_left_fails_the_run(
         sagemaker.create_training_job(**{**other, "TrainingJobName": "another-teams-job"})
         assert start_training(storage, sagemaker, publisher, manifest_key, settings) == []
 
-        started, failed = bus.drain()
-        assert started["detail-type"] == "Training Started"
-        assert started["detail"]["training_jobs"] == []
+        (failed,) = bus.drain()  # no Training Started that starts nothing
         assert failed["detail-type"] == "Run Failed"
         assert failed["detail"]["stage"] == "start_training"
         assert (
-            "the quota holds it, but other jobs held 1 and none of this run's was left in "
-            "progress, whose end would have started it; to run these files again once they "
-            "end, upload them under a new raw/<dataset>/"
+            "this job 1: the quota holds this job, but other jobs held 1, and none of this "
+            "run's is in progress, whose end would start it; to run these files again once "
+            "they end, upload them under a new raw/<dataset>/"
         ) in failed["detail"]["reason"]
         (job,) = sagemaker.list_training_jobs()["TrainingJobSummaries"]
         assert job["TrainingJobName"] == "another-teams-job"

@@ -416,18 +416,31 @@ def test_a_quota_refusal_says_whether_the_run_alone_would_fit(quota, in_use, adv
     )
 
 
+_QUOTA_MESSAGE = (
+    "The account-level service limit 'ml.m5.xlarge for training job usage' is {} Instances, "
+    "with current utilization of {} Instances and a request delta of 2 Instances."
+)
+
+
 @pytest.mark.parametrize(
-    ("quota", "in_use", "advice"),
+    ("message", "advice"),
     [
-        (1, 0, "and this one alone 2: raise that quota in Service Quotas, or choose a "
-               "TrainingInstanceType with more memory (fewer instances a job)"),
-        (4, 4, "and this one 2: the quota holds it, but other jobs held 4 and none of this "
-               "run's was left in progress, whose end would have started it; to run these "
-               "files again once they end, upload them under a new raw/<dataset>/"),
+        (_QUOTA_MESSAGE.format(1, 0),
+         ", this job 2, more than the quota holds: raise that quota in Service Quotas, or "
+         "choose a TrainingInstanceType whose quota holds it, or one with more memory (fewer "
+         "instances a job)"),
+        (_QUOTA_MESSAGE.format(4, 4),
+         ", this job 2: the quota holds this job, but other jobs held 4, and none of this "
+         "run's is in progress, whose end would start it; to run these files again once they "
+         "end, upload them under a new raw/<dataset>/"),
+        # SageMaker's words without its numbers: whether the job fits is not known, not said
+        ("Quota exceeded for ml.m5.xlarge",
+         ", this job 2: raise that quota in Service Quotas, or choose a TrainingInstanceType "
+         "whose quota holds it, or one"),
     ],
 )  # fmt: skip
 def test_a_training_quota_refusal_says_whether_the_job_alone_would_fit(
-    quota: int, in_use: int, advice: str
+    message: str, advice: str
 ) -> None:
     """A training job waits while the run's own jobs hold the quota (stages.training): what
     stops the run is a quota that cannot hold the job alone, or other jobs of the account
@@ -437,20 +450,24 @@ def test_a_training_quota_refusal_says_whether_the_job_alone_would_fit(
          "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2}}
         for h in (7, 14, 21, 28)
     ]  # fmt: skip
-    message = (
-        f"The account-level service limit 'ml.m5.xlarge for training job usage' is {quota} "
-        f"Instances, with current utilization of {in_use} Instances and a request delta of 2 "
-        "Instances."
-    )
-    assert failure.quota_numbers(message) == (quota, in_use)
     reason = failure.quota_reason("training", requests, 2, message)
     assert reason.startswith("SageMaker refused training job m5flow-r-h21 (ResourceLimit")
-    assert f"The run's 4 training jobs need up to 8 ml.m5.xlarge instances at once, {advice}" in (
+    assert f"The run's 4 training jobs need up to 8 ml.m5.xlarge instances at once{advice}" in (
         reason
     )
 
 
-def test_a_quota_message_in_other_words_names_no_numbers() -> None:
+def test_a_quota_message_names_its_numbers_or_nothing_is_assumed() -> None:
     """SageMaker's wording is no contract: without its numbers, nothing is assumed (the
     job does not wait, stages.training)."""
+    assert failure.quota_numbers(_QUOTA_MESSAGE.format(5, 3)) == (5, 3)
     assert failure.quota_numbers("Quota exceeded for ml.m5.xlarge") is None
+
+
+def test_a_wait_says_sagemaker_s_message_without_its_advice_to_ask_for_more() -> None:
+    message = _QUOTA_MESSAGE.format(1, 1) + " Please use AWS Service Quotas to request more."
+    assert failure.waiting_reason("m5flow-r-h14", message) == (
+        "training job m5flow-r-h14 waits for the quota (ResourceLimitExceeded: "
+        + _QUOTA_MESSAGE.format(1, 1)
+        + ") and starts as this run's training jobs in progress end"
+    )

@@ -454,18 +454,25 @@ def quota_reason(
         f"to run these files again once they end, upload them under a new "
         f"{naming.RAW_PREFIX}<dataset>/ (SageMaker never frees a job name)"
     )
-    if kind == "training" and quota and quota[0] >= alone:
-        return reason + (
-            f", and this one {alone}: the quota holds it, but other jobs held {quota[1]} and "
-            f"none of this run's was left in progress, whose end would have started it; {again}"
+    if kind == "training":
+        reason += f", this job {alone}"
+        if quota and quota[0] >= alone:
+            return reason + (
+                f": the quota holds this job, but other jobs held {quota[1]}, and none of this "
+                f"run's is in progress, whose end would start it; {again}"
+            )
+        memory = ", or one with more memory (fewer instances a job)" if alone > 1 else ""
+        beyond = ", more than the quota holds" if quota else ""  # unknown without its numbers
+        return (
+            reason
+            + beyond
+            + (
+                ": raise that quota in Service Quotas, or choose a TrainingInstanceType whose "
+                f"quota holds it{memory}"
+            )
         )
     if quota and quota[0] >= needed:
         return reason + f": the quota holds that, but other jobs held {quota[1]}; {again}"
-    if kind == "training":
-        return reason + (
-            f", and this one alone {alone}: raise that quota in Service Quotas, or choose a "
-            "TrainingInstanceType with more memory (fewer instances a job)"
-        )
     return reason + (
         ": raise that quota in Service Quotas, or choose a TransformInstanceType it allows"
     )
@@ -473,10 +480,12 @@ def quota_reason(
 
 def waiting_reason(name: str, message: str) -> str:
     """Why training job `name` waits rather than fails: the quota would hold it alone, and
-    the run's own jobs in progress hold the instances, so the end of one starts it."""
+    the run's own jobs in progress hold the instances, so their ends start it. SageMaker's
+    message is cut before its advice to ask for more, which a wait does not need."""
+    said = message.split(" Please use AWS Service Quotas", 1)[0]
     return (
-        f"training job {name} waits for the quota (ResourceLimitExceeded: {message}) and "
-        "starts when one of this run's training jobs in progress ends"
+        f"training job {name} waits for the quota (ResourceLimitExceeded: {said}) and starts "
+        "as this run's training jobs in progress end"
     )
 
 

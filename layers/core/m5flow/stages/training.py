@@ -69,17 +69,19 @@ def start_training(
 
     A job that already exists was started by an earlier delivery of the same event: it is
     counted as done, and `Training Started` is announced once per run, naming the jobs that
-    wait for the quota. A backtest twin that SageMaker refuses (a quota too small for it,
-    a malformed request) costs the run its backtest, not its forecast
+    wait for the quota. A delivery after that announcement only starts the jobs that waited
+    (`start_waiting`), as a job's end does. A backtest twin that SageMaker refuses (a
+    malformed request, say) costs the run its backtest, not its forecast
     (`stages.backtest_loss`): no twin trains then.
     """
     manifest = Manifest.from_json(storage.read(manifest_key))
+    run = manifest.run_id
     head = storage.head(manifest_key)
     written = head.modified if head else None
-    failure = failure_name(storage, manifest.run_id, head)
-    if publisher.settle(manifest.run_id, failure) != "absent":
+    failure = failure_name(storage, run, head)
+    if publisher.settle(run, failure) != "absent":
         # A late delivery after this run failed (a quota refused it): start nothing more.
-        logger.warning("the run has failed; no training", extra={"run_id": manifest.run_id})
+        logger.warning("the run has failed; no training", extra={"run_id": run})
         return []
     try:
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
@@ -88,25 +90,32 @@ def start_training(
         return []
     twin_jobs = [r["TrainingJobName"] for m, r in zip(manifest.models, requests, strict=True)
                  if m.backtest]  # fmt: skip
-    lost = lost_backtest(publisher, manifest.run_id) is not None
+    lost = lost_backtest(publisher, run) is not None
     if lost:  # a delivery that lost it may have died before stopping the twins it created
         stop_jobs(sagemaker, training=twin_jobs)
+    if publisher.settle(run, TRAINING_STARTED) != "absent":
+        # Every job was tried before; its jobs that waited are start_waiting's, which
+        # announces each it starts (here, a job would start unannounced).
+        return start_waiting(storage, sagemaker, publisher, manifest, settings,
+                             stage=Stage.START_TRAINING, failure=failure)  # fmt: skip
     created: list[str] = []
-    waiting: dict[str, str] = {}  # job name: why it waits
+    existed = False
+    waiting: dict[str, Refusal] = {}
     for index, (model, request) in enumerate(zip(manifest.models, requests, strict=True)):
         if model.backtest and lost:  # a twin was refused before: no twin trains
             continue
-        _log_host_memory(manifest.run_id, model, request["ResourceConfig"])
+        _log_host_memory(run, model, request["ResourceConfig"])
         name = request["TrainingJobName"]
         outcome = _create(sagemaker, requests, index, written)
         if outcome == "created":
             created.append(name)
+        existed = existed or outcome == "existed"
         if not isinstance(outcome, Refusal):
             continue
         if outcome.waits:  # the end of a job created before it starts it (start_waiting)
-            waiting[name] = waiting_reason(name, outcome.message)
+            waiting[name] = outcome
             logger.info("training job waits for the quota", extra={"job": name,
-                        "reason": waiting[name]})  # fmt: skip
+                        "reason": waiting_reason(name, outcome.message)})  # fmt: skip
             continue
         if model.backtest:  # the twins come last: every forecasting model's job is created
             lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
@@ -118,16 +127,23 @@ def start_training(
         _fail_run(sagemaker, publisher, manifest, outcome.reason,
                   stop=[n for n in started if n not in waiting], once=failure)  # fmt: skip
         return created
+    if waiting and not created and not existed:
+        # No job of the run exists, so none will end to start these: other jobs of the
+        # account hold the instances. Failed now, without a start that starts nothing.
+        _fail_run(sagemaker, publisher, manifest, next(iter(waiting.values())).reason, stop=[],
+                  once=failure)  # fmt: skip
+        return created
     created_twins = [name for name in twin_jobs if name in created]
-    if created_twins and not lost and lost_backtest(publisher, manifest.run_id):
+    if created_twins and not lost and lost_backtest(publisher, run):
         # A concurrent delivery lost the backtest after this one created twins: its stops
         # may have come before they existed.
         stop_jobs(sagemaker, training=created_twins)
         lost = True
     training = [r for m, r in zip(manifest.models, requests, strict=True)
                 if not (m.backtest and lost) and r["TrainingJobName"] not in waiting]  # fmt: skip
+    reasons = {name: waiting_reason(name, refusal.message) for name, refusal in waiting.items()}
     _announce(publisher, manifest, storage.uri(manifest_key), settings, training,
-              waiting=waiting, once=TRAINING_STARTED)  # fmt: skip
+              waiting=reasons, once=TRAINING_STARTED)  # fmt: skip
     if waiting:
         # The jobs that held the quota may all have ended between the refusals and now,
         # their state changes finding nothing to start: look once more, after them.
@@ -146,13 +162,14 @@ def start_waiting(
     stage: Stage,
     failure: str,
 ) -> list[str]:
-    """Create the training jobs of the run's models that have none yet (they waited for the
-    quota); return the names created. Called after each of the run's training jobs ends,
-    and by the start-training step once its own refusals are in.
+    """Create the training jobs that waited for the quota and have none yet; return the
+    names created. Called after each of the run's training jobs ends, and by the
+    start-training step once its own refusals are in (or on a later delivery).
 
     A job refused again waits on while another job of the run holds instances (its end
     calls this again); with none left, nothing would ever start it, so the run fails (a
-    twin's: its backtest is lost). Each job started is announced (`Training Started`).
+    twin's: its backtest is lost). Each job that waited is announced once it exists
+    (`Training Started`), also when a delivery that created it died before saying so.
     """
     run = manifest.run_id
     if publisher.settle(run, failure) != "absent":
@@ -173,51 +190,69 @@ def start_waiting(
         _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
         return []
     names = [r["TrainingJobName"] for r in requests]
-    statuses = {name: _status(sagemaker, name) for name in names}
-    missing = [
-        i
-        for i, (m, name) in enumerate(zip(manifest.models, names, strict=True))
-        if name in waiting and statuses[name] is None and not (m.backtest and lost)
-    ]
-    holding = sum(status in _HOLDING for status in statuses.values())
+    statuses = _statuses(sagemaker, names)
+    uri = storage.uri(naming.manifest_key(run))
     created: list[str] = []
-    for index in missing:
-        model, name = manifest.models[index], names[index]
-        outcome = _create(sagemaker, requests, index, None)
-        if outcome == "created":
-            created.append(name)
-            uri = storage.uri(naming.manifest_key(run))
-            _announce(publisher, manifest, uri, settings, [requests[index]], waited=True,
-                      once=f"training-started-{model.name}")  # fmt: skip
-        if not isinstance(outcome, Refusal):
+    for index, (model, name) in enumerate(zip(manifest.models, names, strict=True)):
+        if name not in waiting or (model.backtest and lost):
             continue
-        if outcome.waits and (holding or created):
-            logger.info("training job still waits for the quota", extra={"job": name,
-                        "reason": waiting_reason(name, outcome.message)})  # fmt: skip
-            continue
-        transforms = stage != Stage.START_TRAINING  # that step may stop training jobs only
-        if model.backtest:
-            lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
-                          stage=stage, reason=outcome.reason, failure=failure,
-                          transforms=transforms)  # fmt: skip
-            lost = True
-            continue
-        # The run's training jobs that hold instances (none of its others exists), and,
-        # where the step may, its transforms.
-        training = [n for n in names if statuses[n] in _HOLDING or n in created]
-        transform = other_models_jobs(manifest, model.name)[1] if transforms else []
-        detail = {"run_id": run, "dataset": manifest.dataset, "stage": stage,
-                  "reason": outcome.reason}  # fmt: skip
-        fail_run(sagemaker, publisher, detail, stop_training=training, stop_transform=transform,
-                 once=failure)  # fmt: skip
-        return created
-    twins = [names[i] for i in missing if manifest.models[i].backtest and names[i] in created]
-    if created and publisher.settle(run, failure) != "absent":
-        # A sibling failed the run while these were created: its stops came before them.
-        stop_jobs(sagemaker, training=created)
-    elif twins and lost_backtest(publisher, run):  # a twin was lost meanwhile, as above
+        if statuses[name] is None:
+            outcome = _create(sagemaker, requests, index, None)
+            if isinstance(outcome, Refusal):
+                if outcome.waits and not any(s in _HOLDING for s in statuses.values()):
+                    # Look again before giving up: a concurrent delivery may have started
+                    # a job of the run since (its end will call this again).
+                    statuses = _statuses(sagemaker, names)
+                if outcome.waits and any(s in _HOLDING for s in statuses.values()):
+                    logger.info("training job still waits for the quota", extra={"job": name,
+                                "reason": waiting_reason(name, outcome.message)})  # fmt: skip
+                    continue
+                if model.backtest:
+                    lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
+                                  stage=stage, reason=outcome.reason, failure=failure,
+                                  transforms=stage != Stage.START_TRAINING)  # fmt: skip
+                    lost = True
+                    continue
+                _fail_waiting(sagemaker, publisher, manifest, model, outcome.reason, stage=stage,
+                              failure=failure, statuses=_statuses(sagemaker, names))  # fmt: skip
+                return created
+            if outcome == "created":
+                created.append(name)
+            statuses[name] = "InProgress"  # by this call or a concurrent one: it holds
+            if publisher.settle(run, failure) != "absent":
+                # A sibling failed the run while these were created: its stops came first.
+                stop_jobs(sagemaker, training=created)
+                return created
+        _announce(publisher, manifest, uri, settings, [requests[index]], waited=True,
+                  once=f"training-started-{model.name}")  # fmt: skip
+    twins = [n for m, n in zip(manifest.models, names, strict=True) if m.backtest and n in created]
+    if twins and lost_backtest(publisher, run):  # a twin was lost meanwhile: its stops came first
         stop_jobs(sagemaker, training=twins)
     return created
+
+
+def _fail_waiting(
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    model: ModelShards,
+    reason: str,
+    *,
+    stage: Stage,
+    failure: str,
+    statuses: dict[str, str | None],
+) -> None:
+    """A forecasting model's job that waited can never start (`reason`): fail the run and
+    stop its training jobs that hold instances (`statuses`: a fresh look) and, where the
+    step may, its transforms. The start-training step may not: a transform its publish step
+    started meanwhile (a job that ended during that step's seconds) runs to its end, and
+    its output is never assembled."""
+    training = [name for name, status in statuses.items() if status in _HOLDING]
+    transforms = other_models_jobs(manifest, model.name)[1] if stage != Stage.START_TRAINING else []
+    detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
+              "reason": reason}  # fmt: skip
+    fail_run(sagemaker, publisher, detail, stop_training=training, stop_transform=transforms,
+             once=failure)  # fmt: skip
 
 
 def _create(
@@ -246,6 +281,11 @@ def _create(
             raise
         return Refusal(refusal_reason(f"training job {name}", exc.response["Error"]["Message"]))
     return "created"
+
+
+def _statuses(sagemaker: Any, names: list[str]) -> dict[str, str | None]:
+    """Each job's status, by name: None for a job SageMaker does not have."""
+    return {name: _status(sagemaker, name) for name in names}
 
 
 def _status(sagemaker: Any, name: str) -> str | None:
