@@ -1305,6 +1305,48 @@ def test_a_job_that_waits_with_none_of_the_run_s_left_fails_the_run(
         assert job["TrainingJobName"] == "another-teams-job"
 
 
+def test_a_refusal_moments_after_the_run_s_last_job_ended_is_tried_again_then_fails(
+    bucket, load_function, small_m5, bus, tmp_path, monkeypatch
+):
+    """SageMaker may count an ended job's instances against the quota for minutes: h7 has
+    just ended, none of the run's jobs is in progress, and h14 is refused (here another
+    job took the instance). The publish step raises, for Lambda's retries, rather than
+    fail the run at once; a retry past RELEASE_SECONDS that is refused too fails it."""
+    from types import SimpleNamespace
+
+    from m5flow import jobs
+    from m5flow.exceptions import QuotaNotReleasedError
+    from m5flow.stages import training
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-release")
+    storage, publisher, settings = _step_parts(bucket)
+    manifest_key = f"runs/{run}/manifest.json"
+    manifest = Manifest.from_json(storage.read(manifest_key))
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 1}) as sagemaker:
+        start_training(storage, sagemaker, publisher, manifest_key, settings)
+        bus.drain()
+        ended = _until_ended(sagemaker, f"m5flow-{run}-h7")
+        other = jobs.training_request(manifest, manifest.models[0], settings)
+        sagemaker.create_training_job(**{**other, "TrainingJobName": "another-teams-job"})
+
+        with pytest.raises(QuotaNotReleasedError, match=r"the last ended \d+ s ago"):
+            publish_model(storage, sagemaker, publisher, ended, settings)
+        assert [e["detail-type"] for e in bus.drain()] == ["Transform Started"]
+
+        later = time.time() + training.RELEASE_SECONDS + 1
+        monkeypatch.setattr(training, "time", SimpleNamespace(time=lambda: later))
+        publish_model(storage, sagemaker, publisher, ended, settings)  # Lambda's last retry
+        (failed,) = bus.drain()
+        assert failed["detail-type"] == "Run Failed"
+        assert failed["detail"]["stage"] == "publish_model"
+        assert f"SageMaker refused training job m5flow-{run}-h14" in failed["detail"]["reason"]
+        assert "the quota holds this job, but other jobs held 1" in failed["detail"]["reason"]
+        other_job = sagemaker.describe_training_job(TrainingJobName="another-teams-job")
+        assert other_job["TrainingJobStatus"] == "InProgress"  # not this run's to stop
+
+
 def test_twins_beyond_the_quota_wait_as_the_forecasting_models_do(
     bucket, load_function, small_m5, bus, tmp_path
 ):

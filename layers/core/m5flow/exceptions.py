@@ -31,3 +31,8 @@ class RunFailedError(M5flowError):
 
 class ScoringError(M5flowError, ValueError):
     """Raised when a forecast cannot be scored: misaligned ids, wrong shapes, no weights."""
+
+
+class QuotaNotReleasedError(M5flowError):
+    """Raised so that Lambda tries the step again: a job of the run ended moments ago, and
+    SageMaker may still count its instances against the quota that refused the next."""

@@ -10,13 +10,14 @@ all, or when none of the run's jobs is left in progress to end.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
 from m5flow import instances, jobs, naming
-from m5flow.exceptions import RunFailedError
+from m5flow.exceptions import QuotaNotReleasedError, RunFailedError
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
@@ -39,9 +40,24 @@ logger = Logger(child=True)
 CLOCK_SKEW_SECONDS = 2.0
 # A job in these states still holds its instances, and will end with a state change.
 _HOLDING = ("InProgress", "Stopping")
+# SageMaker may go on counting an ended job's instances against the quota for a while
+# ("it can take several minutes", syne-tune/syne-tune#250). Within this long of the run's
+# last job's end, a refusal with none of its jobs in progress is left to Lambda's two
+# retries, one and three minutes later (AWS's documented delays): the last comes after it,
+# and fails the run if it is refused too.
+RELEASE_SECONDS = 150.0
 # The run's first `Training Started`, by its name in the ledger: sent once the start-training
 # step has tried every model's job, so the jobs that wait are known.
 TRAINING_STARTED = "training-started"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A training job as DescribeTrainingJob tells it: `status` None for a job SageMaker
+    does not have, `ended` (epoch seconds) for one that has ended."""
+
+    status: str | None
+    ended: float | None = None
 
 
 @dataclass(frozen=True)
@@ -190,23 +206,25 @@ def start_waiting(
         _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
         return []
     names = [r["TrainingJobName"] for r in requests]
-    statuses = _statuses(sagemaker, names)
+    states = _states(sagemaker, names)
     uri = storage.uri(naming.manifest_key(run))
     created: list[str] = []
     for index, (model, name) in enumerate(zip(manifest.models, names, strict=True)):
         if name not in waiting or (model.backtest and lost):
             continue
-        if statuses[name] is None:
+        if states[name].status is None:
             outcome = _create(sagemaker, requests, index, None)
             if isinstance(outcome, Refusal):
-                if outcome.waits and not any(s in _HOLDING for s in statuses.values()):
+                if outcome.waits and not _holding(states):
                     # Look again before giving up: a concurrent delivery may have started
                     # a job of the run since (its end will call this again).
-                    statuses = _statuses(sagemaker, names)
-                if outcome.waits and any(s in _HOLDING for s in statuses.values()):
+                    states = _states(sagemaker, names)
+                if outcome.waits and _holding(states):
                     logger.info("training job still waits for the quota", extra={"job": name,
                                 "reason": waiting_reason(name, outcome.message)})  # fmt: skip
                     continue
+                if outcome.waits:
+                    _unless_released(name, outcome, states)
                 if model.backtest:
                     lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
                                   stage=stage, reason=outcome.reason, failure=failure,
@@ -214,11 +232,11 @@ def start_waiting(
                     lost = True
                     continue
                 _fail_waiting(sagemaker, publisher, manifest, model, outcome.reason, stage=stage,
-                              failure=failure, statuses=_statuses(sagemaker, names))  # fmt: skip
+                              failure=failure, states=_states(sagemaker, names))  # fmt: skip
                 return created
             if outcome == "created":
                 created.append(name)
-            statuses[name] = "InProgress"  # by this call or a concurrent one: it holds
+            states[name] = JobState("InProgress")  # by this call or a concurrent one: it holds
             if publisher.settle(run, failure) != "absent":
                 # A sibling failed the run while these were created: its stops came first.
                 stop_jobs(sagemaker, training=created)
@@ -240,14 +258,14 @@ def _fail_waiting(
     *,
     stage: Stage,
     failure: str,
-    statuses: dict[str, str | None],
+    states: dict[str, JobState],
 ) -> None:
     """A forecasting model's job that waited can never start (`reason`): fail the run and
-    stop its training jobs that hold instances (`statuses`: a fresh look) and, where the
+    stop its training jobs that hold instances (`states`: a fresh look) and, where the
     step may, its transforms. The start-training step may not: a transform its publish step
     started meanwhile (a job that ended during that step's seconds) runs to its end, and
     its output is never assembled."""
-    training = [name for name, status in statuses.items() if status in _HOLDING]
+    training = [name for name, state in states.items() if state.status in _HOLDING]
     transforms = other_models_jobs(manifest, model.name)[1] if stage != Stage.START_TRAINING else []
     detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
               "reason": reason}  # fmt: skip
@@ -283,20 +301,40 @@ def _create(
     return "created"
 
 
-def _statuses(sagemaker: Any, names: list[str]) -> dict[str, str | None]:
-    """Each job's status, by name: None for a job SageMaker does not have."""
-    return {name: _status(sagemaker, name) for name in names}
+def _states(sagemaker: Any, names: list[str]) -> dict[str, JobState]:
+    """Each job as SageMaker tells it, by name."""
+    return {name: _state(sagemaker, name) for name in names}
 
 
-def _status(sagemaker: Any, name: str) -> str | None:
-    """Training job `name`'s status, or None if SageMaker has no such job ("Requested
-    resource not found.", a ValidationException: aws/aws-sdk#165)."""
+def _holding(states: dict[str, JobState]) -> bool:
+    """Whether a job of the run holds instances: its end will call `start_waiting`."""
+    return any(state.status in _HOLDING for state in states.values())
+
+
+def _state(sagemaker: Any, name: str) -> JobState:
+    """Training job `name`'s status and end, or no status if SageMaker has no such job
+    ("Requested resource not found.", a ValidationException: aws/aws-sdk#165)."""
     try:
-        return str(sagemaker.describe_training_job(TrainingJobName=name)["TrainingJobStatus"])
+        job = sagemaker.describe_training_job(TrainingJobName=name)
     except sagemaker.exceptions.ClientError as exc:
         if "not found" in exc.response.get("Error", {}).get("Message", ""):
-            return None
+            return JobState(None)
         raise
+    ended = job.get("TrainingEndTime")
+    return JobState(str(job["TrainingJobStatus"]), ended.timestamp() if ended else None)
+
+
+def _unless_released(name: str, refusal: Refusal, states: dict[str, JobState]) -> None:
+    """Raise for Lambda to try again if the run's last job ended less than
+    `RELEASE_SECONDS` ago: SageMaker may still count its instances."""
+    ended = [state.ended for state in states.values() if state.ended is not None]
+    since = time.time() - max(ended) if ended else None
+    if since is not None and since < RELEASE_SECONDS:
+        raise QuotaNotReleasedError(
+            f"{waiting_reason(name, refusal.message)}; none of them is in progress, but the "
+            f"last ended {since:.0f} s ago, and SageMaker may still count its instances: "
+            "tried again, then the run fails if the quota still refuses it"
+        )
 
 
 def _announce(
