@@ -107,6 +107,27 @@ def test_a_crashed_step_is_said_once_and_does_not_stop_a_run_another_delivery_ma
     assert [e["detail-type"] for e in bus.drain()] == ["Run Started", "Transform Started"]
 
 
+def test_a_waiting_job_refused_on_every_try_fails_the_run_for_good(bucket, load_function, bus):
+    """The publish step raised QuotaNotReleasedError on every try (Lambda's retries spent,
+    or the local router's at once): no job of the run is left to start the one that waited,
+    so this Run Failed is the run's final one, as the step's own would have been."""
+    bus.watch("demo")
+    event = _record(bucket, "sagemaker_training_completed")
+    event["detail"]["responsePayload"] = {
+        "errorType": "QuotaNotReleasedError",
+        "errorMessage": "SageMaker refused training job m5flow-x-h14 (...)",
+    }
+
+    detail = load_function("ReportFailureFunction").invoke(event)
+
+    assert detail["reason"] == (
+        "still refused after Lambda's retries: SageMaker refused training job m5flow-x-h14 (...)"
+    )
+    assert [e["detail"]["stage"] for e in bus.drain()] == ["publish_model"]
+    ledger = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"events/{SAMPLE_RUN}/")
+    assert [o["Key"] for o in ledger["Contents"]] == [f"events/{SAMPLE_RUN}/run-failed.json"]
+
+
 def test_failed_shard_step_before_all_inputs_arrived_has_no_run(bucket, load_function, bus):
     bus.watch("early")
     _put(bucket, f"raw/early/{schema.SALES_FILE}", b"only the sales")

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from m5flow import naming
+from m5flow.exceptions import QuotaNotReleasedError
 from m5flow.hyperparameters import overrides_said
 from m5flow.jobs import job_logs, one_line
 from m5flow.manifest import Manifest
@@ -220,7 +221,9 @@ def report_failure(
         The `detail` of a `Lambda Function Invocation Result - Failure` event.
 
     Announced once per run and step: three deliveries of one upload that all crashed make
-    one event. It does not fail the run for good (see RUN_FAILED).
+    one event. It does not fail the run for good (see RUN_FAILED), but for a job that waited
+    for the quota and was refused on every try (QuotaNotReleasedError), which nothing is
+    left to start.
 
     Returns
     -------
@@ -253,9 +256,15 @@ def report_failure(
         "trigger": step.trigger,
     }
     logger.error("pipeline function failed", extra=detail)
+    once = f"invocation-failed-{step.stage}"
+    if failure.error_type == QuotaNotReleasedError.__name__ and step.run_id:
+        # A job that waited for the quota was refused on every try, with none of the run's
+        # jobs left to start it: the run cannot finish, so this failure is its last word.
+        detail["reason"] = f"still refused after Lambda's retries: {failure.error_message}"
+        once = failure_name(storage, step.run_id)
     # Without a run there is nowhere to record it: a re-delivered record may repeat it (with
     # the same request_id).
-    announce_run_failure(publisher, detail, once=f"invocation-failed-{step.stage}")
+    announce_run_failure(publisher, detail, once=once)
     return detail
 
 

@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 from m5flow import instances, jobs, naming
 from m5flow.exceptions import QuotaNotReleasedError, RunFailedError
 from m5flow.manifest import Manifest, ModelShards
-from m5flow.notifications import EventPublisher, Stage
+from m5flow.notifications import EventPublisher, Stage, ledger_key
 from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
 from m5flow.stages.failure import (
     fail_run,
@@ -32,7 +32,7 @@ from m5flow.stages.failure import (
     stop_jobs,
     waiting_reason,
 )
-from m5flow.storage import Storage
+from m5flow.storage import ObjectHead, Storage
 
 logger = Logger(child=True)
 # S3 and SageMaker clocks may differ by this much: a job of this run is never created
@@ -109,9 +109,10 @@ def start_training(
     lost = lost_backtest(publisher, run) is not None
     if lost:  # a delivery that lost it may have died before stopping the twins it created
         stop_jobs(sagemaker, training=twin_jobs)
-    if publisher.settle(run, TRAINING_STARTED) != "absent":
+    if _training_started(storage, publisher, run, head) is not None:
         # Every job was tried before; its jobs that waited are start_waiting's, which
         # announces each it starts (here, a job would start unannounced).
+        publisher.settle(run, TRAINING_STARTED)  # sent, if its sender died before
         return start_waiting(storage, sagemaker, publisher, manifest, settings,
                              stage=Stage.START_TRAINING, failure=failure)  # fmt: skip
     created: list[str] = []
@@ -190,7 +191,7 @@ def start_waiting(
     run = manifest.run_id
     if publisher.settle(run, failure) != "absent":
         return []
-    started = publisher.record(run, TRAINING_STARTED)
+    started = _training_started(storage, publisher, run)
     if started is None:
         # The start-training step has not tried every job yet (a job that ends fast, in
         # local mode): what has none is not waiting but still to come, and that step looks
@@ -241,12 +242,28 @@ def start_waiting(
                 # A sibling failed the run while these were created: its stops came first.
                 stop_jobs(sagemaker, training=created)
                 return created
+        if publisher.settle(run, failure) != "absent":  # nothing is announced after it
+            return created
         _announce(publisher, manifest, uri, settings, [requests[index]], waited=True,
                   once=f"training-started-{model.name}")  # fmt: skip
     twins = [n for m, n in zip(manifest.models, names, strict=True) if m.backtest and n in created]
     if twins and lost_backtest(publisher, run):  # a twin was lost meanwhile: its stops came first
         stop_jobs(sagemaker, training=twins)
     return created
+
+
+def _training_started(
+    storage: Storage, publisher: EventPublisher, run: str, manifest: ObjectHead | None = None
+) -> dict[str, Any] | None:
+    """The record of the run's first `Training Started`, None until the start-training
+    step has tried every job. A record older than the manifest is an earlier run's of the
+    same inputs, whose runs/ expired while its ledger stayed (as `failure_name` tells):
+    then this run's steps have tried nothing yet. Both times are S3's (Last-Modified)."""
+    manifest = manifest or storage.head(naming.manifest_key(run))
+    record = storage.head(ledger_key(run, TRAINING_STARTED))
+    if record is None or (manifest is not None and record.modified < manifest.modified):
+        return None
+    return publisher.record(run, TRAINING_STARTED)
 
 
 def _fail_waiting(
@@ -331,9 +348,9 @@ def _unless_released(name: str, refusal: Refusal, states: dict[str, JobState]) -
     since = time.time() - max(ended) if ended else None
     if since is not None and since < RELEASE_SECONDS:
         raise QuotaNotReleasedError(
-            f"{waiting_reason(name, refusal.message)}; none of them is in progress, but the "
-            f"last ended {since:.0f} s ago, and SageMaker may still count its instances: "
-            "tried again, then the run fails if the quota still refuses it"
+            f"{refusal.reason} (the run's last job ended {since:.0f} s before, and SageMaker "
+            "may still count its instances: the step is tried again, and fails the run if "
+            "the quota still refuses it)"
         )
 
 
