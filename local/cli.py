@@ -128,12 +128,11 @@ def _synth(args: argparse.Namespace) -> int:
 def _room_for(args: argparse.Namespace) -> bool:
     """Whether this machine has the memory, and --out's disk the room, to generate
     `--series` series; if not, say so and how many there is room for."""
-    import psutil
-
     from m5flow_local import synth
+    from m5flow_local.sagemaker.capacity import available_memory
 
     for what, where, free, base, per_series in (
-        ("memory", "this machine", psutil.virtual_memory().available,
+        ("memory", "this machine", available_memory(),
          synth.BASE_MEMORY_BYTES, synth.MEMORY_BYTES_PER_SERIES),
         ("disk", f"--out {args.out}", shutil.disk_usage(args.out).free,
          0, synth.FILE_BYTES_PER_SERIES),

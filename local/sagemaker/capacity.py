@@ -73,9 +73,55 @@ def host_memory_estimate(
     return total
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
 def available_memory() -> int:
-    """What the operating system can give processes now without swapping."""
-    return int(psutil.virtual_memory().available)
+    """What this process's processes can be given now without swapping or being killed:
+    the operating system's available memory, or less in a container whose memory cgroup
+    limits it (a CI runner's, say), where what the machine has is not what may be used."""
+    machine = int(psutil.virtual_memory().available)
+    limited = cgroup_memory_available()
+    return machine if limited is None else min(machine, limited)
+
+
+def cgroup_memory_available(root: Path = CGROUP_ROOT) -> int | None:
+    """The room left under this process's memory cgroup limit, or None without one.
+
+    cgroup v2 (`memory.max`, `memory.current`) or v1 (`memory/memory.limit_in_bytes`,
+    `memory.usage_in_bytes`), as a container sees its own group at the root. The usage
+    counts the page cache, which the kernel reclaims before it kills anything, so its
+    inactive file pages are taken back off, as `docker stats` does. A v1 group without a
+    limit reads as a number near 2**63: no limit either.
+    """
+    for limit_file, usage_file, inactive_key in (
+        (root / "memory.max", root / "memory.current", "inactive_file"),
+        (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes",
+         "total_inactive_file"),
+    ):  # fmt: skip
+        try:
+            limit_text = limit_file.read_text().strip()
+            usage = int(usage_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 2**62:
+            return None
+        inactive = _stat_value(limit_file.parent / "memory.stat", inactive_key)
+        return max(0, int(limit_text) - max(0, usage - inactive))
+    return None
+
+
+def _stat_value(path: Path, key: str) -> int:
+    """One counter of a cgroup's `memory.stat` ("<key> <bytes>" lines); 0 if absent."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 def usable_cores() -> int:

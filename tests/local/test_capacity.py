@@ -23,6 +23,7 @@ from m5flow_local.sagemaker.capacity import (
     BYTES_PER_TEXT_BYTE,
     HOST_BASE_BYTES,
     Capacity,
+    cgroup_memory_available,
     host_memory_estimate,
 )
 from m5flow_local.sagemaker.training import _child_env
@@ -330,3 +331,31 @@ def test_waiting_for_memory_is_neither_run_time_nor_training_time(
     assert elapsed >= 12  # nor is it training time, billed
     assert described["TrainingTimeInSeconds"] <= elapsed - 11
     assert described["BillableTimeInSeconds"] == described["TrainingTimeInSeconds"]
+
+
+@pytest.mark.parametrize(
+    ("files", "room"),
+    [
+        # cgroup v2, 4 GiB limit, 3 GiB used of which 1 GiB inactive page cache
+        ({"memory.max": "4294967296\n", "memory.current": "3221225472\n",
+          "memory.stat": "anon 2147483648\ninactive_file 1073741824\n"}, 2 * 2**30),
+        ({"memory.max": "max\n", "memory.current": "3221225472\n"}, None),  # no limit
+        # cgroup v1, 2 GiB limit, 2.5 GiB used (cache over the limit), 1 GiB inactive
+        ({"memory/memory.limit_in_bytes": "2147483648\n",
+          "memory/memory.usage_in_bytes": "2684354560\n",
+          "memory/memory.stat": "cache 1\ntotal_inactive_file 1073741824\n"}, 512 * 2**20),
+        # v1 without a limit: a number near 2**63
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n",
+          "memory/memory.usage_in_bytes": "9475850240\n"}, None),
+        ({}, None),  # no memory cgroup mounted
+    ],
+)  # fmt: skip
+def test_a_container_s_memory_limit_bounds_what_jobs_may_take(
+    tmp_path: Path, files: dict[str, str], room: int | None
+) -> None:
+    """A CI runner's container may see the host's free memory while its cgroup holds far
+    less: admitting jobs by the host's figure would let the kernel kill one (exit 137)."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_memory_available(tmp_path) == room
