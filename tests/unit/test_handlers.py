@@ -1424,6 +1424,11 @@ def test_a_twin_s_failed_training_costs_the_backtest_not_the_forecast(
         s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/metrics.json")["Body"].read()
     )
     assert metrics["backtest_wrmsse"] is None and metrics["score_problems"] == [problem]
+    # The models it read, and apart, the twins it did not.
+    assert metrics["models"] == ["h7", "h14", "h21", "h28", "r1"]
+    assert metrics["models_lost"] == ["h7-bt", "h14-bt", "h21-bt", "h28-bt"]
+    page = s3.get_object(Bucket=bucket, Key=f"runs/{run}/forecast/report.html")["Body"].read()
+    assert b"h7-bt (days 1-7 of the backtest): lost" in page
     submission = pd.read_csv(io.BytesIO(s3.get_object(Bucket=bucket, Key=result["submission"])[
         "Body"].read()))  # fmt: skip
     assert (submission["F1"] == 0.5).all()  # the forecasting models' predictions

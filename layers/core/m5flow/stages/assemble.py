@@ -329,7 +329,7 @@ def _assemble_if_last(
         forecast=values,
         hierarchy=hierarchy,
         ids=data.ids,
-        facts=_facts(manifest, data, scores, closed_dates),
+        facts=_facts(manifest, data, scores, closed_dates, lost is not None),
         truth=scores.truth,
         truth_uploaded=scores.truth_uploaded,
         score=scores.score,
@@ -339,7 +339,7 @@ def _assemble_if_last(
         optimistic=report.EARLY_STOPPED if _early_stopped(manifest) else None,
         dates=pd.to_datetime(data.calendar["date"]).to_numpy(),
     )
-    metrics = _metrics(manifest, data, values, scores, closed_dates)
+    metrics = _metrics(manifest, data, values, scores, closed_dates, lost is not None)
     prefix = naming.forecast_prefix(run)
     # Concurrent deliveries write identical bytes; the announcement below is sent once.
     storage.write(prefix + naming.METRICS_FILE, json.dumps(metrics, indent=1).encode())
@@ -548,9 +548,15 @@ def _scored_on(scores: Scores) -> str:
 
 
 def _metrics(
-    manifest: Manifest, data: M5Data, values: np.ndarray, scores: Scores, closed_dates: list[str]
+    manifest: Manifest,
+    data: M5Data,
+    values: np.ndarray,
+    scores: Scores,
+    closed_dates: list[str],
+    backtest_lost: bool,
 ) -> dict[str, object]:
-    """metrics.json: what was forecast and how it scored, or why it was not scored."""
+    """metrics.json: what was forecast and how it scored, or why it was not scored.
+    `models` are the models whose forecasts it read: a lost backtest's twins are apart."""
     score, backtest = scores.score, scores.backtest
     metrics: dict[str, object] = {
         "run_id": manifest.run_id,
@@ -558,7 +564,8 @@ def _metrics(
         "series": len(data.ids),
         "first_day": manifest.last_day + 1,
         "horizon": manifest.horizon,
-        "models": [m.name for m in manifest.models],
+        "models": [m.name for m in _awaited(manifest, backtest_lost)],
+        **({"models_lost": _lost_twins(manifest)} if backtest_lost else {}),
         **({"forecast_is": mix} if (mix := _mix(manifest)) else {}),
         "scored_on": _scored_on(scores),
         "wrmsse": score.as_dict() if score else None,
@@ -587,13 +594,18 @@ def _metrics(
 
 
 def _facts(
-    manifest: Manifest, data: M5Data, scores: Scores, closed_dates: list[str]
+    manifest: Manifest,
+    data: M5Data,
+    scores: Scores,
+    closed_dates: list[str],
+    backtest_lost: bool,
 ) -> dict[str, object]:
     """The report's table of the run."""
+    lost = set(_lost_twins(manifest)) if backtest_lost else set()
     facts: dict[str, object] = {
         "run id": manifest.run_id,
         "dataset": manifest.dataset,
-        "models": [_described(m) for m in manifest.models],
+        "models": [_described(m) + (": lost" if m.name in lost else "") for m in manifest.models],
     }
     if mix := _mix(manifest):
         facts["forecast"] = mix
@@ -614,6 +626,11 @@ def _facts(
             for name, value in manifest.hyperparameters.items()
         ]
     return facts
+
+
+def _lost_twins(manifest: Manifest) -> list[str]:
+    """The backtest twins, which a lost backtest leaves unread (`_awaited`)."""
+    return [m.name for m in manifest.models if m.backtest]
 
 
 def _described(model: ModelShards) -> str:
