@@ -89,7 +89,9 @@ def cgroup_memory_available(root: Path = CGROUP_ROOT) -> int | None:
     """The room left under this process's memory cgroup limit, or None without one.
 
     cgroup v2 (`memory.max`, `memory.current`) or v1 (`memory/memory.limit_in_bytes`,
-    `memory.usage_in_bytes`), as a container sees its own group at the root. The usage
+    `memory.usage_in_bytes`), as a container (Docker's, Kubernetes') sees its own group at
+    the root; a parent group's limit, or a nested group's seen from the host, is not read
+    (no walk of /proc/self/cgroup). The usage
     counts the page cache, which the kernel reclaims before it kills anything, so its
     inactive file pages are taken back off, as `docker stats` does. A v1 group without a
     limit reads as a number near 2**63: no limit either.

@@ -1347,6 +1347,41 @@ def test_a_refusal_moments_after_the_run_s_last_job_ended_is_tried_again_then_fa
         assert other_job["TrainingJobStatus"] == "InProgress"  # not this run's to stop
 
 
+def test_a_twin_refused_moments_after_the_last_end_costs_the_backtest_not_the_run(
+    bucket, load_function, small_m5, bus, tmp_path
+):
+    """The five forecasting models trained and the twins waited; another job took the
+    instances as the last ended. A twin is not retried through Lambda, whose spent retries
+    would fail the whole run (report_failure): it costs the backtest at once."""
+    from m5flow import jobs
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.training import start_training
+
+    run = _run_started(bucket, load_function, small_m5, bus, "quota-twin-end")
+    storage, publisher, settings = _step_parts(bucket)
+    manifest_key = f"runs/{run}/manifest.json"
+    manifest = Manifest.from_json(storage.read(manifest_key))
+    with _local_sagemaker(tmp_path, quotas={"ml.m5.xlarge for training job usage": 5}) as sagemaker:
+        created = start_training(storage, sagemaker, publisher, manifest_key, settings)
+        assert len(created) == 5  # the forecasting models'; the four twins wait
+        bus.drain()
+        last = [_until_ended(sagemaker, name) for name in created][-1]
+        other = jobs.training_request(manifest, manifest.models[0], settings)
+        resources = {**other["ResourceConfig"], "InstanceCount": 5}
+        sagemaker.create_training_job(
+            **{**other, "TrainingJobName": "another-teams-job", "ResourceConfig": resources}
+        )
+
+        publish_model(storage, sagemaker, publisher, last, settings)  # no raise
+
+        transform, lost = bus.drain()
+        assert transform["detail-type"] == "Transform Started"
+        assert lost["detail-type"] == "Backtest Lost" and lost["detail"]["model"] == "h7-bt"
+        assert lost["detail"]["stage"] == "publish_model"
+        assert "the quota holds this job, but other jobs held 5" in lost["detail"]["reason"]
+        assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == 6  # no twin
+
+
 def test_twins_beyond_the_quota_wait_as_the_forecasting_models_do(
     bucket, load_function, small_m5, bus, tmp_path
 ):

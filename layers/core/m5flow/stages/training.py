@@ -109,10 +109,10 @@ def start_training(
     lost = lost_backtest(publisher, run) is not None
     if lost:  # a delivery that lost it may have died before stopping the twins it created
         stop_jobs(sagemaker, training=twin_jobs)
-    if _training_started(storage, publisher, run, head) is not None:
+    started_name = training_started_name(storage, run, head)
+    if publisher.settle(run, started_name) != "absent":  # (sent, if its sender died)
         # Every job was tried before; its jobs that waited are start_waiting's, which
         # announces each it starts (here, a job would start unannounced).
-        publisher.settle(run, TRAINING_STARTED)  # sent, if its sender died before
         return start_waiting(storage, sagemaker, publisher, manifest, settings,
                              stage=Stage.START_TRAINING, failure=failure)  # fmt: skip
     created: list[str] = []
@@ -160,7 +160,7 @@ def start_training(
                 if not (m.backtest and lost) and r["TrainingJobName"] not in waiting]  # fmt: skip
     reasons = {name: waiting_reason(name, refusal.message) for name, refusal in waiting.items()}
     _announce(publisher, manifest, storage.uri(manifest_key), settings, training,
-              waiting=reasons, once=TRAINING_STARTED)  # fmt: skip
+              waiting=reasons, once=started_name)  # fmt: skip
     if waiting:
         # The jobs that held the quota may all have ended between the refusals and now,
         # their state changes finding nothing to start: look once more, after them.
@@ -191,7 +191,7 @@ def start_waiting(
     run = manifest.run_id
     if publisher.settle(run, failure) != "absent":
         return []
-    started = _training_started(storage, publisher, run)
+    started = publisher.record(run, training_started_name(storage, run))
     if started is None:
         # The start-training step has not tried every job yet (a job that ends fast, in
         # local mode): what has none is not waiting but still to come, and that step looks
@@ -224,7 +224,9 @@ def start_waiting(
                     logger.info("training job still waits for the quota", extra={"job": name,
                                 "reason": waiting_reason(name, outcome.message)})  # fmt: skip
                     continue
-                if outcome.waits:
+                if outcome.waits and not model.backtest:
+                    # A twin is not worth the run: refused on every try, its error would
+                    # fail the run for good (report_failure), so it costs the backtest now.
                     _unless_released(name, outcome, states)
                 if model.backtest:
                     lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
@@ -252,18 +254,17 @@ def start_waiting(
     return created
 
 
-def _training_started(
-    storage: Storage, publisher: EventPublisher, run: str, manifest: ObjectHead | None = None
-) -> dict[str, Any] | None:
-    """The record of the run's first `Training Started`, None until the start-training
-    step has tried every job. A record older than the manifest is an earlier run's of the
-    same inputs, whose runs/ expired while its ledger stayed (as `failure_name` tells):
-    then this run's steps have tried nothing yet. Both times are S3's (Last-Modified)."""
+def training_started_name(storage: Storage, run: str, manifest: ObjectHead | None = None) -> str:
+    """The ledger name of the run's first `Training Started`, recorded once the start-training
+    step has tried every job: TRAINING_STARTED, unless a record of that name is older than
+    the run's manifest. Such a record is an earlier run's of the same inputs, whose runs/
+    expired while its ledger stayed (as `failure_name` tells); this run's goes under
+    `training-started-<manifest ETag>`. Both times are S3's (Last-Modified)."""
     manifest = manifest or storage.head(naming.manifest_key(run))
     record = storage.head(ledger_key(run, TRAINING_STARTED))
-    if record is None or (manifest is not None and record.modified < manifest.modified):
-        return None
-    return publisher.record(run, TRAINING_STARTED)
+    if manifest is None or record is None or record.modified >= manifest.modified:
+        return TRAINING_STARTED
+    return f"{TRAINING_STARTED}-{manifest.etag}"
 
 
 def _fail_waiting(
