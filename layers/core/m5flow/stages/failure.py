@@ -199,11 +199,20 @@ def failure_name(storage: Storage, run: str, manifest_head: ObjectHead | None = 
     `run-failed-<manifest ETag>`. Both times are S3's own (Last-Modified), one clock.
     `manifest_head`: the manifest's HEAD, when the caller has it already.
     """
+    return this_runs_name(storage, run, RUN_FAILED, manifest_head)
+
+
+def this_runs_name(
+    storage: Storage, run: str, name: str, manifest_head: ObjectHead | None = None
+) -> str:
+    """The ledger name this run's announcement `name` goes under: `name`, unless a record
+    of it is older than the run's manifest, an earlier run's of the same inputs (see
+    `failure_name`); then `<name>-<manifest ETag>`."""
     manifest = manifest_head or storage.head(naming.manifest_key(run))
-    record = storage.head(ledger_key(run, RUN_FAILED))
+    record = storage.head(ledger_key(run, name))
     if manifest is None or record is None or record.modified >= manifest.modified:
-        return RUN_FAILED
-    return f"{RUN_FAILED}-{manifest.etag}"
+        return name
+    return f"{name}-{manifest.etag}"
 
 
 def report_failure(

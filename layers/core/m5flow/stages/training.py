@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 from m5flow import instances, jobs, naming
 from m5flow.exceptions import QuotaNotReleasedError, RunFailedError
 from m5flow.manifest import Manifest, ModelShards
-from m5flow.notifications import EventPublisher, Stage, ledger_key
+from m5flow.notifications import EventPublisher, Stage
 from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
 from m5flow.stages.failure import (
     fail_run,
@@ -30,6 +30,7 @@ from m5flow.stages.failure import (
     quota_reason,
     refusal_reason,
     stop_jobs,
+    this_runs_name,
     waiting_reason,
 )
 from m5flow.storage import ObjectHead, Storage
@@ -256,15 +257,9 @@ def start_waiting(
 
 def training_started_name(storage: Storage, run: str, manifest: ObjectHead | None = None) -> str:
     """The ledger name of the run's first `Training Started`, recorded once the start-training
-    step has tried every job: TRAINING_STARTED, unless a record of that name is older than
-    the run's manifest. Such a record is an earlier run's of the same inputs, whose runs/
-    expired while its ledger stayed (as `failure_name` tells); this run's goes under
-    `training-started-<manifest ETag>`. Both times are S3's (Last-Modified)."""
-    manifest = manifest or storage.head(naming.manifest_key(run))
-    record = storage.head(ledger_key(run, TRAINING_STARTED))
-    if manifest is None or record is None or record.modified >= manifest.modified:
-        return TRAINING_STARTED
-    return f"{TRAINING_STARTED}-{manifest.etag}"
+    step has tried every job: TRAINING_STARTED, or, when an earlier run of the same inputs
+    left a record of that name, `training-started-<manifest ETag>` (`this_runs_name`)."""
+    return this_runs_name(storage, run, TRAINING_STARTED, manifest)
 
 
 def _fail_waiting(
