@@ -1337,7 +1337,20 @@ def test_a_refusal_moments_after_the_run_s_last_job_ended_is_tried_again_then_fa
 
         later = time.time() + training.RELEASE_SECONDS + 1
         monkeypatch.setattr(training, "time", SimpleNamespace(time=lambda: later))
+        # A concurrent delivery creates h21 just before this one's Run Failed is recorded
+        # (here on an instance type without a quota): it is stopped, not left to train.
+        h21 = jobs.training_request(manifest, manifest.model("h21"), settings)
+        h21["ResourceConfig"]["InstanceType"] = "ml.m5.large"
+        fail_run = training.fail_run
+
+        def created_meanwhile(*args, **kwargs):
+            sagemaker.create_training_job(**h21)
+            fail_run(*args, **kwargs)
+
+        monkeypatch.setattr(training, "fail_run", created_meanwhile)
         publish_model(storage, sagemaker, publisher, ended, settings)  # Lambda's last retry
+        status = sagemaker.describe_training_job(TrainingJobName=h21["TrainingJobName"])
+        assert status["TrainingJobStatus"] in ("Stopping", "Stopped"), status
         (failed,) = bus.drain()
         assert failed["detail-type"] == "Run Failed"
         assert failed["detail"]["stage"] == "publish_model"

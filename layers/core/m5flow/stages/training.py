@@ -236,7 +236,7 @@ def start_waiting(
                     lost = True
                     continue
                 _fail_waiting(sagemaker, publisher, manifest, model, outcome.reason, stage=stage,
-                              failure=failure, states=_states(sagemaker, names))  # fmt: skip
+                              failure=failure, names=names)  # fmt: skip
                 return created
             if outcome == "created":
                 created.append(name)
@@ -271,19 +271,27 @@ def _fail_waiting(
     *,
     stage: Stage,
     failure: str,
-    states: dict[str, JobState],
+    names: list[str],
 ) -> None:
-    """A forecasting model's job that waited can never start (`reason`): fail the run and
-    stop its training jobs that hold instances (`states`: a fresh look) and, where the
-    step may, its transforms. The start-training step may not: a transform its publish step
-    started meanwhile (a job that ended during that step's seconds) runs to its end, and
-    its output is never assembled."""
-    training = [name for name, state in states.items() if state.status in _HOLDING]
+    """A forecasting model's job that waited can never start (`reason`): fail the run, then
+    stop its training jobs (`names`) that hold instances and, where the step may, its
+    transforms. The start-training step may not: a transform its publish step started
+    meanwhile (a job that ended during that step's seconds) runs to its end, unread.
+
+    The jobs to stop are looked at after `Run Failed` is recorded: a concurrent delivery
+    that creates a waiting job checks the run after creating it, so a job it created then
+    is either seen here or stopped by that delivery itself."""
     transforms = other_models_jobs(manifest, model.name)[1] if stage != Stage.START_TRAINING else []
     detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
               "reason": reason}  # fmt: skip
-    fail_run(sagemaker, publisher, detail, stop_training=training, stop_transform=transforms,
-             once=failure)  # fmt: skip
+    fail_run(sagemaker, publisher, detail, stop_transform=transforms, once=failure)
+    try:
+        states = _states(sagemaker, names)
+        holding = [name for name, state in states.items() if state.status in _HOLDING]
+    except Exception as exc:  # nothing may raise after the announcement (fail_run)
+        logger.warning("could not look at the run's jobs; stopping each", extra={"why": repr(exc)})
+        holding = names
+    stop_jobs(sagemaker, training=holding)
 
 
 def _create(
