@@ -74,6 +74,7 @@ def host_memory_estimate(
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def available_memory() -> int:
@@ -85,32 +86,69 @@ def available_memory() -> int:
     return machine if limited is None else min(machine, limited)
 
 
-def cgroup_memory_available(root: Path = CGROUP_ROOT) -> int | None:
-    """The room left under this process's memory cgroup limit, or None without one.
+def cgroup_memory_available(
+    root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP
+) -> int | None:
+    """The room left under this process's memory cgroup limits, or None without one.
 
-    cgroup v2 (`memory.max`, `memory.current`) or v1 (`memory/memory.limit_in_bytes`,
-    `memory.usage_in_bytes`), as a container (Docker's, Kubernetes') sees its own group at
-    the root; a parent group's limit, or a nested group's seen from the host, is not read
-    (no walk of /proc/self/cgroup). The usage
-    counts the page cache, which the kernel reclaims before it kills anything, so its
-    inactive file pages are taken back off, as `docker stats` does. A v1 group without a
-    limit reads as a number near 2**63: no limit either.
+    Its group is read from `proc_cgroup` (v2's `0::<path>` line, v1's `memory` one), and
+    it and each parent up to the root are read where they are visible: a container sees its
+    own group at the root (Docker's, Kubernetes'), a service its nested one (systemd's
+    `MemoryMax` on a slice). cgroup v2 has `memory.max` and `memory.current`, v1
+    `memory/memory.limit_in_bytes` and `memory.usage_in_bytes`. The usage counts the page
+    cache, which the kernel reclaims before it kills anything, so its inactive file pages
+    are taken back off, as `docker stats` does. "max", or v1's number near 2**63, is no
+    limit. The tightest group decides.
     """
-    for limit_file, usage_file, inactive_key in (
-        (root / "memory.max", root / "memory.current", "inactive_file"),
-        (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes",
-         "total_inactive_file"),
-    ):  # fmt: skip
-        try:
-            limit_text = limit_file.read_text().strip()
-            usage = int(usage_file.read_text())
-        except (OSError, ValueError):
+    rooms = [room for group, v1 in _memory_groups(root, proc_cgroup)
+             if (room := _room_in(group, v1)) is not None]  # fmt: skip
+    return min(rooms) if rooms else None
+
+
+def _memory_groups(root: Path, proc_cgroup: Path) -> list[tuple[Path, bool]]:
+    """This process's memory cgroups and their parents (folder, whether v1), as far as
+    they are visible here; without /proc's word, the roots alone."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    groups: list[tuple[Path, bool]] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
             continue
-        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 2**62:
-            return None
-        inactive = _stat_value(limit_file.parent / "memory.stat", inactive_key)
-        return max(0, int(limit_text) - max(0, usage - inactive))
-    return None
+        if parts[1] == "":
+            base, v1 = root, False
+        elif "memory" in parts[1].split(","):
+            base, v1 = root / "memory", True
+        else:
+            continue
+        group = base / parts[2].strip("/")
+        if not group.is_dir():  # a container's view: its own group is the root
+            group = base
+        while group != base and base in group.parents:
+            groups.append((group, v1))
+            group = group.parent
+        groups.append((base, v1))
+    return groups or [(root, False), (root / "memory", True)]
+
+
+def _room_in(group: Path, v1: bool) -> int | None:
+    """The room under one group's limit, or None where it has none (or none readable)."""
+    limit_name, usage_name, inactive = (
+        ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        if v1
+        else ("memory.max", "memory.current", "inactive_file")
+    )
+    try:
+        limit_text = (group / limit_name).read_text().strip()
+        usage = int((group / usage_name).read_text())
+    except (OSError, ValueError):
+        return None
+    if not limit_text.isdigit() or int(limit_text) >= 2**62:  # "max", or v1's unlimited
+        return None
+    reclaimable = _stat_value(group / "memory.stat", inactive)
+    return max(0, int(limit_text) - max(0, usage - reclaimable))
 
 
 def _stat_value(path: Path, key: str) -> int:

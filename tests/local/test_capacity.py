@@ -355,7 +355,38 @@ def test_a_container_s_memory_limit_bounds_what_jobs_may_take(
 ) -> None:
     """A CI runner's container may see the host's free memory while its cgroup holds far
     less: admitting jobs by the host's figure would let the kernel kill one (exit 137)."""
+    _write(tmp_path, files)
+    assert cgroup_memory_available(tmp_path, tmp_path / "no-proc") == room  # the roots alone
+
+
+@pytest.mark.parametrize(
+    ("proc", "files", "room"),
+    [
+        # a systemd service in a slice with MemoryMax: the slice's limit binds
+        ("0::/system.slice/m5.service\n",
+         {"system.slice/memory.max": "2147483648\n", "system.slice/memory.current": "1073741824\n",
+          "system.slice/m5.service/memory.max": "max\n",
+          "system.slice/m5.service/memory.current": "536870912\n"}, 2**30),
+        # cgroup v1, a nested group seen from the host, limited itself
+        ("4:memory:/process_api/abc\n1:cpu:/\n",
+         {"memory/process_api/abc/memory.limit_in_bytes": "3221225472\n",
+          "memory/process_api/abc/memory.usage_in_bytes": "1073741824\n",
+          "memory/memory.limit_in_bytes": "9223372036854771712\n",
+          "memory/memory.usage_in_bytes": "9475850240\n"}, 2 * 2**30),
+        # a container's view: /proc names a group it cannot see; its own is at the root
+        ("0::/../docker-abc.scope\n",
+         {"memory.max": "1073741824\n", "memory.current": "268435456\n"}, 768 * 2**20),
+    ],
+)  # fmt: skip
+def test_the_process_s_own_group_and_its_parents_limit_it(
+    tmp_path: Path, proc: str, files: dict[str, str], room: int
+) -> None:
+    _write(tmp_path, files)
+    (tmp_path / "cgroup").write_text(proc)
+    assert cgroup_memory_available(tmp_path, tmp_path / "cgroup") == room
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert cgroup_memory_available(tmp_path) == room
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
