@@ -123,9 +123,10 @@ def _memory_groups(root: Path, proc_cgroup: Path) -> list[tuple[Path, bool]]:
             base, v1 = root / "memory", True
         else:
             continue
-        group = base / parts[2].strip("/")
-        if not group.is_dir():  # a container's view: its own group is the root
-            group = base
+        path = parts[2].removesuffix(" (deleted)").strip("/")
+        # A path with ".." names nothing inside the tree; a group not visible here (a
+        # container's own is at its root) has no files, and its parents are read instead.
+        group = base if ".." in path.split("/") else base / path
         while group != base and base in group.parents:
             groups.append((group, v1))
             group = group.parent

@@ -374,16 +374,21 @@ def test_a_container_s_memory_limit_bounds_what_jobs_may_take(
           "memory/memory.limit_in_bytes": "9223372036854771712\n",
           "memory/memory.usage_in_bytes": "9475850240\n"}, 2 * 2**30),
         # a container's view: /proc names a group it cannot see; its own is at the root
-        ("0::/../docker-abc.scope\n",
+        ("0::/system.slice/docker-abc.scope\n",
          {"memory.max": "1073741824\n", "memory.current": "268435456\n"}, 768 * 2**20),
+        # ".." names nothing inside the tree: the root alone is read, not a folder above it
+        ("0::/..\n", {"memory.max": "1073741824\n", "memory.current": "268435456\n",
+                      "../memory.max": "1\n", "../memory.current": "0\n"}, 768 * 2**20),
     ],
 )  # fmt: skip
 def test_the_process_s_own_group_and_its_parents_limit_it(
     tmp_path: Path, proc: str, files: dict[str, str], room: int
 ) -> None:
-    _write(tmp_path, files)
+    root = tmp_path / "cgroup-root"  # a "../" file lands beside it, inside tmp_path
+    root.mkdir()
+    _write(root, files)
     (tmp_path / "cgroup").write_text(proc)
-    assert cgroup_memory_available(tmp_path, tmp_path / "cgroup") == room
+    assert cgroup_memory_available(root, tmp_path / "cgroup") == room
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

@@ -278,9 +278,10 @@ def _fail_waiting(
     transforms. The start-training step may not: a transform its publish step started
     meanwhile (a job that ended during that step's seconds) runs to its end, unread.
 
-    The jobs to stop are looked at after `Run Failed` is recorded: a concurrent delivery
-    that creates a waiting job checks the run after creating it, so a job it created then
-    is either seen here or stopped by that delivery itself."""
+    The jobs to stop are looked at after `Run Failed` is recorded: a concurrent
+    `start_waiting` checks the run after each job it creates, so such a job is either seen
+    here (SageMaker's Describe showing a job once its Create has returned) or stopped by
+    that delivery itself."""
     transforms = other_models_jobs(manifest, model.name)[1] if stage != Stage.START_TRAINING else []
     detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
               "reason": reason}  # fmt: skip
