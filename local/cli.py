@@ -588,7 +588,7 @@ def _quota(text: str) -> tuple[str, int]:
 def _quotas(args: argparse.Namespace, parameters: dict[str, str]) -> dict[str, int] | None:
     """The local SageMaker's quotas from `--quota`; None (and why, printed) when one is
     given twice. A quota of a type none of the stack's jobs uses limits nothing: said."""
-    from m5flow_local.router.template import template_parameters
+    from m5flow_local.router.template import parameter_values
 
     quotas: dict[str, int] = {}
     for name, count in args.quota:
@@ -597,10 +597,10 @@ def _quotas(args: argparse.Namespace, parameters: dict[str, str]) -> dict[str, i
                   "once", file=sys.stderr)  # fmt: skip
             return None
         quotas[name] = count
-    defaults = {k: str(v.get("Default")) for k, v in template_parameters().items()}
+    values = parameter_values(parameters)
     for kind in ("training", "transform"):
         parameter = f"{kind.capitalize()}InstanceType"
-        used = parameters.get(parameter, defaults.get(parameter))
+        used = values[parameter]
         for name in quotas:
             if name.endswith(f" for {kind} job usage") and not name.startswith(f"{used} "):
                 print(f"note: --quota '{name}' limits nothing: the {kind} jobs run on {used} "

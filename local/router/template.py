@@ -175,6 +175,14 @@ def template_parameters(template_path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     return dict(_load_template(template_path).get("Parameters", {}))
 
 
+def parameter_values(
+    overrides: Mapping[str, str], template_path: Path = TEMPLATE_PATH
+) -> dict[str, str]:
+    """Every parameter's value for a stack deployed with `overrides`: theirs, else the
+    template's default."""
+    return _parameter_values(_load_template(template_path), overrides)
+
+
 def _parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, str]:
     specs = template.get("Parameters", {})
     problems = parameter_problems(specs, overrides)

@@ -42,11 +42,12 @@ def publish_model(
     """
     _, run, model_name = naming.run_and_model_of(training["OutputDataConfig"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
-    failure = failure_name(storage, run)
+    head = storage.head(naming.manifest_key(run))  # read once, for both ledger names
+    failure = failure_name(storage, run, head)
     transform = _publish(storage, sagemaker, publisher, manifest, model_name, training, settings,
                          failure)  # fmt: skip
     start_waiting(storage, sagemaker, publisher, manifest, settings, stage=Stage.PUBLISH_MODEL,
-                  failure=failure)  # fmt: skip
+                  failure=failure, manifest_head=head)  # fmt: skip
     return transform
 
 

@@ -115,7 +115,8 @@ def start_training(
         # Every job was tried before; its jobs that waited are start_waiting's, which
         # announces each it starts (here, a job would start unannounced).
         return start_waiting(storage, sagemaker, publisher, manifest, settings,
-                             stage=Stage.START_TRAINING, failure=failure)  # fmt: skip
+                             stage=Stage.START_TRAINING, failure=failure,
+                             manifest_head=head)  # fmt: skip
     created: list[str] = []
     existed = False
     waiting: dict[str, Refusal] = {}
@@ -166,7 +167,8 @@ def start_training(
         # The jobs that held the quota may all have ended between the refusals and now,
         # their state changes finding nothing to start: look once more, after them.
         created += start_waiting(storage, sagemaker, publisher, manifest, settings,
-                                 stage=Stage.START_TRAINING, failure=failure)  # fmt: skip
+                                 stage=Stage.START_TRAINING, failure=failure,
+                                 manifest_head=head)  # fmt: skip
     return created
 
 
@@ -179,10 +181,12 @@ def start_waiting(
     *,
     stage: Stage,
     failure: str,
+    manifest_head: ObjectHead | None = None,
 ) -> list[str]:
     """Create the training jobs that waited for the quota and have none yet; return the
     names created. Called after each of the run's training jobs ends, and by the
     start-training step once its own refusals are in (or on a later delivery).
+    `manifest_head`: the manifest's HEAD, when the caller has it already.
 
     A job refused again waits on while another job of the run holds instances (its end
     calls this again); with none left, nothing would ever start it, so the run fails (a
@@ -192,7 +196,7 @@ def start_waiting(
     run = manifest.run_id
     if publisher.settle(run, failure) != "absent":
         return []
-    started = publisher.record(run, training_started_name(storage, run))
+    started = publisher.record(run, training_started_name(storage, run, manifest_head))
     if started is None:
         # The start-training step has not tried every job yet (a job that ends fast, in
         # local mode): what has none is not waiting but still to come, and that step looks
@@ -241,11 +245,10 @@ def start_waiting(
             if outcome == "created":
                 created.append(name)
             states[name] = JobState("InProgress")  # by this call or a concurrent one: it holds
-            if publisher.settle(run, failure) != "absent":
-                # A sibling failed the run while these were created: its stops came first.
-                stop_jobs(sagemaker, training=created)
-                return created
-        if publisher.settle(run, failure) != "absent":  # nothing is announced after it
+        if publisher.settle(run, failure) != "absent":
+            # A sibling failed the run while these were created (its stops came first), and
+            # nothing is announced after its Run Failed.
+            stop_jobs(sagemaker, training=created)
             return created
         _announce(publisher, manifest, uri, settings, [requests[index]], waited=True,
                   once=f"training-started-{model.name}")  # fmt: skip
@@ -283,9 +286,8 @@ def _fail_waiting(
     here (SageMaker's Describe showing a job once its Create has returned) or stopped by
     that delivery itself."""
     transforms = other_models_jobs(manifest, model.name)[1] if stage != Stage.START_TRAINING else []
-    detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
-              "reason": reason}  # fmt: skip
-    fail_run(sagemaker, publisher, detail, stop_transform=transforms, once=failure)
+    _fail_run(sagemaker, publisher, manifest, reason, stop=[], once=failure, stage=stage,
+              stop_transform=transforms)  # fmt: skip
     try:
         states = _states(sagemaker, names)
         holding = [name for name, state in states.items() if state.status in _HOLDING]
@@ -437,8 +439,12 @@ def _fail_run(
     *,
     stop: list[str],
     once: str,
+    stage: Stage = Stage.START_TRAINING,
+    stop_transform: list[str] | None = None,
 ) -> None:
-    """Announce that the run cannot train, then stop the training jobs it had started."""
-    detail = {"run_id": manifest.run_id, "dataset": manifest.dataset,
-              "stage": Stage.START_TRAINING, "reason": reason}  # fmt: skip
-    fail_run(sagemaker, publisher, detail, stop_training=stop, once=once)
+    """Announce that the run cannot train (at `stage`), then stop the training jobs it had
+    started, and the transforms named."""
+    detail = {"run_id": manifest.run_id, "dataset": manifest.dataset, "stage": stage,
+              "reason": reason}  # fmt: skip
+    fail_run(sagemaker, publisher, detail, stop_training=stop,
+             stop_transform=stop_transform or [], once=once)  # fmt: skip
