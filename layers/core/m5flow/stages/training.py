@@ -209,7 +209,7 @@ def start_waiting(
     try:
         requests = [jobs.training_request(manifest, model, settings) for model in manifest.models]
     except RunFailedError as exc:  # the stack's settings changed since the run started
-        _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure)
+        _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure, stage=stage)
         return []
     names = [r["TrainingJobName"] for r in requests]
     states = _states(sagemaker, names)
