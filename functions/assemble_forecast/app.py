@@ -19,7 +19,7 @@ from m5flow.storage import S3Storage
 logger = Logger()
 settings = JobSettings.from_env(os.environ)
 storage = S3Storage(boto3.client("s3"), settings.bucket)
-sagemaker = boto3.client("sagemaker")  # the recursive model's later passes start here
+sagemaker = boto3.client("sagemaker")  # later passes, and transforms that waited, start here
 publisher = EventPublisher(boto3.client("events"), os.environ["EVENT_BUS_NAME"], ledger=storage)
 
 

@@ -40,6 +40,7 @@ DetailType = Literal[
     "Input Rejected",
     "Training Started",
     "Transform Started",
+    "Transform Waiting",
     "Backtest Lost",
     "Forecast Ready",
     "Run Failed",
@@ -304,6 +305,9 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
             waiting = len(get("waiting") or [])
             wait = f"; {waiting} more wait for the quota, and start as this run's jobs end"
             return f"{subject}: {len(jobs)} training job(s) started {on}{wait if waiting else ''}"
+        case "Transform Started" if get("waited"):
+            said = _sentence(detail_type, {**detail, "waited": False})
+            return f"{said}, after waiting for the quota"
         case "Transform Started" if get("pass") == 1:  # the recursive model's first pass
             return (
                 f"{subject}: model {get('model')} trained; pass 1 of {get('passes')} of its "
@@ -320,6 +324,9 @@ def _sentence(detail_type: DetailType, detail: Mapping[str, Any]) -> str:
                 f"{subject}: model {get('model')} trained; its batch transform "
                 f"{get('transform_job')} started"
             )
+        case "Transform Waiting":
+            done = f", pass {get('pass')} of {get('passes')}" if get("pass") else " trained"
+            return f"{subject}: model {get('model')}{done}: {get('reason')}"
         case "Backtest Lost":
             return (
                 f"{subject}: its backtest is lost, the forecast goes on without a backtest "

@@ -28,7 +28,7 @@ from m5flow.schema import HORIZON, M5Data
 from m5flow.shards import encode_inference
 from m5flow.stages.backtest_loss import job_failed, lose_backtest, lost_backtest
 from m5flow.stages.failure import announce_run_failure, failure_name
-from m5flow.stages.transforms import announce_transform, start_transform
+from m5flow.stages.transforms import announce_transform, start_transform, start_waiting_transforms
 from m5flow.storage import ObjectChangedError, ObjectMissingError, Storage
 from m5flow.wording import listed
 
@@ -192,18 +192,44 @@ def assemble_forecast(
     """React to a transform job's final state (`transform`: the event's detail).
 
     A completed pass of the recursive model, other than its last, starts the next pass
-    (`_next_pass`) and assembles nothing.
+    (`_next_pass`) and assembles nothing. Whatever the job's end, its instances are free:
+    the run's transforms that waited for the quota start (`start_waiting_transforms`).
 
     The submission key comes back when this delivery wrote and announced the forecast;
     otherwise the note says why not: siblings still running, the run failed (this job or
     before), its backtest was lost (a twin's job), or the forecast was written before
     (another delivery announced it, or this one re-sent its lost announcement).
     """
-    name = transform["TransformJobName"]
-    _, run, output_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
-    model_name, number = naming.pass_of(output_name)
+    run = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])[1]
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
+    assembly = _on_end(storage, publisher, transform, sagemaker, settings, manifest, failure)
+    if assembly.submission is None:
+        # The job's instances are free: the run's transforms that waited for them start.
+        started = start_waiting_transforms(
+            storage, sagemaker, publisher, manifest, settings,
+            stage=Stage.ASSEMBLE_FORECAST, failure=failure,
+        )  # fmt: skip
+        if started:
+            note = f"{assembly.note}; started {listed(started)}, which waited for the quota"
+            assembly = replace(assembly, note=note)
+    return assembly
+
+
+def _on_end(
+    storage: Storage,
+    publisher: EventPublisher,
+    transform: Mapping[str, Any],
+    sagemaker: Any,
+    settings: jobs.JobSettings,
+    manifest: Manifest,
+    failure: str,
+) -> Assembly:
+    """What `assemble_forecast` does for the transform that ended, before the transforms
+    that waited start."""
+    name, run = transform["TransformJobName"], manifest.run_id
+    output_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])[2]
+    model_name, number = naming.pass_of(output_name)
     status = transform["TransformJobStatus"]
     if status != "Completed":
         # As for a failed training job (publish_model): a direct model still training, or
@@ -488,6 +514,8 @@ def _next_pass(
         return Assembly(None, f"transform job {job} refused: run failed")
     if started == "stopped":
         return Assembly(None, f"the run failed meanwhile: transform job {job} stopped")
+    if started == "waiting":
+        return Assembly(None, f"transform job {job} waits for the quota")
     announce_transform(publisher, manifest, model, number)
     return Assembly(None, f"{model.name} pass {number + 1} of {model.passes} started: {job}")
 

@@ -453,11 +453,9 @@ def quota_reason(
     """Why a service quota stops the run (`kind`: "training" or "transform"), and what the
     run's jobs of that kind need at once: SageMaker's message names the quota only.
 
-    A training job waits for the run's own jobs to end instead (`stages.training`), so it
-    stops the run only when the quota cannot hold it alone, or when no job of the run is
-    left to end; a transform stops the run even when the quota would hold it and other
-    jobs of the account hold the instances: Lambda's two retries span about three minutes,
-    and a run given up after them would be left half-started instead.
+    A job waits for the run's own jobs to end instead (`stages.quota_wait`), so it stops
+    the run only when the quota cannot hold it alone, or when no job of the run is left to
+    end.
     """
     field = "ResourceConfig" if kind == "training" else "TransformResources"
     resources = [request[field] for request in requests]
@@ -467,45 +465,37 @@ def quota_reason(
     reason = (
         f"SageMaker refused {kind} job {name} (ResourceLimitExceeded: {message}) The run's "
         f"{len(requests)} {kind} jobs need up to {needed} {resources[refused]['InstanceType']} "
-        "instances at once"
+        f"instances at once, this job {alone}"
     )
     quota = quota_numbers(message)
-    again = (
-        f"to run these files again once they end, upload them under a new "
-        f"{naming.RAW_PREFIX}<dataset>/ (SageMaker never frees a job name)"
-    )
-    if kind == "training":
-        reason += f", this job {alone}"
-        if quota and quota[0] >= alone:
-            return reason + (
-                f": the quota holds this job, but other jobs held {quota[1]}, and none of this "
-                f"run's is in progress, whose end would start it; {again}"
-            )
-        memory = ", or one with more memory (fewer instances a job)" if alone > 1 else ""
-        beyond = ", more than the quota holds" if quota else ""  # unknown without its numbers
-        return (
-            reason
-            + beyond
-            + (
-                ": raise that quota in Service Quotas, or choose a TrainingInstanceType whose "
-                f"quota holds it{memory}"
-            )
+    if quota and quota[0] >= alone:
+        return reason + (
+            f": the quota holds this job, but other jobs held {quota[1]}, and none of this "
+            f"run's is in progress, whose end would start it; to run these files again once "
+            f"they end, upload them under a new {naming.RAW_PREFIX}<dataset>/ (SageMaker "
+            "never frees a job name)"
         )
-    if quota and quota[0] >= needed:
-        return reason + f": the quota holds that, but other jobs held {quota[1]}; {again}"
-    return reason + (
-        ": raise that quota in Service Quotas, or choose a TransformInstanceType it allows"
+    memory = ", or one with more memory (fewer instances a job)" if alone > 1 else ""
+    beyond = ", more than the quota holds" if quota else ""  # unknown without its numbers
+    return (
+        reason
+        + beyond
+        + (
+            ": raise that quota in Service Quotas, or choose a "
+            f"{kind.capitalize()}InstanceType whose quota holds it{memory}"
+        )
     )
 
 
-def waiting_reason(name: str, message: str) -> str:
-    """Why training job `name` waits rather than fails: the quota would hold it alone, and
-    the run's own jobs in progress hold the instances, so their ends start it. SageMaker's
-    message is cut before its advice to ask for more, which a wait does not need."""
+def waiting_reason(kind: str, name: str, message: str) -> str:
+    """Why `kind` job `name` waits rather than fails: the quota would hold it alone, and
+    the run's own jobs of its kind in progress hold the instances, so their ends start it.
+    SageMaker's message is cut before its advice to ask for more, which a wait does not
+    need."""
     said = message.split(" Please use AWS Service Quotas", 1)[0]
     return (
-        f"training job {name} waits for the quota (ResourceLimitExceeded: {said}) and starts "
-        "as this run's training jobs in progress end"
+        f"{kind} job {name} waits for the quota (ResourceLimitExceeded: {said}) and starts "
+        f"as this run's {kind} jobs in progress end"
     )
 
 

@@ -30,8 +30,10 @@ def publish_model(
 
     Completed: create the model and its transform job; return the transform job's name, or
     None when an earlier delivery already created it (the announcement is still sent once)
-    or the run has already failed (nothing is created). A transform quota that refuses a
-    forecasting model's job fails the run and stops the other models' jobs.
+    or the run has already failed (nothing is created), or the transform waits for the
+    quota that the run's other transforms hold (`stages.transforms`). A transform quota
+    that refuses a forecasting model's job otherwise fails the run and stops the other
+    models' jobs.
     Failed or Stopped: announce `Run Failed` with SageMaker's reason, stop the other
     models' jobs, and create nothing (a later failure of the run is only logged). A backtest
     twin's failure or refusal costs the backtest only (`stages.backtest_loss`), and a twin
@@ -101,9 +103,9 @@ def _publish(
             raise
     started = start_transform(
         storage, sagemaker, publisher, manifest, model, settings,
-        number=0, stage=Stage.PUBLISH_MODEL, failure=failure,
+        number=0, stage=Stage.PUBLISH_MODEL, failure=failure, artifact=artifact,
     )  # fmt: skip
-    if started in ("refused", "stopped"):
+    if started in ("refused", "stopped", "waiting"):
         return None
     job = announce_transform(publisher, manifest, model, 0, model_artifact=artifact)
     return job if started == "created" else None

@@ -10,14 +10,12 @@ all, or when none of the run's jobs is left in progress to end.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
 from m5flow import instances, jobs, naming
-from m5flow.exceptions import QuotaNotReleasedError, RunFailedError
+from m5flow.exceptions import RunFailedError
 from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import EventPublisher, Stage
 from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
@@ -26,12 +24,19 @@ from m5flow.stages.failure import (
     failure_name,
     is_refusal,
     other_models_jobs,
-    quota_numbers,
     quota_reason,
     refusal_reason,
     stop_jobs,
     this_runs_name,
     waiting_reason,
+)
+from m5flow.stages.quota_wait import (
+    HOLDING,
+    JobState,
+    Refusal,
+    holding,
+    holds_alone,
+    unless_released,
 )
 from m5flow.storage import ObjectHead, Storage
 
@@ -39,37 +44,9 @@ logger = Logger(child=True)
 # S3 and SageMaker clocks may differ by this much: a job of this run is never created
 # earlier than its manifest was written, less this.
 CLOCK_SKEW_SECONDS = 2.0
-# A job in these states still holds its instances, and will end with a state change.
-_HOLDING = ("InProgress", "Stopping")
-# SageMaker may go on counting an ended job's instances against the quota for a while
-# ("it can take several minutes", syne-tune/syne-tune#250). Within this long of the run's
-# last job's end, a refusal with none of its jobs in progress is left to Lambda's two
-# retries, one and three minutes later (AWS's documented delays): the last comes after it,
-# and fails the run if it is refused too.
-RELEASE_SECONDS = 150.0
 # The run's first `Training Started`, by its name in the ledger: sent once the start-training
 # step has tried every model's job, so the jobs that wait are known.
 TRAINING_STARTED = "training-started"
-
-
-@dataclass(frozen=True)
-class JobState:
-    """A training job as DescribeTrainingJob tells it: `status` None for a job SageMaker
-    does not have, `ended` (epoch seconds) for one that has ended."""
-
-    status: str | None
-    ended: float | None = None
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """SageMaker refused a training job, for `reason`. `waits`: a quota that would hold
-    the job alone refused it (SageMaker's words: `message`), so it may wait for the run's
-    own jobs to end; `reason` then says why it cannot, for a run with none left."""
-
-    reason: str
-    message: str = ""
-    waits: bool = False
 
 
 Created = Literal["created", "existed"]
@@ -134,7 +111,7 @@ def start_training(
         if outcome.waits:  # the end of a job created before it starts it (start_waiting)
             waiting[name] = outcome
             logger.info("training job waits for the quota", extra={"job": name,
-                        "reason": waiting_reason(name, outcome.message)})  # fmt: skip
+                        "reason": waiting_reason("training", name, outcome.message)})  # fmt: skip
             continue
         if model.backtest:  # the twins come last: every forecasting model's job is created
             lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
@@ -160,7 +137,9 @@ def start_training(
         lost = True
     training = [r for m, r in zip(manifest.models, requests, strict=True)
                 if not (m.backtest and lost) and r["TrainingJobName"] not in waiting]  # fmt: skip
-    reasons = {name: waiting_reason(name, refusal.message) for name, refusal in waiting.items()}
+    reasons = {
+        name: waiting_reason("training", name, refusal.message) for name, refusal in waiting.items()
+    }
     _announce(publisher, manifest, storage.uri(manifest_key), settings, training,
               waiting=reasons, once=started_name)  # fmt: skip
     if waiting:
@@ -221,18 +200,19 @@ def start_waiting(
         if states[name].status is None:
             outcome = _create(sagemaker, requests, index, None)
             if isinstance(outcome, Refusal):
-                if outcome.waits and not _holding(states):
+                if outcome.waits and not holding(states):
                     # Look again before giving up: a concurrent delivery may have started
                     # a job of the run since (its end will call this again).
                     states = _states(sagemaker, names)
-                if outcome.waits and _holding(states):
-                    logger.info("training job still waits for the quota", extra={"job": name,
-                                "reason": waiting_reason(name, outcome.message)})  # fmt: skip
+                if outcome.waits and holding(states):
+                    reason = waiting_reason("training", name, outcome.message)
+                    logger.info("training job still waits for the quota",
+                                extra={"job": name, "reason": reason})  # fmt: skip
                     continue
                 if outcome.waits and not model.backtest:
                     # A twin is not worth the run: refused on every try, its error would
                     # fail the run for good (report_failure), so it costs the backtest now.
-                    _unless_released(name, outcome, states)
+                    unless_released(outcome, states)
                 if model.backtest:
                     lose_backtest(storage, sagemaker, publisher, manifest, model=model.name,
                                   stage=stage, reason=outcome.reason, failure=failure,
@@ -290,11 +270,11 @@ def _fail_waiting(
               stop_transform=transforms)  # fmt: skip
     try:
         states = _states(sagemaker, names)
-        holding = [name for name, state in states.items() if state.status in _HOLDING]
+        in_progress = [name for name, state in states.items() if state.status in HOLDING]
     except Exception as exc:  # nothing may raise after the announcement (fail_run)
         logger.warning("could not look at the run's jobs; stopping each", extra={"why": repr(exc)})
-        holding = names
-    stop_jobs(sagemaker, training=holding)
+        in_progress = names
+    stop_jobs(sagemaker, training=in_progress)
 
 
 def _create(
@@ -314,10 +294,9 @@ def _create(
         return Refusal(reason)
     except sagemaker.exceptions.ResourceLimitExceeded as exc:
         message = exc.response["Error"]["Message"]
-        quota = quota_numbers(message)
         alone = int(request["ResourceConfig"]["InstanceCount"])
         return Refusal(quota_reason("training", requests, index, message), message,
-                       waits=quota is not None and quota[0] >= alone)  # fmt: skip
+                       waits=holds_alone(message, alone))  # fmt: skip
     except sagemaker.exceptions.ClientError as exc:
         if not is_refusal(exc):
             raise
@@ -328,11 +307,6 @@ def _create(
 def _states(sagemaker: Any, names: list[str]) -> dict[str, JobState]:
     """Each job as SageMaker tells it, by name."""
     return {name: _state(sagemaker, name) for name in names}
-
-
-def _holding(states: dict[str, JobState]) -> bool:
-    """Whether a job of the run holds instances: its end will call `start_waiting`."""
-    return any(state.status in _HOLDING for state in states.values())
 
 
 def _state(sagemaker: Any, name: str) -> JobState:
@@ -346,19 +320,6 @@ def _state(sagemaker: Any, name: str) -> JobState:
         raise
     ended = job.get("TrainingEndTime")
     return JobState(str(job["TrainingJobStatus"]), ended.timestamp() if ended else None)
-
-
-def _unless_released(name: str, refusal: Refusal, states: dict[str, JobState]) -> None:
-    """Raise for Lambda to try again if the run's last job ended less than
-    `RELEASE_SECONDS` ago: SageMaker may still count its instances."""
-    ended = [state.ended for state in states.values() if state.ended is not None]
-    since = time.time() - max(ended) if ended else None
-    if since is not None and since < RELEASE_SECONDS:
-        raise QuotaNotReleasedError(
-            f"{refusal.reason} (the run's last job ended {since:.0f} s before, and SageMaker "
-            "may still count its instances: the step is tried again, and fails the run if "
-            "the quota still refuses it)"
-        )
 
 
 def _announce(

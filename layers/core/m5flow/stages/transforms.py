@@ -1,10 +1,16 @@
-"""Starting a model's Batch Transform, and failing the run when SageMaker refuses it.
+"""Starting a model's Batch Transform, and what becomes of one SageMaker refuses.
 
 Two steps start transforms: the publish step a model's first (once its training completes),
 the assemble step each later pass of the recursive model (m5flow.recursive). Both must word
 a refusal the same way, stop the other models' jobs, and stop their own job when a sibling
 failed the run while they created it. Nothing here imports a dataframe library: the publish
 step ships without one (m5flow.manifest).
+
+A transform the quota would hold alone, refused while the run's other transforms hold the
+instances, waits (`stages.quota_wait`): `Transform Waiting` announces it, its record in the
+run's ledger is what marks it, and the end of each of the run's transforms, at the assemble
+step, starts the ones that wait (`start_waiting_transforms`). The fan-in counts a model whose
+transform waits as pending, as it does one still transforming.
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from m5flow.stages.failure import (
     quota_reason,
     refusal_reason,
     stop_jobs,
+    waiting_reason,
 )
+from m5flow.stages.quota_wait import JobState, Refusal, holding, holds_alone, unless_released
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
-Outcome = Literal["created", "existed", "refused", "stopped"]
+Outcome = Literal["created", "existed", "waiting", "refused", "stopped"]
+# A transform that waits for the quota, by its `Transform Waiting` in the run's ledger:
+# this prefix and the pass's name (`naming.pass_name`).
+WAITING = "transform-waiting-"
 
 
 def start_transform(
@@ -42,48 +53,109 @@ def start_transform(
     number: int,
     stage: str,
     failure: str,
+    artifact: str | None = None,
 ) -> Outcome:
     """Create the transform job of the model's pass `number` (0: its only, or first).
 
     "created" or "existed" (an earlier delivery created it): the caller announces it.
+    "waiting": the quota refused it while the run's other transforms hold the instances; it
+    is announced as `Transform Waiting` (with `artifact`, the model's, if given), and the
+    step that starts it announces it then.
     "refused": SageMaker refused the job (a quota, or a malformed request), and the run
     failed at `stage` with the reason (a backtest twin's: the run lost its backtest).
     "stopped": a sibling failed the run while this job was being created (its stop came
     before the job existed), or a twin's backtest was lost meanwhile, so it was stopped here.
     """
     request = jobs.transform_request(manifest, model, settings, number)
-    job = request["TransformJobName"]
-    outcome: Outcome = "created"
-    try:
-        sagemaker.create_transform_job(**request)
-    except sagemaker.exceptions.ResourceInUse:
-        logger.info("transform job already exists", extra={"job": job})
-        outcome = "existed"
-    except sagemaker.exceptions.ClientError as exc:
-        message = exc.response["Error"]["Message"]
-        if exc.response["Error"]["Code"] == "ResourceLimitExceeded":
-            # What the run's transforms need at once, beside the quota SageMaker names
-            requests = [
-                request if m is model else jobs.transform_request(manifest, m, settings)
-                for m in manifest.models
-            ]
-            reason = quota_reason("transform", requests, manifest.models.index(model), message)
-        elif is_refusal(exc):
-            reason = refusal_reason(f"transform job {job}", message)
-        else:
-            raise
-        fail_model(storage, sagemaker, publisher, manifest, model.name, stage, reason, failure)
+    outcome = _create(sagemaker, manifest, model, settings, request)
+    if isinstance(outcome, Refusal):
+        states = _states(sagemaker, manifest) if outcome.waits else {}
+        if outcome.waits and holding(states):
+            _announce_waiting(publisher, manifest, model, number, outcome, artifact)
+            # The transforms that held the quota may all have ended between the refusal
+            # and the record, their ends finding nothing waiting: look once more, after them.
+            start_waiting_transforms(storage, sagemaker, publisher, manifest, settings,
+                                     stage=stage, failure=failure)  # fmt: skip
+            return "waiting"
+        if outcome.waits and not model.backtest:
+            unless_released(outcome, states)
+        fail_model(storage, sagemaker, publisher, manifest, model.name, stage, outcome.reason,
+                   failure)  # fmt: skip
         return "refused"
-    if publisher.settle(manifest.run_id, failure) != "absent":
-        logger.warning("the run failed meanwhile; transform stopped", extra={"job": job})
-        stop_jobs(sagemaker, transform=[job])
-        return "stopped"
-    if model.backtest and lost_backtest(publisher, manifest.run_id):
-        # A sibling twin was lost while this one was being created (its stops came first).
-        logger.warning("the backtest was lost meanwhile; transform stopped", extra={"job": job})
-        stop_jobs(sagemaker, transform=[job])
+    if _stopped(sagemaker, publisher, manifest, model, request["TransformJobName"], failure):
         return "stopped"
     return outcome
+
+
+def start_waiting_transforms(
+    storage: Storage,
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    settings: jobs.JobSettings,
+    *,
+    stage: str,
+    failure: str,
+) -> list[str]:
+    """Create the transforms that waited for the quota and have no job yet, the forecasting
+    models' first; return the names created. Called on each of the run's transforms' end
+    (the assemble step), and by the step whose transform was refused, once its
+    `Transform Waiting` is recorded.
+
+    A transform refused again waits on while another of the run's holds instances (its end
+    calls this again); with none left, nothing would ever start it, so the run fails (a
+    twin's: its backtest is lost), unless the run's last transform ended moments ago
+    (`quota_wait.unless_released`). Each one that waited is announced once it exists
+    (`Transform Started`, `waited`), also when a delivery that created it died before
+    saying so.
+    """
+    run = manifest.run_id
+    if publisher.settle(run, failure) != "absent":
+        return []
+    records = publisher.recorded(run, WAITING)
+    if not records:  # the common case: nothing waits, and nothing to look up
+        return []
+    order = {model.name: index for index, model in enumerate(manifest.models)}
+    waiting = sorted(
+        (_waiter(manifest, record.get("detail") or {}) for record in records),
+        key=lambda waiter: (order[waiter[0].name], waiter[1]),
+    )
+    lost = lost_backtest(publisher, run) is not None
+    states = _states(sagemaker, manifest)
+    created: list[str] = []
+    for model, number, artifact in waiting:
+        if model.backtest and lost:
+            continue
+        request = jobs.transform_request(manifest, model, settings, number)
+        job = request["TransformJobName"]
+        if states[job].status is None:
+            outcome = _create(sagemaker, manifest, model, settings, request)
+            if isinstance(outcome, Refusal):
+                if outcome.waits and not holding(states):
+                    # Look again before giving up: a concurrent delivery may have started
+                    # a transform of the run since (its end will call this again).
+                    states = _states(sagemaker, manifest)
+                if outcome.waits and holding(states):
+                    logger.info("transform still waits for the quota", extra={"job": job})
+                    continue
+                if outcome.waits and not model.backtest:
+                    unless_released(outcome, states)
+                fail_model(storage, sagemaker, publisher, manifest, model.name, stage,
+                           outcome.reason, failure)  # fmt: skip
+                if model.backtest:
+                    lost = True
+                    continue
+                return created
+            if outcome == "created":
+                created.append(job)
+            states[job] = JobState("InProgress")  # by this call or a concurrent one: it holds
+            if _stopped(sagemaker, publisher, manifest, model, job, failure):
+                if publisher.settle(run, failure) != "absent":
+                    return created
+                continue
+        extra = {"model_artifact": artifact} if artifact else {}
+        announce_transform(publisher, manifest, model, number, waited=True, **extra)
+    return created
 
 
 def announce_transform(
@@ -91,7 +163,7 @@ def announce_transform(
     manifest: Manifest,
     model: ModelShards,
     number: int,
-    **extra: str,
+    **extra: Any,
 ) -> str:
     """Send `Transform Started` for the model's pass `number` once, whichever delivery
     created the job (`start_transform`); `extra`: more of the detail. Returns the job's name.
@@ -141,3 +213,115 @@ def fail_model(
         sagemaker, publisher, detail, stop_training=training_jobs, stop_transform=transform_jobs,
         once=failure,
     )  # fmt: skip
+
+
+def _create(
+    sagemaker: Any,
+    manifest: Manifest,
+    model: ModelShards,
+    settings: jobs.JobSettings,
+    request: dict[str, Any],
+) -> Literal["created", "existed"] | Refusal:
+    """Create the job of `request`: "created", "existed" (an earlier delivery created it),
+    or why SageMaker refused it."""
+    job = request["TransformJobName"]
+    try:
+        sagemaker.create_transform_job(**request)
+    except sagemaker.exceptions.ResourceInUse:
+        logger.info("transform job already exists", extra={"job": job})
+        return "existed"
+    except sagemaker.exceptions.ClientError as exc:
+        message = exc.response["Error"]["Message"]
+        if exc.response["Error"]["Code"] == "ResourceLimitExceeded":
+            # What the run's transforms need at once, beside the quota SageMaker names
+            requests = [
+                request if m is model else jobs.transform_request(manifest, m, settings)
+                for m in manifest.models
+            ]
+            reason = quota_reason("transform", requests, manifest.models.index(model), message)
+            alone = int(request["TransformResources"]["InstanceCount"])
+            return Refusal(reason, message, waits=holds_alone(message, alone))
+        if is_refusal(exc):
+            return Refusal(refusal_reason(f"transform job {job}", message))
+        raise
+    return "created"
+
+
+def _stopped(
+    sagemaker: Any,
+    publisher: EventPublisher,
+    manifest: Manifest,
+    model: ModelShards,
+    job: str,
+    failure: str,
+) -> bool:
+    """Stop transform `job`, just created, if the run failed meanwhile (a sibling's stop
+    came before it existed), or, for a twin's, if the backtest was lost meanwhile."""
+    if publisher.settle(manifest.run_id, failure) != "absent":
+        logger.warning("the run failed meanwhile; transform stopped", extra={"job": job})
+    elif model.backtest and lost_backtest(publisher, manifest.run_id):
+        logger.warning("the backtest was lost meanwhile; transform stopped", extra={"job": job})
+    else:
+        return False
+    stop_jobs(sagemaker, transform=[job])
+    return True
+
+
+def _announce_waiting(
+    publisher: EventPublisher,
+    manifest: Manifest,
+    model: ModelShards,
+    number: int,
+    refusal: Refusal,
+    artifact: str | None,
+) -> None:
+    """Send `Transform Waiting` for the model's pass `number` once: its record is what
+    `start_waiting_transforms` reads."""
+    name = naming.pass_name(model.name, number)
+    job = naming.job_name(manifest.run_id, name)
+    publisher.publish(
+        "Transform Waiting",
+        {
+            "run_id": manifest.run_id,
+            "dataset": manifest.dataset,
+            "model": model.name,
+            "transform_job": job,
+            **({"pass": number + 1, "passes": model.passes} if model.passes else {}),
+            **({"model_artifact": artifact} if artifact else {}),
+            "reason": waiting_reason("transform", job, refusal.message),
+        },
+        once=WAITING + name,
+    )
+
+
+def _waiter(manifest: Manifest, detail: dict[str, Any]) -> tuple[ModelShards, int, str | None]:
+    """(model, pass number, model artifact) of a `Transform Waiting`'s detail."""
+    number = int(detail.get("pass") or 1) - 1
+    return manifest.model(str(detail["model"])), number, detail.get("model_artifact")
+
+
+def _states(sagemaker: Any, manifest: Manifest) -> dict[str, JobState]:
+    """Each of the run's transform jobs (every model's, every pass's) as SageMaker tells
+    it, by name."""
+    return {
+        name: _state(sagemaker, name)
+        for model in manifest.models
+        for name in (
+            naming.job_name(manifest.run_id, naming.pass_name(model.name, number))
+            for number in range(model.last_pass + 1)
+        )
+    }
+
+
+def _state(sagemaker: Any, name: str) -> JobState:
+    """Transform job `name`'s status and end, or no status if SageMaker has no such job.
+    The name is the run's own, well-formed, so a ValidationException means just that
+    (its wording, "Could not find requested job with name ...", is no contract)."""
+    try:
+        job = sagemaker.describe_transform_job(TransformJobName=name)
+    except sagemaker.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":
+            return JobState(None)
+        raise
+    ended = job.get("TransformEndTime")
+    return JobState(str(job["TransformJobStatus"]), ended.timestamp() if ended else None)
