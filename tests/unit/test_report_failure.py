@@ -414,9 +414,11 @@ def test_every_stage_a_failure_can_name_is_in_the_readme():
 @pytest.mark.parametrize(
     ("quota", "in_use", "advice"),
     [
-        (2, 0, "raise that quota in Service Quotas, or choose a TransformInstanceType it allows"),
-        (4, 3, "the quota holds that, but other jobs held 3; to run these files again once "
-               "they end, upload them under a new raw/<dataset>/"),
+        (0, 0, ", more than the quota holds: raise that quota in Service Quotas, or choose a "
+               "TransformInstanceType whose quota holds it"),
+        (4, 4, ": the quota holds this job, but other jobs held 4, and none of this run's is in "
+               "progress, whose end would start it; to run these files again once they end, "
+               "upload them under a new raw/<dataset>/"),
     ],
 )  # fmt: skip
 def test_a_quota_refusal_says_whether_the_run_alone_would_fit(quota, in_use, advice) -> None:
@@ -432,9 +434,7 @@ def test_a_quota_refusal_says_whether_the_run_alone_would_fit(quota, in_use, adv
     )
     reason = failure.quota_reason("transform", requests, 2, message)
     assert reason.startswith("SageMaker refused transform job m5flow-r-h21 (ResourceLimit")
-    assert f"The run's 4 transform jobs need up to 4 ml.m5.xlarge instances at once: {advice}" in (
-        reason
-    )
+    assert f"The run's 4 transform jobs need up to 4 ml.m5.xlarge instances at once, this job 1{advice}" in reason  # noqa: E501
 
 
 _QUOTA_MESSAGE = (
@@ -487,7 +487,7 @@ def test_a_quota_message_names_its_numbers_or_nothing_is_assumed() -> None:
 
 def test_a_wait_says_sagemaker_s_message_without_its_advice_to_ask_for_more() -> None:
     message = _QUOTA_MESSAGE.format(1, 1) + " Please use AWS Service Quotas to request more."
-    assert failure.waiting_reason("m5flow-r-h14", message) == (
+    assert failure.waiting_reason("training", "m5flow-r-h14", message) == (
         "training job m5flow-r-h14 waits for the quota (ResourceLimitExceeded: "
         + _QUOTA_MESSAGE.format(1, 1)
         + ") and starts as this run's training jobs in progress end"
