@@ -19,6 +19,7 @@ import fnmatch
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,12 +31,12 @@ import botocore.client
 import pytest
 from botocore.exceptions import ClientError
 
-from m5flow.naming import OVERRIDES_FILE
+from m5flow.naming import OVERRIDES_FILE, pass_of
 from m5flow.schema import INPUT_FILES, SALES_FILE
 from m5flow_local.cloud import ACCOUNT, BUCKET, REGION, LocalCloud
 from m5flow_local.router import runtime
 from m5flow_local.router.template import StackSpec
-from m5flow_local.sagemaker import s3io
+from m5flow_local.sagemaker import s3io, transform
 from tests.conftest import sample_event
 from tests.template.test_security import _branch, _listed, _role_of, _statements
 
@@ -141,10 +142,16 @@ def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recor
             cloud.upload_dataset(small_m5, "quota", INPUT_FILES)
             outcome = cloud.wait_for_outcome("quota", timeout=300)
             assert "service limit" in outcome["detail"].get("reason", ""), outcome
-        # Room for three of the run's nine training jobs: the others wait, and the publish
-        # step starts them as the run's jobs end; the run ends with its backtest.
-        quota = {"ml.m5.xlarge for training job usage": 3}
+        # Room for three of the run's nine training jobs and one transform: the others
+        # wait, and the publish step starts the training jobs as the run's end, the
+        # assemble step the transforms; the run ends with its backtest.
+        quota = {
+            "ml.m5.xlarge for training job usage": 3,
+            "ml.m5.xlarge for transform job usage": 1,
+        }
         with LocalCloud(work / "waits", echo=None, quotas=quota) as cloud:
+            patch.setattr(transform, "run_transform_job",
+                          _held_until_one_waits(cloud, transform.run_transform_job))  # fmt: skip
             cloud.upload_dataset(small_m5, "waits", INPUT_FILES)
             outcome = cloud.wait_for_outcome("waits", timeout=600)
             assert outcome["detail-type"] == "Forecast Ready", outcome
@@ -157,6 +164,23 @@ def recording(tmp_path_factory: pytest.TempPathFactory, small_m5: Path) -> Recor
             outcome = cloud.wait_for_outcome("transform-quota", timeout=300)
             assert "service limit" in outcome["detail"].get("reason", ""), outcome
     return Recording(calls, stack)
+
+
+def _held_until_one_waits(cloud: LocalCloud, run_transform: Callable[..., None]) -> Callable:
+    """The local SageMaker's transform runner, holding the first transform in progress until
+    another of its run waits for the quota: on small data they end too fast to overlap."""
+    first = threading.Lock()
+
+    def held(backend: Any, job: Any, model: Any) -> None:
+        if first.acquire(blocking=False):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any(
+                event.get("detail-type") == "Transform Waiting" for event, _ in cloud.routed
+            ):
+                time.sleep(0.1)
+        run_transform(backend, job, model)
+
+    return held
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +332,9 @@ REQUESTS: dict[tuple[str, str], Callable[[dict[str, Any]], list[Request]]] = {
     ("sagemaker", "DescribeTrainingJob"): _on_job(
         "sagemaker:DescribeTrainingJob", "training-job", "TrainingJobName"
     ),
+    ("sagemaker", "DescribeTransformJob"): _on_job(
+        "sagemaker:DescribeTransformJob", "transform-job", "TransformJobName"
+    ),
     ("sagemaker", "StopTrainingJob"): _on_job(
         "sagemaker:StopTrainingJob", "training-job", "TrainingJobName"
     ),
@@ -410,6 +437,13 @@ def test_the_scenarios_reach_every_function_and_kind_of_call(recorded: list[Call
     assert ("PublishModelFunction", "sagemaker", "StopTransformJob") in made
     # The jobs that waited for the quota, started as the run's jobs ended.
     assert ("PublishModelFunction", "sagemaker", "CreateTrainingJob") in made
+    # The transforms that waited for the quota, started as the run's transforms ended.
+    waited = [c.params["TransformJobName"] for c in recorded
+              if (c.function, c.operation) == ("AssembleForecastFunction", "CreateTransformJob")
+              and not c.error and pass_of(c.params["TransformJobName"])[1] == 0]  # fmt: skip
+    assert waited, "no transform that waited was started"
+    assert ("PublishModelFunction", "sagemaker", "DescribeTransformJob") in made
+    assert ("AssembleForecastFunction", "sagemaker", "DescribeTransformJob") in made
     assert any(c.error == "404" and c.operation == "HeadObject" for c in recorded)
     truth_read = [c for c in recorded if c.params.get("Key", "").endswith("test_evaluation.csv")]
     assert {c.function for c in truth_read} == {"AssembleForecastFunction"}

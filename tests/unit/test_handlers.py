@@ -1316,7 +1316,7 @@ def test_a_refusal_moments_after_the_run_s_last_job_ended_is_tried_again_then_fa
 
     from m5flow import jobs
     from m5flow.exceptions import QuotaNotReleasedError
-    from m5flow.stages import training
+    from m5flow.stages import quota_wait, training
     from m5flow.stages.publish import publish_model
     from m5flow.stages.training import start_training
 
@@ -1335,8 +1335,8 @@ def test_a_refusal_moments_after_the_run_s_last_job_ended_is_tried_again_then_fa
             publish_model(storage, sagemaker, publisher, ended, settings)
         assert [e["detail-type"] for e in bus.drain()] == ["Transform Started"]
 
-        later = time.time() + training.RELEASE_SECONDS + 1
-        monkeypatch.setattr(training, "time", SimpleNamespace(time=lambda: later))
+        later = time.time() + quota_wait.RELEASE_SECONDS + 1
+        monkeypatch.setattr(quota_wait, "time", SimpleNamespace(time=lambda: later))
         # A concurrent delivery creates h21 just before this one's Run Failed is recorded
         # (here on an instance type without a quota): it is stopped, not left to train.
         h21 = jobs.training_request(manifest, manifest.model("h21"), settings)
