@@ -58,6 +58,20 @@ RUN = {"run_id": "shop-1a2b", "dataset": "shop"}
          "waiting for the quota"),
         ("Transform Started", {**RUN, "model": "h7", "transform_job": "t-h7"},
          "Run shop-1a2b of dataset shop: model h7 trained; its batch transform t-h7 started"),
+        ("Transform Waiting",  # a transform quota of one: the run's others wait
+         {**RUN, "model": "h14", "transform_job": "t-h14",
+          "reason": "transform job t-h14 waits for the quota (...) and starts as this run's "
+                    "transform jobs in progress end"},
+         "Run shop-1a2b of dataset shop: model h14 trained: transform job t-h14 waits for the "
+         "quota (...) and starts as this run's transform jobs in progress end"),
+        ("Transform Waiting",  # a later pass of the recursive model
+         {**RUN, "model": "r1", "transform_job": "t-r1-p3", "pass": 3, "passes": 5,
+          "reason": "transform job t-r1-p3 waits"},
+         "Run shop-1a2b of dataset shop: model r1, pass 3 of 5: transform job t-r1-p3 waits"),
+        ("Transform Started",  # then one of them, as one of the run's transforms ended
+         {**RUN, "model": "h14", "transform_job": "t-h14", "waited": True},
+         "Run shop-1a2b of dataset shop: model h14 trained; its batch transform t-h14 "
+         "started, after waiting for the quota"),
         ("Forecast Ready",
          {**RUN, "report": "s3://b/runs/shop-1a2b/forecast/report.html",
           "headline": {"series": 290, "scored_on": "truth", "wrmsse": 0.7479}},

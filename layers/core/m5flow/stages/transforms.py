@@ -152,6 +152,7 @@ def start_waiting_transforms(
             if _stopped(sagemaker, publisher, manifest, model, job, failure):
                 if publisher.settle(run, failure) != "absent":
                     return created
+                lost = True  # a twin's, stopped: the backtest was lost meanwhile
                 continue
         extra = {"model_artifact": artifact} if artifact else {}
         announce_transform(publisher, manifest, model, number, waited=True, **extra)
