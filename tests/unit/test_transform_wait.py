@@ -228,3 +228,56 @@ def test_a_waiting_transform_refused_moments_after_the_run_s_last_ended_is_tried
             assert f"SageMaker refused transform job {h28}" in failed["detail"]["reason"]
             assert "the quota holds this job, but other jobs held 1" in failed["detail"]["reason"]
             assert _transforms(sagemaker)["another-teams-transform"] == "InProgress"
+
+
+def test_no_transform_waits_after_the_run_failed_and_a_late_waiter_is_stopped(
+    bucket, load_function, small_m5, bus, tmp_path, monkeypatch
+):
+    """A sibling fails the run while h28's transform is being created: its stops leave
+    h14's transform stopping, still holding the instance, and h28's refusal must not then
+    announce a `Transform Waiting` after `Run Failed`. A waiting transform that a delivery
+    created just before it died, after the run failed, is stopped by the next step that
+    looks at the waiters, not left to run for nothing."""
+    from m5flow import jobs
+    from m5flow.stages.failure import fail_run, failure_name
+    from m5flow.stages.publish import publish_model
+    from m5flow.stages.transforms import start_waiting_transforms
+
+    storage, publisher, settings = _step_parts(bucket)
+    with _local_sagemaker(tmp_path, quotas=QUOTA) as sagemaker:
+        run, trained = _trained_run(bucket, load_function, small_m5, bus, storage, publisher,
+                                    settings, sagemaker, "tq-failed")  # fmt: skip
+        manifest = Manifest.from_json(storage.read(f"runs/{run}/manifest.json"))
+        h14, h14_bt = f"m5flow-{run}-h14", f"m5flow-{run}-h14-bt"
+        failure = failure_name(storage, run)
+        with _held(monkeypatch, h14, h14_bt) as releases:
+            publish_model(storage, sagemaker, publisher, trained["h14"], settings)
+            publish_model(storage, sagemaker, publisher, trained["h14-bt"], settings)
+            assert [e["detail-type"] for e in bus.drain()] == ["Transform Started",
+                                                               "Transform Waiting"]  # fmt: skip
+            create = sagemaker.create_transform_job
+
+            def sibling_fails_first(**request):
+                detail = {"run_id": run, "dataset": "tq-failed", "stage": "transform",
+                          "reason": "a sibling failed"}  # fmt: skip
+                fail_run(sagemaker, publisher, detail, stop_training=[], stop_transform=[h14],
+                         once=failure)  # fmt: skip
+                return create(**request)
+
+            monkeypatch.setattr(sagemaker, "create_transform_job", sibling_fails_first)
+            publish_model(storage, sagemaker, publisher, trained["h28"], settings)
+            assert [e["detail-type"] for e in bus.drain()] == ["Run Failed"]
+            monkeypatch.setattr(sagemaker, "create_transform_job", create)
+
+            releases[h14].set()  # h14 stopped: the instance is free for h14-bt, which waited
+            assert _transform_ended(sagemaker, h14)["TransformJobStatus"] == "Stopped"
+            twin = jobs.transform_request(manifest, manifest.model("h14-bt"), settings)
+            sagemaker.create_transform_job(**twin)  # by a delivery that died after it
+            started = start_waiting_transforms(
+                storage, sagemaker, publisher, manifest, settings,
+                stage="assemble_forecast", failure=failure,
+            )  # fmt: skip
+            assert started == []
+            status = sagemaker.describe_transform_job(TransformJobName=h14_bt)
+            assert status["TransformJobStatus"] in ("Stopping", "Stopped"), status
+            assert bus.drain() == []

@@ -233,8 +233,9 @@ def report_failure(
     one event. It does not fail the run for good (see RUN_FAILED), but for a job that waited
     for the quota and was refused on every try (QuotaNotReleasedError), which nothing is
     left to start. That stops no job (this step has no SageMaker permissions): none of the
-    run's jobs of the refused one's kind was in progress, and a job of the other kind
-    started meanwhile runs to its end, its output never assembled.
+    run's jobs of the refused one's kind was in progress, but one of the other kind (a
+    training job still in progress when a transform was refused, or a transform started
+    meanwhile) runs to its end, its output never used.
 
     Returns
     -------

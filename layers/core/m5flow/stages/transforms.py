@@ -21,7 +21,7 @@ from aws_lambda_powertools import Logger
 
 from m5flow import jobs, naming
 from m5flow.manifest import Manifest, ModelShards
-from m5flow.notifications import EventPublisher
+from m5flow.notifications import FORECAST_READY, EventPublisher
 from m5flow.stages.backtest_loss import lose_backtest, lost_backtest
 from m5flow.stages.failure import (
     fail_run,
@@ -32,7 +32,14 @@ from m5flow.stages.failure import (
     stop_jobs,
     waiting_reason,
 )
-from m5flow.stages.quota_wait import JobState, Refusal, holding, holds_alone, unless_released
+from m5flow.stages.quota_wait import (
+    HOLDING,
+    JobState,
+    Refusal,
+    holding,
+    holds_alone,
+    unless_released,
+)
 from m5flow.storage import Storage
 
 logger = Logger(child=True)
@@ -71,6 +78,10 @@ def start_transform(
     if isinstance(outcome, Refusal):
         states = _states(sagemaker, manifest) if outcome.waits else {}
         if outcome.waits and holding(states):
+            if _run_over(publisher, manifest, model, failure):
+                # A sibling ended it meanwhile, and its stops leave jobs stopping, which
+                # hold the instances: nothing waits, and nothing is said after its end.
+                return "stopped"
             _announce_waiting(publisher, manifest, model, number, outcome, artifact)
             # The transforms that held the quota may all have ended between the refusal
             # and the record, their ends finding nothing waiting: look once more, after them.
@@ -110,25 +121,32 @@ def start_waiting_transforms(
     saying so.
     """
     run = manifest.run_id
-    if publisher.settle(run, failure) != "absent":
-        return []
+    failed = publisher.settle(run, failure) != "absent"
     records = publisher.recorded(run, WAITING)
-    if not records:  # the common case: nothing waits, and nothing to look up
+    if not records or (not failed and _forecast_ready(publisher, run)):
+        # The common case, nothing waits; or the forecast is out, every transform ended.
         return []
     order = {model.name: index for index, model in enumerate(manifest.models)}
     waiting = sorted(
         (_waiter(manifest, record.get("detail") or {}) for record in records),
         key=lambda waiter: (order[waiter[0].name], waiter[1]),
     )
+    names = [naming.job_name(run, naming.pass_name(m.name, number)) for m, number, _ in waiting]
+    if failed:
+        # A delivery that created one of them after the run's stops, and died before its
+        # own check, left it running for nothing.
+        stop_jobs(sagemaker, transform=names)
+        return []
     lost = lost_backtest(publisher, run) is not None
     states = _states(sagemaker, manifest)
     created: list[str] = []
-    for model, number, artifact in waiting:
+    for (model, number, artifact), job in zip(waiting, names, strict=True):
         if model.backtest and lost:
+            if states[job].status in HOLDING:  # as above, for a twin's after the loss
+                stop_jobs(sagemaker, transform=[job])
             continue
-        request = jobs.transform_request(manifest, model, settings, number)
-        job = request["TransformJobName"]
         if states[job].status is None:
+            request = jobs.transform_request(manifest, model, settings, number)
             outcome = _create(sagemaker, manifest, model, settings, request)
             if isinstance(outcome, Refusal):
                 if outcome.waits and not holding(states):
@@ -258,14 +276,27 @@ def _stopped(
 ) -> bool:
     """Stop transform `job`, just created, if the run failed meanwhile (a sibling's stop
     came before it existed), or, for a twin's, if the backtest was lost meanwhile."""
-    if publisher.settle(manifest.run_id, failure) != "absent":
-        logger.warning("the run failed meanwhile; transform stopped", extra={"job": job})
-    elif model.backtest and lost_backtest(publisher, manifest.run_id):
-        logger.warning("the backtest was lost meanwhile; transform stopped", extra={"job": job})
-    else:
+    if not _run_over(publisher, manifest, model, failure):
         return False
+    logger.warning("the run failed or its backtest was lost meanwhile; transform stopped",
+                   extra={"job": job})  # fmt: skip
     stop_jobs(sagemaker, transform=[job])
     return True
+
+
+def _run_over(
+    publisher: EventPublisher, manifest: Manifest, model: ModelShards, failure: str
+) -> bool:
+    """Whether the run failed (`failure`: its `failure_name`), or, for a twin, whether its
+    backtest was lost: no transform of the model is wanted any more."""
+    if publisher.settle(manifest.run_id, failure) != "absent":
+        return True
+    return model.backtest and lost_backtest(publisher, manifest.run_id) is not None
+
+
+def _forecast_ready(publisher: EventPublisher, run: str) -> bool:
+    """Whether the run's forecast was announced: every transform it read has ended."""
+    return publisher.record(run, FORECAST_READY) is not None
 
 
 def _announce_waiting(
