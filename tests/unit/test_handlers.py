@@ -1419,14 +1419,16 @@ def test_twins_beyond_the_quota_wait_as_the_forecasting_models_do(
             assert job["TrainingJobStatus"] not in ("Stopping", "Stopped", "Failed")
 
 
-def _until_ended(sagemaker, name: str, timeout: float = 120.0) -> dict:
-    """The job's description once it has ended (a test waits; the steps never do)."""
+def _until_ended(sagemaker, name: str, timeout: float = 120.0, kind: str = "training") -> dict:
+    """The job's description once it has ended (a test waits; the steps never do): its
+    state change's detail. `kind`: "training" or "transform"."""
+    describe, field = getattr(sagemaker, f"describe_{kind}_job"), f"{kind.capitalize()}Job"
     deadline = time.monotonic() + timeout
     while True:
-        job = sagemaker.describe_training_job(TrainingJobName=name)
-        if job["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+        job = describe(**{f"{field}Name": name})
+        if job[f"{field}Status"] in ("Completed", "Failed", "Stopped"):
             return job
-        assert time.monotonic() < deadline, f"{name} still {job['TrainingJobStatus']}"
+        assert time.monotonic() < deadline, f"{name} still {job[f'{field}Status']}"
         time.sleep(0.2)
 
 

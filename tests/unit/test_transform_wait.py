@@ -59,17 +59,6 @@ def _held(monkeypatch, *names: str) -> Iterator[dict[str, threading.Event]]:
             release.set()
 
 
-def _transform_ended(sagemaker, name: str, timeout: float = 120.0) -> dict:
-    """The transform's description once it has ended: its state change's detail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = sagemaker.describe_transform_job(TransformJobName=name)
-        if job["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
-            return job
-        assert time.monotonic() < deadline, f"{name} still {job['TransformJobStatus']}"
-        time.sleep(0.2)
-
-
 def _transforms(sagemaker) -> dict[str, str]:
     jobs = sagemaker.list_transform_jobs(MaxResults=100)["TransformJobSummaries"]
     return {job["TransformJobName"]: job["TransformJobStatus"] for job in jobs}
@@ -114,7 +103,7 @@ def test_transforms_beyond_the_quota_wait_and_start_as_the_run_s_transforms_end(
             assert bus.drain() == []
             assert _transforms(sagemaker) == {names["h14"]: "InProgress"}
             releases[names["h14"]].set()
-            ended = _transform_ended(sagemaker, names["h14"])
+            ended = _until_ended(sagemaker, names["h14"], kind="transform")
 
             order = []
             while True:
@@ -133,7 +122,7 @@ def test_transforms_beyond_the_quota_wait_and_start_as_the_run_s_transforms_end(
                 assert assembly.note.endswith(f"started {job}, which waited for the quota")
                 order.append(started["detail"]["model"])
                 releases[job].set()
-                ended = _transform_ended(sagemaker, job)
+                ended = _until_ended(sagemaker, job, kind="transform")
             assert order == ["h28", "h14-bt", "h28-bt"]  # the forecasting model first
         assert set(_transforms(sagemaker).values()) == {"Completed"}
 
@@ -206,7 +195,7 @@ def test_a_waiting_transform_refused_moments_after_the_run_s_last_ended_is_tried
             assert [e["detail-type"] for e in bus.drain()] == ["Transform Started",
                                                                "Transform Waiting"]  # fmt: skip
             releases[h14].set()
-            ended = _transform_ended(sagemaker, h14)
+            ended = _until_ended(sagemaker, h14, kind="transform")
             other = jobs.transform_request(manifest, manifest.model("h14"), settings)
             sagemaker.create_transform_job(
                 **{**other, "TransformJobName": "another-teams-transform"}
@@ -270,7 +259,7 @@ def test_no_transform_waits_after_the_run_failed_and_a_late_waiter_is_stopped(
             monkeypatch.setattr(sagemaker, "create_transform_job", create)
 
             releases[h14].set()  # h14 stopped: the instance is free for h14-bt, which waited
-            assert _transform_ended(sagemaker, h14)["TransformJobStatus"] == "Stopped"
+            assert _until_ended(sagemaker, h14, kind="transform")["TransformJobStatus"] == "Stopped"
             twin = jobs.transform_request(manifest, manifest.model("h14-bt"), settings)
             sagemaker.create_transform_job(**twin)  # by a delivery that died after it
             started = start_waiting_transforms(

@@ -187,21 +187,13 @@ def announce_transform(
     """Send `Transform Started` for the model's pass `number` once, whichever delivery
     created the job (`start_transform`); `extra`: more of the detail. Returns the job's name.
     """
-    name = naming.pass_name(model.name, number)
-    job = naming.job_name(manifest.run_id, name)
+    detail = _detail(manifest, model, number, **extra)
     publisher.publish(
         "Transform Started",
-        {
-            "run_id": manifest.run_id,
-            "dataset": manifest.dataset,
-            "model": model.name,
-            **extra,
-            "transform_job": job,
-            **({"pass": number + 1, "passes": model.passes} if model.passes else {}),
-        },
-        once=f"transform-started-{name}",
+        detail,
+        once=f"transform-started-{naming.pass_name(model.name, number)}",
     )
-    return job
+    return str(detail["transform_job"])
 
 
 def fail_model(
@@ -309,21 +301,23 @@ def _announce_waiting(
 ) -> None:
     """Send `Transform Waiting` for the model's pass `number` once: its record is what
     `start_waiting_transforms` reads."""
-    name = naming.pass_name(model.name, number)
-    job = naming.job_name(manifest.run_id, name)
+    detail = _detail(manifest, model, number, **({"model_artifact": artifact} if artifact else {}))
+    detail["reason"] = waiting_reason("transform", str(detail["transform_job"]), refusal.message)
     publisher.publish(
-        "Transform Waiting",
-        {
-            "run_id": manifest.run_id,
-            "dataset": manifest.dataset,
-            "model": model.name,
-            "transform_job": job,
-            **({"pass": number + 1, "passes": model.passes} if model.passes else {}),
-            **({"model_artifact": artifact} if artifact else {}),
-            "reason": waiting_reason("transform", job, refusal.message),
-        },
-        once=WAITING + name,
+        "Transform Waiting", detail, once=WAITING + naming.pass_name(model.name, number)
     )
+
+
+def _detail(manifest: Manifest, model: ModelShards, number: int, **extra: Any) -> dict[str, Any]:
+    """What `Transform Started` and `Transform Waiting` say of the model's pass `number`."""
+    return {
+        "run_id": manifest.run_id,
+        "dataset": manifest.dataset,
+        "model": model.name,
+        **extra,
+        "transform_job": naming.job_name(manifest.run_id, naming.pass_name(model.name, number)),
+        **({"pass": number + 1, "passes": model.passes} if model.passes else {}),
+    }
 
 
 def _waiter(manifest: Manifest, detail: dict[str, Any]) -> tuple[ModelShards, int, str | None]:
