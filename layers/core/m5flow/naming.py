@@ -272,6 +272,11 @@ def pass_name(model: str, number: int) -> str:
     return model if number == 0 else f"{model}-p{number + 1}"
 
 
+def transform_job_name(run: str, model: str, number: int) -> str:
+    """The transform job of a model's pass `number` (`pass_name`)."""
+    return job_name(run, pass_name(model, number))
+
+
 def backtest_name(model: str) -> str:
     """The name of a direct model's backtest twin (`ModelShards.backtest`): `h7-bt`."""
     return f"{model}-bt"

@@ -200,10 +200,11 @@ def assemble_forecast(
     before), its backtest was lost (a twin's job), or the forecast was written before
     (another delivery announced it, or this one re-sent its lost announcement).
     """
-    run = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])[1]
+    _, run, output_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])
     manifest = Manifest.from_json(storage.read(naming.manifest_key(run)))
     failure = failure_name(storage, run)
-    assembly = _on_end(storage, publisher, transform, sagemaker, settings, manifest, failure)
+    assembly = _on_end(storage, publisher, transform, output_name, sagemaker, settings, manifest,
+                       failure)  # fmt: skip
     if assembly.submission is None:
         # The job's instances are free: the run's transforms that waited for them start.
         started = start_waiting_transforms(
@@ -220,15 +221,15 @@ def _on_end(
     storage: Storage,
     publisher: EventPublisher,
     transform: Mapping[str, Any],
+    output_name: str,
     sagemaker: Any,
     settings: jobs.JobSettings,
     manifest: Manifest,
     failure: str,
 ) -> Assembly:
-    """What `assemble_forecast` does for the transform that ended, before the transforms
-    that waited start."""
+    """What `assemble_forecast` does for the transform that ended (`output_name`: its
+    pass's name, from its output path), before the transforms that waited start."""
     name, run = transform["TransformJobName"], manifest.run_id
-    output_name = naming.run_and_model_of(transform["TransformOutput"]["S3OutputPath"])[2]
     model_name, number = naming.pass_of(output_name)
     status = transform["TransformJobStatus"]
     if status != "Completed":
@@ -505,7 +506,7 @@ def _next_pass(
         _write_pass_shards(storage, manifest, model, number)
     except (RunFailedError, ObjectChangedError, ObjectMissingError) as exc:
         return _failed(publisher, manifest, exc, failure)
-    job = naming.job_name(manifest.run_id, naming.pass_name(model.name, number))
+    job = naming.transform_job_name(manifest.run_id, model.name, number)
     started = start_transform(
         storage, sagemaker, publisher, manifest, model, settings,
         number=number, stage=Stage.ASSEMBLE_FORECAST, failure=failure,

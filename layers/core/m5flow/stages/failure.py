@@ -30,7 +30,7 @@ from m5flow import naming
 from m5flow.exceptions import QuotaNotReleasedError
 from m5flow.hyperparameters import overrides_said
 from m5flow.jobs import job_logs, one_line
-from m5flow.manifest import Manifest
+from m5flow.manifest import Manifest, ModelShards
 from m5flow.notifications import SOURCE, EventPublisher, Stage, ledger_key
 from m5flow.storage import ObjectHead, ObjectMissingError, Storage
 from m5flow.wording import cut
@@ -398,12 +398,16 @@ def other_models_jobs(manifest: Manifest, model: str) -> tuple[list[str], list[s
     the recursive model has a transform job per pass besides (`naming.pass_name`)."""
     others = [m for m in manifest.models if m.name != model]
     training = [naming.job_name(manifest.run_id, m.name) for m in others]
-    transform = [
-        naming.job_name(manifest.run_id, naming.pass_name(m.name, number))
-        for m in others
+    return training, transform_jobs(manifest, others)
+
+
+def transform_jobs(manifest: Manifest, models: Sequence[ModelShards]) -> list[str]:
+    """Every transform job of the `models` (of the run `manifest`): each pass's."""
+    return [
+        naming.transform_job_name(manifest.run_id, m.name, number)
+        for m in models
         for number in range(m.last_pass + 1)
     ]
-    return training, transform
 
 
 def stop_other_models(sagemaker: Any, manifest: Manifest, model: str) -> None:

@@ -10,8 +10,9 @@ minutes after the run's last such job ended, while SageMaker may still count its
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from m5flow.exceptions import QuotaNotReleasedError
 from m5flow.stages.failure import quota_numbers
@@ -44,6 +45,29 @@ class Refusal:
     reason: str
     message: str = ""
     waits: bool = False
+
+
+def job_states(
+    sagemaker: Any, kind: Literal["training", "transform"], names: Sequence[str]
+) -> dict[str, JobState]:
+    """Each of the run's `kind` jobs `names` as SageMaker's Describe tells it, by name."""
+    return {name: _job_state(sagemaker, kind, name) for name in names}
+
+
+def _job_state(sagemaker: Any, kind: str, name: str) -> JobState:
+    """Job `name`'s status and end, or no status if SageMaker has no such job. The name is
+    the run's own, well-formed, so a ValidationException means just that ("Requested
+    resource not found." for a training job, aws/aws-sdk#165; "Could not find requested
+    job with name ..." for a transform: neither wording is a contract)."""
+    field = f"{kind.capitalize()}Job"
+    try:
+        job = getattr(sagemaker, f"describe_{kind}_job")(**{f"{field}Name": name})
+    except sagemaker.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":
+            return JobState(None)
+        raise
+    ended = job.get(f"{kind.capitalize()}EndTime")
+    return JobState(str(job[f"{field}Status"]), ended.timestamp() if ended else None)
 
 
 def holds_alone(message: str, instances: int) -> bool:

@@ -36,6 +36,7 @@ from m5flow.stages.quota_wait import (
     Refusal,
     holding,
     holds_alone,
+    job_states,
     unless_released,
 )
 from m5flow.storage import ObjectHead, Storage
@@ -191,7 +192,7 @@ def start_waiting(
         _fail_run(sagemaker, publisher, manifest, exc.reason, stop=[], once=failure, stage=stage)
         return []
     names = [r["TrainingJobName"] for r in requests]
-    states = _states(sagemaker, names)
+    states = job_states(sagemaker, "training", names)
     uri = storage.uri(naming.manifest_key(run))
     created: list[str] = []
     for index, (model, name) in enumerate(zip(manifest.models, names, strict=True)):
@@ -203,7 +204,7 @@ def start_waiting(
                 if outcome.waits and not holding(states):
                     # Look again before giving up: a concurrent delivery may have started
                     # a job of the run since (its end will call this again).
-                    states = _states(sagemaker, names)
+                    states = job_states(sagemaker, "training", names)
                 if outcome.waits and holding(states):
                     reason = waiting_reason("training", name, outcome.message)
                     logger.info("training job still waits for the quota",
@@ -269,7 +270,7 @@ def _fail_waiting(
     _fail_run(sagemaker, publisher, manifest, reason, stop=[], once=failure, stage=stage,
               stop_transform=transforms)  # fmt: skip
     try:
-        states = _states(sagemaker, names)
+        states = job_states(sagemaker, "training", names)
         in_progress = [name for name, state in states.items() if state.status in HOLDING]
     except Exception as exc:  # nothing may raise after the announcement (fail_run)
         logger.warning("could not look at the run's jobs; stopping each", extra={"why": repr(exc)})
@@ -302,24 +303,6 @@ def _create(
             raise
         return Refusal(refusal_reason(f"training job {name}", exc.response["Error"]["Message"]))
     return "created"
-
-
-def _states(sagemaker: Any, names: list[str]) -> dict[str, JobState]:
-    """Each job as SageMaker tells it, by name."""
-    return {name: _state(sagemaker, name) for name in names}
-
-
-def _state(sagemaker: Any, name: str) -> JobState:
-    """Training job `name`'s status and end, or no status if SageMaker has no such job
-    ("Requested resource not found.", a ValidationException: aws/aws-sdk#165)."""
-    try:
-        job = sagemaker.describe_training_job(TrainingJobName=name)
-    except sagemaker.exceptions.ClientError as exc:
-        if "not found" in exc.response.get("Error", {}).get("Message", ""):
-            return JobState(None)
-        raise
-    ended = job.get("TrainingEndTime")
-    return JobState(str(job["TrainingJobStatus"]), ended.timestamp() if ended else None)
 
 
 def _announce(

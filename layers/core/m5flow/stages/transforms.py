@@ -30,6 +30,7 @@ from m5flow.stages.failure import (
     quota_reason,
     refusal_reason,
     stop_jobs,
+    transform_jobs,
     waiting_reason,
 )
 from m5flow.stages.quota_wait import (
@@ -38,6 +39,7 @@ from m5flow.stages.quota_wait import (
     Refusal,
     holding,
     holds_alone,
+    job_states,
     unless_released,
 )
 from m5flow.storage import Storage
@@ -131,7 +133,7 @@ def start_waiting_transforms(
         (_waiter(manifest, record.get("detail") or {}) for record in records),
         key=lambda waiter: (order[waiter[0].name], waiter[1]),
     )
-    names = [naming.job_name(run, naming.pass_name(m.name, number)) for m, number, _ in waiting]
+    names = [naming.transform_job_name(run, m.name, number) for m, number, _ in waiting]
     if failed:
         # A delivery that created one of them after the run's stops, and died before its
         # own check, left it running for nothing.
@@ -315,7 +317,7 @@ def _detail(manifest: Manifest, model: ModelShards, number: int, **extra: Any) -
         "dataset": manifest.dataset,
         "model": model.name,
         **extra,
-        "transform_job": naming.job_name(manifest.run_id, naming.pass_name(model.name, number)),
+        "transform_job": naming.transform_job_name(manifest.run_id, model.name, number),
         **({"pass": number + 1, "passes": model.passes} if model.passes else {}),
     }
 
@@ -327,27 +329,5 @@ def _waiter(manifest: Manifest, detail: dict[str, Any]) -> tuple[ModelShards, in
 
 
 def _states(sagemaker: Any, manifest: Manifest) -> dict[str, JobState]:
-    """Each of the run's transform jobs (every model's, every pass's) as SageMaker tells
-    it, by name."""
-    return {
-        name: _state(sagemaker, name)
-        for model in manifest.models
-        for name in (
-            naming.job_name(manifest.run_id, naming.pass_name(model.name, number))
-            for number in range(model.last_pass + 1)
-        )
-    }
-
-
-def _state(sagemaker: Any, name: str) -> JobState:
-    """Transform job `name`'s status and end, or no status if SageMaker has no such job.
-    The name is the run's own, well-formed, so a ValidationException means just that
-    (its wording, "Could not find requested job with name ...", is no contract)."""
-    try:
-        job = sagemaker.describe_transform_job(TransformJobName=name)
-    except sagemaker.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationException":
-            return JobState(None)
-        raise
-    ended = job.get("TransformEndTime")
-    return JobState(str(job["TransformJobStatus"]), ended.timestamp() if ended else None)
+    """Each of the run's transform jobs (every model's, every pass's), by name."""
+    return job_states(sagemaker, "transform", transform_jobs(manifest, manifest.models))
